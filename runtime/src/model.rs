@@ -1,0 +1,753 @@
+//! The campaign project model: workflows, steps, triggers, scoring, segments, settings.
+//!
+//! The serde representation of these types *is* the file format: `nurture schema` prints
+//! the JSON Schema derived from them (committed as `schema/workflow.schema.json`), and
+//! [`crate::project`] parses files into them with precise diagnostics.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// A marker that custom deserializers put in front of their messages so that the
+/// diagnostic gets a specific code. See [`crate::project`].
+pub(crate) const DURATION_ERR: &str = "invalid duration";
+pub(crate) const TIME_ERR: &str = "invalid time";
+
+/// One campaign workflow, one per file in `workflows/`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "nurture workflow")]
+pub struct Workflow {
+    /// Unique id in the project, `[a-z0-9-]+`.
+    pub workflow: String,
+    /// Human name, shown in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Bumped on every deployed change.
+    #[serde(default = "one")]
+    pub version: u32,
+    /// IANA time zone for `wait_until` and quiet hours; a contact's own timezone wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Emails due inside these local hours are deferred to their end, never dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
+    /// What enrols a contact: one trigger or a list of them.
+    pub trigger: OneOrMany<Trigger>,
+    /// May a contact enter again: `never` (default), `always`, or `after 30d`.
+    #[serde(default)]
+    pub reentry: Reentry,
+    /// Reaching it ends the run as converted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<Goal>,
+    /// CEL condition checked before every step; true ends the run as exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_if: Option<Expr>,
+    /// Which contacts may receive this workflow's marketing email.
+    #[serde(default)]
+    pub consent: ConsentPolicy,
+    /// The steps; the first is the entry.
+    pub steps: Vec<Step>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Either a single item or a list of them.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(t) => std::slice::from_ref(t),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHours {
+    /// Local time the quiet period starts, `HH:MM`.
+    pub from: TimeOfDay,
+    /// Local time it ends, `HH:MM` (may be earlier than `from`: overnight).
+    pub to: TimeOfDay,
+}
+
+/// Consent required to send marketing email from a workflow.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentPolicy {
+    /// Send unless the contact opted out (soft opt-in; the default).
+    #[default]
+    NotOptedOut,
+    /// Send only to contacts who opted in explicitly (double opt-in lists, GDPR).
+    OptedIn,
+}
+
+/// What enrols a contact into a workflow.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum Trigger {
+    Event(EventTrigger),
+    Segment(SegmentTrigger),
+    Score(ScoreTrigger),
+    Schedule(ScheduleTrigger),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventTrigger {
+    /// Event type, e.g. `form.submitted`.
+    pub event: String,
+    /// CEL filter over `event` and `contact`.
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Expr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentTrigger {
+    /// The contact enters this segment (from `segments.yaml`).
+    pub segment: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreTrigger {
+    pub score: ScoreThreshold,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreThreshold {
+    /// Fires when the score crosses this value upwards.
+    pub reaches: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleTrigger {
+    /// Cron expression (5 fields, or 6 with seconds) in the workflow's timezone.
+    pub schedule: String,
+    /// Segment whose members are enrolled at each firing.
+    pub audience: String,
+}
+
+/// Re-entry policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reentry {
+    #[default]
+    Never,
+    Always,
+    After(Duration),
+}
+
+impl Serialize for Reentry {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Reentry::Never => s.serialize_str("never"),
+            Reentry::Always => s.serialize_str("always"),
+            Reentry::After(d) => s.serialize_str(&format!("after {d}")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Reentry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim() {
+            "never" => Ok(Reentry::Never),
+            "always" => Ok(Reentry::Always),
+            other => match other.strip_prefix("after ") {
+                Some(dur) => dur
+                    .trim()
+                    .parse()
+                    .map(Reentry::After)
+                    .map_err(serde::de::Error::custom),
+                None => Err(serde::de::Error::custom(format!(
+                    "invalid reentry `{other}`: use `never`, `always` or `after DURATION` (e.g. `after 30d`)"
+                ))),
+            },
+        }
+    }
+}
+
+impl JsonSchema for Reentry {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Reentry".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "never | always | after DURATION (e.g. `after 30d`)",
+            "pattern": "^(never|always|after\\s+([0-9]+[smhdw])+)$"
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Goal {
+    /// Event type that counts as conversion.
+    pub event: String,
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Expr>,
+}
+
+/// A step of a workflow: an id, exactly one kind key, and an optional successor.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Step {
+    /// Unique in the workflow; referenced by `next`, `on_timeout` and branches.
+    pub id: String,
+    #[serde(flatten)]
+    pub kind: StepKind,
+    /// Config of a `plugin:` step, checked against the plugin's manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<BTreeMap<String, Value>>,
+    /// Explicit successor (`end` stops the run). Default: the next step in the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Where a `wait_for` goes when its timeout passes. Default: same as on the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<String>,
+}
+
+/// One item of an `actions:` list.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Action {
+    #[serde(flatten)]
+    pub kind: StepKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<BTreeMap<String, Value>>,
+}
+
+/// The kind of a step; the key that names it in the file.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Render a template and send it.
+    SendEmail(EmailRef),
+    /// Wait for a duration: `30m`, `2h`, `7d`, `3w`.
+    Wait(Duration),
+    /// Wait until the next matching local time.
+    WaitUntil(WaitUntil),
+    /// Wait for an event of this contact, or the timeout.
+    WaitFor(WaitFor),
+    /// First arm whose condition is true wins; `else` is required.
+    Branch(Vec<BranchArm>),
+    /// A/B(/n) split by a stable hash of (workflow, step, contact).
+    Split(Vec<SplitArm>),
+    /// Add (or with a minus sign remove) lead-score points.
+    Score(i64),
+    Tag(OneOrMany<String>),
+    Untag(OneOrMany<String>),
+    /// Set contact fields; `lifecycle` is one of them.
+    Set(BTreeMap<String, Value>),
+    /// Sales hand-off: pick an owner from a team in `nurture.toml`.
+    AssignOwner(AssignOwner),
+    /// Internal alert email.
+    Notify(Notify),
+    /// HTTP call with retries and an idempotency key.
+    Webhook(Webhook),
+    /// A wasm plugin step, `NAME/STEP`, configured by `with:`.
+    Plugin(String),
+    /// Several actions, in order.
+    Actions(Vec<Action>),
+}
+
+impl StepKind {
+    /// The file key of every kind, in declaration order.
+    pub const KEYS: &'static [&'static str] = &[
+        "send_email",
+        "wait",
+        "wait_until",
+        "wait_for",
+        "branch",
+        "split",
+        "score",
+        "tag",
+        "untag",
+        "set",
+        "assign_owner",
+        "notify",
+        "webhook",
+        "plugin",
+        "actions",
+    ];
+
+    pub fn key(&self) -> &'static str {
+        match self {
+            StepKind::SendEmail(_) => "send_email",
+            StepKind::Wait(_) => "wait",
+            StepKind::WaitUntil(_) => "wait_until",
+            StepKind::WaitFor(_) => "wait_for",
+            StepKind::Branch(_) => "branch",
+            StepKind::Split(_) => "split",
+            StepKind::Score(_) => "score",
+            StepKind::Tag(_) => "tag",
+            StepKind::Untag(_) => "untag",
+            StepKind::Set(_) => "set",
+            StepKind::AssignOwner(_) => "assign_owner",
+            StepKind::Notify(_) => "notify",
+            StepKind::Webhook(_) => "webhook",
+            StepKind::Plugin(_) => "plugin",
+            StepKind::Actions(_) => "actions",
+        }
+    }
+
+    /// Kinds that do something to the contact or the world and may stand in `actions:`.
+    pub fn is_action(&self) -> bool {
+        !matches!(
+            self,
+            StepKind::Wait(_)
+                | StepKind::WaitUntil(_)
+                | StepKind::WaitFor(_)
+                | StepKind::Branch(_)
+                | StepKind::Split(_)
+                | StepKind::Actions(_)
+        )
+    }
+}
+
+/// `send_email: TEMPLATE` or `{template, subject?, from?}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(
+    untagged,
+    expecting = "a template name, or a map {template, subject?, from?}"
+)]
+pub enum EmailRef {
+    Template(String),
+    Full(EmailSpec),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSpec {
+    pub template: String,
+    /// Overrides the template's subject (may interpolate `${...}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+impl EmailRef {
+    pub fn template(&self) -> &str {
+        match self {
+            EmailRef::Template(t) => t,
+            EmailRef::Full(s) => &s.template,
+        }
+    }
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            EmailRef::Template(_) => None,
+            EmailRef::Full(s) => s.subject.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WaitUntil {
+    /// Local time of day, `HH:MM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<TimeOfDay>,
+    /// Only on this weekday (`mon`..`sun`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekday: Option<Weekday>,
+    /// CEL expression giving a date or timestamp, e.g. `contact.webinar_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<Expr>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Weekday {
+    pub fn to_chrono(self) -> chrono::Weekday {
+        match self {
+            Weekday::Mon => chrono::Weekday::Mon,
+            Weekday::Tue => chrono::Weekday::Tue,
+            Weekday::Wed => chrono::Weekday::Wed,
+            Weekday::Thu => chrono::Weekday::Thu,
+            Weekday::Fri => chrono::Weekday::Fri,
+            Weekday::Sat => chrono::Weekday::Sat,
+            Weekday::Sun => chrono::Weekday::Sun,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WaitFor {
+    /// Event type to wait for, e.g. `email.opened`.
+    pub event: String,
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Expr>,
+    /// How long to wait before taking `on_timeout`.
+    pub timeout: Duration,
+}
+
+/// `{if: EXPR, next: STEP}` or `{else: STEP}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BranchArm {
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Expr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    #[serde(rename = "else", default, skip_serializing_if = "Option::is_none")]
+    pub otherwise: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SplitArm {
+    /// Relative weight, positive.
+    pub weight: i64,
+    pub next: String,
+    /// Variant name used in reports; defaults to the `next` step id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AssignOwner {
+    /// A team from `[teams]` in `nurture.toml`.
+    pub team: String,
+    #[serde(default)]
+    pub strategy: OwnerStrategy,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OwnerStrategy {
+    #[default]
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// `owner` (the contact's sales owner) or an email address.
+    pub to: String,
+    pub template: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: String,
+    #[serde(default = "post")]
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+
+/// A CEL expression, compiled when the project is loaded.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(transparent)]
+pub struct Expr(pub String);
+
+/// A duration written as `30m`, `2h`, `7d`, `3w` (or combined, `1d12h`; `s` for seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration(pub u64);
+
+impl Duration {
+    pub fn seconds(self) -> u64 {
+        self.0
+    }
+    pub fn to_chrono(self) -> chrono::Duration {
+        chrono::Duration::seconds(self.0 as i64)
+    }
+}
+
+impl FromStr for Duration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("{DURATION_ERR} `{s}`: write a number and a unit (m, h, d or w), e.g. 30m, 2h, 7d, 3w")
+        };
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(bad());
+        }
+        let mut total: u64 = 0;
+        let mut num = String::new();
+        for c in t.chars() {
+            if c.is_ascii_digit() {
+                num.push(c);
+                continue;
+            }
+            let unit = match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                'w' => 604_800,
+                _ => return Err(bad()),
+            };
+            let n: u64 = num.parse().map_err(|_| bad())?;
+            total = n
+                .checked_mul(unit)
+                .and_then(|x| total.checked_add(x))
+                .ok_or_else(bad)?;
+            num.clear();
+        }
+        if !num.is_empty() || total == 0 {
+            return Err(bad());
+        }
+        Ok(Duration(total))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        for (unit, secs) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+            if rest >= secs {
+                write!(f, "{}{unit}", rest / secs)?;
+                rest %= secs;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match v {
+            Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!(
+                "{DURATION_ERR} `{other}`: write a number and a unit (m, h, d or w), e.g. 30m, 2h, 7d, 3w"
+            ))),
+        }
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "a number and a unit: 30m, 2h, 7d, 3w (combinations like 1d12h allowed)",
+            "pattern": "^([0-9]+[smhdw])+$"
+        })
+    }
+}
+
+/// A local time of day, `HH:MM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimeOfDay(pub chrono::NaiveTime);
+
+impl FromStr for TimeOfDay {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        chrono::NaiveTime::parse_from_str(s.trim(), "%H:%M")
+            .map(TimeOfDay)
+            .map_err(|_| {
+                format!("{TIME_ERR} `{s}`: write a 24-hour local time as HH:MM, e.g. 09:00")
+            })
+    }
+}
+
+impl Serialize for TimeOfDay {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.format("%H:%M").to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeOfDay {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        let s = match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for TimeOfDay {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TimeOfDay".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "24-hour local time, HH:MM",
+            "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"
+        })
+    }
+}
+
+/// `scoring.yaml`: lead-scoring rules and grades.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Scoring {
+    #[serde(default)]
+    pub rules: Vec<ScoreRule>,
+    /// Grade name to minimum score; a contact's grade is the highest threshold reached,
+    /// else `cold`.
+    #[serde(default)]
+    pub grades: BTreeMap<String, i64>,
+}
+
+/// Points for an event (each time) or for a profile condition (once).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Expr>,
+    /// CEL condition over the contact; the points are given once while it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Expr>,
+    pub points: i64,
+}
+
+/// One entry of `segments.yaml`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Segment {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "if")]
+    pub condition: Expr,
+}
+
+/// `nurture.toml`: project settings, all optional.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Store URL: `sqlite://nurture.db` (default, relative to the project) or `postgres://...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// Default time zone for workflows that do not set one (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Folders searched for plugins, relative to the project (default `plugins`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugin_dirs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<Sender>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<Smtp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
+    /// Sales teams for `assign_owner`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub teams: BTreeMap<String, Team>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Sender {
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Name of the environment variable holding the password (never the password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// `starttls` (default), `tls` or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Address to listen on (default `127.0.0.1:8025`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Name of the environment variable holding the API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Team {
+    /// Sales reps' email addresses, in round-robin order.
+    pub members: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!("30m".parse::<Duration>().unwrap().seconds(), 1800);
+        assert_eq!("7d".parse::<Duration>().unwrap().seconds(), 7 * 86_400);
+        assert_eq!("3w".parse::<Duration>().unwrap().to_string(), "21d");
+        assert_eq!("1d12h".parse::<Duration>().unwrap().to_string(), "1d12h");
+        for bad in ["", "7", "d", "7x", "0d", "-1d", "7 d"] {
+            assert!(
+                bad.parse::<Duration>().is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn reentry_forms() {
+        let r: Reentry = serde_json::from_value(Value::from("after 30d")).unwrap();
+        assert_eq!(r, Reentry::After(Duration(30 * 86_400)));
+        assert!(serde_json::from_value::<Reentry>(Value::from("sometimes")).is_err());
+    }
+
+    #[test]
+    fn time_of_day_rejects_out_of_range() {
+        assert!("09:00".parse::<TimeOfDay>().is_ok());
+        assert!("25:00".parse::<TimeOfDay>().is_err());
+    }
+}

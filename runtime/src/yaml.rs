@@ -1,0 +1,367 @@
+//! A YAML tree that remembers where every node was written.
+//!
+//! Campaign files are parsed into [`Node`]s (each with a 1-based line and column) so that
+//! every diagnostic can point at the exact key or value that is wrong. The tree converts to
+//! `serde_json::Value` (YAML 1.2 core schema) for typed deserialization, and a serde error
+//! path can be mapped back to the node it talks about with [`Node::locate`].
+
+use serde_json::{Map, Number, Value};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// Where a node starts in its file (1-based line and column) and how long its first line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub line: usize,
+    pub col: usize,
+    /// Length in characters of the underline, at least 1.
+    pub len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeKind {
+    Scalar { text: String, quoted: bool },
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub span: Span,
+    pub kind: NodeKind,
+}
+
+/// A YAML syntax error with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub span: Span,
+    pub message: String,
+}
+
+impl Node {
+    pub fn as_map(&self) -> Option<&[(Node, Node)]> {
+        match &self.kind {
+            NodeKind::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn as_seq(&self) -> Option<&[Node]> {
+        match &self.kind {
+            NodeKind::Seq(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The value stored under `key` in a mapping node.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|(_, v)| v)
+    }
+
+    /// The key node and value node stored under `key` in a mapping node.
+    pub fn entry(&self, key: &str) -> Option<(&Node, &Node)> {
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(k, v)| (k, v))
+    }
+
+    /// Follows a path of map keys and sequence indexes. Returns the deepest node reached.
+    pub fn locate<I, S>(&self, path: I) -> &Node
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut node = self;
+        for seg in path {
+            let seg = seg.as_ref();
+            let next = match &node.kind {
+                NodeKind::Map(_) => node.get(seg),
+                NodeKind::Seq(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+                NodeKind::Scalar { .. } => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => break,
+            }
+        }
+        node
+    }
+
+    /// The JSON value of this node under the YAML 1.2 core schema: plain scalars may be
+    /// null, booleans or numbers; quoted scalars are always strings.
+    pub fn to_json(&self) -> Value {
+        match &self.kind {
+            NodeKind::Scalar { text, quoted } => {
+                if *quoted {
+                    Value::String(text.clone())
+                } else {
+                    plain_scalar(text)
+                }
+            }
+            NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeKind::Map(entries) => {
+                let mut m = Map::new();
+                for (k, v) in entries {
+                    let key = match k.to_json() {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    m.insert(key, v.to_json());
+                }
+                Value::Object(m)
+            }
+        }
+    }
+}
+
+fn plain_scalar(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        let unsigned = text.strip_prefix('+').unwrap_or(text);
+        if let Ok(i) = unsigned.parse::<i64>() {
+            return Value::Number(Number::from(i));
+        }
+    }
+    let looks_float = !digits.is_empty()
+        && digits.bytes().any(|b| b.is_ascii_digit())
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+        && digits.starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    if looks_float {
+        if let Ok(f) = text.parse::<f64>() {
+            if let Some(n) = Number::from_f64(f) {
+                return Value::Number(n);
+            }
+        }
+    }
+    Value::String(text.to_string())
+}
+
+enum Frame {
+    Seq(Span, usize, Vec<Node>),
+    Map(Span, usize, Vec<(Node, Node)>, Option<Node>),
+}
+
+struct Builder<'s> {
+    source: &'s str,
+    line_starts: Vec<usize>,
+    stack: Vec<Frame>,
+    anchors: Vec<(usize, Node)>,
+    root: Option<Node>,
+    error: Option<SyntaxError>,
+}
+
+impl Builder<'_> {
+    fn span_at(&self, mark: &Marker, len: usize) -> Span {
+        // yaml-rust2 reports `line` 1-based and `col` 0-based in characters.
+        Span {
+            line: mark.line().max(1),
+            col: mark.col() + 1,
+            len: len.max(1),
+        }
+    }
+
+    fn scalar_len(&self, mark: &Marker, text: &str, style: TScalarStyle) -> usize {
+        let quoted = matches!(
+            style,
+            TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted
+        );
+        // Underline what was written on the first line, quotes included.
+        let line_idx = mark.line().saturating_sub(1);
+        if let Some(&start) = self.line_starts.get(line_idx) {
+            let end = self.source[start..]
+                .find('\n')
+                .map_or(self.source.len(), |e| start + e);
+            let written: String = self.source[start..end].chars().skip(mark.col()).collect();
+            let first = text.lines().next().unwrap_or("");
+            let want = first.chars().count() + if quoted { 2 } else { 0 };
+            return want.min(written.trim_end().chars().count()).max(1);
+        }
+        text.chars().count().max(1)
+    }
+
+    fn push(&mut self, node: Node, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.push((anchor, node.clone()));
+        }
+        match self.stack.last_mut() {
+            None => {
+                if self.root.is_none() {
+                    self.root = Some(node);
+                }
+            }
+            Some(Frame::Seq(_, _, items)) => items.push(node),
+            Some(Frame::Map(_, _, entries, key)) => match key.take() {
+                None => *key = Some(node),
+                Some(k) => entries.push((k, node)),
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder<'_> {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.error.is_some() {
+            return;
+        }
+        match ev {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let len = self.scalar_len(&mark, &text, style);
+                let span = self.span_at(&mark, len);
+                let quoted = !matches!(style, TScalarStyle::Plain);
+                self.push(
+                    Node {
+                        span,
+                        kind: NodeKind::Scalar { text, quoted },
+                    },
+                    anchor,
+                );
+            }
+            Event::SequenceStart(anchor, _) => {
+                let span = self.span_at(&mark, 1);
+                self.stack.push(Frame::Seq(span, anchor, Vec::new()));
+            }
+            Event::MappingStart(anchor, _) => {
+                let span = self.span_at(&mark, 1);
+                self.stack.push(Frame::Map(span, anchor, Vec::new(), None));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, anchor) = match self.stack.pop() {
+                    Some(Frame::Seq(span, anchor, items)) => (
+                        Node {
+                            span,
+                            kind: NodeKind::Seq(items),
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Map(span, anchor, entries, _)) => (
+                        Node {
+                            span,
+                            kind: NodeKind::Map(entries),
+                        },
+                        anchor,
+                    ),
+                    None => return,
+                };
+                self.push(node, anchor);
+            }
+            Event::Alias(id) => {
+                let span = self.span_at(&mark, 1);
+                match self.anchors.iter().rev().find(|(a, _)| *a == id) {
+                    Some((_, n)) => {
+                        let mut n = n.clone();
+                        n.span = span;
+                        self.push(n, 0);
+                    }
+                    None => {
+                        self.error = Some(SyntaxError {
+                            span,
+                            message: "alias refers to an unknown anchor".into(),
+                        })
+                    }
+                }
+            }
+            Event::DocumentStart if self.root.is_some() => {
+                self.error = Some(SyntaxError {
+                    span: self.span_at(&mark, 3),
+                    message: "a campaign file holds one YAML document; remove the second `---`"
+                        .into(),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Parses one YAML document. An empty document is an empty mapping.
+pub fn parse(source: &str) -> Result<Node, SyntaxError> {
+    let mut line_starts = vec![0];
+    line_starts.extend(source.match_indices('\n').map(|(i, _)| i + 1));
+    let mut builder = Builder {
+        source,
+        line_starts,
+        stack: Vec::new(),
+        anchors: Vec::new(),
+        root: None,
+        error: None,
+    };
+    let mut parser = Parser::new_from_str(source);
+    if let Err(e) = parser.load(&mut builder, true) {
+        let m = e.marker();
+        return Err(SyntaxError {
+            span: Span {
+                line: m.line().max(1),
+                col: m.col() + 1,
+                len: 1,
+            },
+            message: e.info().to_string(),
+        });
+    }
+    if let Some(err) = builder.error {
+        return Err(err);
+    }
+    Ok(builder.root.unwrap_or(Node {
+        span: Span {
+            line: 1,
+            col: 1,
+            len: 1,
+        },
+        kind: NodeKind::Map(Vec::new()),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_are_one_based_and_point_at_values() {
+        let n = parse("a: 1\nb:\n  - x: 'hi'\n").unwrap();
+        let a = n.get("a").unwrap();
+        assert_eq!((a.span.line, a.span.col), (1, 4));
+        let x = n.locate(["b", "0", "x"]);
+        assert_eq!((x.span.line, x.span.col, x.span.len), (3, 8, 4));
+        assert_eq!(x.to_json(), Value::String("hi".into()));
+    }
+
+    #[test]
+    fn core_schema_scalars() {
+        let n = parse("a: +10\nb: -5\nc: '10'\nd: 1.5\ne: ~\nf: true\ng: 7d\n").unwrap();
+        let v = n.to_json();
+        assert_eq!(v["a"], 10);
+        assert_eq!(v["b"], -5);
+        assert_eq!(v["c"], "10");
+        assert_eq!(v["d"], 1.5);
+        assert!(v["e"].is_null());
+        assert_eq!(v["f"], true);
+        assert_eq!(v["g"], "7d");
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let e = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(e.span.line >= 1, "{e:?}");
+        assert!(!e.message.is_empty());
+    }
+
+    #[test]
+    fn anchors_and_aliases_resolve() {
+        let n = parse("base: &b {x: 1}\nother: *b\n").unwrap();
+        assert_eq!(n.to_json()["other"]["x"], 1);
+    }
+}

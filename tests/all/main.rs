@@ -1,0 +1,9 @@
+//! nurture's integration tests: one binary, one module per area.
+
+mod util;
+
+mod examples;
+mod fuzz_smoke;
+mod graph;
+mod invalid;
+mod schema;

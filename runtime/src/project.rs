@@ -875,12 +875,18 @@ fn load_plugins(
     out
 }
 
-fn load_segments(root: &Path, loaded: &mut Loaded) -> (Vec<Segment>, Option<Node>) {
-    let path = root.join("segments.yaml");
+/// Reads an optional YAML file of the project; `None` when absent or unparsable.
+fn read_optional_yaml(root: &Path, name: &str, loaded: &mut Loaded) -> Option<(PathBuf, Node)> {
+    let path = root.join(name);
     if !path.exists() {
-        return (Vec::new(), None);
+        return None;
     }
-    let Some(node) = read_yaml(&path, loaded) else {
+    let node = read_yaml(&path, loaded)?;
+    Some((path, node))
+}
+
+fn load_segments(root: &Path, loaded: &mut Loaded) -> (Vec<Segment>, Option<Node>) {
+    let Some((path, node)) = read_optional_yaml(root, "segments.yaml", loaded) else {
         return (Vec::new(), None);
     };
     let mut sink = Sink {
@@ -914,11 +920,7 @@ fn load_segments(root: &Path, loaded: &mut Loaded) -> (Vec<Segment>, Option<Node
 }
 
 fn load_scoring(root: &Path, loaded: &mut Loaded) -> (Scoring, Option<Node>) {
-    let path = root.join("scoring.yaml");
-    if !path.exists() {
-        return (Scoring::default(), None);
-    }
-    let Some(node) = read_yaml(&path, loaded) else {
+    let Some((path, node)) = read_optional_yaml(root, "scoring.yaml", loaded) else {
         return (Scoring::default(), None);
     };
     let mut sink = Sink {

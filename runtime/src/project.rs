@@ -1019,7 +1019,7 @@ pub fn load(root: &Path) -> Loaded {
                 )
                 .with_hint(format!(
                     "{} has the same id; ids must be unique",
-                    prev.display()
+                    prev.strip_prefix(root).unwrap_or(prev).display()
                 )),
             );
             continue;

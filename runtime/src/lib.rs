@@ -26,11 +26,17 @@
 //! - [`plan`]: compilation to a DAG, validation, DOT/Mermaid rendering;
 //! - [`diag`]: diagnostics with stable codes (see `docs/errors.md`).
 
+pub mod deliver;
 pub mod diag;
+pub mod engine;
 pub mod expr;
+pub mod input;
 pub mod model;
 pub mod plan;
 pub mod project;
+pub mod server;
+pub mod simulate;
+pub mod store;
 pub mod yaml;
 
 /// The JSON Schema of a workflow file, as committed in `schema/workflow.schema.json`.

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use nurture::project;
 
+mod commands;
+
 #[derive(Parser)]
 #[command(
     name = "nurture",
@@ -62,11 +64,138 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// Dry-run a campaign: the real engine on a virtual clock, nothing sent.
+    ///
+    /// Prints one JSON object per effect on stdout, in time order (enter, email,
+    /// email_skipped, score, tag, untag, set, assign_owner, notify, webhook, plugin, wait,
+    /// exit). The same input gives the same output, byte for byte. A summary goes to
+    /// stderr. Runs from the first event to --until, or until nothing is pending.
+    Simulate {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Contacts: JSON Lines or CSV (id, email, first_name, timezone, consent, tags...).
+        #[arg(long)]
+        contacts: Option<PathBuf>,
+        /// Events: JSON Lines, one {"type", "contact" or "email", "at", "data"} per line.
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// Stop at this time (RFC 3339). Default: when nothing is pending.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Start at this time instead of the first event's.
+        #[arg(long, value_parser = parse_time)]
+        start: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Run the campaigns: the scheduler and the HTTP API on the project's store.
+    ///
+    /// Opens (or creates) the store (default: SQLite file nurture.db in the project),
+    /// applies incoming events, fires due waits and schedules, delivers the outbox, and
+    /// serves the HTTP API. Stops cleanly on Ctrl-C or SIGTERM.
+    Run {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Address for the HTTP API (default: [api].listen in nurture.toml, else 127.0.0.1:8025).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+        /// Longest sleep between scheduler passes, in milliseconds.
+        #[arg(long, default_value_t = 1000, hide = true)]
+        poll_ms: u64,
+    },
+    /// Manage contacts in the project's store.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+    /// Send events into the project's store (the running scheduler picks them up).
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Inspect runs: one contact's walk through one workflow, with its journal.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Print the JSON Schema of workflow files (for editor autocompletion).
     ///
     /// Put `# yaml-language-server: $schema=../schema/workflow.schema.json` at the top of a
     /// workflow file, or point your editor at the output of this command.
     Schema,
+}
+
+#[derive(Subcommand)]
+enum ContactsCommand {
+    /// Import contacts from JSON Lines or CSV: new ones are created, known ones updated.
+    ///
+    /// Columns/keys: id, email, first_name, last_name, timezone, consent (opted_in,
+    /// opted_out, unknown), tags (list or `a;b`), lifecycle, owner, and any other field
+    /// (`company.employees` becomes a nested field). Bad rows are listed with their line
+    /// and reason; good rows are kept. Exit status 1 when any row was rejected.
+    Import {
+        file: PathBuf,
+        /// The project folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Store events from a JSON Lines file (idempotent: an `id` seen before is ignored).
+    ///
+    /// Each line: {"id"?, "type", "contact" or "email", "at"?, "data"?}. An event for an
+    /// unknown email creates the contact; one for an unknown contact id is rejected. Bad
+    /// lines are listed with their reason; good ones are kept. Exit status 1 when any line
+    /// was rejected.
+    Send {
+        file: PathBuf,
+        /// The project folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        contact: Option<String>,
+        /// active, waiting, completed, converted, exited or failed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Show one run's timeline: steps, conditions with the values they read, effects,
+    /// waits, resumes and the exit.
+    Show {
+        run_id: String,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,11 +213,177 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { dir, format } => validate(&dir, format),
         Command::Graph { file, format } => graph(&file, format),
+        Command::Simulate {
+            dir,
+            contacts,
+            events,
+            until,
+            start,
+        } => runtime()?.block_on(simulate(&dir, contacts, events, start, until)),
+        Command::Run {
+            dir,
+            listen,
+            store,
+            log_json,
+            poll_ms,
+        } => runtime()?.block_on(commands::run(&dir, listen, store, log_json, poll_ms)),
+        Command::Contacts(ContactsCommand::Import {
+            file,
+            dir,
+            store,
+            format,
+        }) => runtime()?.block_on(commands::import(
+            &dir,
+            store,
+            &file,
+            format == OutputFormat::Json,
+        )),
+        Command::Events(EventsCommand::Send {
+            file,
+            dir,
+            store,
+            format,
+        }) => runtime()?.block_on(commands::send(
+            &dir,
+            store,
+            &file,
+            format == OutputFormat::Json,
+        )),
+        Command::Runs(RunsCommand::List {
+            dir,
+            store,
+            workflow,
+            contact,
+            status,
+            limit,
+            format,
+        }) => runtime()?.block_on(commands::list_runs(
+            &dir,
+            store,
+            workflow,
+            contact,
+            status,
+            limit,
+            format == OutputFormat::Json,
+        )),
+        Command::Runs(RunsCommand::Show {
+            run_id,
+            dir,
+            store,
+            format,
+        }) => runtime()?.block_on(commands::show_run(
+            &dir,
+            store,
+            &run_id,
+            format == OutputFormat::Json,
+        )),
         Command::Schema => {
             print!("{}", nurture::workflow_schema());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time such as 2026-03-01T09:00:00Z"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Loads a project or prints its diagnostics.
+fn load_valid(dir: &Path) -> Result<std::sync::Arc<project::Project>, ExitCode> {
+    let loaded = project::load(dir);
+    match loaded.project {
+        Some(p) if loaded.errors() == 0 => Ok(std::sync::Arc::new(p)),
+        _ => {
+            eprint!("{}", loaded.render());
+            eprintln!(
+                "\nthe project in {} has errors; `nurture validate` lists them",
+                dir.display()
+            );
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+async fn simulate(
+    dir: &Path,
+    contacts: Option<PathBuf>,
+    events: Option<PathBuf>,
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<ExitCode> {
+    let project = match load_valid(dir) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let (rows, mut bad_contacts) = match &contacts {
+        Some(p) => nurture::input::read_contacts(p)
+            .with_context(|| format!("cannot read {}", p.display()))?,
+        None => (Vec::new(), Vec::new()),
+    };
+    let (evs, bad_events) = match &events {
+        Some(p) => nurture::input::read_events(p)
+            .with_context(|| format!("cannot read {}", p.display()))?,
+        None => (Vec::new(), Vec::new()),
+    };
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let summary = nurture::simulate::run(project, &rows, evs, start, until, |e| {
+        let _ = writeln!(out, "{}", nurture::simulate::effect_line(e));
+    })
+    .await?;
+    out.flush()?;
+    drop(out);
+    for r in &bad_events {
+        eprintln!(
+            "rejected event at {}:{}: {}",
+            events
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string()),
+            r.at,
+            r.reason
+        );
+    }
+    for (i, reason) in &summary.rejected_events {
+        eprintln!("rejected event at line {i}: {reason}");
+    }
+    bad_contacts.extend(summary.rejected_contacts.iter().map(|(at, reason)| {
+        nurture::input::Rejected {
+            at: *at,
+            reason: reason.clone(),
+        }
+    }));
+    for r in &bad_contacts {
+        eprintln!(
+            "rejected contact at {}:{}: {}",
+            contacts
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string()),
+            r.at,
+            r.reason
+        );
+    }
+    eprintln!(
+        "simulated {} contacts and {} events from {} to {}: {} effects",
+        summary.contacts,
+        summary.events,
+        summary
+            .start
+            .map(nurture::store::ts_out)
+            .unwrap_or_default(),
+        summary.end.map(nurture::store::ts_out).unwrap_or_default(),
+        summary.effects
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(dir: &Path, format: OutputFormat) -> Result<ExitCode> {

@@ -1,0 +1,133 @@
+//! Delivering the outbox.
+//!
+//! Each entry is delivered once per idempotency key: the delivery record and the outbox
+//! state change commit together, so a delivered entry is never picked again. Webhooks are
+//! real HTTP calls carrying an `Idempotency-Key` header (a crash between the HTTP response
+//! and the commit repeats the call with the same key, which receivers use to de-duplicate),
+//! retried with exponential backoff on network errors, 429 and 5xx. Email, notifications
+//! and plugin calls are recorded by the recording channel until the email channel and the
+//! plugin host are plugged in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use crate::store::{OutboxEntry, OutboxOutcome, Store, StoreError, Ts};
+
+/// Attempts before an entry is marked failed.
+pub const MAX_ATTEMPTS: i64 = 8;
+
+pub struct Deliverer {
+    store: Arc<dyn Store>,
+    http: reqwest::Client,
+}
+
+/// Backoff before attempt `n + 1`: 30 s, 1 min, 2 min... capped at 1 h.
+pub fn backoff(attempts: i64) -> chrono::Duration {
+    let secs = 30i64.saturating_mul(1 << attempts.clamp(0, 7));
+    chrono::Duration::seconds(secs.min(3600))
+}
+
+impl Deliverer {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("nurture/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("HTTP client");
+        Deliverer { store, http }
+    }
+
+    /// Delivers what is due at `now`; returns how many entries were attempted.
+    pub async fn deliver_due(&self, now: Ts, limit: i64) -> Result<usize, StoreError> {
+        let due = self.store.pending_outbox(now, limit).await?;
+        let n = due.len();
+        for entry in due {
+            let outcome = self.attempt(&entry).await;
+            match self
+                .store
+                .complete_outbox(&entry.key, &outcome, Utc::now())
+                .await
+            {
+                Ok(()) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+            match &outcome {
+                OutboxOutcome::Delivered { .. } => {
+                    tracing::info!(key = %entry.key, kind = %entry.kind, contact = %entry.contact, "delivered")
+                }
+                OutboxOutcome::Retry { reason, retry_at } => {
+                    tracing::warn!(key = %entry.key, %reason, retry_at = %retry_at, "delivery failed, will retry")
+                }
+                OutboxOutcome::Failed { reason } => {
+                    tracing::error!(key = %entry.key, %reason, "delivery failed for good")
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    async fn attempt(&self, entry: &OutboxEntry) -> OutboxOutcome {
+        match entry.kind.as_str() {
+            "webhook" => self.webhook(entry).await,
+            // Recorded as they are until the email channel and plugin host are plugged in.
+            _ => OutboxOutcome::Delivered {
+                record: json!({"channel": "record", "payload": entry.payload}),
+            },
+        }
+    }
+
+    async fn webhook(&self, entry: &OutboxEntry) -> OutboxOutcome {
+        let p = &entry.payload;
+        let url = p["url"].as_str().unwrap_or_default();
+        let method = reqwest::Method::from_bytes(
+            p["method"]
+                .as_str()
+                .unwrap_or("POST")
+                .to_ascii_uppercase()
+                .as_bytes(),
+        )
+        .unwrap_or(reqwest::Method::POST);
+        let mut req = self
+            .http
+            .request(method, url)
+            .header("Idempotency-Key", &entry.key)
+            .header("Content-Type", "application/json");
+        if let Some(h) = p["headers"].as_object() {
+            for (k, v) in h {
+                if let Some(v) = v.as_str() {
+                    req = req.header(k.as_str(), v);
+                }
+            }
+        }
+        let body = p.get("body").cloned().unwrap_or(Value::Null);
+        let result = req.body(body.to_string()).send().await;
+        let retry = |reason: String| {
+            if entry.attempts + 1 >= MAX_ATTEMPTS {
+                OutboxOutcome::Failed {
+                    reason: format!("{reason} (gave up after {MAX_ATTEMPTS} attempts)"),
+                }
+            } else {
+                OutboxOutcome::Retry {
+                    reason,
+                    retry_at: Utc::now() + backoff(entry.attempts),
+                }
+            }
+        };
+        match result {
+            Ok(resp) if resp.status().is_success() => OutboxOutcome::Delivered {
+                record: json!({"channel": "http", "url": url, "status": resp.status().as_u16()}),
+            },
+            Ok(resp) if resp.status().as_u16() == 429 || resp.status().is_server_error() => {
+                retry(format!("HTTP {}", resp.status()))
+            }
+            Ok(resp) => OutboxOutcome::Failed {
+                reason: format!("HTTP {} from {url}", resp.status()),
+            },
+            Err(e) => retry(format!("request to {url} failed: {e}")),
+        }
+    }
+}

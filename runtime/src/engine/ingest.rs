@@ -1,0 +1,261 @@
+//! Storing incoming events and imported contacts.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::{digest, Engine, EngineError};
+use crate::input::{id_for_email, merge, ContactRow, IncomingEvent, Rejected};
+use crate::store::{Contact, Inserted, NewEvent, Ts, UnitOfWork};
+
+/// What happened to one incoming event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventOutcome {
+    /// Index in the request (API) or line (file).
+    pub index: usize,
+    pub id: Option<String>,
+    /// `accepted`, `duplicate` (seen before, ignored) or `rejected`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Summary of a contacts import.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ImportSummary {
+    pub created: usize,
+    pub updated: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+impl Engine {
+    /// Stores valid events (new contacts by email are created; unknown contact ids are
+    /// rejected), all in one transaction. A store failure is an error for the whole batch:
+    /// nothing is acknowledged that was not stored.
+    pub async fn ingest(
+        &self,
+        events: &[IncomingEvent],
+        now: Ts,
+    ) -> Result<Vec<EventOutcome>, EngineError> {
+        let mut outcomes: Vec<EventOutcome> = Vec::with_capacity(events.len());
+        let mut to_store: Vec<(usize, NewEvent)> = Vec::new();
+        let mut new_contacts: HashMap<String, Contact> = HashMap::new();
+        let mut known: HashMap<String, bool> = HashMap::new();
+        for e in events {
+            let contact_id = match (&e.contact, &e.email) {
+                (Some(id), _) => {
+                    let exists = match known.get(id) {
+                        Some(b) => *b,
+                        None => {
+                            let b = self.store.contact(id).await?.is_some()
+                                || new_contacts.contains_key(id);
+                            known.insert(id.clone(), b);
+                            b
+                        }
+                    };
+                    if !exists {
+                        outcomes.push(EventOutcome {
+                            index: e.index,
+                            id: e.id.clone(),
+                            status: "rejected",
+                            contact: None,
+                            reason: Some(format!(
+                                "unknown contact `{id}`: import it first, or send `email` instead of `contact` to create it"
+                            )),
+                        });
+                        continue;
+                    }
+                    id.clone()
+                }
+                (None, Some(email)) => match self.store.contact_by_email(email).await? {
+                    Some(c) => c.id,
+                    None => {
+                        let id = id_for_email(email);
+                        new_contacts.entry(id.clone()).or_insert_with(|| Contact {
+                            id: id.clone(),
+                            email: Some(email.clone()),
+                            ..Default::default()
+                        });
+                        id
+                    }
+                },
+                (None, None) => unreachable!("validated"),
+            };
+            let at = e.at.unwrap_or(now);
+            let id = e.id.clone().unwrap_or_else(|| {
+                format!(
+                    "auto-{}",
+                    digest(&[
+                        &e.kind,
+                        &contact_id,
+                        &crate::store::ts(at),
+                        &e.data.to_string()
+                    ])
+                )
+            });
+            outcomes.push(EventOutcome {
+                index: e.index,
+                id: Some(id.clone()),
+                status: "accepted",
+                contact: Some(contact_id.clone()),
+                reason: None,
+            });
+            to_store.push((
+                outcomes.len() - 1,
+                NewEvent {
+                    id,
+                    contact: contact_id,
+                    kind: e.kind.clone(),
+                    at,
+                    data: e.data.clone(),
+                },
+            ));
+        }
+        if to_store.is_empty() {
+            return Ok(outcomes);
+        }
+        // Contacts created by email get their contact.created event first.
+        let mut batch: Vec<NewEvent> = Vec::new();
+        let mut created: Vec<Contact> = new_contacts.into_values().collect();
+        created.sort_by(|a, b| a.id.cmp(&b.id));
+        for c in &created {
+            let first = to_store
+                .iter()
+                .find(|(_, e)| e.contact == c.id)
+                .map_or(now, |(_, e)| e.at);
+            batch.push(created_event(c, first));
+        }
+        let offset = batch.len();
+        batch.extend(to_store.iter().map(|(_, e)| e.clone()));
+        let inserted = self.store.insert_events(&created, &batch).await?;
+        for (k, (oi, _)) in to_store.iter().enumerate() {
+            if inserted[offset + k] == Inserted::Duplicate {
+                outcomes[*oi].status = "duplicate";
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Imports contacts: new ones are created (with a `contact.created` event), known ones
+    /// (by id, else by email) are updated with the given fields.
+    pub async fn import_contacts(
+        &self,
+        rows: &[ContactRow],
+        now: Ts,
+    ) -> Result<ImportSummary, EngineError> {
+        let mut summary = ImportSummary::default();
+        for chunk in rows.chunks(500) {
+            let mut attempt = 0;
+            loop {
+                match self.import_chunk(chunk, now).await {
+                    Ok(s) => {
+                        summary.created += s.created;
+                        summary.updated += s.updated;
+                        summary.rejected.extend(s.rejected);
+                        break;
+                    }
+                    Err(e) if e.is_retryable() && attempt < 3 => attempt += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(summary)
+    }
+
+    async fn import_chunk(
+        &self,
+        rows: &[ContactRow],
+        now: Ts,
+    ) -> Result<ImportSummary, EngineError> {
+        let mut summary = ImportSummary::default();
+        let mut fresh: Vec<Contact> = Vec::new();
+        let mut updates: Vec<Contact> = Vec::new();
+        for row in rows {
+            let existing = match (&row.id, &row.email) {
+                (Some(id), _) => self.store.contact(id).await?,
+                (None, Some(email)) => self.store.contact_by_email(email).await?,
+                (None, None) => None,
+            };
+            let id = row
+                .id
+                .clone()
+                .or_else(|| existing.as_ref().map(|c| c.id.clone()))
+                .unwrap_or_else(|| id_for_email(row.email.as_deref().unwrap_or_default()));
+            if let Some(email) = &row.email {
+                if let Some(other) = self.store.contact_by_email(email).await? {
+                    if other.id != id {
+                        summary.rejected.push(Rejected {
+                            at: row.line,
+                            reason: format!(
+                                "email {email} already belongs to contact `{}`",
+                                other.id
+                            ),
+                        });
+                        continue;
+                    }
+                }
+                let taken = fresh
+                    .iter()
+                    .chain(updates.iter())
+                    .any(|c| c.id != id && c.email.as_deref() == Some(email));
+                if taken {
+                    summary.rejected.push(Rejected {
+                        at: row.line,
+                        reason: format!("email {email} appears twice in this file"),
+                    });
+                    continue;
+                }
+            }
+            if let Some(c) = fresh.iter_mut().find(|c| c.id == id) {
+                merge(row, c);
+                continue;
+            }
+            if let Some(c) = updates.iter_mut().find(|c| c.id == id) {
+                merge(row, c);
+                continue;
+            }
+            match existing {
+                Some(mut c) => {
+                    merge(row, &mut c);
+                    updates.push(c);
+                    summary.updated += 1;
+                }
+                None => {
+                    let mut c = Contact {
+                        id,
+                        ..Default::default()
+                    };
+                    merge(row, &mut c);
+                    fresh.push(c);
+                    summary.created += 1;
+                }
+            }
+        }
+        if !updates.is_empty() {
+            self.store
+                .commit(&UnitOfWork {
+                    contacts: updates,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        if !fresh.is_empty() {
+            let events: Vec<NewEvent> = fresh.iter().map(|c| created_event(c, now)).collect();
+            self.store.insert_events(&fresh, &events).await?;
+        }
+        Ok(summary)
+    }
+}
+
+fn created_event(c: &Contact, at: Ts) -> NewEvent {
+    NewEvent {
+        id: format!("contact.created:{}", c.id),
+        contact: c.id.clone(),
+        kind: "contact.created".into(),
+        at,
+        data: json!({}),
+    }
+}

@@ -1,0 +1,1344 @@
+//! The engine: executes compiled plans durably.
+//!
+//! All work belongs to one contact at a time and is done in a *unit of work*: load the
+//! contact, its runs and its history; apply one event (scoring, goals, resumed waits,
+//! triggers) or fire one timer; advance every affected run until it waits or ends; then
+//! commit everything in one transaction ([`Store::commit`]). A crash before the commit
+//! loses nothing (the event stays queued, the timer stays due) and repeats nothing (the
+//! committed work is not done again). Effects that leave the system (emails,
+//! notifications, webhooks, plugin calls) go to the outbox with an idempotency key derived
+//! from (run, step, action), and are delivered by [`crate::deliver`].
+
+pub mod eval;
+pub mod ingest;
+pub mod time;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::Utc;
+use petgraph::visit::EdgeRef;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::model::{ConsentPolicy, Reentry, StepKind, Trigger};
+use crate::plan::{Edge, Plan, PlanNode};
+use crate::project::Project;
+use crate::store::{
+    Consent, Contact, JournalEntry, OutboxEntry, Run, RunStatus, Store, StoreError, StoredEvent,
+    Timer, Ts, UnitOfWork, Wait,
+};
+
+use eval::Scope;
+
+/// Errors of the engine. [`EngineError::is_retryable`] says whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+}
+
+impl EngineError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, EngineError::Store(e) if e.is_retryable())
+    }
+}
+
+/// One observable effect, as `nurture simulate` prints it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effect {
+    pub at: Ts,
+    pub contact: String,
+    pub workflow: Option<String>,
+    pub step: Option<String>,
+    pub effect: &'static str,
+    pub extra: Map<String, Value>,
+}
+
+impl Serialize for Effect {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(5 + self.extra.len()))?;
+        m.serialize_entry("at", &crate::store::ts_out(self.at))?;
+        m.serialize_entry("contact", &self.contact)?;
+        m.serialize_entry("workflow", &self.workflow)?;
+        m.serialize_entry("step", &self.step)?;
+        m.serialize_entry("effect", self.effect)?;
+        for (k, v) in &self.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// A stable hex digest of parts, for ids and idempotency keys.
+pub fn digest(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Where a split sends a contact: a stable hash of (workflow, step, contact).
+pub fn split_bucket(workflow: &str, step: &str, contact: &str, total: u64) -> u64 {
+    let mut h = Sha256::new();
+    h.update(format!("{workflow}\0{step}\0{contact}").as_bytes());
+    let d = h.finalize();
+    let n = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
+    n % total.max(1)
+}
+
+/// How far back `activity()` looks; windows longer than this see no older events.
+const HISTORY_DAYS: i64 = 400;
+/// Guard against runaway loops inside one unit of work.
+const MAX_ROUNDS: usize = 16;
+
+pub struct Engine {
+    pub project: Arc<Project>,
+    pub store: Arc<dyn Store>,
+    plans: Vec<usize>,
+    scoring_programs: HashMap<String, Arc<cel::Program>>,
+}
+
+impl Engine {
+    pub fn new(project: Arc<Project>, store: Arc<dyn Store>) -> Self {
+        let mut scoring_programs = HashMap::new();
+        let mut add = |src: &str| {
+            if let Ok(p) = crate::expr::compile(src) {
+                scoring_programs.insert(src.to_string(), Arc::new(p));
+            }
+        };
+        for r in &project.scoring.rules {
+            if let Some(c) = &r.condition {
+                add(&c.0);
+            }
+            if let Some(c) = &r.profile {
+                add(&c.0);
+            }
+        }
+        for s in &project.segments {
+            add(&s.condition.0);
+        }
+        // Workflows in id order: enrolment order is deterministic.
+        let mut plans: Vec<usize> = (0..project.plans.len()).collect();
+        plans.sort_by(|a, b| project.plans[*a].id().cmp(project.plans[*b].id()));
+        Engine {
+            project,
+            store,
+            plans,
+            scoring_programs,
+        }
+    }
+
+    fn plans(&self) -> impl Iterator<Item = &Plan> {
+        self.plans.iter().map(|&i| &self.project.plans[i])
+    }
+
+    fn plan(&self, id: &str) -> Option<&Plan> {
+        self.plans().find(|p| p.id() == id)
+    }
+
+    /// Applies queued events, oldest first; returns how many and their effects.
+    pub async fn process_events(
+        &self,
+        now: Ts,
+        limit: i64,
+    ) -> Result<(usize, Vec<Effect>), EngineError> {
+        let events = self.store.pending_events(limit).await?;
+        let mut effects = Vec::new();
+        let n = events.len();
+        for e in events {
+            effects.extend(
+                self.with_retry(&e.contact, now, |w| w.apply_event(&e))
+                    .await?,
+            );
+        }
+        Ok((n, effects))
+    }
+
+    /// Fires due timers; returns how many and their effects.
+    pub async fn fire_timers(
+        &self,
+        now: Ts,
+        limit: i64,
+    ) -> Result<(usize, Vec<Effect>), EngineError> {
+        let timers = self.store.due_timers(now, limit).await?;
+        let mut effects = Vec::new();
+        let n = timers.len();
+        for t in timers {
+            let Some(run) = self.store.run(&t.run_id).await? else {
+                // A timer without a run: drop it.
+                let uow = UnitOfWork {
+                    timers_clear: vec![t.run_id.clone()],
+                    ..Default::default()
+                };
+                self.store.commit(&uow).await?;
+                continue;
+            };
+            effects.extend(
+                self.with_retry(&run.contact, now, |w| w.fire_timer(&t))
+                    .await?,
+            );
+        }
+        Ok((n, effects))
+    }
+
+    /// The next firing of any schedule trigger strictly after `after`.
+    pub fn next_schedule(&self, after: Ts) -> Option<Ts> {
+        self.schedules()
+            .filter_map(|(p, cron, _)| {
+                let tz = crate::plan::workflow_tz(&p.workflow, &self.project.settings);
+                cron.after(&after.with_timezone(&tz))
+                    .next()
+                    .map(|t| t.with_timezone(&Utc))
+            })
+            .min()
+    }
+
+    fn schedules(&self) -> impl Iterator<Item = (&Plan, cron::Schedule, &str)> {
+        self.plans().flat_map(|p| {
+            p.workflow
+                .trigger
+                .as_slice()
+                .iter()
+                .filter_map(move |t| match t {
+                    Trigger::Schedule(s) => crate::plan::parse_cron(&s.schedule)
+                        .ok()
+                        .map(|c| (p, c, s.audience.as_str())),
+                    _ => None,
+                })
+        })
+    }
+
+    /// Fires schedule triggers due at `now`: every member of the audience is enrolled.
+    /// The first call for a workflow only records `now` (no firing for the past).
+    pub async fn fire_schedules(&self, now: Ts) -> Result<Vec<Effect>, EngineError> {
+        let mut effects = Vec::new();
+        for (plan, cron, audience) in self.schedules() {
+            let id = plan.id().to_string();
+            let last = match self.store.schedule_last(&id).await? {
+                Some(t) => t,
+                None => {
+                    let uow = UnitOfWork {
+                        schedules: vec![(id.clone(), now)],
+                        ..Default::default()
+                    };
+                    self.store.commit(&uow).await?;
+                    continue;
+                }
+            };
+            let tz = crate::plan::workflow_tz(&plan.workflow, &self.project.settings);
+            let firings: Vec<Ts> = cron
+                .after(&last.with_timezone(&tz))
+                .take_while(|t| t.with_timezone(&Utc) <= now)
+                .map(|t| t.with_timezone(&Utc))
+                .collect();
+            let Some(&latest) = firings.last() else {
+                continue;
+            };
+            // Missed firings (downtime) collapse into the latest: one newsletter, not ten.
+            let key = format!("schedule:{}", crate::store::ts(latest));
+            for contact in self.store.contact_ids().await? {
+                let r = self
+                    .with_retry(&contact, latest, |w| w.schedule_enrol(&id, audience, &key))
+                    .await;
+                match r {
+                    Ok(e) => effects.extend(e),
+                    // Already enrolled for this firing (a crash between contacts).
+                    Err(EngineError::Store(StoreError::Conflict(_))) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let uow = UnitOfWork {
+                schedules: vec![(id.clone(), latest)],
+                ..Default::default()
+            };
+            self.store.commit(&uow).await?;
+        }
+        Ok(effects)
+    }
+
+    /// Everything due at `now`: events, timers (repeatedly, as steps schedule new ones),
+    /// schedules.
+    pub async fn tick(&self, now: Ts) -> Result<Vec<Effect>, EngineError> {
+        let mut effects = Vec::new();
+        loop {
+            let (ne, e1) = self.process_events(now, 256).await?;
+            effects.extend(e1);
+            let (nt, e2) = self.fire_timers(now, 256).await?;
+            effects.extend(e2);
+            if ne == 0 && nt == 0 {
+                break;
+            }
+        }
+        effects.extend(self.fire_schedules(now).await?);
+        // Schedule firings may have queued nothing but started runs with zero waits.
+        let (_, e) = self.fire_timers(now, 256).await?;
+        effects.extend(e);
+        Ok(effects)
+    }
+
+    /// Runs `f` in a unit of work for `contact`, committing it; on a conflict (a concurrent
+    /// writer), reloads and tries again a few times.
+    async fn with_retry<F>(&self, contact: &str, now: Ts, f: F) -> Result<Vec<Effect>, EngineError>
+    where
+        F: Fn(&mut Work<'_>) -> Result<(), EngineError>,
+    {
+        let mut attempt = 0;
+        loop {
+            let mut w = Work::load(self, contact, now).await?;
+            f(&mut w)?;
+            w.settle()?;
+            let (uow, effects) = w.finish();
+            match self.store.commit(&uow).await {
+                Ok(()) => return Ok(effects),
+                Err(StoreError::Conflict(what)) if attempt < 3 && !what.starts_with("run ") => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// One unit of work for one contact.
+pub struct Work<'e> {
+    engine: &'e Engine,
+    now: Ts,
+    contact: Contact,
+    contact_exists: bool,
+    contact_changed: bool,
+    history: Arc<Vec<StoredEvent>>,
+    runs: Vec<Run>,
+    changed_runs: BTreeSet<usize>,
+    uow: UnitOfWork,
+    effects: Vec<Effect>,
+    crossed: BTreeSet<i64>,
+    counters: HashMap<String, (i64, i64)>,
+    preloaded_counters: HashMap<String, i64>,
+}
+
+enum Flow {
+    /// Go to this plan node next.
+    Goto(petgraph::graph::NodeIndex),
+    /// The run now waits.
+    Wait,
+}
+
+impl<'e> Work<'e> {
+    async fn load(engine: &'e Engine, contact_id: &str, now: Ts) -> Result<Work<'e>, EngineError> {
+        let store = &engine.store;
+        let (contact, exists) = match store.contact(contact_id).await? {
+            Some(c) => (c, true),
+            None => (
+                Contact {
+                    id: contact_id.to_string(),
+                    ..Default::default()
+                },
+                false,
+            ),
+        };
+        let history = store
+            .contact_events(contact_id, now - chrono::Duration::days(HISTORY_DAYS))
+            .await?
+            .into_iter()
+            .filter(|e| e.at <= now)
+            .collect();
+        let runs = store.runs_of_contact(contact_id).await?;
+        let mut preloaded_counters = HashMap::new();
+        for team in engine.project.settings.teams.keys() {
+            let name = format!("owner:{team}");
+            let v = store.counter(&name).await?;
+            preloaded_counters.insert(name, v);
+        }
+        Ok(Work {
+            engine,
+            now,
+            contact,
+            contact_exists: exists,
+            contact_changed: false,
+            history: Arc::new(history),
+            runs,
+            changed_runs: BTreeSet::new(),
+            uow: UnitOfWork::default(),
+            effects: Vec::new(),
+            crossed: BTreeSet::new(),
+            counters: HashMap::new(),
+            preloaded_counters,
+        })
+    }
+
+    fn finish(mut self) -> (UnitOfWork, Vec<Effect>) {
+        if self.contact_changed || !self.contact_exists {
+            self.uow.contacts.push(self.contact.clone());
+        }
+        for i in &self.changed_runs {
+            self.uow.runs.push(self.runs[*i].clone());
+        }
+        for (name, (expected, new)) in self.counters {
+            self.uow.counters.push((name, expected, new));
+        }
+        (self.uow, self.effects)
+    }
+
+    fn contact_view(&self) -> Value {
+        eval::contact_view(&self.contact, &self.engine.project.scoring)
+    }
+
+    fn effect(&mut self, run: Option<usize>, step: Option<&str>, kind: &'static str, extra: Value) {
+        let extra = match extra {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        let (workflow, run_id) = match run {
+            Some(i) => (
+                Some(self.runs[i].workflow.clone()),
+                Some(self.runs[i].id.clone()),
+            ),
+            None => (None, None),
+        };
+        let mut data = extra.clone();
+        data.insert("effect".into(), Value::from(kind));
+        if let Some(s) = step {
+            data.insert("step".into(), Value::from(s));
+        }
+        self.uow.journal.push(JournalEntry {
+            run_id,
+            contact: self.contact.id.clone(),
+            at: self.now,
+            kind: "effect".into(),
+            data: Value::Object(data),
+        });
+        self.effects.push(Effect {
+            at: self.now,
+            contact: self.contact.id.clone(),
+            workflow,
+            step: step.map(str::to_string),
+            effect: kind,
+            extra,
+        });
+    }
+
+    fn journal(&mut self, run: Option<usize>, kind: &str, data: Value) {
+        self.uow.journal.push(JournalEntry {
+            run_id: run.map(|i| self.runs[i].id.clone()),
+            contact: self.contact.id.clone(),
+            at: self.now,
+            kind: kind.into(),
+            data,
+        });
+    }
+
+    fn change_score(&mut self, run: Option<usize>, step: Option<&str>, delta: i64, reason: &str) {
+        let before = self.contact.score;
+        let after = before + delta;
+        self.contact.score = after;
+        self.contact_changed = true;
+        for p in self.engine.plans() {
+            for t in p.workflow.trigger.as_slice() {
+                if let Trigger::Score(s) = t {
+                    if before < s.score.reaches && after >= s.score.reaches {
+                        self.crossed.insert(s.score.reaches);
+                    }
+                }
+            }
+        }
+        self.effect(
+            run,
+            step,
+            "score",
+            json!({"delta": delta, "score": after, "reason": reason}),
+        );
+    }
+
+    fn scope_event(&self, event: Option<&Value>, f: impl FnOnce(&Scope<'_>) -> Value) -> Value {
+        let c = self.contact_view();
+        let scope = Scope {
+            contact: &c,
+            event,
+            now: self.now,
+            history: self.history.clone(),
+        };
+        f(&scope)
+    }
+
+    /// Evaluates a condition; errors count as false and are journaled.
+    fn condition(
+        &mut self,
+        run: Option<usize>,
+        programs: &HashMap<String, Arc<cel::Program>>,
+        source: &str,
+        event: Option<&Value>,
+        what: &str,
+    ) -> bool {
+        let program = programs
+            .get(source)
+            .or_else(|| self.engine.scoring_programs.get(source))
+            .cloned();
+        let Some(program) = program else {
+            return false;
+        };
+        let c = self.contact_view();
+        let scope = Scope {
+            contact: &c,
+            event,
+            now: self.now,
+            history: self.history.clone(),
+        };
+        let result = eval::eval_bool(&program, &scope);
+        if run.is_some() {
+            let reads = eval::reads(source, &scope);
+            let (res, err) = match &result {
+                Ok(b) => (Value::from(*b), Value::Null),
+                Err(e) => (Value::from(false), Value::from(e.clone())),
+            };
+            self.journal(
+                run,
+                "condition",
+                json!({"where": what, "expr": source, "reads": reads, "result": res, "error": err}),
+            );
+        }
+        result.unwrap_or(false)
+    }
+
+    fn apply_event(&mut self, e: &StoredEvent) -> Result<(), EngineError> {
+        self.uow.events_done.push(e.seq);
+        let ev = eval::event_view(e);
+        // Consent and deliverability signals.
+        match e.kind.as_str() {
+            "email.unsubscribed" => {
+                self.contact.unsubscribed = true;
+                self.contact_changed = true;
+            }
+            "email.bounced" if e.data.get("permanent") == Some(&Value::Bool(true)) => {
+                self.contact.suppressed = true;
+                self.contact_changed = true;
+            }
+            _ => {}
+        }
+        // Scoring rules: every matching event rule counts.
+        let rules: Vec<(Option<String>, i64)> = self
+            .engine
+            .project
+            .scoring
+            .rules
+            .iter()
+            .filter(|r| r.event.as_deref() == Some(e.kind.as_str()))
+            .map(|r| (r.condition.as_ref().map(|c| c.0.clone()), r.points))
+            .collect();
+        let empty = HashMap::new();
+        for (cond, points) in rules {
+            let ok = match &cond {
+                Some(src) => self.condition(None, &empty, src, Some(&ev), "scoring"),
+                None => true,
+            };
+            if ok {
+                self.change_score(None, None, points, &e.kind);
+            }
+        }
+        // Goals end open runs as converted.
+        for i in 0..self.runs.len() {
+            if !self.runs[i].status.is_open() {
+                continue;
+            }
+            let Some(plan) = self.engine.plan(&self.runs[i].workflow) else {
+                continue;
+            };
+            let Some(goal) = &plan.workflow.goal else {
+                continue;
+            };
+            if goal.event != e.kind {
+                continue;
+            }
+            let ok = match &goal.condition {
+                Some(c) => self.condition(Some(i), &plan.programs, &c.0, Some(&ev), "goal"),
+                None => true,
+            };
+            if ok {
+                self.end_run(i, RunStatus::Converted, "goal");
+            }
+        }
+        // Waiting runs resume on their event.
+        for i in 0..self.runs.len() {
+            let Some(Wait::Event { event }) = &self.runs[i].wait else {
+                continue;
+            };
+            if *event != e.kind || self.runs[i].status != RunStatus::Waiting {
+                continue;
+            }
+            let Some(plan) = self.engine.plan(&self.runs[i].workflow) else {
+                continue;
+            };
+            let step_id = self.runs[i].step.clone().unwrap_or_default();
+            let Some(step) = plan.step(&step_id) else {
+                continue;
+            };
+            let StepKind::WaitFor(wf) = &step.kind else {
+                continue;
+            };
+            let ok = match &wf.condition {
+                Some(c) => self.condition(Some(i), &plan.programs, &c.0, Some(&ev), "wait_for"),
+                None => true,
+            };
+            if !ok {
+                continue;
+            }
+            self.uow.timers_clear.push(self.runs[i].id.clone());
+            self.runs[i].wait = None;
+            self.runs[i].status = RunStatus::Active;
+            self.runs[i].event = Some(ev.clone());
+            self.changed_runs.insert(i);
+            self.journal(
+                Some(i),
+                "resume",
+                json!({"step": step_id, "event": {"id": e.id, "type": e.kind}}),
+            );
+            let next = edge_target(plan, &step_id, |edge| *edge == Edge::Event);
+            self.advance(i, next)?;
+        }
+        // Event triggers enrol.
+        let ids: Vec<String> = self.engine.plans().map(|p| p.id().to_string()).collect();
+        for id in ids {
+            let plan = self.engine.plan(&id).expect("plan");
+            for t in plan.workflow.trigger.as_slice() {
+                let Trigger::Event(et) = t else { continue };
+                if et.event != e.kind {
+                    continue;
+                }
+                let ok = match &et.condition {
+                    Some(c) => self.condition(None, &plan.programs, &c.0, Some(&ev), "trigger"),
+                    None => true,
+                };
+                if ok {
+                    self.enrol(
+                        plan,
+                        &format!("event:{}", e.id),
+                        json!({"event": e.kind}),
+                        Some(ev.clone()),
+                    )?;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fire_timer(&mut self, t: &Timer) -> Result<(), EngineError> {
+        self.uow.timers_clear.push(t.run_id.clone());
+        let Some(i) = self.runs.iter().position(|r| r.id == t.run_id) else {
+            return Ok(());
+        };
+        if self.runs[i].status != RunStatus::Waiting {
+            return Ok(());
+        }
+        let Some(plan) = self.engine.plan(&self.runs[i].workflow) else {
+            self.end_run(i, RunStatus::Failed, "error");
+            return Ok(());
+        };
+        let step_id = self.runs[i].step.clone().unwrap_or_default();
+        let wait = self.runs[i].wait.take();
+        self.runs[i].status = RunStatus::Active;
+        self.changed_runs.insert(i);
+        match wait {
+            Some(Wait::Timer) => {
+                self.journal(Some(i), "wake", json!({"step": step_id}));
+                let next = edge_target(plan, &step_id, |e| *e == Edge::Next);
+                self.advance(i, next)
+            }
+            Some(Wait::Event { event }) => {
+                self.journal(Some(i), "timeout", json!({"step": step_id, "event": event}));
+                let next = edge_target(plan, &step_id, |e| *e == Edge::Timeout);
+                self.advance(i, next)
+            }
+            Some(Wait::QuietHours) => {
+                self.journal(Some(i), "quiet_hours_over", json!({"step": step_id}));
+                let node = plan.index.get(&step_id).copied();
+                self.advance_from(i, node, true)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn schedule_enrol(
+        &mut self,
+        workflow: &str,
+        audience: &str,
+        key: &str,
+    ) -> Result<(), EngineError> {
+        let Some(seg) = self
+            .engine
+            .project
+            .segments
+            .iter()
+            .find(|s| s.id == audience)
+        else {
+            return Ok(());
+        };
+        let src = seg.condition.0.clone();
+        let empty = HashMap::new();
+        if self.condition(None, &empty, &src, None, "audience") {
+            let plan = self.engine.plan(workflow).expect("plan");
+            self.enrol(plan, key, json!({"schedule": audience}), None)?;
+        }
+        Ok(())
+    }
+
+    /// Re-evaluates what depends on the contact after changes: profile scoring, segments
+    /// (entering one fires segment triggers) and score thresholds (score triggers).
+    fn settle(&mut self) -> Result<(), EngineError> {
+        for _ in 0..MAX_ROUNDS {
+            let mut changed = false;
+            let empty = HashMap::new();
+            let profile: Vec<(usize, String, i64)> = self
+                .engine
+                .project
+                .scoring
+                .rules
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.profile.as_ref().map(|p| (i, p.0.clone(), r.points)))
+                .collect();
+            for (i, src, points) in profile {
+                if self.contact.profile_rules.contains(&i) {
+                    continue;
+                }
+                if self.condition(None, &empty, &src, None, "profile") {
+                    self.contact.profile_rules.insert(i);
+                    self.change_score(None, None, points, "profile");
+                    changed = true;
+                }
+            }
+            let segments: Vec<(String, String)> = self
+                .engine
+                .project
+                .segments
+                .iter()
+                .map(|s| (s.id.clone(), s.condition.0.clone()))
+                .collect();
+            let mut now_in = BTreeSet::new();
+            for (id, src) in &segments {
+                if self.condition(None, &empty, src, None, "segment") {
+                    now_in.insert(id.clone());
+                }
+            }
+            let entered: Vec<String> = now_in.difference(&self.contact.segments).cloned().collect();
+            if now_in != self.contact.segments {
+                self.contact.segments = now_in;
+                self.contact_changed = true;
+            }
+            let crossed: Vec<i64> = std::mem::take(&mut self.crossed).into_iter().collect();
+            let ids: Vec<String> = self.engine.plans().map(|p| p.id().to_string()).collect();
+            for id in ids {
+                let plan = self.engine.plan(&id).expect("plan");
+                for t in plan.workflow.trigger.as_slice() {
+                    let fire = match t {
+                        Trigger::Segment(s) if entered.contains(&s.segment) => Some((
+                            format!("segment:{}", s.segment),
+                            json!({"segment": s.segment}),
+                        )),
+                        Trigger::Score(s) if crossed.contains(&s.score.reaches) => Some((
+                            format!("score:{}", s.score.reaches),
+                            json!({"score": s.score.reaches}),
+                        )),
+                        _ => None,
+                    };
+                    if let Some((key, desc)) = fire {
+                        if self.enrol(plan, &key, desc, None)? {
+                            changed = true;
+                        }
+                        break;
+                    }
+                }
+            }
+            if !changed && self.crossed.is_empty() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Enrols the contact in `plan` if re-entry allows; returns whether it did.
+    fn enrol(
+        &mut self,
+        plan: &'e Plan,
+        key: &str,
+        trigger: Value,
+        event: Option<Value>,
+    ) -> Result<bool, EngineError> {
+        let mine: Vec<&Run> = self
+            .runs
+            .iter()
+            .filter(|r| r.workflow == plan.id())
+            .collect();
+        if mine.iter().any(|r| r.status.is_open()) {
+            return Ok(false);
+        }
+        let allowed = match plan.workflow.reentry {
+            Reentry::Never => mine.is_empty(),
+            Reentry::Always => true,
+            Reentry::After(d) => mine
+                .iter()
+                .map(|r| r.started_at)
+                .max()
+                .is_none_or(|last| last + d.to_chrono() <= self.now),
+        };
+        if !allowed {
+            return Ok(false);
+        }
+        let id = format!(
+            "run-{}",
+            digest(&[
+                plan.id(),
+                &self.contact.id,
+                key,
+                &crate::store::ts(self.now)
+            ])
+        );
+        let run = Run {
+            id,
+            workflow: plan.id().to_string(),
+            workflow_version: plan.workflow.version,
+            contact: self.contact.id.clone(),
+            status: RunStatus::Active,
+            step: None,
+            wait: None,
+            trigger_event: event.clone(),
+            event,
+            started_at: self.now,
+            updated_at: self.now,
+            ended_at: None,
+            exit_reason: None,
+            rev: 0,
+        };
+        self.runs.push(run);
+        let i = self.runs.len() - 1;
+        self.changed_runs.insert(i);
+        self.effect(Some(i), None, "enter", json!({"trigger": trigger}));
+        self.advance(i, Some(plan.entry))?;
+        Ok(true)
+    }
+
+    fn end_run(&mut self, i: usize, status: RunStatus, reason: &str) {
+        let run = &mut self.runs[i];
+        run.status = status;
+        run.wait = None;
+        run.ended_at = Some(self.now);
+        run.updated_at = self.now;
+        run.exit_reason = Some(reason.to_string());
+        let id = run.id.clone();
+        let step = run.step.take();
+        self.changed_runs.insert(i);
+        self.uow.timers_clear.push(id);
+        let _ = step;
+        self.effect(Some(i), None, "exit", json!({"reason": reason}));
+    }
+
+    fn advance(
+        &mut self,
+        i: usize,
+        node: Option<petgraph::graph::NodeIndex>,
+    ) -> Result<(), EngineError> {
+        self.advance_from(i, node, false)
+    }
+
+    /// Executes steps from `node` until the run waits or ends.
+    fn advance_from(
+        &mut self,
+        i: usize,
+        mut node: Option<petgraph::graph::NodeIndex>,
+        mut quiet_ok: bool,
+    ) -> Result<(), EngineError> {
+        let Some(plan) = self.engine.plan(&self.runs[i].workflow) else {
+            self.end_run(i, RunStatus::Failed, "error");
+            return Ok(());
+        };
+        for _ in 0..=plan.workflow.steps.len() + 1 {
+            let Some(n) = node else {
+                self.end_run(i, RunStatus::Failed, "error");
+                return Ok(());
+            };
+            let PlanNode::Step(si) = plan.graph[n] else {
+                self.end_run(i, RunStatus::Completed, "end");
+                return Ok(());
+            };
+            let step = &plan.workflow.steps[si];
+            if let Some(x) = &plan.workflow.exit_if {
+                let ev = self.runs[i].event.clone();
+                if self.condition(Some(i), &plan.programs, &x.0, ev.as_ref(), "exit_if") {
+                    self.end_run(i, RunStatus::Exited, "exit_if");
+                    return Ok(());
+                }
+            }
+            self.runs[i].step = Some(step.id.clone());
+            self.runs[i].updated_at = self.now;
+            self.changed_runs.insert(i);
+            self.journal(
+                Some(i),
+                "step",
+                json!({"step": step.id, "kind": step.kind.key()}),
+            );
+            match self.execute(i, plan, si, quiet_ok) {
+                Ok(Flow::Goto(next)) => node = Some(next),
+                Ok(Flow::Wait) => return Ok(()),
+                Err(msg) => {
+                    self.journal(Some(i), "error", json!({"step": step.id, "message": msg}));
+                    self.end_run(i, RunStatus::Failed, "error");
+                    return Ok(());
+                }
+            }
+            quiet_ok = false;
+        }
+        self.end_run(i, RunStatus::Failed, "error");
+        Ok(())
+    }
+
+    fn set_timer(&mut self, i: usize, due: Ts, wait: Wait) {
+        self.runs[i].status = RunStatus::Waiting;
+        self.runs[i].wait = Some(wait);
+        self.uow.timers_set.push(Timer {
+            run_id: self.runs[i].id.clone(),
+            due_at: due,
+        });
+    }
+
+    fn tz(&self, plan: &Plan) -> chrono_tz::Tz {
+        self.contact
+            .timezone
+            .as_deref()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| {
+                crate::plan::workflow_tz(&plan.workflow, &self.engine.project.settings)
+            })
+    }
+
+    fn execute(
+        &mut self,
+        i: usize,
+        plan: &'e Plan,
+        si: usize,
+        quiet_ok: bool,
+    ) -> Result<Flow, String> {
+        let step = &plan.workflow.steps[si];
+        let n = petgraph::graph::NodeIndex::new(si);
+        let next = || edge_target(plan, &step.id, |e| *e == Edge::Next);
+        match &step.kind {
+            StepKind::Wait(d) => {
+                let until = self.now + d.to_chrono();
+                self.set_timer(i, until, Wait::Timer);
+                self.effect(
+                    Some(i),
+                    Some(&step.id),
+                    "wait",
+                    json!({"until": crate::store::ts_out(until)}),
+                );
+                Ok(Flow::Wait)
+            }
+            StepKind::WaitUntil(wu) => {
+                let tz = self.tz(plan);
+                let until = match (&wu.date, wu.time) {
+                    (Some(expr), _) => {
+                        let program = plan
+                            .programs
+                            .get(&expr.0)
+                            .cloned()
+                            .ok_or("expression not compiled")?;
+                        let ev = self.runs[i].event.clone();
+                        let v = self.scope_event(ev.as_ref(), |s| {
+                            eval::eval(&program, s)
+                                .map(|v| eval::to_json(&v))
+                                .unwrap_or(Value::Null)
+                        });
+                        let s = v
+                            .as_str()
+                            .ok_or_else(|| format!("`{}` is not a date", expr.0))?;
+                        time::parse_date_or_time(s, tz)
+                            .ok_or_else(|| format!("`{s}` is not a date"))?
+                    }
+                    (None, Some(t)) => {
+                        time::next_local(self.now, tz, t.0, wu.weekday.map(|w| w.to_chrono()))
+                    }
+                    (None, None) => self.now,
+                };
+                if until <= self.now {
+                    self.journal(
+                        Some(i),
+                        "wait_skipped",
+                        json!({"step": step.id, "until": crate::store::ts_out(until)}),
+                    );
+                    return next().map(Flow::Goto).ok_or_else(|| "no successor".into());
+                }
+                self.set_timer(i, until, Wait::Timer);
+                self.effect(
+                    Some(i),
+                    Some(&step.id),
+                    "wait",
+                    json!({"until": crate::store::ts_out(until)}),
+                );
+                Ok(Flow::Wait)
+            }
+            StepKind::WaitFor(wf) => {
+                let until = self.now + wf.timeout.to_chrono();
+                self.set_timer(
+                    i,
+                    until,
+                    Wait::Event {
+                        event: wf.event.clone(),
+                    },
+                );
+                self.effect(
+                    Some(i),
+                    Some(&step.id),
+                    "wait",
+                    json!({"until": crate::store::ts_out(until), "for": wf.event}),
+                );
+                Ok(Flow::Wait)
+            }
+            StepKind::Branch(arms) => {
+                let ev = self.runs[i].event.clone();
+                for (j, arm) in arms.iter().enumerate() {
+                    if let Some(c) = &arm.condition {
+                        if self.condition(
+                            Some(i),
+                            &plan.programs,
+                            &c.0,
+                            ev.as_ref(),
+                            &format!("{}[{j}]", step.id),
+                        ) {
+                            return edge_target(
+                                plan,
+                                &step.id,
+                                |e| matches!(e, Edge::Yes { index, .. } if *index == j),
+                            )
+                            .map(Flow::Goto)
+                            .ok_or_else(|| "no successor".into());
+                        }
+                    }
+                }
+                self.journal(Some(i), "branch_else", json!({"step": step.id}));
+                edge_target(plan, &step.id, |e| *e == Edge::Else)
+                    .map(Flow::Goto)
+                    .ok_or_else(|| "no else".into())
+            }
+            StepKind::Split(arms) => {
+                let total: i64 = arms.iter().map(|a| a.weight.max(0)).sum();
+                let bucket =
+                    split_bucket(plan.id(), &step.id, &self.contact.id, total as u64) as i64;
+                let mut acc = 0;
+                let mut chosen = 0;
+                for (j, a) in arms.iter().enumerate() {
+                    acc += a.weight;
+                    if bucket < acc {
+                        chosen = j;
+                        break;
+                    }
+                }
+                let name = arms[chosen]
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| arms[chosen].next.clone());
+                self.journal(
+                    Some(i),
+                    "split",
+                    json!({"step": step.id, "variant": name, "bucket": bucket, "total": total}),
+                );
+                plan.graph
+                    .edges(n)
+                    .find(|e| matches!(e.weight(), Edge::Variant { index, .. } if *index == chosen))
+                    .map(|e| Flow::Goto(e.target()))
+                    .ok_or_else(|| "no variant".into())
+            }
+            StepKind::Actions(actions) => {
+                for (j, a) in actions.iter().enumerate() {
+                    if let Some(f) =
+                        self.action(i, plan, &step.id, j, &a.kind, a.with.as_ref(), quiet_ok)?
+                    {
+                        return Ok(f);
+                    }
+                }
+                next().map(Flow::Goto).ok_or_else(|| "no successor".into())
+            }
+            kind => {
+                if let Some(f) =
+                    self.action(i, plan, &step.id, 0, kind, step.with.as_ref(), quiet_ok)?
+                {
+                    return Ok(f);
+                }
+                next().map(Flow::Goto).ok_or_else(|| "no successor".into())
+            }
+        }
+    }
+
+    fn outbox(&mut self, i: usize, step: &str, index: usize, kind: &str, payload: Value) -> String {
+        let run = &self.runs[i];
+        let key = digest(&[&run.id, step, &index.to_string()]);
+        self.uow.outbox.push(OutboxEntry {
+            key: key.clone(),
+            run_id: Some(run.id.clone()),
+            contact: self.contact.id.clone(),
+            workflow: Some(run.workflow.clone()),
+            step: Some(step.to_string()),
+            kind: kind.to_string(),
+            payload,
+            created_at: self.now,
+            due_at: self.now,
+            attempts: 0,
+        });
+        key
+    }
+
+    /// Executes one action; `Some(flow)` when it interrupts the step (quiet hours).
+    #[allow(clippy::too_many_arguments)]
+    fn action(
+        &mut self,
+        i: usize,
+        plan: &'e Plan,
+        step: &str,
+        index: usize,
+        kind: &StepKind,
+        with: Option<&std::collections::BTreeMap<String, Value>>,
+        quiet_ok: bool,
+    ) -> Result<Option<Flow>, String> {
+        let ev = self.runs[i].event.clone();
+        let c = self.contact_view();
+        let scope = Scope {
+            contact: &c,
+            event: ev.as_ref(),
+            now: self.now,
+            history: self.history.clone(),
+        };
+        match kind {
+            StepKind::SendEmail(e) => {
+                if let Some(q) = &plan.workflow.quiet_hours {
+                    if !quiet_ok {
+                        let tz = self.tz(plan);
+                        if let Some(until) = time::quiet_until(self.now, tz, q.from.0, q.to.0) {
+                            self.set_timer(i, until, Wait::QuietHours);
+                            self.effect(
+                                Some(i),
+                                Some(step),
+                                "wait",
+                                json!({"until": crate::store::ts_out(until), "reason": "quiet_hours"}),
+                            );
+                            return Ok(Some(Flow::Wait));
+                        }
+                    }
+                }
+                let skip = if self.contact.email.is_none() {
+                    Some("no_email")
+                } else if self.contact.suppressed {
+                    Some("suppressed")
+                } else if self.contact.unsubscribed {
+                    Some("unsubscribed")
+                } else if self.contact.consent == Consent::OptedOut {
+                    Some("opted_out")
+                } else if plan.workflow.consent == ConsentPolicy::OptedIn
+                    && self.contact.consent != Consent::OptedIn
+                {
+                    Some("no_consent")
+                } else {
+                    None
+                };
+                if let Some(reason) = skip {
+                    self.effect(
+                        Some(i),
+                        Some(step),
+                        "email_skipped",
+                        json!({"template": e.template(), "reason": reason}),
+                    );
+                    return Ok(None);
+                }
+                let template = self.engine.project.templates.get(e.template());
+                let subject = match e.subject() {
+                    Some(s) => Some(eval::interpolate(s, &plan.programs, &scope)?),
+                    None => None,
+                };
+                let mut payload = json!({
+                    "to": self.contact.email,
+                    "template": e.template(),
+                    "subject": subject.clone().or_else(|| template.and_then(|t| t.subject.clone())),
+                    "contact": c,
+                });
+                if let crate::model::EmailRef::Full(spec) = e {
+                    if let Some(from) = &spec.from {
+                        payload["from"] = Value::from(from.clone());
+                    }
+                }
+                let key = self.outbox(i, step, index, "email", payload);
+                let mut extra = json!({"template": e.template()});
+                if let Some(s) = subject {
+                    extra["subject"] = Value::from(s);
+                }
+                extra["key"] = Value::from(key);
+                self.effect(Some(i), Some(step), "email", extra);
+            }
+            StepKind::Score(points) => {
+                let reason = format!("{}/{}", plan.id(), step);
+                self.change_score(Some(i), Some(step), *points, &reason);
+            }
+            StepKind::Tag(tags) | StepKind::Untag(tags) => {
+                let add = matches!(kind, StepKind::Tag(_));
+                let list: Vec<String> = tags.as_slice().to_vec();
+                for t in &list {
+                    if add {
+                        self.contact.tags.insert(t.clone());
+                    } else {
+                        self.contact.tags.remove(t);
+                    }
+                }
+                self.contact_changed = true;
+                self.effect(
+                    Some(i),
+                    Some(step),
+                    if add { "tag" } else { "untag" },
+                    json!({"tags": list}),
+                );
+            }
+            StepKind::Set(fields) => {
+                let mut out = Map::new();
+                for (k, v) in fields {
+                    let v = eval::interpolate_value(v, &plan.programs, &scope)?;
+                    match k.as_str() {
+                        "lifecycle" => self.contact.lifecycle = v.as_str().map(str::to_string),
+                        "owner" => self.contact.owner = v.as_str().map(str::to_string),
+                        "timezone" => self.contact.timezone = v.as_str().map(str::to_string),
+                        "email" => self.contact.email = v.as_str().map(str::to_string),
+                        _ => {
+                            self.contact.fields.insert(k.clone(), v.clone());
+                        }
+                    }
+                    out.insert(k.clone(), v);
+                }
+                self.contact_changed = true;
+                self.effect(Some(i), Some(step), "set", json!({"fields": out}));
+            }
+            StepKind::AssignOwner(a) => {
+                let team = self
+                    .engine
+                    .project
+                    .settings
+                    .teams
+                    .get(&a.team)
+                    .ok_or_else(|| format!("no team {}", a.team))?;
+                if team.members.is_empty() {
+                    return Err(format!("team {} has no members", a.team));
+                }
+                let name = format!("owner:{}", a.team);
+                let current = match self.counters.get(&name) {
+                    Some((_, v)) => *v,
+                    None => {
+                        // Read through the store (sync context): counters are cached per work.
+                        let v = self.counter_value(&name);
+                        self.counters.insert(name.clone(), (v, v));
+                        v
+                    }
+                };
+                let owner = team.members[(current as usize) % team.members.len()].clone();
+                if let Some(e) = self.counters.get_mut(&name) {
+                    e.1 = current + 1;
+                }
+                self.contact.owner = Some(owner.clone());
+                self.contact_changed = true;
+                self.effect(
+                    Some(i),
+                    Some(step),
+                    "assign_owner",
+                    json!({"team": a.team, "owner": owner}),
+                );
+            }
+            StepKind::Notify(n) => {
+                let to = if n.to == "owner" {
+                    self.contact.owner.clone()
+                } else {
+                    Some(n.to.clone())
+                };
+                match to {
+                    Some(to) => {
+                        let payload = json!({"to": to, "template": n.template, "contact": c});
+                        let key = self.outbox(i, step, index, "notify", payload);
+                        self.effect(
+                            Some(i),
+                            Some(step),
+                            "notify",
+                            json!({"to": to, "template": n.template, "key": key}),
+                        );
+                    }
+                    None => self.effect(
+                        Some(i),
+                        Some(step),
+                        "notify",
+                        json!({"to": null, "template": n.template, "skipped": "no_owner"}),
+                    ),
+                }
+            }
+            StepKind::Webhook(w) => {
+                let url = eval::interpolate(&w.url, &plan.programs, &scope)?;
+                let body = match &w.body {
+                    Some(b) => eval::interpolate_value(b, &plan.programs, &scope)?,
+                    None => json!({"contact": c, "workflow": plan.id(), "step": step}),
+                };
+                let payload =
+                    json!({"url": url, "method": w.method, "headers": w.headers, "body": body});
+                let key = self.outbox(i, step, index, "webhook", payload);
+                self.effect(
+                    Some(i),
+                    Some(step),
+                    "webhook",
+                    json!({"url": url, "method": w.method, "key": key}),
+                );
+            }
+            StepKind::Plugin(name) => {
+                let cfg = match with {
+                    Some(m) => eval::interpolate_value(
+                        &Value::Object(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+                        &plan.programs,
+                        &scope,
+                    )?,
+                    None => json!({}),
+                };
+                let payload = json!({"plugin": name, "with": cfg, "contact": c, "event": ev});
+                let key = self.outbox(i, step, index, "plugin", payload);
+                self.effect(
+                    Some(i),
+                    Some(step),
+                    "plugin",
+                    json!({"plugin": name, "with": cfg, "key": key}),
+                );
+            }
+            StepKind::Wait(_)
+            | StepKind::WaitUntil(_)
+            | StepKind::WaitFor(_)
+            | StepKind::Branch(_)
+            | StepKind::Split(_)
+            | StepKind::Actions(_) => return Err(format!("`{}` is not an action", kind.key())),
+        }
+        Ok(None)
+    }
+
+    fn counter_value(&self, name: &str) -> i64 {
+        // Counters are read before the unit of work starts (see `Work::load`); a missing
+        // one starts at 0. The commit is fenced on the value read.
+        self.preloaded_counters.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// The target of the first outgoing edge of `step` that matches.
+fn edge_target(
+    plan: &Plan,
+    step: &str,
+    pred: impl Fn(&Edge) -> bool,
+) -> Option<petgraph::graph::NodeIndex> {
+    let n = *plan.index.get(step)?;
+    plan.graph
+        .edges(n)
+        .find(|e| pred(e.weight()))
+        .map(|e| e.target())
+}

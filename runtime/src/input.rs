@@ -1,0 +1,454 @@
+//! Contacts and events from files and the HTTP API: parsing and validation.
+//!
+//! A bad row is rejected with its line number and a reason; the good rows of the same file
+//! or request are kept.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::store::{Consent, Contact, Ts};
+
+/// A rejected row or event.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Rejected {
+    /// 1-based line (files) or 0-based index (API batches).
+    pub at: usize,
+    pub reason: String,
+}
+
+/// A contact row to import: what the file said, before merging with the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactRow {
+    pub line: usize,
+    pub id: Option<String>,
+    pub email: Option<String>,
+    pub fields: Map<String, Value>,
+    pub tags: Option<BTreeSet<String>>,
+    pub consent: Option<Consent>,
+    pub timezone: Option<String>,
+    pub lifecycle: Option<String>,
+    pub owner: Option<String>,
+}
+
+/// A validated incoming event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingEvent {
+    pub index: usize,
+    pub id: Option<String>,
+    pub kind: String,
+    pub contact: Option<String>,
+    pub email: Option<String>,
+    pub at: Option<Ts>,
+    pub data: Value,
+}
+
+const EVENT_KEYS: &[&str] = &["id", "type", "contact", "email", "at", "data"];
+
+pub fn valid_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(char::is_whitespace)
+}
+
+fn valid_event_type(s: &str) -> bool {
+    let mut parts = s.split('.');
+    let first_ok = parts
+        .next()
+        .is_some_and(|p| !p.is_empty() && p.starts_with(|c: char| c.is_ascii_lowercase()));
+    let rest: Vec<&str> = parts.collect();
+    first_ok
+        && !rest.is_empty()
+        && s.split('.').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        })
+}
+
+/// Validates one event object.
+pub fn parse_event(index: usize, v: &Value) -> Result<IncomingEvent, String> {
+    let obj = v
+        .as_object()
+        .ok_or("an event is a JSON object with `type` and `contact` (or `email`)")?;
+    for k in obj.keys() {
+        if !EVENT_KEYS.contains(&k.as_str()) {
+            let hint = crate::diag::did_you_mean(k, EVENT_KEYS.iter().copied())
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            return Err(format!("unknown field `{k}`{hint}"));
+        }
+    }
+    let text = |k: &str| -> Result<Option<String>, String> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+            Some(_) => Err(format!("`{k}` must be a non-empty string")),
+        }
+    };
+    let kind = text("type")?.ok_or("missing `type`, e.g. \"form.submitted\"")?;
+    if !valid_event_type(&kind) {
+        return Err(format!(
+            "`type` {kind:?} is not a dotted lowercase name such as \"page.visited\""
+        ));
+    }
+    let contact = text("contact")?;
+    let email = text("email")?.map(|e| e.to_lowercase());
+    if contact.is_none() && email.is_none() {
+        return Err("missing `contact` (a contact id) or `email`".into());
+    }
+    if let Some(e) = &email {
+        if !valid_email(e) {
+            return Err(format!("`email` {e:?} is not an email address"));
+        }
+    }
+    let at = match text("at")? {
+        None => None,
+        Some(s) => Some(
+            chrono::DateTime::parse_from_rfc3339(&s)
+                .map_err(|_| {
+                    format!("`at` {s:?} is not an RFC 3339 time such as 2026-03-01T09:00:00Z")
+                })?
+                .with_timezone(&chrono::Utc),
+        ),
+    };
+    let data = match obj.get("data") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(Value::Object(m)) => Value::Object(m.clone()),
+        Some(_) => return Err("`data` must be a JSON object".into()),
+    };
+    Ok(IncomingEvent {
+        index,
+        id: text("id")?,
+        kind,
+        contact,
+        email,
+        at,
+        data,
+    })
+}
+
+/// Reads a JSON Lines file of events: (valid events, rejected lines).
+pub fn read_events(path: &Path) -> std::io::Result<(Vec<IncomingEvent>, Vec<Rejected>)> {
+    let text = std::fs::read_to_string(path)?;
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line) {
+            Err(e) => bad.push(Rejected {
+                at: line_no,
+                reason: format!("not JSON: {e}"),
+            }),
+            Ok(v) => match parse_event(line_no, &v) {
+                Ok(e) => ok.push(e),
+                Err(reason) => bad.push(Rejected {
+                    at: line_no,
+                    reason,
+                }),
+            },
+        }
+    }
+    Ok((ok, bad))
+}
+
+fn insert_path(m: &mut Map<String, Value>, path: &str, v: Value) {
+    match path.split_once('.') {
+        None => {
+            m.insert(path.to_string(), v);
+        }
+        Some((head, rest)) => {
+            let child = m
+                .entry(head.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !child.is_object() {
+                *child = Value::Object(Map::new());
+            }
+            if let Value::Object(cm) = child {
+                insert_path(cm, rest, v);
+            }
+        }
+    }
+}
+
+/// A CSV cell as JSON: numbers and booleans are typed, so `company.employees < 100` works.
+fn typed_cell(s: &str) -> Value {
+    let t = s.trim();
+    if let Ok(i) = t.parse::<i64>() {
+        return Value::from(i);
+    }
+    if let Ok(f) = t.parse::<f64>() {
+        if t.contains('.') {
+            return Value::from(f);
+        }
+    }
+    match t {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => Value::String(t.to_string()),
+    }
+}
+
+/// Validates one contact object.
+pub fn parse_contact(line: usize, v: &Value) -> Result<ContactRow, String> {
+    let obj = v.as_object().ok_or("a contact is a JSON object")?;
+    let mut row = ContactRow {
+        line,
+        id: None,
+        email: None,
+        fields: Map::new(),
+        tags: None,
+        consent: None,
+        timezone: None,
+        lifecycle: None,
+        owner: None,
+    };
+    for (k, v) in obj {
+        let s = || -> Result<Option<String>, String> {
+            match v {
+                Value::Null => Ok(None),
+                Value::String(s) if s.trim().is_empty() => Ok(None),
+                Value::String(s) => Ok(Some(s.trim().to_string())),
+                Value::Number(n) if k == "id" => Ok(Some(n.to_string())),
+                _ => Err(format!("`{k}` must be a string")),
+            }
+        };
+        match k.as_str() {
+            "id" => row.id = s()?,
+            "email" => row.email = s()?.map(|e| e.to_lowercase()),
+            "timezone" => row.timezone = s()?,
+            "lifecycle" => row.lifecycle = s()?,
+            "owner" => row.owner = s()?,
+            "consent" => {
+                row.consent = match s()?.as_deref() {
+                    None => None,
+                    Some("opted_in") => Some(Consent::OptedIn),
+                    Some("opted_out") => Some(Consent::OptedOut),
+                    Some("unknown") => Some(Consent::Unknown),
+                    Some(other) => {
+                        return Err(format!(
+                            "`consent` {other:?} must be opted_in, opted_out or unknown"
+                        ))
+                    }
+                }
+            }
+            "tags" => {
+                let tags: BTreeSet<String> = match v {
+                    Value::Null => BTreeSet::new(),
+                    Value::String(s) => s
+                        .split([';', ','])
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    Value::Array(items) => items
+                        .iter()
+                        .map(|t| {
+                            t.as_str()
+                                .map(str::to_string)
+                                .ok_or("`tags` must be strings")
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => return Err("`tags` must be a list or a ;-separated string".into()),
+                };
+                row.tags = Some(tags);
+            }
+            "score" | "grade" | "segments" | "unsubscribed" | "suppressed" => {
+                return Err(format!(
+                    "`{k}` is computed by nurture and cannot be imported"
+                ))
+            }
+            _ => insert_path(&mut row.fields, k, v.clone()),
+        }
+    }
+    if row.id.is_none() && row.email.is_none() {
+        return Err("a contact needs an `id` or an `email`".into());
+    }
+    if let Some(e) = &row.email {
+        if !valid_email(e) {
+            return Err(format!("`email` {e:?} is not an email address"));
+        }
+    }
+    if let Some(tz) = &row.timezone {
+        if tz.parse::<chrono_tz::Tz>().is_err() {
+            return Err(format!(
+                "`timezone` {tz:?} is not an IANA time zone such as Europe/Sofia"
+            ));
+        }
+    }
+    Ok(row)
+}
+
+/// Reads contacts from JSON Lines (`.jsonl`, `.ndjson`, `.json`) or CSV (`.csv`, with a
+/// header; dotted columns such as `company.employees` become nested fields).
+pub fn read_contacts(path: &Path) -> std::io::Result<(Vec<ContactRow>, Vec<Rejected>)> {
+    let is_csv = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    if is_csv {
+        let mut rdr = csv::ReaderBuilder::new()
+            .flexible(false)
+            .trim(csv::Trim::All)
+            .from_path(path)
+            .map_err(std::io::Error::other)?;
+        let headers = rdr.headers().map_err(std::io::Error::other)?.clone();
+        for (i, rec) in rdr.records().enumerate() {
+            let line = i + 2;
+            let rec = match rec {
+                Ok(r) => r,
+                Err(e) => {
+                    bad.push(Rejected {
+                        at: line,
+                        reason: format!("bad CSV row: {e}"),
+                    });
+                    continue;
+                }
+            };
+            let mut obj = Map::new();
+            for (h, cell) in headers.iter().zip(rec.iter()) {
+                if cell.is_empty() {
+                    continue;
+                }
+                let v = match h {
+                    "id" | "email" | "first_name" | "last_name" | "timezone" | "consent"
+                    | "tags" | "lifecycle" | "owner" | "phone" => Value::from(cell),
+                    _ => typed_cell(cell),
+                };
+                obj.insert(h.to_string(), v);
+            }
+            match parse_contact(line, &Value::Object(obj)) {
+                Ok(r) => ok.push(r),
+                Err(reason) => bad.push(Rejected { at: line, reason }),
+            }
+        }
+    } else {
+        let text = std::fs::read_to_string(path)?;
+        for (i, l) in text.lines().enumerate() {
+            let line = i + 1;
+            if l.trim().is_empty() || l.trim_start().starts_with('#') {
+                continue;
+            }
+            match serde_json::from_str::<Value>(l) {
+                Err(e) => bad.push(Rejected {
+                    at: line,
+                    reason: format!("not JSON: {e}"),
+                }),
+                Ok(v) => match parse_contact(line, &v) {
+                    Ok(r) => ok.push(r),
+                    Err(reason) => bad.push(Rejected { at: line, reason }),
+                },
+            }
+        }
+    }
+    Ok((ok, bad))
+}
+
+/// Merges a row into a contact (new or stored): given fields win, others are kept.
+pub fn merge(row: &ContactRow, into: &mut Contact) {
+    if let Some(e) = &row.email {
+        into.email = Some(e.clone());
+    }
+    for (k, v) in &row.fields {
+        into.fields.insert(k.clone(), v.clone());
+    }
+    if let Some(t) = &row.tags {
+        into.tags.extend(t.iter().cloned());
+    }
+    if let Some(c) = row.consent {
+        into.consent = c;
+    }
+    if let Some(tz) = &row.timezone {
+        into.timezone = Some(tz.clone());
+    }
+    if let Some(l) = &row.lifecycle {
+        into.lifecycle = Some(l.clone());
+    }
+    if let Some(o) = &row.owner {
+        into.owner = Some(o.clone());
+    }
+}
+
+/// The id of a contact created from an email address alone.
+pub fn id_for_email(email: &str) -> String {
+    format!("c-{}", crate::engine::digest(&[&email.to_lowercase()]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_are_validated_with_reasons() {
+        let ok = parse_event(
+            0,
+            &json!({"type": "page.visited", "contact": "c-1", "data": {"url": "/pricing"}}),
+        );
+        assert!(ok.is_ok());
+        let cases = [
+            (json!({"contact": "c"}), "missing `type`"),
+            (
+                json!({"type": "Page Visited", "contact": "c"}),
+                "dotted lowercase",
+            ),
+            (json!({"type": "page.visited"}), "missing `contact`"),
+            (
+                json!({"type": "page.visited", "email": "nope"}),
+                "not an email",
+            ),
+            (
+                json!({"type": "page.visited", "contact": "c", "at": "yesterday"}),
+                "RFC 3339",
+            ),
+            (
+                json!({"type": "page.visited", "contact": "c", "data": [1]}),
+                "JSON object",
+            ),
+            (
+                json!({"tpye": "page.visited", "contact": "c"}),
+                "did you mean `type`",
+            ),
+        ];
+        for (v, want) in cases {
+            let e = parse_event(0, &v).unwrap_err();
+            assert!(e.contains(want), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn contacts_nest_dotted_fields_and_reject_bad_rows() {
+        let r = parse_contact(
+            1,
+            &json!({"id": "c1", "company.employees": 40, "tags": "a; b"}),
+        )
+        .unwrap();
+        assert_eq!(r.fields["company"]["employees"], 40);
+        assert_eq!(r.tags.unwrap().len(), 2);
+        assert!(parse_contact(2, &json!({"first_name": "x"}))
+            .unwrap_err()
+            .contains("`id` or an `email`"));
+        assert!(parse_contact(3, &json!({"id": "c", "consent": "yes"}))
+            .unwrap_err()
+            .contains("opted_in"));
+        assert!(
+            parse_contact(4, &json!({"id": "c", "timezone": "Mars/Base"}))
+                .unwrap_err()
+                .contains("IANA")
+        );
+        assert!(parse_contact(5, &json!({"id": "c", "score": 5}))
+            .unwrap_err()
+            .contains("computed"));
+    }
+}

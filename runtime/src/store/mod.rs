@@ -1,0 +1,413 @@
+//! The `Store` contract: everything the engine keeps durably.
+//!
+//! Reads are plain methods. Every write the engine makes goes through one method,
+//! [`Store::commit`], which applies a [`UnitOfWork`] in a single transaction: a run's state,
+//! its timer, its outbox entries, its journal lines and the contact changes succeed or fail
+//! together. Rows carry a version; a commit whose expected version no longer matches is
+//! rejected with [`StoreError::Conflict`] (fencing), so a stale worker cannot overwrite
+//! newer state. Implementations: [`sqlite::SqliteStore`] (the embedded default); the
+//! Postgres implementation passes the same test suite.
+
+pub mod sqlite;
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub type Ts = DateTime<Utc>;
+
+/// Formats a timestamp as stored: RFC 3339, UTC, milliseconds (sorts as text).
+pub fn ts(t: Ts) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Formats a timestamp for output: RFC 3339, UTC, seconds unless sub-second.
+pub fn ts_out(t: Ts) -> String {
+    if t.timestamp_subsec_millis() == 0 {
+        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    } else {
+        ts(t)
+    }
+}
+
+pub fn parse_ts(s: &str) -> Result<Ts, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("bad timestamp {s:?}: {e}")))
+}
+
+/// Errors of a store. [`StoreError::is_retryable`] says whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row changed since it was read (another worker, or a stale lease): reload, retry.
+    #[error("conflict: {0} changed concurrently")]
+    Conflict(String),
+    /// The database is unreachable or busy.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value cannot be decoded.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Conflict(_) | StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(d)
+                if d.message().contains("locked") || d.message().contains("busy") =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
+/// Consent to marketing email.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Consent {
+    OptedIn,
+    OptedOut,
+    #[default]
+    Unknown,
+}
+
+impl Consent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consent::OptedIn => "opted_in",
+            Consent::OptedOut => "opted_out",
+            Consent::Unknown => "unknown",
+        }
+    }
+}
+
+/// A contact and everything the engine tracks about it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Contact {
+    pub id: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Any other field: first_name, last_name, title, company {name, employees}...
+    #[serde(default)]
+    pub fields: Map<String, Value>,
+    #[serde(default)]
+    pub tags: BTreeSet<String>,
+    #[serde(default)]
+    pub score: i64,
+    #[serde(default)]
+    pub consent: Consent,
+    #[serde(default)]
+    pub lifecycle: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Unsubscribed from marketing email (one-click or event).
+    #[serde(default)]
+    pub unsubscribed: bool,
+    /// Address suppressed (hard bounce, complaint).
+    #[serde(default)]
+    pub suppressed: bool,
+    /// Segments the contact is in, as last evaluated.
+    #[serde(default)]
+    pub segments: BTreeSet<String>,
+    /// Indexes of `profile` scoring rules already awarded.
+    #[serde(default)]
+    pub profile_rules: BTreeSet<usize>,
+    /// Row version for optimistic concurrency; 0 for a contact not stored yet.
+    #[serde(default)]
+    pub version: i64,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredEvent {
+    /// Insertion order, used to apply a contact's events in order.
+    pub seq: i64,
+    pub id: String,
+    pub contact: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub at: Ts,
+    pub data: Value,
+}
+
+/// An event to store (the id is the idempotency key).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewEvent {
+    pub id: String,
+    pub contact: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub at: Ts,
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Executing or about to.
+    Active,
+    /// Waiting for a timer or an event.
+    Waiting,
+    /// Ended at `end`.
+    Completed,
+    /// Ended by reaching the goal.
+    Converted,
+    /// Ended by `exit_if`.
+    Exited,
+    /// Ended by an error.
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Active => "active",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Completed => "completed",
+            RunStatus::Converted => "converted",
+            RunStatus::Exited => "exited",
+            RunStatus::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "active" => RunStatus::Active,
+            "waiting" => RunStatus::Waiting,
+            "completed" => RunStatus::Completed,
+            "converted" => RunStatus::Converted,
+            "exited" => RunStatus::Exited,
+            "failed" => RunStatus::Failed,
+            other => return Err(StoreError::Corrupt(format!("run status {other:?}"))),
+        })
+    }
+    pub fn is_open(self) -> bool {
+        matches!(self, RunStatus::Active | RunStatus::Waiting)
+    }
+}
+
+/// What a waiting run waits for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Wait {
+    /// `wait` / `wait_until`: continue at the timer.
+    Timer,
+    /// `wait_for`: an event of this type (the step's `if` is checked on arrival), or the
+    /// timer (timeout).
+    Event { event: String },
+    /// An email step deferred by quiet hours: run the step again at the timer.
+    QuietHours,
+}
+
+/// One contact's walk through one workflow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Run {
+    pub id: String,
+    pub workflow: String,
+    pub workflow_version: u32,
+    pub contact: String,
+    pub status: RunStatus,
+    /// The step the run is at (executing, or waiting in).
+    pub step: Option<String>,
+    pub wait: Option<Wait>,
+    /// The event that enrolled the contact, if any.
+    pub trigger_event: Option<Value>,
+    /// The event in scope for conditions: the trigger, or the one that resumed a wait.
+    #[serde(default)]
+    pub event: Option<Value>,
+    pub started_at: Ts,
+    pub updated_at: Ts,
+    pub ended_at: Option<Ts>,
+    pub exit_reason: Option<String>,
+    /// Row version; 0 for a run not stored yet.
+    pub rev: i64,
+}
+
+/// A pending timer of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timer {
+    pub run_id: String,
+    pub due_at: Ts,
+}
+
+/// A line of a run's (or a contact's) journal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JournalEntry {
+    pub run_id: Option<String>,
+    pub contact: String,
+    pub at: Ts,
+    pub kind: String,
+    pub data: Value,
+}
+
+/// An effect to deliver, with its idempotency key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutboxEntry {
+    pub key: String,
+    pub run_id: Option<String>,
+    pub contact: String,
+    pub workflow: Option<String>,
+    pub step: Option<String>,
+    /// `email`, `notify`, `webhook`, `plugin`.
+    pub kind: String,
+    pub payload: Value,
+    pub created_at: Ts,
+    /// When it may be (re)tried.
+    pub due_at: Ts,
+    pub attempts: i64,
+}
+
+/// What happened to an outbox entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutboxOutcome {
+    /// Delivered; `record` is kept in `deliveries` (same transaction).
+    Delivered { record: Value },
+    /// Failed; try again at `retry_at`.
+    Retry { reason: String, retry_at: Ts },
+    /// Failed for good.
+    Failed { reason: String },
+}
+
+/// A delivered outbox entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Delivery {
+    pub key: String,
+    pub kind: String,
+    pub contact: String,
+    pub at: Ts,
+    pub record: Value,
+}
+
+/// Filter for listing runs.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub workflow: Option<String>,
+    pub contact: Option<String>,
+    pub status: Option<RunStatus>,
+    pub limit: i64,
+}
+
+/// All the writes of one engine transaction.
+#[derive(Debug, Default, Clone)]
+pub struct UnitOfWork {
+    /// Contacts to insert (version 0) or update (expected stored version); stored with
+    /// version + 1.
+    pub contacts: Vec<Contact>,
+    /// Runs to insert (rev 0) or update (expected rev); stored with rev + 1.
+    pub runs: Vec<Run>,
+    pub timers_set: Vec<Timer>,
+    pub timers_clear: Vec<String>,
+    pub outbox: Vec<OutboxEntry>,
+    pub journal: Vec<JournalEntry>,
+    /// Pending events now processed.
+    pub events_done: Vec<i64>,
+    /// Counters: (name, expected value, new value).
+    pub counters: Vec<(String, i64, i64)>,
+    /// Schedule triggers: (workflow, last firing).
+    pub schedules: Vec<(String, Ts)>,
+}
+
+impl UnitOfWork {
+    pub fn is_empty(&self) -> bool {
+        self.contacts.is_empty()
+            && self.runs.is_empty()
+            && self.timers_set.is_empty()
+            && self.timers_clear.is_empty()
+            && self.outbox.is_empty()
+            && self.journal.is_empty()
+            && self.events_done.is_empty()
+            && self.counters.is_empty()
+            && self.schedules.is_empty()
+    }
+}
+
+/// Result of storing one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    Duplicate,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Contacts.
+    async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
+    async fn contact_by_email(&self, email: &str) -> Result<Option<Contact>, StoreError>;
+    async fn contact_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Stores events (idempotent by id) and queues the new ones for processing, in one
+    /// transaction. Contacts created alongside (by email) are inserted first.
+    async fn insert_events(
+        &self,
+        new_contacts: &[Contact],
+        events: &[NewEvent],
+    ) -> Result<Vec<Inserted>, StoreError>;
+    /// Queued events, oldest first.
+    async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError>;
+    /// A contact's events at or after `since`, oldest first.
+    async fn contact_events(
+        &self,
+        contact: &str,
+        since: Ts,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Runs.
+    async fn run(&self, id: &str) -> Result<Option<Run>, StoreError>;
+    async fn runs_of_contact(&self, contact: &str) -> Result<Vec<Run>, StoreError>;
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError>;
+    async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError>;
+    /// Timers due at or before `now`, earliest first.
+    async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<Timer>, StoreError>;
+    async fn next_timer(&self) -> Result<Option<Ts>, StoreError>;
+
+    async fn counter(&self, name: &str) -> Result<i64, StoreError>;
+    async fn schedule_last(&self, workflow: &str) -> Result<Option<Ts>, StoreError>;
+
+    /// Applies a unit of work atomically; `Conflict` if any expected version differs.
+    async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError>;
+
+    /// Outbox entries due at `now`, oldest first.
+    async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError>;
+    async fn next_outbox(&self) -> Result<Option<Ts>, StoreError>;
+    /// Records the outcome of a delivery attempt (a delivery row and the outbox state
+    /// change in one transaction: delivered at most once per key).
+    async fn complete_outbox(
+        &self,
+        key: &str,
+        outcome: &OutboxOutcome,
+        now: Ts,
+    ) -> Result<(), StoreError>;
+    async fn deliveries(&self) -> Result<Vec<Delivery>, StoreError>;
+    /// Outbox state of a key: `pending`, `delivered` or `failed`.
+    async fn outbox_state(&self, key: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// Opens the store named by `url`: `sqlite://PATH` (created if missing) or `sqlite::memory:`.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::Database(format!(
+            "unsupported store URL {url:?}: use sqlite://FILE (Postgres support is planned)"
+        )))
+    }
+}

@@ -1,0 +1,566 @@
+//! The embedded default store: one SQLite file in the project folder, through sqlx.
+//!
+//! WAL mode, `synchronous = FULL` (a committed step survives power loss), migrations
+//! embedded in the binary. Writers are serialised by SQLite; `busy_timeout` makes a
+//! second process (e.g. `nurture events send` while `nurture run` works) wait its turn.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::*;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serializable")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `url`
+    /// (`sqlite://path/to/file.db` or `sqlite::memory:`).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let memory = url.contains(":memory:");
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        // An in-memory database lives in one connection.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if memory { 1 } else { 4 })
+            .min_connections(if memory { 1 } else { 0 })
+            .idle_timeout(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(600))
+            })
+            .max_lifetime(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(3600))
+            })
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+        Ok(SqliteStore { pool })
+    }
+
+    fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
+        let mut run: Run = from_json(row.try_get::<&str, _>("doc")?)?;
+        run.rev = row.try_get("rev")?;
+        Ok(run)
+    }
+
+    fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
+        Ok(StoredEvent {
+            seq: row.try_get("seq")?,
+            id: row.try_get("id")?,
+            contact: row.try_get("contact")?,
+            kind: row.try_get("type")?,
+            at: parse_ts(row.try_get::<&str, _>("at")?)?,
+            data: from_json(row.try_get::<&str, _>("data")?)?,
+        })
+    }
+
+    fn contact_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Contact, StoreError> {
+        let mut c: Contact = from_json(row.try_get::<&str, _>("doc")?)?;
+        c.version = row.try_get("version")?;
+        Ok(c)
+    }
+}
+
+async fn insert_contact(tx: &mut sqlx::SqliteConnection, c: &Contact) -> Result<(), StoreError> {
+    let mut stored = c.clone();
+    stored.version = 1;
+    let r = sqlx::query("INSERT INTO contacts (id, email, doc, version) VALUES (?, ?, ?, 1)")
+        .bind(&c.id)
+        .bind(&c.email)
+        .bind(json(&stored))
+        .execute(&mut *tx)
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(d)) if d.message().contains("UNIQUE") => {
+            Err(StoreError::Conflict(format!("contact {}", c.id)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
+        let row = sqlx::query("SELECT doc, version FROM contacts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::contact_from_row).transpose()
+    }
+
+    async fn contact_by_email(&self, email: &str) -> Result<Option<Contact>, StoreError> {
+        let row = sqlx::query("SELECT doc, version FROM contacts WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::contact_from_row).transpose()
+    }
+
+    async fn contact_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM contacts ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn insert_events(
+        &self,
+        new_contacts: &[Contact],
+        events: &[NewEvent],
+    ) -> Result<Vec<Inserted>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for c in new_contacts {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = ?")
+                .bind(&c.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                insert_contact(&mut tx, c).await?;
+            }
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let r = sqlx::query(
+                "INSERT INTO events (id, contact, type, at, data) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&e.id)
+            .bind(&e.contact)
+            .bind(&e.kind)
+            .bind(ts(e.at))
+            .bind(json(&e.data))
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() == 1 {
+                sqlx::query("INSERT INTO inbox (seq) VALUES (?)")
+                    .bind(r.last_insert_rowid())
+                    .execute(&mut *tx)
+                    .await?;
+                out.push(Inserted::New);
+            } else {
+                out.push(Inserted::Duplicate);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.seq, e.id, e.contact, e.type, e.at, e.data FROM inbox i \
+             JOIN events e ON e.seq = i.seq ORDER BY e.at, e.seq LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::event_from_row).collect()
+    }
+
+    async fn contact_events(
+        &self,
+        contact: &str,
+        since: Ts,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, id, contact, type, at, data FROM events \
+             WHERE contact = ? AND at >= ? ORDER BY at, seq",
+        )
+        .bind(contact)
+        .bind(ts(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::event_from_row).collect()
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query("SELECT doc, rev FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::run_from_row).transpose()
+    }
+
+    async fn runs_of_contact(&self, contact: &str) -> Result<Vec<Run>, StoreError> {
+        let rows =
+            sqlx::query("SELECT doc, rev FROM runs WHERE contact = ? ORDER BY started_at, id")
+                .bind(contact)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(Self::run_from_row).collect()
+    }
+
+    async fn list_runs(&self, f: &RunFilter) -> Result<Vec<Run>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT doc, rev FROM runs WHERE (?1 IS NULL OR workflow = ?1) \
+             AND (?2 IS NULL OR contact = ?2) AND (?3 IS NULL OR status = ?3) \
+             ORDER BY started_at DESC, id LIMIT ?4",
+        )
+        .bind(&f.workflow)
+        .bind(&f.contact)
+        .bind(f.status.map(RunStatus::as_str))
+        .bind(if f.limit > 0 { f.limit } else { i64::MAX })
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::run_from_row).collect()
+    }
+
+    async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, contact, at, kind, data FROM journal WHERE run_id = ? ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JournalEntry {
+                    run_id: r.try_get("run_id")?,
+                    contact: r.try_get("contact")?,
+                    at: parse_ts(r.try_get::<&str, _>("at")?)?,
+                    kind: r.try_get("kind")?,
+                    data: from_json(r.try_get::<&str, _>("data")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<Timer>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, due_at FROM timers WHERE due_at <= ? ORDER BY due_at, run_id LIMIT ?",
+        )
+        .bind(ts(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Timer {
+                    run_id: r.try_get("run_id")?,
+                    due_at: parse_ts(r.try_get::<&str, _>("due_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_timer(&self) -> Result<Option<Ts>, StoreError> {
+        let t: Option<String> = sqlx::query_scalar("SELECT MIN(due_at) FROM timers")
+            .fetch_one(&self.pool)
+            .await?;
+        t.as_deref().map(parse_ts).transpose()
+    }
+
+    async fn counter(&self, name: &str) -> Result<i64, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT value FROM counters WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn schedule_last(&self, workflow: &str) -> Result<Option<Ts>, StoreError> {
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT last_fired FROM schedules WHERE workflow = ?")
+                .bind(workflow)
+                .fetch_optional(&self.pool)
+                .await?;
+        v.as_deref().map(parse_ts).transpose()
+    }
+
+    async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for c in &uow.contacts {
+            if c.version == 0 {
+                insert_contact(&mut tx, c).await?;
+            } else {
+                let mut stored = c.clone();
+                stored.version = c.version + 1;
+                let r = sqlx::query(
+                    "UPDATE contacts SET email = ?, doc = ?, version = version + 1 \
+                     WHERE id = ? AND version = ?",
+                )
+                .bind(&c.email)
+                .bind(json(&stored))
+                .bind(&c.id)
+                .bind(c.version)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!("contact {}", c.id)));
+                }
+            }
+        }
+        for run in &uow.runs {
+            let mut stored = run.clone();
+            stored.rev = run.rev + 1;
+            let r = if run.rev == 0 {
+                sqlx::query(
+                    "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, \
+                     started_at, rev) VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&run.id)
+                .bind(&run.workflow)
+                .bind(run.workflow_version as i64)
+                .bind(&run.contact)
+                .bind(run.status.as_str())
+                .bind(json(&stored))
+                .bind(ts(run.started_at))
+                .execute(&mut *tx)
+                .await?
+            } else {
+                sqlx::query(
+                    "UPDATE runs SET status = ?, doc = ?, rev = rev + 1 WHERE id = ? AND rev = ?",
+                )
+                .bind(run.status.as_str())
+                .bind(json(&stored))
+                .bind(&run.id)
+                .bind(run.rev)
+                .execute(&mut *tx)
+                .await?
+            };
+            if r.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("run {}", run.id)));
+            }
+        }
+        for id in &uow.timers_clear {
+            sqlx::query("DELETE FROM timers WHERE run_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for t in &uow.timers_set {
+            sqlx::query(
+                "INSERT INTO timers (run_id, due_at) VALUES (?, ?) \
+                 ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at",
+            )
+            .bind(&t.run_id)
+            .bind(ts(t.due_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for o in &uow.outbox {
+            sqlx::query(
+                "INSERT INTO outbox (key, run_id, contact, workflow, step, kind, payload, \
+                 created_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&o.key)
+            .bind(&o.run_id)
+            .bind(&o.contact)
+            .bind(&o.workflow)
+            .bind(&o.step)
+            .bind(&o.kind)
+            .bind(json(&o.payload))
+            .bind(ts(o.created_at))
+            .bind(ts(o.due_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for j in &uow.journal {
+            sqlx::query(
+                "INSERT INTO journal (run_id, contact, at, kind, data) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&j.run_id)
+            .bind(&j.contact)
+            .bind(ts(j.at))
+            .bind(&j.kind)
+            .bind(json(&j.data))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for seq in &uow.events_done {
+            let r = sqlx::query("DELETE FROM inbox WHERE seq = ?")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            if r.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("event #{seq}")));
+            }
+        }
+        for (name, expected, new) in &uow.counters {
+            let r = if *expected == 0 {
+                sqlx::query(
+                    "INSERT INTO counters (name, value) VALUES (?1, ?2) \
+                     ON CONFLICT (name) DO UPDATE SET value = ?2 WHERE counters.value = 0",
+                )
+                .bind(name)
+                .bind(new)
+                .execute(&mut *tx)
+                .await?
+            } else {
+                sqlx::query("UPDATE counters SET value = ? WHERE name = ? AND value = ?")
+                    .bind(new)
+                    .bind(name)
+                    .bind(expected)
+                    .execute(&mut *tx)
+                    .await?
+            };
+            if r.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("counter {name}")));
+            }
+        }
+        for (wf, at) in &uow.schedules {
+            sqlx::query(
+                "INSERT INTO schedules (workflow, last_fired) VALUES (?, ?) \
+                 ON CONFLICT (workflow) DO UPDATE SET last_fired = excluded.last_fired",
+            )
+            .bind(wf)
+            .bind(ts(*at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key, run_id, contact, workflow, step, kind, payload, created_at, due_at, \
+             attempts FROM outbox WHERE state = 'pending' AND due_at <= ? \
+             ORDER BY due_at, created_at, key LIMIT ?",
+        )
+        .bind(ts(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxEntry {
+                    key: r.try_get("key")?,
+                    run_id: r.try_get("run_id")?,
+                    contact: r.try_get("contact")?,
+                    workflow: r.try_get("workflow")?,
+                    step: r.try_get("step")?,
+                    kind: r.try_get("kind")?,
+                    payload: from_json::<Value>(r.try_get::<&str, _>("payload")?)?,
+                    created_at: parse_ts(r.try_get::<&str, _>("created_at")?)?,
+                    due_at: parse_ts(r.try_get::<&str, _>("due_at")?)?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_outbox(&self) -> Result<Option<Ts>, StoreError> {
+        let t: Option<String> =
+            sqlx::query_scalar("SELECT MIN(due_at) FROM outbox WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        t.as_deref().map(parse_ts).transpose()
+    }
+
+    async fn complete_outbox(
+        &self,
+        key: &str,
+        outcome: &OutboxOutcome,
+        now: Ts,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT kind, contact, state FROM outbox WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no outbox entry {key}")))?;
+        let state: String = row.try_get("state")?;
+        if state != "pending" {
+            // Someone else completed it: a late (stale) completion changes nothing.
+            return Err(StoreError::Conflict(format!(
+                "outbox entry {key} is {state}"
+            )));
+        }
+        match outcome {
+            OutboxOutcome::Delivered { record } => {
+                sqlx::query(
+                    "INSERT INTO deliveries (key, kind, contact, at, record) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(key)
+                .bind(row.try_get::<String, _>("kind")?)
+                .bind(row.try_get::<String, _>("contact")?)
+                .bind(ts(now))
+                .bind(json(record))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1 WHERE key = ?",
+                )
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            }
+            OutboxOutcome::Retry { reason, retry_at } => {
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?, due_at = ? \
+                     WHERE key = ?",
+                )
+                .bind(reason)
+                .bind(ts(*retry_at))
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            }
+            OutboxOutcome::Failed { reason } => {
+                sqlx::query(
+                    "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ? \
+                     WHERE key = ?",
+                )
+                .bind(reason)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn deliveries(&self) -> Result<Vec<Delivery>, StoreError> {
+        let rows =
+            sqlx::query("SELECT key, kind, contact, at, record FROM deliveries ORDER BY at, key")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Delivery {
+                    key: r.try_get("key")?,
+                    kind: r.try_get("kind")?,
+                    contact: r.try_get("contact")?,
+                    at: parse_ts(r.try_get::<&str, _>("at")?)?,
+                    record: from_json(r.try_get::<&str, _>("record")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT state FROM outbox WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}

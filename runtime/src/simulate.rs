@@ -118,6 +118,6 @@ pub async fn run(
 /// One effect as a JSON line (the outbox key is internal and left out).
 pub fn effect_line(e: &Effect) -> String {
     let mut e = e.clone();
-    e.extra.remove("key");
+    e.extra.shift_remove("key");
     serde_json::to_string(&e).expect("effect serializes")
 }

@@ -2,8 +2,12 @@
 
 mod util;
 
+mod contacts;
+mod durability;
 mod examples;
 mod fuzz_smoke;
 mod graph;
 mod invalid;
 mod schema;
+mod simulate;
+mod store;

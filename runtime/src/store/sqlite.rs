@@ -57,10 +57,24 @@ impl SqliteStore {
             })
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+        // Two processes opening a new file at once (`nurture run` and `nurture events
+        // send`) may both try to migrate; SQLite has no migration lock in sqlx, so the loser
+        // retries and then finds the migration applied.
+        let mut attempt = 0;
+        loop {
+            match sqlx::migrate!("./migrations/sqlite").run(&pool).await {
+                Ok(()) => break,
+                Err(e)
+                    if attempt < 10
+                        && (e.to_string().contains("already exists")
+                            || e.to_string().contains("locked")) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(StoreError::Database(format!("migration failed: {e}"))),
+            }
+        }
         Ok(SqliteStore { pool })
     }
 

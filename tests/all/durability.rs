@@ -1,0 +1,425 @@
+//! Crash safety with real processes: `nurture run` is SIGKILLed at random moments and
+//! restarted while contacts walk a workflow with waits, an email and a real HTTP webhook.
+//! Afterwards every step ran exactly once per run, and every outbox entry was delivered
+//! exactly once under its idempotency key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::util::repo;
+
+/// A tiny real HTTP server that answers 200 and counts requests per Idempotency-Key.
+fn webhook_receiver() -> (u16, Arc<Mutex<HashMap<String, usize>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut key = None;
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let l = line.trim_end().to_ascii_lowercase();
+                    if l.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = l.strip_prefix("idempotency-key:") {
+                        key = Some(v.trim().to_string());
+                    }
+                    if let Some(v) = l.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                if let Some(k) = key {
+                    *s.lock().unwrap().entry(k).or_default() += 1;
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                );
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_project(dir: &Path, hook_port: u16) {
+    std::fs::create_dir_all(dir.join("workflows")).unwrap();
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    for t in ["hello", "bye"] {
+        std::fs::write(
+            dir.join(format!("templates/{t}.html")),
+            format!("---\nsubject: {t}\n---\n<p>{t}</p>\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.join("workflows/crash.yaml"),
+        format!(
+            "workflow: crash\ntrigger: {{ event: signup.done }}\nsteps:\n  - id: hello\n    send_email: hello\n  - id: pause\n    wait: 1s\n  - id: tag-it\n    tag: [seen]\n  - id: hook\n    webhook: {{ url: \"http://127.0.0.1:{hook_port}/hook\" }}\n  - id: pause2\n    wait: 2s\n  - id: bye\n    send_email: bye\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn start(dir: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args([
+            "run",
+            dir.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--poll-ms",
+            "100",
+        ])
+        .env("NURTURE_API_KEY", "test-key")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nurture run")
+}
+
+#[test]
+fn sigkill_mid_run_loses_nothing_and_repeats_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (hook_port, received) = webhook_receiver();
+    write_project(dir, hook_port);
+    let n = 200;
+    let events: String = (0..n)
+        .map(|i| {
+            format!("{{\"id\":\"s{i}\",\"type\":\"signup.done\",\"email\":\"u{i}@example.com\"}}\n")
+        })
+        .collect();
+    std::fs::write(dir.join("events.jsonl"), events).unwrap();
+
+    let port = free_port();
+    let mut child = start(dir, port);
+    std::thread::sleep(Duration::from_millis(300));
+    let send = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(["events", "send", "events.jsonl", "--dir", "."])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        send.status.success(),
+        "{}",
+        String::from_utf8_lossy(&send.stderr)
+    );
+    // Kill it at uneven moments while steps, waits and deliveries are in flight.
+    let mut kills = 0;
+    for pause in [350u64, 900, 600, 1300, 450] {
+        std::thread::sleep(Duration::from_millis(pause));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        child = start(dir, port);
+    }
+    // Let it finish.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!("sqlite://{}", dir.join("nurture.db").display());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let done = rt.block_on(async {
+            let store = nurture::store::open(&url).await.unwrap();
+            let completed = store
+                .list_runs(&nurture::store::RunFilter {
+                    status: Some(nurture::store::RunStatus::Completed),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .len();
+            let pending = store
+                .pending_outbox(chrono::Utc::now() + chrono::Duration::days(1), 1)
+                .await
+                .unwrap()
+                .len();
+            completed == n && pending == 0
+        });
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "runs did not complete in time");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(kills, 5);
+
+    rt.block_on(async {
+        let store = nurture::store::open(&url).await.unwrap();
+        let runs = store.list_runs(&Default::default()).await.unwrap();
+        assert_eq!(runs.len(), n, "one run per contact");
+        for run in &runs {
+            let steps: Vec<String> = store
+                .journal(&run.id)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|j| j.kind == "step")
+                .map(|j| j.data["step"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(
+                steps,
+                ["hello", "pause", "tag-it", "hook", "pause2", "bye"],
+                "run {}",
+                run.id
+            );
+        }
+        let deliveries = store.deliveries().await.unwrap();
+        let mut per_kind: BTreeMap<String, usize> = BTreeMap::new();
+        for d in &deliveries {
+            *per_kind.entry(d.kind.clone()).or_default() += 1;
+        }
+        assert_eq!(per_kind.get("email"), Some(&(2 * n)), "{per_kind:?}");
+        assert_eq!(per_kind.get("webhook"), Some(&n), "{per_kind:?}");
+        // Delivered at most once per key (the deliveries table's primary key), and the
+        // receiver got every webhook key; a key seen twice there is a call repeated after
+        // a crash between the response and the commit, with the same Idempotency-Key.
+        let got = received.lock().unwrap();
+        let hook_keys: Vec<&String> = deliveries
+            .iter()
+            .filter(|d| d.kind == "webhook")
+            .map(|d| &d.key)
+            .collect();
+        for k in &hook_keys {
+            assert!(
+                got.contains_key(*k),
+                "webhook {k} never reached the receiver"
+            );
+        }
+        assert_eq!(
+            got.len(),
+            n,
+            "the receiver saw keys that were never delivered"
+        );
+    });
+}
+
+/// The HTTP API: key required, good events kept next to bad ones with reasons, runs
+/// readable, health without a key.
+#[test]
+fn http_api_accepts_good_events_rejects_bad_ones_and_serves_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (hook_port, _) = webhook_receiver();
+    write_project(tmp.path(), hook_port);
+    let port = free_port();
+    let mut child = start(tmp.path(), port);
+    let base = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let batch = serde_json::json!([
+            {"id": "a1", "type": "signup.done", "email": "api@example.com"},
+            {"type": "signup.done"},
+            {"type": "signup.done", "contact": "ghost"},
+        ]);
+        let r = http
+            .post(format!("{base}/v1/events"))
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let r = http
+            .post(format!("{base}/v1/events"))
+            .bearer_auth("test-key")
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["accepted"], 1);
+        assert_eq!(v["rejected"], 2);
+        assert_eq!(
+            v["results"][1]["reason"],
+            "missing `contact` (a contact id) or `email`"
+        );
+        assert!(v["results"][2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown contact `ghost`"));
+        // Same id again: a duplicate, ignored.
+        let r = http
+            .post(format!("{base}/v1/events"))
+            .header("x-api-key", "test-key")
+            .json(&batch[0])
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["duplicates"], 1);
+        // Not JSON at all.
+        let r = http
+            .post(format!("{base}/v1/events"))
+            .bearer_auth("test-key")
+            .body("nope")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        // The run appears with its journal.
+        let store = nurture::store::open(&format!(
+            "sqlite://{}",
+            tmp.path().join("nurture.db").display()
+        ))
+        .await
+        .unwrap();
+        let mut run_id = None;
+        for _ in 0..50 {
+            if let Some(r) = store.list_runs(&Default::default()).await.unwrap().first() {
+                run_id = Some(r.id.clone());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let run_id = run_id.expect("a run was started");
+        let r = http
+            .get(format!("{base}/v1/runs/{run_id}"))
+            .bearer_auth("test-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["run"]["workflow"], "crash");
+        assert!(v["journal"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["data"]["effect"] == "email"));
+    });
+    // SIGTERM: a clean stop with exit status 0.
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// The README tour: run the example project, send a form submission, see the run and its
+/// email in `nurture runs show`.
+#[test]
+fn run_then_events_send_then_runs_show() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("project");
+    copy_dir(&repo().join("workflows"), &dir);
+    // The example points at ../plugins; point it at the repository's.
+    let toml = std::fs::read_to_string(dir.join("nurture.toml"))
+        .unwrap()
+        .replace(
+            "plugin_dirs = [\"../plugins\"]",
+            &format!("plugin_dirs = [\"{}\"]", repo().join("plugins").display()),
+        );
+    std::fs::write(dir.join("nurture.toml"), toml).unwrap();
+    let port = free_port();
+    let mut child = start(&dir, port);
+    std::fs::write(
+        tmp.path().join("form.jsonl"),
+        "{\"type\": \"form.submitted\", \"email\": \"maria@example.com\", \"data\": {\"form\": \"ebook\"}}\n",
+    )
+    .unwrap();
+    let nurture = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nurture"))
+            .args(args)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap()
+    };
+    let out = nurture(&["events", "send", "form.jsonl", "--dir", "project"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1 accepted, 0 duplicates ignored, 0 rejected"
+    );
+    let mut shown = String::new();
+    for _ in 0..100 {
+        let list = nurture(&["runs", "list", "--dir", "project", "--format", "json"]);
+        let runs: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+        if let Some(id) = runs
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|r| r["id"].as_str())
+        {
+            let show = nurture(&["runs", "show", id, "--dir", "project"]);
+            shown = String::from_utf8_lossy(&show.stdout).to_string();
+            if shown.contains("wait-open") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(shown.contains("workflow  ebook-nurture"), "{shown}");
+    assert!(shown.contains("step deliver (send_email)"), "{shown}");
+    assert!(
+        shown.contains("email {\"template\":\"ebook-delivery\""),
+        "{shown}"
+    );
+    assert!(shown.contains("status    waiting"), "{shown}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        let name = e.file_name();
+        if name == "nurture.db"
+            || name == ".nurture"
+            || name.to_string_lossy().starts_with("nurture.db")
+        {
+            continue;
+        }
+        if p.is_dir() {
+            copy_dir(&p, &to.join(name));
+        } else {
+            std::fs::copy(&p, to.join(name)).unwrap();
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The `Store` contract, written once and run against every implementation (each test
+//! gets a fresh database). The Postgres store will be added to `stores()`.
+
+use std::sync::Arc;
+
+use chrono::{Duration, TimeZone, Utc};
+use serde_json::json;
+
+use nurture::store::{
+    Contact, Inserted, NewEvent, OutboxEntry, OutboxOutcome, Run, RunStatus, Store, StoreError,
+    Timer, UnitOfWork, Wait,
+};
+
+async fn stores() -> Vec<(&'static str, Arc<dyn Store>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    vec![("sqlite", nurture::store::open(&url).await.unwrap(), dir)]
+}
+
+fn t(h: u32) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, h, 0, 0).unwrap()
+}
+
+fn contact(id: &str) -> Contact {
+    Contact {
+        id: id.into(),
+        email: Some(format!("{id}@example.com")),
+        ..Default::default()
+    }
+}
+
+fn event(id: &str, contact: &str, h: u32) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        contact: contact.into(),
+        kind: "page.visited".into(),
+        at: t(h),
+        data: json!({"url": "/"}),
+    }
+}
+
+fn run(id: &str, contact: &str) -> Run {
+    Run {
+        id: id.into(),
+        workflow: "w".into(),
+        workflow_version: 1,
+        contact: contact.into(),
+        status: RunStatus::Waiting,
+        step: Some("pause".into()),
+        wait: Some(Wait::Timer),
+        trigger_event: None,
+        event: None,
+        started_at: t(1),
+        updated_at: t(1),
+        ended_at: None,
+        exit_reason: None,
+        rev: 0,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn events_are_idempotent_by_id_and_queued_once() {
+    rt().block_on(async {
+        for (name, s, _d) in stores().await {
+            let r = s
+                .insert_events(
+                    &[contact("c1")],
+                    &[event("e1", "c1", 9), event("e2", "c1", 8)],
+                )
+                .await
+                .unwrap();
+            assert_eq!(r, [Inserted::New, Inserted::New], "{name}");
+            let r = s.insert_events(&[], &[event("e1", "c1", 9)]).await.unwrap();
+            assert_eq!(r, [Inserted::Duplicate], "{name}");
+            let pending = s.pending_events(10).await.unwrap();
+            let ids: Vec<&str> = pending.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(ids, ["e2", "e1"], "{name}: oldest first");
+            // Processing removes from the queue, in the same commit as the work.
+            s.commit(&UnitOfWork {
+                events_done: vec![pending[0].seq],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            assert_eq!(s.pending_events(10).await.unwrap().len(), 1, "{name}");
+            // Processing the same event twice is a conflict: nothing runs twice.
+            let again = s
+                .commit(&UnitOfWork {
+                    events_done: vec![pending[0].seq],
+                    ..Default::default()
+                })
+                .await;
+            assert!(
+                matches!(again, Err(StoreError::Conflict(_))),
+                "{name}: {again:?}"
+            );
+            // History keeps both.
+            assert_eq!(
+                s.contact_events("c1", t(0)).await.unwrap().len(),
+                2,
+                "{name}"
+            );
+            assert_eq!(
+                s.contact_by_email("c1@example.com")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .id,
+                "c1"
+            );
+        }
+    });
+}
+
+/// Lease fencing: a worker that read a run before another worker advanced it cannot
+/// commit its stale completion.
+#[test]
+fn a_stale_commit_is_rejected_and_changes_nothing() {
+    rt().block_on(async {
+        for (name, s, _d) in stores().await {
+            s.commit(&UnitOfWork {
+                contacts: vec![contact("c1")],
+                runs: vec![run("r1", "c1")],
+                timers_set: vec![Timer {
+                    run_id: "r1".into(),
+                    due_at: t(5),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let read_by_a = s.run("r1").await.unwrap().unwrap();
+            let read_by_b = read_by_a.clone();
+            // Worker B completes first.
+            let mut b = read_by_b;
+            b.status = RunStatus::Completed;
+            s.commit(&UnitOfWork {
+                runs: vec![b],
+                timers_clear: vec!["r1".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            // Worker A's late completion, with an outbox entry, is refused as a whole.
+            let mut a = read_by_a;
+            a.status = RunStatus::Completed;
+            let late = s
+                .commit(&UnitOfWork {
+                    runs: vec![a],
+                    outbox: vec![outbox("k-late")],
+                    ..Default::default()
+                })
+                .await;
+            assert!(
+                matches!(late, Err(StoreError::Conflict(_))),
+                "{name}: {late:?}"
+            );
+            assert!(
+                s.outbox_state("k-late").await.unwrap().is_none(),
+                "{name}: partial commit"
+            );
+            assert_eq!(s.run("r1").await.unwrap().unwrap().rev, 2, "{name}");
+            // Same for contacts.
+            let mut stale = s.contact("c1").await.unwrap().unwrap();
+            stale.version -= 1;
+            let r = s
+                .commit(&UnitOfWork {
+                    contacts: vec![stale],
+                    ..Default::default()
+                })
+                .await;
+            assert!(matches!(r, Err(StoreError::Conflict(_))), "{name}");
+        }
+    });
+}
+
+fn outbox(key: &str) -> OutboxEntry {
+    OutboxEntry {
+        key: key.into(),
+        run_id: Some("r1".into()),
+        contact: "c1".into(),
+        workflow: Some("w".into()),
+        step: Some("s".into()),
+        kind: "email".into(),
+        payload: json!({"template": "t"}),
+        created_at: t(1),
+        due_at: t(1),
+        attempts: 0,
+    }
+}
+
+#[test]
+fn outbox_entries_are_delivered_at_most_once_per_key() {
+    rt().block_on(async {
+        for (name, s, _d) in stores().await {
+            let uow = UnitOfWork {
+                outbox: vec![outbox("k1"), outbox("k2")],
+                ..Default::default()
+            };
+            s.commit(&uow).await.unwrap();
+            // Re-committing the same keys (a repeated step) adds nothing.
+            s.commit(&uow).await.unwrap();
+            assert_eq!(s.pending_outbox(t(2), 10).await.unwrap().len(), 2, "{name}");
+            let done = OutboxOutcome::Delivered {
+                record: json!({"ok": true}),
+            };
+            s.complete_outbox("k1", &done, t(2)).await.unwrap();
+            let twice = s.complete_outbox("k1", &done, t(3)).await;
+            assert!(matches!(twice, Err(StoreError::Conflict(_))), "{name}");
+            assert_eq!(s.deliveries().await.unwrap().len(), 1, "{name}");
+            // A retry moves the entry's due time; it is not due before.
+            let retry = OutboxOutcome::Retry {
+                reason: "503".into(),
+                retry_at: t(5),
+            };
+            s.complete_outbox("k2", &retry, t(2)).await.unwrap();
+            assert!(
+                s.pending_outbox(t(4), 10).await.unwrap().is_empty(),
+                "{name}"
+            );
+            let due = s.pending_outbox(t(5), 10).await.unwrap();
+            assert_eq!((due.len(), due[0].attempts), (1, 1), "{name}");
+            s.complete_outbox(
+                "k2",
+                &OutboxOutcome::Failed {
+                    reason: "400".into(),
+                },
+                t(5),
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                s.outbox_state("k2").await.unwrap().as_deref(),
+                Some("failed")
+            );
+            assert_eq!(s.next_outbox().await.unwrap(), None, "{name}");
+        }
+    });
+}
+
+#[test]
+fn timers_fire_in_due_order_and_counters_are_fenced() {
+    rt().block_on(async {
+        for (name, s, _d) in stores().await {
+            s.commit(&UnitOfWork {
+                timers_set: vec![
+                    Timer {
+                        run_id: "late".into(),
+                        due_at: t(9),
+                    },
+                    Timer {
+                        run_id: "early".into(),
+                        due_at: t(3),
+                    },
+                ],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            assert_eq!(s.next_timer().await.unwrap(), Some(t(3)), "{name}");
+            let due: Vec<String> = s
+                .due_timers(t(10), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.run_id)
+                .collect();
+            assert_eq!(due, ["early", "late"], "{name}");
+            assert!(s.due_timers(t(2), 10).await.unwrap().is_empty(), "{name}");
+            // Re-setting a run's timer moves it (one timer per run).
+            s.commit(&UnitOfWork {
+                timers_set: vec![Timer {
+                    run_id: "early".into(),
+                    due_at: t(12),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            assert_eq!(s.next_timer().await.unwrap(), Some(t(9)), "{name}");
+
+            let c = |expected, new| UnitOfWork {
+                counters: vec![("owner:sales".into(), expected, new)],
+                ..Default::default()
+            };
+            s.commit(&c(0, 1)).await.unwrap();
+            assert!(
+                matches!(s.commit(&c(0, 1)).await, Err(StoreError::Conflict(_))),
+                "{name}"
+            );
+            s.commit(&c(1, 2)).await.unwrap();
+            assert_eq!(s.counter("owner:sales").await.unwrap(), 2, "{name}");
+            let _ = Duration::zero();
+        }
+    });
+}

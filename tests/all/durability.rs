@@ -85,15 +85,24 @@ fn write_project(dir: &Path, hook_port: u16) {
 }
 
 fn start(dir: &Path, port: u16) -> Child {
+    start_with(dir, port, None)
+}
+
+fn start_with(dir: &Path, port: u16, store: Option<&str>) -> Child {
+    let mut args = vec![
+        "run".to_string(),
+        dir.to_str().unwrap().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--poll-ms".into(),
+        "100".into(),
+    ];
+    if let Some(s) = store {
+        args.push("--store".into());
+        args.push(s.into());
+    }
     Command::new(env!("CARGO_BIN_EXE_nurture"))
-        .args([
-            "run",
-            dir.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--poll-ms",
-            "100",
-        ])
+        .args(&args)
         .env("NURTURE_API_KEY", "test-key")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -104,6 +113,17 @@ fn start(dir: &Path, port: u16) -> Child {
 
 #[test]
 fn sigkill_mid_run_loses_nothing_and_repeats_nothing() {
+    crash_test(None);
+}
+
+#[test]
+fn sigkill_mid_run_loses_nothing_and_repeats_nothing_on_postgres() {
+    if let Some(url) = crate::util::fresh_postgres() {
+        crash_test(Some(&url));
+    }
+}
+
+fn crash_test(store: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (hook_port, received) = webhook_receiver();
@@ -117,10 +137,14 @@ fn sigkill_mid_run_loses_nothing_and_repeats_nothing() {
     std::fs::write(dir.join("events.jsonl"), events).unwrap();
 
     let port = free_port();
-    let mut child = start(dir, port);
+    let mut child = start_with(dir, port, store);
     std::thread::sleep(Duration::from_millis(300));
+    let mut send_args = vec!["events", "send", "events.jsonl", "--dir", "."];
+    if let Some(s) = store {
+        send_args.extend(["--store", s]);
+    }
     let send = Command::new(env!("CARGO_BIN_EXE_nurture"))
-        .args(["events", "send", "events.jsonl", "--dir", "."])
+        .args(&send_args)
         .current_dir(dir)
         .output()
         .unwrap();
@@ -136,14 +160,16 @@ fn sigkill_mid_run_loses_nothing_and_repeats_nothing() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
-        child = start(dir, port);
+        child = start_with(dir, port, store);
     }
     // Let it finish.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let url = format!("sqlite://{}", dir.join("nurture.db").display());
+    let url = store
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("sqlite://{}", dir.join("nurture.db").display()));
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let done = rt.block_on(async {

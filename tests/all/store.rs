@@ -11,10 +11,21 @@ use nurture::store::{
     Timer, UnitOfWork, Wait,
 };
 
+/// Every implementation, each on a fresh database.
 async fn stores() -> Vec<(&'static str, Arc<dyn Store>, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    vec![("sqlite", nurture::store::open(&url).await.unwrap(), dir)]
+    let mut v = vec![("sqlite", nurture::store::open(&url).await.unwrap(), dir)];
+    if let Some(pg) = tokio::task::spawn_blocking(crate::util::fresh_postgres)
+        .await
+        .unwrap()
+    {
+        let store = nurture::store::open(&pg)
+            .await
+            .expect("open postgres store");
+        v.push(("postgres", store, tempfile::tempdir().unwrap()));
+    }
+    v
 }
 
 fn t(h: u32) -> chrono::DateTime<Utc> {

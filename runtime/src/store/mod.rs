@@ -8,6 +8,7 @@
 //! newer state. Implementations: [`sqlite::SqliteStore`] (the embedded default); the
 //! Postgres implementation passes the same test suite.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeSet;
@@ -401,13 +402,18 @@ pub trait Store: Send + Sync {
     async fn outbox_state(&self, key: &str) -> Result<Option<String>, StoreError>;
 }
 
-/// Opens the store named by `url`: `sqlite://PATH` (created if missing) or `sqlite::memory:`.
+/// Opens the store named by `url`: `sqlite://PATH` (created if missing), `sqlite::memory:`,
+/// or `postgres://...`.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(
+            postgres::PostgresStore::open(url).await?,
+        ))
     } else {
         Err(StoreError::Database(format!(
-            "unsupported store URL {url:?}: use sqlite://FILE (Postgres support is planned)"
+            "unsupported store URL {url:?}: use sqlite://FILE or postgres://USER@HOST/DB"
         )))
     }
 }

@@ -154,15 +154,9 @@ impl Engine {
         limit: i64,
     ) -> Result<(usize, Vec<Effect>), EngineError> {
         let events = self.store.pending_events(limit).await?;
-        let mut effects = Vec::new();
-        let n = events.len();
-        for e in events {
-            effects.extend(
-                self.with_retry(&e.contact, now, |w| w.apply_event(&e))
-                    .await?,
-            );
-        }
-        Ok((n, effects))
+        let units: Vec<(String, StoredEvent)> =
+            events.into_iter().map(|e| (e.contact.clone(), e)).collect();
+        self.run_units(units, now, |w, e| w.apply_event(e)).await
     }
 
     /// Fires due timers; returns how many and their effects.
@@ -172,22 +166,75 @@ impl Engine {
         limit: i64,
     ) -> Result<(usize, Vec<Effect>), EngineError> {
         let timers = self.store.due_timers(now, limit).await?;
-        let mut effects = Vec::new();
-        let n = timers.len();
+        let mut units = Vec::with_capacity(timers.len());
         for t in timers {
-            let Some(run) = self.store.run(&t.run_id).await? else {
-                // A timer without a run: drop it.
-                let uow = UnitOfWork {
-                    timers_clear: vec![t.run_id.clone()],
-                    ..Default::default()
-                };
-                self.store.commit(&uow).await?;
-                continue;
-            };
-            effects.extend(
-                self.with_retry(&run.contact, now, |w| w.fire_timer(&t))
-                    .await?,
-            );
+            match self.store.run(&t.run_id).await? {
+                Some(run) => units.push((run.contact, t)),
+                None => {
+                    // A timer without a run: drop it.
+                    let uow = UnitOfWork {
+                        timers_clear: vec![t.run_id.clone()],
+                        ..Default::default()
+                    };
+                    self.store.commit(&uow).await?;
+                }
+            }
+        }
+        self.run_units(units, now, |w, t| w.fire_timer(t)).await
+    }
+
+    /// Runs one unit of work per item, the first item of each contact only (the others
+    /// stay queued for the next round, so a contact's items apply in order).
+    ///
+    /// Group commit: the units' writes are merged into one transaction, so a batch costs
+    /// one commit (one disk sync) instead of one per unit. If that commit conflicts (a
+    /// concurrent worker, two units racing for a round-robin counter), the units are
+    /// redone one by one from fresh state; a unit that still conflicts was handled
+    /// elsewhere and is skipped.
+    async fn run_units<T, F>(
+        &self,
+        items: Vec<(String, T)>,
+        now: Ts,
+        f: F,
+    ) -> Result<(usize, Vec<Effect>), EngineError>
+    where
+        F: Fn(&mut Work<'_>, &T) -> Result<(), EngineError>,
+    {
+        let mut seen = std::collections::HashSet::new();
+        let batch: Vec<(String, T)> = items
+            .into_iter()
+            .filter(|(c, _)| seen.insert(c.clone()))
+            .collect();
+        let n = batch.len();
+        if n == 0 {
+            return Ok((0, Vec::new()));
+        }
+        let mut merged = UnitOfWork::default();
+        let mut effects = Vec::new();
+        for (contact, item) in &batch {
+            let mut w = Work::load(self, contact, now).await?;
+            f(&mut w, item)?;
+            w.settle()?;
+            let (uow, fx) = w.finish();
+            merged.merge(uow);
+            effects.extend(fx);
+        }
+        match self.store.commit(&merged).await {
+            Ok(()) => return Ok((n, effects)),
+            Err(StoreError::Conflict(what)) => {
+                tracing::debug!(%what, units = n, "group commit conflicted; one by one");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut effects = Vec::new();
+        for (contact, item) in &batch {
+            match self.with_retry(contact, now, |w| f(w, item)).await {
+                Ok(fx) => effects.extend(fx),
+                Err(EngineError::Store(StoreError::Conflict(what))) => {
+                    tracing::debug!(%contact, %what, "skipped: handled elsewhere");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok((n, effects))
     }

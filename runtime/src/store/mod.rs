@@ -328,6 +328,19 @@ pub struct UnitOfWork {
 }
 
 impl UnitOfWork {
+    /// Appends another unit's writes (of other contacts) to this one.
+    pub fn merge(&mut self, other: UnitOfWork) {
+        self.contacts.extend(other.contacts);
+        self.runs.extend(other.runs);
+        self.timers_set.extend(other.timers_set);
+        self.timers_clear.extend(other.timers_clear);
+        self.outbox.extend(other.outbox);
+        self.journal.extend(other.journal);
+        self.events_done.extend(other.events_done);
+        self.counters.extend(other.counters);
+        self.schedules.extend(other.schedules);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.contacts.is_empty()
             && self.runs.is_empty()

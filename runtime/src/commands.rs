@@ -107,57 +107,80 @@ fn init_logs(json: bool) {
     }
 }
 
+/// What a `nurture run` process does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// API and scheduler (`nurture run`).
+    Both,
+    /// API only (`nurture serve`).
+    Api,
+    /// Scheduler only (`nurture worker`).
+    Worker,
+}
+
 pub async fn run(
     dir: &Path,
     listen: Option<String>,
     store_flag: Option<String>,
     log_json: bool,
     poll_ms: u64,
+    role: Role,
 ) -> Result<ExitCode> {
     init_logs(log_json);
     let (project, store) = open(dir, store_flag.clone()).await?;
     let url = store_url(dir, Some(&project), store_flag);
-    let (key, key_from) = api_key(dir, &project)?;
-    let addr = listen
-        .or_else(|| project.settings.api.as_ref().and_then(|a| a.listen.clone()))
-        .unwrap_or_else(|| "127.0.0.1:8025".into());
     let engine = Arc::new(Engine::new(project.clone(), store));
     let wake = Arc::new(tokio::sync::Notify::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let mut tasks = Vec::new();
+    let mut api = String::from("-");
+    let mut key_note = String::from("-");
+    if role != Role::Worker {
+        let (key, key_from) = api_key(dir, &project)?;
+        key_note = key_from;
+        let addr = listen
+            .or_else(|| project.settings.api.as_ref().and_then(|a| a.listen.clone()))
+            .unwrap_or_else(|| "127.0.0.1:8025".into());
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        api = format!("http://{}", listener.local_addr()?);
+        let app = nurture::server::router(nurture::server::AppState {
+            engine: engine.clone(),
+            api_key: Arc::new(key),
+            wake: wake.clone(),
+        });
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+        }));
+    }
+    if role != Role::Api {
+        tasks.push(tokio::spawn(nurture::server::scheduler(
+            engine,
+            wake,
+            stop_rx.clone(),
+            Duration::from_millis(poll_ms),
+        )));
+    }
     tracing::info!(
         workflows = project.plans.len(),
         store = %url,
-        api = %format!("http://{}", listener.local_addr()?),
-        api_key = %key_from,
+        api = %api,
+        api_key = %key_note,
+        scheduler = role != Role::Api,
         "nurture is running"
     );
-    let app = nurture::server::router(nurture::server::AppState {
-        engine: engine.clone(),
-        api_key: Arc::new(key),
-        wake: wake.clone(),
-    });
-    let sched = tokio::spawn(nurture::server::scheduler(
-        engine,
-        wake,
-        stop_rx.clone(),
-        Duration::from_millis(poll_ms),
-    ));
-    let mut stop_for_server = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_for_server.changed().await;
-            })
-            .await
-    });
     shutdown_signal().await;
-    tracing::info!("stopping: finishing the current step");
+    tracing::info!("stopping: finishing the current unit of work");
     let _ = stop_tx.send(true);
-    let _ = sched.await;
-    let _ = server.await;
+    for t in tasks {
+        let _ = t.await;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

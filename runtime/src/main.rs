@@ -109,6 +109,37 @@ enum Command {
         #[arg(long, default_value_t = 1000, hide = true)]
         poll_ms: u64,
     },
+    /// The HTTP API only (no step execution): scale ingestion apart from execution.
+    ///
+    /// Any number of `serve` and `worker` processes can share one Postgres store.
+    Serve {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        listen: Option<String>,
+        /// Store URL, e.g. postgres://nurture@db/nurture.
+        #[arg(long, alias = "database-url")]
+        store: Option<String>,
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Execute steps only (no HTTP API): events, timers, schedules and the outbox.
+    ///
+    /// Run as many as you need against one Postgres store; a unit of work another worker
+    /// committed first is skipped (fenced by row versions), never done twice.
+    Worker {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Store URL, e.g. postgres://nurture@db/nurture.
+        #[arg(long, alias = "database-url")]
+        store: Option<String>,
+        #[arg(long)]
+        log_json: bool,
+        #[arg(long, default_value_t = 1000, hide = true)]
+        poll_ms: u64,
+    },
     /// Manage contacts in the project's store.
     #[command(subcommand)]
     Contacts(ContactsCommand),
@@ -226,7 +257,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
             store,
             log_json,
             poll_ms,
-        } => runtime()?.block_on(commands::run(&dir, listen, store, log_json, poll_ms)),
+        } => runtime()?.block_on(commands::run(
+            &dir,
+            listen,
+            store,
+            log_json,
+            poll_ms,
+            commands::Role::Both,
+        )),
+        Command::Serve {
+            dir,
+            listen,
+            store,
+            log_json,
+        } => runtime()?.block_on(commands::run(
+            &dir,
+            listen,
+            store,
+            log_json,
+            1000,
+            commands::Role::Api,
+        )),
+        Command::Worker {
+            dir,
+            store,
+            log_json,
+            poll_ms,
+        } => runtime()?.block_on(commands::run(
+            &dir,
+            None,
+            store,
+            log_json,
+            poll_ms,
+            commands::Role::Worker,
+        )),
         Command::Contacts(ContactsCommand::Import {
             file,
             dir,

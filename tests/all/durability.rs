@@ -249,6 +249,137 @@ fn crash_test(store: Option<&str>) {
     });
 }
 
+/// Three workers share one Postgres store; one is SIGKILLed and restarted, another is
+/// SIGSTOPped for longer than its lease and then resumed (a stale worker). Every step
+/// still runs exactly once and every outbox entry is delivered once.
+#[test]
+fn three_workers_one_killed_one_stopped_past_its_lease() {
+    let Some(url) = crate::util::fresh_postgres() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (hook_port, received) = webhook_receiver();
+    write_project(dir, hook_port);
+    let n = 200;
+    let events: String = (0..n)
+        .map(|i| {
+            format!("{{\"id\":\"s{i}\",\"type\":\"signup.done\",\"email\":\"u{i}@example.com\"}}\n")
+        })
+        .collect();
+    std::fs::write(dir.join("events.jsonl"), events).unwrap();
+    let worker = || {
+        Command::new(env!("CARGO_BIN_EXE_nurture"))
+            .args([
+                "worker",
+                dir.to_str().unwrap(),
+                "--store",
+                &url,
+                "--poll-ms",
+                "100",
+            ])
+            .env("NURTURE_LEASE_SECS", "2")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut workers: Vec<Child> = (0..3).map(|_| worker()).collect();
+    let send = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args([
+            "events",
+            "send",
+            "events.jsonl",
+            "--dir",
+            ".",
+            "--store",
+            &url,
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        send.status.success(),
+        "{}",
+        String::from_utf8_lossy(&send.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let stopped = workers[0].id().to_string();
+    Command::new("kill")
+        .args(["-STOP", &stopped])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    workers[1].kill().unwrap();
+    workers[1].wait().unwrap();
+    workers[1] = worker();
+    // Past the 2 s lease: the others take over what the stopped worker had claimed.
+    std::thread::sleep(Duration::from_millis(4000));
+    Command::new("kill")
+        .args(["-CONT", &stopped])
+        .status()
+        .unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let done = rt.block_on(async {
+            let store = nurture::store::open(&url).await.unwrap();
+            let completed = store
+                .list_runs(&nurture::store::RunFilter {
+                    status: Some(nurture::store::RunStatus::Completed),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .len();
+            completed == n && store.next_outbox().await.unwrap().is_none()
+        });
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "runs did not complete in time");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for w in &mut workers {
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+    rt.block_on(async {
+        let store = nurture::store::open(&url).await.unwrap();
+        let runs = store.list_runs(&Default::default()).await.unwrap();
+        assert_eq!(runs.len(), n, "one run per contact");
+        for run in &runs {
+            let steps: Vec<String> = store
+                .journal(&run.id)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|j| j.kind == "step")
+                .map(|j| j.data["step"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(
+                steps,
+                ["hello", "pause", "tag-it", "hook", "pause2", "bye"],
+                "run {}",
+                run.id
+            );
+        }
+        let deliveries = store.deliveries().await.unwrap();
+        assert_eq!(
+            deliveries.len(),
+            3 * n,
+            "2 emails and 1 webhook per contact, once each"
+        );
+        let got = received.lock().unwrap();
+        assert_eq!(got.len(), n, "every webhook key reached the receiver");
+    });
+}
+
 /// The HTTP API: key required, good events kept next to bad ones with reasons, runs
 /// readable, health without a key.
 #[test]

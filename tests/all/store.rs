@@ -219,6 +219,11 @@ fn outbox_entries_are_delivered_at_most_once_per_key() {
             // Re-committing the same keys (a repeated step) adds nothing.
             s.commit(&uow).await.unwrap();
             assert_eq!(s.pending_outbox(t(2), 10).await.unwrap().len(), 2, "{name}");
+            // Claimed for a lease: a second worker does not get them too.
+            assert!(
+                s.pending_outbox(t(2), 10).await.unwrap().is_empty(),
+                "{name}"
+            );
             let done = OutboxOutcome::Delivered {
                 record: json!({"ok": true}),
             };
@@ -276,6 +281,18 @@ fn timers_fire_in_due_order_and_counters_are_fenced() {
             .await
             .unwrap();
             assert_eq!(s.next_timer().await.unwrap(), Some(t(3)), "{name}");
+            assert!(s.due_timers(t(2), 10).await.unwrap().is_empty(), "{name}");
+            // Re-setting a run's timer moves it (one timer per run).
+            s.commit(&UnitOfWork {
+                timers_set: vec![Timer {
+                    run_id: "early".into(),
+                    due_at: t(4),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            assert_eq!(s.next_timer().await.unwrap(), Some(t(4)), "{name}");
             let due: Vec<String> = s
                 .due_timers(t(10), 10)
                 .await
@@ -284,18 +301,21 @@ fn timers_fire_in_due_order_and_counters_are_fenced() {
                 .map(|t| t.run_id)
                 .collect();
             assert_eq!(due, ["early", "late"], "{name}");
-            assert!(s.due_timers(t(2), 10).await.unwrap().is_empty(), "{name}");
-            // Re-setting a run's timer moves it (one timer per run).
+            // Claimed: another worker asking now gets nothing; after the lease, they are back.
+            assert!(s.due_timers(t(10), 10).await.unwrap().is_empty(), "{name}");
+            let back = s
+                .due_timers(t(10) + Duration::seconds(61), 10)
+                .await
+                .unwrap();
+            assert_eq!(back.len(), 2, "{name}: a crashed worker's timers come back");
+            // The commit of the unit that fired it clears it.
             s.commit(&UnitOfWork {
-                timers_set: vec![Timer {
-                    run_id: "early".into(),
-                    due_at: t(12),
-                }],
+                timers_clear: vec!["early".into(), "late".into()],
                 ..Default::default()
             })
             .await
             .unwrap();
-            assert_eq!(s.next_timer().await.unwrap(), Some(t(9)), "{name}");
+            assert_eq!(s.next_timer().await.unwrap(), None, "{name}");
 
             let c = |expected, new| UnitOfWork {
                 counters: vec![("owner:sales".into(), expected, new)],
@@ -308,7 +328,6 @@ fn timers_fire_in_due_order_and_counters_are_fenced() {
             );
             s.commit(&c(1, 2)).await.unwrap();
             assert_eq!(s.counter("owner:sales").await.unwrap(), 2, "{name}");
-            let _ = Duration::zero();
         }
     });
 }

@@ -20,6 +20,19 @@ use serde_json::{Map, Value};
 
 pub type Ts = DateTime<Utc>;
 
+/// How long a worker holds the timers and outbox entries it claimed: 60 s, or
+/// `NURTURE_LEASE_SECS` (tests shorten it to provoke expired leases).
+pub fn lease() -> std::time::Duration {
+    static LEASE: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *LEASE.get_or_init(|| {
+        let secs = std::env::var("NURTURE_LEASE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60);
+        std::time::Duration::from_secs(secs)
+    })
+}
+
 /// Formats a timestamp as stored: RFC 3339, UTC, milliseconds (sorts as text).
 pub fn ts(t: Ts) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
@@ -389,7 +402,9 @@ pub trait Store: Send + Sync {
     async fn runs_of_contact(&self, contact: &str) -> Result<Vec<Run>, StoreError>;
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError>;
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError>;
-    /// Timers due at or before `now`, earliest first.
+    /// Claims the timers due at or before `now`, earliest first: they are not due again
+    /// for a lease (60 s), so concurrent workers do not take the same ones and a crashed
+    /// worker's timers come back. Committing the unit that fired one clears it.
     async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<Timer>, StoreError>;
     async fn next_timer(&self) -> Result<Option<Ts>, StoreError>;
 
@@ -399,7 +414,7 @@ pub trait Store: Send + Sync {
     /// Applies a unit of work atomically; `Conflict` if any expected version differs.
     async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError>;
 
-    /// Outbox entries due at `now`, oldest first.
+    /// Claims the outbox entries due at `now`, oldest first, for a lease (as `due_timers`).
     async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError>;
     async fn next_outbox(&self) -> Result<Option<Ts>, StoreError>;
     /// Records the outcome of a delivery attempt (a delivery row and the outbox state

@@ -245,22 +245,32 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    /// Claims due timers for a lease ([`super::lease`]): their due time moves past the lease, so other
+    /// workers skip them (`SKIP LOCKED` while claiming); if this worker dies, they come
+    /// due again when the lease ends. The run's version still fences the commit.
     async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<Timer>, StoreError> {
         let rows = sqlx::query(
-            "SELECT run_id, due_at FROM timers WHERE due_at <= $1 ORDER BY due_at, run_id LIMIT $2",
+            "WITH due AS (SELECT run_id, due_at FROM timers WHERE due_at <= $1 \
+               ORDER BY due_at, run_id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             UPDATE timers t SET due_at = $1 + $3 * interval '1 second' FROM due \
+             WHERE t.run_id = due.run_id RETURNING due.run_id, due.due_at",
         )
         .bind(now)
         .bind(limit)
+        .bind(lease().as_secs() as f64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let mut out: Vec<Timer> = rows
+            .iter()
             .map(|r| {
                 Ok(Timer {
                     run_id: r.try_get("run_id")?,
                     due_at: r.try_get("due_at")?,
                 })
             })
-            .collect()
+            .collect::<Result<_, StoreError>>()?;
+        out.sort_by(|a, b| (a.due_at, &a.run_id).cmp(&(b.due_at, &b.run_id)));
+        Ok(out)
     }
 
     async fn next_timer(&self) -> Result<Option<Ts>, StoreError> {
@@ -439,14 +449,21 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    /// Claims due outbox entries for a lease ([`super::lease`]) (see `due_timers`): two workers never
+    /// deliver the same entry at once; a crashed worker's entries come back after the lease.
     async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT o.key, o.run_id, o.contact, o.workflow, o.step, o.kind, o.payload, o.created_at, \
-             p.due_at, o.attempts FROM outbox_pending p JOIN outbox o ON o.key = p.key \
-             WHERE p.due_at <= $1 ORDER BY p.due_at, o.created_at, o.key LIMIT $2",
+            "WITH due AS (SELECT key, due_at FROM outbox_pending WHERE due_at <= $1 \
+               ORDER BY due_at, key LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             claimed AS (UPDATE outbox_pending p SET due_at = $1 + $3 * interval '1 second' \
+               FROM due WHERE p.key = due.key RETURNING p.key, due.due_at) \
+             SELECT o.key, o.run_id, o.contact, o.workflow, o.step, o.kind, o.payload, \
+             o.created_at, c.due_at, o.attempts FROM claimed c JOIN outbox o ON o.key = c.key \
+             ORDER BY c.due_at, o.created_at, o.key",
         )
         .bind(now)
         .bind(limit)
+        .bind(lease().as_secs() as f64)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -266,21 +266,33 @@ impl Store for SqliteStore {
     }
 
     async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<Timer>, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
             "SELECT run_id, due_at FROM timers WHERE due_at <= ? ORDER BY due_at, run_id LIMIT ?",
         )
         .bind(ts(now))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        rows.iter()
+        let timers: Vec<Timer> = rows
+            .iter()
             .map(|r| {
                 Ok(Timer {
                     run_id: r.try_get("run_id")?,
                     due_at: parse_ts(r.try_get::<&str, _>("due_at")?)?,
                 })
             })
-            .collect()
+            .collect::<Result<_, StoreError>>()?;
+        let until = ts(now + chrono::Duration::from_std(lease()).expect("lease"));
+        for t in &timers {
+            sqlx::query("UPDATE timers SET due_at = ? WHERE run_id = ?")
+                .bind(&until)
+                .bind(&t.run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(timers)
     }
 
     async fn next_timer(&self) -> Result<Option<Ts>, StoreError> {
@@ -454,6 +466,7 @@ impl Store for SqliteStore {
     }
 
     async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
             "SELECT key, run_id, contact, workflow, step, kind, payload, created_at, due_at, \
              attempts FROM outbox WHERE state = 'pending' AND due_at <= ? \
@@ -461,9 +474,10 @@ impl Store for SqliteStore {
         )
         .bind(ts(now))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        rows.iter()
+        let entries: Vec<OutboxEntry> = rows
+            .iter()
             .map(|r| {
                 Ok(OutboxEntry {
                     key: r.try_get("key")?,
@@ -478,7 +492,17 @@ impl Store for SqliteStore {
                     attempts: r.try_get("attempts")?,
                 })
             })
-            .collect()
+            .collect::<Result<_, StoreError>>()?;
+        let until = ts(now + chrono::Duration::from_std(lease()).expect("lease"));
+        for e in &entries {
+            sqlx::query("UPDATE outbox SET due_at = ? WHERE key = ?")
+                .bind(&until)
+                .bind(&e.key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(entries)
     }
 
     async fn next_outbox(&self) -> Result<Option<Ts>, StoreError> {

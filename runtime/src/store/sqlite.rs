@@ -149,7 +149,7 @@ impl Store for SqliteStore {
         new_contacts: &[Contact],
         events: &[NewEvent],
     ) -> Result<Vec<Inserted>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for c in new_contacts {
             let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = ?")
                 .bind(&c.id)
@@ -266,7 +266,7 @@ impl Store for SqliteStore {
     }
 
     async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<Timer>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "SELECT run_id, due_at FROM timers WHERE due_at <= ? ORDER BY due_at, run_id LIMIT ?",
         )
@@ -320,7 +320,7 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for c in &uow.contacts {
             if c.version == 0 {
                 insert_contact(&mut tx, c).await?;
@@ -466,7 +466,7 @@ impl Store for SqliteStore {
     }
 
     async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "SELECT key, run_id, contact, workflow, step, kind, payload, created_at, due_at, \
              attempts FROM outbox WHERE state = 'pending' AND due_at <= ? \
@@ -519,7 +519,7 @@ impl Store for SqliteStore {
         outcome: &OutboxOutcome,
         now: Ts,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT kind, contact, state FROM outbox WHERE key = ?")
             .bind(key)
             .fetch_optional(&mut *tx)

@@ -231,29 +231,43 @@ pub async fn import(
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
+    Ok(summary(
+        file,
+        json!({"created": created, "updated": updated}),
+        format!("{created} created, {updated} updated"),
+        rejected,
+        json_out,
+    ))
+}
+
+/// Prints a file command's outcome: rejected lines on stderr with `FILE:LINE`, then the
+/// counts (or everything as JSON); exit status 1 when anything was rejected.
+fn summary(
+    file: &Path,
+    counts: serde_json::Value,
+    human: String,
+    mut rejected: Vec<nurture::input::Rejected>,
+    json_out: bool,
+) -> ExitCode {
     rejected.sort_by_key(|r| r.at);
     if json_out {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "created": created, "updated": updated,
-                "rejected": rejected.iter().map(|r| json!({"line": r.at, "reason": r.reason})).collect::<Vec<_>>(),
-            }))?
-        );
+        let mut v = counts;
+        v["rejected"] = rejected
+            .iter()
+            .map(|r| json!({"line": r.at, "reason": r.reason}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         for r in &rejected {
             eprintln!("{}:{}: rejected: {}", file.display(), r.at, r.reason);
         }
-        println!(
-            "{created} created, {updated} updated, {} rejected",
-            rejected.len()
-        );
+        println!("{human}, {} rejected", rejected.len());
     }
-    Ok(if rejected.is_empty() {
+    if rejected.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    }
 }
 
 pub async fn send(
@@ -280,29 +294,13 @@ pub async fn send(
             }
         }
     }
-    rejected.sort_by_key(|r| r.at);
-    if json_out {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "accepted": accepted, "duplicates": duplicates,
-                "rejected": rejected.iter().map(|r| json!({"line": r.at, "reason": r.reason})).collect::<Vec<_>>(),
-            }))?
-        );
-    } else {
-        for r in &rejected {
-            eprintln!("{}:{}: rejected: {}", file.display(), r.at, r.reason);
-        }
-        println!(
-            "{accepted} accepted, {duplicates} duplicates ignored, {} rejected",
-            rejected.len()
-        );
-    }
-    Ok(if rejected.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(summary(
+        file,
+        json!({"accepted": accepted, "duplicates": duplicates}),
+        format!("{accepted} accepted, {duplicates} duplicates ignored"),
+        rejected,
+        json_out,
+    ))
 }
 
 pub async fn list_runs(

@@ -26,6 +26,7 @@
 //! - [`plan`]: compilation to a DAG, validation, DOT/Mermaid rendering;
 //! - [`diag`]: diagnostics with stable codes (see `docs/errors.md`).
 
+pub mod bench;
 pub mod deliver;
 pub mod diag;
 pub mod engine;

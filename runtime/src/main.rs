@@ -149,6 +149,22 @@ enum Command {
     /// Inspect runs: one contact's walk through one workflow, with its journal.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Measure the engine: durable steps/s against the store's own commit ceiling,
+    /// HTTP ingestion and peak memory. Build with --release for meaningful figures.
+    Bench {
+        /// Contacts walking the 6-step benchmark campaign.
+        #[arg(long, default_value_t = 20_000)]
+        contacts: usize,
+        /// Also measure on this Postgres database (it gets a `nurture` schema).
+        #[arg(long)]
+        postgres: Option<String>,
+        /// Events posted over HTTP.
+        #[arg(long, default_value_t = 20_000)]
+        http_events: usize,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Print the JSON Schema of workflow files (for editor autocompletion).
     ///
     /// Put `# yaml-language-server: $schema=../schema/workflow.schema.json` at the top of a
@@ -341,6 +357,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             &run_id,
             format == OutputFormat::Json,
         )),
+        Command::Bench {
+            contacts,
+            postgres,
+            http_events,
+            json,
+        } => {
+            let report =
+                runtime()?.block_on(nurture::bench::run(contacts, postgres, http_events, true))?;
+            print!("{}", nurture::bench::table(&report));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             print!("{}", nurture::workflow_schema());
             Ok(ExitCode::SUCCESS)

@@ -165,17 +165,26 @@ fn crash_test(store: Option<&str>) {
         child = start_with(dir, port, store);
     }
     // Let it finish.
+    let url = store
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("sqlite://{}", dir.join("nurture.db").display()));
+    wait_until_done(&url, n);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(kills, 5);
+    assert_every_step_once_and_every_delivery_once(&url, n, &received);
+}
+
+/// Waits (at most 90 s) until `n` runs completed and nothing is left to deliver.
+fn wait_until_done(url: &str, n: usize) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let url = store
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("sqlite://{}", dir.join("nurture.db").display()));
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let done = rt.block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
+            let store = nurture::store::open(url).await.unwrap();
             let completed = store
                 .list_runs(&nurture::store::RunFilter {
                     status: Some(nurture::store::RunStatus::Completed),
@@ -185,21 +194,32 @@ fn crash_test(store: Option<&str>) {
                 .unwrap()
                 .len();
             // Read only: nothing left to deliver (claimed entries count as pending).
-            let pending = store.next_outbox().await.unwrap().is_some();
-            completed == n && !pending
+            completed == n && store.next_outbox().await.unwrap().is_none()
         });
         if done {
-            break;
+            return;
         }
         assert!(Instant::now() < deadline, "runs did not complete in time");
         std::thread::sleep(Duration::from_millis(300));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert_eq!(kills, 5);
+}
 
+/// One run per contact, each step of the crash workflow journaled exactly once per run,
+/// two emails and one webhook delivered per contact (the deliveries table holds one row
+/// per idempotency key), and every webhook key seen by the receiver. A key the receiver
+/// saw twice is a call repeated after a crash between the response and the commit, with
+/// the same Idempotency-Key: allowed, and de-duplicated by receivers.
+fn assert_every_step_once_and_every_delivery_once(
+    url: &str,
+    n: usize,
+    received: &Mutex<HashMap<String, usize>>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let store = nurture::store::open(&url).await.unwrap();
+        let store = nurture::store::open(url).await.unwrap();
         let runs = store.list_runs(&Default::default()).await.unwrap();
         assert_eq!(runs.len(), n, "one run per contact");
         for run in &runs {
@@ -225,19 +245,12 @@ fn crash_test(store: Option<&str>) {
         }
         assert_eq!(per_kind.get("email"), Some(&(2 * n)), "{per_kind:?}");
         assert_eq!(per_kind.get("webhook"), Some(&n), "{per_kind:?}");
-        // Delivered at most once per key (the deliveries table's primary key), and the
-        // receiver got every webhook key; a key seen twice there is a call repeated after
-        // a crash between the response and the commit, with the same Idempotency-Key.
         let got = received.lock().unwrap();
-        let hook_keys: Vec<&String> = deliveries
-            .iter()
-            .filter(|d| d.kind == "webhook")
-            .map(|d| &d.key)
-            .collect();
-        for k in &hook_keys {
+        for d in deliveries.iter().filter(|d| d.kind == "webhook") {
             assert!(
-                got.contains_key(*k),
-                "webhook {k} never reached the receiver"
+                got.contains_key(&d.key),
+                "webhook {} never reached the receiver",
+                d.key
             );
         }
         assert_eq!(
@@ -320,63 +333,12 @@ fn three_workers_one_killed_one_stopped_past_its_lease() {
         .status()
         .unwrap();
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let done = rt.block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
-            let completed = store
-                .list_runs(&nurture::store::RunFilter {
-                    status: Some(nurture::store::RunStatus::Completed),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .len();
-            completed == n && store.next_outbox().await.unwrap().is_none()
-        });
-        if done {
-            break;
-        }
-        assert!(Instant::now() < deadline, "runs did not complete in time");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_until_done(&url, n);
     for w in &mut workers {
         w.kill().unwrap();
         w.wait().unwrap();
     }
-    rt.block_on(async {
-        let store = nurture::store::open(&url).await.unwrap();
-        let runs = store.list_runs(&Default::default()).await.unwrap();
-        assert_eq!(runs.len(), n, "one run per contact");
-        for run in &runs {
-            let steps: Vec<String> = store
-                .journal(&run.id)
-                .await
-                .unwrap()
-                .iter()
-                .filter(|j| j.kind == "step")
-                .map(|j| j.data["step"].as_str().unwrap().to_string())
-                .collect();
-            assert_eq!(
-                steps,
-                ["hello", "pause", "tag-it", "hook", "pause2", "bye"],
-                "run {}",
-                run.id
-            );
-        }
-        let deliveries = store.deliveries().await.unwrap();
-        assert_eq!(
-            deliveries.len(),
-            3 * n,
-            "2 emails and 1 webhook per contact, once each"
-        );
-        let got = received.lock().unwrap();
-        assert_eq!(got.len(), n, "every webhook key reached the receiver");
-    });
+    assert_every_step_once_and_every_delivery_once(&url, n, &received);
 }
 
 /// The HTTP API: key required, good events kept next to bad ones with reasons, runs

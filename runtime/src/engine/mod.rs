@@ -957,6 +957,18 @@ impl<'e> Work<'e> {
         });
     }
 
+    /// A `wait` or `wait_until`: the run sleeps until `until`.
+    fn wait_timer(&mut self, i: usize, step: &str, until: Ts) -> Flow {
+        self.set_timer(i, until, Wait::Timer);
+        self.effect(
+            Some(i),
+            Some(step),
+            "wait",
+            json!({"until": crate::store::ts_out(until)}),
+        );
+        Flow::Wait
+    }
+
     fn tz(&self, plan: &Plan) -> chrono_tz::Tz {
         self.contact
             .timezone
@@ -978,17 +990,7 @@ impl<'e> Work<'e> {
         let n = petgraph::graph::NodeIndex::new(si);
         let next = || edge_target(plan, &step.id, |e| *e == Edge::Next);
         match &step.kind {
-            StepKind::Wait(d) => {
-                let until = self.now + d.to_chrono();
-                self.set_timer(i, until, Wait::Timer);
-                self.effect(
-                    Some(i),
-                    Some(&step.id),
-                    "wait",
-                    json!({"until": crate::store::ts_out(until)}),
-                );
-                Ok(Flow::Wait)
-            }
+            StepKind::Wait(d) => Ok(self.wait_timer(i, &step.id, self.now + d.to_chrono())),
             StepKind::WaitUntil(wu) => {
                 let tz = self.tz(plan);
                 let until = match (&wu.date, wu.time) {
@@ -1023,14 +1025,7 @@ impl<'e> Work<'e> {
                     );
                     return next().map(Flow::Goto).ok_or_else(|| "no successor".into());
                 }
-                self.set_timer(i, until, Wait::Timer);
-                self.effect(
-                    Some(i),
-                    Some(&step.id),
-                    "wait",
-                    json!({"until": crate::store::ts_out(until)}),
-                );
-                Ok(Flow::Wait)
+                Ok(self.wait_timer(i, &step.id, until))
             }
             StepKind::WaitFor(wf) => {
                 let until = self.now + wf.timeout.to_chrono();

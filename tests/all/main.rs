@@ -2,6 +2,7 @@
 
 mod util;
 
+mod bench;
 mod contacts;
 mod durability;
 mod examples;

@@ -1,0 +1,39 @@
+//! `nurture bench` runs and prints its table (figures are for people; no timing is
+//! asserted here: speed is measured by the benchmark, never by tests).
+
+use crate::util::nurture;
+
+#[test]
+fn bench_command_prints_its_table_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = nurture(&[
+        "bench",
+        "--contacts",
+        "30",
+        "--http-events",
+        "400",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("machine: "), "{table}");
+    assert!(table.contains("1-row commits/s"), "{table}");
+    assert!(table.contains("HTTP ingestion"), "{table}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(v["stores"][0]["store"], "sqlite");
+    // 30 contacts x 6 steps, each executed once.
+    assert_eq!(v["stores"][0]["steps"], 180);
+    assert!(
+        v["stores"][0]["ceiling_single_commits_per_sec"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}

@@ -139,6 +139,18 @@ impl Engine {
         }
     }
 
+    /// The round-robin counters of the teams (read before a batch; commits are fenced on
+    /// the values read).
+    async fn load_counters(&self) -> Result<HashMap<String, i64>, EngineError> {
+        let mut out = HashMap::new();
+        for team in self.project.settings.teams.keys() {
+            let name = format!("owner:{team}");
+            let v = self.store.counter(&name).await?;
+            out.insert(name, v);
+        }
+        Ok(out)
+    }
+
     fn plans(&self) -> impl Iterator<Item = &Plan> {
         self.plans.iter().map(|&i| &self.project.plans[i])
     }
@@ -211,8 +223,14 @@ impl Engine {
         }
         let mut merged = UnitOfWork::default();
         let mut effects = Vec::new();
-        for (contact, item) in &batch {
-            let mut w = Work::load(self, contact, now).await?;
+        let ids: Vec<String> = batch.iter().map(|(c, _)| c.clone()).collect();
+        let data = self
+            .store
+            .load_units(&ids, now - chrono::Duration::days(HISTORY_DAYS))
+            .await?;
+        let counters = self.load_counters().await?;
+        for ((contact, item), data) in batch.iter().zip(data) {
+            let mut w = Work::from_data(self, contact, now, data, counters.clone());
             f(&mut w, item)?;
             w.settle()?;
             let (uow, fx) = w.finish();
@@ -383,8 +401,24 @@ enum Flow {
 
 impl<'e> Work<'e> {
     async fn load(engine: &'e Engine, contact_id: &str, now: Ts) -> Result<Work<'e>, EngineError> {
-        let store = &engine.store;
-        let (contact, exists) = match store.contact(contact_id).await? {
+        let ids = [contact_id.to_string()];
+        let data = engine
+            .store
+            .load_units(&ids, now - chrono::Duration::days(HISTORY_DAYS))
+            .await?;
+        let counters = engine.load_counters().await?;
+        let data = data.into_iter().next().unwrap_or_default();
+        Ok(Work::from_data(engine, contact_id, now, data, counters))
+    }
+
+    fn from_data(
+        engine: &'e Engine,
+        contact_id: &str,
+        now: Ts,
+        data: crate::store::UnitData,
+        preloaded_counters: HashMap<String, i64>,
+    ) -> Work<'e> {
+        let (contact, exists) = match data.contact {
             Some(c) => (c, true),
             None => (
                 Contact {
@@ -394,34 +428,22 @@ impl<'e> Work<'e> {
                 false,
             ),
         };
-        let history = store
-            .contact_events(contact_id, now - chrono::Duration::days(HISTORY_DAYS))
-            .await?
-            .into_iter()
-            .filter(|e| e.at <= now)
-            .collect();
-        let runs = store.runs_of_contact(contact_id).await?;
-        let mut preloaded_counters = HashMap::new();
-        for team in engine.project.settings.teams.keys() {
-            let name = format!("owner:{team}");
-            let v = store.counter(&name).await?;
-            preloaded_counters.insert(name, v);
-        }
-        Ok(Work {
+        let history = data.events.into_iter().filter(|e| e.at <= now).collect();
+        Work {
             engine,
             now,
             contact,
             contact_exists: exists,
             contact_changed: false,
             history: Arc::new(history),
-            runs,
+            runs: data.runs,
             changed_runs: BTreeSet::new(),
             uow: UnitOfWork::default(),
             effects: Vec::new(),
             crossed: BTreeSet::new(),
             counters: HashMap::new(),
             preloaded_counters,
-        })
+        }
     }
 
     fn finish(mut self) -> (UnitOfWork, Vec<Effect>) {

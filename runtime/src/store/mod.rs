@@ -374,8 +374,36 @@ pub enum Inserted {
     Duplicate,
 }
 
+/// What a unit of work reads about one contact.
+#[derive(Debug, Clone, Default)]
+pub struct UnitData {
+    pub contact: Option<Contact>,
+    /// All its runs, oldest first.
+    pub runs: Vec<Run>,
+    /// Its events at or after the `since` asked for, oldest first.
+    pub events: Vec<StoredEvent>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
+    /// Loads what the units of work of `contacts` read, in the same order. The default
+    /// makes three calls per contact; a store may answer a whole batch in three queries.
+    async fn load_units(
+        &self,
+        contacts: &[String],
+        since: Ts,
+    ) -> Result<Vec<UnitData>, StoreError> {
+        let mut out = Vec::with_capacity(contacts.len());
+        for c in contacts {
+            out.push(UnitData {
+                contact: self.contact(c).await?,
+                runs: self.runs_of_contact(c).await?,
+                events: self.contact_events(c, since).await?,
+            });
+        }
+        Ok(out)
+    }
+
     /// Contacts.
     async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
     async fn contact_by_email(&self, email: &str) -> Result<Option<Contact>, StoreError>;

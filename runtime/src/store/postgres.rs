@@ -79,23 +79,58 @@ impl PostgresStore {
     }
 }
 
-async fn insert_contact(tx: &mut sqlx::PgConnection, c: &Contact) -> Result<(), StoreError> {
-    let mut stored = c.clone();
-    stored.version = 1;
-    let r = sqlx::query("INSERT INTO contacts (id, email, doc, version) VALUES ($1, $2, $3, 1) ON CONFLICT DO NOTHING")
-        .bind(&c.id)
-        .bind(&c.email)
-        .bind(json(&stored))
-        .execute(&mut *tx)
-        .await?;
-    if r.rows_affected() != 1 {
-        return Err(StoreError::Conflict(format!("contact {}", c.id)));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Store for PostgresStore {
+    async fn load_units(
+        &self,
+        contacts: &[String],
+        since: Ts,
+    ) -> Result<Vec<UnitData>, StoreError> {
+        use std::collections::HashMap;
+        let mut by: HashMap<&str, UnitData> = contacts
+            .iter()
+            .map(|c| (c.as_str(), UnitData::default()))
+            .collect();
+        for row in sqlx::query("SELECT doc, version FROM contacts WHERE id = ANY($1)")
+            .bind(contacts)
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let c = Self::contact_from_row(&row)?;
+            if let Some(u) = by.get_mut(c.id.as_str()) {
+                u.contact = Some(c);
+            }
+        }
+        for row in
+            sqlx::query("SELECT doc, rev FROM runs WHERE contact = ANY($1) ORDER BY started_at, id")
+                .bind(contacts)
+                .fetch_all(&self.pool)
+                .await?
+        {
+            let r = Self::run_from_row(&row)?;
+            if let Some(u) = by.get_mut(r.contact.as_str()) {
+                u.runs.push(r);
+            }
+        }
+        for row in sqlx::query(
+            "SELECT seq, id, contact, type, at, data FROM events WHERE contact = ANY($1) AND at >= $2 ORDER BY at, seq",
+        )
+        .bind(contacts)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let e = Self::event_from_row(&row)?;
+            if let Some(u) = by.get_mut(e.contact.as_str()) {
+                u.events.push(e);
+            }
+        }
+        Ok(contacts
+            .iter()
+            .map(|c| by.remove(c.as_str()).unwrap_or_default())
+            .collect())
+    }
+
     async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
         let row = sqlx::query("SELECT doc, version FROM contacts WHERE id = $1")
             .bind(id)
@@ -296,123 +331,182 @@ impl Store for PostgresStore {
         )
     }
 
+    /// One transaction of set-based statements, whatever the number of units merged into
+    /// `uow` (group commit): multi-row writes through `UNNEST`, and fencing by comparing
+    /// the rows each statement touched with the rows it was given.
     async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for c in &uow.contacts {
-            if c.version == 0 {
-                insert_contact(&mut tx, c).await?;
+        let conflict = |what: &str, want: usize, got: u64| -> Result<(), StoreError> {
+            if got as usize == want {
+                Ok(())
             } else {
-                let mut stored = c.clone();
-                stored.version = c.version + 1;
-                let r = sqlx::query(
-                    "UPDATE contacts SET email = $1, doc = $2, version = version + 1 WHERE id = $3 AND version = $4",
-                )
-                .bind(&c.email)
-                .bind(json(&stored))
-                .bind(&c.id)
-                .bind(c.version)
+                Err(StoreError::Conflict(format!(
+                    "{what}: {got} of {want} rows current"
+                )))
+            }
+        };
+
+        // Contacts: inserts (version 0) and fenced updates.
+        let (new_c, old_c): (Vec<&Contact>, Vec<&Contact>) =
+            uow.contacts.iter().partition(|c| c.version == 0);
+        if !new_c.is_empty() {
+            let ids: Vec<&str> = new_c.iter().map(|c| c.id.as_str()).collect();
+            let emails: Vec<Option<&str>> = new_c.iter().map(|c| c.email.as_deref()).collect();
+            let docs: Vec<Value> = new_c
+                .iter()
+                .map(|c| {
+                    json(&Contact {
+                        version: 1,
+                        ..(*c).clone()
+                    })
+                })
+                .collect();
+            let r = sqlx::query(
+                "INSERT INTO contacts (id, email, doc, version) \
+                 SELECT * , 1 FROM UNNEST($1::text[], $2::text[], $3::jsonb[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&ids)
+            .bind(&emails)
+            .bind(&docs)
+            .execute(&mut *tx)
+            .await?;
+            conflict("contacts", new_c.len(), r.rows_affected())?;
+        }
+        if !old_c.is_empty() {
+            let ids: Vec<&str> = old_c.iter().map(|c| c.id.as_str()).collect();
+            let emails: Vec<Option<&str>> = old_c.iter().map(|c| c.email.as_deref()).collect();
+            let versions: Vec<i64> = old_c.iter().map(|c| c.version).collect();
+            let docs: Vec<Value> = old_c
+                .iter()
+                .map(|c| {
+                    json(&Contact {
+                        version: c.version + 1,
+                        ..(*c).clone()
+                    })
+                })
+                .collect();
+            let r = sqlx::query(
+                "UPDATE contacts c SET email = u.email, doc = u.doc, version = c.version + 1 \
+                 FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::bigint[]) AS u(id, email, doc, version) \
+                 WHERE c.id = u.id AND c.version = u.version",
+            )
+            .bind(&ids)
+            .bind(&emails)
+            .bind(&docs)
+            .bind(&versions)
+            .execute(&mut *tx)
+            .await?;
+            conflict("contacts", old_c.len(), r.rows_affected())?;
+        }
+
+        // Runs: inserts (rev 0) and fenced updates.
+        let (new_r, old_r): (Vec<&Run>, Vec<&Run>) = uow.runs.iter().partition(|r| r.rev == 0);
+        if !new_r.is_empty() {
+            let r = sqlx::query(
+                "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, started_at, rev) \
+                 SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::jsonb[], $7::timestamptz[]) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(new_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| r.workflow.as_str()).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| r.workflow_version as i32).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| r.contact.as_str()).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| json(&Run { rev: 1, ..(*r).clone() })).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| r.started_at).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+            conflict("runs", new_r.len(), r.rows_affected())?;
+        }
+        if !old_r.is_empty() {
+            let r = sqlx::query(
+                "UPDATE runs r SET status = u.status, doc = u.doc, rev = r.rev + 1 \
+                 FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::bigint[]) AS u(id, status, doc, rev) \
+                 WHERE r.id = u.id AND r.rev = u.rev",
+            )
+            .bind(old_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+            .bind(old_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+            .bind(old_r.iter().map(|r| json(&Run { rev: r.rev + 1, ..(*r).clone() })).collect::<Vec<_>>())
+            .bind(old_r.iter().map(|r| r.rev).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+            conflict("runs", old_r.len(), r.rows_affected())?;
+        }
+
+        // Timers: clears first, then sets (a unit may clear and set the same run's timer).
+        if !uow.timers_clear.is_empty() {
+            sqlx::query("DELETE FROM timers WHERE run_id = ANY($1)")
+                .bind(&uow.timers_clear)
                 .execute(&mut *tx)
                 .await?;
-                if r.rows_affected() != 1 {
-                    return Err(StoreError::Conflict(format!("contact {}", c.id)));
-                }
+        }
+        if !uow.timers_set.is_empty() {
+            // Last write per run wins, as when applied one by one.
+            let mut last: std::collections::BTreeMap<&str, Ts> = std::collections::BTreeMap::new();
+            for t in &uow.timers_set {
+                last.insert(t.run_id.as_str(), t.due_at);
             }
-        }
-        for run in &uow.runs {
-            let mut stored = run.clone();
-            stored.rev = run.rev + 1;
-            let r = if run.rev == 0 {
-                sqlx::query(
-                    "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, started_at, rev) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(&run.id)
-                .bind(&run.workflow)
-                .bind(run.workflow_version as i32)
-                .bind(&run.contact)
-                .bind(run.status.as_str())
-                .bind(json(&stored))
-                .bind(run.started_at)
-                .execute(&mut *tx)
-                .await?
-            } else {
-                sqlx::query("UPDATE runs SET status = $1, doc = $2, rev = rev + 1 WHERE id = $3 AND rev = $4")
-                    .bind(run.status.as_str())
-                    .bind(json(&stored))
-                    .bind(&run.id)
-                    .bind(run.rev)
-                    .execute(&mut *tx)
-                    .await?
-            };
-            if r.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("run {}", run.id)));
-            }
-        }
-        for id in &uow.timers_clear {
-            sqlx::query("DELETE FROM timers WHERE run_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for t in &uow.timers_set {
             sqlx::query(
-                "INSERT INTO timers (run_id, due_at) VALUES ($1, $2) \
+                "INSERT INTO timers (run_id, due_at) SELECT * FROM UNNEST($1::text[], $2::timestamptz[]) \
                  ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at",
             )
-            .bind(&t.run_id)
-            .bind(t.due_at)
+            .bind(last.keys().copied().collect::<Vec<_>>())
+            .bind(last.values().copied().collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }
-        for o in &uow.outbox {
-            let r = sqlx::query(
-                "INSERT INTO outbox (key, run_id, contact, workflow, step, kind, payload, created_at, due_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(&o.key)
-            .bind(&o.run_id)
-            .bind(&o.contact)
-            .bind(&o.workflow)
-            .bind(&o.step)
-            .bind(&o.kind)
-            .bind(&o.payload)
-            .bind(o.created_at)
-            .bind(o.due_at)
-            .execute(&mut *tx)
-            .await?;
-            if r.rows_affected() == 1 {
-                sqlx::query("INSERT INTO outbox_pending (key, due_at) VALUES ($1, $2)")
-                    .bind(&o.key)
-                    .bind(o.due_at)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        for j in &uow.journal {
+
+        // Outbox: new keys only (a repeated step adds nothing), and their pending rows.
+        if !uow.outbox.is_empty() {
+            let o = &uow.outbox;
             sqlx::query(
-                "INSERT INTO journal (run_id, contact, at, kind, data) VALUES ($1, $2, $3, $4, $5)",
+                "WITH ins AS (INSERT INTO outbox (key, run_id, contact, workflow, step, kind, payload, created_at, due_at) \
+                   SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[], $9::timestamptz[]) \
+                   ON CONFLICT (key) DO NOTHING RETURNING key, due_at) \
+                 INSERT INTO outbox_pending (key, due_at) SELECT key, due_at FROM ins",
             )
-            .bind(&j.run_id)
-            .bind(&j.contact)
-            .bind(j.at)
-            .bind(&j.kind)
-            .bind(&j.data)
+            .bind(o.iter().map(|e| e.key.as_str()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.run_id.as_deref()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.contact.as_str()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.workflow.as_deref()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.step.as_deref()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.created_at).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.due_at).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }
-        for seq in &uow.events_done {
-            // Only the oldest queued event of a contact may be applied: order per contact.
+
+        // Journal, in order (the identity column follows the array order).
+        if !uow.journal.is_empty() {
+            let j = &uow.journal;
+            sqlx::query(
+                "INSERT INTO journal (run_id, contact, at, kind, data) \
+                 SELECT run_id, contact, at, kind, data FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[]) \
+                 WITH ORDINALITY AS u(run_id, contact, at, kind, data, n) ORDER BY n",
+            )
+            .bind(j.iter().map(|e| e.run_id.as_deref()).collect::<Vec<_>>())
+            .bind(j.iter().map(|e| e.contact.as_str()).collect::<Vec<_>>())
+            .bind(j.iter().map(|e| e.at).collect::<Vec<_>>())
+            .bind(j.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind(j.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        // Events: each must be the oldest queued event of its contact (order per contact).
+        if !uow.events_done.is_empty() {
             let r = sqlx::query(
-                "DELETE FROM inbox i WHERE i.seq = $1 AND NOT EXISTS (\
+                "DELETE FROM inbox i WHERE i.seq = ANY($1) AND NOT EXISTS (\
                    SELECT 1 FROM inbox o WHERE o.contact = i.contact AND (o.at, o.seq) < (i.at, i.seq))",
             )
-            .bind(seq)
+            .bind(&uow.events_done)
             .execute(&mut *tx)
             .await?;
-            if r.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("event #{seq}")));
-            }
+            conflict("events", uow.events_done.len(), r.rows_affected())?;
         }
+
         for (name, expected, new) in &uow.counters {
             let r = if *expected == 0 {
                 sqlx::query(
@@ -431,9 +525,7 @@ impl Store for PostgresStore {
                     .execute(&mut *tx)
                     .await?
             };
-            if r.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("counter {name}")));
-            }
+            conflict(&format!("counter {name}"), 1, r.rows_affected())?;
         }
         for (wf, at) in &uow.schedules {
             sqlx::query(

@@ -101,6 +101,8 @@ pub fn split_bucket(workflow: &str, step: &str, contact: &str, total: u64) -> u6
 const HISTORY_DAYS: i64 = 400;
 /// Guard against runaway loops inside one unit of work.
 const MAX_ROUNDS: usize = 16;
+/// Units of work per group commit.
+const BATCH: i64 = 256;
 
 pub struct Engine {
     pub project: Arc<Project>,
@@ -337,9 +339,9 @@ impl Engine {
     pub async fn tick(&self, now: Ts) -> Result<Vec<Effect>, EngineError> {
         let mut effects = Vec::new();
         loop {
-            let (ne, e1) = self.process_events(now, 256).await?;
+            let (ne, e1) = self.process_events(now, BATCH).await?;
             effects.extend(e1);
-            let (nt, e2) = self.fire_timers(now, 256).await?;
+            let (nt, e2) = self.fire_timers(now, BATCH).await?;
             effects.extend(e2);
             if ne == 0 && nt == 0 {
                 break;
@@ -347,7 +349,7 @@ impl Engine {
         }
         effects.extend(self.fire_schedules(now).await?);
         // Schedule firings may have queued nothing but started runs with zero waits.
-        let (_, e) = self.fire_timers(now, 256).await?;
+        let (_, e) = self.fire_timers(now, BATCH).await?;
         effects.extend(e);
         Ok(effects)
     }

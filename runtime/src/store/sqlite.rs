@@ -122,6 +122,54 @@ async fn insert_contact(tx: &mut sqlx::SqliteConnection, c: &Contact) -> Result<
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// A batch in three queries: the ids travel as one JSON array (`json_each`).
+    async fn load_units(&self, contacts: &[String], since: Ts) -> Result<Vec<UnitData>, StoreError> {
+        use std::collections::HashMap;
+        let ids = json(&contacts);
+        let mut by: HashMap<&str, UnitData> =
+            contacts.iter().map(|c| (c.as_str(), UnitData::default())).collect();
+        for row in sqlx::query("SELECT doc, version FROM contacts WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let c = Self::contact_from_row(&row)?;
+            if let Some(u) = by.get_mut(c.id.as_str()) {
+                u.contact = Some(c);
+            }
+        }
+        for row in sqlx::query(
+            "SELECT doc, rev FROM runs WHERE contact IN (SELECT value FROM json_each(?)) ORDER BY started_at, id",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let r = Self::run_from_row(&row)?;
+            if let Some(u) = by.get_mut(r.contact.as_str()) {
+                u.runs.push(r);
+            }
+        }
+        for row in sqlx::query(
+            "SELECT seq, id, contact, type, at, data FROM events \
+             WHERE contact IN (SELECT value FROM json_each(?)) AND at >= ? ORDER BY at, seq",
+        )
+        .bind(&ids)
+        .bind(ts(since))
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let e = Self::event_from_row(&row)?;
+            if let Some(u) = by.get_mut(e.contact.as_str()) {
+                u.events.push(e);
+            }
+        }
+        Ok(contacts
+            .iter()
+            .map(|c| by.remove(c.as_str()).unwrap_or_default())
+            .collect())
+    }
+
     async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
         let row = sqlx::query("SELECT doc, version FROM contacts WHERE id = ?")
             .bind(id)
@@ -408,15 +456,19 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        for j in &uow.journal {
+        if !uow.journal.is_empty() {
+            // One statement for the whole journal of the batch, in order.
+            let rows: Vec<Value> = uow
+                .journal
+                .iter()
+                .map(|j| serde_json::json!([j.run_id, j.contact, ts(j.at), j.kind, json(&j.data)]))
+                .collect();
             sqlx::query(
-                "INSERT INTO journal (run_id, contact, at, kind, data) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO journal (run_id, contact, at, kind, data) \
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4 \
+                 FROM json_each(?) ORDER BY key",
             )
-            .bind(&j.run_id)
-            .bind(&j.contact)
-            .bind(ts(j.at))
-            .bind(&j.kind)
-            .bind(json(&j.data))
+            .bind(json(&rows))
             .execute(&mut *tx)
             .await?;
         }

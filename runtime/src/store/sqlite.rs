@@ -123,15 +123,23 @@ async fn insert_contact(tx: &mut sqlx::SqliteConnection, c: &Contact) -> Result<
 #[async_trait]
 impl Store for SqliteStore {
     /// A batch in three queries: the ids travel as one JSON array (`json_each`).
-    async fn load_units(&self, contacts: &[String], since: Ts) -> Result<Vec<UnitData>, StoreError> {
+    async fn load_units(
+        &self,
+        contacts: &[String],
+        since: Ts,
+    ) -> Result<Vec<UnitData>, StoreError> {
         use std::collections::HashMap;
         let ids = json(&contacts);
-        let mut by: HashMap<&str, UnitData> =
-            contacts.iter().map(|c| (c.as_str(), UnitData::default())).collect();
-        for row in sqlx::query("SELECT doc, version FROM contacts WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(&ids)
-            .fetch_all(&self.pool)
-            .await?
+        let mut by: HashMap<&str, UnitData> = contacts
+            .iter()
+            .map(|c| (c.as_str(), UnitData::default()))
+            .collect();
+        for row in sqlx::query(
+            "SELECT doc, version FROM contacts WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?
         {
             let c = Self::contact_from_row(&row)?;
             if let Some(u) = by.get_mut(c.id.as_str()) {

@@ -541,3 +541,88 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `nurture serve` while its Postgres database is unreachable answers 503 with
+/// Retry-After and acknowledges nothing; once the database is back, the client's retry is
+/// stored, and the event sent during the outage exists only if it was acknowledged.
+#[test]
+fn ingestion_answers_503_while_the_database_is_down_and_stores_nothing_it_did_not_ack() {
+    let Some(url) = crate::util::fresh_postgres() else {
+        return;
+    };
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let admin = std::env::var("NURTURE_TEST_DATABASE_URL").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (hook_port, _) = webhook_receiver();
+    write_project(tmp.path(), hook_port);
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args([
+            "serve",
+            tmp.path().to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--store",
+            &url,
+        ])
+        .env("NURTURE_API_KEY", "test-key")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            assert!(Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let post = |id: &str| {
+            http.post(format!("{base}/v1/events"))
+                .bearer_auth("test-key")
+                .json(&serde_json::json!({"id": id, "type": "signup.done", "email": format!("{id}@example.com")}))
+                .send()
+        };
+        assert_eq!(post("before").await.unwrap().status(), 200);
+
+        // The database goes away: no new connections, existing ones cut.
+        let mut admin_conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).execute(&mut admin_conn).await.unwrap();
+        sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"))
+            .execute(&mut admin_conn)
+            .await
+            .unwrap();
+        let r = post("during").await.unwrap();
+        assert_eq!(r.status(), 503, "{:?}", r.text().await);
+        let r = post("during").await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers().get("retry-after").unwrap(), "5");
+        assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), 503);
+
+        // Back: the client's retry is accepted and stored once.
+        sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).execute(&mut admin_conn).await.unwrap();
+        let mut status = 0;
+        for _ in 0..50 {
+            status = post("during").await.unwrap().status().as_u16();
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(status, 200, "the API recovers when the database is back");
+        let store = nurture::store::open(&url).await.unwrap();
+        let c = store.contact_by_email("during@example.com").await.unwrap().expect("stored after the retry");
+        let events = store.contact_events(&c.id, chrono::Utc::now() - chrono::Duration::days(1)).await.unwrap();
+        let signups = events.iter().filter(|e| e.kind == "signup.done").count();
+        assert_eq!(signups, 1, "stored exactly once: {events:?}");
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -35,7 +35,7 @@ impl PostgresStore {
         let opts = PgConnectOptions::from_str(url)?.options([("search_path", "nurture")]);
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(3))
             .connect_with(opts)
             .await?;
         sqlx::query("CREATE SCHEMA IF NOT EXISTS nurture")

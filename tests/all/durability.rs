@@ -262,8 +262,9 @@ fn assert_every_step_once_and_every_delivery_once(
 }
 
 /// Three workers share one Postgres store; one is SIGKILLed and restarted, another is
-/// SIGSTOPped for longer than its lease and then resumed (a stale worker). Every step
-/// still runs exactly once and every outbox entry is delivered once.
+/// SIGSTOPped for longer than its lease and then resumed (a stale worker), a third is
+/// stopped with SIGTERM mid-run and must exit 0. Every step still runs exactly once and
+/// every outbox entry is delivered once.
 #[test]
 fn three_workers_one_killed_one_stopped_past_its_lease() {
     let Some(url) = crate::util::fresh_postgres() else {
@@ -332,11 +333,22 @@ fn three_workers_one_killed_one_stopped_past_its_lease() {
         .args(["-CONT", &stopped])
         .status()
         .unwrap();
+    // SIGTERM while work is in flight: the worker finishes or abandons its current unit
+    // (nothing half-committed) and exits 0; the others carry on.
+    let sigterm = |w: &mut Child| {
+        Command::new("kill")
+            .args(["-TERM", &w.id().to_string()])
+            .status()
+            .unwrap();
+        w.wait().unwrap()
+    };
+    let status = sigterm(&mut workers[2]);
+    assert!(status.success(), "SIGTERM exit status: {status:?}");
 
     wait_until_done(&url, n);
-    for w in &mut workers {
-        w.kill().unwrap();
-        w.wait().unwrap();
+    for w in &mut workers[..2] {
+        let status = sigterm(w);
+        assert!(status.success(), "SIGTERM exit status: {status:?}");
     }
     assert_every_step_once_and_every_delivery_once(&url, n, &received);
 }

@@ -170,7 +170,11 @@ impl Plan {
         let mut out = format!("digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n", esc(&v.workflow));
         out.push_str(&format!(
             "  \"__trigger\" [label=\"{}\", shape=oval];\n",
-            esc(&v.triggers.join("\\n"))
+            v.triggers
+                .iter()
+                .map(|t| esc(t))
+                .collect::<Vec<_>>()
+                .join("\\n")
         ));
         for n in &v.nodes {
             let shape = match n.kind {
@@ -251,9 +255,7 @@ impl Plan {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace("\\\\n", "\\n")
+    s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 #[derive(Debug, Serialize)]

@@ -665,7 +665,7 @@ fn parse_templates(dir: &Path, loaded: &mut Loaded) -> BTreeMap<String, Template
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let (front, body, body_line) = split_front_matter(&text);
+        let (front, body) = split_front_matter(&text);
         let t = out.entry(stem.to_string()).or_insert_with(|| Template {
             name: stem.to_string(),
             subject: None,
@@ -707,7 +707,6 @@ fn parse_templates(dir: &Path, loaded: &mut Loaded) -> BTreeMap<String, Template
                 )),
             }
         }
-        let _ = body_line;
         if ext == "html" {
             t.html = Some(body.to_string());
         } else {
@@ -758,25 +757,22 @@ fn shift(mut node: Node, lines: usize) -> Node {
     node
 }
 
-/// Splits `---\nfront\n---\nbody`. Returns (front, body, line where the body starts).
-pub fn split_front_matter(text: &str) -> (Option<&str>, &str, usize) {
+/// Splits `---\nfront\n---\nbody` into (front matter, body).
+pub fn split_front_matter(text: &str) -> (Option<&str>, &str) {
     let Some(rest) = text
         .strip_prefix("---\n")
         .or_else(|| text.strip_prefix("---\r\n"))
     else {
-        return (None, text, 1);
+        return (None, text);
     };
     let mut offset = 0;
     for line in rest.split_inclusive('\n') {
         if line.trim_end() == "---" {
-            let front = &rest[..offset];
-            let body = &rest[offset + line.len()..];
-            let body_line = front.lines().count() + 3;
-            return (Some(front), body, body_line);
+            return (Some(&rest[..offset]), &rest[offset + line.len()..]);
         }
         offset += line.len();
     }
-    (None, text, 1)
+    (None, text)
 }
 
 fn load_settings(root: &Path, loaded: &mut Loaded) -> Settings {

@@ -89,15 +89,26 @@ async fn health(State(s): State<AppState>) -> Response {
     }
 }
 
-/// The request body as JSON, whatever the content type says.
+/// Checks the API key and reads the body (one JSON object or a list, whatever the content
+/// type says) as a list of items.
 #[allow(clippy::result_large_err)]
-fn json_body(body: &[u8], what: &str) -> Result<Value, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("the body must be a JSON {what} or a list of them: {e}"),
-        )
-    })
+fn request_items(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<Vec<Value>, Response> {
+    if !authorized(state, headers) {
+        return Err(error(StatusCode::UNAUTHORIZED, "missing or wrong API key"));
+    }
+    serde_json::from_slice(body)
+        .map(|b| items(&b))
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be a JSON {what} or a list of them: {e}"),
+            )
+        })
 }
 
 async fn post_events(
@@ -105,16 +116,13 @@ async fn post_events(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !authorized(&s, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong API key");
-    }
-    let body = match json_body(&body, "event") {
-        Ok(b) => b,
+    let body = match request_items(&s, &headers, &body, "event") {
+        Ok(items) => items,
         Err(r) => return r,
     };
     let mut results: Vec<Value> = Vec::new();
     let mut valid = Vec::new();
-    for (i, v) in items(&body).iter().enumerate() {
+    for (i, v) in body.iter().enumerate() {
         match input::parse_event(i, v) {
             Ok(e) => valid.push(e),
             Err(reason) => {
@@ -155,16 +163,13 @@ async fn post_contacts(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !authorized(&s, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong API key");
-    }
-    let body = match json_body(&body, "contact") {
-        Ok(b) => b,
+    let body = match request_items(&s, &headers, &body, "contact") {
+        Ok(items) => items,
         Err(r) => return r,
     };
     let mut rejected = Vec::new();
     let mut rows = Vec::new();
-    for (i, v) in items(&body).iter().enumerate() {
+    for (i, v) in body.iter().enumerate() {
         match input::parse_contact(i, v) {
             Ok(r) => rows.push(r),
             Err(reason) => rejected.push(input::Rejected { at: i, reason }),

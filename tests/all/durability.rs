@@ -84,6 +84,16 @@ fn write_project(dir: &Path, hook_port: u16) {
     .unwrap();
 }
 
+/// `events.jsonl` with one `signup.done` per contact u0..u{n-1}, each with its own id.
+fn write_signups(dir: &Path, n: usize) {
+    let events: String = (0..n)
+        .map(|i| {
+            format!("{{\"id\":\"s{i}\",\"type\":\"signup.done\",\"email\":\"u{i}@example.com\"}}\n")
+        })
+        .collect();
+    std::fs::write(dir.join("events.jsonl"), events).unwrap();
+}
+
 fn start(dir: &Path, port: u16) -> Child {
     start_with(dir, port, None)
 }
@@ -131,12 +141,7 @@ fn crash_test(store: Option<&str>) {
     let (hook_port, received) = webhook_receiver();
     write_project(dir, hook_port);
     let n = 200;
-    let events: String = (0..n)
-        .map(|i| {
-            format!("{{\"id\":\"s{i}\",\"type\":\"signup.done\",\"email\":\"u{i}@example.com\"}}\n")
-        })
-        .collect();
-    std::fs::write(dir.join("events.jsonl"), events).unwrap();
+    write_signups(dir, n);
 
     let port = free_port();
     let mut child = start_with(dir, port, store);
@@ -275,12 +280,7 @@ fn three_workers_one_killed_one_stopped_past_its_lease() {
     let (hook_port, received) = webhook_receiver();
     write_project(dir, hook_port);
     let n = 200;
-    let events: String = (0..n)
-        .map(|i| {
-            format!("{{\"id\":\"s{i}\",\"type\":\"signup.done\",\"email\":\"u{i}@example.com\"}}\n")
-        })
-        .collect();
-    std::fs::write(dir.join("events.jsonl"), events).unwrap();
+    write_signups(dir, n);
     let worker = || {
         Command::new(env!("CARGO_BIN_EXE_nurture"))
             .args([

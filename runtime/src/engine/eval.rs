@@ -229,34 +229,26 @@ pub fn reads(source: &str, scope: &Scope<'_>) -> BTreeMap<String, Value> {
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
                 .collect();
             let path = path.trim_end_matches('.');
-            let mut v = match root {
+            let base = match root {
                 "contact" => Some(scope.contact),
                 _ => scope.event,
             };
-            for seg in path.split('.').skip(1) {
-                v = v.and_then(|x| x.get(seg));
-            }
+            let lookup = |p: &str| -> Option<&Value> {
+                p.split('.').skip(1).try_fold(base?, |x, seg| x.get(seg))
+            };
             // Method calls (`.startsWith`) end the path at the last field that exists.
-            let mut p = path.to_string();
-            let mut val = v.cloned();
-            while val.is_none() && p.contains('.') {
-                p = p
-                    .rsplit_once('.')
-                    .map(|(a, _)| a.to_string())
-                    .unwrap_or_default();
-                let mut x = match root {
-                    "contact" => Some(scope.contact),
-                    _ => scope.event,
-                };
-                for seg in p.split('.').skip(1) {
-                    x = x.and_then(|y| y.get(seg));
-                }
-                val = x.cloned();
-                if val.is_some() && p != path {
-                    break;
+            let mut p = path;
+            let mut val = lookup(p);
+            while val.is_none() {
+                match p.rsplit_once('.') {
+                    Some((head, _)) => {
+                        p = head;
+                        val = lookup(p);
+                    }
+                    None => break,
                 }
             }
-            out.insert(p, val.unwrap_or(Value::Null));
+            out.insert(p.to_string(), val.cloned().unwrap_or(Value::Null));
         }
     }
     for (i, _) in source.match_indices("activity(") {

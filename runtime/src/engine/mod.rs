@@ -905,11 +905,10 @@ impl<'e> Work<'e> {
         run.ended_at = Some(self.now);
         run.updated_at = self.now;
         run.exit_reason = Some(reason.to_string());
+        run.step = None;
         let id = run.id.clone();
-        let step = run.step.take();
         self.changed_runs.insert(i);
         self.uow.timers_clear.push(id);
-        let _ = step;
         self.effect(Some(i), None, "exit", json!({"reason": reason}));
     }
 

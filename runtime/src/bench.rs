@@ -44,6 +44,102 @@ pub struct Report {
     pub stores: Vec<StoreFigures>,
     pub http_events_per_sec: f64,
     pub peak_rss_mb: f64,
+    pub plugin: Option<PluginFigures>,
+    pub latency: Option<LatencyFigures>,
+    pub pending: Option<PendingFigures>,
+    pub workers: Vec<WorkerFigures>,
+}
+
+/// Per-call overhead of the wasm plugin host.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginFigures {
+    pub plugin: String,
+    pub step: String,
+    pub calls: usize,
+    /// First load: compile the component with Cranelift (and write the cache).
+    pub compile_ms: f64,
+    /// Later loads: read the cached artifact, link, `InstancePre` (median of 5).
+    pub cold_start_cached_ms: f64,
+    /// Instantiate + call + drop, one at a time.
+    pub call_median_us: f64,
+    pub call_p99_us: f64,
+    /// Calls per second with 2 concurrent callers.
+    pub calls_per_sec: f64,
+}
+
+/// Measures the plugin host on the plugin in `dir` (built), calling `step` with `with`.
+pub async fn plugin_calls(
+    dir: &std::path::Path,
+    step: &str,
+    with: serde_json::Value,
+    calls: usize,
+) -> Result<PluginFigures, crate::plugin::PluginError> {
+    use crate::plugin::{Limits, PluginConfig, PluginHost, StepCall};
+    let text = std::fs::read_to_string(dir.join("plugin.toml"))
+        .map_err(|e| crate::plugin::PluginError::Engine(format!("{}: {e}", dir.display())))?;
+    let manifest: crate::project::PluginManifest =
+        toml::from_str(&text).map_err(|e| crate::plugin::PluginError::Engine(e.to_string()))?;
+    let cache = tempfile_dir().map_err(|e| crate::plugin::PluginError::Engine(e.to_string()))?;
+    let load = |host: &mut PluginHost| -> Result<f64, crate::plugin::PluginError> {
+        host.load(manifest.clone(), dir, PluginConfig::default(), &cache)?;
+        Ok(host.loaded()[0].load_ms)
+    };
+    let mut host = PluginHost::new(Limits::default())?;
+    let compile_ms = load(&mut host)?;
+    let mut cached = Vec::new();
+    for _ in 0..5 {
+        let mut h = PluginHost::new(Limits::default())?;
+        cached.push(load(&mut h)?);
+    }
+    cached.sort_by(f64::total_cmp);
+    let contact = serde_json::json!({"id": "bench", "email": "bench@example.com"});
+    let name = manifest.name.clone();
+    let one = |i: usize| {
+        let key = format!("bench-{i}");
+        let (host, with, contact, name) = (&host, &with, &contact, &name);
+        async move {
+            host.call(StepCall {
+                plugin: name,
+                step,
+                config: with,
+                contact,
+                event: None,
+                idempotency_key: &key,
+                attempt: 1,
+            })
+            .await
+        }
+    };
+    for i in 0..20 {
+        one(i).await; // warm the pool
+    }
+    let mut times = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let t = std::time::Instant::now();
+        one(i).await;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    let started = std::time::Instant::now();
+    let half = calls / 2;
+    let worker = |offset: usize| async move {
+        for i in 0..half {
+            one(offset + i).await;
+        }
+    };
+    tokio::join!(worker(0), worker(half));
+    let calls_per_sec = (2 * half) as f64 / started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&cache);
+    Ok(PluginFigures {
+        plugin: manifest.name.clone(),
+        step: step.to_string(),
+        calls,
+        compile_ms,
+        cold_start_cached_ms: cached[cached.len() / 2],
+        call_median_us: times[times.len() / 2],
+        call_p99_us: times[(times.len() * 99 / 100).min(times.len() - 1)],
+        calls_per_sec,
+    })
 }
 
 fn machine() -> String {
@@ -250,6 +346,7 @@ pub async fn http_ingest(total: usize) -> Result<f64, EngineError> {
         engine,
         api_key: Arc::new("bench".into()),
         wake: Arc::new(tokio::sync::Notify::new()),
+        signer: Arc::new(crate::email::Signer::new(b"bench")),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -332,6 +429,10 @@ pub async fn run(
         stores,
         http_events_per_sec,
         peak_rss_mb: peak_rss_mb(),
+        plugin: None,
+        latency: None,
+        pending: None,
+        workers: Vec::new(),
     })
 }
 
@@ -368,5 +469,412 @@ pub fn table(r: &Report) -> String {
         "\nHTTP ingestion (POST /v1/events, SQLite, 4 clients x batches of 100): {:.0} events/s\npeak RSS of this process: {:.0} MB\n",
         r.http_events_per_sec, r.peak_rss_mb
     ));
+    if let Some(l) = &r.latency {
+        out.push_str(&format!(
+            "\nevent -> effect latency ({}, {} events/s over HTTP, {} events, effect = webhook received):\n  p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n",
+            l.store, l.rate_per_sec, l.events, l.p50_ms, l.p99_ms, l.max_ms
+        ));
+    }
+    if let Some(p) = &r.pending {
+        out.push_str(&format!(
+            "\n{} pending waits (SQLite, seeded in {:.1} s): worker peak RSS {:.0} MB idle, {:.0} MB while firing ({} steps in {:.0} s)\n",
+            p.pending_waits, p.seed_seconds, p.worker_idle_peak_rss_mb, p.worker_firing_peak_rss_mb, p.fired_steps, p.firing_seconds
+        ));
+    }
+    if !r.workers.is_empty() {
+        out.push_str("\nworkers on one Postgres (6-step campaign, no waits):\n");
+        for w in &r.workers {
+            out.push_str(&format!(
+                "  {} worker(s): {} steps in {:.1} s = {:.0} steps/s\n",
+                w.workers, w.steps, w.seconds, w.steps_per_sec
+            ));
+        }
+    }
+    if let Some(p) = &r.plugin {
+        out.push_str(&format!(
+            "\nplugin host ({}/{}, {} calls, pooling allocator):\n  compile {:.1} ms; cold start from cache {:.2} ms (median of 5)\n  instantiate + call + drop: median {:.1} us, p99 {:.1} us; {:.0} calls/s with 2 callers\n",
+            p.plugin, p.step, p.calls, p.compile_ms, p.cold_start_cached_ms, p.call_median_us, p.call_p99_us, p.calls_per_sec
+        ));
+    }
     out
+}
+
+/// (c) Event-to-effect latency at a fixed rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyFigures {
+    pub store: String,
+    pub rate_per_sec: u32,
+    pub events: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// (d) Memory of a worker process over a store with many pending waits.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingFigures {
+    pub pending_waits: usize,
+    pub seed_seconds: f64,
+    /// Peak RSS of a `nurture worker` process, idle over the pending waits.
+    pub worker_idle_peak_rss_mb: f64,
+    /// Peak RSS of a worker firing due waits for `firing_seconds`.
+    pub worker_firing_peak_rss_mb: f64,
+    pub firing_seconds: f64,
+    pub fired_steps: usize,
+}
+
+/// (e) Throughput with N worker processes on one Postgres.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerFigures {
+    pub workers: usize,
+    pub contacts: usize,
+    pub steps: usize,
+    pub seconds: f64,
+    pub steps_per_sec: f64,
+}
+
+fn write_project(
+    dir: &std::path::Path,
+    files: &[(&str, String)],
+) -> Result<Arc<crate::project::Project>, EngineError> {
+    let io = |e: std::io::Error| EngineError::Invalid(e.to_string());
+    std::fs::create_dir_all(dir.join("workflows")).map_err(io)?;
+    for (name, text) in files {
+        std::fs::write(dir.join("workflows").join(name), text).map_err(io)?;
+    }
+    let mut loaded = crate::project::load(dir);
+    match loaded.project.take() {
+        Some(p) => Ok(Arc::new(p)),
+        None => Err(EngineError::Invalid(loaded.render())),
+    }
+}
+
+/// (c): `rate` events per second for `seconds`, each POSTed alone to the HTTP API with
+/// a scheduler running; its effect is a webhook to a local receiver. Latency is from
+/// the moment the client sends the event to the moment the receiver gets the webhook.
+pub async fn latency(
+    url: Option<&str>,
+    rate: u32,
+    seconds: u32,
+) -> Result<LatencyFigures, EngineError> {
+    use std::sync::Mutex;
+    let err = |e: String| EngineError::Invalid(e);
+    let dir = tempfile_dir()?;
+    // The receiver: arrival time by event number.
+    let arrivals: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
+    let recv_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let recv_port = recv_listener
+        .local_addr()
+        .map_err(|e| err(e.to_string()))?
+        .port();
+    let a = arrivals.clone();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            let a = a.clone();
+            async move {
+                let n = body["n"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .or(body["n"].as_u64().map(|n| n as usize));
+                if let Some(n) = n {
+                    a.lock().expect("lock").push((n, Instant::now()));
+                }
+                "ok"
+            }
+        }),
+    );
+    let recv_task = tokio::spawn(async move {
+        let _ = axum::serve(recv_listener, receiver).await;
+    });
+    let workflow = format!(
+        "workflow: ping\ntrigger: {{ event: bench.ping }}\nreentry: always\nsteps:\n  - id: hook\n    webhook: {{ url: \"http://127.0.0.1:{recv_port}/hook\", body: {{ n: \"${{event.data.n}}\" }} }}\n"
+    );
+    let project = write_project(&dir, &[("ping.yaml", workflow)])?;
+    let store_url = url.map_or_else(
+        || format!("sqlite://{}", dir.join("latency.db").display()),
+        str::to_string,
+    );
+    let store = crate::store::open(&store_url).await?;
+    let engine = Arc::new(Engine::new(project, store.clone()));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let state = crate::server::AppState {
+        engine: engine.clone(),
+        api_key: Arc::new("bench".into()),
+        wake: wake.clone(),
+        signer: Arc::new(crate::email::Signer::new(b"bench")),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| err(e.to_string()))?;
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, crate::server::router(state)).await;
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(crate::server::scheduler(
+        engine,
+        crate::deliver::Deliverer::new(store),
+        wake,
+        stop_rx,
+        Duration::from_millis(1000),
+    ));
+    let total = (rate * seconds) as usize;
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/v1/events");
+    let run_tag = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let started = Instant::now();
+    let mut sent_at = Vec::with_capacity(total);
+    let mut posts = Vec::with_capacity(total);
+    for i in 0..total {
+        let due = started + Duration::from_secs_f64(i as f64 / f64::from(rate));
+        tokio::time::sleep_until(due.into()).await;
+        sent_at.push(Instant::now());
+        let body = json!({"id": format!("p{run_tag}-{i}"), "type": "bench.ping", "email": format!("l{}@bench.test", i % 1000), "data": {"n": i}});
+        let req = client.post(&url).bearer_auth("bench").json(&body).send();
+        posts.push(tokio::spawn(req));
+    }
+    for p in posts {
+        let _ = p.await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while arrivals.lock().expect("lock").len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = scheduler.await;
+    server.abort();
+    recv_task.abort();
+    let got = arrivals.lock().expect("lock").clone();
+    let mut lat: Vec<f64> = got
+        .iter()
+        .filter(|(n, _)| *n < total)
+        .map(|(n, at)| at.duration_since(sent_at[*n]).as_secs_f64() * 1000.0)
+        .collect();
+    if lat.len() < total {
+        return Err(err(format!(
+            "only {} of {total} effects arrived within 60 s",
+            lat.len()
+        )));
+    }
+    lat.sort_by(f64::total_cmp);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(LatencyFigures {
+        store: store_url.split(':').next().unwrap_or("").to_string(),
+        rate_per_sec: rate,
+        events: total,
+        p50_ms: lat[lat.len() / 2],
+        p99_ms: lat[(lat.len() * 99 / 100).min(lat.len() - 1)],
+        max_ms: *lat.last().unwrap_or(&0.0),
+    })
+}
+
+fn rss_of(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// (d): seeds a SQLite store with `pending` runs waiting on timers (1,000 made by the
+/// engine, then cloned in SQL), and measures a `nurture worker` process over it: idle
+/// while the waits are in the future, then while they come due and fire.
+pub async fn pending_waits(
+    pending: usize,
+    exe: &std::path::Path,
+) -> Result<PendingFigures, EngineError> {
+    let err = |e: String| EngineError::Invalid(e);
+    let db = |e: sqlx::Error| EngineError::Store(e.into());
+    let dir = tempfile_dir()?;
+    let project = write_project(&dir, &[("bench.yaml", WORKFLOW.to_string())])?;
+    let url = format!("sqlite://{}", dir.join("pending.db").display());
+    let store = crate::store::open(&url).await?;
+    let engine = Engine::new(project, store.clone());
+    let started = Instant::now();
+    let base = 1000.min(pending.max(1));
+    let t0 = chrono::Utc::now();
+    for chunk in events(base, t0).chunks(1000) {
+        engine.ingest(chunk, t0).await?;
+    }
+    while !engine.tick(t0).await?.is_empty() {}
+    drop(engine);
+    drop(store);
+    let copies = pending.div_ceil(base);
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&url).await.map_err(db)?;
+        for sql in [
+            "CREATE TEMP TABLE k AS WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?) SELECT i FROM k",
+            "INSERT INTO contacts (id, email, doc, version) SELECT c.id || '-' || k.i, k.i || '-' || c.email, json_set(c.doc, '$.id', c.id || '-' || k.i, '$.email', k.i || '-' || c.email), c.version FROM contacts c, k",
+            "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, started_at, rev) SELECT r.id || '-' || k.i, r.workflow, r.workflow_version, r.contact || '-' || k.i, r.status, json_set(r.doc, '$.id', r.id || '-' || k.i, '$.contact', r.contact || '-' || k.i), r.started_at, r.rev FROM runs r, k",
+            "INSERT INTO timers (run_id, due_at) SELECT t.run_id || '-' || k.i, t.due_at FROM timers t, k",
+        ] {
+            sqlx::query(sql).bind((copies - 1) as i64).execute(&mut c).await.map_err(db)?;
+        }
+    }
+    let total: i64 = {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&url).await.map_err(db)?;
+        sqlx::query_scalar("SELECT count(*) FROM timers")
+            .fetch_one(&mut c)
+            .await
+            .map_err(db)?
+    };
+    let seed_seconds = started.elapsed().as_secs_f64();
+    // Idle: every wait is a day away.
+    let spawn = || {
+        std::process::Command::new(exe)
+            .args([
+                "worker",
+                dir.to_str().unwrap_or("."),
+                "--store",
+                &url,
+                "--poll-ms",
+                "200",
+            ])
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| err(format!("starting a worker: {e}")))
+    };
+    let mut idle = spawn()?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_rss = rss_of(idle.id(), "VmHWM");
+    let _ = idle.kill();
+    let _ = idle.wait();
+    // Firing: move every wait into the past, so the worker fires them in batches.
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&url).await.map_err(db)?;
+        sqlx::query("UPDATE timers SET due_at = ?")
+            .bind(crate::store::ts_out(t0 - chrono::Duration::hours(1)))
+            .execute(&mut c)
+            .await
+            .map_err(db)?;
+    }
+    let mut firing = spawn()?;
+    let firing_seconds = 15.0;
+    tokio::time::sleep(Duration::from_secs_f64(firing_seconds)).await;
+    let firing_rss = rss_of(firing.id(), "VmHWM");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &firing.id().to_string()])
+        .status();
+    let _ = firing.wait();
+    let left: i64 = {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&url).await.map_err(db)?;
+        sqlx::query_scalar("SELECT count(*) FROM timers WHERE due_at <= ?")
+            .bind(crate::store::ts_out(t0))
+            .fetch_one(&mut c)
+            .await
+            .map_err(db)?
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(PendingFigures {
+        pending_waits: total as usize,
+        seed_seconds,
+        worker_idle_peak_rss_mb: idle_rss,
+        worker_firing_peak_rss_mb: firing_rss,
+        firing_seconds,
+        // Each fired wait runs s2 (score) and parks in w2: two steps.
+        fired_steps: (total - left).max(0) as usize * 2,
+    })
+}
+
+const SPEED_WORKFLOW: &str = "workflow: speed\ntrigger: { event: bench.speed }\nreentry: always\nsteps:\n  - id: s1\n    tag: [a]\n  - id: s2\n    score: +1\n  - id: s3\n    set: { stage: b }\n  - id: s4\n    untag: [a]\n  - id: s5\n    tag: [c]\n  - id: s6\n    score: +1\n";
+
+/// (e): `contacts` events queued, then N `nurture worker` processes on one Postgres run
+/// the 6-step campaign; steps per second until every run completed, for each N.
+pub async fn worker_speedup(
+    url: &str,
+    contacts: usize,
+    counts: &[usize],
+    exe: &std::path::Path,
+) -> Result<Vec<WorkerFigures>, EngineError> {
+    let err = |e: String| EngineError::Invalid(e);
+    let db = |e: sqlx::Error| EngineError::Store(e.into());
+    let dir = tempfile_dir()?;
+    let project = write_project(&dir, &[("speed.yaml", SPEED_WORKFLOW.to_string())])?;
+    let store = crate::store::open(url).await?;
+    let engine = Engine::new(project, store.clone());
+    let pool = sqlx::PgPool::connect(url).await.map_err(db)?;
+    let mut out = Vec::new();
+    for (round, &n) in counts.iter().enumerate() {
+        let before: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM nurture.runs WHERE workflow = 'speed' AND status = 'completed'",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(db)?;
+        let now = chrono::Utc::now();
+        let evs: Vec<IncomingEvent> = (0..contacts)
+            .map(|i| IncomingEvent {
+                index: i,
+                id: Some(format!("w{round}-{}-{i}", now.timestamp())),
+                kind: "bench.speed".into(),
+                contact: None,
+                email: Some(format!("w{round}-{i}@bench.test")),
+                at: Some(now),
+                data: json!({}),
+            })
+            .collect();
+        for chunk in evs.chunks(1000) {
+            engine.ingest(chunk, now).await?;
+        }
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..n {
+            workers.push(
+                std::process::Command::new(exe)
+                    .args([
+                        "worker",
+                        dir.to_str().unwrap_or("."),
+                        "--store",
+                        url,
+                        "--poll-ms",
+                        "100",
+                    ])
+                    .env("RUST_LOG", "error")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(|e| err(format!("starting a worker: {e}")))?,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let done: i64 = sqlx::query_scalar("SELECT count(*) FROM nurture.runs WHERE workflow = 'speed' AND status = 'completed'")
+                .fetch_one(&pool)
+                .await
+                .map_err(db)?;
+            if (done - before) as usize >= contacts || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        for mut w in workers {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &w.id().to_string()])
+                .status();
+            let _ = w.wait();
+        }
+        out.push(WorkerFigures {
+            workers: n,
+            contacts,
+            steps: contacts * 6,
+            seconds,
+            steps_per_sec: (contacts * 6) as f64 / seconds,
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(out)
 }

@@ -135,20 +135,24 @@ pub async fn run(
     let mut tasks = Vec::new();
     let mut api = String::from("-");
     let mut key_note = String::from("-");
+    let signer = Arc::new(nurture::email::Signer::for_project(dir).context("the tracking key")?);
+    let listen = listen
+        .or_else(|| project.settings.api.as_ref().and_then(|a| a.listen.clone()))
+        .unwrap_or_else(|| "127.0.0.1:8025".into());
+    let mut api_base = format!("http://{listen}");
     if role != Role::Worker {
         let (key, key_from) = api_key(dir, &project)?;
         key_note = key_from;
-        let addr = listen
-            .or_else(|| project.settings.api.as_ref().and_then(|a| a.listen.clone()))
-            .unwrap_or_else(|| "127.0.0.1:8025".into());
-        let listener = tokio::net::TcpListener::bind(&addr)
+        let listener = tokio::net::TcpListener::bind(&listen)
             .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
         api = format!("http://{}", listener.local_addr()?);
+        api_base = api.clone();
         let app = nurture::server::router(nurture::server::AppState {
             engine: engine.clone(),
             api_key: Arc::new(key),
             wake: wake.clone(),
+            signer: signer.clone(),
         });
         let mut stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -160,8 +164,20 @@ pub async fn run(
         }));
     }
     if role != Role::Api {
+        let email = nurture::email::EmailChannel::for_project(
+            &project,
+            engine.store.clone(),
+            (*signer).clone(),
+            &api_base,
+        )?;
+        let mut deliverer =
+            nurture::deliver::Deliverer::new(engine.store.clone()).with_email(Arc::new(email));
+        if let Some(host) = start_plugins(dir, &project)? {
+            deliverer = deliverer.with_plugins(host);
+        }
         tasks.push(tokio::spawn(nurture::server::scheduler(
             engine,
+            deliverer,
             wake,
             stop_rx.clone(),
             Duration::from_millis(poll_ms),
@@ -183,6 +199,52 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the plugin host for a project; builds from source the plugins whose component
+/// is missing. A plugin that cannot be loaded is reported and its steps fail with the
+/// reason; the others run.
+pub fn start_plugins(
+    dir: &Path,
+    project: &nurture::project::Project,
+) -> Result<Option<Arc<nurture::plugin::PluginHost>>> {
+    use nurture::plugin::{build, Limits, PluginHost};
+    if project.plugins.is_empty() {
+        return Ok(None);
+    }
+    for (name, manifest) in &project.plugins {
+        let Some(pdir) = project.plugin_dirs.get(name) else {
+            continue;
+        };
+        if !build::component_path(manifest, pdir).exists() && pdir.join("Cargo.toml").exists() {
+            eprintln!(
+                "building plugin `{name}` from source (cargo build --target {}) ...",
+                build::TARGET
+            );
+            let result = build::ensure_target()
+                .and_then(|()| build::build(manifest, pdir, &build::target_dir(dir)));
+            if let Err(e) = result {
+                tracing::error!(plugin = %name, error = %e, "plugin build failed");
+            }
+        }
+    }
+    let cache = dir.join(".nurture").join("plugin-cache");
+    let (host, errors) = PluginHost::for_project(project, Limits::default(), &cache)?;
+    for e in errors {
+        tracing::error!(error = %e, "plugin not loaded; its steps will fail");
+    }
+    for p in host.loaded() {
+        let missing: Vec<&String> = p
+            .secrets
+            .iter()
+            .filter(|s| !p.secrets_set.contains(s))
+            .collect();
+        tracing::info!(plugin = %p.name, version = %p.version, load_ms = format!("{:.1}", p.load_ms), cached = p.from_cache, "plugin loaded");
+        if !missing.is_empty() {
+            tracing::warn!(plugin = %p.name, ?missing, "plugin secrets not set; its calls will fail until they are");
+        }
+    }
+    Ok(Some(Arc::new(host)))
 }
 
 async fn shutdown_signal() {
@@ -436,5 +498,297 @@ fn describe(kind: &str, d: &serde_json::Value) -> String {
         "quiet_hours_over" => "  quiet hours over".to_string(),
         "error" => format!("  error at {}: {}", s("step"), s("message")),
         other => format!("{other} {d}"),
+    }
+}
+
+/// `nurture plugins list`.
+pub fn plugins_list(dir: &Path, json_out: bool) -> Result<ExitCode> {
+    use nurture::plugin::{build, secret_env_var, Limits, PluginHost};
+    let project = match super::load_valid(dir) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let cache = dir.join(".nurture").join("plugin-cache");
+    let (host, errors) = PluginHost::for_project(&project, Limits::default(), &cache)?;
+    let loaded = host.loaded();
+    let mut rows = Vec::new();
+    for (name, m) in &project.plugins {
+        let pdir = project.plugin_dirs.get(name).cloned().unwrap_or_default();
+        let summary = loaded.iter().find(|s| &s.name == name);
+        let error = errors
+            .iter()
+            .map(|e| e.to_string())
+            .find(|e| e.contains(&format!("`{name}`")));
+        let secrets: Vec<serde_json::Value> = m
+            .secrets
+            .iter()
+            .map(|s| {
+                let set = summary.is_some_and(|l| l.secrets_set.contains(s))
+                    || std::env::var(secret_env_var(name, s)).is_ok();
+                json!({"name": s, "set": set, "env": secret_env_var(name, s)})
+            })
+            .collect();
+        rows.push(json!({
+            "name": name,
+            "version": m.version,
+            "api": m.api,
+            "description": m.description,
+            "folder": pdir.display().to_string(),
+            "component": build::component_path(m, &pdir).display().to_string(),
+            "status": if summary.is_some() { "loaded" } else { "not loaded" },
+            "error": error,
+            "load_ms": summary.map(|s| (s.load_ms * 10.0).round() / 10.0),
+            "steps": m.steps.iter().map(|(k, v)| json!({"name": format!("{name}/{k}"), "description": v.description})).collect::<Vec<_>>(),
+            "hosts": m.hosts,
+            "secrets": secrets,
+        }));
+    }
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &rows {
+        println!(
+            "{} {} (interface {}): {}",
+            r["name"].as_str().unwrap_or(""),
+            r["version"].as_str().unwrap_or(""),
+            r["api"].as_str().unwrap_or(""),
+            r["description"].as_str().unwrap_or("")
+        );
+        match r["error"].as_str() {
+            Some(e) => println!("  status:  NOT LOADED: {e}"),
+            None => println!("  status:  loaded in {} ms", r["load_ms"]),
+        }
+        for s in r["steps"].as_array().into_iter().flatten() {
+            println!(
+                "  step:    {:<32} {}",
+                s["name"].as_str().unwrap_or(""),
+                s["description"].as_str().unwrap_or("")
+            );
+        }
+        let hosts: Vec<&str> = r["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.as_str())
+            .collect();
+        println!(
+            "  network: {}",
+            if hosts.is_empty() {
+                "none".to_string()
+            } else {
+                format!("https to {}", hosts.join(", "))
+            }
+        );
+        for s in r["secrets"].as_array().into_iter().flatten() {
+            println!(
+                "  secret:  {:<16} {} (${})",
+                s["name"].as_str().unwrap_or(""),
+                if s["set"] == true { "set" } else { "NOT SET" },
+                s["env"].as_str().unwrap_or("")
+            );
+        }
+        println!("  sandbox: no files, no environment, no sockets; memory 64 MiB, 10 s per call");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nurture plugins build`.
+pub fn plugins_build(dir: &Path) -> Result<ExitCode> {
+    use nurture::plugin::build;
+    let project = match super::load_valid(dir) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    build::ensure_target()?;
+    let target = build::target_dir(dir);
+    let with_source: Vec<_> = project
+        .plugins
+        .iter()
+        .filter_map(|(n, m)| {
+            let d = project.plugin_dirs.get(n)?;
+            d.join("Cargo.toml").exists().then_some((m, d))
+        })
+        .collect();
+    let bar = indicatif::ProgressBar::new(with_source.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .expect("progress template"),
+    );
+    let mut failed = 0;
+    for (m, d) in with_source {
+        bar.set_message(format!("building {}", m.name));
+        let started = std::time::Instant::now();
+        match build::build(m, d, &target) {
+            Ok(path) => bar.suspend(|| {
+                println!(
+                    "built {} -> {} ({:.1} s)",
+                    m.name,
+                    path.display(),
+                    started.elapsed().as_secs_f64()
+                )
+            }),
+            Err(e) => {
+                failed += 1;
+                bar.suspend(|| eprintln!("error: {e}"));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `nurture plugin new NAME`.
+pub fn plugin_new(name: &str, dir: Option<PathBuf>, sdk_path: Option<PathBuf>) -> Result<ExitCode> {
+    let valid = !name.is_empty()
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        bail!("plugin name `{name}`: use lowercase letters, digits and dashes, starting with a letter (e.g. `crm-sync`)");
+    }
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+        bail!("{} exists and is not empty", dir.display());
+    }
+    let sdk = match sdk_path {
+        Some(p) => {
+            std::fs::canonicalize(&p).with_context(|| format!("no SDK at {}", p.display()))?
+        }
+        None => {
+            let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+            std::fs::canonicalize(&here).context(
+                "this nurture was not built from a checkout; pass --sdk-path to the nurture-plugin-sdk crate",
+            )?
+        }
+    };
+    let ident: String = name
+        .split('-')
+        .map(|p| {
+            let mut c = p.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    let fill = |t: &str| {
+        t.replace("{{name}}", name)
+            .replace("{{Ident}}", &ident)
+            .replace("{{crate}}", &format!("nurture-plugin-{name}"))
+            .replace("{{sdk}}", &sdk.display().to_string())
+    };
+    std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        fill(include_str!("scaffold/Cargo.toml.in")),
+    )?;
+    std::fs::write(
+        dir.join("plugin.toml"),
+        fill(include_str!("scaffold/plugin.toml.in")),
+    )?;
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        fill(include_str!("scaffold/lib.rs.in")),
+    )?;
+    std::fs::write(dir.join(".gitignore"), "/target\n*.wasm\n")?;
+    println!("created plugin `{name}` in {}", dir.display());
+    println!("next:");
+    println!(
+        "  cd {} && cargo test                      # run its step natively",
+        dir.display()
+    );
+    println!(
+        "  nurture plugins build PROJECT            # once it sits in the project's plugin folder"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nurture email preview`.
+pub async fn email_preview(
+    dir: &Path,
+    store_flag: Option<String>,
+    template: &str,
+    contact: &str,
+    out: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let (project, store) = open(dir, store_flag).await?;
+    if !project.templates.contains_key(template) {
+        let names: Vec<&String> = project
+            .templates
+            .keys()
+            .filter(|n| !n.starts_with('_'))
+            .collect();
+        bail!(
+            "no template `{template}` in {}/templates (there are: {names:?})",
+            dir.display()
+        );
+    }
+    let found = match store.contact(contact).await? {
+        Some(c) => Some(c),
+        None => store.contact_by_email(contact).await?,
+    };
+    let Some(c) = found else {
+        bail!("no contact `{contact}` in the store (import one with `nurture contacts import`)");
+    };
+    let view = nurture::engine::eval::contact_view(&c, &project.scoring);
+    let signer = nurture::email::Signer::for_project(dir)?;
+    let listen = project
+        .settings
+        .api
+        .as_ref()
+        .and_then(|a| a.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:8025".into());
+    let channel = nurture::email::EmailChannel::for_project(
+        &project,
+        store,
+        signer,
+        &format!("http://{listen}"),
+    )?;
+    let (message, rendered) = channel
+        .preview(template, &c.id, &view)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    match out {
+        Some(path) if path.extension().is_some_and(|e| e == "html") => {
+            std::fs::write(&path, rendered.html.unwrap_or_default())?;
+            eprintln!("wrote {}", path.display());
+        }
+        Some(path) => {
+            std::fs::write(&path, message.formatted())?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => {
+            for h in ["From", "To", "Subject", "Message-ID", "List-Unsubscribe"] {
+                if let Some(v) = message.headers().get_raw(h) {
+                    println!("{h}: {v}");
+                }
+            }
+            if let Some(p) = &rendered.preheader {
+                println!("Preheader: {p}");
+            }
+            println!();
+            print!("{}", rendered.text);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nurture outbox retry`.
+pub async fn outbox_retry(dir: &Path, store_flag: Option<String>, key: &str) -> Result<ExitCode> {
+    let (_, store) = open(dir, store_flag).await?;
+    if store.requeue_outbox(key, Utc::now()).await? {
+        println!("requeued {key}: the scheduler sends it at its next pass");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let state = store.outbox_state(key).await?;
+        eprintln!(
+            "{key} is {}: only ambiguous or failed entries can be requeued",
+            state.as_deref().unwrap_or("unknown")
+        );
+        Ok(ExitCode::FAILURE)
     }
 }

@@ -4,9 +4,10 @@
 //! state change commit together, so a delivered entry is never picked again. Webhooks are
 //! real HTTP calls carrying an `Idempotency-Key` header (a crash between the HTTP response
 //! and the commit repeats the call with the same key, which receivers use to de-duplicate),
-//! retried with exponential backoff on network errors, 429 and 5xx. Email, notifications
-//! and plugin calls are recorded by the recording channel until the email channel and the
-//! plugin host are plugged in.
+//! retried with exponential backoff on network errors, 429 and 5xx. Plugin steps run in
+//! the wasm [`PluginHost`]; their outcomes map onto the same retry policy (a plugin's
+//! `retry-after` is honoured as a minimum). Email and notifications go to the email
+//! channel.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{json, Value};
 
+use crate::plugin::{CallOutcome, PluginHost, StepCall};
 use crate::store::{OutboxEntry, OutboxOutcome, Store, StoreError, Ts};
 
 /// Attempts before an entry is marked failed.
@@ -22,6 +24,8 @@ pub const MAX_ATTEMPTS: i64 = 8;
 pub struct Deliverer {
     store: Arc<dyn Store>,
     http: reqwest::Client,
+    plugins: Option<Arc<PluginHost>>,
+    email: Option<Arc<crate::email::EmailChannel>>,
 }
 
 /// Backoff before attempt `n + 1`: 30 s, 1 min, 2 min... capped at 1 h.
@@ -38,7 +42,25 @@ impl Deliverer {
             .user_agent(concat!("nurture/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("HTTP client");
-        Deliverer { store, http }
+        Deliverer {
+            store,
+            http,
+            plugins: None,
+            email: None,
+        }
+    }
+
+    /// Sends `email` and `notify` entries through this channel (without one they are
+    /// recorded in `deliveries` as they are, as `nurture simulate` does).
+    pub fn with_email(mut self, channel: Arc<crate::email::EmailChannel>) -> Self {
+        self.email = Some(channel);
+        self
+    }
+
+    /// Runs `plugin` entries in this host (without one they wait and retry).
+    pub fn with_plugins(mut self, host: Arc<PluginHost>) -> Self {
+        self.plugins = Some(host);
+        self
     }
 
     /// Delivers what is due at `now`; returns how many entries were attempted.
@@ -65,6 +87,12 @@ impl Deliverer {
                 OutboxOutcome::Failed { reason } => {
                     tracing::error!(key = %entry.key, %reason, "delivery failed for good")
                 }
+                OutboxOutcome::Defer { reason, until } => {
+                    tracing::info!(key = %entry.key, %reason, until = %until, "delivery deferred")
+                }
+                OutboxOutcome::Ambiguous { reason } => {
+                    tracing::error!(key = %entry.key, %reason, "delivery ambiguous: needs an operator")
+                }
             }
         }
         Ok(n)
@@ -73,7 +101,10 @@ impl Deliverer {
     async fn attempt(&self, entry: &OutboxEntry) -> OutboxOutcome {
         match entry.kind.as_str() {
             "webhook" => self.webhook(entry).await,
-            // Recorded as they are until the email channel and plugin host are plugged in.
+            "plugin" => self.plugin(entry).await,
+            "email" | "notify" if self.email.is_some() => {
+                self.email.as_ref().expect("checked").deliver(entry).await
+            }
             _ => OutboxOutcome::Delivered {
                 record: json!({"channel": "record", "payload": entry.payload}),
             },
@@ -105,18 +136,7 @@ impl Deliverer {
         }
         let body = p.get("body").cloned().unwrap_or(Value::Null);
         let result = req.body(body.to_string()).send().await;
-        let retry = |reason: String| {
-            if entry.attempts + 1 >= MAX_ATTEMPTS {
-                OutboxOutcome::Failed {
-                    reason: format!("{reason} (gave up after {MAX_ATTEMPTS} attempts)"),
-                }
-            } else {
-                OutboxOutcome::Retry {
-                    reason,
-                    retry_at: Utc::now() + backoff(entry.attempts),
-                }
-            }
-        };
+        let retry = |reason: String| retry_or_give_up(entry, reason, chrono::Duration::zero());
         match result {
             Ok(resp) if resp.status().is_success() => OutboxOutcome::Delivered {
                 record: json!({"channel": "http", "url": url, "status": resp.status().as_u16()}),
@@ -128,6 +148,62 @@ impl Deliverer {
                 reason: format!("HTTP {} from {url}", resp.status()),
             },
             Err(e) => retry(format!("request to {url} failed: {e}")),
+        }
+    }
+}
+
+/// A retry after the backoff (or `at_least`, whichever is later), or a permanent failure
+/// once [`MAX_ATTEMPTS`] are used up.
+pub(crate) fn retry_or_give_up(
+    entry: &OutboxEntry,
+    reason: String,
+    at_least: chrono::Duration,
+) -> OutboxOutcome {
+    if entry.attempts + 1 >= MAX_ATTEMPTS {
+        OutboxOutcome::Failed {
+            reason: format!("{reason} (gave up after {MAX_ATTEMPTS} attempts)"),
+        }
+    } else {
+        OutboxOutcome::Retry {
+            reason,
+            retry_at: Utc::now() + backoff(entry.attempts).max(at_least),
+        }
+    }
+}
+
+impl Deliverer {
+    async fn plugin(&self, entry: &OutboxEntry) -> OutboxOutcome {
+        let p = &entry.payload;
+        let full = p["plugin"].as_str().unwrap_or_default();
+        let (plugin, step) = full.split_once('/').unwrap_or((full, ""));
+        let Some(host) = &self.plugins else {
+            return retry_or_give_up(
+                entry,
+                "no plugin host in this process".into(),
+                chrono::Duration::zero(),
+            );
+        };
+        let outcome = host
+            .call(StepCall {
+                plugin,
+                step,
+                config: &p["with"],
+                contact: &p["contact"],
+                event: p.get("event").filter(|e| !e.is_null()),
+                idempotency_key: &entry.key,
+                attempt: u32::try_from(entry.attempts + 1).unwrap_or(u32::MAX),
+            })
+            .await;
+        match outcome {
+            CallOutcome::Ok { output } => OutboxOutcome::Delivered {
+                record: json!({"channel": "plugin", "plugin": full, "output": output}),
+            },
+            CallOutcome::Retry { after, reason } => retry_or_give_up(
+                entry,
+                reason,
+                chrono::Duration::from_std(after).unwrap_or(chrono::Duration::zero()),
+            ),
+            CallOutcome::Failed { reason } => OutboxOutcome::Failed { reason },
         }
     }
 }

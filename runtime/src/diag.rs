@@ -60,6 +60,8 @@ pub enum Code {
     BadPluginConfig,
     /// N0036: a sales team that `nurture.toml` does not define.
     UnknownTeam,
+    /// N0037: an email template that does not compile or uses an unknown variable.
+    BadTemplate,
 }
 
 impl Code {
@@ -88,6 +90,7 @@ impl Code {
             Code::BadId => "N0034",
             Code::BadPluginConfig => "N0035",
             Code::UnknownTeam => "N0036",
+            Code::BadTemplate => "N0037",
         }
     }
 }

@@ -29,11 +29,13 @@
 pub mod bench;
 pub mod deliver;
 pub mod diag;
+pub mod email;
 pub mod engine;
 pub mod expr;
 pub mod input;
 pub mod model;
 pub mod plan;
+pub mod plugin;
 pub mod project;
 pub mod server;
 pub mod simulate;

@@ -164,12 +164,115 @@ enum Command {
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Plugin folder (built) whose per-call overhead to measure; `none` to skip.
+        /// Its `send` step is called with an empty phone number, so it returns before any
+        /// network: the figure is the host's own cost.
+        #[arg(long, default_value = "plugins/sms")]
+        plugin: String,
+        /// Plugin calls to time.
+        #[arg(long, default_value_t = 5_000)]
+        plugin_calls: usize,
+        /// (c) Events per second for the latency run (0 to skip).
+        #[arg(long, default_value_t = 1_000)]
+        latency_rate: u32,
+        /// (c) Seconds of the latency run.
+        #[arg(long, default_value_t = 10)]
+        latency_seconds: u32,
+        /// (d) Pending waits under a worker process (0 to skip).
+        #[arg(long, default_value_t = 1_000_000)]
+        pending_waits: usize,
+        /// (e) Worker counts to compare (with --postgres).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        workers: Vec<usize>,
+        /// (e) Contacts per worker-count round.
+        #[arg(long, default_value_t = 20_000)]
+        worker_contacts: usize,
     },
+    /// Email: preview a template as a contact would receive it.
+    #[command(subcommand)]
+    Email(EmailCommand),
+    /// The outbox: requeue an entry an operator has checked (`ambiguous` or `failed`).
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+    /// The plugins of a project: list them with their permissions, build them from source.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Plugin development: scaffold a new plugin crate.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Print the JSON Schema of workflow files (for editor autocompletion).
     ///
     /// Put `# yaml-language-server: $schema=../schema/workflow.schema.json` at the top of a
     /// workflow file, or point your editor at the output of this command.
     Schema,
+}
+
+#[derive(Subcommand)]
+enum EmailCommand {
+    /// Render TEMPLATE for a contact of the store: headers and text to stdout, or the
+    /// whole message to an .eml file, or the HTML part to an .html file.
+    Preview {
+        /// Template name (a file of templates/ without extension).
+        template: String,
+        /// Contact id or email address.
+        #[arg(long)]
+        contact: String,
+        #[arg(long, default_value = "workflows")]
+        dir: PathBuf,
+        #[arg(long)]
+        store: Option<String>,
+        /// Write to this file: `.eml` for the message, `.html` for the HTML part.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Put an `ambiguous` or `failed` entry back in the queue, e.g. after checking the
+    /// mail server's log for its Message-ID.
+    Retry {
+        key: String,
+        #[arg(long, default_value = "workflows")]
+        dir: PathBuf,
+        #[arg(long)]
+        store: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// List the project's plugins: version, interface, steps, the hosts each may call and
+    /// the secrets each reads (and whether they are set). Loads every component, so a
+    /// broken or stale build shows here.
+    List {
+        #[arg(default_value = "workflows")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Build every plugin that has sources (a Cargo.toml) to wasm32-wasip2 and put its
+    /// component beside its plugin.toml. Adds the Rust target with rustup if missing.
+    Build {
+        #[arg(default_value = "workflows")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a plugin crate: plugin.toml, a step that calls an HTTP API, and unit tests
+    /// that run it natively against a scripted host. Then: `cd NAME && cargo test`.
+    New {
+        /// Plugin name (lowercase letters, digits and dashes).
+        name: String,
+        /// Folder to create it in (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Path of the nurture-plugin-sdk crate (default: this checkout's `sdk/`).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -362,15 +465,86 @@ fn run(cli: Cli) -> Result<ExitCode> {
             postgres,
             http_events,
             json,
+            plugin,
+            plugin_calls,
+            latency_rate,
+            latency_seconds,
+            pending_waits,
+            workers,
+            worker_contacts,
         } => {
-            let report =
-                runtime()?.block_on(nurture::bench::run(contacts, postgres, http_events, true))?;
+            let rt = runtime()?;
+            let mut report = rt.block_on(nurture::bench::run(
+                contacts,
+                postgres.clone(),
+                http_events,
+                true,
+            ))?;
+            let exe = std::env::current_exe()?;
+            if latency_rate > 0 {
+                eprintln!("measuring event -> effect latency at {latency_rate} events/s ...");
+                report.latency = Some(rt.block_on(nurture::bench::latency(
+                    postgres.as_deref(),
+                    latency_rate,
+                    latency_seconds,
+                ))?);
+            }
+            if pending_waits > 0 {
+                eprintln!("seeding {pending_waits} pending waits and measuring a worker ...");
+                report.pending =
+                    Some(rt.block_on(nurture::bench::pending_waits(pending_waits, &exe))?);
+            }
+            if let Some(url) = &postgres {
+                eprintln!("comparing {workers:?} workers ...");
+                report.workers = rt.block_on(nurture::bench::worker_speedup(
+                    url,
+                    worker_contacts,
+                    &workers,
+                    &exe,
+                ))?;
+            }
+            if plugin != "none" {
+                let dir = PathBuf::from(&plugin);
+                let with = serde_json::json!({"to": "", "body": "bench"});
+                match rt.block_on(nurture::bench::plugin_calls(
+                    &dir,
+                    "send",
+                    with,
+                    plugin_calls,
+                )) {
+                    Ok(p) => report.plugin = Some(p),
+                    Err(e) => eprintln!(
+                        "plugin benchmark skipped: {e} (build it with `nurture plugins build`)"
+                    ),
+                }
+            }
             print!("{}", nurture::bench::table(&report));
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Email(EmailCommand::Preview {
+            template,
+            contact,
+            dir,
+            store,
+            out,
+        }) => runtime()?.block_on(commands::email_preview(
+            &dir, store, &template, &contact, out,
+        )),
+        Command::Outbox(OutboxCommand::Retry { key, dir, store }) => {
+            runtime()?.block_on(commands::outbox_retry(&dir, store, &key))
+        }
+        Command::Plugins(PluginsCommand::List { dir, format }) => {
+            commands::plugins_list(&dir, format == OutputFormat::Json)
+        }
+        Command::Plugins(PluginsCommand::Build { dir }) => commands::plugins_build(&dir),
+        Command::Plugin(PluginCommand::New {
+            name,
+            dir,
+            sdk_path,
+        }) => commands::plugin_new(&name, dir, sdk_path),
         Command::Schema => {
             print!("{}", nurture::workflow_schema());
             Ok(ExitCode::SUCCESS)

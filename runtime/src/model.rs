@@ -676,6 +676,71 @@ pub struct Settings {
     /// Sales teams for `assign_owner`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub teams: BTreeMap<String, Team>,
+    /// The email channel: links, tracking, rate limit, frequency cap, DKIM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSettings>,
+    /// Operator settings per plugin: `[plugins.sms]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugins: BTreeMap<String, PluginSettings>,
+}
+
+/// `[email]` in nurture.toml.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// Public base URL of the HTTP API, for tracking and unsubscribe links (default:
+    /// `http://` + the API's listen address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Open pixel and click redirects (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<bool>,
+    /// Messages per second per sender address (default unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_sec: Option<f64>,
+    /// Frequency cap: at most `max` marketing emails per contact per `per` (deferred,
+    /// never dropped, beyond it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<FrequencyCap>,
+    /// Folder (relative to the project) for the file transport (default `outbox`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<Dkim>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyCap {
+    pub max: u32,
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Dkim {
+    pub selector: String,
+    pub domain: String,
+    /// Private key file (relative to the project): RSA PKCS#1 PEM, or an Ed25519 key as
+    /// base64 with `algorithm = "ed25519"`.
+    pub key_file: String,
+    /// `rsa` (default) or `ed25519`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+}
+
+/// Operator settings of one plugin. Secret values never live in files: each secret is
+/// read from an environment variable, `NURTURE_SECRET_<PLUGIN>_<NAME>` unless
+/// `secrets_env` names another.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSettings {
+    /// Secret name -> environment variable holding its value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets_env: BTreeMap<String, String>,
+    /// Allowed host -> base URL to send its requests to instead (staging, local fakes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

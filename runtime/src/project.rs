@@ -33,6 +33,8 @@ pub struct Project {
     pub segments: Vec<Segment>,
     pub templates: BTreeMap<String, Template>,
     pub plugins: BTreeMap<String, PluginManifest>,
+    /// The folder of each plugin (where its `plugin.toml` and component are).
+    pub plugin_dirs: BTreeMap<String, PathBuf>,
     pub plans: Vec<Plan>,
 }
 
@@ -827,7 +829,7 @@ fn load_plugins(
     root: &Path,
     settings: &Settings,
     loaded: &mut Loaded,
-) -> BTreeMap<String, PluginManifest> {
+) -> BTreeMap<String, (PluginManifest, PathBuf)> {
     let mut out = BTreeMap::new();
     let dirs: Vec<PathBuf> = if settings.plugin_dirs.is_empty() {
         vec![root.join("plugins")]
@@ -850,7 +852,8 @@ fn load_plugins(
             };
             match toml::from_str::<PluginManifest>(&text) {
                 Ok(m) => {
-                    out.entry(m.name.clone()).or_insert(m);
+                    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                    out.entry(m.name.clone()).or_insert((m, dir));
                 }
                 Err(e) => {
                     let span = e
@@ -869,6 +872,51 @@ fn load_plugins(
         }
     }
     out
+}
+
+/// Compiles every template as the email channel will, and reports syntax errors and
+/// unknown variables at their line in the file.
+fn check_templates(dir: &Path, templates: &BTreeMap<String, Template>, loaded: &mut Loaded) {
+    let (_, problems) = crate::email::Renderer::new(templates);
+    for p in problems {
+        let (name, part) = p.source.rsplit_once('.').unwrap_or((&p.source, "html"));
+        let file_ext = match part {
+            "txt" => "txt",
+            "html" => "html",
+            // Front matter: in whichever file has it.
+            _ if dir.join(format!("{name}.html")).exists() => "html",
+            _ => "txt",
+        };
+        let path = dir.join(format!("{name}.{file_ext}"));
+        let text = loaded.sources.get(&path).cloned().unwrap_or_default();
+        let line = if part == "subject" || part == "preheader" {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(&format!("{part}:")))
+                .map_or(1, |i| i + 1)
+        } else {
+            let (_, body) = split_front_matter(&text);
+            let offset = text[..text.len() - body.len()].lines().count();
+            offset + p.line.unwrap_or(1)
+        };
+        let col = text
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| p.message.split('`').nth(1).and_then(|var| l.find(var)))
+            .map_or(1, |c| c + 1);
+        loaded.diagnostics.push(
+            Diagnostic::error(
+                Code::BadTemplate,
+                &path,
+                Span {
+                    line,
+                    col,
+                    len: p.message.split('`').nth(1).map_or(1, str::len),
+                },
+                format!("template `{name}` ({part}): {}", p.message),
+            )
+            .with_hint("templates use minijinja (Jinja2 syntax); see docs/marketers.md, \"Email templates\""),
+        );
+    }
 }
 
 /// Reads an optional YAML file of the project; `None` when absent or unparsable.
@@ -960,7 +1008,14 @@ pub fn load(root: &Path) -> Loaded {
     let (scoring, scoring_node) = load_scoring(root, &mut loaded);
     let (segments, segments_node) = load_segments(root, &mut loaded);
     let templates = parse_templates(&root.join("templates"), &mut loaded);
-    let plugins = load_plugins(root, &settings, &mut loaded);
+    check_templates(&root.join("templates"), &templates, &mut loaded);
+    let found = load_plugins(root, &settings, &mut loaded);
+    let plugin_dirs: BTreeMap<String, PathBuf> = found
+        .iter()
+        .map(|(n, (_, d))| (n.clone(), d.clone()))
+        .collect();
+    let plugins: BTreeMap<String, PluginManifest> =
+        found.into_iter().map(|(n, (m, _))| (n, m)).collect();
 
     let mut files = Vec::new();
     let wf_dir = root.join("workflows");
@@ -1045,6 +1100,7 @@ pub fn load(root: &Path) -> Loaded {
             segments,
             templates,
             plugins,
+            plugin_dirs,
             plans,
         });
     }

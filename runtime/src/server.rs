@@ -5,7 +5,12 @@
 //! | `POST /v1/events` | one event or a list; answers which were accepted and why others were rejected |
 //! | `POST /v1/contacts` | one contact or a list (created or updated) |
 //! | `GET /v1/runs/{id}` | a run and its journal |
+//! | `POST /v1/bounces` | bounce and complaint notifications from the mail provider |
 //! | `GET /healthz` | liveness and store reachability (no API key needed) |
+//! | `GET /t/o/{token}` | open pixel: an `email.opened` event, answers a 1x1 GIF |
+//! | `GET /t/c/{token}` | click: an `email.clicked` event, redirects to the signed URL |
+//! | `GET /u/{token}` | the unsubscribe page: changes nothing, shows a button |
+//! | `POST /u/{token}` | RFC 8058 one-click unsubscribe: no cookie, no redirect, idempotent |
 //!
 //! Every `/v1` route needs the API key, as `Authorization: Bearer KEY` or `X-Api-Key: KEY`.
 //! When the store cannot be reached the API answers 503 with `Retry-After`, and nothing is
@@ -33,6 +38,8 @@ pub struct AppState {
     pub api_key: Arc<String>,
     /// Wakes the scheduler when new work arrives.
     pub wake: Arc<Notify>,
+    /// Verifies tracking and unsubscribe tokens.
+    pub signer: Arc<crate::email::Signer>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -41,6 +48,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/contacts", post(post_contacts))
         .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/bounces", post(post_bounces))
+        .route("/t/o/{token}", get(track_open))
+        .route("/t/c/{token}", get(track_click))
+        .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
         .with_state(state)
 }
 
@@ -214,11 +225,11 @@ async fn get_run(
 /// sleeps until the next due instant (or until woken, at most `poll`).
 pub async fn scheduler(
     engine: Arc<Engine>,
+    deliverer: Deliverer,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
     poll: Duration,
 ) {
-    let deliverer = Deliverer::new(engine.store.clone());
     let mut failures: u32 = 0;
     loop {
         if *shutdown.borrow() {
@@ -271,4 +282,242 @@ pub async fn scheduler(
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// Stores one event produced by the API itself (tracking, unsubscribe, bounces).
+async fn record(
+    s: &AppState,
+    kind: &str,
+    contact: Option<String>,
+    email: Option<String>,
+    id: String,
+    data: Value,
+) -> Result<(), EngineError> {
+    let event = input::IncomingEvent {
+        index: 0,
+        id: Some(id),
+        kind: kind.to_string(),
+        contact,
+        email,
+        at: None,
+        data,
+    };
+    s.engine.ingest(&[event], Utc::now()).await?;
+    s.wake.notify_one();
+    Ok(())
+}
+
+fn claims_data(c: &Value) -> Value {
+    json!({"key": c["k"], "workflow": c["w"], "step": c["s"]})
+}
+
+const PIXEL_GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// A tracking hit: its event, with the bot flag when it looks automated. Each distinct
+/// hit is its own event (the id includes the time), and `wait_for` ignores flagged ones.
+async fn track(
+    s: &AppState,
+    headers: &HeaderMap,
+    claims: &Value,
+    kind: &str,
+) -> Result<(), EngineError> {
+    let ua = headers.get("user-agent").and_then(|v| v.to_str().ok());
+    let since = claims["t"].as_i64().map(|t| Utc::now().timestamp() - t);
+    let mut data = claims_data(claims);
+    if kind == "email.clicked" {
+        data["url"] = claims["u"].clone();
+    }
+    if let Some(reason) = crate::email::track::bot_reason(ua, since, kind == "email.clicked") {
+        data["bot"] = Value::Bool(true);
+        data["bot_reason"] = Value::from(reason);
+    }
+    let id = format!(
+        "{kind}:{}:{}",
+        claims["k"].as_str().unwrap_or(""),
+        Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    );
+    record(
+        s,
+        kind,
+        claims["c"].as_str().map(str::to_string),
+        None,
+        id,
+        data,
+    )
+    .await
+}
+
+async fn track_open(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    if let Some(claims) = s.signer.verify(&token) {
+        if let Err(e) = track(&s, &headers, &claims, "email.opened").await {
+            tracing::warn!(error = %e, "open not recorded");
+        }
+    }
+    // Always the pixel: a bad token must not break the email's rendering.
+    (
+        [
+            ("content-type", "image/gif"),
+            ("cache-control", "no-store, max-age=0"),
+        ],
+        PIXEL_GIF,
+    )
+        .into_response()
+}
+
+async fn track_click(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let Some(claims) = s.signer.verify(&token) else {
+        return error(StatusCode::NOT_FOUND, "unknown link");
+    };
+    let Some(url) = claims["u"].as_str().map(str::to_string) else {
+        return error(StatusCode::NOT_FOUND, "unknown link");
+    };
+    if let Err(e) = track(&s, &headers, &claims, "email.clicked").await {
+        tracing::warn!(error = %e, "click not recorded");
+    }
+    (
+        StatusCode::FOUND,
+        [("location", url.as_str()), ("cache-control", "no-store")],
+    )
+        .into_response()
+}
+
+fn page(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store")],
+        format!("<!doctype html><html><head><meta name=\"robots\" content=\"noindex\"><title>Unsubscribe</title></head><body style=\"font-family:sans-serif;max-width:480px;margin:3em auto\">{body}</body></html>"),
+    )
+        .into_response()
+}
+
+/// GET changes nothing (link scanners prefetch it): it shows a button that POSTs.
+async fn unsubscribe_page(State(s): State<AppState>, Path(token): Path<String>) -> Response {
+    match s.signer.verify(&token) {
+        Some(c) => page(
+            StatusCode::OK,
+            format!(
+                "<p>Stop receiving marketing email at <b>{}</b>?</p><form method=\"post\"><button type=\"submit\">Unsubscribe</button></form>",
+                c["a"].as_str().unwrap_or("").replace('<', "&lt;")
+            ),
+        ),
+        None => page(StatusCode::NOT_FOUND, "<p>This unsubscribe link is not valid.</p>".into()),
+    }
+}
+
+/// RFC 8058 one-click: the token is the only credential (no cookie), the answer is the
+/// result itself (no redirect), and repeating it changes nothing more.
+async fn unsubscribe(State(s): State<AppState>, Path(token): Path<String>) -> Response {
+    let Some(c) = s.signer.verify(&token) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "<p>This unsubscribe link is not valid.</p>".into(),
+        );
+    };
+    let address = c["a"].as_str().unwrap_or("").to_string();
+    match s
+        .engine
+        .store
+        .suppress(&address, "unsubscribed", Utc::now())
+        .await
+    {
+        Ok(_) => {}
+        Err(e) => return unavailable(&e.into()),
+    }
+    // One event per address: a repeated POST is a duplicate, not a second unsubscribe.
+    let id = format!("email.unsubscribed:{address}");
+    if let Err(e) = record(
+        &s,
+        "email.unsubscribed",
+        c["c"].as_str().map(str::to_string),
+        None,
+        id,
+        claims_data(&c),
+    )
+    .await
+    {
+        return unavailable(&e);
+    }
+    page(
+        StatusCode::OK,
+        format!(
+            "<p><b>{}</b> is unsubscribed. You will not receive marketing email from us again.</p>",
+            address.replace('<', "&lt;")
+        ),
+    )
+}
+
+/// Bounce and complaint notifications (a provider's webhook, or your MTA's bounce
+/// processor): `{"email", "type": "bounce"|"complaint", "permanent": bool, "reason"}`.
+/// Permanent bounces and complaints suppress the address; temporary bounces are only
+/// recorded.
+async fn post_bounces(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let items = match request_items(&s, &headers, &body, "bounce") {
+        Ok(items) => items,
+        Err(r) => return r,
+    };
+    let mut results = Vec::new();
+    for (i, b) in items.iter().enumerate() {
+        let Some(email) = b["email"].as_str().filter(|e| input::valid_email(e)) else {
+            results.push(json!({"index": i, "status": "rejected", "reason": "`email` must be an email address"}));
+            continue;
+        };
+        let kind = b["type"].as_str().unwrap_or("bounce");
+        if kind != "bounce" && kind != "complaint" {
+            results.push(json!({"index": i, "status": "rejected", "reason": "`type` must be bounce or complaint"}));
+            continue;
+        }
+        let permanent = kind == "complaint" || b["permanent"].as_bool().unwrap_or(false);
+        let reason = b["reason"].as_str().unwrap_or(kind).to_string();
+        if permanent {
+            if let Err(e) = s
+                .engine
+                .store
+                .suppress(email, &format!("{kind}: {reason}"), Utc::now())
+                .await
+            {
+                return unavailable(&e.into());
+            }
+        }
+        let event = if kind == "complaint" {
+            "email.complained"
+        } else {
+            "email.bounced"
+        };
+        let id = b["id"].as_str().map(str::to_string).unwrap_or_else(|| {
+            format!(
+                "{event}:{email}:{}",
+                Utc::now().timestamp_nanos_opt().unwrap_or(0)
+            )
+        });
+        if let Err(e) = record(
+            &s,
+            event,
+            None,
+            Some(email.to_string()),
+            id,
+            json!({"permanent": permanent, "reason": reason}),
+        )
+        .await
+        {
+            return unavailable(&e);
+        }
+        results.push(json!({"index": i, "status": "accepted", "suppressed": permanent}));
+    }
+    Json(json!({"results": results})).into_response()
 }

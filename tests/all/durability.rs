@@ -67,6 +67,11 @@ fn free_port() -> u16 {
 
 fn write_project(dir: &Path, hook_port: u16) {
     std::fs::create_dir_all(dir.join("workflows")).unwrap();
+    std::fs::write(
+        dir.join("nurture.toml"),
+        "[sender]\nfrom = \"Crash Test <crash@example.test>\"\n",
+    )
+    .unwrap();
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     for t in ["hello", "bye"] {
         std::fs::write(
@@ -266,6 +271,47 @@ fn assert_every_step_once_and_every_delivery_once(
     });
 }
 
+/// A `nurture worker` on `url` with a 2 s lease.
+fn spawn_worker(dir: &Path, url: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args([
+            "worker",
+            dir.to_str().unwrap(),
+            "--store",
+            url,
+            "--poll-ms",
+            "100",
+        ])
+        .env("NURTURE_LEASE_SECS", "2")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `nurture events send events.jsonl` into the store at `url`.
+fn send_signups(dir: &Path, url: &str) {
+    let send = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args([
+            "events",
+            "send",
+            "events.jsonl",
+            "--dir",
+            ".",
+            "--store",
+            url,
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        send.status.success(),
+        "{}",
+        String::from_utf8_lossy(&send.stderr)
+    );
+}
+
 /// Three workers share one Postgres store; one is SIGKILLed and restarted, another is
 /// SIGSTOPped for longer than its lease and then resumed (a stale worker), a third is
 /// stopped with SIGTERM mid-run and must exit 0. Every step still runs exactly once and
@@ -281,42 +327,9 @@ fn three_workers_one_killed_one_stopped_past_its_lease() {
     write_project(dir, hook_port);
     let n = 200;
     write_signups(dir, n);
-    let worker = || {
-        Command::new(env!("CARGO_BIN_EXE_nurture"))
-            .args([
-                "worker",
-                dir.to_str().unwrap(),
-                "--store",
-                &url,
-                "--poll-ms",
-                "100",
-            ])
-            .env("NURTURE_LEASE_SECS", "2")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let worker = || spawn_worker(dir, &url);
     let mut workers: Vec<Child> = (0..3).map(|_| worker()).collect();
-    let send = Command::new(env!("CARGO_BIN_EXE_nurture"))
-        .args([
-            "events",
-            "send",
-            "events.jsonl",
-            "--dir",
-            ".",
-            "--store",
-            &url,
-        ])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        send.status.success(),
-        "{}",
-        String::from_utf8_lossy(&send.stderr)
-    );
+    send_signups(dir, &url);
     std::thread::sleep(Duration::from_millis(400));
     let stopped = workers[0].id().to_string();
     Command::new("kill")
@@ -523,8 +536,35 @@ fn run_then_events_send_then_runs_show() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // With default settings the email is a real .eml file in the project's outbox folder.
+    let mut eml = String::new();
+    for _ in 0..100 {
+        if let Ok(rd) = std::fs::read_dir(dir.join("outbox")) {
+            if let Some(f) = rd
+                .filter_map(|e| e.ok())
+                .find(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            {
+                eml = std::fs::read_to_string(f.path()).unwrap();
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
+    assert!(eml.contains("To: maria@example.com\r\n"), "{eml}");
+    assert!(
+        eml.contains("Subject: Your e-book: The B2B Nurture Playbook\r\n"),
+        "{eml}"
+    );
+    assert!(
+        eml.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+        "{eml}"
+    );
+    assert!(
+        eml.contains("Content-Type: text/html; charset=utf-8"),
+        "{eml}"
+    );
     assert!(shown.contains("workflow  ebook-nurture"), "{shown}");
     assert!(shown.contains("step deliver (send_email)"), "{shown}");
     assert!(
@@ -637,4 +677,152 @@ fn ingestion_answers_503_while_the_database_is_down_and_stores_nothing_it_did_no
     });
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// A Postgres cluster of this test's own (initdb in a temp folder), so that restarting
+/// it does not disturb the other tests. Needs `NURTURE_TEST_PGBIN` (set by scripts/test).
+struct OwnCluster {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl OwnCluster {
+    fn start() -> Option<OwnCluster> {
+        let Ok(bin) = std::env::var("NURTURE_TEST_PGBIN") else {
+            assert!(
+                std::env::var("NURTURE_REQUIRE_POSTGRES").is_err(),
+                "NURTURE_TEST_PGBIN is unset: run the suite with ./scripts/test"
+            );
+            eprintln!("skipped: NURTURE_TEST_PGBIN is unset");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = unsafe_is_root();
+        if as_postgres {
+            Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path())
+                .status()
+                .unwrap();
+        }
+        let c = OwnCluster {
+            bin: bin.into(),
+            dir,
+            port: free_port(),
+            as_postgres,
+        };
+        let data = c.dir.path().join("data");
+        assert!(c
+            .cmd("initdb")
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success());
+        c.ctl(&["start"]);
+        Some(c)
+    }
+    fn cmd(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        }
+    }
+    fn ctl(&self, action: &[&str]) {
+        let ok = self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .arg("-w")
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
+                self.port,
+                self.dir.path().display()
+            ))
+            .args(action)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "pg_ctl {action:?}");
+    }
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Postgres is restarted twice while two workers are mid-run (a clean fast shutdown,
+/// then a crash-like immediate one): the workers keep running, reconnect with backoff,
+/// and every step still runs exactly once, every delivery once.
+#[test]
+fn postgres_restarted_under_load_workers_reconnect_and_lose_nothing() {
+    let Some(pg) = OwnCluster::start() else {
+        return;
+    };
+    let url = pg.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (hook_port, received) = webhook_receiver();
+    write_project(dir, hook_port);
+    let n = 200;
+    write_signups(dir, n);
+    // Create the schema first, so the workers start against a ready store.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { nurture::store::open(&url).await.unwrap() });
+    let worker = || spawn_worker(dir, &url);
+    let mut workers: Vec<Child> = (0..2).map(|_| worker()).collect();
+    send_signups(dir, &url);
+    std::thread::sleep(Duration::from_millis(300));
+    pg.ctl(&["-m", "fast", "restart"]);
+    std::thread::sleep(Duration::from_millis(700));
+    pg.ctl(&["-m", "immediate", "restart"]);
+    for w in &mut workers {
+        assert!(
+            w.try_wait().unwrap().is_none(),
+            "a worker exited when the database went away"
+        );
+    }
+    wait_until_done(&url, n);
+    for w in &mut workers {
+        Command::new("kill")
+            .args(["-TERM", &w.id().to_string()])
+            .status()
+            .unwrap();
+        let status = w.wait().unwrap();
+        assert!(status.success(), "SIGTERM exit status: {status:?}");
+    }
+    assert_every_step_once_and_every_delivery_once(&url, n, &received);
 }

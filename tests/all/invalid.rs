@@ -21,14 +21,20 @@ fn cases() -> Vec<PathBuf> {
 /// (code, line, col, file) from `# expect:` lines.
 fn expectations(case: &Path) -> Vec<(String, usize, usize, PathBuf)> {
     let mut out = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(case.join("workflows"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let mut files: Vec<PathBuf> = ["workflows", "templates"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(case.join(d)).ok())
+        .flat_map(|rd| rd.map(|e| e.unwrap().path()))
         .collect();
     files.sort();
     for f in files {
         for line in std::fs::read_to_string(&f).unwrap().lines() {
-            if let Some(rest) = line.strip_prefix("# expect: ") {
+            // `# expect:` in YAML, `{# expect: ... #}` in templates.
+            let line = line.trim_end_matches(" #}");
+            if let Some(rest) = line
+                .strip_prefix("# expect: ")
+                .or_else(|| line.strip_prefix("{# expect: "))
+            {
                 let (code, pos) = rest.split_once(" at ").expect("CODE at L:C");
                 let (l, c) = pos.split_once(':').expect("L:C");
                 out.push((
@@ -55,7 +61,7 @@ fn every_error_code_has_a_fixture() {
     for code in [
         "N0001", "N0002", "N0003", "N0004", "N0005", "N0010", "N0011", "N0012", "N0013", "N0020",
         "N0021", "N0022", "N0023", "N0024", "N0025", "N0026", "N0030", "N0031", "N0032", "N0033",
-        "N0034", "N0035", "N0036",
+        "N0034", "N0035", "N0036", "N0037",
     ] {
         assert!(seen.contains(code), "no invalid fixture expects {code}");
         assert!(

@@ -294,6 +294,9 @@ fn demo_request_sends_the_comparison_only_when_missing() {
             r#"2026-03-02T09:00:00Z lee demo-request/mark-sal set {"fields":{"lifecycle":"sal"}}"#,
             r#"2026-03-02T09:00:00Z lee demo-request/mark-sal tag {"tags":["demo-requested"]}"#,
             r#"2026-03-02T09:00:00Z lee demo-request/mark-sal score {"delta":30,"score":60,"reason":"demo-request/mark-sal"}"#,
+            // The three plugins are recorded, not called, by simulate.
+            r#"2026-03-02T09:00:00Z lee demo-request/mark-sal plugin {"plugin":"ticketing/create-task","with":{"priority":"normal","queue":"sales-engineering","title":"Prepare a demo for Lee (lee@example.com)"}}"#,
+            r#"2026-03-02T09:00:00Z lee demo-request/mark-sal plugin {"plugin":"ads/add-to-audience","with":{"audience":"demo-requested"}}"#,
             r#"2026-03-02T09:00:00Z lee demo-request/book-meeting email {"template":"meeting-setup"}"#,
             r#"2026-03-02T09:00:00Z lee demo-request/wait-booked wait {"until":"2026-03-04T09:00:00Z","for":"meeting.booked"}"#,
             r#"2026-03-02T15:00:00Z lee demo-request/sms-reminder plugin {"plugin":"sms/send","with":{"body":"Hi Lee, see you at the demo tomorrow. Reply STOP to opt out.","to":"+359888123456"}}"#,

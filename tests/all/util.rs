@@ -78,3 +78,149 @@ pub fn fresh_postgres() -> Option<String> {
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
     Some(format!("{base}/{name}"))
 }
+
+/// One request seen by a [`RecordingServer`].
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+type Answer = dyn Fn(&Recorded) -> (u16, String) + Send + Sync;
+
+/// A real local HTTP/1.1 server playing a third-party provider: records every request
+/// and answers what `answer` says (status, JSON body).
+pub struct RecordingServer {
+    pub port: u16,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>,
+}
+
+impl RecordingServer {
+    pub fn start(answer: impl Fn(&Recorded) -> (u16, String) + Send + Sync + 'static) -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>> = Default::default();
+        let answer: std::sync::Arc<Answer> = std::sync::Arc::new(answer);
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (s, answer) = (s.clone(), answer.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    loop {
+                        let mut request_line = String::new();
+                        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut parts = request_line.split_whitespace();
+                        let method = parts.next().unwrap_or("").to_string();
+                        let path = parts.next().unwrap_or("").to_string();
+                        let mut headers = Vec::new();
+                        let mut len = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let line = line.trim_end();
+                            if line.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = line.split_once(':') {
+                                let k = k.trim().to_ascii_lowercase();
+                                if k == "content-length" {
+                                    len = v.trim().parse().unwrap_or(0);
+                                }
+                                headers.push((k, v.trim().to_string()));
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let rec = Recorded {
+                            method,
+                            path,
+                            headers,
+                            body,
+                        };
+                        let (status, text) = answer(&rec);
+                        s.lock().unwrap().push(rec);
+                        let reply = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                            text.len()
+                        );
+                        if stream.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RecordingServer { port, seen }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Builds the first-party and test plugins to wasm (once per test process) with
+/// `nurture::plugin::build`, the code behind `nurture plugins build`. Each component lands
+/// beside its `plugin.toml`: `plugins/<name>/` and `tests/plugins/<name>/`.
+pub fn built_plugins() -> &'static [(String, PathBuf)] {
+    static BUILT: std::sync::OnceLock<Vec<(String, PathBuf)>> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        use nurture::plugin::build;
+        build::ensure_target().expect("the wasm32-wasip2 target");
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo().join("target"))
+            .join("wasm-plugins");
+        let dirs = [
+            "plugins/sms",
+            "plugins/ads",
+            "plugins/ticketing",
+            "tests/plugins/misbehave",
+            "tests/plugins/future-version",
+        ];
+        dirs.iter()
+            .map(|d| {
+                let dir = repo().join(d);
+                let manifest = plugin_manifest(&dir);
+                build::build(&manifest, &dir, &target)
+                    .unwrap_or_else(|e| panic!("building {d}: {e}"));
+                (manifest.name, dir)
+            })
+            .collect()
+    })
+}
+
+/// A plugin folder's parsed `plugin.toml`.
+pub fn plugin_manifest(dir: &Path) -> nurture::project::PluginManifest {
+    toml::from_str(&std::fs::read_to_string(dir.join("plugin.toml")).unwrap()).unwrap()
+}

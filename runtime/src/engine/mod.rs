@@ -583,10 +583,15 @@ impl<'e> Work<'e> {
 
     fn apply_event(&mut self, e: &StoredEvent) -> Result<(), EngineError> {
         self.uow.events_done.push(e.seq);
+        // An open or click flagged as a scanner's or a prefetcher's stays in the history
+        // (visible, countable) but moves nothing: no trigger, score or `wait_for`.
+        if e.data.get("bot") == Some(&Value::Bool(true)) {
+            return Ok(());
+        }
         let ev = eval::event_view(e);
         // Consent and deliverability signals.
         match e.kind.as_str() {
-            "email.unsubscribed" => {
+            "email.unsubscribed" | "email.complained" => {
                 self.contact.unsubscribed = true;
                 self.contact_changed = true;
             }

@@ -299,6 +299,11 @@ pub enum OutboxOutcome {
     Retry { reason: String, retry_at: Ts },
     /// Failed for good.
     Failed { reason: String },
+    /// Not attempted now (e.g. the frequency cap): due again at `until`; not an attempt.
+    Defer { reason: String, until: Ts },
+    /// The send was interrupted after the server may have accepted it: not retried
+    /// blindly. An operator checks and requeues it (`nurture outbox retry KEY`).
+    Ambiguous { reason: String },
 }
 
 /// A delivered outbox entry.
@@ -443,6 +448,9 @@ pub trait Store: Send + Sync {
     async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError>;
 
     /// Claims the outbox entries due at `now`, oldest first, for a lease (as `due_timers`).
+    /// In the same transaction, due `email` entries whose address is on the suppression
+    /// list become `skipped` with an `email_skipped` effect in the journal instead: an
+    /// unsubscribe committed before the claim always wins over a queued send.
     async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError>;
     async fn next_outbox(&self) -> Result<Option<Ts>, StoreError>;
     /// Records the outcome of a delivery attempt (a delivery row and the outbox state
@@ -454,7 +462,15 @@ pub trait Store: Send + Sync {
         now: Ts,
     ) -> Result<(), StoreError>;
     async fn deliveries(&self) -> Result<Vec<Delivery>, StoreError>;
-    /// Outbox state of a key: `pending`, `delivered` or `failed`.
+    /// Adds an address to the suppression list; false if it was already there.
+    async fn suppress(&self, address: &str, reason: &str, now: Ts) -> Result<bool, StoreError>;
+    /// Why an address is suppressed, if it is.
+    async fn suppression(&self, address: &str) -> Result<Option<String>, StoreError>;
+    /// When the contact's emails delivered since `since` were sent (frequency cap).
+    async fn emails_since(&self, contact: &str, since: Ts) -> Result<Vec<Ts>, StoreError>;
+    /// Puts an `ambiguous` or `failed` entry back in the queue; false if it is neither.
+    async fn requeue_outbox(&self, key: &str, now: Ts) -> Result<bool, StoreError>;
+    /// Outbox state of a key: `pending`, `delivered`, `failed`, `ambiguous` or `skipped`.
     async fn outbox_state(&self, key: &str) -> Result<Option<String>, StoreError>;
 }
 

@@ -544,6 +544,23 @@ impl Store for PostgresStore {
     /// Claims due outbox entries for a lease ([`super::lease`]) (see `due_timers`): two workers never
     /// deliver the same entry at once; a crashed worker's entries come back after the lease.
     async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Suppressed addresses: skip their due emails, in the claiming transaction.
+        sqlx::query(
+            "WITH due AS (SELECT p.key FROM outbox_pending p JOIN outbox o ON o.key = p.key \
+               JOIN suppressions s ON s.address = lower(o.payload->>'to') \
+               WHERE p.due_at <= $1 AND o.kind = 'email' FOR UPDATE OF p SKIP LOCKED), \
+             gone AS (DELETE FROM outbox_pending p USING due WHERE p.key = due.key RETURNING p.key), \
+             upd AS (UPDATE outbox o SET state = 'skipped', last_error = 'suppressed: ' || s.reason \
+               FROM gone, suppressions s WHERE o.key = gone.key AND s.address = lower(o.payload->>'to') \
+               RETURNING o.key, o.run_id, o.contact, o.step, o.payload->>'template' AS template, s.reason) \
+             INSERT INTO journal (run_id, contact, at, kind, data) \
+             SELECT run_id, contact, $1, 'effect', jsonb_build_object('effect', 'email_skipped', 'step', step, 'template', template, \
+               'reason', 'suppressed: ' || reason, 'key', key, 'at_send', true) FROM upd",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let rows = sqlx::query(
             "WITH due AS (SELECT key, due_at FROM outbox_pending WHERE due_at <= $1 \
                ORDER BY due_at, key LIMIT $2 FOR UPDATE SKIP LOCKED), \
@@ -556,8 +573,9 @@ impl Store for PostgresStore {
         .bind(now)
         .bind(limit)
         .bind(lease().as_secs() as f64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter()
             .map(|r| {
                 Ok(OutboxEntry {
@@ -637,16 +655,87 @@ impl Store for PostgresStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            OutboxOutcome::Failed { reason } => {
-                sqlx::query("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE key = $1")
+            OutboxOutcome::Failed { reason } | OutboxOutcome::Ambiguous { reason } => {
+                let state = if matches!(outcome, OutboxOutcome::Failed { .. }) {
+                    "failed"
+                } else {
+                    "ambiguous"
+                };
+                sqlx::query("UPDATE outbox SET state = $3, attempts = attempts + 1, last_error = $2 WHERE key = $1")
                     .bind(key)
                     .bind(reason)
+                    .bind(state)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            OutboxOutcome::Defer { reason, until } => {
+                sqlx::query("UPDATE outbox SET last_error = $2, due_at = $3 WHERE key = $1")
+                    .bind(key)
+                    .bind(reason)
+                    .bind(until)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO outbox_pending (key, due_at) VALUES ($1, $2)")
+                    .bind(key)
+                    .bind(until)
                     .execute(&mut *tx)
                     .await?;
             }
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn suppress(&self, address: &str, reason: &str, now: Ts) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO suppressions (address, reason, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(address.trim().to_lowercase())
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn suppression(&self, address: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT reason FROM suppressions WHERE address = $1")
+                .bind(address.trim().to_lowercase())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn emails_since(&self, contact: &str, since: Ts) -> Result<Vec<Ts>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT at FROM deliveries WHERE contact = $1 AND kind = 'email' AND at >= $2 ORDER BY at",
+        )
+        .bind(contact)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn requeue_outbox(&self, key: &str, now: Ts) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE outbox SET state = 'pending', due_at = $2 WHERE key = $1 \
+             AND state IN ('ambiguous', 'failed')",
+        )
+        .bind(key)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 1 {
+            sqlx::query("INSERT INTO outbox_pending (key, due_at) VALUES ($1, $2)")
+                .bind(key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn deliveries(&self) -> Result<Vec<Delivery>, StoreError> {

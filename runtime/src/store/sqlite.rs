@@ -527,6 +527,35 @@ impl Store for SqliteStore {
 
     async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let skipped = sqlx::query(
+            "UPDATE outbox SET state = 'skipped', last_error = 'suppressed: ' || s.reason \
+             FROM suppressions s WHERE outbox.state = 'pending' AND outbox.kind = 'email' \
+             AND outbox.due_at <= ? AND s.address = lower(json_extract(outbox.payload, '$.to')) \
+             RETURNING key, run_id, contact, step, json_extract(payload, '$.template') AS template, \
+             last_error",
+        )
+        .bind(ts(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in &skipped {
+            let data = serde_json::json!({
+                "effect": "email_skipped",
+                "step": r.try_get::<Option<String>, _>("step")?,
+                "template": r.try_get::<Option<String>, _>("template")?,
+                "reason": r.try_get::<String, _>("last_error")?,
+                "key": r.try_get::<String, _>("key")?,
+                "at_send": true,
+            });
+            sqlx::query(
+                "INSERT INTO journal (run_id, contact, at, kind, data) VALUES (?, ?, ?, 'effect', ?)",
+            )
+            .bind(r.try_get::<Option<String>, _>("run_id")?)
+            .bind(r.try_get::<String, _>("contact")?)
+            .bind(ts(now))
+            .bind(json(&data))
+            .execute(&mut *tx)
+            .await?;
+        }
         let rows = sqlx::query(
             "SELECT key, run_id, contact, workflow, step, kind, payload, created_at, due_at, \
              attempts FROM outbox WHERE state = 'pending' AND due_at <= ? \
@@ -622,19 +651,77 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             }
-            OutboxOutcome::Failed { reason } => {
+            OutboxOutcome::Failed { reason } | OutboxOutcome::Ambiguous { reason } => {
+                let state = if matches!(outcome, OutboxOutcome::Failed { .. }) {
+                    "failed"
+                } else {
+                    "ambiguous"
+                };
                 sqlx::query(
-                    "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ? \
+                    "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ? \
                      WHERE key = ?",
                 )
+                .bind(state)
                 .bind(reason)
                 .bind(key)
                 .execute(&mut *tx)
                 .await?;
             }
+            OutboxOutcome::Defer { reason, until } => {
+                sqlx::query("UPDATE outbox SET last_error = ?, due_at = ? WHERE key = ?")
+                    .bind(reason)
+                    .bind(ts(*until))
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn suppress(&self, address: &str, reason: &str, now: Ts) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO suppressions (address, reason, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(address.trim().to_lowercase())
+        .bind(reason)
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn suppression(&self, address: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT reason FROM suppressions WHERE address = ?")
+                .bind(address.trim().to_lowercase())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn emails_since(&self, contact: &str, since: Ts) -> Result<Vec<Ts>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT at FROM deliveries WHERE contact = ? AND kind = 'email' AND at >= ? ORDER BY at",
+        )
+        .bind(contact)
+        .bind(ts(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|t| parse_ts(t)).collect()
+    }
+
+    async fn requeue_outbox(&self, key: &str, now: Ts) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE outbox SET state = 'pending', due_at = ? WHERE key = ? \
+             AND state IN ('ambiguous', 'failed')",
+        )
+        .bind(ts(now))
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn deliveries(&self) -> Result<Vec<Delivery>, StoreError> {

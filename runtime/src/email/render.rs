@@ -1,0 +1,399 @@
+//! Rendering templates with minijinja.
+//!
+//! Every template of `templates/` is registered under its file name (`NAME.html`,
+//! `NAME.txt`), so `{% extends "_layout.html" %}` and `{% include "_footer.html" %}` work;
+//! the front matter's subject and preheader are templates too. HTML is auto-escaped.
+//! Undefined values are errors (`contact.first_name | default("there")` is the way to
+//! allow a missing field), so a missing variable never renders as an empty string.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::Value;
+
+use crate::project::Template;
+
+/// The variables a template may use at its root.
+pub const ROOT_VARIABLES: &[&str] = &[
+    "contact",
+    "owner",
+    "event",
+    "unsubscribe_url",
+    "subject",
+    "preheader",
+];
+
+/// A rendered email.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub subject: String,
+    pub preheader: Option<String>,
+    pub from: Option<String>,
+    pub html: Option<String>,
+    pub text: String,
+}
+
+/// A problem in one template source (syntax or an unknown variable).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateProblem {
+    /// `NAME.html`, `NAME.txt`, `NAME.subject`, `NAME.preheader`.
+    pub source: String,
+    /// 1-based line within that source, when known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("no template `{0}`")]
+    Unknown(String),
+    #[error("template `{template}`: {message}")]
+    Render { template: String, message: String },
+}
+
+impl RenderError {
+    /// Rendering again with the same data fails the same way.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+/// The compiled templates of a project.
+pub struct Renderer {
+    env: Environment<'static>,
+    templates: BTreeMap<String, Template>,
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    if e.kind() == minijinja::ErrorKind::UndefinedError {
+        let what = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
+        return format!(
+            "a value used by the template is missing{what}; use `| default(...)` where a field may be absent"
+        );
+    }
+    e.detail()
+        .map_or_else(|| e.kind().to_string(), str::to_string)
+}
+
+/// The render context: JSON data, with `unsubscribe_url` marked safe (not HTML-escaped).
+fn context(ctx: &Value) -> minijinja::Value {
+    let mut map: BTreeMap<String, minijinja::Value> = BTreeMap::new();
+    if let Value::Object(m) = ctx {
+        for (k, v) in m {
+            let value = match (k.as_str(), v) {
+                ("unsubscribe_url", Value::String(u)) => {
+                    minijinja::Value::from_safe_string(u.clone())
+                }
+                _ => minijinja::Value::from_serialize(v),
+            };
+            map.insert(k.clone(), value);
+        }
+    }
+    minijinja::Value::from(map)
+}
+
+impl Renderer {
+    /// Compiles every template; returns the renderer and the problems found (syntax
+    /// errors and variables outside [`ROOT_VARIABLES`]).
+    pub fn new(templates: &BTreeMap<String, Template>) -> (Renderer, Vec<TemplateProblem>) {
+        let mut env = Environment::new();
+        // Chainable: `contact.company.name | default("?")` works when `company` is absent;
+        // but printing an undefined value is an error (the formatter below), so a missing
+        // field never renders as an empty string by accident.
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        env.set_formatter(|out, state, value| {
+            if value.is_undefined() {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::UndefinedError,
+                    "printed value is undefined",
+                ));
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
+        env.set_keep_trailing_newline(true);
+        let mut problems = Vec::new();
+        let mut sources = Vec::new();
+        for t in templates.values() {
+            let parts = [
+                ("html", t.html.clone()),
+                ("txt", t.text.clone()),
+                ("subject", t.subject.clone()),
+                ("preheader", t.preheader.clone()),
+            ];
+            for (ext, body) in parts {
+                if let Some(body) = body {
+                    sources.push(format!("{}.{ext}", t.name));
+                    if let Err(e) = env.add_template_owned(format!("{}.{ext}", t.name), body) {
+                        problems.push(TemplateProblem {
+                            source: format!("{}.{ext}", t.name),
+                            line: e.line(),
+                            message: describe(&e),
+                        });
+                    }
+                }
+            }
+        }
+        for name in sources {
+            let Ok(tmpl) = env.get_template(&name) else {
+                continue;
+            };
+            let used: BTreeSet<String> = tmpl.undeclared_variables(false).into_iter().collect();
+            for var in used {
+                if !ROOT_VARIABLES.contains(&var.as_str()) {
+                    let line = tmpl
+                        .source()
+                        .lines()
+                        .position(|l| l.contains(&var))
+                        .map(|i| i + 1);
+                    problems.push(TemplateProblem {
+                        source: name.clone(),
+                        line,
+                        message: format!(
+                            "unknown variable `{var}`; templates can use {}",
+                            ROOT_VARIABLES.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+        (
+            Renderer {
+                env,
+                templates: templates.clone(),
+            },
+            problems,
+        )
+    }
+
+    pub fn template(&self, name: &str) -> Option<&Template> {
+        self.templates.get(name)
+    }
+
+    /// Renders a template with `ctx` (an object with `contact`, `owner`, `event`,
+    /// `unsubscribe_url`). `subject` overrides the front matter's subject.
+    pub fn render(
+        &self,
+        name: &str,
+        ctx: &Value,
+        subject: Option<&str>,
+    ) -> Result<Rendered, RenderError> {
+        let t = self
+            .templates
+            .get(name)
+            .ok_or_else(|| RenderError::Unknown(name.to_string()))?;
+        let err = |e: minijinja::Error| RenderError::Render {
+            template: name.to_string(),
+            message: match e.line() {
+                Some(l) => format!("{} ({}, line {l})", describe(&e), e.name().unwrap_or(name)),
+                None => describe(&e),
+            },
+        };
+        let one = |source: String, ctx: &Value| -> Result<Option<String>, RenderError> {
+            match self.env.get_template(&source) {
+                Ok(tmpl) => tmpl.render(context(ctx)).map(Some).map_err(err),
+                Err(_) => Ok(None),
+            }
+        };
+        let mut ctx = ctx.clone();
+        let subject = match subject {
+            Some(s) => s.to_string(),
+            None => one(format!("{name}.subject"), &ctx)?.unwrap_or_default(),
+        };
+        let preheader = one(format!("{name}.preheader"), &ctx)?;
+        if let Value::Object(m) = &mut ctx {
+            m.insert("subject".into(), Value::from(subject.clone()));
+            m.insert(
+                "preheader".into(),
+                preheader.clone().map_or(Value::Null, Value::from),
+            );
+        }
+        let html = one(format!("{name}.html"), &ctx)?;
+        let text = match one(format!("{name}.txt"), &ctx)? {
+            Some(t) => t,
+            None => html.as_deref().map(html_to_text).unwrap_or_default(),
+        };
+        Ok(Rendered {
+            subject: subject.trim().to_string(),
+            preheader: preheader.map(|p| p.trim().to_string()),
+            from: t.from.clone(),
+            html,
+            text,
+        })
+    }
+}
+
+/// A readable text part from HTML: block tags become line breaks, links become
+/// `text (url)`, tags are dropped, entities decoded, blank runs collapsed.
+pub fn html_to_text(html: &str) -> String {
+    let mut out = String::new();
+    let mut rest = html;
+    let mut href: Option<String> = None;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&decode_entities(&rest[..start]));
+        let Some(end) = rest[start..].find('>') else {
+            break;
+        };
+        let tag = &rest[start + 1..start + end];
+        let lower = tag.to_ascii_lowercase();
+        let name = lower
+            .trim_start_matches('/')
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or("");
+        match name {
+            "p" | "div" | "br" | "li" | "tr" | "h1" | "h2" | "h3" | "ul" | "ol" | "table" => {
+                if name == "li" {
+                    if !lower.starts_with('/') {
+                        out.push_str("\n- ");
+                    }
+                } else {
+                    out.push('\n');
+                }
+            }
+            "a" if !lower.starts_with('/') => {
+                href = attr(tag, "href");
+            }
+            "a" => {
+                if let Some(h) = href.take() {
+                    if !h.starts_with("mailto:") {
+                        out.push_str(&format!(" ({h})"));
+                    }
+                }
+            }
+            "style" | "script" if !lower.starts_with('/') => {
+                // Skip to the closing tag.
+                let close = format!("</{name}");
+                if let Some(pos) = rest[start..].to_ascii_lowercase().find(&close) {
+                    rest = &rest[start + pos..];
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(&decode_entities(rest));
+    let mut lines: Vec<String> = Vec::new();
+    for l in out.lines() {
+        let l = l.split_whitespace().collect::<Vec<_>>().join(" ");
+        if l.is_empty() && lines.last().is_none_or(|p| p.is_empty()) {
+            continue;
+        }
+        lines.push(l);
+    }
+    while lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    let mut s = lines.join("\n");
+    s.push('\n');
+    s
+}
+
+/// The value of an attribute in a tag's text (`a href="..."`).
+pub fn attr(tag: &str, name: &str) -> Option<String> {
+    let lower = tag.to_ascii_lowercase();
+    let pos = lower.find(&format!("{name}="))?;
+    let rest = &tag[pos + name.len() + 1..];
+    let quote = rest.chars().next()?;
+    if quote == '"' || quote == '\'' {
+        let end = rest[1..].find(quote)?;
+        Some(decode_entities(&rest[1..1 + end]))
+    } else {
+        Some(
+            rest.split(|c: char| c.is_whitespace() || c == '>')
+                .next()?
+                .to_string(),
+        )
+    }
+}
+
+fn decode_entities(s: &str) -> String {
+    s.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_part_keeps_links_and_paragraphs() {
+        let t = html_to_text(
+            "<p>Hi Ana,</p><p>Here is <a href=\"https://x.test/a?b=1&amp;c=2\">your copy</a>.</p><ul><li>one</li><li>two</li></ul>",
+        );
+        assert_eq!(
+            t,
+            "Hi Ana,\n\nHere is your copy (https://x.test/a?b=1&c=2).\n\n- one\n- two\n"
+        );
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+
+    fn one(html: &str) -> Renderer {
+        let mut t = BTreeMap::new();
+        t.insert(
+            "t".to_string(),
+            Template {
+                name: "t".into(),
+                subject: Some("Hi {{ contact.first_name | default(\"there\") }}".into()),
+                preheader: None,
+                from: None,
+                html: Some(html.into()),
+                text: None,
+            },
+        );
+        let (r, problems) = Renderer::new(&t);
+        assert!(problems.is_empty(), "{problems:?}");
+        r
+    }
+
+    #[test]
+    fn a_missing_field_is_an_error_unless_defaulted_even_when_nested() {
+        let r = one("<p>{{ contact.company.name | default(\"your team\") }}</p>");
+        let out = r
+            .render("t", &serde_json::json!({"contact": {}}), None)
+            .unwrap();
+        assert_eq!(out.html.as_deref(), Some("<p>your team</p>"));
+        assert_eq!(out.subject, "Hi there");
+        let r = one("<p>{{ contact.last_name }}</p>");
+        let err = r
+            .render("t", &serde_json::json!({"contact": {}}), None)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a value used by the template is missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_root_variables_are_reported() {
+        let mut t = BTreeMap::new();
+        t.insert(
+            "t".to_string(),
+            Template {
+                name: "t".into(),
+                subject: Some("x".into()),
+                preheader: None,
+                from: None,
+                html: Some("<p>\n{{ custmer.name }}</p>".into()),
+                text: None,
+            },
+        );
+        let (_, problems) = Renderer::new(&t);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, Some(2));
+        assert!(problems[0]
+            .message
+            .starts_with("unknown variable `custmer`"));
+    }
+}

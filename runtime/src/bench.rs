@@ -688,6 +688,7 @@ fn rss_of(pid: u32, field: &str) -> f64 {
 /// while the waits are in the future, then while they come due and fire.
 pub async fn pending_waits(
     pending: usize,
+    firing_seconds: f64,
     exe: &std::path::Path,
 ) -> Result<PendingFigures, EngineError> {
     let err = |e: String| EngineError::Invalid(e);
@@ -746,7 +747,10 @@ pub async fn pending_waits(
             .map_err(|e| err(format!("starting a worker: {e}")))
     };
     let mut idle = spawn()?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs_f64(
+        (firing_seconds / 3.0).clamp(1.0, 5.0),
+    ))
+    .await;
     let idle_rss = rss_of(idle.id(), "VmHWM");
     let _ = idle.kill();
     let _ = idle.wait();
@@ -761,7 +765,6 @@ pub async fn pending_waits(
             .map_err(db)?;
     }
     let mut firing = spawn()?;
-    let firing_seconds = 15.0;
     tokio::time::sleep(Duration::from_secs_f64(firing_seconds)).await;
     let firing_rss = rss_of(firing.id(), "VmHWM");
     let _ = std::process::Command::new("kill")

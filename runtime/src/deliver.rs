@@ -18,6 +18,9 @@ use serde_json::{json, Value};
 use crate::plugin::{CallOutcome, PluginHost, StepCall};
 use crate::store::{OutboxEntry, OutboxOutcome, Store, StoreError, Ts};
 
+/// Outbox entries delivered at once by one process.
+pub const CONCURRENCY: usize = 16;
+
 /// Attempts before an entry is marked failed.
 pub const MAX_ATTEMPTS: i64 = 8;
 
@@ -63,39 +66,61 @@ impl Deliverer {
         self
     }
 
-    /// Delivers what is due at `now`; returns how many entries were attempted.
+    /// Delivers what is due at `now`; returns how many entries were attempted. Up to
+    /// [`CONCURRENCY`] entries are in flight at once (each completes in its own
+    /// transaction, so concurrent commits share the database's log flushes), never two
+    /// of one contact (their order and the frequency cap stay exact).
     pub async fn deliver_due(&self, now: Ts, limit: i64) -> Result<usize, StoreError> {
         let due = self.store.pending_outbox(now, limit).await?;
         let n = due.len();
-        for entry in due {
-            let outcome = self.attempt(&entry).await;
-            match self
-                .store
-                .complete_outbox(&entry.key, &outcome, Utc::now())
-                .await
-            {
-                Ok(()) | Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e),
+        let mut rest: std::collections::VecDeque<OutboxEntry> = due.into();
+        while !rest.is_empty() {
+            let mut wave: Vec<OutboxEntry> = Vec::new();
+            let mut later = std::collections::VecDeque::new();
+            while let Some(e) = rest.pop_front() {
+                if wave.len() < CONCURRENCY && !wave.iter().any(|w| w.contact == e.contact) {
+                    wave.push(e);
+                } else {
+                    later.push_back(e);
+                }
             }
-            match &outcome {
-                OutboxOutcome::Delivered { .. } => {
-                    tracing::info!(key = %entry.key, kind = %entry.kind, contact = %entry.contact, "delivered")
-                }
-                OutboxOutcome::Retry { reason, retry_at } => {
-                    tracing::warn!(key = %entry.key, %reason, retry_at = %retry_at, "delivery failed, will retry")
-                }
-                OutboxOutcome::Failed { reason } => {
-                    tracing::error!(key = %entry.key, %reason, "delivery failed for good")
-                }
-                OutboxOutcome::Defer { reason, until } => {
-                    tracing::info!(key = %entry.key, %reason, until = %until, "delivery deferred")
-                }
-                OutboxOutcome::Ambiguous { reason } => {
-                    tracing::error!(key = %entry.key, %reason, "delivery ambiguous: needs an operator")
-                }
+            rest = later;
+            let results = futures::future::join_all(wave.iter().map(|e| self.deliver_one(e))).await;
+            for r in results {
+                r?;
             }
         }
         Ok(n)
+    }
+
+    async fn deliver_one(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        let outcome = self.attempt(entry).await;
+        match self
+            .store
+            .complete_outbox(&entry.key, &outcome, Utc::now())
+            .await
+        {
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        match &outcome {
+            OutboxOutcome::Delivered { .. } => {
+                tracing::info!(key = %entry.key, kind = %entry.kind, contact = %entry.contact, "delivered")
+            }
+            OutboxOutcome::Retry { reason, retry_at } => {
+                tracing::warn!(key = %entry.key, %reason, retry_at = %retry_at, "delivery failed, will retry")
+            }
+            OutboxOutcome::Failed { reason } => {
+                tracing::error!(key = %entry.key, %reason, "delivery failed for good")
+            }
+            OutboxOutcome::Defer { reason, until } => {
+                tracing::info!(key = %entry.key, %reason, until = %until, "delivery deferred")
+            }
+            OutboxOutcome::Ambiguous { reason } => {
+                tracing::error!(key = %entry.key, %reason, "delivery ambiguous: needs an operator")
+            }
+        }
+        Ok(())
     }
 
     async fn attempt(&self, entry: &OutboxEntry) -> OutboxOutcome {

@@ -181,6 +181,9 @@ enum Command {
         /// (d) Pending waits under a worker process (0 to skip).
         #[arg(long, default_value_t = 1_000_000)]
         pending_waits: usize,
+        /// (d) Seconds the worker fires due waits while its memory is watched.
+        #[arg(long, default_value_t = 15.0)]
+        pending_seconds: f64,
         /// (e) Worker counts to compare (with --postgres).
         #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
         workers: Vec<usize>,
@@ -470,6 +473,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             latency_rate,
             latency_seconds,
             pending_waits,
+            pending_seconds,
             workers,
             worker_contacts,
         } => {
@@ -491,8 +495,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if pending_waits > 0 {
                 eprintln!("seeding {pending_waits} pending waits and measuring a worker ...");
-                report.pending =
-                    Some(rt.block_on(nurture::bench::pending_waits(pending_waits, &exe))?);
+                report.pending = Some(rt.block_on(nurture::bench::pending_waits(
+                    pending_waits,
+                    pending_seconds,
+                    &exe,
+                ))?);
             }
             if let Some(url) = &postgres {
                 eprintln!("comparing {workers:?} workers ...");

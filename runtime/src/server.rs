@@ -221,6 +221,9 @@ async fn get_run(
     }
 }
 
+/// Batches per scheduler pass before it checks for shutdown and delivers the outbox.
+const TICK_ROUNDS: usize = 8;
+
 /// The scheduler: applies events, fires timers and schedules, delivers the outbox, and
 /// sleeps until the next due instant (or until woken, at most `poll`).
 pub async fn scheduler(
@@ -236,8 +239,10 @@ pub async fn scheduler(
             return;
         }
         let now = Utc::now();
+        let mut more = false;
         let result: Result<(), EngineError> = async {
-            let effects = engine.tick(now).await?;
+            let (effects, more_due) = engine.tick_some(now, TICK_ROUNDS).await?;
+            more = more_due;
             for e in &effects {
                 tracing::info!(
                     contact = %e.contact,
@@ -254,6 +259,10 @@ pub async fn scheduler(
         .await;
         let mut sleep = poll;
         match result {
+            Ok(()) if more => {
+                failures = 0;
+                continue;
+            }
             Ok(()) => {
                 failures = 0;
                 let store = &engine.store;

@@ -13,6 +13,16 @@ fn bench_command_prints_its_table_and_json() {
         "30",
         "--http-events",
         "400",
+        "--latency-rate",
+        "50",
+        "--latency-seconds",
+        "1",
+        "--pending-waits",
+        "2000",
+        "--pending-seconds",
+        "2",
+        "--plugin",
+        "none",
         "--json",
         json.to_str().unwrap(),
     ]);
@@ -30,6 +40,12 @@ fn bench_command_prints_its_table_and_json() {
     assert_eq!(v["stores"][0]["store"], "sqlite");
     // 30 contacts x 6 steps, each executed once.
     assert_eq!(v["stores"][0]["steps"], 180);
+    // Every event of the latency run reached its effect (a webhook) and was timed.
+    assert_eq!(v["latency"]["events"], 50);
+    assert!(table.contains("event -> effect latency"), "{table}");
+    // The pending-waits store really holds that many waits.
+    assert_eq!(v["pending"]["pending_waits"], 2000);
+    assert!(v["pending"]["worker_idle_peak_rss_mb"].as_f64().unwrap() > 0.0);
     assert!(
         v["stores"][0]["ceiling_single_commits_per_sec"]
             .as_f64()

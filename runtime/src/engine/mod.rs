@@ -335,23 +335,36 @@ impl Engine {
     }
 
     /// Everything due at `now`: events, timers (repeatedly, as steps schedule new ones),
-    /// schedules.
+    /// schedules. Returns every effect, so it is for bounded work (`simulate`, tests); a
+    /// long-running scheduler uses [`Engine::tick_some`].
     pub async fn tick(&self, now: Ts) -> Result<Vec<Effect>, EngineError> {
+        Ok(self.tick_some(now, usize::MAX).await?.0)
+    }
+
+    /// At most `rounds` batches of events and of timers due at `now` (then schedules, once
+    /// nothing more is due). Returns the effects and whether more work is due: memory
+    /// stays bounded however many waits come due at once, and a shutdown request is
+    /// seen between calls.
+    pub async fn tick_some(
+        &self,
+        now: Ts,
+        rounds: usize,
+    ) -> Result<(Vec<Effect>, bool), EngineError> {
         let mut effects = Vec::new();
-        loop {
+        for _ in 0..rounds {
             let (ne, e1) = self.process_events(now, BATCH).await?;
             effects.extend(e1);
             let (nt, e2) = self.fire_timers(now, BATCH).await?;
             effects.extend(e2);
             if ne == 0 && nt == 0 {
-                break;
+                effects.extend(self.fire_schedules(now).await?);
+                // Schedule firings may have started runs with zero waits.
+                let (_, e) = self.fire_timers(now, BATCH).await?;
+                effects.extend(e);
+                return Ok((effects, false));
             }
         }
-        effects.extend(self.fire_schedules(now).await?);
-        // Schedule firings may have queued nothing but started runs with zero waits.
-        let (_, e) = self.fire_timers(now, BATCH).await?;
-        effects.extend(e);
-        Ok(effects)
+        Ok((effects, true))
     }
 
     /// Runs `f` in a unit of work for `contact`, committing it; on a conflict (a concurrent

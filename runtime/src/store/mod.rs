@@ -421,7 +421,9 @@ pub trait Store: Send + Sync {
         new_contacts: &[Contact],
         events: &[NewEvent],
     ) -> Result<Vec<Inserted>, StoreError>;
-    /// Queued events, oldest first.
+    /// Queued events, oldest first, at most one per contact: the oldest of each contact
+    /// (its next is handed out once this one is applied). Postgres also claims them for a
+    /// lease (`FOR UPDATE SKIP LOCKED`), so concurrent workers split the inbox.
     async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError>;
     /// A contact's events at or after `since`, oldest first.
     async fn contact_events(

@@ -202,11 +202,21 @@ impl Store for PostgresStore {
     }
 
     async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        // Claim, for a lease, the oldest queued event of contacts whose older events are
+        // all applied; rows another worker holds are skipped (SKIP LOCKED) or leased.
         let rows = sqlx::query(
-            "SELECT e.seq, e.id, e.contact, e.type, e.at, e.data FROM inbox i \
-             JOIN events e ON e.seq = i.seq ORDER BY i.at, i.seq LIMIT $1",
+            "WITH c AS (SELECT i.seq FROM inbox i \
+               WHERE (i.lease_until IS NULL OR i.lease_until < now()) \
+               AND NOT EXISTS (SELECT 1 FROM inbox o WHERE o.contact = i.contact \
+                 AND (o.at, o.seq) < (i.at, i.seq)) \
+               ORDER BY i.at, i.seq LIMIT $1 FOR UPDATE SKIP LOCKED), \
+             claimed AS (UPDATE inbox i SET lease_until = now() + $2 * interval '1 second' \
+               FROM c WHERE i.seq = c.seq RETURNING i.seq, i.at) \
+             SELECT e.seq, e.id, e.contact, e.type, e.at, e.data FROM claimed \
+             JOIN events e ON e.seq = claimed.seq ORDER BY claimed.at, claimed.seq",
         )
         .bind(limit)
+        .bind(lease().as_secs() as f64)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Self::event_from_row).collect()

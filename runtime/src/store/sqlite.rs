@@ -245,7 +245,10 @@ impl Store for SqliteStore {
     async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT e.seq, e.id, e.contact, e.type, e.at, e.data FROM inbox i \
-             JOIN events e ON e.seq = i.seq ORDER BY e.at, e.seq LIMIT ?",
+             JOIN events e ON e.seq = i.seq WHERE NOT EXISTS (SELECT 1 FROM inbox i2 \
+               JOIN events e2 ON e2.seq = i2.seq WHERE e2.contact = e.contact \
+               AND (e2.at < e.at OR (e2.at = e.at AND e2.seq < e.seq))) \
+             ORDER BY e.at, e.seq LIMIT ?",
         )
         .bind(limit)
         .fetch_all(&self.pool)

@@ -1,5 +1,8 @@
 //! A well-formed plugin built against `nurture:plugin@9.0.0`, an interface version this
 //! runtime does not implement. The host must refuse it at load with a clear message.
+//! Only built for wasm: natively the crate is empty (its export names are not valid
+//! native symbol names).
+#![cfg(target_arch = "wasm32")]
 
 wit_bindgen::generate!({ path: "wit", world: "plugin" });
 

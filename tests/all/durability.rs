@@ -495,6 +495,16 @@ fn run_then_events_send_then_runs_show() {
             &format!("plugin_dirs = [\"{}\"]", repo().join("plugins").display()),
         );
     std::fs::write(dir.join("nurture.toml"), toml).unwrap();
+    // The tour must not depend on the time of day: no quiet hours in this copy.
+    let wf = dir.join("workflows/ebook-nurture.yaml");
+    let text = std::fs::read_to_string(&wf).unwrap();
+    assert!(text.contains("quiet_hours:"));
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("quiet_hours:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&wf, text).unwrap();
     let port = free_port();
     let mut child = start(&dir, port);
     std::fs::write(

@@ -169,7 +169,12 @@ fn machine() -> String {
 
 /// Peak resident set size of this process, in MB.
 pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    peak_rss_mb_of("self")
+}
+
+/// Peak resident set size (VmHWM) of a process (`self` or a pid), in MB.
+fn peak_rss_mb_of(process: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -181,15 +186,7 @@ pub fn peak_rss_mb() -> f64 {
 }
 
 fn project(dir: &std::path::Path) -> Result<Arc<crate::project::Project>, EngineError> {
-    std::fs::create_dir_all(dir.join("workflows"))
-        .map_err(|e| EngineError::Invalid(e.to_string()))?;
-    std::fs::write(dir.join("workflows/bench.yaml"), WORKFLOW)
-        .map_err(|e| EngineError::Invalid(e.to_string()))?;
-    let mut loaded = crate::project::load(dir);
-    match loaded.project.take() {
-        Some(p) => Ok(Arc::new(p)),
-        None => Err(EngineError::Invalid(loaded.render())),
-    }
+    write_project(dir, &[("bench.yaml", WORKFLOW.to_string())])
 }
 
 fn events(n: usize, at: Ts) -> Vec<IncomingEvent> {
@@ -671,18 +668,6 @@ pub async fn latency(
     })
 }
 
-fn rss_of(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|k| k.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// (d): seeds a SQLite store with `pending` runs waiting on timers (1,000 made by the
 /// engine, then cloned in SQL), and measures a `nurture worker` process over it: idle
 /// while the waits are in the future, then while they come due and fire.
@@ -694,7 +679,7 @@ pub async fn pending_waits(
     let err = |e: String| EngineError::Invalid(e);
     let db = |e: sqlx::Error| EngineError::Store(e.into());
     let dir = tempfile_dir()?;
-    let project = write_project(&dir, &[("bench.yaml", WORKFLOW.to_string())])?;
+    let project = project(&dir)?;
     let url = format!("sqlite://{}", dir.join("pending.db").display());
     let store = crate::store::open(&url).await?;
     let engine = Engine::new(project, store.clone());
@@ -751,7 +736,7 @@ pub async fn pending_waits(
         (firing_seconds / 3.0).clamp(1.0, 5.0),
     ))
     .await;
-    let idle_rss = rss_of(idle.id(), "VmHWM");
+    let idle_rss = peak_rss_mb_of(&idle.id().to_string());
     let _ = idle.kill();
     let _ = idle.wait();
     // Firing: move every wait into the past, so the worker fires them in batches.
@@ -766,7 +751,7 @@ pub async fn pending_waits(
     }
     let mut firing = spawn()?;
     tokio::time::sleep(Duration::from_secs_f64(firing_seconds)).await;
-    let firing_rss = rss_of(firing.id(), "VmHWM");
+    let firing_rss = peak_rss_mb_of(&firing.id().to_string());
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &firing.id().to_string()])
         .status();

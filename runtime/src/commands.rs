@@ -48,50 +48,7 @@ fn api_key(dir: &Path, project: &Project) -> Result<(String, String)> {
         .as_ref()
         .and_then(|a| a.key_env.clone())
         .unwrap_or_else(|| "NURTURE_API_KEY".into());
-    if let Ok(k) = std::env::var(&var) {
-        if !k.is_empty() {
-            return Ok((k, format!("from ${var}")));
-        }
-    }
-    let path: PathBuf = dir.join(".nurture").join("api-key");
-    if let Ok(k) = std::fs::read_to_string(&path) {
-        return Ok((k.trim().to_string(), format!("from {}", path.display())));
-    }
-    std::fs::create_dir_all(path.parent().expect("parent"))?;
-    let mut seed = [0u8; 32];
-    getrandom(&mut seed);
-    let key: String = seed.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(&path, &key)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok((
-        key,
-        format!(
-            "generated into {} (set ${var} to choose one)",
-            path.display()
-        ),
-    ))
-}
-
-/// Random bytes from the OS.
-fn getrandom(buf: &mut [u8]) {
-    use std::io::Read;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        if f.read_exact(buf).is_ok() {
-            return;
-        }
-    }
-    // Fallback: hash of time and pid (never used on Linux).
-    let seed = nurture::engine::digest(&[
-        &format!("{:?}", std::time::SystemTime::now()),
-        &std::process::id().to_string(),
-    ]);
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = seed.as_bytes()[i % seed.len()];
-    }
+    Ok(nurture::project::local_secret(dir, "api-key", &var)?)
 }
 
 fn init_logs(json: bool) {
@@ -228,7 +185,7 @@ pub fn start_plugins(
             }
         }
     }
-    let cache = dir.join(".nurture").join("plugin-cache");
+    let cache = nurture::plugin::cache_dir(dir);
     let (host, errors) = PluginHost::for_project(project, Limits::default(), &cache)?;
     for e in errors {
         tracing::error!(error = %e, "plugin not loaded; its steps will fail");
@@ -503,12 +460,12 @@ fn describe(kind: &str, d: &serde_json::Value) -> String {
 
 /// `nurture plugins list`.
 pub fn plugins_list(dir: &Path, json_out: bool) -> Result<ExitCode> {
-    use nurture::plugin::{build, secret_env_var, Limits, PluginHost};
+    use nurture::plugin::{build, secret_var, Limits, PluginConfig, PluginHost};
     let project = match super::load_valid(dir) {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
-    let cache = dir.join(".nurture").join("plugin-cache");
+    let cache = nurture::plugin::cache_dir(dir);
     let (host, errors) = PluginHost::for_project(&project, Limits::default(), &cache)?;
     let loaded = host.loaded();
     let mut rows = Vec::new();
@@ -519,13 +476,12 @@ pub fn plugins_list(dir: &Path, json_out: bool) -> Result<ExitCode> {
             .iter()
             .map(|e| e.to_string())
             .find(|e| e.contains(&format!("`{name}`")));
+        let set = PluginConfig::for_project(&project, name).secrets;
         let secrets: Vec<serde_json::Value> = m
             .secrets
             .iter()
             .map(|s| {
-                let set = summary.is_some_and(|l| l.secrets_set.contains(s))
-                    || std::env::var(secret_env_var(name, s)).is_ok();
-                json!({"name": s, "set": set, "env": secret_env_var(name, s)})
+                json!({"name": s, "set": set.contains_key(s), "env": secret_var(&project, name, s)})
             })
             .collect();
         rows.push(json!({

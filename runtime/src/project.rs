@@ -874,6 +874,41 @@ fn load_plugins(
     out
 }
 
+/// A secret of the running project: from the environment variable `var` when set and
+/// non-empty, else from `DIR/.nurture/NAME`, generated there (32 random bytes, hex, mode
+/// 0600) on first use. Returns the value and where it came from, for the start-up log.
+pub fn local_secret(dir: &Path, name: &str, var: &str) -> std::io::Result<(String, String)> {
+    if let Ok(k) = std::env::var(var) {
+        if !k.is_empty() {
+            return Ok((k, format!("from ${var}")));
+        }
+    }
+    let path = dir.join(".nurture").join(name);
+    if let Ok(k) = std::fs::read_to_string(&path) {
+        return Ok((k.trim().to_string(), format!("from {}", path.display())));
+    }
+    std::fs::create_dir_all(path.parent().expect("parent"))?;
+    let mut seed = [0u8; 32];
+    {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+    }
+    let key: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, &key)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok((
+        key,
+        format!(
+            "generated into {} (set ${var} to choose one)",
+            path.display()
+        ),
+    ))
+}
+
 /// Compiles every template as the email channel will, and reports syntax errors and
 /// unknown variables at their line in the file.
 fn check_templates(dir: &Path, templates: &BTreeMap<String, Template>, loaded: &mut Loaded) {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::util::repo;
+use crate::util::free_port;
 
 /// A tiny real HTTP server that answers 200 and counts requests per Idempotency-Key.
 fn webhook_receiver() -> (u16, Arc<Mutex<HashMap<String, usize>>>) {
@@ -55,14 +55,6 @@ fn webhook_receiver() -> (u16, Arc<Mutex<HashMap<String, usize>>>) {
         }
     });
     (port, seen)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn write_project(dir: &Path, hook_port: u16) {
@@ -485,16 +477,7 @@ fn http_api_accepts_good_events_rejects_bad_ones_and_serves_runs() {
 #[test]
 fn run_then_events_send_then_runs_show() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("project");
-    copy_dir(&repo().join("workflows"), &dir);
-    // The example points at ../plugins; point it at the repository's.
-    let toml = std::fs::read_to_string(dir.join("nurture.toml"))
-        .unwrap()
-        .replace(
-            "plugin_dirs = [\"../plugins\"]",
-            &format!("plugin_dirs = [\"{}\"]", repo().join("plugins").display()),
-        );
-    std::fs::write(dir.join("nurture.toml"), toml).unwrap();
+    let dir = crate::util::example_project(tmp.path(), "");
     // The tour must not depend on the time of day: no quiet hours in this copy.
     let wf = dir.join("workflows/ebook-nurture.yaml");
     let text = std::fs::read_to_string(&wf).unwrap();
@@ -582,26 +565,6 @@ fn run_then_events_send_then_runs_show() {
         "{shown}"
     );
     assert!(shown.contains("status    waiting"), "{shown}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        let name = e.file_name();
-        if name == "nurture.db"
-            || name == ".nurture"
-            || name.to_string_lossy().starts_with("nurture.db")
-        {
-            continue;
-        }
-        if p.is_dir() {
-            copy_dir(&p, &to.join(name));
-        } else {
-            std::fs::copy(&p, to.join(name)).unwrap();
-        }
-    }
 }
 
 /// `nurture serve` while its Postgres database is unreachable answers 503 with

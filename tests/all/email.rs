@@ -13,7 +13,7 @@ use nurture::engine::Engine;
 use nurture::store::{RunFilter, Store};
 use serde_json::{json, Value};
 
-use crate::util::repo;
+use crate::util::{example_project as project, free_port, repo};
 
 struct Smtp {
     child: Child,
@@ -26,14 +26,6 @@ impl Drop for Smtp {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_smtp(dir: &Path) -> Smtp {
@@ -79,36 +71,6 @@ impl Smtp {
             })
             .collect()
     }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with("nurture.db") || name == ".nurture" || name == "outbox" {
-            continue;
-        }
-        if e.path().is_dir() {
-            copy_tree(&e.path(), &to.join(&name));
-        } else {
-            std::fs::copy(e.path(), to.join(&name)).unwrap();
-        }
-    }
-}
-
-/// The example project with extra `nurture.toml` lines, in a temp folder.
-fn project(tmp: &Path, extra_toml: &str) -> PathBuf {
-    let dir = tmp.join("project");
-    copy_tree(&repo().join("workflows"), &dir);
-    let toml = std::fs::read_to_string(dir.join("nurture.toml"))
-        .unwrap()
-        .replace(
-            "plugin_dirs = [\"../plugins\"]",
-            &format!("plugin_dirs = [\"{}\"]", repo().join("plugins").display()),
-        );
-    std::fs::write(dir.join("nurture.toml"), format!("{toml}\n{extra_toml}\n")).unwrap();
-    dir
 }
 
 /// An RSA DKIM key: (PEM file name in `dir`, the DNS TXT record).

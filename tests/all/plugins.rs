@@ -28,6 +28,7 @@ fn config(secrets: &[(&str, &str)], routes: &[(&str, &str)]) -> PluginConfig {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -444,22 +445,6 @@ fn compiled_components_are_cached_on_disk_and_reused() {
     );
 }
 
-fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&str) -> bool) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().to_string();
-        if skip(&name) {
-            continue;
-        }
-        if e.path().is_dir() {
-            copy_tree(&e.path(), &to.join(&name), skip);
-        } else {
-            std::fs::copy(e.path(), to.join(&name)).unwrap();
-        }
-    }
-}
-
 /// The example project under `nurture run`: a demo request opens a ticket and adds the
 /// contact to an ad audience; the booked meeting sends the SMS. All three through the
 /// wasm plugins, to local servers playing the providers (routed in nurture.toml), with
@@ -469,11 +454,7 @@ fn demo_request_runs_all_three_plugins_end_to_end_under_nurture_run() {
     let built = built_plugins();
     let tmp = tempfile::tempdir().unwrap();
     let repo = crate::util::repo();
-    copy_tree(
-        &repo.join("workflows"),
-        &tmp.path().join("workflows"),
-        &|n| n.starts_with("nurture.db") || n == ".nurture" || n == "outbox",
-    );
+    crate::util::copy_project(&repo.join("workflows"), &tmp.path().join("workflows"));
     for (name, dir) in built
         .iter()
         .filter(|(n, _)| ["sms", "ads", "ticketing"].contains(&n.as_str()))
@@ -504,11 +485,7 @@ fn demo_request_runs_all_three_plugins_end_to_end_under_nurture_run() {
          secrets_env = {{ api_token = \"HELPDESK_TOKEN\" }}\n"
     ));
     std::fs::write(project.join("nurture.toml"), toml).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::util::free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nurture"))
         .args([
             "run",

@@ -224,3 +224,44 @@ pub fn built_plugins() -> &'static [(String, PathBuf)] {
 pub fn plugin_manifest(dir: &Path) -> nurture::project::PluginManifest {
     toml::from_str(&std::fs::read_to_string(dir.join("plugin.toml")).unwrap()).unwrap()
 }
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Copies a project folder, leaving out its runtime state (store, `.nurture/`, outbox).
+pub fn copy_project(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("nurture.db") || name == ".nurture" || name == "outbox" {
+            continue;
+        }
+        if e.path().is_dir() {
+            copy_project(&e.path(), &to.join(&name));
+        } else {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// The example project copied to `tmp/project`, its plugin folder pointed at the
+/// repository's `plugins/`, with `extra_toml` appended to its `nurture.toml`.
+pub fn example_project(tmp: &Path, extra_toml: &str) -> PathBuf {
+    let dir = tmp.join("project");
+    copy_project(&repo().join("workflows"), &dir);
+    let toml = std::fs::read_to_string(dir.join("nurture.toml"))
+        .unwrap()
+        .replace(
+            "plugin_dirs = [\"../plugins\"]",
+            &format!("plugin_dirs = [\"{}\"]", repo().join("plugins").display()),
+        );
+    std::fs::write(dir.join("nurture.toml"), format!("{toml}\n{extra_toml}\n")).unwrap();
+    dir
+}

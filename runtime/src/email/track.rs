@@ -26,26 +26,7 @@ impl Signer {
     /// The key from `NURTURE_TRACKING_KEY`, else `DIR/.nurture/tracking-key` (created with
     /// 32 random bytes on first use). API nodes and workers must share it.
     pub fn for_project(dir: &Path) -> std::io::Result<Signer> {
-        if let Ok(k) = std::env::var("NURTURE_TRACKING_KEY") {
-            if !k.is_empty() {
-                return Ok(Signer::new(k.as_bytes()));
-            }
-        }
-        let path = dir.join(".nurture").join("tracking-key");
-        if let Ok(k) = std::fs::read_to_string(&path) {
-            return Ok(Signer::new(k.trim().as_bytes()));
-        }
-        let mut seed = [0u8; 32];
-        use std::io::Read;
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
-        let key: String = seed.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::create_dir_all(path.parent().expect("parent"))?;
-        std::fs::write(&path, &key)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        }
+        let (key, _) = crate::project::local_secret(dir, "tracking-key", "NURTURE_TRACKING_KEY")?;
         Ok(Signer::new(key.as_bytes()))
     }
 

@@ -121,9 +121,53 @@ impl Default for Limits {
 pub struct PluginConfig {
     /// Secret values by name.
     pub secrets: BTreeMap<String, String>,
+    /// The environment variable each secret is read from (for messages), when it is not
+    /// the default [`secret_env_var`].
+    pub secret_vars: BTreeMap<String, String>,
     /// Redirects an allowed host to another base URL (staging, local provider servers):
     /// `api.sms-provider.test` -> `http://127.0.0.1:4010`.
     pub routes: BTreeMap<String, String>,
+}
+
+impl PluginConfig {
+    /// The operator's settings of plugin `name`: its routes from `nurture.toml`, and the
+    /// secrets of its manifest that are set in the environment.
+    pub fn for_project(project: &Project, name: &str) -> PluginConfig {
+        let mut config = PluginConfig::default();
+        if let Some(manifest) = project.plugins.get(name) {
+            for secret in &manifest.secrets {
+                let var = secret_var(project, name, secret);
+                if let Ok(v) = std::env::var(&var) {
+                    config.secrets.insert(secret.clone(), v);
+                }
+                config.secret_vars.insert(secret.clone(), var);
+            }
+        }
+        if let Some(s) = project.settings.plugins.get(name) {
+            config.routes = s
+                .routes
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect();
+        }
+        config
+    }
+}
+
+/// The environment variable holding a plugin's secret: `[plugins.NAME] secrets_env`, else
+/// [`secret_env_var`].
+pub fn secret_var(project: &Project, plugin: &str, secret: &str) -> String {
+    project
+        .settings
+        .plugins
+        .get(plugin)
+        .and_then(|s| s.secrets_env.get(secret).cloned())
+        .unwrap_or_else(|| secret_env_var(plugin, secret))
+}
+
+/// Where a project's compiled components are cached.
+pub fn cache_dir(project_root: &Path) -> PathBuf {
+    project_root.join(".nurture").join("plugin-cache")
 }
 
 /// How a call ended, in the engine's terms.
@@ -202,7 +246,11 @@ impl wit_secrets::Host for CallState {
             format!(
                 "secret `{name}` of plugin `{}` is not set (environment variable {})",
                 self.plugin,
-                secret_env_var(&self.plugin, &name)
+                self.config
+                    .secret_vars
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| secret_env_var(&self.plugin, &name))
             )
         })
     }
@@ -402,23 +450,7 @@ impl PluginHost {
         let mut host = PluginHost::new(limits)?;
         let mut errors = Vec::new();
         for (name, manifest) in &project.plugins {
-            let settings = project.settings.plugins.get(name);
-            let mut config = PluginConfig::default();
-            for secret in &manifest.secrets {
-                let var = settings
-                    .and_then(|s| s.secrets_env.get(secret).cloned())
-                    .unwrap_or_else(|| secret_env_var(name, secret));
-                if let Ok(v) = std::env::var(&var) {
-                    config.secrets.insert(secret.clone(), v);
-                }
-            }
-            if let Some(s) = settings {
-                config.routes = s
-                    .routes
-                    .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                    .collect();
-            }
+            let config = PluginConfig::for_project(project, name);
             let Some(dir) = project.plugin_dirs.get(name) else {
                 continue;
             };
@@ -448,12 +480,7 @@ impl PluginHost {
             .map(|v| v.trim_end_matches(".0"))
             .any(|v| v == manifest.api || format!("{v}.0") == manifest.api);
         let started = Instant::now();
-        let path = dir.join(
-            manifest
-                .component
-                .clone()
-                .unwrap_or_else(|| format!("{name}.wasm")),
-        );
+        let path = build::component_path(&manifest, dir);
         let bytes = std::fs::read(&path).map_err(|_| PluginError::NotBuilt {
             plugin: name.clone(),
             path: path.clone(),

@@ -387,6 +387,7 @@ pub async fn http_ingest(total: usize) -> Result<f64, EngineError> {
 
 pub async fn run(
     contacts: usize,
+    sqlite: bool,
     postgres: Option<String>,
     http_events: usize,
     show_progress: bool,
@@ -404,23 +405,31 @@ pub async fn run(
         indicatif::ProgressBar::hidden()
     };
     let mut stores = Vec::new();
-    let dir = tempfile_dir()?;
-    progress.set_message("sqlite");
-    stores.push(
-        steps(
-            &format!("sqlite://{}", dir.join("bench.db").display()),
-            contacts,
-            &progress,
-        )
-        .await?,
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Some(url) = postgres {
-        progress.set_message("postgres");
-        stores.push(steps(&url, contacts, &progress).await?);
+    if contacts > 0 && sqlite {
+        let dir = tempfile_dir()?;
+        progress.set_message("sqlite");
+        stores.push(
+            steps(
+                &format!("sqlite://{}", dir.join("bench.db").display()),
+                contacts,
+                &progress,
+            )
+            .await?,
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if contacts > 0 {
+        if let Some(url) = postgres {
+            progress.set_message("postgres");
+            stores.push(steps(&url, contacts, &progress).await?);
+        }
     }
     progress.finish_and_clear();
-    let http_events_per_sec = http_ingest(http_events).await?;
+    let http_events_per_sec = if http_events > 0 {
+        http_ingest(http_events).await?
+    } else {
+        0.0
+    };
     Ok(Report {
         machine: machine(),
         stores,
@@ -435,19 +444,21 @@ pub async fn run(
 
 /// The report as a table for people.
 pub fn table(r: &Report) -> String {
-    let mut out = format!("machine: {}\n\n", r.machine);
-    out.push_str(&format!(
-        "{:<9} {:>9} {:>9} {:>8} {:>11} {:>16} {:>14} {:>12} {:>14}\n",
-        "store",
-        "contacts",
-        "steps",
-        "seconds",
-        "steps/s",
-        "1-row commits/s",
-        "bulk rows/s",
-        "steps/commit",
-        "ingest ev/s"
-    ));
+    let mut out = format!("machine: {}\n", r.machine);
+    if !r.stores.is_empty() {
+        out.push_str(&format!(
+            "\n{:<9} {:>9} {:>9} {:>8} {:>11} {:>16} {:>14} {:>12} {:>14}\n",
+            "store",
+            "contacts",
+            "steps",
+            "seconds",
+            "steps/s",
+            "1-row commits/s",
+            "bulk rows/s",
+            "steps/commit",
+            "ingest ev/s"
+        ));
+    }
     for s in &r.stores {
         out.push_str(&format!(
             "{:<9} {:>9} {:>9} {:>8.2} {:>11.0} {:>16.0} {:>14.0} {:>12.1} {:>14.0}\n",
@@ -462,9 +473,15 @@ pub fn table(r: &Report) -> String {
             s.ingest_direct_events_per_sec
         ));
     }
+    if r.http_events_per_sec > 0.0 {
+        out.push_str(&format!(
+            "\nHTTP ingestion (POST /v1/events, SQLite, 4 clients x batches of 100): {:.0} events/s\n",
+            r.http_events_per_sec
+        ));
+    }
     out.push_str(&format!(
-        "\nHTTP ingestion (POST /v1/events, SQLite, 4 clients x batches of 100): {:.0} events/s\npeak RSS of this process: {:.0} MB\n",
-        r.http_events_per_sec, r.peak_rss_mb
+        "peak RSS of this process: {:.0} MB\n",
+        r.peak_rss_mb
     ));
     if let Some(l) = &r.latency {
         out.push_str(&format!(

@@ -10,6 +10,11 @@ use nurture::project;
 
 mod commands;
 
+/// mimalloc instead of the system allocator: the engine builds and drops many small JSON
+/// values per step, and glibc's malloc spent a fifth of the process's time on them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "nurture",
@@ -23,6 +28,23 @@ Start with `nurture validate workflows/` on the example project in this reposito
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The parts of `nurture bench`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum BenchPart {
+    /// (a) durable steps/s on SQLite (and Postgres with --postgres), with the ceilings.
+    Steps,
+    /// (b) events/s over HTTP.
+    Http,
+    /// (c) event-to-effect latency at a fixed rate.
+    Latency,
+    /// (d) worker memory over pending waits.
+    Pending,
+    /// (e) speed-up from more worker processes (with --postgres).
+    Workers,
+    /// the wasm plugin host's per-call cost.
+    Plugin,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -158,6 +180,9 @@ enum Command {
         /// Also measure on this Postgres database (it gets a `nurture` schema).
         #[arg(long)]
         postgres: Option<String>,
+        /// Measure steps/s on SQLite too (`--sqlite false` for Postgres only).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        sqlite: bool,
         /// Events posted over HTTP.
         #[arg(long, default_value_t = 20_000)]
         http_events: usize,
@@ -190,6 +215,9 @@ enum Command {
         /// (e) Contacts per worker-count round.
         #[arg(long, default_value_t = 20_000)]
         worker_contacts: usize,
+        /// Measure only these parts (comma-separated); all of them by default.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<BenchPart>,
     },
     /// Email: preview a template as a contact would receive it.
     #[command(subcommand)]
@@ -466,6 +494,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench {
             contacts,
             postgres,
+            sqlite,
             http_events,
             json,
             plugin,
@@ -476,16 +505,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             pending_seconds,
             workers,
             worker_contacts,
+            only,
         } => {
+            let part = |p: BenchPart| only.is_empty() || only.contains(&p);
             let rt = runtime()?;
             let mut report = rt.block_on(nurture::bench::run(
-                contacts,
+                if part(BenchPart::Steps) { contacts } else { 0 },
+                sqlite,
                 postgres.clone(),
-                http_events,
+                if part(BenchPart::Http) {
+                    http_events
+                } else {
+                    0
+                },
                 true,
             ))?;
             let exe = std::env::current_exe()?;
-            if latency_rate > 0 {
+            if latency_rate > 0 && part(BenchPart::Latency) {
                 eprintln!("measuring event -> effect latency at {latency_rate} events/s ...");
                 report.latency = Some(rt.block_on(nurture::bench::latency(
                     postgres.as_deref(),
@@ -493,7 +529,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     latency_seconds,
                 ))?);
             }
-            if pending_waits > 0 {
+            if pending_waits > 0 && part(BenchPart::Pending) {
                 eprintln!("seeding {pending_waits} pending waits and measuring a worker ...");
                 report.pending = Some(rt.block_on(nurture::bench::pending_waits(
                     pending_waits,
@@ -501,7 +537,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     &exe,
                 ))?);
             }
-            if let Some(url) = &postgres {
+            if let (Some(url), true) = (&postgres, part(BenchPart::Workers)) {
                 eprintln!("comparing {workers:?} workers ...");
                 report.workers = rt.block_on(nurture::bench::worker_speedup(
                     url,
@@ -510,7 +546,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     &exe,
                 ))?;
             }
-            if plugin != "none" {
+            if plugin != "none" && part(BenchPart::Plugin) {
                 let dir = PathBuf::from(&plugin);
                 let with = serde_json::json!({"to": "", "body": "bench"});
                 match rt.block_on(nurture::bench::plugin_calls(

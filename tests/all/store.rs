@@ -92,19 +92,17 @@ fn events_are_idempotent_by_id_and_queued_once() {
             assert_eq!(r, [Inserted::Duplicate], "{name}");
             let pending = s.pending_events(10).await.unwrap();
             let ids: Vec<&str> = pending.iter().map(|e| e.id.as_str()).collect();
-            // Only a contact's oldest queued event is handed out; the next one after it
-            // is applied (so workers never race on one contact's events).
-            assert_eq!(ids, ["e2"], "{name}: oldest first, one per contact");
+            // A contact's queue is handed out oldest first (by event time, not arrival),
+            // to be applied in that order in one unit of work.
+            assert_eq!(ids, ["e2", "e1"], "{name}: oldest first");
             // Processing removes from the queue, in the same commit as the work.
             s.commit(&UnitOfWork {
-                events_done: vec![pending[0].seq],
+                events_done: pending.iter().map(|e| e.seq).collect(),
                 ..Default::default()
             })
             .await
             .unwrap();
-            let next = s.pending_events(10).await.unwrap();
-            assert_eq!(next.len(), 1, "{name}");
-            assert_eq!(next[0].id, "e1", "{name}");
+            assert!(s.pending_events(10).await.unwrap().is_empty(), "{name}");
             // Processing the same event twice is a conflict: nothing runs twice.
             let again = s
                 .commit(&UnitOfWork {
@@ -332,6 +330,59 @@ fn timers_fire_in_due_order_and_counters_are_fenced() {
             );
             s.commit(&c(1, 2)).await.unwrap();
             assert_eq!(s.counter("owner:sales").await.unwrap(), 2, "{name}");
+        }
+    });
+}
+
+/// Postgres: concurrent claims split the inbox by contact (a contact's queue goes to one
+/// claimer, whole and in order), and a commit that would apply a contact's event while an
+/// older one it did not take is still queued is rejected.
+#[test]
+fn postgres_claims_split_the_inbox_by_contact_and_fence_the_order() {
+    rt().block_on(async {
+        for (name, s, _d) in stores().await {
+            if name != "postgres" {
+                continue;
+            }
+            s.insert_events(
+                &[contact("a"), contact("b")],
+                &[
+                    event("a1", "a", 1),
+                    event("b1", "b", 2),
+                    event("a2", "a", 3),
+                    event("b2", "b", 4),
+                ],
+            )
+            .await
+            .unwrap();
+            // Each claim takes one contact's whole queue; the second claimer gets the other.
+            let first = s.pending_events(1).await.unwrap();
+            let second = s.pending_events(1).await.unwrap();
+            let ids = |v: &[nurture::store::StoredEvent]| -> Vec<String> {
+                v.iter().map(|e| e.id.clone()).collect()
+            };
+            assert_eq!(ids(&first), ["a1", "a2"]);
+            assert_eq!(ids(&second), ["b1", "b2"]);
+            assert!(s.pending_events(10).await.unwrap().is_empty(), "all leased");
+            // A late event older than a2 arrives: applying a2 without it is refused.
+            s.insert_events(&[], &[event("a0", "a", 2)]).await.unwrap();
+            let skip_older = s
+                .commit(&UnitOfWork {
+                    events_done: vec![first[1].seq],
+                    ..Default::default()
+                })
+                .await;
+            assert!(
+                matches!(skip_older, Err(StoreError::Conflict(_))),
+                "{skip_older:?}"
+            );
+            // b's queue, applied whole, commits.
+            s.commit(&UnitOfWork {
+                events_done: second.iter().map(|e| e.seq).collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         }
     });
 }

@@ -26,8 +26,8 @@ use crate::model::{ConsentPolicy, Reentry, StepKind, Trigger};
 use crate::plan::{Edge, Plan, PlanNode};
 use crate::project::Project;
 use crate::store::{
-    Consent, Contact, JournalEntry, OutboxEntry, Run, RunStatus, Store, StoreError, StoredEvent,
-    Timer, Ts, UnitOfWork, Wait,
+    Consent, Contact, DueTimer, JournalEntry, OutboxEntry, Run, RunStatus, Store, StoreError,
+    StoredEvent, Timer, Ts, UnitOfWork, Wait,
 };
 
 use eval::Scope;
@@ -101,7 +101,7 @@ pub fn split_bucket(workflow: &str, step: &str, contact: &str, total: u64) -> u6
 const HISTORY_DAYS: i64 = 400;
 /// Guard against runaway loops inside one unit of work.
 const MAX_ROUNDS: usize = 16;
-/// Units of work per group commit.
+/// Units of work per group commit (per lane and round).
 const BATCH: i64 = 256;
 
 pub struct Engine {
@@ -168,9 +168,29 @@ impl Engine {
         limit: i64,
     ) -> Result<(usize, Vec<Effect>), EngineError> {
         let events = self.store.pending_events(limit).await?;
-        let units: Vec<(String, StoredEvent)> =
-            events.into_iter().map(|e| (e.contact.clone(), e)).collect();
-        self.run_units(units, now, |w, e| w.apply_event(e)).await
+        // A contact's queued events (oldest first) are applied in one unit of work, each
+        // settled before the next, as if they had come one per round.
+        let mut units: Vec<(String, Vec<StoredEvent>)> = Vec::new();
+        let mut at: HashMap<String, usize> = HashMap::new();
+        for e in events {
+            match at.get(&e.contact) {
+                Some(&i) => units[i].1.push(e),
+                None => {
+                    at.insert(e.contact.clone(), units.len());
+                    units.push((e.contact.clone(), vec![e]));
+                }
+            }
+        }
+        self.run_units(units, now, |w, evs| {
+            for (k, e) in evs.iter().enumerate() {
+                if k > 0 {
+                    w.settle()?;
+                }
+                w.apply_event(e)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Fires due timers; returns how many and their effects.
@@ -181,30 +201,27 @@ impl Engine {
     ) -> Result<(usize, Vec<Effect>), EngineError> {
         let timers = self.store.due_timers(now, limit).await?;
         let mut units = Vec::with_capacity(timers.len());
+        let mut orphans = Vec::new();
         for t in timers {
-            match self.store.run(&t.run_id).await? {
-                Some(run) => units.push((run.contact, t)),
-                None => {
-                    // A timer without a run: drop it.
-                    let uow = UnitOfWork {
-                        timers_clear: vec![t.run_id.clone()],
-                        ..Default::default()
-                    };
-                    self.store.commit(&uow).await?;
-                }
+            match t.contact.clone() {
+                Some(contact) => units.push((contact, t)),
+                None => orphans.push(t.run_id),
             }
+        }
+        if !orphans.is_empty() {
+            // Timers without a run: drop them.
+            let uow = UnitOfWork {
+                timers_clear: orphans,
+                ..Default::default()
+            };
+            self.store.commit(&uow).await?;
         }
         self.run_units(units, now, |w, t| w.fire_timer(t)).await
     }
 
     /// Runs one unit of work per item, the first item of each contact only (the others
-    /// stay queued for the next round, so a contact's items apply in order).
-    ///
-    /// Group commit: the units' writes are merged into one transaction, so a batch costs
-    /// one commit (one disk sync) instead of one per unit. If that commit conflicts (a
-    /// concurrent worker, two units racing for a round-robin counter), the units are
-    /// redone one by one from fresh state; a unit that still conflicts was handled
-    /// elsewhere and is skipped.
+    /// stay queued for the next round, so a contact's items apply in order), as one group
+    /// commit ([`Engine::run_group`]).
     async fn run_units<T, F>(
         &self,
         items: Vec<(String, T)>,
@@ -212,7 +229,8 @@ impl Engine {
         f: F,
     ) -> Result<(usize, Vec<Effect>), EngineError>
     where
-        F: Fn(&mut Work<'_>, &T) -> Result<(), EngineError>,
+        T: Sync,
+        F: Fn(&mut Work<'_>, &T) -> Result<(), EngineError> + Sync,
     {
         let mut seen = std::collections::HashSet::new();
         let batch: Vec<(String, T)> = items
@@ -223,40 +241,63 @@ impl Engine {
         if n == 0 {
             return Ok((0, Vec::new()));
         }
-        let mut merged = UnitOfWork::default();
-        let mut effects = Vec::new();
-        let ids: Vec<String> = batch.iter().map(|(c, _)| c.clone()).collect();
-        let data = self
-            .store
-            .load_units(&ids, now - chrono::Duration::days(HISTORY_DAYS))
-            .await?;
-        let counters = self.load_counters().await?;
-        for ((contact, item), data) in batch.iter().zip(data) {
-            let mut w = Work::from_data(self, contact, now, data, counters.clone());
-            f(&mut w, item)?;
-            w.settle()?;
-            let (uow, fx) = w.finish();
-            merged.merge(uow);
-            effects.extend(fx);
-        }
-        match self.store.commit(&merged).await {
-            Ok(()) => return Ok((n, effects)),
-            Err(StoreError::Conflict(what)) => {
-                tracing::debug!(%what, units = n, "group commit conflicted; one by one");
+        Ok((n, self.run_group(&batch, now, &f).await?))
+    }
+
+    /// Group commit: the units' writes are merged into one transaction, so a group costs
+    /// one commit (one disk sync) instead of one per unit. If that commit conflicts (a
+    /// concurrent worker or lane touched one of the contacts, two units raced for a
+    /// round-robin counter), the group is split in halves that are redone from fresh
+    /// state, down to single units retried alone: a conflict costs a few extra commits,
+    /// not one per unit. A unit that still conflicts was handled elsewhere and is skipped.
+    fn run_group<'a, T, F>(
+        &'a self,
+        batch: &'a [(String, T)],
+        now: Ts,
+        f: &'a F,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Effect>, EngineError>>
+    where
+        T: Sync,
+        F: Fn(&mut Work<'_>, &T) -> Result<(), EngineError> + Sync,
+    {
+        Box::pin(async move {
+            if let [(contact, item)] = batch {
+                return match self.with_retry(contact, now, |w| f(w, item)).await {
+                    Err(EngineError::Store(StoreError::Conflict(what))) => {
+                        tracing::debug!(%contact, %what, "skipped: handled elsewhere");
+                        Ok(Vec::new())
+                    }
+                    r => r,
+                };
             }
-            Err(e) => return Err(e.into()),
-        }
-        let mut effects = Vec::new();
-        for (contact, item) in &batch {
-            match self.with_retry(contact, now, |w| f(w, item)).await {
-                Ok(fx) => effects.extend(fx),
-                Err(EngineError::Store(StoreError::Conflict(what))) => {
-                    tracing::debug!(%contact, %what, "skipped: handled elsewhere");
+            let mut merged = UnitOfWork::default();
+            let mut effects = Vec::new();
+            let ids: Vec<String> = batch.iter().map(|(c, _)| c.clone()).collect();
+            let data = self
+                .store
+                .load_units(&ids, now - chrono::Duration::days(HISTORY_DAYS))
+                .await?;
+            let counters = self.load_counters().await?;
+            for ((contact, item), data) in batch.iter().zip(data) {
+                let mut w = Work::from_data(self, contact, now, data, counters.clone());
+                f(&mut w, item)?;
+                w.settle()?;
+                let (uow, fx) = w.finish();
+                merged.merge(uow);
+                effects.extend(fx);
+            }
+            match self.store.commit(&merged).await {
+                Ok(()) => return Ok(effects),
+                Err(StoreError::Conflict(what)) => {
+                    tracing::debug!(%what, units = batch.len(), "group commit conflicted; splitting");
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
-        }
-        Ok((n, effects))
+            let (left, right) = batch.split_at(batch.len() / 2);
+            let mut effects = self.run_group(left, now, f).await?;
+            effects.extend(self.run_group(right, now, f).await?);
+            Ok(effects)
+        })
     }
 
     /// The next firing of any schedule trigger strictly after `after`.
@@ -350,6 +391,28 @@ impl Engine {
         now: Ts,
         rounds: usize,
     ) -> Result<(Vec<Effect>, bool), EngineError> {
+        let lanes = self.store.parallelism().max(1);
+        let (mut effects, mut more) = (Vec::new(), false);
+        let results = futures::future::join_all((0..lanes).map(|_| self.lane(now, rounds))).await;
+        for r in results {
+            let (e, m) = r?;
+            effects.extend(e);
+            more |= m;
+        }
+        if !more {
+            effects.extend(self.fire_schedules(now).await?);
+            // Schedule firings may have started runs with zero waits.
+            let (_, e) = self.fire_timers(now, BATCH).await?;
+            effects.extend(e);
+        }
+        Ok((effects, more))
+    }
+
+    /// One lane of [`Engine::tick_some`]: up to `rounds` batches of events and of timers,
+    /// each a group commit. On a store with [`Store::parallelism`] above 1, lanes run
+    /// concurrently: each claims its own batches (the claims skip what another lane
+    /// holds), so one lane's transaction waits for the disk while another computes.
+    async fn lane(&self, now: Ts, rounds: usize) -> Result<(Vec<Effect>, bool), EngineError> {
         let mut effects = Vec::new();
         for _ in 0..rounds {
             let (ne, e1) = self.process_events(now, BATCH).await?;
@@ -357,10 +420,6 @@ impl Engine {
             let (nt, e2) = self.fire_timers(now, BATCH).await?;
             effects.extend(e2);
             if ne == 0 && nt == 0 {
-                effects.extend(self.fire_schedules(now).await?);
-                // Schedule firings may have started runs with zero waits.
-                let (_, e) = self.fire_timers(now, BATCH).await?;
-                effects.extend(e);
                 return Ok((effects, false));
             }
         }
@@ -721,7 +780,7 @@ impl<'e> Work<'e> {
         Ok(())
     }
 
-    fn fire_timer(&mut self, t: &Timer) -> Result<(), EngineError> {
+    fn fire_timer(&mut self, t: &DueTimer) -> Result<(), EngineError> {
         self.uow.timers_clear.push(t.run_id.clone());
         let Some(i) = self.runs.iter().position(|r| r.id == t.run_id) else {
             return Ok(());

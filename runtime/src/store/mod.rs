@@ -263,6 +263,109 @@ pub struct Timer {
     pub due_at: Ts,
 }
 
+/// The journal's stored `kind` for a packed row: consecutive entries of one unit of work
+/// for one run share a row, `data` holding `[{"kind": .., "data": ..}, ..]`. A step writes
+/// two or three entries (the step, its effect, a wake), so packing cuts the rows and index
+/// entries written per step by as much; readers see the entries one by one.
+pub const PACKED: &str = "entries";
+
+/// One journal row to write: run, contact, time, kind, data.
+pub type JournalRow<'a> = (Option<&'a str>, &'a str, Ts, &'a str, Value);
+
+/// Packs consecutive entries with the same run, contact and time into one row (see
+/// [`PACKED`]); an entry alone keeps its own kind.
+pub fn pack_journal(entries: &[JournalEntry]) -> Vec<JournalRow<'_>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        let first = &entries[i];
+        let mut j = i + 1;
+        while j < entries.len()
+            && entries[j].run_id == first.run_id
+            && entries[j].contact == first.contact
+            && entries[j].at == first.at
+        {
+            j += 1;
+        }
+        let (kind, data) = if j - i == 1 {
+            (first.kind.as_str(), first.data.clone())
+        } else {
+            let items = entries[i..j]
+                .iter()
+                .map(|e| serde_json::json!({"kind": e.kind, "data": e.data}))
+                .collect();
+            (PACKED, Value::Array(items))
+        };
+        out.push((
+            first.run_id.as_deref(),
+            first.contact.as_str(),
+            first.at,
+            kind,
+            data,
+        ));
+        i = j;
+    }
+    out
+}
+
+/// The entries of one stored journal row (unpacking a [`PACKED`] row).
+pub fn unpack_journal(
+    run_id: Option<String>,
+    contact: String,
+    at: Ts,
+    kind: String,
+    data: Value,
+    out: &mut Vec<JournalEntry>,
+) -> Result<(), StoreError> {
+    if kind != PACKED {
+        out.push(JournalEntry {
+            run_id,
+            contact,
+            at,
+            kind,
+            data,
+        });
+        return Ok(());
+    }
+    let Value::Array(items) = data else {
+        return Err(StoreError::Corrupt(
+            "packed journal row is not a list".into(),
+        ));
+    };
+    for item in items {
+        let Value::Object(mut m) = item else {
+            return Err(StoreError::Corrupt(
+                "packed journal entry is not an object".into(),
+            ));
+        };
+        let kind = match m.remove("kind") {
+            Some(Value::String(k)) => k,
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "packed journal entry has no kind".into(),
+                ))
+            }
+        };
+        out.push(JournalEntry {
+            run_id: run_id.clone(),
+            contact: contact.clone(),
+            at,
+            kind,
+            data: m.remove("data").unwrap_or(Value::Null),
+        });
+    }
+    Ok(())
+}
+
+/// A timer claimed by [`Store::due_timers`], with its run's contact (`None` when the run
+/// is gone), so a batch of timers is grouped by contact without a lookup per timer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueTimer {
+    pub run_id: String,
+    pub due_at: Ts,
+    pub contact: Option<String>,
+}
+
 /// A line of a run's (or a contact's) journal.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JournalEntry {
@@ -421,9 +524,11 @@ pub trait Store: Send + Sync {
         new_contacts: &[Contact],
         events: &[NewEvent],
     ) -> Result<Vec<Inserted>, StoreError>;
-    /// Queued events, oldest first, at most one per contact: the oldest of each contact
-    /// (its next is handed out once this one is applied). Postgres also claims them for a
-    /// lease (`FOR UPDATE SKIP LOCKED`), so concurrent workers split the inbox.
+    /// Queued events, oldest first: for each contact handed out, its oldest queued event
+    /// and possibly the ones after it, in order (the engine applies them in one unit of
+    /// work). About `limit` events or contacts. Postgres claims them for a lease
+    /// (`FOR UPDATE SKIP LOCKED` on each contact's oldest), so concurrent workers split
+    /// the inbox by contact and never apply one contact's events out of order.
     async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError>;
     /// A contact's events at or after `since`, oldest first.
     async fn contact_events(
@@ -440,11 +545,17 @@ pub trait Store: Send + Sync {
     /// Claims the timers due at or before `now`, earliest first: they are not due again
     /// for a lease (60 s), so concurrent workers do not take the same ones and a crashed
     /// worker's timers come back. Committing the unit that fired one clears it.
-    async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<Timer>, StoreError>;
+    async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<DueTimer>, StoreError>;
     async fn next_timer(&self) -> Result<Option<Ts>, StoreError>;
 
     async fn counter(&self, name: &str) -> Result<i64, StoreError>;
     async fn schedule_last(&self, workflow: &str) -> Result<Option<Ts>, StoreError>;
+
+    /// How many group commits the engine should run at once: 1 where writers are
+    /// serialised anyway (SQLite), more where concurrent transactions share log flushes.
+    fn parallelism(&self) -> usize {
+        1
+    }
 
     /// Applies a unit of work atomically; `Conflict` if any expected version differs.
     async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError>;

@@ -16,6 +16,13 @@ use sqlx::{PgPool, Row};
 
 use super::*;
 
+/// Group commits the engine runs at once on Postgres (the pool has room for them and for
+/// the API's and the outbox's own queries).
+const PARALLELISM: usize = 4;
+
+/// Queued events of one contact claimed together (applied in one unit of work).
+const EVENTS_PER_CONTACT: i64 = 16;
+
 pub struct PostgresStore {
     pool: PgPool,
 }
@@ -32,7 +39,17 @@ impl PostgresStore {
     /// Connects to `url` (`postgres://user:pass@host/db`), creates the `nurture` schema
     /// and applies the migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let opts = PgConnectOptions::from_str(url)?.options([("search_path", "nurture")]);
+        // Every statement of this store reads or writes a bounded batch of rows by key, so
+        // index lookups in nested loops are always the right plan. Statistics lag behind
+        // fast-growing queue tables, and with them the planner picked hash joins over whole
+        // tables (a scan of every timer to claim 256 of them) and JIT compilation
+        // (milliseconds per statement): both are off for this store's connections.
+        let opts = PgConnectOptions::from_str(url)?.options([
+            ("search_path", "nurture"),
+            ("jit", "off"),
+            ("enable_hashjoin", "off"),
+            ("enable_mergejoin", "off"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(3))
@@ -101,11 +118,17 @@ impl Store for PostgresStore {
                 u.contact = Some(c);
             }
         }
-        for row in
-            sqlx::query("SELECT doc, rev FROM runs WHERE contact = ANY($1) ORDER BY started_at, id")
-                .bind(contacts)
-                .fetch_all(&self.pool)
-                .await?
+        // One index lookup per contact (`LATERAL ... OFFSET 0` keeps the planner from
+        // turning it into a hash join over the whole table when its statistics lag behind
+        // a fast-growing table).
+        for row in sqlx::query(
+            "SELECT r.doc, r.rev FROM unnest($1::text[]) AS k(id), LATERAL \
+             (SELECT doc, rev, started_at, id FROM runs WHERE contact = k.id OFFSET 0) r \
+             ORDER BY r.started_at, r.id",
+        )
+        .bind(contacts)
+        .fetch_all(&self.pool)
+        .await?
         {
             let r = Self::run_from_row(&row)?;
             if let Some(u) = by.get_mut(r.contact.as_str()) {
@@ -113,7 +136,8 @@ impl Store for PostgresStore {
             }
         }
         for row in sqlx::query(
-            "SELECT seq, id, contact, type, at, data FROM events WHERE contact = ANY($1) AND at >= $2 ORDER BY at, seq",
+            "SELECT e.seq, e.id, e.contact, e.type, e.at, e.data FROM unnest($1::text[]) AS k(id), LATERAL \
+             (SELECT * FROM events WHERE contact = k.id AND at >= $2 OFFSET 0) e ORDER BY e.at, e.seq",
         )
         .bind(contacts)
         .bind(since)
@@ -203,20 +227,26 @@ impl Store for PostgresStore {
 
     async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         // Claim, for a lease, the oldest queued event of contacts whose older events are
-        // all applied; rows another worker holds are skipped (SKIP LOCKED) or leased.
+        // all applied (rows another worker holds are skipped or leased), and with it the
+        // contact's next queued events: nobody else can claim those while the oldest is
+        // queued, since only a contact's oldest event is ever claimable.
         let rows = sqlx::query(
-            "WITH c AS (SELECT i.seq FROM inbox i \
+            "WITH heads AS (SELECT i.seq, i.contact FROM inbox i \
                WHERE (i.lease_until IS NULL OR i.lease_until < now()) \
                AND NOT EXISTS (SELECT 1 FROM inbox o WHERE o.contact = i.contact \
-                 AND (o.at, o.seq) < (i.at, i.seq)) \
+                 AND (o.at, o.seq) < (i.at, i.seq) OFFSET 0) \
                ORDER BY i.at, i.seq LIMIT $1 FOR UPDATE SKIP LOCKED), \
+             c AS (SELECT f.seq FROM heads h, LATERAL (SELECT o.seq FROM inbox o \
+               WHERE o.contact = h.contact ORDER BY o.at, o.seq LIMIT $3) f), \
              claimed AS (UPDATE inbox i SET lease_until = now() + $2 * interval '1 second' \
-               FROM c WHERE i.seq = c.seq RETURNING i.seq, i.at) \
-             SELECT e.seq, e.id, e.contact, e.type, e.at, e.data FROM claimed \
-             JOIN events e ON e.seq = claimed.seq ORDER BY claimed.at, claimed.seq",
+               WHERE i.seq = ANY(ARRAY(SELECT seq FROM c)) RETURNING i.seq, i.at) \
+             SELECT e.seq, e.id, e.contact, e.type, e.at, e.data FROM claimed, \
+             LATERAL (SELECT * FROM events WHERE seq = claimed.seq OFFSET 0) e \
+             ORDER BY claimed.at, claimed.seq",
         )
         .bind(limit)
         .bind(lease().as_secs() as f64)
+        .bind(EVENTS_PER_CONTACT)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(Self::event_from_row).collect()
@@ -277,45 +307,46 @@ impl Store for PostgresStore {
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(JournalEntry {
-                    run_id: r.try_get("run_id")?,
-                    contact: r.try_get("contact")?,
-                    at: r.try_get("at")?,
-                    kind: r.try_get("kind")?,
-                    data: r.try_get("data")?,
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            unpack_journal(
+                r.try_get("run_id")?,
+                r.try_get("contact")?,
+                r.try_get("at")?,
+                r.try_get("kind")?,
+                r.try_get("data")?,
+                &mut out,
+            )?;
+        }
+        Ok(out)
     }
 
     /// Claims due timers for a lease ([`super::lease`]): their due time moves past the lease, so other
     /// workers skip them (`SKIP LOCKED` while claiming); if this worker dies, they come
     /// due again when the lease ends. The run's version still fences the commit.
-    async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<Timer>, StoreError> {
+    async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<DueTimer>, StoreError> {
         let rows = sqlx::query(
             "WITH due AS (SELECT run_id, due_at FROM timers WHERE due_at <= $1 \
-               ORDER BY due_at, run_id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             UPDATE timers t SET due_at = $1 + $3 * interval '1 second' FROM due \
-             WHERE t.run_id = due.run_id RETURNING due.run_id, due.due_at",
+               ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             claimed AS (UPDATE timers SET due_at = $1 + $3 * interval '1 second' \
+               WHERE run_id = ANY(ARRAY(SELECT run_id FROM due))) \
+             SELECT d.run_id, d.due_at, (SELECT r.contact FROM runs r WHERE r.id = d.run_id) AS contact \
+             FROM due d ORDER BY d.due_at, d.run_id",
         )
         .bind(now)
         .bind(limit)
         .bind(lease().as_secs() as f64)
         .fetch_all(&self.pool)
         .await?;
-        let mut out: Vec<Timer> = rows
-            .iter()
+        rows.iter()
             .map(|r| {
-                Ok(Timer {
+                Ok(DueTimer {
                     run_id: r.try_get("run_id")?,
                     due_at: r.try_get("due_at")?,
+                    contact: r.try_get("contact")?,
                 })
             })
-            .collect::<Result<_, StoreError>>()?;
-        out.sort_by(|a, b| (a.due_at, &a.run_id).cmp(&(b.due_at, &b.run_id)));
-        Ok(out)
+            .collect()
     }
 
     async fn next_timer(&self) -> Result<Option<Ts>, StoreError> {
@@ -339,6 +370,10 @@ impl Store for PostgresStore {
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    fn parallelism(&self) -> usize {
+        PARALLELISM
     }
 
     /// One transaction of set-based statements, whatever the number of units merged into
@@ -443,10 +478,19 @@ impl Store for PostgresStore {
             conflict("runs", old_r.len(), r.rows_affected())?;
         }
 
-        // Timers: clears first, then sets (a unit may clear and set the same run's timer).
-        if !uow.timers_clear.is_empty() {
+        // Timers: clears first, then sets (a unit may clear and set the same run's timer:
+        // the upsert below replaces it, so only the others are deleted).
+        let set: std::collections::HashSet<&str> =
+            uow.timers_set.iter().map(|t| t.run_id.as_str()).collect();
+        let clear: Vec<&str> = uow
+            .timers_clear
+            .iter()
+            .map(String::as_str)
+            .filter(|r| !set.contains(r))
+            .collect();
+        if !clear.is_empty() {
             sqlx::query("DELETE FROM timers WHERE run_id = ANY($1)")
-                .bind(&uow.timers_clear)
+                .bind(&clear)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -490,26 +534,27 @@ impl Store for PostgresStore {
 
         // Journal, in order (the identity column follows the array order).
         if !uow.journal.is_empty() {
-            let j = &uow.journal;
+            let j = pack_journal(&uow.journal);
             sqlx::query(
                 "INSERT INTO journal (run_id, contact, at, kind, data) \
                  SELECT run_id, contact, at, kind, data FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[]) \
                  WITH ORDINALITY AS u(run_id, contact, at, kind, data, n) ORDER BY n",
             )
-            .bind(j.iter().map(|e| e.run_id.as_deref()).collect::<Vec<_>>())
-            .bind(j.iter().map(|e| e.contact.as_str()).collect::<Vec<_>>())
-            .bind(j.iter().map(|e| e.at).collect::<Vec<_>>())
-            .bind(j.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-            .bind(j.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
+            .bind(j.iter().map(|e| e.0).collect::<Vec<_>>())
+            .bind(j.iter().map(|e| e.1).collect::<Vec<_>>())
+            .bind(j.iter().map(|e| e.2).collect::<Vec<_>>())
+            .bind(j.iter().map(|e| e.3).collect::<Vec<_>>())
+            .bind(j.into_iter().map(|e| e.4).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }
 
-        // Events: each must be the oldest queued event of its contact (order per contact).
+        // Events: nothing older of the same contact may stay queued (order per contact).
         if !uow.events_done.is_empty() {
             let r = sqlx::query(
                 "DELETE FROM inbox i WHERE i.seq = ANY($1) AND NOT EXISTS (\
-                   SELECT 1 FROM inbox o WHERE o.contact = i.contact AND (o.at, o.seq) < (i.at, i.seq))",
+                   SELECT 1 FROM inbox o WHERE o.contact = i.contact AND (o.at, o.seq) < (i.at, i.seq) \
+                   AND o.seq <> ALL($1) OFFSET 0)",
             )
             .bind(&uow.events_done)
             .execute(&mut *tx)

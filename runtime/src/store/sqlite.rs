@@ -244,11 +244,10 @@ impl Store for SqliteStore {
 
     async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(
+            // The oldest `limit` queued events: a contact's older events come first, so
+            // each contact's events here are a prefix of its queue, in order.
             "SELECT e.seq, e.id, e.contact, e.type, e.at, e.data FROM inbox i \
-             JOIN events e ON e.seq = i.seq WHERE NOT EXISTS (SELECT 1 FROM inbox i2 \
-               JOIN events e2 ON e2.seq = i2.seq WHERE e2.contact = e.contact \
-               AND (e2.at < e.at OR (e2.at = e.at AND e2.seq < e.seq))) \
-             ORDER BY e.at, e.seq LIMIT ?",
+             JOIN events e ON e.seq = i.seq ORDER BY e.at, e.seq LIMIT ?",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -311,34 +310,37 @@ impl Store for SqliteStore {
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(JournalEntry {
-                    run_id: r.try_get("run_id")?,
-                    contact: r.try_get("contact")?,
-                    at: parse_ts(r.try_get::<&str, _>("at")?)?,
-                    kind: r.try_get("kind")?,
-                    data: from_json(r.try_get::<&str, _>("data")?)?,
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            unpack_journal(
+                r.try_get("run_id")?,
+                r.try_get("contact")?,
+                parse_ts(r.try_get::<&str, _>("at")?)?,
+                r.try_get("kind")?,
+                from_json(r.try_get::<&str, _>("data")?)?,
+                &mut out,
+            )?;
+        }
+        Ok(out)
     }
 
-    async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<Timer>, StoreError> {
+    async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<DueTimer>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
-            "SELECT run_id, due_at FROM timers WHERE due_at <= ? ORDER BY due_at, run_id LIMIT ?",
+            "SELECT t.run_id, t.due_at, r.contact FROM timers t LEFT JOIN runs r ON r.id = t.run_id \
+             WHERE t.due_at <= ? ORDER BY t.due_at, t.run_id LIMIT ?",
         )
         .bind(ts(now))
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        let timers: Vec<Timer> = rows
+        let timers: Vec<DueTimer> = rows
             .iter()
             .map(|r| {
-                Ok(Timer {
+                Ok(DueTimer {
                     run_id: r.try_get("run_id")?,
                     due_at: parse_ts(r.try_get::<&str, _>("due_at")?)?,
+                    contact: r.try_get("contact")?,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -469,10 +471,11 @@ impl Store for SqliteStore {
         }
         if !uow.journal.is_empty() {
             // One statement for the whole journal of the batch, in order.
-            let rows: Vec<Value> = uow
-                .journal
-                .iter()
-                .map(|j| serde_json::json!([j.run_id, j.contact, ts(j.at), j.kind, json(&j.data)]))
+            let rows: Vec<Value> = pack_journal(&uow.journal)
+                .into_iter()
+                .map(|(run, contact, at, kind, data)| {
+                    serde_json::json!([run, contact, ts(at), kind, json(&data)])
+                })
                 .collect();
             sqlx::query(
                 "INSERT INTO journal (run_id, contact, at, kind, data) \

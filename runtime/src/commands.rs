@@ -105,12 +105,12 @@ pub async fn run(
             .with_context(|| format!("cannot listen on {listen}"))?;
         api = format!("http://{}", listener.local_addr()?);
         api_base = api.clone();
-        let app = nurture::server::router(nurture::server::AppState {
-            engine: engine.clone(),
-            api_key: Arc::new(key),
-            wake: wake.clone(),
-            signer: signer.clone(),
-        });
+        let app = nurture::server::router(nurture::server::AppState::new(
+            engine.clone(),
+            Arc::new(key),
+            wake.clone(),
+            signer.clone(),
+        ));
         let mut stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, app)

@@ -32,14 +32,122 @@ use crate::deliver::Deliverer;
 use crate::engine::{Engine, EngineError};
 use crate::input;
 
+/// Group commit for the API: the events of concurrent requests are stored together in
+/// one transaction (one disk sync) while the previous batch commits. Under load this is
+/// what keeps an acknowledgement at a few milliseconds; alone, a request is stored at
+/// once. Every request still gets its own per-event answers, and none is acknowledged
+/// before its events are stored.
+#[derive(Clone)]
+pub struct Ingestor {
+    jobs: tokio::sync::mpsc::Sender<IngestJob>,
+}
+
+type IngestReply = Result<Vec<crate::engine::ingest::EventOutcome>, EngineError>;
+
+struct IngestJob {
+    events: Vec<input::IncomingEvent>,
+    reply: tokio::sync::oneshot::Sender<IngestReply>,
+}
+
+/// Events stored per group commit, at most.
+const INGEST_BATCH: usize = 2000;
+
+impl Ingestor {
+    /// Starts the batching task (on the current tokio runtime); it wakes `wake` after
+    /// each batch is stored.
+    pub fn start(engine: Arc<Engine>, wake: Arc<Notify>) -> Self {
+        let (jobs, mut rx) = tokio::sync::mpsc::channel::<IngestJob>(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                let mut n = batch[0].events.len();
+                while n < INGEST_BATCH {
+                    match rx.try_recv() {
+                        Ok(j) => {
+                            n += j.events.len();
+                            batch.push(j);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let all: Vec<input::IncomingEvent> = batch
+                    .iter()
+                    .flat_map(|j| j.events.iter().cloned())
+                    .collect();
+                match engine.ingest(&all, Utc::now()).await {
+                    Ok(outcomes) => {
+                        let mut rest = outcomes.into_iter();
+                        for j in batch {
+                            let mine: Vec<_> = rest.by_ref().take(j.events.len()).collect();
+                            let _ = j.reply.send(Ok(mine));
+                        }
+                    }
+                    // One request's events may be what the database refused: each request
+                    // alone, so the others are stored.
+                    Err(_) if batch.len() > 1 => {
+                        for j in batch {
+                            let r = engine.ingest(&j.events, Utc::now()).await;
+                            let _ = j.reply.send(r);
+                        }
+                    }
+                    Err(e) => {
+                        for j in batch {
+                            let _ = j.reply.send(Err(EngineError::Store(
+                                crate::store::StoreError::Unavailable(e.to_string()),
+                            )));
+                        }
+                    }
+                }
+                wake.notify_one();
+            }
+        });
+        Ingestor { jobs }
+    }
+
+    /// Stores `events` (with the events of concurrent calls); one outcome per event, in
+    /// order.
+    pub async fn ingest(&self, events: Vec<input::IncomingEvent>) -> IngestReply {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || EngineError::Invalid("the ingestion task stopped".into());
+        self.jobs
+            .send(IngestJob { events, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    /// Stores incoming events in group commits.
+    pub ingest: Ingestor,
     pub api_key: Arc<String>,
     /// Wakes the scheduler when new work arrives.
     pub wake: Arc<Notify>,
     /// Verifies tracking and unsubscribe tokens.
     pub signer: Arc<crate::email::Signer>,
+}
+
+impl AppState {
+    /// The state of the API; starts its [`Ingestor`] (on the current tokio runtime).
+    pub fn new(
+        engine: Arc<Engine>,
+        api_key: Arc<String>,
+        wake: Arc<Notify>,
+        signer: Arc<crate::email::Signer>,
+    ) -> Self {
+        AppState {
+            ingest: Ingestor::start(engine.clone(), wake.clone()),
+            engine,
+            api_key,
+            wake,
+            signer,
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -141,7 +249,7 @@ async fn post_events(
             }
         }
     }
-    match s.engine.ingest(&valid, Utc::now()).await {
+    match s.ingest.ingest(valid).await {
         Ok(outcomes) => {
             results.extend(
                 outcomes
@@ -221,12 +329,112 @@ async fn get_run(
     }
 }
 
-/// Batches per scheduler pass before it checks for shutdown and delivers the outbox.
-const TICK_ROUNDS: usize = 8;
+/// Batches per lane in one pass of the engine loop: a pass is short, so the outbox loop
+/// hears about new entries at once and a shutdown request is seen between passes.
+const TICK_ROUNDS: usize = 1;
 
-/// The scheduler: applies events, fires timers and schedules, delivers the outbox, and
-/// sleeps until the next due instant (or until woken, at most `poll`).
+/// The scheduler: two loops running side by side.
+///
+/// - The **engine loop** applies events, fires timers and schedules, then sleeps until the
+///   next due instant, a wake-up (an event was stored), or at most `poll`.
+/// - The **outbox loop** delivers due entries as soon as the engine loop commits them (it
+///   is woken after every pass), without waiting for the next pass; slow webhooks never
+///   hold up event processing, and a backlog of events never holds up delivery.
 pub async fn scheduler(
+    engine: Arc<Engine>,
+    deliverer: Deliverer,
+    wake: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+    poll: Duration,
+) {
+    let outbox_wake = Arc::new(Notify::new());
+    tokio::join!(
+        engine_loop(
+            engine.clone(),
+            wake,
+            outbox_wake.clone(),
+            shutdown.clone(),
+            poll
+        ),
+        outbox_loop(engine, deliverer, outbox_wake, shutdown, poll),
+    );
+}
+
+/// Waits `sleep`, or until woken or asked to stop.
+async fn pause(sleep: Duration, wake: &Notify, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(sleep) => {}
+        _ = wake.notified() => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// How long to sleep: until `next` is due, at most `poll`.
+fn until_next(next: Option<crate::store::Ts>, poll: Duration) -> Duration {
+    next.map_or(poll, |n| {
+        poll.min((n - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+    })
+}
+
+/// Counts a failed pass and logs it; returns the backoff: 400 ms doubling up to 12.8 s.
+fn failed(failures: &mut u32, e: &dyn std::fmt::Display, what: &str) -> Duration {
+    *failures += 1;
+    let sleep = Duration::from_millis(200 * 2u64.pow((*failures).min(6)));
+    tracing::error!(error = %e, retry_in_ms = sleep.as_millis() as u64, "{what}");
+    sleep
+}
+
+async fn engine_loop(
+    engine: Arc<Engine>,
+    wake: Arc<Notify>,
+    outbox_wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+    poll: Duration,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let now = Utc::now();
+        let sleep = match engine.tick_some(now, TICK_ROUNDS).await {
+            Ok((effects, more)) => {
+                failures = 0;
+                for e in &effects {
+                    tracing::info!(
+                        contact = %e.contact,
+                        workflow = e.workflow.as_deref().unwrap_or("-"),
+                        step = e.step.as_deref().unwrap_or("-"),
+                        effect = e.effect,
+                        "{}",
+                        serde_json::Value::Object(e.extra.clone())
+                    );
+                }
+                if !effects.is_empty() {
+                    outbox_wake.notify_one();
+                }
+                if more {
+                    continue;
+                }
+                let next = [
+                    engine.store.next_timer().await.ok().flatten(),
+                    engine.next_schedule(now),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                until_next(next, poll)
+            }
+            Err(e) => failed(&mut failures, &e, "scheduler step failed"),
+        };
+        pause(sleep, &wake, &mut shutdown).await;
+    }
+}
+
+/// Entries claimed per pass of the outbox loop.
+const OUTBOX_BATCH: i64 = 256;
+
+async fn outbox_loop(
     engine: Arc<Engine>,
     deliverer: Deliverer,
     wake: Arc<Notify>,
@@ -238,58 +446,18 @@ pub async fn scheduler(
         if *shutdown.borrow() {
             return;
         }
-        let now = Utc::now();
-        let mut more = false;
-        let result: Result<(), EngineError> = async {
-            let (effects, more_due) = engine.tick_some(now, TICK_ROUNDS).await?;
-            more = more_due;
-            for e in &effects {
-                tracing::info!(
-                    contact = %e.contact,
-                    workflow = e.workflow.as_deref().unwrap_or("-"),
-                    step = e.step.as_deref().unwrap_or("-"),
-                    effect = e.effect,
-                    "{}",
-                    serde_json::Value::Object(e.extra.clone())
-                );
-            }
-            deliverer.deliver_due(Utc::now(), 200).await?;
-            Ok(())
-        }
-        .await;
-        let mut sleep = poll;
-        match result {
-            Ok(()) if more => {
+        let sleep = match deliverer.deliver_due(Utc::now(), OUTBOX_BATCH).await {
+            Ok(n) if n > 0 => {
                 failures = 0;
                 continue;
             }
-            Ok(()) => {
+            Ok(_) => {
                 failures = 0;
-                let store = &engine.store;
-                let next = [
-                    store.next_timer().await.ok().flatten(),
-                    store.next_outbox().await.ok().flatten(),
-                    engine.next_schedule(now),
-                ]
-                .into_iter()
-                .flatten()
-                .min();
-                if let Some(next) = next {
-                    let until = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                    sleep = sleep.min(until);
-                }
+                until_next(engine.store.next_outbox().await.ok().flatten(), poll)
             }
-            Err(e) => {
-                failures += 1;
-                sleep = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
-                tracing::error!(error = %e, retry_in_ms = sleep.as_millis() as u64, "scheduler step failed");
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(sleep) => {}
-            _ = wake.notified() => {}
-            _ = shutdown.changed() => {}
-        }
+            Err(e) => failed(&mut failures, &e, "outbox delivery failed"),
+        };
+        pause(sleep, &wake, &mut shutdown).await;
     }
 }
 
@@ -311,8 +479,7 @@ async fn record(
         at: None,
         data,
     };
-    s.engine.ingest(&[event], Utc::now()).await?;
-    s.wake.notify_one();
+    s.ingest.ingest(vec![event]).await?;
     Ok(())
 }
 

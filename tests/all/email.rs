@@ -123,12 +123,12 @@ async fn world(project_dir: &Path) -> World {
     let signer = Signer::new(b"test-tracking-key");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());
-    let app = nurture::server::router(nurture::server::AppState {
-        engine: engine.clone(),
-        api_key: Arc::new("k".into()),
-        wake: Arc::new(tokio::sync::Notify::new()),
-        signer: Arc::new(signer.clone()),
-    });
+    let app = nurture::server::router(nurture::server::AppState::new(
+        engine.clone(),
+        Arc::new("k".into()),
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(signer.clone()),
+    ));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -340,10 +340,12 @@ fn timers_fire_in_due_order_and_counters_are_fenced() {
 #[test]
 fn postgres_claims_split_the_inbox_by_contact_and_fence_the_order() {
     rt().block_on(async {
+        let mut ran = false;
         for (name, s, _d) in stores().await {
             if name != "postgres" {
                 continue;
             }
+            ran = true;
             s.insert_events(
                 &[contact("a"), contact("b")],
                 &[
@@ -383,6 +385,54 @@ fn postgres_claims_split_the_inbox_by_contact_and_fence_the_order() {
             })
             .await
             .unwrap();
+        }
+        assert!(
+            ran || std::env::var("DATABASE_URL").is_err(),
+            "DATABASE_URL is set but the Postgres store did not run"
+        );
+    });
+}
+
+/// A wave of outcomes recorded together: a stale one (already completed) is reported as
+/// a conflict and the others are still recorded, once each.
+#[test]
+fn a_wave_of_completions_keeps_the_good_ones_when_one_is_stale() {
+    rt().block_on(async {
+        for (name, s, _d) in stores().await {
+            s.commit(&UnitOfWork {
+                outbox: vec![outbox("w1"), outbox("w2"), outbox("w3")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            assert_eq!(s.pending_outbox(t(2), 10).await.unwrap().len(), 3, "{name}");
+            let done = || OutboxOutcome::Delivered {
+                record: json!({"ok": true}),
+            };
+            s.complete_outbox("w2", &done(), t(2)).await.unwrap();
+            let items: Vec<(String, OutboxOutcome)> = ["w1", "w2", "w3"]
+                .iter()
+                .map(|k| (k.to_string(), done()))
+                .collect();
+            let results = s.complete_outbox_many(&items, t(3)).await.unwrap();
+            assert!(
+                results[0].is_ok() && results[2].is_ok(),
+                "{name}: {results:?}"
+            );
+            assert!(
+                matches!(results[1], Err(StoreError::Conflict(_))),
+                "{name}: {results:?}"
+            );
+            let mut keys: Vec<String> = s
+                .deliveries()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.key)
+                .collect();
+            keys.sort();
+            assert_eq!(keys, ["w1", "w2", "w3"], "{name}: each delivered once");
+            assert_eq!(s.next_outbox().await.unwrap(), None, "{name}");
         }
     });
 }

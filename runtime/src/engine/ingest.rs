@@ -43,19 +43,24 @@ impl Engine {
         let mut outcomes: Vec<EventOutcome> = Vec::with_capacity(events.len());
         let mut to_store: Vec<(usize, NewEvent)> = Vec::new();
         let mut new_contacts: HashMap<String, Contact> = HashMap::new();
-        let mut known: HashMap<String, bool> = HashMap::new();
+        // Resolve every contact id and address of the batch in one store call.
+        let ids: Vec<String> = events.iter().filter_map(|e| e.contact.clone()).collect();
+        let emails: Vec<String> = events
+            .iter()
+            .filter(|e| e.contact.is_none())
+            .filter_map(|e| e.email.clone())
+            .collect();
+        let found = self.store.find_contacts(&ids, &emails).await?;
+        let known: std::collections::HashSet<String> =
+            found.iter().map(|(id, _)| id.clone()).collect();
+        let by_email: HashMap<String, String> = found
+            .into_iter()
+            .filter_map(|(id, email)| email.map(|m| (m, id)))
+            .collect();
         for e in events {
             let contact_id = match (&e.contact, &e.email) {
                 (Some(id), _) => {
-                    let exists = match known.get(id) {
-                        Some(b) => *b,
-                        None => {
-                            let b = self.store.contact(id).await?.is_some()
-                                || new_contacts.contains_key(id);
-                            known.insert(id.clone(), b);
-                            b
-                        }
-                    };
+                    let exists = known.contains(id) || new_contacts.contains_key(id);
                     if !exists {
                         outcomes.push(EventOutcome {
                             index: e.index,
@@ -70,8 +75,8 @@ impl Engine {
                     }
                     id.clone()
                 }
-                (None, Some(email)) => match self.store.contact_by_email(email).await? {
-                    Some(c) => c.id,
+                (None, Some(email)) => match by_email.get(email) {
+                    Some(id) => id.clone(),
                     None => {
                         let id = id_for_email(email);
                         new_contacts.entry(id.clone()).or_insert_with(|| Contact {

@@ -379,7 +379,14 @@ impl Engine {
     /// schedules. Returns every effect, so it is for bounded work (`simulate`, tests); a
     /// long-running scheduler uses [`Engine::tick_some`].
     pub async fn tick(&self, now: Ts) -> Result<Vec<Effect>, EngineError> {
-        Ok(self.tick_some(now, usize::MAX).await?.0)
+        let mut all = Vec::new();
+        loop {
+            let (effects, more) = self.tick_some(now, usize::MAX).await?;
+            all.extend(effects);
+            if !more {
+                return Ok(all);
+            }
+        }
     }
 
     /// At most `rounds` batches of events and of timers due at `now` (then schedules, once
@@ -391,13 +398,20 @@ impl Engine {
         now: Ts,
         rounds: usize,
     ) -> Result<(Vec<Effect>, bool), EngineError> {
-        let lanes = self.store.parallelism().max(1);
-        let (mut effects, mut more) = (Vec::new(), false);
-        let results = futures::future::join_all((0..lanes).map(|_| self.lane(now, rounds))).await;
-        for r in results {
-            let (e, m) = r?;
-            effects.extend(e);
-            more |= m;
+        // One round of one lane first: under a light load that is all there is to do, and
+        // one lane answers fastest. A full batch means a backlog: then all lanes at once.
+        let (mut effects, found, full) = self.lane_round(now).await?;
+        let mut more = found;
+        let rest = rounds.saturating_sub(1);
+        if full && rest > 0 {
+            more = false;
+            let lanes = self.store.parallelism().max(1);
+            let results = futures::future::join_all((0..lanes).map(|_| self.lane(now, rest))).await;
+            for r in results {
+                let (e, m) = r?;
+                effects.extend(e);
+                more |= m;
+            }
         }
         if !more {
             effects.extend(self.fire_schedules(now).await?);
@@ -415,15 +429,23 @@ impl Engine {
     async fn lane(&self, now: Ts, rounds: usize) -> Result<(Vec<Effect>, bool), EngineError> {
         let mut effects = Vec::new();
         for _ in 0..rounds {
-            let (ne, e1) = self.process_events(now, BATCH).await?;
-            effects.extend(e1);
-            let (nt, e2) = self.fire_timers(now, BATCH).await?;
-            effects.extend(e2);
-            if ne == 0 && nt == 0 {
+            let (e, found, _) = self.lane_round(now).await?;
+            effects.extend(e);
+            if !found {
                 return Ok((effects, false));
             }
         }
         Ok((effects, true))
+    }
+
+    /// One batch of events and one of timers: their effects, whether anything was due,
+    /// and whether a batch was full (a backlog).
+    async fn lane_round(&self, now: Ts) -> Result<(Vec<Effect>, bool, bool), EngineError> {
+        let (ne, mut effects) = self.process_events(now, BATCH).await?;
+        let (nt, e) = self.fire_timers(now, BATCH).await?;
+        effects.extend(e);
+        let full = ne >= BATCH as usize || nt >= BATCH as usize;
+        Ok((effects, ne > 0 || nt > 0, full))
     }
 
     /// Runs `f` in a unit of work for `contact`, committing it; on a conflict (a concurrent

@@ -515,6 +515,26 @@ pub trait Store: Send + Sync {
     /// Contacts.
     async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
     async fn contact_by_email(&self, email: &str) -> Result<Option<Contact>, StoreError>;
+    /// The stored contacts among `ids`, and those whose address is among `emails`, as
+    /// `(id, email)` pairs: what ingestion needs to resolve a batch of events at once.
+    async fn find_contacts(
+        &self,
+        ids: &[String],
+        emails: &[String],
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(c) = self.contact(id).await? {
+                out.push((c.id, c.email));
+            }
+        }
+        for email in emails {
+            if let Some(c) = self.contact_by_email(email).await? {
+                out.push((c.id, c.email));
+            }
+        }
+        Ok(out)
+    }
     async fn contact_ids(&self) -> Result<Vec<String>, StoreError>;
 
     /// Stores events (idempotent by id) and queues the new ones for processing, in one
@@ -574,6 +594,22 @@ pub trait Store: Send + Sync {
         outcome: &OutboxOutcome,
         now: Ts,
     ) -> Result<(), StoreError>;
+    /// Records several outcomes at once (one transaction where the store can): each
+    /// entry's result, a `Conflict` for a stale completion, without failing the others.
+    async fn complete_outbox_many(
+        &self,
+        items: &[(String, OutboxOutcome)],
+        now: Ts,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut out = Vec::with_capacity(items.len());
+        for (key, outcome) in items {
+            match self.complete_outbox(key, outcome, now).await {
+                Err(e) if !matches!(e, StoreError::Conflict(_)) => return Err(e),
+                r => out.push(r),
+            }
+        }
+        Ok(out)
+    }
     async fn deliveries(&self) -> Result<Vec<Delivery>, StoreError>;
     /// Adds an address to the suppression list; false if it was already there.
     async fn suppress(&self, address: &str, reason: &str, now: Ts) -> Result<bool, StoreError>;

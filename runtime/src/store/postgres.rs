@@ -50,8 +50,15 @@ impl PostgresStore {
             ("enable_hashjoin", "off"),
             ("enable_mergejoin", "off"),
         ]);
+        // Connections per process: the engine's lanes, concurrent deliveries and API
+        // requests share them. 16, or `NURTURE_PG_POOL` (mind Postgres' max_connections
+        // across all processes: 100 by default).
+        let size = std::env::var("NURTURE_PG_POOL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16);
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(size)
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(opts)
             .await?;
@@ -171,6 +178,24 @@ impl Store for PostgresStore {
         row.as_ref().map(Self::contact_from_row).transpose()
     }
 
+    async fn find_contacts(
+        &self,
+        ids: &[String],
+        emails: &[String],
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, email FROM contacts WHERE id = ANY($1) \
+             UNION SELECT id, email FROM contacts WHERE email = ANY($2)",
+        )
+        .bind(ids)
+        .bind(emails)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("email")?)))
+            .collect()
+    }
+
     async fn contact_ids(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT id FROM contacts ORDER BY id")
             .fetch_all(&self.pool)
@@ -182,43 +207,50 @@ impl Store for PostgresStore {
         new_contacts: &[Contact],
         events: &[NewEvent],
     ) -> Result<Vec<Inserted>, StoreError> {
+        // Set-based: one statement for the contacts, one for the events and their queue
+        // rows, whatever the batch size (seq follows the batch order).
         let mut tx = self.pool.begin().await?;
-        for c in new_contacts {
-            let mut stored = c.clone();
-            stored.version = 1;
+        if !new_contacts.is_empty() {
             sqlx::query(
-                "INSERT INTO contacts (id, email, doc, version) VALUES ($1, $2, $3, 1) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO contacts (id, email, doc, version) \
+                 SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::jsonb[]) ON CONFLICT (id) DO NOTHING",
             )
-            .bind(&c.id)
-            .bind(&c.email)
-            .bind(json(&stored))
+            .bind(new_contacts.iter().map(|c| c.id.as_str()).collect::<Vec<_>>())
+            .bind(new_contacts.iter().map(|c| c.email.as_deref()).collect::<Vec<_>>())
+            .bind(
+                new_contacts
+                    .iter()
+                    .map(|c| json(&Contact { version: 1, ..c.clone() }))
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut *tx)
             .await?;
         }
         let mut out = Vec::with_capacity(events.len());
-        for e in events {
-            let seq: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO events (id, contact, type, at, data) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (id) DO NOTHING RETURNING seq",
+        if !events.is_empty() {
+            let stored: Vec<String> = sqlx::query_scalar(
+                "WITH ins AS (INSERT INTO events (id, contact, type, at, data) \
+                   SELECT id, contact, type, at, data FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[]) \
+                   WITH ORDINALITY AS u(id, contact, type, at, data, n) ORDER BY n \
+                   ON CONFLICT (id) DO NOTHING RETURNING seq, id, contact, at), \
+                 q AS (INSERT INTO inbox (seq, contact, at) SELECT seq, contact, at FROM ins) \
+                 SELECT id FROM ins",
             )
-            .bind(&e.id)
-            .bind(&e.contact)
-            .bind(&e.kind)
-            .bind(e.at)
-            .bind(&e.data)
-            .fetch_optional(&mut *tx)
+            .bind(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.contact.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.at).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
             .await?;
-            match seq {
-                Some(seq) => {
-                    sqlx::query("INSERT INTO inbox (seq, contact, at) VALUES ($1, $2, $3)")
-                        .bind(seq)
-                        .bind(&e.contact)
-                        .bind(e.at)
-                        .execute(&mut *tx)
-                        .await?;
-                    out.push(Inserted::New);
-                }
-                None => out.push(Inserted::Duplicate),
+            // New: stored by this statement, first occurrence in the batch.
+            let mut new: std::collections::HashSet<String> = stored.into_iter().collect();
+            for e in events {
+                out.push(if new.remove(&e.id) {
+                    Inserted::New
+                } else {
+                    Inserted::Duplicate
+                });
             }
         }
         tx.commit().await?;
@@ -600,38 +632,23 @@ impl Store for PostgresStore {
     /// deliver the same entry at once; a crashed worker's entries come back after the lease.
     async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Suppressed addresses: skip their due emails, in the claiming transaction.
-        sqlx::query(
-            "WITH due AS (SELECT p.key FROM outbox_pending p JOIN outbox o ON o.key = p.key \
-               JOIN suppressions s ON s.address = lower(o.payload->>'to') \
-               WHERE p.due_at <= $1 AND o.kind = 'email' FOR UPDATE OF p SKIP LOCKED), \
-             gone AS (DELETE FROM outbox_pending p USING due WHERE p.key = due.key RETURNING p.key), \
-             upd AS (UPDATE outbox o SET state = 'skipped', last_error = 'suppressed: ' || s.reason \
-               FROM gone, suppressions s WHERE o.key = gone.key AND s.address = lower(o.payload->>'to') \
-               RETURNING o.key, o.run_id, o.contact, o.step, o.payload->>'template' AS template, s.reason) \
-             INSERT INTO journal (run_id, contact, at, kind, data) \
-             SELECT run_id, contact, $1, 'effect', jsonb_build_object('effect', 'email_skipped', 'step', step, 'template', template, \
-               'reason', 'suppressed: ' || reason, 'key', key, 'at_send', true) FROM upd",
-        )
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
         let rows = sqlx::query(
             "WITH due AS (SELECT key, due_at FROM outbox_pending WHERE due_at <= $1 \
-               ORDER BY due_at, key LIMIT $2 FOR UPDATE SKIP LOCKED), \
-             claimed AS (UPDATE outbox_pending p SET due_at = $1 + $3 * interval '1 second' \
-               FROM due WHERE p.key = due.key RETURNING p.key, due.due_at) \
+               ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             claimed AS (UPDATE outbox_pending SET due_at = $1 + $3 * interval '1 second' \
+               WHERE key = ANY(ARRAY(SELECT key FROM due))) \
              SELECT o.key, o.run_id, o.contact, o.workflow, o.step, o.kind, o.payload, \
-             o.created_at, c.due_at, o.attempts FROM claimed c JOIN outbox o ON o.key = c.key \
-             ORDER BY c.due_at, o.created_at, o.key",
+             o.created_at, d.due_at, o.attempts FROM due d, \
+             LATERAL (SELECT * FROM outbox WHERE key = d.key OFFSET 0) o \
+             ORDER BY d.due_at, o.created_at, o.key",
         )
         .bind(now)
         .bind(limit)
         .bind(lease().as_secs() as f64)
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
-        rows.iter()
+        let mut out: Vec<OutboxEntry> = rows
+            .iter()
             .map(|r| {
                 Ok(OutboxEntry {
                     key: r.try_get("key")?,
@@ -646,7 +663,34 @@ impl Store for PostgresStore {
                     attempts: r.try_get("attempts")?,
                 })
             })
-            .collect()
+            .collect::<Result<_, StoreError>>()?;
+        // Claimed emails to suppressed addresses are skipped, in the claiming transaction.
+        let emails: Vec<&str> = out
+            .iter()
+            .filter(|e| e.kind == "email")
+            .map(|e| e.key.as_str())
+            .collect();
+        if !emails.is_empty() {
+            let skipped: Vec<String> = sqlx::query_scalar(
+                "WITH sup AS (SELECT o.key, s.reason FROM outbox o \
+                   JOIN suppressions s ON s.address = lower(o.payload->>'to') WHERE o.key = ANY($1)), \
+                 gone AS (DELETE FROM outbox_pending p USING sup WHERE p.key = sup.key), \
+                 upd AS (UPDATE outbox o SET state = 'skipped', last_error = 'suppressed: ' || sup.reason \
+                   FROM sup WHERE o.key = sup.key \
+                   RETURNING o.key, o.run_id, o.contact, o.step, o.payload->>'template' AS template, sup.reason), \
+                 j AS (INSERT INTO journal (run_id, contact, at, kind, data) \
+                   SELECT run_id, contact, $2, 'effect', jsonb_build_object('effect', 'email_skipped', 'step', step, \
+                   'template', template, 'reason', 'suppressed: ' || reason, 'key', key, 'at_send', true) FROM upd) \
+                 SELECT key FROM upd",
+            )
+            .bind(&emails)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            out.retain(|e| !skipped.contains(&e.key));
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn next_outbox(&self) -> Result<Option<Ts>, StoreError> {
@@ -662,83 +706,28 @@ impl Store for PostgresStore {
         now: Ts,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Claim the pending row: a second (stale) completion finds nothing to claim.
-        let claimed: Option<String> =
-            sqlx::query_scalar("DELETE FROM outbox_pending WHERE key = $1 RETURNING key")
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if claimed.is_none() {
-            let state: Option<String> =
-                sqlx::query_scalar("SELECT state FROM outbox WHERE key = $1")
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            return match state {
-                Some(s) => Err(StoreError::Conflict(format!("outbox entry {key} is {s}"))),
-                None => Err(StoreError::Corrupt(format!("no outbox entry {key}"))),
-            };
-        }
-        match outcome {
-            OutboxOutcome::Delivered { record } => {
-                sqlx::query(
-                    "INSERT INTO deliveries (key, kind, contact, at, record) \
-                     SELECT key, kind, contact, $2, $3 FROM outbox WHERE key = $1",
-                )
-                .bind(key)
-                .bind(now)
-                .bind(record)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1 WHERE key = $1",
-                )
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-            }
-            OutboxOutcome::Retry { reason, retry_at } => {
-                sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2, due_at = $3 WHERE key = $1")
-                    .bind(key)
-                    .bind(reason)
-                    .bind(retry_at)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("INSERT INTO outbox_pending (key, due_at) VALUES ($1, $2)")
-                    .bind(key)
-                    .bind(retry_at)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            OutboxOutcome::Failed { reason } | OutboxOutcome::Ambiguous { reason } => {
-                let state = if matches!(outcome, OutboxOutcome::Failed { .. }) {
-                    "failed"
-                } else {
-                    "ambiguous"
-                };
-                sqlx::query("UPDATE outbox SET state = $3, attempts = attempts + 1, last_error = $2 WHERE key = $1")
-                    .bind(key)
-                    .bind(reason)
-                    .bind(state)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            OutboxOutcome::Defer { reason, until } => {
-                sqlx::query("UPDATE outbox SET last_error = $2, due_at = $3 WHERE key = $1")
-                    .bind(key)
-                    .bind(reason)
-                    .bind(until)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("INSERT INTO outbox_pending (key, due_at) VALUES ($1, $2)")
-                    .bind(key)
-                    .bind(until)
-                    .execute(&mut *tx)
-                    .await?;
+        complete_in(&mut tx, key, outcome, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One transaction for all: one disk sync for a whole wave of deliveries.
+    async fn complete_outbox_many(
+        &self,
+        items: &[(String, OutboxOutcome)],
+        now: Ts,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(items.len());
+        for (key, outcome) in items {
+            // A stale completion is found before any write: the transaction goes on.
+            match complete_in(&mut tx, key, outcome, now).await {
+                Err(e) if !matches!(e, StoreError::Conflict(_)) => return Err(e),
+                r => out.push(r),
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(out)
     }
 
     async fn suppress(&self, address: &str, reason: &str, now: Ts) -> Result<bool, StoreError> {
@@ -819,4 +808,88 @@ impl Store for PostgresStore {
                 .await?,
         )
     }
+}
+
+/// The writes of one outbox completion, inside `tx`.
+async fn complete_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    key: &str,
+    outcome: &OutboxOutcome,
+    now: Ts,
+) -> Result<(), StoreError> {
+    // Claim the pending row: a second (stale) completion finds nothing to claim.
+    let claimed: Option<String> =
+        sqlx::query_scalar("DELETE FROM outbox_pending WHERE key = $1 RETURNING key")
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if claimed.is_none() {
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM outbox WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+        return match state {
+            Some(s) => Err(StoreError::Conflict(format!("outbox entry {key} is {s}"))),
+            None => Err(StoreError::Corrupt(format!("no outbox entry {key}"))),
+        };
+    }
+    match outcome {
+        OutboxOutcome::Delivered { record } => {
+            sqlx::query(
+                "INSERT INTO deliveries (key, kind, contact, at, record) \
+                 SELECT key, kind, contact, $2, $3 FROM outbox WHERE key = $1",
+            )
+            .bind(key)
+            .bind(now)
+            .bind(record)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1 WHERE key = $1",
+            )
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+        }
+        OutboxOutcome::Retry { reason, retry_at } => {
+            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2, due_at = $3 WHERE key = $1")
+                .bind(key)
+                .bind(reason)
+                .bind(retry_at)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("INSERT INTO outbox_pending (key, due_at) VALUES ($1, $2)")
+                .bind(key)
+                .bind(retry_at)
+                .execute(&mut **tx)
+                .await?;
+        }
+        OutboxOutcome::Failed { reason } | OutboxOutcome::Ambiguous { reason } => {
+            let state = if matches!(outcome, OutboxOutcome::Failed { .. }) {
+                "failed"
+            } else {
+                "ambiguous"
+            };
+            sqlx::query("UPDATE outbox SET state = $3, attempts = attempts + 1, last_error = $2 WHERE key = $1")
+                .bind(key)
+                .bind(reason)
+                .bind(state)
+                .execute(&mut **tx)
+                .await?;
+        }
+        OutboxOutcome::Defer { reason, until } => {
+            sqlx::query("UPDATE outbox SET last_error = $2, due_at = $3 WHERE key = $1")
+                .bind(key)
+                .bind(reason)
+                .bind(until)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("INSERT INTO outbox_pending (key, due_at) VALUES ($1, $2)")
+                .bind(key)
+                .bind(until)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
 }

@@ -329,9 +329,11 @@ async fn get_run(
     }
 }
 
-/// Batches per lane in one pass of the engine loop: a pass is short, so the outbox loop
-/// hears about new entries at once and a shutdown request is seen between passes.
-const TICK_ROUNDS: usize = 1;
+/// Rounds per pass of the engine loop ([`Engine::tick_some`]): the first round is one
+/// lane (under a light load the pass ends there, and the outbox loop hears about new
+/// entries at once); a backlog gets all lanes for the other rounds. Short passes also let
+/// a shutdown request be seen quickly.
+const TICK_ROUNDS: usize = 4;
 
 /// The scheduler: two loops running side by side.
 ///

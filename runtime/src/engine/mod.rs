@@ -398,20 +398,35 @@ impl Engine {
         now: Ts,
         rounds: usize,
     ) -> Result<(Vec<Effect>, bool), EngineError> {
-        // One round of one lane first: under a light load that is all there is to do, and
-        // one lane answers fastest. A full batch means a backlog: then all lanes at once.
-        let (mut effects, found, full) = self.lane_round(now).await?;
-        let mut more = found;
-        let rest = rounds.saturating_sub(1);
-        if full && rest > 0 {
-            more = false;
-            let lanes = self.store.parallelism().max(1);
-            let results = futures::future::join_all((0..lanes).map(|_| self.lane(now, rest))).await;
-            for r in results {
-                let (e, m) = r?;
-                effects.extend(e);
-                more |= m;
+        // Lane 0 starts alone: under a light load its first round is the whole pass, and
+        // one lane answers fastest. If that round met a full batch (a backlog), it goes on
+        // and the other lanes join it for the remaining rounds.
+        let (go, ready) = tokio::sync::oneshot::channel::<bool>();
+        let first = async move {
+            let (mut effects, found, full) = self.lane_round(now).await?;
+            let _ = go.send(full);
+            // Not a backlog: end the pass here (the caller goes again at once if anything
+            // was found), so what this round produced is delivered without waiting.
+            if !full || rounds <= 1 {
+                return Ok::<_, EngineError>((effects, found));
             }
+            let (e, more) = self.lane(now, rounds - 1).await?;
+            effects.extend(e);
+            Ok((effects, more))
+        };
+        let others = async move {
+            let lanes = self.store.parallelism().max(1);
+            if lanes < 2 || rounds <= 1 || !ready.await.unwrap_or(false) {
+                return Vec::new();
+            }
+            futures::future::join_all((1..lanes).map(|_| self.lane(now, rounds - 1))).await
+        };
+        let (first, others) = tokio::join!(first, others);
+        let (mut effects, mut more) = first?;
+        for r in others {
+            let (e, m) = r?;
+            effects.extend(e);
+            more |= m;
         }
         if !more {
             effects.extend(self.fire_schedules(now).await?);

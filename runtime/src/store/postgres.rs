@@ -10,14 +10,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::*;
 
 /// Group commits the engine runs at once on Postgres (the pool has room for them and for
-/// the API's and the outbox's own queries).
+/// the API's and the outbox's own queries); `NURTURE_PG_LANES` overrides it.
 const PARALLELISM: usize = 4;
 
 /// Queued events of one contact claimed together (applied in one unit of work).
@@ -27,12 +26,20 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
-fn json<T: Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).expect("serializable")
+/// A document to store as `jsonb`, serialized straight from the struct (no intermediate
+/// `serde_json::Value` tree: the engine writes several per step).
+fn json<T: Serialize>(v: T) -> sqlx::types::Json<T> {
+    sqlx::types::Json(v)
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, StoreError> {
-    serde_json::from_value(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// A stored `jsonb` document, deserialized straight into the struct.
+fn from_json<T: serde::de::DeserializeOwned>(
+    row: &sqlx::postgres::PgRow,
+    column: &str,
+) -> Result<T, StoreError> {
+    row.try_get::<sqlx::types::Json<T>, _>(column)
+        .map(|j| j.0)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl PostgresStore {
@@ -80,7 +87,7 @@ impl PostgresStore {
     }
 
     fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<Run, StoreError> {
-        let mut run: Run = from_json(row.try_get("doc")?)?;
+        let mut run: Run = from_json(row, "doc")?;
         run.rev = row.try_get("rev")?;
         Ok(run)
     }
@@ -97,7 +104,7 @@ impl PostgresStore {
     }
 
     fn contact_from_row(row: &sqlx::postgres::PgRow) -> Result<Contact, StoreError> {
-        let mut c: Contact = from_json(row.try_get("doc")?)?;
+        let mut c: Contact = from_json(row, "doc")?;
         c.version = row.try_get("version")?;
         Ok(c)
     }
@@ -220,7 +227,7 @@ impl Store for PostgresStore {
             .bind(
                 new_contacts
                     .iter()
-                    .map(|c| json(&Contact { version: 1, ..c.clone() }))
+                    .map(|c| json(Contact { version: 1, ..c.clone() }))
                     .collect::<Vec<_>>(),
             )
             .execute(&mut *tx)
@@ -405,7 +412,14 @@ impl Store for PostgresStore {
     }
 
     fn parallelism(&self) -> usize {
-        PARALLELISM
+        static LANES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *LANES.get_or_init(|| {
+            std::env::var("NURTURE_PG_LANES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(PARALLELISM)
+        })
     }
 
     /// One transaction of set-based statements, whatever the number of units merged into
@@ -429,10 +443,10 @@ impl Store for PostgresStore {
         if !new_c.is_empty() {
             let ids: Vec<&str> = new_c.iter().map(|c| c.id.as_str()).collect();
             let emails: Vec<Option<&str>> = new_c.iter().map(|c| c.email.as_deref()).collect();
-            let docs: Vec<Value> = new_c
+            let docs: Vec<_> = new_c
                 .iter()
                 .map(|c| {
-                    json(&Contact {
+                    json(Contact {
                         version: 1,
                         ..(*c).clone()
                     })
@@ -453,10 +467,10 @@ impl Store for PostgresStore {
             let ids: Vec<&str> = old_c.iter().map(|c| c.id.as_str()).collect();
             let emails: Vec<Option<&str>> = old_c.iter().map(|c| c.email.as_deref()).collect();
             let versions: Vec<i64> = old_c.iter().map(|c| c.version).collect();
-            let docs: Vec<Value> = old_c
+            let docs: Vec<_> = old_c
                 .iter()
                 .map(|c| {
-                    json(&Contact {
+                    json(Contact {
                         version: c.version + 1,
                         ..(*c).clone()
                     })
@@ -489,7 +503,7 @@ impl Store for PostgresStore {
             .bind(new_r.iter().map(|r| r.workflow_version as i32).collect::<Vec<_>>())
             .bind(new_r.iter().map(|r| r.contact.as_str()).collect::<Vec<_>>())
             .bind(new_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| json(&Run { rev: 1, ..(*r).clone() })).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| json(Run { rev: 1, ..(*r).clone() })).collect::<Vec<_>>())
             .bind(new_r.iter().map(|r| r.started_at).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
@@ -503,7 +517,7 @@ impl Store for PostgresStore {
             )
             .bind(old_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
             .bind(old_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(old_r.iter().map(|r| json(&Run { rev: r.rev + 1, ..(*r).clone() })).collect::<Vec<_>>())
+            .bind(old_r.iter().map(|r| json(Run { rev: r.rev + 1, ..(*r).clone() })).collect::<Vec<_>>())
             .bind(old_r.iter().map(|r| r.rev).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;

@@ -436,3 +436,36 @@ fn a_wave_of_completions_keeps_the_good_ones_when_one_is_stale() {
         }
     });
 }
+
+/// A contact that re-entered workflows many times: a unit of work loads, per workflow,
+/// its open run (even when a completed one started at the same instant), else its latest,
+/// not the whole completed history.
+#[test]
+fn units_load_the_open_or_latest_run_of_each_workflow() {
+    rt().block_on(async {
+        for (name, s, _d) in stores().await {
+            let mk = |id: &str, wf: &str, status: RunStatus, h: u32| Run {
+                workflow: wf.into(),
+                status,
+                started_at: t(h),
+                ..run(id, "c1")
+            };
+            s.commit(&UnitOfWork {
+                contacts: vec![contact("c1")],
+                runs: vec![
+                    mk("a0", "w", RunStatus::Completed, 1),
+                    mk("a1", "w", RunStatus::Completed, 2),
+                    mk("a2", "w", RunStatus::Waiting, 2),
+                    mk("b1", "x", RunStatus::Completed, 1),
+                    mk("b2", "x", RunStatus::Converted, 3),
+                ],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let units = s.load_units(&["c1".into()], t(0)).await.unwrap();
+            let ids: Vec<&str> = units[0].runs.iter().map(|r| r.id.as_str()).collect();
+            assert_eq!(ids, ["a2", "b2"], "{name}");
+        }
+    });
+}

@@ -486,7 +486,10 @@ pub enum Inserted {
 #[derive(Debug, Clone, Default)]
 pub struct UnitData {
     pub contact: Option<Contact>,
-    /// All its runs, oldest first.
+    /// Its runs, oldest first: at least, per workflow, its open run if it has one, else
+    /// its latest run. That is all a unit of work reads (a contact has at most one open
+    /// run per workflow; re-entry rules look at the latest), so a store need not load the
+    /// completed history of a contact that re-enters a workflow again and again.
     pub runs: Vec<Run>,
     /// Its events at or after the `since` asked for, oldest first.
     pub events: Vec<StoredEvent>,

@@ -132,12 +132,13 @@ impl Store for PostgresStore {
                 u.contact = Some(c);
             }
         }
-        // One index lookup per contact (`LATERAL ... OFFSET 0` keeps the planner from
-        // turning it into a hash join over the whole table when its statistics lag behind
-        // a fast-growing table).
+        // One index lookup per contact (`LATERAL` keeps the planner from turning it into a
+        // hash join over the whole table when its statistics lag behind a fast-growing
+        // table); per workflow only the open run, else the latest (see `UnitData::runs`).
         for row in sqlx::query(
             "SELECT r.doc, r.rev FROM unnest($1::text[]) AS k(id), LATERAL \
-             (SELECT doc, rev, started_at, id FROM runs WHERE contact = k.id OFFSET 0) r \
+             (SELECT DISTINCT ON (workflow) doc, rev, started_at, id FROM runs WHERE contact = k.id \
+              ORDER BY workflow, status IN ('active', 'waiting') DESC, started_at DESC, id DESC) r \
              ORDER BY r.started_at, r.id",
         )
         .bind(contacts)

@@ -147,7 +147,12 @@ impl Store for SqliteStore {
             }
         }
         for row in sqlx::query(
-            "SELECT doc, rev FROM runs WHERE contact IN (SELECT value FROM json_each(?)) ORDER BY started_at, id",
+            // Per workflow only the open run, else the latest (see `UnitData::runs`).
+            "SELECT doc, rev FROM (SELECT doc, rev, started_at, id, row_number() OVER (\
+               PARTITION BY contact, workflow ORDER BY status IN ('active', 'waiting') DESC, \
+               started_at DESC, id DESC) AS n \
+             FROM runs WHERE contact IN (SELECT value FROM json_each(?))) WHERE n = 1 \
+             ORDER BY started_at, id",
         )
         .bind(&ids)
         .fetch_all(&self.pool)
@@ -229,8 +234,9 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
             if r.rows_affected() == 1 {
-                sqlx::query("INSERT INTO inbox (seq) VALUES (?)")
+                sqlx::query("INSERT INTO inbox (seq, at) VALUES (?, ?)")
                     .bind(r.last_insert_rowid())
+                    .bind(ts(e.at))
                     .execute(&mut *tx)
                     .await?;
                 out.push(Inserted::New);
@@ -246,8 +252,9 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             // The oldest `limit` queued events: a contact's older events come first, so
             // each contact's events here are a prefix of its queue, in order.
-            "SELECT e.seq, e.id, e.contact, e.type, e.at, e.data FROM inbox i \
-             JOIN events e ON e.seq = i.seq ORDER BY e.at, e.seq LIMIT ?",
+            "SELECT e.seq, e.id, e.contact, e.type, e.at, e.data \
+             FROM (SELECT seq FROM inbox ORDER BY at, seq LIMIT ?) i \
+             JOIN events e ON e.seq = i.seq ORDER BY e.at, e.seq",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -327,8 +334,9 @@ impl Store for SqliteStore {
     async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<DueTimer>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
-            "SELECT t.run_id, t.due_at, r.contact FROM timers t LEFT JOIN runs r ON r.id = t.run_id \
-             WHERE t.due_at <= ? ORDER BY t.due_at, t.run_id LIMIT ?",
+            "SELECT t.run_id, t.due_at, r.contact FROM (SELECT run_id, due_at FROM timers \
+               WHERE due_at <= ? ORDER BY due_at, run_id LIMIT ?) t \
+             LEFT JOIN runs r ON r.id = t.run_id ORDER BY t.due_at, t.run_id",
         )
         .bind(ts(now))
         .bind(limit)

@@ -175,7 +175,7 @@ enum Command {
     /// HTTP ingestion and peak memory. Build with --release for meaningful figures.
     Bench {
         /// Contacts walking the 6-step benchmark campaign.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 100_000)]
         contacts: usize,
         /// Also measure on this Postgres database (it gets a `nurture` schema).
         #[arg(long)]
@@ -213,7 +213,7 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
         workers: Vec<usize>,
         /// (e) Contacts per worker-count round.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 50_000)]
         worker_contacts: usize,
         /// Measure only these parts (comma-separated); all of them by default.
         #[arg(long, value_enum, value_delimiter = ',')]

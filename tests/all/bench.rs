@@ -53,3 +53,30 @@ fn bench_command_prints_its_table_and_json() {
             > 0.0
     );
 }
+
+#[test]
+fn bench_only_runs_the_parts_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = nurture(&[
+        "bench",
+        "--only",
+        "steps",
+        "--contacts",
+        "10",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("1-row commits/s"), "{table}");
+    assert!(!table.contains("HTTP ingestion"), "{table}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(v["stores"][0]["steps"], 60);
+    assert!(v["latency"].is_null() && v["pending"].is_null() && v["plugin"].is_null());
+}

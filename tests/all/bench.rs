@@ -3,12 +3,26 @@
 
 use crate::util::nurture;
 
-#[test]
-fn bench_command_prints_its_table_and_json() {
+/// Runs `nurture bench ARGS --json FILE`: its table and its JSON.
+fn bench(args: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
-    let out = nurture(&[
-        "bench",
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--json", json.to_str().unwrap()]);
+    let out = nurture(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), v)
+}
+
+#[test]
+fn bench_command_prints_its_table_and_json() {
+    let (table, v) = bench(&[
         "--contacts",
         "30",
         "--http-events",
@@ -23,20 +37,10 @@ fn bench_command_prints_its_table_and_json() {
         "2",
         "--plugin",
         "none",
-        "--json",
-        json.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.starts_with("machine: "), "{table}");
     assert!(table.contains("1-row commits/s"), "{table}");
     assert!(table.contains("HTTP ingestion"), "{table}");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     assert_eq!(v["stores"][0]["store"], "sqlite");
     // 30 contacts x 6 steps, each executed once.
     assert_eq!(v["stores"][0]["steps"], 180);
@@ -56,27 +60,9 @@ fn bench_command_prints_its_table_and_json() {
 
 #[test]
 fn bench_only_runs_the_parts_asked_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("bench.json");
-    let out = nurture(&[
-        "bench",
-        "--only",
-        "steps",
-        "--contacts",
-        "10",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8_lossy(&out.stdout);
+    let (table, v) = bench(&["--only", "steps", "--contacts", "10"]);
     assert!(table.contains("1-row commits/s"), "{table}");
     assert!(!table.contains("HTTP ingestion"), "{table}");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     assert_eq!(v["stores"][0]["steps"], 60);
     assert!(v["latency"].is_null() && v["pending"].is_null() && v["plugin"].is_null());
 }

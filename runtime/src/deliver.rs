@@ -77,19 +77,9 @@ impl Deliverer {
         use futures::StreamExt;
         let due = self.store.pending_outbox(now, limit).await?;
         let n = due.len();
-        let mut chains: Vec<Vec<OutboxEntry>> = Vec::new();
-        let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        for e in due {
-            match at.get(&e.contact) {
-                Some(&i) => chains[i].push(e),
-                None => {
-                    at.insert(e.contact.clone(), chains.len());
-                    chains.push(vec![e]);
-                }
-            }
-        }
+        let chains = crate::store::by_contact(due, |e| &e.contact);
         for round in 0.. {
-            let wave: Vec<&OutboxEntry> = chains.iter().filter_map(|c| c.get(round)).collect();
+            let wave: Vec<&OutboxEntry> = chains.iter().filter_map(|(_, c)| c.get(round)).collect();
             if wave.is_empty() {
                 break;
             }

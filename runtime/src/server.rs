@@ -82,9 +82,13 @@ impl Ingestor {
                             let _ = j.reply.send(Ok(mine));
                         }
                     }
+                    Err(e) if batch.len() == 1 => {
+                        let _ = batch.remove(0).reply.send(Err(e));
+                    }
                     // One request's events may be what the database refused: each request
-                    // alone, so the others are stored.
-                    Err(_) if batch.len() > 1 => {
+                    // alone, so the others are stored. (Not when the database is down or
+                    // busy: every request then gets its 503 at once, not one timeout each.)
+                    Err(e) if !e.is_retryable() => {
                         for j in batch {
                             let r = engine.ingest(&j.events, Utc::now()).await;
                             let _ = j.reply.send(r);
@@ -258,7 +262,6 @@ async fn post_events(
             );
             results.sort_by_key(|r| r["index"].as_u64());
             let count = |st: &str| results.iter().filter(|r| r["status"] == st).count();
-            s.wake.notify_one();
             let accepted = count("accepted");
             let duplicates = count("duplicate");
             let rejected = count("rejected");

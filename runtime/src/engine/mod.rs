@@ -170,18 +170,8 @@ impl Engine {
         let events = self.store.pending_events(limit).await?;
         // A contact's queued events (oldest first) are applied in one unit of work, each
         // settled before the next, as if they had come one per round.
-        let mut units: Vec<(String, Vec<StoredEvent>)> = Vec::new();
-        let mut at: HashMap<String, usize> = HashMap::new();
-        for e in events {
-            match at.get(&e.contact) {
-                Some(&i) => units[i].1.push(e),
-                None => {
-                    at.insert(e.contact.clone(), units.len());
-                    units.push((e.contact.clone(), vec![e]));
-                }
-            }
-        }
-        self.run_units(units, now, |w, evs| {
+        let units = crate::store::by_contact(events, |e| &e.contact);
+        self.run_units(units, now, |w, evs: &Vec<StoredEvent>| {
             for (k, e) in evs.iter().enumerate() {
                 if k > 0 {
                     w.settle()?;

@@ -263,6 +263,25 @@ pub struct Timer {
     pub due_at: Ts,
 }
 
+/// `items` grouped by contact: one group per contact, in the order each contact first
+/// appears, each group in its original order (a contact's queued events, its outbox
+/// entries: applied or delivered one after another).
+pub fn by_contact<T>(items: Vec<T>, contact: impl Fn(&T) -> &str) -> Vec<(String, Vec<T>)> {
+    let mut groups: Vec<(String, Vec<T>)> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for item in items {
+        let c = contact(&item);
+        match at.get(c) {
+            Some(&i) => groups[i].1.push(item),
+            None => {
+                at.insert(c.to_string(), groups.len());
+                groups.push((c.to_string(), vec![item]));
+            }
+        }
+    }
+    groups
+}
+
 /// The journal's stored `kind` for a packed row: consecutive entries of one unit of work
 /// for one run share a row, `data` holding `[{"kind": .., "data": ..}, ..]`. A step writes
 /// two or three entries (the step, its effect, a wake), so packing cuts the rows and index

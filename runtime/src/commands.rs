@@ -372,6 +372,36 @@ pub async fn list_runs(
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn workers(dir: &Path, store_flag: Option<String>, json_out: bool) -> Result<ExitCode> {
+    let (_, store) = open(dir, store_flag).await?;
+    let workers = store.workers().await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&workers)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if workers.is_empty() {
+        println!("no workers alive (only a Postgres store keeps a registry; on SQLite one process runs everything)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<40} {:<20} {:>8} {:>5} {:<20} LAST SEEN",
+        "WORKER", "HOST", "PID", "LANES", "STARTED"
+    );
+    let now = chrono::Utc::now();
+    for w in workers {
+        println!(
+            "{:<40} {:<20} {:>8} {:>5} {:<20} {:.1} s ago",
+            w.id,
+            w.host,
+            w.pid,
+            w.lanes,
+            store::ts_out(w.started_at),
+            (now - w.seen_at).num_milliseconds().max(0) as f64 / 1000.0
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn show_run(
     dir: &Path,
     store_flag: Option<String>,

@@ -162,6 +162,21 @@ enum Command {
         #[arg(long, default_value_t = 1000, hide = true)]
         poll_ms: u64,
     },
+    /// List the workers executing steps against the store (Postgres): host, pid, when
+    /// started and last seen, and their share of the database's concurrent group commits.
+    ///
+    /// Each worker refreshes its entry every second; one not seen for 5 s counts as gone.
+    /// The database's concurrency (NURTURE_PG_LANES, default 4) is split among the live
+    /// workers, so adding workers never piles more transactions onto the database.
+    Workers {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Store URL, e.g. postgres://nurture@db/nurture.
+        #[arg(long, alias = "database-url")]
+        store: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
     /// Manage contacts in the project's store.
     #[command(subcommand)]
     Contacts(ContactsCommand),
@@ -215,6 +230,10 @@ enum Command {
         /// (e) Contacts per worker-count round.
         #[arg(long, default_value_t = 50_000)]
         worker_contacts: usize,
+        /// (e) Rounds per worker count (the figure is their median; each round starts
+        /// from empty tables).
+        #[arg(long, default_value_t = 3)]
+        worker_repeats: usize,
         /// Measure only these parts (comma-separated); all of them by default.
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<BenchPart>,
@@ -441,6 +460,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             poll_ms,
             commands::Role::Worker,
         )),
+        Command::Workers { dir, store, format } => {
+            runtime()?.block_on(commands::workers(&dir, store, format == OutputFormat::Json))
+        }
         Command::Contacts(ContactsCommand::Import {
             file,
             dir,
@@ -505,10 +527,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             pending_seconds,
             workers,
             worker_contacts,
+            worker_repeats,
             only,
         } => {
             let part = |p: BenchPart| only.is_empty() || only.contains(&p);
             let rt = runtime()?;
+            if let Some(url) = &postgres {
+                rt.block_on(nurture::bench::check_bench_database(url))?;
+            }
             let mut report = rt.block_on(nurture::bench::run(
                 if part(BenchPart::Steps) { contacts } else { 0 },
                 sqlite,
@@ -543,6 +569,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     url,
                     worker_contacts,
                     &workers,
+                    worker_repeats,
                     &exe,
                 ))?;
             }

@@ -353,6 +353,10 @@ pub async fn scheduler(
     poll: Duration,
 ) {
     let outbox_wake = Arc::new(Notify::new());
+    // Registered before the first step, so a worker joining others starts with its share
+    // of the database's lanes rather than the whole budget.
+    let me = worker_identity();
+    let mut alive = heartbeat(&engine, &me, 0).await;
     tokio::join!(
         engine_loop(
             engine.clone(),
@@ -361,8 +365,73 @@ pub async fn scheduler(
             shutdown.clone(),
             poll
         ),
-        outbox_loop(engine, deliverer, outbox_wake, shutdown, poll),
+        outbox_loop(
+            engine.clone(),
+            deliverer,
+            outbox_wake,
+            shutdown.clone(),
+            poll
+        ),
+        async move {
+            // Workers started together registered within moments of each other: a second
+            // look soon after the first corrects a share taken before the others arrived.
+            let mut shutdown = shutdown;
+            let mut every = Duration::from_millis(250);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    r = shutdown.changed() => if r.is_err() { break; },
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+                alive = heartbeat(&engine, &me, alive).await;
+                every = crate::store::HEARTBEAT;
+            }
+            if let Err(e) = engine.store.retire(&me.0).await {
+                tracing::warn!(error = %e, "could not retire this worker (it ages out)");
+            }
+        },
     );
+}
+
+/// This process as a worker: `HOST-PID-NONCE` (the nonce tells a restarted process with a
+/// recycled pid from the one before it).
+fn worker_identity() -> (String, String, u32) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let pid = std::process::id();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (format!("{host}-{pid}-{nonce:08x}"), host, pid)
+}
+
+/// Refreshes this worker's registration ([`crate::store::Store::heartbeat`]), which sizes
+/// its share of the database's concurrency; returns how many workers are alive (`alive`,
+/// the previous answer, when the store cannot be reached).
+async fn heartbeat(engine: &Engine, me: &(String, String, u32), alive: usize) -> usize {
+    match engine.store.heartbeat(&me.0, &me.1, me.2).await {
+        Ok(n) => {
+            if n != alive {
+                tracing::info!(
+                    worker = %me.0,
+                    workers = n,
+                    lanes = engine.store.parallelism(),
+                    "workers alive"
+                );
+            }
+            n
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "worker heartbeat failed");
+            alive
+        }
+    }
 }
 
 /// Waits `sleep`, or until woken or asked to stop.

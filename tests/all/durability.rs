@@ -358,6 +358,87 @@ fn three_workers_one_killed_one_stopped_past_its_lease() {
     assert_every_step_once_and_every_delivery_once(&url, n, &received);
 }
 
+/// `nurture workers --format json` on `url`: (pid, lanes) of each worker alive.
+fn workers_alive(dir: &Path, url: &str) -> Vec<(u64, u64)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args([
+            "workers",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--store",
+            url,
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut w: Vec<(u64, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["pid"].as_u64().unwrap(), w["lanes"].as_u64().unwrap()))
+        .collect();
+    w.sort();
+    w
+}
+
+/// Polls [`workers_alive`] until it equals `want` (10 s at most); returns the last answer.
+fn wait_for_workers(dir: &Path, url: &str, want: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = workers_alive(dir, url);
+        if got == want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Real worker processes register themselves and split the database's 4 lanes between
+/// them; one stopped with SIGTERM retires at once and the other takes the whole budget.
+#[test]
+fn workers_register_share_the_database_lanes_and_retire_on_sigterm() {
+    let Some(url) = crate::util::fresh_postgres() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (hook_port, _received) = webhook_receiver();
+    write_project(dir, hook_port);
+    let mut a = spawn_worker(dir, &url);
+    let mut b = spawn_worker(dir, &url);
+    let (pa, pb) = (u64::from(a.id()), u64::from(b.id()));
+    let mut both = vec![(pa, 2), (pb, 2)];
+    both.sort();
+    assert_eq!(wait_for_workers(dir, &url, &both), both);
+    Command::new("kill")
+        .args(["-TERM", &b.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(b.wait().unwrap().success());
+    // Retired, not merely aged out (that takes 5 s): the survivor sees it at its next
+    // heartbeat (every second).
+    let started = std::time::Instant::now();
+    assert_eq!(wait_for_workers(dir, &url, &[(pa, 4)]), [(pa, 4)]);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    Command::new("kill")
+        .args(["-TERM", &a.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(a.wait().unwrap().success());
+    assert_eq!(workers_alive(dir, &url), []);
+}
+
 /// The HTTP API: key required, good events kept next to bad ones with reasons, runs
 /// readable, health without a key.
 #[test]

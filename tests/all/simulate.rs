@@ -29,6 +29,16 @@ fn time(s: &str) -> chrono::DateTime<chrono::Utc> {
 
 /// Runs the engine on a virtual clock; returns the effects as JSON.
 pub fn simulate(contacts: &[Value], events: &[Value], until: Option<&str>) -> Vec<Value> {
+    simulate_project(project(), contacts, events, until)
+}
+
+/// [`simulate`] on a given project.
+fn simulate_project(
+    project: Arc<nurture::project::Project>,
+    contacts: &[Value],
+    events: &[Value],
+    until: Option<&str>,
+) -> Vec<Value> {
     let rows: Vec<_> = contacts
         .iter()
         .enumerate()
@@ -42,7 +52,7 @@ pub fn simulate(contacts: &[Value], events: &[Value], until: Option<&str>) -> Ve
     let mut out = Vec::new();
     let summary = rt()
         .block_on(nurture::simulate::run(
-            project(),
+            project,
             &rows,
             evs,
             None,
@@ -587,4 +597,151 @@ fn simulate_reports_bad_events_and_keeps_the_good_ones() {
         stdout.contains("\"template\":\"ebook-delivery\""),
         "{stdout}"
     );
+}
+
+/// Regression: when two runs of one contact had timers due at the same instant, one batch
+/// fired only the first; the second was claimed (leased) but not fired, so it fired a
+/// lease (60 s) late. A contact's due timers now fire together, in one unit of work.
+/// A project in a temporary folder with these workflow files (name, YAML).
+fn temp_project(
+    workflows: &[(String, String)],
+) -> (tempfile::TempDir, Arc<nurture::project::Project>) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("workflows")).unwrap();
+    std::fs::write(
+        root.join("nurture.toml"),
+        "[sender]\nfrom = \"Team <team@example.test>\"\n",
+    )
+    .unwrap();
+    for (name, text) in workflows {
+        std::fs::write(root.join("workflows").join(name), text).unwrap();
+    }
+    let loaded = nurture::project::load(root);
+    let project = loaded.project.expect("valid project");
+    (dir, Arc::new(project))
+}
+
+#[test]
+fn two_waits_of_one_contact_due_together_both_fire_on_time() {
+    let files: Vec<(String, String)> = [("first", "one"), ("second", "two"), ("third", "three")]
+        .iter()
+        .map(|(wf, tag)| {
+            (
+                format!("{wf}.yaml"),
+                format!(
+                    "workflow: {wf}\ntrigger: {{ event: signup.done }}\nsteps:\n  - id: pause\n    wait: 1d\n  - id: mark\n    tag: [{tag}]\n"
+                ),
+            )
+        })
+        .collect();
+    let (_dir, project) = temp_project(&files);
+    let effects = simulate_project(
+        project,
+        &[json!({"id": "ana", "email": "ana@example.com"})],
+        &[json!({"type": "signup.done", "contact": "ana", "at": "2026-03-02T10:00:00Z"})],
+        None,
+    );
+    // Same instant: the order among the three runs is their timers' order (by run id).
+    let mut tags = lines(&effects, |e| e["effect"] == "tag");
+    tags.sort();
+    assert_lines(
+        tags,
+        &[
+            "2026-03-03T10:00:00Z ana first/mark tag {\"tags\":[\"one\"]}",
+            "2026-03-03T10:00:00Z ana second/mark tag {\"tags\":[\"two\"]}",
+            "2026-03-03T10:00:00Z ana third/mark tag {\"tags\":[\"three\"]}",
+        ],
+    );
+}
+
+/// Units of work read a contact's events only as far back as the longest `activity()`
+/// window of the project (the example's segments look 180 days back), and not at all when
+/// nothing calls `activity()`; a window that is not a literal reads the full 400 days.
+#[test]
+fn history_is_read_only_as_far_back_as_the_longest_activity_window() {
+    let window =
+        |p: &nurture::project::Project| nurture::engine::history_window(p).map(|d| d.num_days());
+    assert_eq!(window(&project()), Some(180));
+    let plain =
+        "workflow: plain\ntrigger: { event: signup.done }\nsteps:\n  - id: mark\n    tag: [x]\n";
+    let (_d1, p) = temp_project(&[("plain.yaml".into(), plain.to_string())]);
+    assert_eq!(window(&p), None);
+    let branch = |cond: &str| {
+        format!(
+            "workflow: looks\ntrigger: {{ event: signup.done }}\nsteps:\n  - id: check\n    branch:\n      - if: '{cond}'\n        next: mark\n      - else: other\n  - id: mark\n    tag: [x]\n  - id: other\n    tag: [y]\n"
+        )
+    };
+    let (_d2, p) = temp_project(&[(
+        "looks.yaml".into(),
+        branch(r#"activity("page.visited", "3w") > 2"#),
+    )]);
+    assert_eq!(window(&p), Some(21));
+    let (_d3, p) = temp_project(&[
+        ("plain.yaml".into(), plain.to_string()),
+        (
+            "looks.yaml".into(),
+            branch(r#"activity("page.visited", contact.attributes.span) > 2"#),
+        ),
+    ]);
+    assert_eq!(window(&p), Some(400));
+}
+
+/// Regression: a unit whose clock is behind (another worker's, or a long pass that keeps
+/// the time it began with) starts a new run stamped *after* the contact's latest run of
+/// the workflow, so the latest run is always the open one (all a unit of work loads).
+#[test]
+fn a_new_run_is_stamped_after_the_latest_even_when_the_clock_is_behind() {
+    let wf = "workflow: again\ntrigger: { event: app.ping }\nreentry: always\nsteps:\n  - id: pause\n    wait: 1d\n  - id: mark\n    tag: [x]\n";
+    let (_dir, project) = temp_project(&[("again.yaml".into(), wf.to_string())]);
+    rt().block_on(async {
+        let store = nurture::store::open("sqlite::memory:").await.unwrap();
+        let engine = nurture::engine::Engine::new(project, store.clone());
+        let ev = |id: &str, at: &str| {
+            nurture::input::parse_event(
+                1,
+                &json!({"id": id, "type": "app.ping", "contact": "ana", "at": at}),
+            )
+            .unwrap()
+        };
+        let later = time("2026-03-02T10:00:00Z");
+        let earlier = time("2026-03-02T09:00:00Z");
+        let ana = nurture::input::parse_contact(1, &ana()).unwrap();
+        engine
+            .import_contacts(&[ana], earlier - chrono::Duration::days(1))
+            .await
+            .unwrap();
+        // The first run starts at 10:00; two days on, its wait is over and it completed.
+        engine
+            .ingest(&[ev("e1", "2026-03-02T10:00:00Z")], later)
+            .await
+            .unwrap();
+        engine.tick(later).await.unwrap();
+        let first = store.runs_of_contact("ana").await.unwrap();
+        assert_eq!(first.len(), 1);
+        engine
+            .tick(later + chrono::Duration::days(2))
+            .await
+            .unwrap();
+        // A unit whose clock says 09:00 enrols the contact again.
+        engine
+            .ingest(&[ev("e2", "2026-03-02T09:00:00Z")], earlier)
+            .await
+            .unwrap();
+        engine.tick(earlier).await.unwrap();
+        let runs = store.runs_of_contact("ana").await.unwrap();
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        let newer = runs.iter().find(|r| r.id != first[0].id).unwrap();
+        assert!(newer.status.is_open(), "{newer:?}");
+        assert!(
+            newer.started_at > first[0].started_at,
+            "{} is not after {}",
+            newer.started_at,
+            first[0].started_at
+        );
+        // And it is what a unit of work loads as the workflow's run.
+        let units = store.load_units(&["ana".into()], None).await.unwrap();
+        let loaded: Vec<&str> = units[0].runs.iter().map(|r| r.id.as_str()).collect();
+        assert!(loaded.contains(&newer.id.as_str()), "{loaded:?}");
+    });
 }

@@ -437,9 +437,156 @@ fn a_wave_of_completions_keeps_the_good_ones_when_one_is_stale() {
     });
 }
 
+/// One wave with every kind of outcome (recorded in a few set-based statements on
+/// Postgres): each entry ends in the state its own outcome says.
+#[test]
+fn a_wave_of_mixed_outcomes_records_each_its_own_way() {
+    rt().block_on(async {
+        for (name, s, _d) in stores().await {
+            let keys = ["m1", "m2", "m3", "m4", "m5"];
+            s.commit(&UnitOfWork {
+                outbox: keys.iter().map(|k| outbox(k)).collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            assert_eq!(s.pending_outbox(t(2), 10).await.unwrap().len(), 5, "{name}");
+            let items = vec![
+                (
+                    "m1".to_string(),
+                    OutboxOutcome::Delivered {
+                        record: json!({"id": 1}),
+                    },
+                ),
+                (
+                    "m2".to_string(),
+                    OutboxOutcome::Retry {
+                        reason: "503".into(),
+                        retry_at: t(5),
+                    },
+                ),
+                (
+                    "m3".to_string(),
+                    OutboxOutcome::Failed {
+                        reason: "400".into(),
+                    },
+                ),
+                (
+                    "m4".to_string(),
+                    OutboxOutcome::Defer {
+                        reason: "cap".into(),
+                        until: t(7),
+                    },
+                ),
+                (
+                    "m5".to_string(),
+                    OutboxOutcome::Ambiguous {
+                        reason: "cut".into(),
+                    },
+                ),
+            ];
+            let results = s.complete_outbox_many(&items, t(3)).await.unwrap();
+            assert!(results.iter().all(Result::is_ok), "{name}: {results:?}");
+            let states: Vec<Option<String>> = {
+                let mut v = Vec::new();
+                for k in keys {
+                    v.push(s.outbox_state(k).await.unwrap());
+                }
+                v
+            };
+            let states: Vec<&str> = states.iter().map(|x| x.as_deref().unwrap_or("-")).collect();
+            assert_eq!(
+                states[..1]
+                    .iter()
+                    .chain(&states[2..3])
+                    .chain(&states[4..])
+                    .copied()
+                    .collect::<Vec<_>>(),
+                ["delivered", "failed", "ambiguous"],
+                "{name}"
+            );
+            let d = s.deliveries().await.unwrap();
+            assert_eq!(d.len(), 1, "{name}");
+            assert_eq!(
+                (d[0].key.as_str(), &d[0].record),
+                ("m1", &json!({"id": 1})),
+                "{name}"
+            );
+            // The retry is due at t(5) as attempt 1; the deferral at t(7), no attempt counted.
+            assert!(
+                s.pending_outbox(t(4), 10).await.unwrap().is_empty(),
+                "{name}"
+            );
+            let due = s.pending_outbox(t(5), 10).await.unwrap();
+            assert_eq!(
+                due.iter()
+                    .map(|e| (e.key.as_str(), e.attempts))
+                    .collect::<Vec<_>>(),
+                [("m2", 1)],
+                "{name}"
+            );
+            // (By t(7) the lease on m2, claimed just above, has run out too.)
+            let due = s.pending_outbox(t(7), 10).await.unwrap();
+            assert_eq!(
+                due.iter()
+                    .map(|e| (e.key.as_str(), e.attempts))
+                    .collect::<Vec<_>>(),
+                [("m2", 1), ("m4", 0)],
+                "{name}"
+            );
+        }
+    });
+}
+
+/// Workers register with a heartbeat and split the database's lanes (4 by default): each
+/// gets its share, at least 1, and a retired worker's share goes back to the others.
+#[test]
+fn workers_split_the_database_lanes_and_a_retired_one_gives_its_share_back() {
+    rt().block_on(async {
+        for (name, s, _d) in stores().await {
+            if name == "sqlite" {
+                // One process: no registry, one lane.
+                assert_eq!(s.heartbeat("a", "h", 1).await.unwrap(), 1);
+                assert_eq!(s.parallelism(), 1);
+                assert!(s.workers().await.unwrap().is_empty());
+                continue;
+            }
+            assert_eq!(
+                s.parallelism(),
+                4,
+                "{name}: the whole budget before any heartbeat"
+            );
+            assert_eq!(s.heartbeat("a", "h", 1).await.unwrap(), 1);
+            assert_eq!(s.parallelism(), 4);
+            assert_eq!(s.heartbeat("b", "h", 2).await.unwrap(), 2);
+            assert_eq!(s.parallelism(), 2);
+            for (id, pid) in [("c", 3), ("d", 4), ("e", 5)] {
+                s.heartbeat(id, "h", pid).await.unwrap();
+            }
+            assert_eq!(s.heartbeat("a", "h", 1).await.unwrap(), 5);
+            assert_eq!(s.parallelism(), 1, "at least one lane each");
+            let listed: Vec<(String, u32)> = s
+                .workers()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|w| (w.id, w.pid))
+                .collect();
+            assert_eq!(listed.len(), 5, "{listed:?}");
+            assert!(listed.contains(&("e".to_string(), 5)), "{listed:?}");
+            for id in ["b", "c", "d", "e"] {
+                s.retire(id).await.unwrap();
+            }
+            assert_eq!(s.heartbeat("a", "h", 1).await.unwrap(), 1);
+            assert_eq!(s.parallelism(), 4);
+            let w = s.workers().await.unwrap();
+            assert_eq!((w.len(), w[0].lanes), (1, 4), "{w:?}");
+        }
+    });
+}
+
 /// A contact that re-entered workflows many times: a unit of work loads, per workflow,
-/// its open run (even when a completed one started at the same instant), else its latest,
-/// not the whole completed history.
+/// its latest run (the open one, if any), not the whole completed history.
 #[test]
 fn units_load_the_open_or_latest_run_of_each_workflow() {
     rt().block_on(async {
@@ -455,6 +602,8 @@ fn units_load_the_open_or_latest_run_of_each_workflow() {
                 runs: vec![
                     mk("a0", "w", RunStatus::Completed, 1),
                     mk("a1", "w", RunStatus::Completed, 2),
+                    // Same instant: the id breaks the tie (the engine never stamps two
+                    // runs of a workflow alike; see the engine's re-entry test).
                     mk("a2", "w", RunStatus::Waiting, 2),
                     mk("b1", "x", RunStatus::Completed, 1),
                     mk("b2", "x", RunStatus::Converted, 3),
@@ -463,9 +612,18 @@ fn units_load_the_open_or_latest_run_of_each_workflow() {
             })
             .await
             .unwrap();
-            let units = s.load_units(&["c1".into()], t(0)).await.unwrap();
+            s.insert_events(&[], &[event("e1", "c1", 1), event("e2", "c1", 4)])
+                .await
+                .unwrap();
+            let units = s.load_units(&["c1".into()], Some(t(2))).await.unwrap();
             let ids: Vec<&str> = units[0].runs.iter().map(|r| r.id.as_str()).collect();
             assert_eq!(ids, ["a2", "b2"], "{name}");
+            let evs: Vec<&str> = units[0].events.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(evs, ["e2"], "{name}: events since the time asked for");
+            // No history asked for (nothing in the project reads it): none loaded.
+            let units = s.load_units(&["c1".into()], None).await.unwrap();
+            assert_eq!(units[0].runs.len(), 2, "{name}");
+            assert!(units[0].events.is_empty(), "{name}");
         }
     });
 }

@@ -99,6 +99,61 @@ pub fn split_bucket(workflow: &str, step: &str, contact: &str, total: u64) -> u6
 
 /// How far back `activity()` looks; windows longer than this see no older events.
 const HISTORY_DAYS: i64 = 400;
+
+/// How far back a unit of work loads its contact's events: the longest window of any
+/// `activity(TYPE, WINDOW)` call in the project's workflows, scoring rules, segments and
+/// templates (at most [`HISTORY_DAYS`]; a window that is not a literal string counts as
+/// that much), or `None` when nothing calls `activity`: then no history is read at all,
+/// which spares every unit a query whose cost grows with the contact's past.
+pub fn history_window(project: &Project) -> Option<chrono::Duration> {
+    fn strings<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+        match v {
+            Value::String(s) => out.push(s),
+            Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            Value::Object(o) => o.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    /// The literal string at the start of `s` (after blanks), and what follows it.
+    fn literal(s: &str) -> Option<(&str, &str)> {
+        let s = s.trim_start();
+        let q = s.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+        let body = &s[1..];
+        let end = body.find(q)?;
+        Some((&body[..end], &body[end + 1..]))
+    }
+    let most = chrono::Duration::days(HISTORY_DAYS);
+    let docs = [
+        serde_json::to_value(
+            project
+                .plans
+                .iter()
+                .map(|p| &p.workflow)
+                .collect::<Vec<_>>(),
+        ),
+        serde_json::to_value(&project.scoring),
+        serde_json::to_value(&project.segments),
+        serde_json::to_value(&project.templates),
+    ];
+    let mut texts = Vec::new();
+    let docs: Vec<Value> = docs.into_iter().map(|d| d.unwrap_or(Value::Null)).collect();
+    if docs.iter().any(Value::is_null) {
+        return Some(most);
+    }
+    docs.iter().for_each(|d| strings(d, &mut texts));
+    let mut window: Option<chrono::Duration> = None;
+    for text in texts {
+        for (at, _) in text.match_indices("activity(") {
+            let w = literal(&text[at + "activity(".len()..])
+                .and_then(|(_, rest)| rest.trim_start().strip_prefix(','))
+                .and_then(literal)
+                .and_then(|(w, _)| w.parse::<crate::model::Duration>().ok())
+                .map_or(most, |d| d.to_chrono().min(most));
+            window = Some(window.map_or(w, |x| x.max(w)));
+        }
+    }
+    window
+}
 /// Guard against runaway loops inside one unit of work.
 const MAX_ROUNDS: usize = 16;
 /// Units of work per group commit (per lane and round).
@@ -108,6 +163,8 @@ pub struct Engine {
     pub project: Arc<Project>,
     pub store: Arc<dyn Store>,
     plans: Vec<usize>,
+    /// See [`history_window`].
+    history: Option<chrono::Duration>,
     scoring_programs: HashMap<String, Arc<cel::Program>>,
 }
 
@@ -134,6 +191,7 @@ impl Engine {
         let mut plans: Vec<usize> = (0..project.plans.len()).collect();
         plans.sort_by(|a, b| project.plans[*a].id().cmp(project.plans[*b].id()));
         Engine {
+            history: history_window(&project),
             project,
             store,
             plans,
@@ -151,6 +209,11 @@ impl Engine {
             out.insert(name, v);
         }
         Ok(out)
+    }
+
+    /// Where a unit loaded at `now` starts reading its contact's events, if at all.
+    fn history_since(&self, now: Ts) -> Option<Ts> {
+        self.history.map(|w| now - w)
     }
 
     fn plans(&self) -> impl Iterator<Item = &Plan> {
@@ -172,13 +235,7 @@ impl Engine {
         // settled before the next, as if they had come one per round.
         let units = crate::store::by_contact(events, |e| &e.contact);
         self.run_units(units, now, |w, evs: &Vec<StoredEvent>| {
-            for (k, e) in evs.iter().enumerate() {
-                if k > 0 {
-                    w.settle()?;
-                }
-                w.apply_event(e)?;
-            }
-            Ok(())
+            w.in_turn(evs, Work::apply_event)
         })
         .await
     }
@@ -190,14 +247,17 @@ impl Engine {
         limit: i64,
     ) -> Result<(usize, Vec<Effect>), EngineError> {
         let timers = self.store.due_timers(now, limit).await?;
-        let mut units = Vec::with_capacity(timers.len());
+        let mut live = Vec::with_capacity(timers.len());
         let mut orphans = Vec::new();
         for t in timers {
-            match t.contact.clone() {
-                Some(contact) => units.push((contact, t)),
+            match t.contact {
+                Some(_) => live.push(t),
                 None => orphans.push(t.run_id),
             }
         }
+        // A contact's due timers (one per run) fire in one unit of work, in due order,
+        // each settled before the next: none of them waits for another round.
+        let units = crate::store::by_contact(live, |t| t.contact.as_deref().unwrap_or_default());
         if !orphans.is_empty() {
             // Timers without a run: drop them.
             let uow = UnitOfWork {
@@ -206,28 +266,25 @@ impl Engine {
             };
             self.store.commit(&uow).await?;
         }
-        self.run_units(units, now, |w, t| w.fire_timer(t)).await
+        self.run_units(units, now, |w, ts: &Vec<DueTimer>| {
+            w.in_turn(ts, Work::fire_timer)
+        })
+        .await
     }
 
-    /// Runs one unit of work per item, the first item of each contact only (the others
-    /// stay queued for the next round, so a contact's items apply in order), as one group
-    /// commit ([`Engine::run_group`]).
+    /// Runs one unit of work per contact (its items grouped by [`crate::store::by_contact`])
+    /// as one group commit ([`Engine::run_group`]); returns how many items it applied.
     async fn run_units<T, F>(
         &self,
-        items: Vec<(String, T)>,
+        batch: Vec<(String, Vec<T>)>,
         now: Ts,
         f: F,
     ) -> Result<(usize, Vec<Effect>), EngineError>
     where
         T: Sync,
-        F: Fn(&mut Work<'_>, &T) -> Result<(), EngineError> + Sync,
+        F: Fn(&mut Work<'_>, &Vec<T>) -> Result<(), EngineError> + Sync,
     {
-        let mut seen = std::collections::HashSet::new();
-        let batch: Vec<(String, T)> = items
-            .into_iter()
-            .filter(|(c, _)| seen.insert(c.clone()))
-            .collect();
-        let n = batch.len();
+        let n = batch.iter().map(|(_, items)| items.len()).sum();
         if n == 0 {
             return Ok((0, Vec::new()));
         }
@@ -263,10 +320,7 @@ impl Engine {
             let mut merged = UnitOfWork::default();
             let mut effects = Vec::new();
             let ids: Vec<String> = batch.iter().map(|(c, _)| c.clone()).collect();
-            let data = self
-                .store
-                .load_units(&ids, now - chrono::Duration::days(HISTORY_DAYS))
-                .await?;
+            let data = self.store.load_units(&ids, self.history_since(now)).await?;
             let counters = self.load_counters().await?;
             for ((contact, item), data) in batch.iter().zip(data) {
                 let mut w = Work::from_data(self, contact, now, data, counters.clone());
@@ -505,7 +559,7 @@ impl<'e> Work<'e> {
         let ids = [contact_id.to_string()];
         let data = engine
             .store
-            .load_units(&ids, now - chrono::Duration::days(HISTORY_DAYS))
+            .load_units(&ids, engine.history_since(now))
             .await?;
         let counters = engine.load_counters().await?;
         let data = data.into_iter().next().unwrap_or_default();
@@ -807,6 +861,22 @@ impl<'e> Work<'e> {
         Ok(())
     }
 
+    /// Applies one contact's items in order in this unit, each settled before the next,
+    /// as if they had come one per round.
+    fn in_turn<T>(
+        &mut self,
+        items: &[T],
+        apply: impl Fn(&mut Self, &T) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        for (k, item) in items.iter().enumerate() {
+            if k > 0 {
+                self.settle()?;
+            }
+            apply(self, item)?;
+        }
+        Ok(())
+    }
+
     fn fire_timer(&mut self, t: &DueTimer) -> Result<(), EngineError> {
         self.uow.timers_clear.push(t.run_id.clone());
         let Some(i) = self.runs.iter().position(|r| r.id == t.run_id) else {
@@ -969,6 +1039,15 @@ impl<'e> Work<'e> {
         if !allowed {
             return Ok(false);
         }
+        // A new run starts after every earlier run of the workflow, even when this unit's
+        // clock is behind the one that stamped the latest (workers' clocks differ, and a
+        // long pass keeps the time it began with): the latest run of a workflow is then
+        // always its open one if it has one, which is all a unit loads (`UnitData::runs`).
+        let started_at = mine
+            .iter()
+            .map(|r| r.started_at + chrono::Duration::microseconds(1))
+            .max()
+            .map_or(self.now, |after| after.max(self.now));
         let id = format!(
             "run-{}",
             digest(&[
@@ -988,7 +1067,7 @@ impl<'e> Work<'e> {
             wait: None,
             trigger_event: event.clone(),
             event,
-            started_at: self.now,
+            started_at,
             updated_at: self.now,
             ended_at: None,
             exit_reason: None,

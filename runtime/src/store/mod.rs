@@ -282,6 +282,17 @@ pub fn by_contact<T>(items: Vec<T>, contact: impl Fn(&T) -> &str) -> Vec<(String
     groups
 }
 
+/// A batch's loaded units in the order of `contacts` (an empty unit for one not found).
+pub(crate) fn in_order(
+    contacts: &[String],
+    mut by: std::collections::HashMap<&str, UnitData>,
+) -> Vec<UnitData> {
+    contacts
+        .iter()
+        .map(|c| by.remove(c.as_str()).unwrap_or_default())
+        .collect()
+}
+
 /// The journal's stored `kind` for a packed row: consecutive entries of one unit of work
 /// for one run share a row, `data` holding `[{"kind": .., "data": ..}, ..]`. A step writes
 /// two or three entries (the step, its effect, a wake), so packing cuts the rows and index
@@ -438,6 +449,24 @@ pub struct Delivery {
     pub record: Value,
 }
 
+/// How often a worker refreshes its registration ([`Store::heartbeat`]).
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+/// A worker not seen for this long counts as gone (its share of the database goes to the
+/// others; its leases run out on their own).
+pub const WORKER_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A live worker, as registered by [`Store::heartbeat`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at: Ts,
+    pub seen_at: Ts,
+    /// Its concurrent group commits ([`Store::parallelism`]) when last seen.
+    pub lanes: usize,
+}
+
 /// Filter for listing runs.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -505,30 +534,37 @@ pub enum Inserted {
 #[derive(Debug, Clone, Default)]
 pub struct UnitData {
     pub contact: Option<Contact>,
-    /// Its runs, oldest first: at least, per workflow, its open run if it has one, else
-    /// its latest run. That is all a unit of work reads (a contact has at most one open
-    /// run per workflow; re-entry rules look at the latest), so a store need not load the
-    /// completed history of a contact that re-enters a workflow again and again.
+    /// Its runs, oldest first: at least, per workflow, its latest run (by `started_at`,
+    /// then id). That is all a unit of work reads: a contact has at most one open run per
+    /// workflow, and the engine stamps a new run after every earlier one of its workflow,
+    /// so the latest is the open one if there is one; re-entry rules look at the latest.
+    /// A store need not load the completed history of a contact that re-enters a
+    /// workflow again and again.
     pub runs: Vec<Run>,
-    /// Its events at or after the `since` asked for, oldest first.
+    /// Its events at or after the `since` asked for, oldest first (none if not asked).
     pub events: Vec<StoredEvent>,
 }
 
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Loads what the units of work of `contacts` read, in the same order. The default
-    /// makes three calls per contact; a store may answer a whole batch in three queries.
+    /// Loads what the units of work of `contacts` read, in the same order: with their
+    /// events since `since`, or none when `since` is `None` (nothing in the project reads
+    /// a contact's history). The default makes three calls per contact; a store may answer
+    /// a whole batch in three queries.
     async fn load_units(
         &self,
         contacts: &[String],
-        since: Ts,
+        since: Option<Ts>,
     ) -> Result<Vec<UnitData>, StoreError> {
         let mut out = Vec::with_capacity(contacts.len());
         for c in contacts {
             out.push(UnitData {
                 contact: self.contact(c).await?,
                 runs: self.runs_of_contact(c).await?,
-                events: self.contact_events(c, since).await?,
+                events: match since {
+                    Some(since) => self.contact_events(c, since).await?,
+                    None => Vec::new(),
+                },
             });
         }
         Ok(out)
@@ -595,8 +631,31 @@ pub trait Store: Send + Sync {
 
     /// How many group commits the engine should run at once: 1 where writers are
     /// serialised anyway (SQLite), more where concurrent transactions share log flushes.
+    /// On a store shared by several workers, this process's share of the database's
+    /// budget, which follows [`Store::heartbeat`].
     fn parallelism(&self) -> usize {
         1
+    }
+
+    /// Registers the worker `id` (on `host`, process `pid`) as alive; the scheduler calls
+    /// it every [`HEARTBEAT`]. Returns how many workers are alive, this one included (seen
+    /// within [`WORKER_ALIVE`]). A store several processes share sizes this process's
+    /// [`Store::parallelism`] from it. The default (a store one process uses) keeps none.
+    async fn heartbeat(&self, id: &str, host: &str, pid: u32) -> Result<usize, StoreError> {
+        let _ = (id, host, pid);
+        Ok(1)
+    }
+
+    /// Removes the worker `id` at a clean shutdown, so the others take up its share now
+    /// rather than once its heartbeat is stale.
+    async fn retire(&self, id: &str) -> Result<(), StoreError> {
+        let _ = id;
+        Ok(())
+    }
+
+    /// The workers alive, oldest first (empty where the store keeps no registry).
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        Ok(Vec::new())
     }
 
     /// Applies a unit of work atomically; `Conflict` if any expected version differs.

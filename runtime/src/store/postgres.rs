@@ -15,8 +15,11 @@ use sqlx::{PgPool, Row};
 
 use super::*;
 
-/// Group commits the engine runs at once on Postgres (the pool has room for them and for
-/// the API's and the outbox's own queries); `NURTURE_PG_LANES` overrides it.
+/// Group commits the engine runs at once against one Postgres database, shared among the
+/// workers alive (each gets `PARALLELISM / workers`, at least 1); `NURTURE_PG_LANES`
+/// overrides it. Measured on 2 cores: 4 lanes in one process, or 2 in each of two, or 1 in
+/// each of four, all reach the same steps/s; 4 in each of four lost a fifth of it to
+/// transactions contending for the same CPUs and rows.
 const PARALLELISM: usize = 4;
 
 /// Queued events of one contact claimed together (applied in one unit of work).
@@ -24,6 +27,9 @@ const EVENTS_PER_CONTACT: i64 = 16;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// The database's lane budget, and this process's share of it.
+    budget: usize,
+    lanes: std::sync::atomic::AtomicUsize,
 }
 
 /// A document to store as `jsonb`, serialized straight from the struct (no intermediate
@@ -83,7 +89,16 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
-        Ok(PostgresStore { pool })
+        let budget = std::env::var("NURTURE_PG_LANES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(PARALLELISM);
+        Ok(PostgresStore {
+            pool,
+            budget,
+            lanes: budget.into(),
+        })
     }
 
     fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<Run, StoreError> {
@@ -115,7 +130,7 @@ impl Store for PostgresStore {
     async fn load_units(
         &self,
         contacts: &[String],
-        since: Ts,
+        since: Option<Ts>,
     ) -> Result<Vec<UnitData>, StoreError> {
         use std::collections::HashMap;
         let mut by: HashMap<&str, UnitData> = contacts
@@ -134,11 +149,11 @@ impl Store for PostgresStore {
         }
         // One index lookup per contact (`LATERAL` keeps the planner from turning it into a
         // hash join over the whole table when its statistics lag behind a fast-growing
-        // table); per workflow only the open run, else the latest (see `UnitData::runs`).
+        // table), in `runs_contact` order: per workflow, the first is the latest run.
         for row in sqlx::query(
             "SELECT r.doc, r.rev FROM unnest($1::text[]) AS k(id), LATERAL \
              (SELECT DISTINCT ON (workflow) doc, rev, started_at, id FROM runs WHERE contact = k.id \
-              ORDER BY workflow, status IN ('active', 'waiting') DESC, started_at DESC, id DESC) r \
+              ORDER BY workflow, started_at DESC, id DESC) r \
              ORDER BY r.started_at, r.id",
         )
         .bind(contacts)
@@ -150,6 +165,9 @@ impl Store for PostgresStore {
                 u.runs.push(r);
             }
         }
+        let Some(since) = since else {
+            return Ok(crate::store::in_order(contacts, by));
+        };
         for row in sqlx::query(
             "SELECT e.seq, e.id, e.contact, e.type, e.at, e.data FROM unnest($1::text[]) AS k(id), LATERAL \
              (SELECT * FROM events WHERE contact = k.id AND at >= $2 OFFSET 0) e ORDER BY e.at, e.seq",
@@ -164,10 +182,7 @@ impl Store for PostgresStore {
                 u.events.push(e);
             }
         }
-        Ok(contacts
-            .iter()
-            .map(|c| by.remove(c.as_str()).unwrap_or_default())
-            .collect())
+        Ok(crate::store::in_order(contacts, by))
     }
 
     async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
@@ -413,14 +428,64 @@ impl Store for PostgresStore {
     }
 
     fn parallelism(&self) -> usize {
-        static LANES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        *LANES.get_or_init(|| {
-            std::env::var("NURTURE_PG_LANES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|n| *n > 0)
-                .unwrap_or(PARALLELISM)
-        })
+        self.lanes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn heartbeat(&self, id: &str, host: &str, pid: u32) -> Result<usize, StoreError> {
+        // The database's clock, not the workers' (which may disagree). Rows of workers
+        // gone for an hour are dropped on the way.
+        let others: i64 = sqlx::query_scalar(
+            "WITH others AS (SELECT count(*) AS n FROM workers \
+               WHERE seen_at > now() - $5 * interval '1 second' AND id <> $1), \
+             me AS (INSERT INTO workers (id, host, pid, started_at, seen_at, lanes) \
+               VALUES ($1, $2, $3, now(), now(), greatest(1, $4 / ((SELECT n FROM others) + 1))) \
+               ON CONFLICT (id) DO UPDATE SET seen_at = now(), lanes = excluded.lanes), \
+             gone AS (DELETE FROM workers WHERE seen_at < now() - interval '1 hour') \
+             SELECT n FROM others",
+        )
+        .bind(id)
+        .bind(host)
+        .bind(pid as i32)
+        .bind(self.budget as i64)
+        .bind(WORKER_ALIVE.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await?;
+        let alive = others as usize + 1;
+        self.lanes.store(
+            (self.budget / alive).max(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(alive)
+    }
+
+    async fn retire(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM workers WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, host, pid, started_at, seen_at, lanes FROM workers \
+             WHERE seen_at > now() - $1 * interval '1 second' ORDER BY started_at, id",
+        )
+        .bind(WORKER_ALIVE.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WorkerInfo {
+                    id: r.try_get("id")?,
+                    host: r.try_get("host")?,
+                    pid: r.try_get::<i32, _>("pid")? as u32,
+                    started_at: r.try_get("started_at")?,
+                    seen_at: r.try_get("seen_at")?,
+                    lanes: r.try_get::<i32, _>("lanes")? as usize,
+                })
+            })
+            .collect()
     }
 
     /// One transaction of set-based statements, whatever the number of units merged into
@@ -721,7 +786,10 @@ impl Store for PostgresStore {
         now: Ts,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        complete_in(&mut tx, key, outcome, now).await?;
+        let item = [(key.to_string(), outcome.clone())];
+        for r in complete_in(&mut tx, &item, now).await? {
+            r?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -733,13 +801,13 @@ impl Store for PostgresStore {
         now: Ts,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(items.len());
-        for (key, outcome) in items {
-            // A stale completion is found before any write: the transaction goes on.
-            match complete_in(&mut tx, key, outcome, now).await {
-                Err(e) if !matches!(e, StoreError::Conflict(_)) => return Err(e),
-                r => out.push(r),
-            }
+        // A stale completion is found before any write: the others go on.
+        let mut out = complete_in(&mut tx, items, now).await?;
+        if let Some(i) = out
+            .iter()
+            .position(|r| matches!(r, Err(StoreError::Corrupt(_))))
+        {
+            return Err(out.swap_remove(i).expect_err("an error"));
         }
         tx.commit().await?;
         Ok(out)
@@ -825,86 +893,131 @@ impl Store for PostgresStore {
     }
 }
 
-/// The writes of one outbox completion, inside `tx`.
+/// The writes of a set of outbox completions (distinct keys), inside `tx`, in a few
+/// set-based statements whatever their number: per item, `Ok` or the `Conflict` of a
+/// stale completion (the entry was completed elsewhere: nothing of it is written).
 async fn complete_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    key: &str,
-    outcome: &OutboxOutcome,
+    items: &[(String, OutboxOutcome)],
     now: Ts,
-) -> Result<(), StoreError> {
-    // Claim the pending row: a second (stale) completion finds nothing to claim.
-    let claimed: Option<String> =
-        sqlx::query_scalar("DELETE FROM outbox_pending WHERE key = $1 RETURNING key")
-            .bind(key)
-            .fetch_optional(&mut **tx)
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+    // Claim the pending rows: a second (stale) completion finds nothing to claim.
+    let claimed: Vec<String> =
+        sqlx::query_scalar("DELETE FROM outbox_pending WHERE key = ANY($1) RETURNING key")
+            .bind(&keys)
+            .fetch_all(&mut **tx)
             .await?;
-    if claimed.is_none() {
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM outbox WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
-        return match state {
-            Some(s) => Err(StoreError::Conflict(format!("outbox entry {key} is {s}"))),
-            None => Err(StoreError::Corrupt(format!("no outbox entry {key}"))),
-        };
-    }
-    match outcome {
-        OutboxOutcome::Delivered { record } => {
-            sqlx::query(
-                "INSERT INTO deliveries (key, kind, contact, at, record) \
-                 SELECT key, kind, contact, $2, $3 FROM outbox WHERE key = $1",
-            )
-            .bind(key)
-            .bind(now)
-            .bind(record)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query(
-                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1 WHERE key = $1",
-            )
-            .bind(key)
-            .execute(&mut **tx)
-            .await?;
+    let claimed: std::collections::HashSet<&str> = claimed.iter().map(String::as_str).collect();
+    let mut out: Vec<Result<(), StoreError>> = Vec::with_capacity(items.len());
+    let stale: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !claimed.contains(k))
+        .collect();
+    let states: std::collections::HashMap<String, String> = if stale.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query_as("SELECT key, state FROM outbox WHERE key = ANY($1)")
+            .bind(&stale)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let mut delivered: (Vec<&str>, Vec<&Value>) = Default::default();
+    // Retries and deferrals: key, reason, due again at, attempts added.
+    let mut again: (Vec<&str>, Vec<&str>, Vec<Ts>, Vec<i32>) = Default::default();
+    // Failed for good or ambiguous: key, reason, state.
+    let mut ended: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+    for (key, outcome) in items {
+        if !claimed.contains(key.as_str()) {
+            out.push(Err(match states.get(key) {
+                Some(s) => StoreError::Conflict(format!("outbox entry {key} is {s}")),
+                None => StoreError::Corrupt(format!("no outbox entry {key}")),
+            }));
+            continue;
         }
-        OutboxOutcome::Retry { reason, retry_at } => {
-            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2, due_at = $3 WHERE key = $1")
-                .bind(key)
-                .bind(reason)
-                .bind(retry_at)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("INSERT INTO outbox_pending (key, due_at) VALUES ($1, $2)")
-                .bind(key)
-                .bind(retry_at)
-                .execute(&mut **tx)
-                .await?;
-        }
-        OutboxOutcome::Failed { reason } | OutboxOutcome::Ambiguous { reason } => {
-            let state = if matches!(outcome, OutboxOutcome::Failed { .. }) {
-                "failed"
-            } else {
-                "ambiguous"
-            };
-            sqlx::query("UPDATE outbox SET state = $3, attempts = attempts + 1, last_error = $2 WHERE key = $1")
-                .bind(key)
-                .bind(reason)
-                .bind(state)
-                .execute(&mut **tx)
-                .await?;
-        }
-        OutboxOutcome::Defer { reason, until } => {
-            sqlx::query("UPDATE outbox SET last_error = $2, due_at = $3 WHERE key = $1")
-                .bind(key)
-                .bind(reason)
-                .bind(until)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("INSERT INTO outbox_pending (key, due_at) VALUES ($1, $2)")
-                .bind(key)
-                .bind(until)
-                .execute(&mut **tx)
-                .await?;
+        out.push(Ok(()));
+        match outcome {
+            OutboxOutcome::Delivered { record } => {
+                delivered.0.push(key);
+                delivered.1.push(record);
+            }
+            OutboxOutcome::Retry { reason, retry_at } => {
+                again.0.push(key);
+                again.1.push(reason);
+                again.2.push(*retry_at);
+                again.3.push(1);
+            }
+            OutboxOutcome::Defer { reason, until } => {
+                again.0.push(key);
+                again.1.push(reason);
+                again.2.push(*until);
+                again.3.push(0);
+            }
+            OutboxOutcome::Failed { reason } => {
+                ended.0.push(key);
+                ended.1.push(reason);
+                ended.2.push("failed");
+            }
+            OutboxOutcome::Ambiguous { reason } => {
+                ended.0.push(key);
+                ended.1.push(reason);
+                ended.2.push("ambiguous");
+            }
         }
     }
-    Ok(())
+    if !delivered.0.is_empty() {
+        sqlx::query(
+            "INSERT INTO deliveries (key, kind, contact, at, record) \
+             SELECT o.key, o.kind, o.contact, $3, u.record \
+             FROM UNNEST($1::text[], $2::jsonb[]) AS u(key, record), \
+             LATERAL (SELECT key, kind, contact FROM outbox WHERE key = u.key) o",
+        )
+        .bind(&delivered.0)
+        .bind(&delivered.1)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1 WHERE key = ANY($1)",
+        )
+        .bind(&delivered.0)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !again.0.is_empty() {
+        sqlx::query(
+            "UPDATE outbox o SET attempts = o.attempts + u.inc, last_error = u.reason, due_at = u.due \
+             FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::int[]) AS u(key, reason, due, inc) \
+             WHERE o.key = u.key",
+        )
+        .bind(&again.0)
+        .bind(&again.1)
+        .bind(&again.2)
+        .bind(&again.3)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO outbox_pending (key, due_at) SELECT * FROM UNNEST($1::text[], $2::timestamptz[])",
+        )
+        .bind(&again.0)
+        .bind(&again.2)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !ended.0.is_empty() {
+        sqlx::query(
+            "UPDATE outbox o SET state = u.state, attempts = o.attempts + 1, last_error = u.reason \
+             FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(key, reason, state) \
+             WHERE o.key = u.key",
+        )
+        .bind(&ended.0)
+        .bind(&ended.1)
+        .bind(&ended.2)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(out)
 }

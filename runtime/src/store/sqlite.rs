@@ -126,7 +126,7 @@ impl Store for SqliteStore {
     async fn load_units(
         &self,
         contacts: &[String],
-        since: Ts,
+        since: Option<Ts>,
     ) -> Result<Vec<UnitData>, StoreError> {
         use std::collections::HashMap;
         let ids = json(&contacts);
@@ -163,6 +163,9 @@ impl Store for SqliteStore {
                 u.runs.push(r);
             }
         }
+        let Some(since) = since else {
+            return Ok(crate::store::in_order(contacts, by));
+        };
         for row in sqlx::query(
             "SELECT seq, id, contact, type, at, data FROM events \
              WHERE contact IN (SELECT value FROM json_each(?)) AND at >= ? ORDER BY at, seq",
@@ -177,10 +180,7 @@ impl Store for SqliteStore {
                 u.events.push(e);
             }
         }
-        Ok(contacts
-            .iter()
-            .map(|c| by.remove(c.as_str()).unwrap_or_default())
-            .collect())
+        Ok(crate::store::in_order(contacts, by))
     }
 
     async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {

@@ -352,7 +352,8 @@ pub async fn scheduler(
     shutdown: watch::Receiver<bool>,
     poll: Duration,
 ) {
-    let outbox_wake = Arc::new(Notify::new());
+    // Woken by the engine after each commit that queued deliveries (mid-pass).
+    let outbox_wake = engine.outbox_queued.clone();
     // Registered before the first step, so a worker joining others starts with its share
     // of the database's lanes rather than the whole budget.
     let me = worker_identity();

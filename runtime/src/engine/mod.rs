@@ -159,9 +159,6 @@ const MAX_ROUNDS: usize = 16;
 /// Units of work per group commit (per lane and round).
 const BATCH: i64 = 256;
 
-/// Per lane and pass: whether the inbox (`[0]`) and the due timers (`[1]`) are drained.
-type Dry = [bool; 2];
-
 pub struct Engine {
     pub project: Arc<Project>,
     pub store: Arc<dyn Store>,
@@ -459,15 +456,14 @@ impl Engine {
         // and the other lanes join it for the remaining rounds.
         let (go, ready) = tokio::sync::oneshot::channel::<bool>();
         let first = async move {
-            let mut dry = [false; 2];
-            let (mut effects, found, full) = self.lane_round(now, &mut dry).await?;
+            let (mut effects, found, full) = self.lane_round(now).await?;
             let _ = go.send(full);
             // Not a backlog: end the pass here (the caller goes again at once if anything
             // was found), so what this round produced is delivered without waiting.
             if !full || rounds <= 1 {
                 return Ok::<_, EngineError>((effects, found));
             }
-            let (e, more) = self.lane(now, rounds - 1, dry).await?;
+            let (e, more) = self.lane(now, rounds - 1).await?;
             effects.extend(e);
             Ok((effects, more))
         };
@@ -476,8 +472,7 @@ impl Engine {
             if lanes < 2 || rounds <= 1 || !ready.await.unwrap_or(false) {
                 return Vec::new();
             }
-            futures::future::join_all((1..lanes).map(|_| self.lane(now, rounds - 1, [false; 2])))
-                .await
+            futures::future::join_all((1..lanes).map(|_| self.lane(now, rounds - 1))).await
         };
         let (first, others) = tokio::join!(first, others);
         let (mut effects, mut more) = first?;
@@ -499,50 +494,26 @@ impl Engine {
     /// each a group commit. On a store with [`Store::parallelism`] above 1, lanes run
     /// concurrently: each claims its own batches (the claims skip what another lane
     /// holds), so one lane's transaction waits for the disk while another computes.
-    async fn lane(
-        &self,
-        now: Ts,
-        rounds: usize,
-        mut dry: Dry,
-    ) -> Result<(Vec<Effect>, bool), EngineError> {
+    async fn lane(&self, now: Ts, rounds: usize) -> Result<(Vec<Effect>, bool), EngineError> {
         let mut effects = Vec::new();
         for _ in 0..rounds {
-            let (e, found, _) = self.lane_round(now, &mut dry).await?;
+            let (e, found, _) = self.lane_round(now).await?;
             effects.extend(e);
-            if !found || dry == [true, true] {
-                // Drained (what this pass found may have made more work due at once:
-                // then `found` sends the caller round again).
-                return Ok((effects, found));
+            if !found {
+                return Ok((effects, false));
             }
         }
         Ok((effects, true))
     }
 
     /// One batch of events and one of timers: their effects, whether anything was due,
-    /// and whether a batch was full (a backlog). A queue that gave less than a full batch
-    /// is drained for this pass (`dry`) and not claimed from again until the next: an
-    /// empty claim is not free (on Postgres it steps over the index entries of rows
-    /// just dequeued, until vacuum removes them), and a backlog of one kind (a million
-    /// waits coming due) would otherwise pay one for the other kind in every round.
-    async fn lane_round(
-        &self,
-        now: Ts,
-        dry: &mut Dry,
-    ) -> Result<(Vec<Effect>, bool, bool), EngineError> {
-        let (ne, mut effects) = if dry[0] {
-            (0, Vec::new())
-        } else {
-            self.process_events(now, BATCH).await?
-        };
-        dry[0] |= ne < BATCH as usize;
-        if !dry[1] {
-            let (nt, e) = self.fire_timers(now, BATCH).await?;
-            effects.extend(e);
-            dry[1] |= nt < BATCH as usize;
-            let full = ne >= BATCH as usize || nt >= BATCH as usize;
-            return Ok((effects, ne > 0 || nt > 0, full));
-        }
-        Ok((effects, ne > 0, ne >= BATCH as usize))
+    /// and whether a batch was full (a backlog).
+    async fn lane_round(&self, now: Ts) -> Result<(Vec<Effect>, bool, bool), EngineError> {
+        let (ne, mut effects) = self.process_events(now, BATCH).await?;
+        let (nt, e) = self.fire_timers(now, BATCH).await?;
+        effects.extend(e);
+        let full = ne >= BATCH as usize || nt >= BATCH as usize;
+        Ok((effects, ne > 0 || nt > 0, full))
     }
 
     /// Runs `f` in a unit of work for `contact`, committing it; on a conflict (a concurrent

@@ -338,13 +338,15 @@ async fn get_run(
 /// a shutdown request be seen quickly.
 const TICK_ROUNDS: usize = 4;
 
-/// The scheduler: two loops running side by side.
+/// The scheduler: two loops running side by side, and this worker's heartbeat.
 ///
 /// - The **engine loop** applies events, fires timers and schedules, then sleeps until the
 ///   next due instant, a wake-up (an event was stored), or at most `poll`.
-/// - The **outbox loop** delivers due entries as soon as the engine loop commits them (it
-///   is woken after every pass), without waiting for the next pass; slow webhooks never
-///   hold up event processing, and a backlog of events never holds up delivery.
+/// - The **outbox loop** delivers due entries as soon as the engine commits them (it is
+///   woken by every commit that queued some, [`Engine::outbox_queued`]); slow webhooks
+///   never hold up event processing, and a backlog of events never holds up delivery.
+/// - The **heartbeat** keeps this worker registered, which sizes its share of the
+///   database's lanes ([`crate::store::Store::heartbeat`]).
 pub async fn scheduler(
     engine: Arc<Engine>,
     deliverer: Deliverer,
@@ -352,47 +354,21 @@ pub async fn scheduler(
     shutdown: watch::Receiver<bool>,
     poll: Duration,
 ) {
-    // Woken by the engine after each commit that queued deliveries (mid-pass).
-    let outbox_wake = engine.outbox_queued.clone();
     // Registered before the first step, so a worker joining others starts with its share
     // of the database's lanes rather than the whole budget.
     let me = worker_identity();
-    let mut alive = heartbeat(&engine, &me, 0).await;
+    let alive = heartbeat(&engine, &me, 0).await;
     tokio::join!(
-        engine_loop(
-            engine.clone(),
-            wake,
-            outbox_wake.clone(),
-            shutdown.clone(),
-            poll
-        ),
+        engine_loop(engine.clone(), wake, shutdown.clone(), poll),
+        // Woken by the engine after each commit that queued deliveries (mid-pass).
         outbox_loop(
             engine.clone(),
             deliverer,
-            outbox_wake,
+            engine.outbox_queued.clone(),
             shutdown.clone(),
             poll
         ),
-        async move {
-            // Workers started together registered within moments of each other: a second
-            // look soon after the first corrects a share taken before the others arrived.
-            let mut shutdown = shutdown;
-            let mut every = Duration::from_millis(250);
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    r = shutdown.changed() => if r.is_err() { break; },
-                }
-                if *shutdown.borrow() {
-                    break;
-                }
-                alive = heartbeat(&engine, &me, alive).await;
-                every = crate::store::HEARTBEAT;
-            }
-            if let Err(e) = engine.store.retire(&me.0).await {
-                tracing::warn!(error = %e, "could not retire this worker (it ages out)");
-            }
-        },
+        heartbeat_loop(engine, me, alive, shutdown),
     );
 }
 
@@ -410,6 +386,32 @@ fn worker_identity() -> (String, String, u32) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     (format!("{host}-{pid}-{nonce:08x}"), host, pid)
+}
+
+/// Keeps this worker registered (see [`heartbeat`]) until shutdown, then retires it.
+async fn heartbeat_loop(
+    engine: Arc<Engine>,
+    me: (String, String, u32),
+    mut alive: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Workers started together registered within moments of each other: a second look
+    // soon after the first corrects a share taken before the others arrived.
+    let mut every = Duration::from_millis(250);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            r = shutdown.changed() => if r.is_err() { break; },
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        alive = heartbeat(&engine, &me, alive).await;
+        every = crate::store::HEARTBEAT;
+    }
+    if let Err(e) = engine.store.retire(&me.0).await {
+        tracing::warn!(error = %e, "could not retire this worker (it ages out)");
+    }
 }
 
 /// Refreshes this worker's registration ([`crate::store::Store::heartbeat`]), which sizes
@@ -462,7 +464,6 @@ fn failed(failures: &mut u32, e: &dyn std::fmt::Display, what: &str) -> Duration
 async fn engine_loop(
     engine: Arc<Engine>,
     wake: Arc<Notify>,
-    outbox_wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
     poll: Duration,
 ) {
@@ -485,9 +486,7 @@ async fn engine_loop(
                         serde_json::Value::Object(e.extra.clone())
                     );
                 }
-                if !effects.is_empty() {
-                    outbox_wake.notify_one();
-                }
+                // (The outbox loop was woken by each commit that queued deliveries.)
                 if more {
                     continue;
                 }

@@ -123,23 +123,20 @@ pub fn history_window(project: &Project) -> Option<chrono::Duration> {
         Some((&body[..end], &body[end + 1..]))
     }
     let most = chrono::Duration::days(HISTORY_DAYS);
-    let docs = [
-        serde_json::to_value(
-            project
-                .plans
-                .iter()
-                .map(|p| &p.workflow)
-                .collect::<Vec<_>>(),
-        ),
+    let workflows: Vec<_> = project.plans.iter().map(|p| &p.workflow).collect();
+    let docs: Result<Vec<Value>, _> = [
+        serde_json::to_value(workflows),
         serde_json::to_value(&project.scoring),
         serde_json::to_value(&project.segments),
         serde_json::to_value(&project.templates),
-    ];
-    let mut texts = Vec::new();
-    let docs: Vec<Value> = docs.into_iter().map(|d| d.unwrap_or(Value::Null)).collect();
-    if docs.iter().any(Value::is_null) {
+    ]
+    .into_iter()
+    .collect();
+    // (Not expected: the model is plain data. If it happened, read the full history.)
+    let Ok(docs) = docs else {
         return Some(most);
-    }
+    };
+    let mut texts = Vec::new();
     docs.iter().for_each(|d| strings(d, &mut texts));
     let mut window: Option<chrono::Duration> = None;
     for text in texts {
@@ -215,6 +212,16 @@ impl Engine {
         Ok(out)
     }
 
+    /// Commits `uow` to the store; when it queued outbox entries, wakes the delivery loop
+    /// ([`Engine::outbox_queued`]). Every commit of the engine goes through here.
+    async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError> {
+        self.store.commit(uow).await?;
+        if !uow.outbox.is_empty() {
+            self.outbox_queued.notify_one();
+        }
+        Ok(())
+    }
+
     /// Where a unit loaded at `now` starts reading its contact's events, if at all.
     fn history_since(&self, now: Ts) -> Option<Ts> {
         self.history.map(|w| now - w)
@@ -268,7 +275,7 @@ impl Engine {
                 timers_clear: orphans,
                 ..Default::default()
             };
-            self.store.commit(&uow).await?;
+            self.commit(&uow).await?;
         }
         self.run_units(units, now, |w, ts: &Vec<DueTimer>| {
             w.in_turn(ts, Work::fire_timer)
@@ -334,13 +341,8 @@ impl Engine {
                 merged.merge(uow);
                 effects.extend(fx);
             }
-            match self.store.commit(&merged).await {
-                Ok(()) => {
-                    if !merged.outbox.is_empty() {
-                        self.outbox_queued.notify_one();
-                    }
-                    return Ok(effects);
-                }
+            match self.commit(&merged).await {
+                Ok(()) => return Ok(effects),
                 Err(StoreError::Conflict(what)) => {
                     tracing::debug!(%what, units = batch.len(), "group commit conflicted; splitting");
                 }
@@ -393,7 +395,7 @@ impl Engine {
                         schedules: vec![(id.clone(), now)],
                         ..Default::default()
                     };
-                    self.store.commit(&uow).await?;
+                    self.commit(&uow).await?;
                     continue;
                 }
             };
@@ -423,7 +425,7 @@ impl Engine {
                 schedules: vec![(id.clone(), latest)],
                 ..Default::default()
             };
-            self.store.commit(&uow).await?;
+            self.commit(&uow).await?;
         }
         Ok(effects)
     }
@@ -528,13 +530,8 @@ impl Engine {
             f(&mut w)?;
             w.settle()?;
             let (uow, effects) = w.finish();
-            match self.store.commit(&uow).await {
-                Ok(()) => {
-                    if !uow.outbox.is_empty() {
-                        self.outbox_queued.notify_one();
-                    }
-                    return Ok(effects);
-                }
+            match self.commit(&uow).await {
+                Ok(()) => return Ok(effects),
                 Err(StoreError::Conflict(what)) if attempt < 3 && !what.starts_with("run ") => {
                     attempt += 1;
                 }

@@ -147,7 +147,9 @@ impl Store for SqliteStore {
             }
         }
         for row in sqlx::query(
-            // Per workflow only the open run, else the latest (see `UnitData::runs`).
+            // Per workflow one run (see `UnitData::runs`): the open one first, then the
+            // latest. For runs the engine stamps those are the same run; ranking the open
+            // one first also covers a database an older build wrote.
             "SELECT doc, rev FROM (SELECT doc, rev, started_at, id, row_number() OVER (\
                PARTITION BY contact, workflow ORDER BY status IN ('active', 'waiting') DESC, \
                started_at DESC, id DESC) AS n \

@@ -74,9 +74,16 @@ impl Deliverer {
     /// entries thus go one after another, in order, each recorded before the next is
     /// attempted (its order and the frequency cap stay exact).
     pub async fn deliver_due(&self, now: Ts, limit: i64) -> Result<usize, StoreError> {
-        use futures::StreamExt;
         let due = self.store.pending_outbox(now, limit).await?;
         let n = due.len();
+        self.deliver(due).await?;
+        Ok(n)
+    }
+
+    /// Delivers entries claimed by this process (by [`Deliverer::deliver_due`], or at
+    /// commit: the engine's hand-off), in waves as [`Deliverer::deliver_due`] describes.
+    pub async fn deliver(&self, due: Vec<OutboxEntry>) -> Result<(), StoreError> {
+        use futures::StreamExt;
         let chains = crate::store::by_contact(due, |e| &e.contact);
         for round in 0.. {
             let wave: Vec<&OutboxEntry> = chains.iter().filter_map(|(_, c)| c.get(round)).collect();
@@ -102,7 +109,7 @@ impl Deliverer {
                 log_outcome(entry, outcome);
             }
         }
-        Ok(n)
+        Ok(())
     }
 
     async fn attempt(&self, entry: &OutboxEntry) -> OutboxOutcome {

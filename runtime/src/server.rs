@@ -338,15 +338,23 @@ async fn get_run(
 /// a shutdown request be seen quickly.
 const TICK_ROUNDS: usize = 4;
 
-/// The scheduler: two loops running side by side, and this worker's heartbeat.
+/// The scheduler: three loops running side by side, and this worker's heartbeat.
 ///
 /// - The **engine loop** applies events, fires timers and schedules, then sleeps until the
 ///   next due instant, a wake-up (an event was stored), or at most `poll`.
-/// - The **outbox loop** delivers due entries as soon as the engine commits them (it is
-///   woken by every commit that queued some, [`Engine::outbox_queued`]); slow webhooks
-///   never hold up event processing, and a backlog of events never holds up delivery.
+/// - The **hand-off loop** delivers the outbox entries the engine's commits claimed for
+///   this process ([`Engine::hand_off`]) as soon as each commit lands: no claim of their
+///   own, no waiting for a delivery pass to come round.
+/// - The **outbox loop** delivers whatever else is due (retries, deferrals, entries of
+///   workers that died, entries queued while the hand-off was full), claiming them; it is
+///   woken by every commit that queued entries it did not hand over
+///   ([`Engine::outbox_queued`]). Slow webhooks never hold up event processing, and a
+///   backlog of events never holds up delivery.
 /// - The **heartbeat** keeps this worker registered, which sizes its share of the
 ///   database's lanes ([`crate::store::Store::heartbeat`]).
+///
+/// At shutdown the engine loop ends its pass and stops the hand-off; what was handed over
+/// is still delivered and recorded before this returns.
 pub async fn scheduler(
     engine: Arc<Engine>,
     deliverer: Deliverer,
@@ -358,9 +366,16 @@ pub async fn scheduler(
     // of the database's lanes rather than the whole budget.
     let me = worker_identity();
     let alive = heartbeat(&engine, &me, 0).await;
+    let deliverer = Arc::new(deliverer);
+    let handed = engine.hand_off();
+    let engine_shutdown = shutdown.clone();
     tokio::join!(
-        engine_loop(engine.clone(), wake, shutdown.clone(), poll),
-        // Woken by the engine after each commit that queued deliveries (mid-pass).
+        async {
+            engine_loop(engine.clone(), wake, engine_shutdown, poll).await;
+            // No more commits: the hand-off loop drains what it was sent, then ends.
+            engine.end_hand_off();
+        },
+        hand_off_loop(deliverer.clone(), handed),
         outbox_loop(
             engine.clone(),
             deliverer,
@@ -368,12 +383,10 @@ pub async fn scheduler(
             shutdown.clone(),
             poll
         ),
-        heartbeat_loop(engine, me, alive, shutdown),
+        heartbeat_loop(engine.clone(), me, alive, shutdown),
     );
 }
 
-/// This process as a worker: `HOST-PID-NONCE` (the nonce tells a restarted process with a
-/// recycled pid from the one before it).
 fn worker_identity() -> (String, String, u32) {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -486,7 +499,7 @@ async fn engine_loop(
                         serde_json::Value::Object(e.extra.clone())
                     );
                 }
-                // (The outbox loop was woken by each commit that queued deliveries.)
+                // (Each commit that queued deliveries handed them over or woke the outbox.)
                 if more {
                     continue;
                 }
@@ -508,9 +521,75 @@ async fn engine_loop(
 /// Entries claimed per pass of the outbox loop.
 const OUTBOX_BATCH: i64 = 256;
 
+/// Hand-off batches delivered at once: the next batch's deliveries start while the
+/// previous batch's outcomes are being committed.
+const HAND_OFF_PARALLEL: usize = 4;
+
+/// Delivers what the engine hands over ([`Engine::hand_off`]) until the engine ends the
+/// hand-off, then waits for the deliveries under way.
+///
+/// Each batch (what arrived together, up to [`OUTBOX_BATCH`] entries) is delivered by its
+/// own task, up to [`HAND_OFF_PARALLEL`] at once; a batch holding a contact that a running
+/// task holds waits for it, so a contact's entries still go one after another, each
+/// recorded before the next is attempted (order and frequency caps stay exact).
+async fn hand_off_loop(deliverer: Arc<Deliverer>, mut handed: crate::engine::HandedOff) {
+    use std::collections::{HashMap, HashSet};
+    let mut running = tokio::task::JoinSet::new();
+    let mut busy: HashMap<tokio::task::Id, HashSet<String>> = HashMap::new();
+    let reaped = |r: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+                  busy: &mut HashMap<tokio::task::Id, HashSet<String>>| {
+        let id = match r {
+            Ok((id, ())) => id,
+            Err(e) => {
+                tracing::error!(error = %e, "a hand-off delivery task failed");
+                e.id()
+            }
+        };
+        busy.remove(&id);
+    };
+    loop {
+        let batch = tokio::select! {
+            b = handed.rx.recv() => b,
+            Some(r) = running.join_next_with_id() => {
+                reaped(r, &mut busy);
+                continue;
+            }
+        };
+        let Some(mut batch) = batch else { break };
+        while batch.len() < OUTBOX_BATCH as usize {
+            match handed.rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let contacts: HashSet<String> = batch.iter().map(|e| e.contact.clone()).collect();
+        while running.len() >= HAND_OFF_PARALLEL
+            || busy.values().any(|held| !held.is_disjoint(&contacts))
+        {
+            match running.join_next_with_id().await {
+                Some(r) => reaped(r, &mut busy),
+                None => break,
+            }
+        }
+        let (d, held, n) = (deliverer.clone(), handed.held.clone(), batch.len());
+        let task = running.spawn(async move {
+            if let Err(e) = d.deliver(batch).await {
+                // Not recorded: the entries stay leased to this worker until the lease
+                // runs out, then they are delivered again (same idempotency keys).
+                tracing::error!(error = %e, entries = n, "handed-over deliveries not recorded");
+            }
+            held.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        });
+        busy.insert(task.id(), contacts);
+    }
+    while let Some(r) = running.join_next_with_id().await {
+        reaped(r, &mut busy);
+    }
+}
+
 async fn outbox_loop(
     engine: Arc<Engine>,
-    deliverer: Deliverer,
+    deliverer: Arc<Deliverer>,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
     poll: Duration,

@@ -264,6 +264,102 @@ fn outbox_entries_are_delivered_at_most_once_per_key() {
 }
 
 #[test]
+fn a_commit_claims_the_due_entries_it_adds_for_its_worker_alone() {
+    rt().block_on(async {
+        for (name, s, _d) in stores().await {
+            // Queued by an earlier commit: not this commit's to claim.
+            s.commit(&UnitOfWork {
+                outbox: vec![outbox("old")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            s.suppress("gone@example.com", "unsubscribed", t(1))
+                .await
+                .unwrap();
+            let later = OutboxEntry {
+                due_at: t(6),
+                ..outbox("later")
+            };
+            let suppressed = OutboxEntry {
+                payload: json!({"to": "Gone@example.com", "template": "t"}),
+                ..outbox("suppressed")
+            };
+            let hook = OutboxEntry {
+                kind: "webhook".into(),
+                ..outbox("hook")
+            };
+            let uow = UnitOfWork {
+                outbox: vec![outbox("old"), outbox("now"), later, suppressed, hook],
+                ..Default::default()
+            };
+            // (Shorter than the lease `pending_outbox` takes, so that "old" claimed below is
+            // still leased when this lease has run out.)
+            let until = t(2) + Duration::seconds(30);
+            let mut claimed = s.commit_claiming(&uow, t(2), until).await.unwrap();
+            claimed.sort();
+            // New and due, less the email to a suppressed address.
+            assert_eq!(claimed, ["hook", "now"], "{name}");
+            assert_eq!(
+                s.outbox_state("suppressed").await.unwrap().as_deref(),
+                Some("skipped"),
+                "{name}"
+            );
+            let skipped = s.journal("r1").await.unwrap();
+            assert!(
+                skipped
+                    .iter()
+                    .any(|j| j.data["effect"] == "email_skipped" && j.data["key"] == "suppressed"),
+                "{name}: {skipped:?}"
+            );
+            // Another worker's claim gets only what was queued before: the claimed ones
+            // are leased until `until`, the later one is not due.
+            let others: Vec<String> = s
+                .pending_outbox(t(2), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.key)
+                .collect();
+            assert_eq!(others, ["old"], "{name}");
+            // The claiming worker records its delivery as after any claim.
+            let done = OutboxOutcome::Delivered {
+                record: json!({"ok": true}),
+            };
+            s.complete_outbox("now", &done, t(2)).await.unwrap();
+            assert_eq!(
+                s.outbox_state("now").await.unwrap().as_deref(),
+                Some("delivered"),
+                "{name}"
+            );
+            // A worker that died with a claim leaves it to the others once the lease
+            // runs out.
+            let after: Vec<String> = s
+                .pending_outbox(until + Duration::seconds(1), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.key)
+                .collect();
+            assert_eq!(after, ["hook"], "{name}");
+            // Without a claim nothing is leased: a plain commit's entries are claimable.
+            let plain = s
+                .commit_claiming(
+                    &UnitOfWork {
+                        outbox: vec![outbox("late")],
+                        ..Default::default()
+                    },
+                    t(0),
+                    until,
+                )
+                .await
+                .unwrap();
+            assert!(plain.is_empty(), "{name}: due after `now`, so not claimed");
+        }
+    });
+}
+
+#[test]
 fn timers_fire_in_due_order_and_counters_are_fenced() {
     rt().block_on(async {
         for (name, s, _d) in stores().await {
@@ -624,6 +720,85 @@ fn units_load_the_open_or_latest_run_of_each_workflow() {
             let units = s.load_units(&["c1".into()], None).await.unwrap();
             assert_eq!(units[0].runs.len(), 2, "{name}");
             assert!(units[0].events.is_empty(), "{name}");
+        }
+    });
+}
+
+/// The engine's hand-off: with a deliverer of this process taking them
+/// (`Engine::hand_off`), a commit's due entries come to it at once and no claim hands them
+/// out again; beyond `HAND_OFF_CAP` unrecorded entries, and after `end_hand_off`, they
+/// wait for the claims as before.
+#[test]
+fn the_engine_hands_the_due_entries_it_queues_to_its_own_deliverer() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("workflows")).unwrap();
+        std::fs::write(
+            dir.path().join("workflows/ping.yaml"),
+            "workflow: ping\ntrigger: { event: ping }\nreentry: always\nsteps:\n  - id: hook\n    webhook: { url: \"http://127.0.0.1:9/hook\" }\n",
+        )
+        .unwrap();
+        let project = Arc::new(
+            nurture::project::load(dir.path())
+                .project
+                .expect("valid project"),
+        );
+        let ping = |id: &str, email: &str| nurture::input::IncomingEvent {
+            index: 0,
+            id: Some(id.into()),
+            kind: "ping".into(),
+            contact: None,
+            email: Some(email.into()),
+            at: None,
+            data: json!({}),
+        };
+        for (name, s, _d) in stores().await {
+            let engine = nurture::engine::Engine::new(project.clone(), s.clone());
+            let mut handed = engine.hand_off();
+            let now = Utc::now();
+            engine
+                .ingest(&[ping("e1", "a@example.com"), ping("e2", "b@example.com")], now)
+                .await
+                .unwrap();
+            engine.tick(now).await.unwrap();
+            let mut got: Vec<String> = Vec::new();
+            while let Ok(batch) = handed.rx.try_recv() {
+                got.extend(batch.into_iter().map(|e| e.kind));
+            }
+            assert_eq!(got, ["webhook", "webhook"], "{name}");
+            assert_eq!(handed.held.load(std::sync::atomic::Ordering::Relaxed), 2, "{name}");
+            assert!(
+                s.pending_outbox(Utc::now(), 10).await.unwrap().is_empty(),
+                "{name}: claimed by the commit, so no claim hands them out again"
+            );
+            // A deliverer holding its limit of unrecorded entries gets no more: they
+            // wait for a claim.
+            handed
+                .held
+                .store(nurture::engine::HAND_OFF_CAP, std::sync::atomic::Ordering::Relaxed);
+            engine
+                .ingest(&[ping("e3", "a@example.com")], now)
+                .await
+                .unwrap();
+            engine.tick(now).await.unwrap();
+            assert!(handed.rx.try_recv().is_err(), "{name}: over the limit");
+            assert_eq!(
+                s.pending_outbox(Utc::now(), 10).await.unwrap().len(),
+                1,
+                "{name}: over the limit, the entry waits for a claim"
+            );
+            engine.end_hand_off();
+            engine
+                .ingest(&[ping("e4", "a@example.com")], now)
+                .await
+                .unwrap();
+            engine.tick(now).await.unwrap();
+            assert!(handed.rx.recv().await.is_none(), "{name}: the hand-off ended");
+            assert_eq!(
+                s.pending_outbox(Utc::now(), 10).await.unwrap().len(),
+                1,
+                "{name}: without a hand-off, the entry waits for a claim"
+            );
         }
     });
 }

@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod time;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -165,7 +166,31 @@ pub struct Engine {
     /// Notified after every commit that queued outbox entries, so a delivery loop starts
     /// on them at once rather than when the engine's whole pass ends.
     pub outbox_queued: Arc<tokio::sync::Notify>,
+    /// Where commits hand the outbox entries they claim, while a deliverer of this
+    /// process takes them ([`Engine::hand_off`]).
+    hand_off: std::sync::Mutex<Option<HandOff>>,
     scoring_programs: HashMap<String, Arc<cel::Program>>,
+}
+
+/// Outbox entries handed over and not yet recorded, beyond which commits stop claiming
+/// (the entries then wait for the delivery loop's own claims): a slow channel cannot pile
+/// up claimed entries in memory while their leases run out.
+pub const HAND_OFF_CAP: usize = 2048;
+
+/// The sending end of [`Engine::hand_off`].
+#[derive(Clone)]
+struct HandOff {
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<OutboxEntry>>,
+    held: Arc<AtomicUsize>,
+}
+
+/// The receiving end of [`Engine::hand_off`]: batches of outbox entries leased to this
+/// process, to be delivered at once.
+pub struct HandedOff {
+    pub rx: tokio::sync::mpsc::UnboundedReceiver<Vec<OutboxEntry>>,
+    /// Entries handed over and not yet recorded: the receiver subtracts those it has
+    /// recorded (delivered, to retry, failed).
+    pub held: Arc<AtomicUsize>,
 }
 
 impl Engine {
@@ -193,6 +218,7 @@ impl Engine {
         Engine {
             history: history_window(&project),
             outbox_queued: Arc::new(tokio::sync::Notify::new()),
+            hand_off: std::sync::Mutex::new(None),
             project,
             store,
             plans,
@@ -212,12 +238,75 @@ impl Engine {
         Ok(out)
     }
 
-    /// Commits `uow` to the store; when it queued outbox entries, wakes the delivery loop
-    /// ([`Engine::outbox_queued`]). Every commit of the engine goes through here.
-    async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError> {
-        self.store.commit(uow).await?;
-        if !uow.outbox.is_empty() {
+    /// Starts handing over outbox entries: from now on, a commit that queues entries due
+    /// at once claims them in its own transaction ([`Store::commit_claiming`]) and sends
+    /// them here, so this process delivers them without a claim of its own and without
+    /// waiting for its delivery loop to come round. A scheduler calls it once; its
+    /// receiver ends after [`Engine::end_hand_off`].
+    pub fn hand_off(&self) -> HandedOff {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let held = Arc::new(AtomicUsize::new(0));
+        *self.hand_off.lock().expect("hand-off lock") = Some(HandOff {
+            tx,
+            held: held.clone(),
+        });
+        HandedOff { rx, held }
+    }
+
+    /// Stops handing over (commits leave their entries to the delivery loop's claims);
+    /// the receiver gets what was sent before, then its end.
+    pub fn end_hand_off(&self) {
+        self.hand_off.lock().expect("hand-off lock").take();
+    }
+
+    /// Commits `uow` to the store. Every commit of the engine goes through here.
+    ///
+    /// Its outbox entries due at `now` are handed over to this process's deliverer when
+    /// there is one ([`Engine::hand_off`]) with room; the delivery loop is woken
+    /// ([`Engine::outbox_queued`]) for any others.
+    async fn commit(&self, uow: &UnitOfWork, now: Ts) -> Result<(), StoreError> {
+        let due = uow.outbox.iter().filter(|e| e.due_at <= now).count();
+        let sink = match due {
+            0 => None,
+            _ => self
+                .hand_off
+                .lock()
+                .expect("hand-off lock")
+                .clone()
+                .filter(|h| h.held.load(Ordering::Relaxed) + due <= HAND_OFF_CAP),
+        };
+        let Some(sink) = sink else {
+            self.store.commit(uow).await?;
+            if !uow.outbox.is_empty() {
+                self.outbox_queued.notify_one();
+            }
+            return Ok(());
+        };
+        let lease = chrono::Duration::from_std(crate::store::lease()).expect("lease fits");
+        let keys: std::collections::HashSet<String> = self
+            .store
+            .commit_claiming(uow, now, Utc::now() + lease)
+            .await?
+            .into_iter()
+            .collect();
+        let handed: Vec<OutboxEntry> = uow
+            .outbox
+            .iter()
+            .filter(|e| keys.contains(&e.key))
+            .cloned()
+            .collect();
+        if handed.len() < uow.outbox.len() {
             self.outbox_queued.notify_one();
+        }
+        if !handed.is_empty() {
+            let n = handed.len();
+            sink.held.fetch_add(n, Ordering::Relaxed);
+            if sink.tx.send(handed).is_err() {
+                // The deliverer has gone (shutting down): the entries stay leased to this
+                // process until the lease runs out, then any worker delivers them.
+                sink.held.fetch_sub(n, Ordering::Relaxed);
+                tracing::warn!(entries = n, "claimed outbox entries left to the lease");
+            }
         }
         Ok(())
     }
@@ -275,7 +364,7 @@ impl Engine {
                 timers_clear: orphans,
                 ..Default::default()
             };
-            self.commit(&uow).await?;
+            self.commit(&uow, now).await?;
         }
         self.run_units(units, now, |w, ts: &Vec<DueTimer>| {
             w.in_turn(ts, Work::fire_timer)
@@ -341,7 +430,7 @@ impl Engine {
                 merged.merge(uow);
                 effects.extend(fx);
             }
-            match self.commit(&merged).await {
+            match self.commit(&merged, now).await {
                 Ok(()) => return Ok(effects),
                 Err(StoreError::Conflict(what)) => {
                     tracing::debug!(%what, units = batch.len(), "group commit conflicted; splitting");
@@ -395,7 +484,7 @@ impl Engine {
                         schedules: vec![(id.clone(), now)],
                         ..Default::default()
                     };
-                    self.commit(&uow).await?;
+                    self.commit(&uow, now).await?;
                     continue;
                 }
             };
@@ -425,7 +514,7 @@ impl Engine {
                 schedules: vec![(id.clone(), latest)],
                 ..Default::default()
             };
-            self.commit(&uow).await?;
+            self.commit(&uow, now).await?;
         }
         Ok(effects)
     }
@@ -530,7 +619,7 @@ impl Engine {
             f(&mut w)?;
             w.settle()?;
             let (uow, effects) = w.finish();
-            match self.commit(&uow).await {
+            match self.commit(&uow, now).await {
                 Ok(()) => return Ok(effects),
                 Err(StoreError::Conflict(what)) if attempt < 3 && !what.starts_with("run ") => {
                     attempt += 1;

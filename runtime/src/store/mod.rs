@@ -661,6 +661,27 @@ pub trait Store: Send + Sync {
     /// Applies a unit of work atomically; `Conflict` if any expected version differs.
     async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError>;
 
+    /// [`Store::commit`] that also claims, in the same transaction, the outbox entries the
+    /// unit adds that are due at `now`, leased to the caller until `until` exactly as
+    /// [`Store::pending_outbox`] would lease them. The committing process then delivers
+    /// them at once, without claiming them again (the engine's hand-off; see
+    /// `Engine::hand_off`). Returns the keys claimed: new keys only (an entry whose key was
+    /// already stored is not this commit's to deliver), less `email` entries to suppressed
+    /// addresses, which become `skipped` here as at a claim. A worker that dies before
+    /// delivering them leaves them to the others once the lease runs out.
+    ///
+    /// The default claims nothing: the entries wait for `pending_outbox`.
+    async fn commit_claiming(
+        &self,
+        uow: &UnitOfWork,
+        now: Ts,
+        until: Ts,
+    ) -> Result<Vec<String>, StoreError> {
+        let _ = (now, until);
+        self.commit(uow).await?;
+        Ok(Vec::new())
+    }
+
     /// Claims the outbox entries due at `now`, oldest first, for a lease (as `due_timers`).
     /// In the same transaction, due `email` entries whose address is on the suppression
     /// list become `skipped` with an `email_skipped` effect in the journal instead: an

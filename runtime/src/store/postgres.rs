@@ -123,6 +123,248 @@ impl PostgresStore {
         c.version = row.try_get("version")?;
         Ok(c)
     }
+
+    /// [`Store::commit`], and with `claim` (now, until) [`Store::commit_claiming`]: the keys
+    /// of the outbox entries leased to the caller.
+    async fn commit_in(
+        &self,
+        uow: &UnitOfWork,
+        claim: Option<(Ts, Ts)>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let conflict = |what: &str, want: usize, got: u64| -> Result<(), StoreError> {
+            if got as usize == want {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!(
+                    "{what}: {got} of {want} rows current"
+                )))
+            }
+        };
+
+        // Contacts: inserts (version 0) and fenced updates.
+        let (new_c, old_c): (Vec<&Contact>, Vec<&Contact>) =
+            uow.contacts.iter().partition(|c| c.version == 0);
+        if !new_c.is_empty() {
+            let ids: Vec<&str> = new_c.iter().map(|c| c.id.as_str()).collect();
+            let emails: Vec<Option<&str>> = new_c.iter().map(|c| c.email.as_deref()).collect();
+            let docs: Vec<_> = new_c
+                .iter()
+                .map(|c| {
+                    json(Contact {
+                        version: 1,
+                        ..(*c).clone()
+                    })
+                })
+                .collect();
+            let r = sqlx::query(
+                "INSERT INTO contacts (id, email, doc, version) \
+                 SELECT * , 1 FROM UNNEST($1::text[], $2::text[], $3::jsonb[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&ids)
+            .bind(&emails)
+            .bind(&docs)
+            .execute(&mut *tx)
+            .await?;
+            conflict("contacts", new_c.len(), r.rows_affected())?;
+        }
+        if !old_c.is_empty() {
+            let ids: Vec<&str> = old_c.iter().map(|c| c.id.as_str()).collect();
+            let emails: Vec<Option<&str>> = old_c.iter().map(|c| c.email.as_deref()).collect();
+            let versions: Vec<i64> = old_c.iter().map(|c| c.version).collect();
+            let docs: Vec<_> = old_c
+                .iter()
+                .map(|c| {
+                    json(Contact {
+                        version: c.version + 1,
+                        ..(*c).clone()
+                    })
+                })
+                .collect();
+            let r = sqlx::query(
+                "UPDATE contacts c SET email = u.email, doc = u.doc, version = c.version + 1 \
+                 FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::bigint[]) AS u(id, email, doc, version) \
+                 WHERE c.id = u.id AND c.version = u.version",
+            )
+            .bind(&ids)
+            .bind(&emails)
+            .bind(&docs)
+            .bind(&versions)
+            .execute(&mut *tx)
+            .await?;
+            conflict("contacts", old_c.len(), r.rows_affected())?;
+        }
+
+        // Runs: inserts (rev 0) and fenced updates.
+        let (new_r, old_r): (Vec<&Run>, Vec<&Run>) = uow.runs.iter().partition(|r| r.rev == 0);
+        if !new_r.is_empty() {
+            let r = sqlx::query(
+                "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, started_at, rev) \
+                 SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::jsonb[], $7::timestamptz[]) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(new_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| r.workflow.as_str()).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| r.workflow_version as i32).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| r.contact.as_str()).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| json(Run { rev: 1, ..(*r).clone() })).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| r.started_at).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+            conflict("runs", new_r.len(), r.rows_affected())?;
+        }
+        if !old_r.is_empty() {
+            let r = sqlx::query(
+                "UPDATE runs r SET status = u.status, doc = u.doc, rev = r.rev + 1 \
+                 FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::bigint[]) AS u(id, status, doc, rev) \
+                 WHERE r.id = u.id AND r.rev = u.rev",
+            )
+            .bind(old_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+            .bind(old_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+            .bind(old_r.iter().map(|r| json(Run { rev: r.rev + 1, ..(*r).clone() })).collect::<Vec<_>>())
+            .bind(old_r.iter().map(|r| r.rev).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+            conflict("runs", old_r.len(), r.rows_affected())?;
+        }
+
+        // Timers: clears first, then sets (a unit may clear and set the same run's timer:
+        // the upsert below replaces it, so only the others are deleted).
+        let set: std::collections::HashSet<&str> =
+            uow.timers_set.iter().map(|t| t.run_id.as_str()).collect();
+        let clear: Vec<&str> = uow
+            .timers_clear
+            .iter()
+            .map(String::as_str)
+            .filter(|r| !set.contains(r))
+            .collect();
+        if !clear.is_empty() {
+            sqlx::query("DELETE FROM timers WHERE run_id = ANY($1)")
+                .bind(&clear)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !uow.timers_set.is_empty() {
+            // Last write per run wins, as when applied one by one.
+            let mut last: std::collections::BTreeMap<&str, Ts> = std::collections::BTreeMap::new();
+            for t in &uow.timers_set {
+                last.insert(t.run_id.as_str(), t.due_at);
+            }
+            sqlx::query(
+                "INSERT INTO timers (run_id, due_at) SELECT * FROM UNNEST($1::text[], $2::timestamptz[]) \
+                 ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at",
+            )
+            .bind(last.keys().copied().collect::<Vec<_>>())
+            .bind(last.values().copied().collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        // Outbox: new keys only (a repeated step adds nothing), and their pending rows;
+        // with `claim`, those due by then are leased to this worker until its end.
+        let mut claimed = Vec::new();
+        if !uow.outbox.is_empty() {
+            let o = &uow.outbox;
+            claimed = sqlx::query_scalar(
+                "WITH ins AS (INSERT INTO outbox (key, run_id, contact, workflow, step, kind, payload, created_at, due_at) \
+                   SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[], $9::timestamptz[]) \
+                   ON CONFLICT (key) DO NOTHING RETURNING key, due_at), \
+                 pend AS (INSERT INTO outbox_pending (key, due_at) \
+                   SELECT key, CASE WHEN due_at <= $10 THEN $11 ELSE due_at END FROM ins) \
+                 SELECT key FROM ins WHERE due_at <= $10",
+            )
+            .bind(o.iter().map(|e| e.key.as_str()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.run_id.as_deref()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.contact.as_str()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.workflow.as_deref()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.step.as_deref()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.created_at).collect::<Vec<_>>())
+            .bind(o.iter().map(|e| e.due_at).collect::<Vec<_>>())
+            // Without a claim, NULL: `due_at <= NULL` holds for none.
+            .bind(claim.map(|c| c.0))
+            .bind(claim.map(|c| c.1))
+            .fetch_all(&mut *tx)
+            .await?;
+        }
+
+        // Journal, in order (the identity column follows the array order).
+        if !uow.journal.is_empty() {
+            let j = pack_journal(&uow.journal);
+            sqlx::query(
+                "INSERT INTO journal (run_id, contact, at, kind, data) \
+                 SELECT run_id, contact, at, kind, data FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[]) \
+                 WITH ORDINALITY AS u(run_id, contact, at, kind, data, n) ORDER BY n",
+            )
+            .bind(j.iter().map(|e| e.0).collect::<Vec<_>>())
+            .bind(j.iter().map(|e| e.1).collect::<Vec<_>>())
+            .bind(j.iter().map(|e| e.2).collect::<Vec<_>>())
+            .bind(j.iter().map(|e| e.3).collect::<Vec<_>>())
+            .bind(j.into_iter().map(|e| e.4).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        // Events: nothing older of the same contact may stay queued (order per contact).
+        if !uow.events_done.is_empty() {
+            let r = sqlx::query(
+                "DELETE FROM inbox i WHERE i.seq = ANY($1) AND NOT EXISTS (\
+                   SELECT 1 FROM inbox o WHERE o.contact = i.contact AND (o.at, o.seq) < (i.at, i.seq) \
+                   AND o.seq <> ALL($1) OFFSET 0)",
+            )
+            .bind(&uow.events_done)
+            .execute(&mut *tx)
+            .await?;
+            conflict("events", uow.events_done.len(), r.rows_affected())?;
+        }
+
+        for (name, expected, new) in &uow.counters {
+            let r = if *expected == 0 {
+                sqlx::query(
+                    "INSERT INTO counters (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET value = $2 WHERE counters.value = 0",
+                )
+                .bind(name)
+                .bind(new)
+                .execute(&mut *tx)
+                .await?
+            } else {
+                sqlx::query("UPDATE counters SET value = $1 WHERE name = $2 AND value = $3")
+                    .bind(new)
+                    .bind(name)
+                    .bind(expected)
+                    .execute(&mut *tx)
+                    .await?
+            };
+            conflict(&format!("counter {name}"), 1, r.rows_affected())?;
+        }
+        for (wf, at) in &uow.schedules {
+            sqlx::query(
+                "INSERT INTO schedules (workflow, last_fired) VALUES ($1, $2) \
+                 ON CONFLICT (workflow) DO UPDATE SET last_fired = excluded.last_fired",
+            )
+            .bind(wf)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Claimed emails to suppressed addresses are skipped, as at a claim (after the
+        // unit's own journal, which queued them).
+        let emails: Vec<&str> = uow
+            .outbox
+            .iter()
+            .filter(|e| e.kind == "email" && claimed.contains(&e.key))
+            .map(|e| e.key.as_str())
+            .collect();
+        if let Some((now, _)) = claim.filter(|_| !emails.is_empty()) {
+            let skipped = skip_suppressed(&mut tx, &emails, now).await?;
+            claimed.retain(|k| !skipped.contains(k));
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
 }
 
 #[async_trait]
@@ -492,220 +734,16 @@ impl Store for PostgresStore {
     /// `uow` (group commit): multi-row writes through `UNNEST`, and fencing by comparing
     /// the rows each statement touched with the rows it was given.
     async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let conflict = |what: &str, want: usize, got: u64| -> Result<(), StoreError> {
-            if got as usize == want {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(format!(
-                    "{what}: {got} of {want} rows current"
-                )))
-            }
-        };
+        self.commit_in(uow, None).await.map(drop)
+    }
 
-        // Contacts: inserts (version 0) and fenced updates.
-        let (new_c, old_c): (Vec<&Contact>, Vec<&Contact>) =
-            uow.contacts.iter().partition(|c| c.version == 0);
-        if !new_c.is_empty() {
-            let ids: Vec<&str> = new_c.iter().map(|c| c.id.as_str()).collect();
-            let emails: Vec<Option<&str>> = new_c.iter().map(|c| c.email.as_deref()).collect();
-            let docs: Vec<_> = new_c
-                .iter()
-                .map(|c| {
-                    json(Contact {
-                        version: 1,
-                        ..(*c).clone()
-                    })
-                })
-                .collect();
-            let r = sqlx::query(
-                "INSERT INTO contacts (id, email, doc, version) \
-                 SELECT * , 1 FROM UNNEST($1::text[], $2::text[], $3::jsonb[]) ON CONFLICT DO NOTHING",
-            )
-            .bind(&ids)
-            .bind(&emails)
-            .bind(&docs)
-            .execute(&mut *tx)
-            .await?;
-            conflict("contacts", new_c.len(), r.rows_affected())?;
-        }
-        if !old_c.is_empty() {
-            let ids: Vec<&str> = old_c.iter().map(|c| c.id.as_str()).collect();
-            let emails: Vec<Option<&str>> = old_c.iter().map(|c| c.email.as_deref()).collect();
-            let versions: Vec<i64> = old_c.iter().map(|c| c.version).collect();
-            let docs: Vec<_> = old_c
-                .iter()
-                .map(|c| {
-                    json(Contact {
-                        version: c.version + 1,
-                        ..(*c).clone()
-                    })
-                })
-                .collect();
-            let r = sqlx::query(
-                "UPDATE contacts c SET email = u.email, doc = u.doc, version = c.version + 1 \
-                 FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::bigint[]) AS u(id, email, doc, version) \
-                 WHERE c.id = u.id AND c.version = u.version",
-            )
-            .bind(&ids)
-            .bind(&emails)
-            .bind(&docs)
-            .bind(&versions)
-            .execute(&mut *tx)
-            .await?;
-            conflict("contacts", old_c.len(), r.rows_affected())?;
-        }
-
-        // Runs: inserts (rev 0) and fenced updates.
-        let (new_r, old_r): (Vec<&Run>, Vec<&Run>) = uow.runs.iter().partition(|r| r.rev == 0);
-        if !new_r.is_empty() {
-            let r = sqlx::query(
-                "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, started_at, rev) \
-                 SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::jsonb[], $7::timestamptz[]) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(new_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| r.workflow.as_str()).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| r.workflow_version as i32).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| r.contact.as_str()).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| json(Run { rev: 1, ..(*r).clone() })).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| r.started_at).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-            conflict("runs", new_r.len(), r.rows_affected())?;
-        }
-        if !old_r.is_empty() {
-            let r = sqlx::query(
-                "UPDATE runs r SET status = u.status, doc = u.doc, rev = r.rev + 1 \
-                 FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::bigint[]) AS u(id, status, doc, rev) \
-                 WHERE r.id = u.id AND r.rev = u.rev",
-            )
-            .bind(old_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
-            .bind(old_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(old_r.iter().map(|r| json(Run { rev: r.rev + 1, ..(*r).clone() })).collect::<Vec<_>>())
-            .bind(old_r.iter().map(|r| r.rev).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-            conflict("runs", old_r.len(), r.rows_affected())?;
-        }
-
-        // Timers: clears first, then sets (a unit may clear and set the same run's timer:
-        // the upsert below replaces it, so only the others are deleted).
-        let set: std::collections::HashSet<&str> =
-            uow.timers_set.iter().map(|t| t.run_id.as_str()).collect();
-        let clear: Vec<&str> = uow
-            .timers_clear
-            .iter()
-            .map(String::as_str)
-            .filter(|r| !set.contains(r))
-            .collect();
-        if !clear.is_empty() {
-            sqlx::query("DELETE FROM timers WHERE run_id = ANY($1)")
-                .bind(&clear)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if !uow.timers_set.is_empty() {
-            // Last write per run wins, as when applied one by one.
-            let mut last: std::collections::BTreeMap<&str, Ts> = std::collections::BTreeMap::new();
-            for t in &uow.timers_set {
-                last.insert(t.run_id.as_str(), t.due_at);
-            }
-            sqlx::query(
-                "INSERT INTO timers (run_id, due_at) SELECT * FROM UNNEST($1::text[], $2::timestamptz[]) \
-                 ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at",
-            )
-            .bind(last.keys().copied().collect::<Vec<_>>())
-            .bind(last.values().copied().collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        // Outbox: new keys only (a repeated step adds nothing), and their pending rows.
-        if !uow.outbox.is_empty() {
-            let o = &uow.outbox;
-            sqlx::query(
-                "WITH ins AS (INSERT INTO outbox (key, run_id, contact, workflow, step, kind, payload, created_at, due_at) \
-                   SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[], $9::timestamptz[]) \
-                   ON CONFLICT (key) DO NOTHING RETURNING key, due_at) \
-                 INSERT INTO outbox_pending (key, due_at) SELECT key, due_at FROM ins",
-            )
-            .bind(o.iter().map(|e| e.key.as_str()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.run_id.as_deref()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.contact.as_str()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.workflow.as_deref()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.step.as_deref()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.created_at).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.due_at).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        // Journal, in order (the identity column follows the array order).
-        if !uow.journal.is_empty() {
-            let j = pack_journal(&uow.journal);
-            sqlx::query(
-                "INSERT INTO journal (run_id, contact, at, kind, data) \
-                 SELECT run_id, contact, at, kind, data FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[]) \
-                 WITH ORDINALITY AS u(run_id, contact, at, kind, data, n) ORDER BY n",
-            )
-            .bind(j.iter().map(|e| e.0).collect::<Vec<_>>())
-            .bind(j.iter().map(|e| e.1).collect::<Vec<_>>())
-            .bind(j.iter().map(|e| e.2).collect::<Vec<_>>())
-            .bind(j.iter().map(|e| e.3).collect::<Vec<_>>())
-            .bind(j.into_iter().map(|e| e.4).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        // Events: nothing older of the same contact may stay queued (order per contact).
-        if !uow.events_done.is_empty() {
-            let r = sqlx::query(
-                "DELETE FROM inbox i WHERE i.seq = ANY($1) AND NOT EXISTS (\
-                   SELECT 1 FROM inbox o WHERE o.contact = i.contact AND (o.at, o.seq) < (i.at, i.seq) \
-                   AND o.seq <> ALL($1) OFFSET 0)",
-            )
-            .bind(&uow.events_done)
-            .execute(&mut *tx)
-            .await?;
-            conflict("events", uow.events_done.len(), r.rows_affected())?;
-        }
-
-        for (name, expected, new) in &uow.counters {
-            let r = if *expected == 0 {
-                sqlx::query(
-                    "INSERT INTO counters (name, value) VALUES ($1, $2) \
-                     ON CONFLICT (name) DO UPDATE SET value = $2 WHERE counters.value = 0",
-                )
-                .bind(name)
-                .bind(new)
-                .execute(&mut *tx)
-                .await?
-            } else {
-                sqlx::query("UPDATE counters SET value = $1 WHERE name = $2 AND value = $3")
-                    .bind(new)
-                    .bind(name)
-                    .bind(expected)
-                    .execute(&mut *tx)
-                    .await?
-            };
-            conflict(&format!("counter {name}"), 1, r.rows_affected())?;
-        }
-        for (wf, at) in &uow.schedules {
-            sqlx::query(
-                "INSERT INTO schedules (workflow, last_fired) VALUES ($1, $2) \
-                 ON CONFLICT (workflow) DO UPDATE SET last_fired = excluded.last_fired",
-            )
-            .bind(wf)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    async fn commit_claiming(
+        &self,
+        uow: &UnitOfWork,
+        now: Ts,
+        until: Ts,
+    ) -> Result<Vec<String>, StoreError> {
+        self.commit_in(uow, Some((now, until))).await
     }
 
     /// Claims due outbox entries for a lease ([`super::lease`]) (see `due_timers`): two workers never
@@ -751,22 +789,7 @@ impl Store for PostgresStore {
             .map(|e| e.key.as_str())
             .collect();
         if !emails.is_empty() {
-            let skipped: Vec<String> = sqlx::query_scalar(
-                "WITH sup AS (SELECT o.key, s.reason FROM outbox o \
-                   JOIN suppressions s ON s.address = lower(o.payload->>'to') WHERE o.key = ANY($1)), \
-                 gone AS (DELETE FROM outbox_pending p USING sup WHERE p.key = sup.key), \
-                 upd AS (UPDATE outbox o SET state = 'skipped', last_error = 'suppressed: ' || sup.reason \
-                   FROM sup WHERE o.key = sup.key \
-                   RETURNING o.key, o.run_id, o.contact, o.step, o.payload->>'template' AS template, sup.reason), \
-                 j AS (INSERT INTO journal (run_id, contact, at, kind, data) \
-                   SELECT run_id, contact, $2, 'effect', jsonb_build_object('effect', 'email_skipped', 'step', step, \
-                   'template', template, 'reason', 'suppressed: ' || reason, 'key', key, 'at_send', true) FROM upd) \
-                 SELECT key FROM upd",
-            )
-            .bind(&emails)
-            .bind(now)
-            .fetch_all(&mut *tx)
-            .await?;
+            let skipped = skip_suppressed(&mut tx, &emails, now).await?;
             out.retain(|e| !skipped.contains(&e.key));
         }
         tx.commit().await?;
@@ -891,6 +914,32 @@ impl Store for PostgresStore {
                 .await?,
         )
     }
+}
+
+/// Turns the claimed `email` entries among `keys` whose address is on the suppression list
+/// into `skipped`, with an `email_skipped` effect in the journal, inside `tx` (the claiming
+/// transaction: an unsubscribe committed before the claim always wins); returns their keys.
+async fn skip_suppressed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    keys: &[&str],
+    now: Ts,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "WITH sup AS (SELECT o.key, s.reason FROM outbox o \
+           JOIN suppressions s ON s.address = lower(o.payload->>'to') WHERE o.key = ANY($1)), \
+         gone AS (DELETE FROM outbox_pending p USING sup WHERE p.key = sup.key), \
+         upd AS (UPDATE outbox o SET state = 'skipped', last_error = 'suppressed: ' || sup.reason \
+           FROM sup WHERE o.key = sup.key \
+           RETURNING o.key, o.run_id, o.contact, o.step, o.payload->>'template' AS template, sup.reason), \
+         j AS (INSERT INTO journal (run_id, contact, at, kind, data) \
+           SELECT run_id, contact, $2, 'effect', jsonb_build_object('effect', 'email_skipped', 'step', step, \
+           'template', template, 'reason', 'suppressed: ' || reason, 'key', key, 'at_send', true) FROM upd) \
+         SELECT key FROM upd",
+    )
+    .bind(keys)
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?)
 }
 
 /// The writes of a set of outbox completions (distinct keys), inside `tx`, in a few

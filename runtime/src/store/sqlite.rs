@@ -100,6 +100,240 @@ impl SqliteStore {
         c.version = row.try_get("version")?;
         Ok(c)
     }
+
+    /// [`Store::commit`], and with `claim` (now, until) [`Store::commit_claiming`]: the keys
+    /// of the outbox entries leased to the caller.
+    async fn commit_in(
+        &self,
+        uow: &UnitOfWork,
+        claim: Option<(Ts, Ts)>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for c in &uow.contacts {
+            if c.version == 0 {
+                insert_contact(&mut tx, c).await?;
+            } else {
+                let mut stored = c.clone();
+                stored.version = c.version + 1;
+                let r = sqlx::query(
+                    "UPDATE contacts SET email = ?, doc = ?, version = version + 1 \
+                     WHERE id = ? AND version = ?",
+                )
+                .bind(&c.email)
+                .bind(json(&stored))
+                .bind(&c.id)
+                .bind(c.version)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!("contact {}", c.id)));
+                }
+            }
+        }
+        for run in &uow.runs {
+            let mut stored = run.clone();
+            stored.rev = run.rev + 1;
+            let r = if run.rev == 0 {
+                sqlx::query(
+                    "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, \
+                     started_at, rev) VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&run.id)
+                .bind(&run.workflow)
+                .bind(run.workflow_version as i64)
+                .bind(&run.contact)
+                .bind(run.status.as_str())
+                .bind(json(&stored))
+                .bind(ts(run.started_at))
+                .execute(&mut *tx)
+                .await?
+            } else {
+                sqlx::query(
+                    "UPDATE runs SET status = ?, doc = ?, rev = rev + 1 WHERE id = ? AND rev = ?",
+                )
+                .bind(run.status.as_str())
+                .bind(json(&stored))
+                .bind(&run.id)
+                .bind(run.rev)
+                .execute(&mut *tx)
+                .await?
+            };
+            if r.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("run {}", run.id)));
+            }
+        }
+        for id in &uow.timers_clear {
+            sqlx::query("DELETE FROM timers WHERE run_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for t in &uow.timers_set {
+            sqlx::query(
+                "INSERT INTO timers (run_id, due_at) VALUES (?, ?) \
+                 ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at",
+            )
+            .bind(&t.run_id)
+            .bind(ts(t.due_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        // With `claim`, the entries due by then are leased to this worker until its end
+        // (a new key only: a repeated step adds nothing).
+        let mut claimed = Vec::new();
+        for o in &uow.outbox {
+            let leased = claim.filter(|(now, _)| o.due_at <= *now).map(|c| c.1);
+            let r = sqlx::query(
+                "INSERT INTO outbox (key, run_id, contact, workflow, step, kind, payload, \
+                 created_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&o.key)
+            .bind(&o.run_id)
+            .bind(&o.contact)
+            .bind(&o.workflow)
+            .bind(&o.step)
+            .bind(&o.kind)
+            .bind(json(&o.payload))
+            .bind(ts(o.created_at))
+            .bind(ts(leased.unwrap_or(o.due_at)))
+            .execute(&mut *tx)
+            .await?;
+            if leased.is_some() && r.rows_affected() == 1 {
+                claimed.push(o.key.clone());
+            }
+        }
+        if !uow.journal.is_empty() {
+            // One statement for the whole journal of the batch, in order.
+            let rows: Vec<Value> = pack_journal(&uow.journal)
+                .into_iter()
+                .map(|(run, contact, at, kind, data)| {
+                    serde_json::json!([run, contact, ts(at), kind, json(&data)])
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO journal (run_id, contact, at, kind, data) \
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4 \
+                 FROM json_each(?) ORDER BY key",
+            )
+            .bind(json(&rows))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for seq in &uow.events_done {
+            let r = sqlx::query("DELETE FROM inbox WHERE seq = ?")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            if r.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("event #{seq}")));
+            }
+        }
+        for (name, expected, new) in &uow.counters {
+            let r = if *expected == 0 {
+                sqlx::query(
+                    "INSERT INTO counters (name, value) VALUES (?1, ?2) \
+                     ON CONFLICT (name) DO UPDATE SET value = ?2 WHERE counters.value = 0",
+                )
+                .bind(name)
+                .bind(new)
+                .execute(&mut *tx)
+                .await?
+            } else {
+                sqlx::query("UPDATE counters SET value = ? WHERE name = ? AND value = ?")
+                    .bind(new)
+                    .bind(name)
+                    .bind(expected)
+                    .execute(&mut *tx)
+                    .await?
+            };
+            if r.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("counter {name}")));
+            }
+        }
+        for (wf, at) in &uow.schedules {
+            sqlx::query(
+                "INSERT INTO schedules (workflow, last_fired) VALUES (?, ?) \
+                 ON CONFLICT (workflow) DO UPDATE SET last_fired = excluded.last_fired",
+            )
+            .bind(wf)
+            .bind(ts(*at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Claimed emails to suppressed addresses are skipped, as at a claim (after the
+        // unit's own journal, which queued them).
+        if let Some((now, _)) = claim {
+            let emails: Vec<&str> = uow
+                .outbox
+                .iter()
+                .filter(|e| e.kind == "email" && claimed.contains(&e.key))
+                .map(|e| e.key.as_str())
+                .collect();
+            if !emails.is_empty() {
+                let skipped = skip_suppressed(&mut tx, now, Some(&emails)).await?;
+                claimed.retain(|k| !skipped.contains(k));
+            }
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+}
+
+/// Turns the pending `email` entries whose address is on the suppression list into
+/// `skipped`, with an `email_skipped` effect in the journal, inside the claiming
+/// transaction (an unsubscribe committed before the claim always wins): those due at `now`,
+/// or with `keys`, those entries (just claimed). Returns their keys.
+async fn skip_suppressed(
+    tx: &mut sqlx::SqliteConnection,
+    now: Ts,
+    keys: Option<&[&str]>,
+) -> Result<Vec<String>, StoreError> {
+    const SQL: &str =
+        "UPDATE outbox SET state = 'skipped', last_error = 'suppressed: ' || s.reason \
+         FROM suppressions s WHERE outbox.state = 'pending' AND outbox.kind = 'email' \
+         AND s.address = lower(json_extract(outbox.payload, '$.to')) AND ";
+    const RETURNING: &str = " RETURNING key, run_id, contact, step, \
+         json_extract(payload, '$.template') AS template, last_error";
+    let skipped = match keys {
+        None => {
+            sqlx::query(&format!("{SQL}outbox.due_at <= ?{RETURNING}"))
+                .bind(ts(now))
+                .fetch_all(&mut *tx)
+                .await?
+        }
+        Some(keys) => {
+            sqlx::query(&format!(
+                "{SQL}outbox.key IN (SELECT value FROM json_each(?)){RETURNING}"
+            ))
+            .bind(json(&keys))
+            .fetch_all(&mut *tx)
+            .await?
+        }
+    };
+    let mut out = Vec::with_capacity(skipped.len());
+    for r in &skipped {
+        let key: String = r.try_get("key")?;
+        let data = serde_json::json!({
+            "effect": "email_skipped",
+            "step": r.try_get::<Option<String>, _>("step")?,
+            "template": r.try_get::<Option<String>, _>("template")?,
+            "reason": r.try_get::<String, _>("last_error")?,
+            "key": key,
+            "at_send": true,
+        });
+        sqlx::query(
+            "INSERT INTO journal (run_id, contact, at, kind, data) VALUES (?, ?, ?, 'effect', ?)",
+        )
+        .bind(r.try_get::<Option<String>, _>("run_id")?)
+        .bind(r.try_get::<String, _>("contact")?)
+        .bind(ts(now))
+        .bind(json(&data))
+        .execute(&mut *tx)
+        .await?;
+        out.push(key);
+    }
+    Ok(out)
 }
 
 async fn insert_contact(tx: &mut sqlx::SqliteConnection, c: &Contact) -> Result<(), StoreError> {
@@ -391,187 +625,21 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for c in &uow.contacts {
-            if c.version == 0 {
-                insert_contact(&mut tx, c).await?;
-            } else {
-                let mut stored = c.clone();
-                stored.version = c.version + 1;
-                let r = sqlx::query(
-                    "UPDATE contacts SET email = ?, doc = ?, version = version + 1 \
-                     WHERE id = ? AND version = ?",
-                )
-                .bind(&c.email)
-                .bind(json(&stored))
-                .bind(&c.id)
-                .bind(c.version)
-                .execute(&mut *tx)
-                .await?;
-                if r.rows_affected() != 1 {
-                    return Err(StoreError::Conflict(format!("contact {}", c.id)));
-                }
-            }
-        }
-        for run in &uow.runs {
-            let mut stored = run.clone();
-            stored.rev = run.rev + 1;
-            let r = if run.rev == 0 {
-                sqlx::query(
-                    "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, \
-                     started_at, rev) VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(&run.id)
-                .bind(&run.workflow)
-                .bind(run.workflow_version as i64)
-                .bind(&run.contact)
-                .bind(run.status.as_str())
-                .bind(json(&stored))
-                .bind(ts(run.started_at))
-                .execute(&mut *tx)
-                .await?
-            } else {
-                sqlx::query(
-                    "UPDATE runs SET status = ?, doc = ?, rev = rev + 1 WHERE id = ? AND rev = ?",
-                )
-                .bind(run.status.as_str())
-                .bind(json(&stored))
-                .bind(&run.id)
-                .bind(run.rev)
-                .execute(&mut *tx)
-                .await?
-            };
-            if r.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("run {}", run.id)));
-            }
-        }
-        for id in &uow.timers_clear {
-            sqlx::query("DELETE FROM timers WHERE run_id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for t in &uow.timers_set {
-            sqlx::query(
-                "INSERT INTO timers (run_id, due_at) VALUES (?, ?) \
-                 ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at",
-            )
-            .bind(&t.run_id)
-            .bind(ts(t.due_at))
-            .execute(&mut *tx)
-            .await?;
-        }
-        for o in &uow.outbox {
-            sqlx::query(
-                "INSERT INTO outbox (key, run_id, contact, workflow, step, kind, payload, \
-                 created_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(&o.key)
-            .bind(&o.run_id)
-            .bind(&o.contact)
-            .bind(&o.workflow)
-            .bind(&o.step)
-            .bind(&o.kind)
-            .bind(json(&o.payload))
-            .bind(ts(o.created_at))
-            .bind(ts(o.due_at))
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !uow.journal.is_empty() {
-            // One statement for the whole journal of the batch, in order.
-            let rows: Vec<Value> = pack_journal(&uow.journal)
-                .into_iter()
-                .map(|(run, contact, at, kind, data)| {
-                    serde_json::json!([run, contact, ts(at), kind, json(&data)])
-                })
-                .collect();
-            sqlx::query(
-                "INSERT INTO journal (run_id, contact, at, kind, data) \
-                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4 \
-                 FROM json_each(?) ORDER BY key",
-            )
-            .bind(json(&rows))
-            .execute(&mut *tx)
-            .await?;
-        }
-        for seq in &uow.events_done {
-            let r = sqlx::query("DELETE FROM inbox WHERE seq = ?")
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-            if r.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("event #{seq}")));
-            }
-        }
-        for (name, expected, new) in &uow.counters {
-            let r = if *expected == 0 {
-                sqlx::query(
-                    "INSERT INTO counters (name, value) VALUES (?1, ?2) \
-                     ON CONFLICT (name) DO UPDATE SET value = ?2 WHERE counters.value = 0",
-                )
-                .bind(name)
-                .bind(new)
-                .execute(&mut *tx)
-                .await?
-            } else {
-                sqlx::query("UPDATE counters SET value = ? WHERE name = ? AND value = ?")
-                    .bind(new)
-                    .bind(name)
-                    .bind(expected)
-                    .execute(&mut *tx)
-                    .await?
-            };
-            if r.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("counter {name}")));
-            }
-        }
-        for (wf, at) in &uow.schedules {
-            sqlx::query(
-                "INSERT INTO schedules (workflow, last_fired) VALUES (?, ?) \
-                 ON CONFLICT (workflow) DO UPDATE SET last_fired = excluded.last_fired",
-            )
-            .bind(wf)
-            .bind(ts(*at))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.commit_in(uow, None).await.map(drop)
+    }
+
+    async fn commit_claiming(
+        &self,
+        uow: &UnitOfWork,
+        now: Ts,
+        until: Ts,
+    ) -> Result<Vec<String>, StoreError> {
+        self.commit_in(uow, Some((now, until))).await
     }
 
     async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let skipped = sqlx::query(
-            "UPDATE outbox SET state = 'skipped', last_error = 'suppressed: ' || s.reason \
-             FROM suppressions s WHERE outbox.state = 'pending' AND outbox.kind = 'email' \
-             AND outbox.due_at <= ? AND s.address = lower(json_extract(outbox.payload, '$.to')) \
-             RETURNING key, run_id, contact, step, json_extract(payload, '$.template') AS template, \
-             last_error",
-        )
-        .bind(ts(now))
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in &skipped {
-            let data = serde_json::json!({
-                "effect": "email_skipped",
-                "step": r.try_get::<Option<String>, _>("step")?,
-                "template": r.try_get::<Option<String>, _>("template")?,
-                "reason": r.try_get::<String, _>("last_error")?,
-                "key": r.try_get::<String, _>("key")?,
-                "at_send": true,
-            });
-            sqlx::query(
-                "INSERT INTO journal (run_id, contact, at, kind, data) VALUES (?, ?, ?, 'effect', ?)",
-            )
-            .bind(r.try_get::<Option<String>, _>("run_id")?)
-            .bind(r.try_get::<String, _>("contact")?)
-            .bind(ts(now))
-            .bind(json(&data))
-            .execute(&mut *tx)
-            .await?;
-        }
+        skip_suppressed(&mut tx, now, None).await?;
         let rows = sqlx::query(
             "SELECT key, run_id, contact, workflow, step, kind, payload, created_at, due_at, \
              attempts FROM outbox WHERE state = 'pending' AND due_at <= ? \

@@ -70,6 +70,23 @@ pub fn fresh_postgres() -> Option<String> {
         let mut c = sqlx::PgConnection::connect(&admin)
             .await
             .expect("connect to the test cluster");
+        // On a cluster of the user's own (DATABASE_URL), the databases of earlier runs
+        // would pile up: the first test of a run drops those whose process has ended.
+        static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        SWEPT
+            .get_or_init(|| async {
+                let names: Vec<String> = sqlx::query_scalar(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'nurture\\_test\\_%'",
+                )
+                .fetch_all(&mut c)
+                .await
+                .unwrap_or_default();
+                for stale in names.iter().filter(|n| !test_process_alive(n)) {
+                    let drop = format!("DROP DATABASE IF EXISTS \"{stale}\" WITH (FORCE)");
+                    let _ = sqlx::query(&drop).execute(&mut c).await;
+                }
+            })
+            .await;
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut c)
             .await
@@ -77,6 +94,21 @@ pub fn fresh_postgres() -> Option<String> {
     });
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
     Some(format!("{base}/{name}"))
+}
+
+/// Whether the test process that made database `name` (`nurture_test_PID_...`) still
+/// runs; when unsure, yes (its database stays).
+fn test_process_alive(name: &str) -> bool {
+    let pid = name
+        .strip_prefix("nurture_test_")
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    match pid {
+        Some(pid) if std::path::Path::new("/proc/self").exists() => {
+            std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => true,
+    }
 }
 
 /// One request seen by a [`RecordingServer`].

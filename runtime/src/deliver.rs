@@ -10,7 +10,7 @@
 //! channel.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -23,6 +23,17 @@ pub const CONCURRENCY: usize = 32;
 
 /// Attempts before an entry is marked failed.
 pub const MAX_ATTEMPTS: i64 = 8;
+
+/// The longest one delivery attempt takes (the HTTP client gives up after 15 s).
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(20);
+
+/// The last instant a delivery attempt may start on entries claimed at `claimed_at`: it
+/// must end before their lease ([`crate::store::lease`]) does, or another worker could
+/// claim them and deliver them again. With the default 60 s lease: 40 s after the claim.
+pub fn last_start(claimed_at: Instant) -> Instant {
+    let lease = crate::store::lease();
+    claimed_at + lease - ATTEMPT_LIMIT.min(lease / 3)
+}
 
 pub struct Deliverer {
     store: Arc<dyn Store>,
@@ -74,39 +85,80 @@ impl Deliverer {
     /// entries thus go one after another, in order, each recorded before the next is
     /// attempted (its order and the frequency cap stay exact).
     pub async fn deliver_due(&self, now: Ts, limit: i64) -> Result<usize, StoreError> {
+        let claimed_at = Instant::now();
         let due = self.store.pending_outbox(now, limit).await?;
         let n = due.len();
-        self.deliver(due).await?;
+        self.deliver(due, claimed_at).await?;
         Ok(n)
     }
 
-    /// Delivers entries claimed by this process (by [`Deliverer::deliver_due`], or at
-    /// commit: the engine's hand-off), in waves as [`Deliverer::deliver_due`] describes.
-    pub async fn deliver(&self, due: Vec<OutboxEntry>) -> Result<(), StoreError> {
+    /// Delivers entries this process claimed at `claimed_at` (by
+    /// [`Deliverer::deliver_due`], or at commit: the engine's hand-off), in waves as
+    /// [`Deliverer::deliver_due`] describes.
+    ///
+    /// No attempt starts after [`last_start`]: entries not attempted by then stay leased
+    /// and come back to every worker when the lease runs out, rather than being delivered
+    /// here while another worker, seeing the lease over, delivers them too (slow receivers
+    /// can make a batch outlast its lease).
+    pub async fn deliver(
+        &self,
+        due: Vec<OutboxEntry>,
+        claimed_at: Instant,
+    ) -> Result<(), StoreError> {
         use futures::StreamExt;
+        let last = last_start(claimed_at);
+        let total = due.len();
+        let mut attempted = 0;
         let chains = crate::store::by_contact(due, |e| &e.contact);
         for round in 0.. {
             let wave: Vec<&OutboxEntry> = chains.iter().filter_map(|(_, c)| c.get(round)).collect();
             if wave.is_empty() {
                 break;
             }
-            let attempts: Vec<futures::future::BoxFuture<'_, OutboxOutcome>> = wave
+            let attempts: Vec<futures::future::BoxFuture<'_, Option<OutboxOutcome>>> = wave
                 .iter()
-                .map(|e| Box::pin(self.attempt(e)) as _)
+                .map(|e| {
+                    Box::pin(async move {
+                        if Instant::now() <= last {
+                            Some(self.attempt(e).await)
+                        } else {
+                            None
+                        }
+                    }) as _
+                })
                 .collect();
-            let outcomes: Vec<OutboxOutcome> = futures::stream::iter(attempts)
+            let outcomes: Vec<Option<OutboxOutcome>> = futures::stream::iter(attempts)
                 .buffered(CONCURRENCY)
                 .collect()
                 .await;
-            let items: Vec<(String, OutboxOutcome)> =
-                wave.iter().map(|e| e.key.clone()).zip(outcomes).collect();
-            let results = self.store.complete_outbox_many(&items, Utc::now()).await?;
-            for ((entry, (_, outcome)), r) in wave.iter().zip(&items).zip(results) {
-                if let Err(e) = r {
-                    tracing::warn!(key = %entry.key, error = %e, "outcome not recorded: completed elsewhere");
-                    continue;
+            let done: Vec<(&OutboxEntry, OutboxOutcome)> = wave
+                .iter()
+                .copied()
+                .zip(outcomes)
+                .filter_map(|(e, o)| o.map(|o| (e, o)))
+                .collect();
+            let late = done.len() < wave.len();
+            attempted += done.len();
+            let items: Vec<(String, OutboxOutcome)> = done
+                .iter()
+                .map(|(e, o)| (e.key.clone(), o.clone()))
+                .collect();
+            if !items.is_empty() {
+                let results = self.store.complete_outbox_many(&items, Utc::now()).await?;
+                for ((entry, outcome), r) in done.iter().zip(results) {
+                    if let Err(e) = r {
+                        tracing::warn!(key = %entry.key, error = %e, "outcome not recorded: completed elsewhere");
+                        continue;
+                    }
+                    log_outcome(entry, outcome);
                 }
-                log_outcome(entry, outcome);
+            }
+            if late {
+                tracing::warn!(
+                    left = total - attempted,
+                    "deliveries left for after the lease: this batch took too long"
+                );
+                break;
             }
         }
         Ok(())

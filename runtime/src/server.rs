@@ -555,10 +555,15 @@ async fn hand_off_loop(deliverer: Arc<Deliverer>, mut handed: crate::engine::Han
                 continue;
             }
         };
-        let Some(mut batch) = batch else { break };
+        let Some((mut claimed_at, mut batch)) = batch else {
+            break;
+        };
         while batch.len() < OUTBOX_BATCH as usize {
             match handed.rx.try_recv() {
-                Ok(more) => batch.extend(more),
+                Ok((at, more)) => {
+                    claimed_at = claimed_at.min(at);
+                    batch.extend(more);
+                }
                 Err(_) => break,
             }
         }
@@ -573,7 +578,7 @@ async fn hand_off_loop(deliverer: Arc<Deliverer>, mut handed: crate::engine::Han
         }
         let (d, held, n) = (deliverer.clone(), handed.held.clone(), batch.len());
         let task = running.spawn(async move {
-            if let Err(e) = d.deliver(batch).await {
+            if let Err(e) = d.deliver(batch, claimed_at).await {
                 // Not recorded: the entries stay leased to this worker until the lease
                 // runs out, then they are delivered again (same idempotency keys).
                 tracing::error!(error = %e, entries = n, "handed-over deliveries not recorded");

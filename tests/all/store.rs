@@ -762,7 +762,7 @@ fn the_engine_hands_the_due_entries_it_queues_to_its_own_deliverer() {
                 .unwrap();
             engine.tick(now).await.unwrap();
             let mut got: Vec<String> = Vec::new();
-            while let Ok(batch) = handed.rx.try_recv() {
+            while let Ok((_, batch)) = handed.rx.try_recv() {
                 got.extend(batch.into_iter().map(|e| e.kind));
             }
             assert_eq!(got, ["webhook", "webhook"], "{name}");
@@ -799,6 +799,58 @@ fn the_engine_hands_the_due_entries_it_queues_to_its_own_deliverer() {
                 1,
                 "{name}: without a hand-off, the entry waits for a claim"
             );
+        }
+    });
+}
+
+/// A batch that has taken too long starts no more attempts once its lease is nearly over
+/// (`deliver::last_start`): its entries stay leased and come back to every worker
+/// afterwards, instead of this worker delivering them while another, seeing the lease
+/// over, delivers them too.
+#[test]
+fn deliveries_do_not_start_once_their_lease_is_nearly_over() {
+    let server = crate::util::RecordingServer::start(|_| (200, "{}".into()));
+    let seen = || server.seen.lock().unwrap().len();
+    rt().block_on(async {
+        for (name, s, _d) in stores().await {
+            let hook = |key: &str| OutboxEntry {
+                kind: "webhook".into(),
+                payload: json!({"url": format!("http://127.0.0.1:{}/hook", server.port)}),
+                ..outbox(key)
+            };
+            s.commit(&UnitOfWork {
+                outbox: vec![hook("h1"), hook("h2")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let d = nurture::deliver::Deliverer::new(s.clone());
+            let due = s.pending_outbox(Utc::now(), 10).await.unwrap();
+            assert_eq!(due.len(), 2, "{name}");
+            let before = seen();
+            // Claimed a whole lease ago: too late to start any attempt.
+            let long_ago = std::time::Instant::now()
+                .checked_sub(nurture::store::lease())
+                .expect("uptime longer than a lease");
+            d.deliver(due.clone(), long_ago).await.unwrap();
+            assert_eq!(seen(), before, "{name}: nothing attempted");
+            for key in ["h1", "h2"] {
+                assert_eq!(
+                    s.outbox_state(key).await.unwrap().as_deref(),
+                    Some("pending"),
+                    "{name}: {key} left to its lease"
+                );
+            }
+            // Claimed just now: both delivered, one after the other (one contact).
+            d.deliver(due, std::time::Instant::now()).await.unwrap();
+            assert_eq!(seen(), before + 2, "{name}");
+            for key in ["h1", "h2"] {
+                assert_eq!(
+                    s.outbox_state(key).await.unwrap().as_deref(),
+                    Some("delivered"),
+                    "{name}: {key}"
+                );
+            }
         }
     });
 }

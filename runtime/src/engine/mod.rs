@@ -180,14 +180,15 @@ pub const HAND_OFF_CAP: usize = 2048;
 /// The sending end of [`Engine::hand_off`].
 #[derive(Clone)]
 struct HandOff {
-    tx: tokio::sync::mpsc::UnboundedSender<Vec<OutboxEntry>>,
+    tx: tokio::sync::mpsc::UnboundedSender<(std::time::Instant, Vec<OutboxEntry>)>,
     held: Arc<AtomicUsize>,
 }
 
 /// The receiving end of [`Engine::hand_off`]: batches of outbox entries leased to this
-/// process, to be delivered at once.
+/// process, to be delivered at once, each with the instant it was claimed (its lease runs
+/// from then).
 pub struct HandedOff {
-    pub rx: tokio::sync::mpsc::UnboundedReceiver<Vec<OutboxEntry>>,
+    pub rx: tokio::sync::mpsc::UnboundedReceiver<(std::time::Instant, Vec<OutboxEntry>)>,
     /// Entries handed over and not yet recorded: the receiver subtracts those it has
     /// recorded (delivered, to retry, failed).
     pub held: Arc<AtomicUsize>,
@@ -283,6 +284,7 @@ impl Engine {
             return Ok(());
         };
         let lease = chrono::Duration::from_std(crate::store::lease()).expect("lease fits");
+        let claimed_at = std::time::Instant::now();
         let keys: std::collections::HashSet<String> = self
             .store
             .commit_claiming(uow, now, Utc::now() + lease)
@@ -301,7 +303,7 @@ impl Engine {
         if !handed.is_empty() {
             let n = handed.len();
             sink.held.fetch_add(n, Ordering::Relaxed);
-            if sink.tx.send(handed).is_err() {
+            if sink.tx.send((claimed_at, handed)).is_err() {
                 // The deliverer has gone (shutting down): the entries stay leased to this
                 // process until the lease runs out, then any worker delivers them.
                 sink.held.fetch_sub(n, Ordering::Relaxed);

@@ -131,21 +131,17 @@ impl Deliverer {
                 .buffered(CONCURRENCY)
                 .collect()
                 .await;
-            let done: Vec<(&OutboxEntry, OutboxOutcome)> = wave
+            // The entries attempted, and their outcomes to record.
+            let (done, items): (Vec<&OutboxEntry>, Vec<(String, OutboxOutcome)>) = wave
                 .iter()
-                .copied()
                 .zip(outcomes)
-                .filter_map(|(e, o)| o.map(|o| (e, o)))
-                .collect();
+                .filter_map(|(e, o)| o.map(|o| (*e, (e.key.clone(), o))))
+                .unzip();
             let late = done.len() < wave.len();
             attempted += done.len();
-            let items: Vec<(String, OutboxOutcome)> = done
-                .iter()
-                .map(|(e, o)| (e.key.clone(), o.clone()))
-                .collect();
             if !items.is_empty() {
                 let results = self.store.complete_outbox_many(&items, Utc::now()).await?;
-                for ((entry, outcome), r) in done.iter().zip(results) {
+                for ((entry, (_, outcome)), r) in done.iter().zip(&items).zip(results) {
                     if let Err(e) = r {
                         tracing::warn!(key = %entry.key, error = %e, "outcome not recorded: completed elsewhere");
                         continue;

@@ -360,18 +360,15 @@ fn three_workers_one_killed_one_stopped_past_its_lease() {
 
 /// `nurture workers --format json` on `url`: (pid, lanes) of each worker alive.
 fn workers_alive(dir: &Path, url: &str) -> Vec<(u64, u64)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_nurture"))
-        .args([
-            "workers",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--store",
-            url,
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
+    let out = crate::util::nurture(&[
+        "workers",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--store",
+        url,
+        "--format",
+        "json",
+    ]);
     assert!(
         out.status.success(),
         "{}",

@@ -283,11 +283,10 @@ impl Engine {
             }
             return Ok(());
         };
-        let lease = chrono::Duration::from_std(crate::store::lease()).expect("lease fits");
         let claimed_at = std::time::Instant::now();
         let keys: std::collections::HashSet<String> = self
             .store
-            .commit_claiming(uow, now, Utc::now() + lease)
+            .commit_claiming(uow, now, crate::store::lease_end(Utc::now()))
             .await?
             .into_iter()
             .collect();

@@ -33,6 +33,21 @@ pub fn lease() -> std::time::Duration {
     })
 }
 
+/// When a lease taken at `now` runs out.
+pub fn lease_end(now: Ts) -> Ts {
+    now + chrono::Duration::from_std(lease()).expect("a lease of seconds")
+}
+
+/// The `email` entries of `uow` among the keys a claiming commit leased
+/// ([`Store::commit_claiming`]): those it checks against the suppression list.
+pub(crate) fn claimed_emails<'u>(uow: &'u UnitOfWork, claimed: &[String]) -> Vec<&'u str> {
+    uow.outbox
+        .iter()
+        .filter(|e| e.kind == "email" && claimed.contains(&e.key))
+        .map(|e| e.key.as_str())
+        .collect()
+}
+
 /// Formats a timestamp as stored: RFC 3339, UTC, milliseconds (sorts as text).
 pub fn ts(t: Ts) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()

@@ -352,12 +352,7 @@ impl PostgresStore {
         }
         // Claimed emails to suppressed addresses are skipped, as at a claim (after the
         // unit's own journal, which queued them).
-        let emails: Vec<&str> = uow
-            .outbox
-            .iter()
-            .filter(|e| e.kind == "email" && claimed.contains(&e.key))
-            .map(|e| e.key.as_str())
-            .collect();
+        let emails = crate::store::claimed_emails(uow, &claimed);
         if let Some((now, _)) = claim.filter(|_| !emails.is_empty()) {
             let skipped = skip_suppressed(&mut tx, &emails, now).await?;
             claimed.retain(|k| !skipped.contains(k));

@@ -264,12 +264,7 @@ impl SqliteStore {
         // Claimed emails to suppressed addresses are skipped, as at a claim (after the
         // unit's own journal, which queued them).
         if let Some((now, _)) = claim {
-            let emails: Vec<&str> = uow
-                .outbox
-                .iter()
-                .filter(|e| e.kind == "email" && claimed.contains(&e.key))
-                .map(|e| e.key.as_str())
-                .collect();
+            let emails = crate::store::claimed_emails(uow, &claimed);
             if !emails.is_empty() {
                 let skipped = skip_suppressed(&mut tx, now, Some(&emails)).await?;
                 claimed.retain(|k| !skipped.contains(k));
@@ -588,7 +583,7 @@ impl Store for SqliteStore {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
-        let until = ts(now + chrono::Duration::from_std(lease()).expect("lease"));
+        let until = ts(crate::store::lease_end(now));
         for t in &timers {
             sqlx::query("UPDATE timers SET due_at = ? WHERE run_id = ?")
                 .bind(&until)
@@ -666,7 +661,7 @@ impl Store for SqliteStore {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
-        let until = ts(now + chrono::Duration::from_std(lease()).expect("lease"));
+        let until = ts(crate::store::lease_end(now));
         for e in &entries {
             sqlx::query("UPDATE outbox SET due_at = ? WHERE key = ?")
                 .bind(&until)

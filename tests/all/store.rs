@@ -143,6 +143,7 @@ fn a_stale_commit_is_rejected_and_changes_nothing() {
                 runs: vec![run("r1", "c1")],
                 timers_set: vec![Timer {
                     run_id: "r1".into(),
+                    contact: "c1".into(),
                     due_at: t(5),
                 }],
                 ..Default::default()
@@ -367,10 +368,12 @@ fn timers_fire_in_due_order_and_counters_are_fenced() {
                 timers_set: vec![
                     Timer {
                         run_id: "late".into(),
+                        contact: "nobody".into(),
                         due_at: t(9),
                     },
                     Timer {
                         run_id: "early".into(),
+                        contact: "nobody".into(),
                         due_at: t(3),
                     },
                 ],
@@ -384,6 +387,7 @@ fn timers_fire_in_due_order_and_counters_are_fenced() {
             s.commit(&UnitOfWork {
                 timers_set: vec![Timer {
                     run_id: "early".into(),
+                    contact: "nobody".into(),
                     due_at: t(4),
                 }],
                 ..Default::default()
@@ -852,5 +856,72 @@ fn deliveries_do_not_start_once_their_lease_is_nearly_over() {
                 );
             }
         }
+    });
+}
+
+/// A due timer comes back with its run's contact: the Postgres store keeps it in the
+/// timer's row, and a timer stored before it did (no contact) still gets it from the run.
+#[test]
+fn a_due_timer_comes_back_with_its_runs_contact() {
+    rt().block_on(async {
+        let Some(url) = tokio::task::spawn_blocking(crate::util::fresh_postgres)
+            .await
+            .unwrap()
+        else {
+            return;
+        };
+        let s = nurture::store::open(&url).await.unwrap();
+        s.commit(&UnitOfWork {
+            contacts: vec![contact("c1"), contact("c2")],
+            runs: vec![run("r1", "c1"), run("r2", "c2")],
+            timers_set: vec![
+                Timer {
+                    run_id: "r1".into(),
+                    contact: "c1".into(),
+                    due_at: t(5),
+                },
+                Timer {
+                    run_id: "r2".into(),
+                    contact: "c2".into(),
+                    due_at: t(6),
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let stored: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT run_id, contact FROM nurture.timers ORDER BY run_id")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            stored,
+            [
+                ("r1".into(), Some("c1".into())),
+                ("r2".into(), Some("c2".into()))
+            ]
+        );
+        // As a database written before timers kept their contact holds it.
+        sqlx::query("UPDATE nurture.timers SET contact = NULL WHERE run_id = 'r2'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let due: Vec<(String, Option<String>)> = s
+            .due_timers(t(7), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.run_id, d.contact))
+            .collect();
+        assert_eq!(
+            due,
+            [
+                ("r1".into(), Some("c1".into())),
+                ("r2".into(), Some("c2".into()))
+            ]
+        );
     });
 }

@@ -156,6 +156,17 @@ pub fn history_window(project: &Project) -> Option<chrono::Duration> {
 const MAX_ROUNDS: usize = 16;
 /// Units of work per group commit (per lane and round).
 const BATCH: i64 = 256;
+/// Every how many rounds a lane claims a kind of work (events, timers) whose last claim
+/// came back empty (see [`Engine::lane_round`]).
+const RECHECK: usize = 4;
+
+/// What a lane of [`Engine::tick_some`] learnt in its earlier rounds.
+#[derive(Default)]
+struct Lane {
+    round: usize,
+    events_empty: bool,
+    timers_empty: bool,
+}
 
 pub struct Engine {
     pub project: Arc<Project>,
@@ -548,14 +559,15 @@ impl Engine {
         // and the other lanes join it for the remaining rounds.
         let (go, ready) = tokio::sync::oneshot::channel::<bool>();
         let first = async move {
-            let (mut effects, found, full) = self.lane_round(now).await?;
+            let mut lane = Lane::default();
+            let (mut effects, found, full) = self.lane_round(now, &mut lane).await?;
             let _ = go.send(full);
             // Not a backlog: end the pass here (the caller goes again at once if anything
             // was found), so what this round produced is delivered without waiting.
             if !full || rounds <= 1 {
                 return Ok::<_, EngineError>((effects, found));
             }
-            let (e, more) = self.lane(now, rounds - 1).await?;
+            let (e, more) = self.lane(now, rounds - 1, lane).await?;
             effects.extend(e);
             Ok((effects, more))
         };
@@ -564,7 +576,10 @@ impl Engine {
             if lanes < 2 || rounds <= 1 || !ready.await.unwrap_or(false) {
                 return Vec::new();
             }
-            futures::future::join_all((1..lanes).map(|_| self.lane(now, rounds - 1))).await
+            futures::future::join_all(
+                (1..lanes).map(|_| self.lane(now, rounds - 1, Lane::default())),
+            )
+            .await
         };
         let (first, others) = tokio::join!(first, others);
         let (mut effects, mut more) = first?;
@@ -586,10 +601,15 @@ impl Engine {
     /// each a group commit. On a store with [`Store::parallelism`] above 1, lanes run
     /// concurrently: each claims its own batches (the claims skip what another lane
     /// holds), so one lane's transaction waits for the disk while another computes.
-    async fn lane(&self, now: Ts, rounds: usize) -> Result<(Vec<Effect>, bool), EngineError> {
+    async fn lane(
+        &self,
+        now: Ts,
+        rounds: usize,
+        mut lane: Lane,
+    ) -> Result<(Vec<Effect>, bool), EngineError> {
         let mut effects = Vec::new();
         for _ in 0..rounds {
-            let (e, found, _) = self.lane_round(now).await?;
+            let (e, found, _) = self.lane_round(now, &mut lane).await?;
             effects.extend(e);
             if !found {
                 return Ok((effects, false));
@@ -599,11 +619,49 @@ impl Engine {
     }
 
     /// One batch of events and one of timers: their effects, whether anything was due,
-    /// and whether a batch was full (a backlog).
-    async fn lane_round(&self, now: Ts) -> Result<(Vec<Effect>, bool, bool), EngineError> {
-        let (ne, mut effects) = self.process_events(now, BATCH).await?;
-        let (nt, e) = self.fire_timers(now, BATCH).await?;
-        effects.extend(e);
+    /// and whether a batch was full (a backlog). A kind whose last claim in this lane came
+    /// back empty is claimed again only every [`RECHECK`] rounds, or when the other kind
+    /// found nothing either: in a backlog of timers the drained inbox's claim still costs
+    /// a scan (and the reverse), a few milliseconds a round for nothing.
+    async fn lane_round(
+        &self,
+        now: Ts,
+        lane: &mut Lane,
+    ) -> Result<(Vec<Effect>, bool, bool), EngineError> {
+        lane.round += 1;
+        let recheck = lane.round % RECHECK == 0;
+        let mut effects = Vec::new();
+        let (mut ne, mut nt) = (None, None);
+        if !lane.events_empty || recheck {
+            let (n, e) = self.process_events(now, BATCH).await?;
+            effects.extend(e);
+            ne = Some(n);
+        }
+        if !lane.timers_empty || recheck {
+            let (n, e) = self.fire_timers(now, BATCH).await?;
+            effects.extend(e);
+            nt = Some(n);
+        }
+        // Nothing in what was claimed: claim the kind skipped before saying nothing is due.
+        if ne.unwrap_or(0) == 0 && nt.unwrap_or(0) == 0 {
+            if ne.is_none() {
+                let (n, e) = self.process_events(now, BATCH).await?;
+                effects.extend(e);
+                ne = Some(n);
+            }
+            if nt.is_none() {
+                let (n, e) = self.fire_timers(now, BATCH).await?;
+                effects.extend(e);
+                nt = Some(n);
+            }
+        }
+        if let Some(n) = ne {
+            lane.events_empty = n == 0;
+        }
+        if let Some(n) = nt {
+            lane.timers_empty = n == 0;
+        }
+        let (ne, nt) = (ne.unwrap_or(0), nt.unwrap_or(0));
         let full = ne >= BATCH as usize || nt >= BATCH as usize;
         Ok((effects, ne > 0 || nt > 0, full))
     }
@@ -1260,6 +1318,7 @@ impl<'e> Work<'e> {
         self.runs[i].wait = Some(wait);
         self.uow.timers_set.push(Timer {
             run_id: self.runs[i].id.clone(),
+            contact: self.runs[i].contact.clone(),
             due_at: due,
         });
     }

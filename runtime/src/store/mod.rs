@@ -275,6 +275,9 @@ pub struct Run {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timer {
     pub run_id: String,
+    /// The run's contact, handed back with the timer when it comes due (the Postgres
+    /// store keeps it in the timer's row; a timer stored without it looks the run up).
+    pub contact: String,
     pub due_at: Ts,
 }
 

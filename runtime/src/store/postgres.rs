@@ -247,16 +247,19 @@ impl PostgresStore {
         }
         if !uow.timers_set.is_empty() {
             // Last write per run wins, as when applied one by one.
-            let mut last: std::collections::BTreeMap<&str, Ts> = std::collections::BTreeMap::new();
+            let mut last: std::collections::BTreeMap<&str, &Timer> =
+                std::collections::BTreeMap::new();
             for t in &uow.timers_set {
-                last.insert(t.run_id.as_str(), t.due_at);
+                last.insert(t.run_id.as_str(), t);
             }
             sqlx::query(
-                "INSERT INTO timers (run_id, due_at) SELECT * FROM UNNEST($1::text[], $2::timestamptz[]) \
-                 ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at",
+                "INSERT INTO timers (run_id, due_at, contact) \
+                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) \
+                 ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at, contact = excluded.contact",
             )
             .bind(last.keys().copied().collect::<Vec<_>>())
-            .bind(last.values().copied().collect::<Vec<_>>())
+            .bind(last.values().map(|t| t.due_at).collect::<Vec<_>>())
+            .bind(last.values().map(|t| t.contact.as_str()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }
@@ -530,10 +533,10 @@ impl Store for PostgresStore {
                AND NOT EXISTS (SELECT 1 FROM inbox o WHERE o.contact = i.contact \
                  AND (o.at, o.seq) < (i.at, i.seq) OFFSET 0) \
                ORDER BY i.at, i.seq LIMIT $1 FOR UPDATE SKIP LOCKED), \
-             c AS (SELECT f.seq FROM heads h, LATERAL (SELECT o.seq FROM inbox o \
+             c AS (SELECT f.ctid FROM heads h, LATERAL (SELECT o.ctid FROM inbox o \
                WHERE o.contact = h.contact ORDER BY o.at, o.seq LIMIT $3) f), \
              claimed AS (UPDATE inbox i SET lease_until = now() + $2 * interval '1 second' \
-               WHERE i.seq = ANY(ARRAY(SELECT seq FROM c)) RETURNING i.seq, i.at) \
+               WHERE i.ctid = ANY(ARRAY(SELECT ctid FROM c)) RETURNING i.seq, i.at) \
              SELECT e.seq, e.id, e.contact, e.type, e.at, e.data FROM nosync, claimed, \
              LATERAL (SELECT * FROM events WHERE seq = claimed.seq OFFSET 0) e \
              ORDER BY claimed.at, claimed.seq",
@@ -626,11 +629,12 @@ impl Store for PostgresStore {
     async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<DueTimer>, StoreError> {
         let rows = sqlx::query(
             "WITH nosync AS (SELECT set_config('synchronous_commit', 'off', true)), \
-             due AS (SELECT run_id, due_at FROM timers WHERE due_at <= $1 \
+             due AS (SELECT ctid, run_id, due_at, contact FROM timers WHERE due_at <= $1 \
                ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
              claimed AS (UPDATE timers SET due_at = $1 + $3 * interval '1 second' \
-               WHERE run_id = ANY(ARRAY(SELECT run_id FROM due))) \
-             SELECT d.run_id, d.due_at, (SELECT r.contact FROM runs r WHERE r.id = d.run_id) AS contact \
+               WHERE ctid = ANY(ARRAY(SELECT ctid FROM due))) \
+             SELECT d.run_id, d.due_at, \
+               COALESCE(d.contact, (SELECT r.contact FROM runs r WHERE r.id = d.run_id)) AS contact \
              FROM nosync, due d ORDER BY d.due_at, d.run_id",
         )
         .bind(now)

@@ -599,7 +599,7 @@ pub struct WorkerFigures {
     pub rounds_steps_per_sec: Vec<f64>,
 }
 
-fn write_project(
+pub(crate) fn write_project(
     dir: &std::path::Path,
     files: &[(&str, String)],
 ) -> Result<Arc<crate::project::Project>, EngineError> {

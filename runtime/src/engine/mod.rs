@@ -1750,3 +1750,74 @@ fn edge_target(
         .find(|e| pred(e.weight()))
         .map(|e| e.target())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    /// Queues a `go` event for a new contact; returns its id.
+    async fn go(engine: &Engine, name: &str, at: Ts) -> String {
+        let e = crate::input::IncomingEvent {
+            index: 0,
+            id: None,
+            kind: "go".into(),
+            contact: None,
+            email: Some(format!("{name}@example.com")),
+            at: None,
+            data: json!({}),
+        };
+        let out = engine.ingest(&[e], at).await.unwrap();
+        out[0].contact.clone().unwrap()
+    }
+
+    /// A lane skips claiming a kind of work whose last claim in it came back empty (here
+    /// the inbox, while a timer is due), claims it again before it says nothing is due,
+    /// and in any case every `RECHECK` rounds.
+    #[tokio::test]
+    async fn a_lane_skips_an_empty_kind_but_never_misses_its_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let wf = "workflow: w\ntrigger: { event: go }\nsteps:\n  - id: w1\n    wait: 1h\n  - id: t1\n    tag: [done]\n";
+        let project = crate::bench::write_project(dir.path(), &[("w.yaml", wf.into())]).unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let engine = Engine::new(project, crate::store::open(&url).await.unwrap());
+        let t0 = chrono::Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
+        let later = t0 + chrono::Duration::hours(2);
+        let runs = |c: &String| {
+            let (store, c) = (engine.store.clone(), c.clone());
+            async move { store.runs_of_contact(&c).await.unwrap().len() }
+        };
+        // c1 waits (its timer is due later); c2's and c3's events are queued.
+        let c1 = go(&engine, "c1", t0).await;
+        engine.tick(t0).await.unwrap();
+        let c2 = go(&engine, "c2", t0).await;
+
+        // Round 1 of a lane whose inbox came back empty: the timer fires, c2 waits.
+        let mut lane = Lane {
+            events_empty: true,
+            ..Default::default()
+        };
+        let (effects, found, _) = engine.lane_round(later, &mut lane).await.unwrap();
+        assert!(found);
+        assert!(effects.iter().any(|e| e.contact == c1), "{effects:?}");
+        assert_eq!(runs(&c2).await, 0, "the inbox was skipped");
+        // Round 2: no timer is due, so the skipped inbox is claimed before giving up.
+        let (effects, found, _) = engine.lane_round(later, &mut lane).await.unwrap();
+        assert!(found, "c2's event was found");
+        assert!(effects.iter().any(|e| e.contact == c2), "{effects:?}");
+        assert_eq!(runs(&c2).await, 1);
+
+        // Every RECHECK rounds, an empty kind is claimed even while the other has work:
+        // c2's timer is due and c3's event is queued; both are applied.
+        let latest = later + chrono::Duration::hours(2);
+        let c3 = go(&engine, "c3", latest).await;
+        let mut lane = Lane {
+            round: RECHECK - 1,
+            events_empty: true,
+            ..Default::default()
+        };
+        let (effects, _, _) = engine.lane_round(latest, &mut lane).await.unwrap();
+        assert!(effects.iter().any(|e| e.contact == c2), "{effects:?}");
+        assert!(effects.iter().any(|e| e.contact == c3), "{effects:?}");
+    }
+}

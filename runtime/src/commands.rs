@@ -51,7 +51,7 @@ fn api_key(dir: &Path, project: &Project) -> Result<(String, String)> {
     Ok(nurture::project::local_secret(dir, "api-key", &var)?)
 }
 
-fn init_logs(json: bool) {
+pub fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let b = tracing_subscriber::fmt()

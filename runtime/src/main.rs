@@ -530,6 +530,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             worker_repeats,
             only,
         } => {
+            // The in-process scheduler of (c) logs what goes wrong when asked to
+            // (`RUST_LOG=warn`); by default the table stays alone on the terminal.
+            if std::env::var_os("RUST_LOG").is_some() {
+                commands::init_logs(false);
+            }
             let part = |p: BenchPart| only.is_empty() || only.contains(&p);
             let rt = runtime()?;
             if let Some(url) = &postgres {

@@ -676,6 +676,10 @@ impl Store for PostgresStore {
         )
     }
 
+    fn empty_claims_cost(&self) -> bool {
+        true
+    }
+
     fn parallelism(&self) -> usize {
         self.lanes.load(std::sync::atomic::Ordering::Relaxed)
     }

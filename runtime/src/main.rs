@@ -215,7 +215,8 @@ enum Command {
         /// (c) Events per second for the latency run (0 to skip).
         #[arg(long, default_value_t = 1_000)]
         latency_rate: u32,
-        /// (c) Seconds of the latency run.
+        /// (c) Seconds of the measured latency run, after a 1-second warm-up at the same
+        /// rate (reported apart, not counted).
         #[arg(long, default_value_t = 10)]
         latency_seconds: u32,
         /// (d) Pending waits under a worker process (0 to skip).

@@ -44,8 +44,11 @@ fn bench_command_prints_its_table_and_json() {
     assert_eq!(v["stores"][0]["store"], "sqlite");
     // 30 contacts x 6 steps, each executed once.
     assert_eq!(v["stores"][0]["steps"], 180);
-    // Every event of the latency run reached its effect (a webhook) and was timed.
+    // Every event of the latency run reached its effect (a webhook) and was timed: the
+    // second's measured ones, and apart from them the warm-up second's.
     assert_eq!(v["latency"]["events"], 50);
+    assert_eq!(v["latency"]["warmup_events"], 50);
+    assert!(table.contains("50 events after 50 of warm-up"), "{table}");
     assert!(table.contains("event -> effect latency"), "{table}");
     // The pending-waits store really holds that many waits.
     assert_eq!(v["pending"]["pending_waits"], 2000);

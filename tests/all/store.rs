@@ -925,3 +925,102 @@ fn a_due_timer_comes_back_with_its_runs_contact() {
         );
     });
 }
+
+/// The rows a step updates (the inbox's lease, the run, the contact) keep their new
+/// version on their own page (a HOT update: no new index entries), even when every row of
+/// a full page is updated in one batch as the engine does (migration 0009; at fillfactor
+/// 80 most of them moved to another page).
+#[test]
+fn a_steps_updates_stay_on_their_rows_pages() {
+    rt().block_on(async {
+        let Some(url) = tokio::task::spawn_blocking(crate::util::fresh_postgres)
+            .await
+            .unwrap()
+        else {
+            return;
+        };
+        let s = nurture::store::open(&url).await.unwrap();
+        let n = 200;
+        let ids: Vec<String> = (0..n).map(|i| format!("contact-{i:05}")).collect();
+        // Documents of a size the benchmark's campaign stores (about 600 bytes a run).
+        let payload = json!({"form": "webinar-signup", "page": "/pricing", "note": "x".repeat(300)});
+        let events: Vec<NewEvent> = ids
+            .iter()
+            .map(|c| NewEvent {
+                data: payload.clone(),
+                ..event(&format!("ev-{c}"), c, 2)
+            })
+            .collect();
+        let contacts: Vec<Contact> = ids.iter().map(|c| contact(c)).collect();
+        s.insert_events(&contacts, &events).await.unwrap();
+        let runs: Vec<Run> = ids
+            .iter()
+            .map(|c| Run {
+                trigger_event: Some(payload.clone()),
+                event: Some(payload.clone()),
+                ..run(&format!("run-{c}"), c)
+            })
+            .collect();
+        s.commit(&UnitOfWork {
+            runs: runs.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        // Each row's page (the block of its ctid), by key.
+        let pages = |table: &'static str, key: &'static str| {
+            format!("SELECT {key}::text, (ctid::text::point)[0]::bigint FROM nurture.{table} ORDER BY 1")
+        };
+        let mut before = Vec::new();
+        for (table, key) in [("inbox", "seq"), ("runs", "id"), ("contacts", "id")] {
+            let rows: Vec<(String, i64)> = sqlx::query_as(&pages(table, key))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), n, "{table}");
+            before.push(rows);
+        }
+        // The engine's batch: claim the events (a lease on each inbox row), then update
+        // every run and contact at once.
+        assert_eq!(s.pending_events(n as i64).await.unwrap().len(), n);
+        let mut stored = Vec::new();
+        for id in &ids {
+            stored.push(s.contact(id).await.unwrap().expect("stored with its event"));
+        }
+        s.commit(&UnitOfWork {
+            contacts: stored
+                .into_iter()
+                .map(|mut c| {
+                    c.score += 10;
+                    c.tags.insert("webinar".into());
+                    c
+                })
+                .collect(),
+            runs: runs
+                .into_iter()
+                .map(|r| Run {
+                    step: Some("follow-up".into()),
+                    updated_at: t(3),
+                    rev: 1,
+                    ..r
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for ((table, key), was) in [("inbox", "seq"), ("runs", "id"), ("contacts", "id")]
+            .into_iter()
+            .zip(before)
+        {
+            let now: Vec<(String, i64)> = sqlx::query_as(&pages(table, key))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            let moved = was.iter().zip(&now).filter(|(a, b)| a != b).count();
+            assert_eq!(moved, 0, "{table}: {moved} of {n} rows moved to another page");
+        }
+    });
+}

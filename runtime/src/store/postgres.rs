@@ -49,20 +49,35 @@ fn from_json<T: serde::de::DeserializeOwned>(
 }
 
 impl PostgresStore {
-    /// Connects to `url` (`postgres://user:pass@host/db`), creates the `nurture` schema
-    /// and applies the migrations.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        // Every statement of this store reads or writes a bounded batch of rows by key, so
-        // index lookups in nested loops are always the right plan. Statistics lag behind
-        // fast-growing queue tables, and with them the planner picked hash joins over whole
-        // tables (a scan of every timer to claim 256 of them) and JIT compilation
-        // (milliseconds per statement): both are off for this store's connections.
-        let opts = PgConnectOptions::from_str(url)?.options([
+    /// How the store connects to `url`: its schema first in the `search_path`, and the
+    /// planner told what its statements are.
+    ///
+    /// Every statement of this store reads or writes a bounded batch of rows by key, so
+    /// index lookups in nested loops are always the right plan. Statistics lag behind
+    /// fast-growing queue tables, and with them the planner picked:
+    /// - hash joins over whole tables (a scan of every timer to claim 256 of them);
+    /// - JIT compilation (milliseconds per statement);
+    /// - sequential scans, cached: a prepared statement's generic plan, made while a table
+    ///   was nearly empty, kept scanning the whole table as it grew (in the benchmark's
+    ///   (c), a delivery's outcome read the whole outbox, 2 ms a batch, until autovacuum
+    ///   analyzed it).
+    ///
+    /// All three are off for this store's connections. A statement with no index to use
+    /// still scans.
+    pub fn session_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+        Ok(PgConnectOptions::from_str(url)?.options([
             ("search_path", "nurture"),
             ("jit", "off"),
             ("enable_hashjoin", "off"),
             ("enable_mergejoin", "off"),
-        ]);
+            ("enable_seqscan", "off"),
+        ]))
+    }
+
+    /// Connects to `url` (`postgres://user:pass@host/db`), creates the `nurture` schema
+    /// and applies the migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let opts = Self::session_options(url)?;
         // Connections per process: the engine's lanes, concurrent deliveries and API
         // requests share them. 16, or `NURTURE_PG_POOL` (mind Postgres' max_connections
         // across all processes: 100 by default).

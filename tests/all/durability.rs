@@ -877,3 +877,46 @@ fn postgres_restarted_under_load_workers_reconnect_and_lose_nothing() {
     }
     assert_every_step_once_and_every_delivery_once(&url, n, &received);
 }
+
+/// Processes opening a new SQLite store at the same moment all get it, writers and
+/// readers: they race to create the file, set its journal mode and migrate it. Fails
+/// without the store's retries (as "table contacts already exists"). The other race it
+/// guards, "database is locked" while connecting, failed `run_then_events_send_then_runs_show`
+/// once in CI and is not reproduced here.
+#[test]
+fn processes_opening_a_new_sqlite_store_at_once_all_open_it() {
+    for round in 0..6 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = crate::util::example_project(tmp.path(), "");
+        std::fs::write(
+            tmp.path().join("form.jsonl"),
+            "{\"type\": \"form.submitted\", \"email\": \"maria@example.com\", \"data\": {\"form\": \"ebook\"}}\n",
+        )
+        .unwrap();
+        let children: Vec<_> = (0..8)
+            .map(|i| {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_nurture"));
+                if i % 2 == 0 {
+                    c.args(["runs", "list", "--format", "json", "--dir"]);
+                } else {
+                    c.args(["events", "send"])
+                        .arg(tmp.path().join("form.jsonl"))
+                        .arg("--dir");
+                }
+                c.arg(&dir)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

@@ -18,6 +18,12 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
+/// Whether an error is SQLite's "database is locked" (or "busy"): another process holds
+/// a lock it did not wait for.
+fn locked(error: &str) -> bool {
+    error.contains("locked") || error.contains("busy")
+}
+
 fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("serializable")
 }
@@ -42,21 +48,36 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
         // An in-memory database lives in one connection.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(if memory { 1 } else { 4 })
-            .min_connections(if memory { 1 } else { 0 })
-            .idle_timeout(if memory {
-                None
-            } else {
-                Some(Duration::from_secs(600))
-            })
-            .max_lifetime(if memory {
-                None
-            } else {
-                Some(Duration::from_secs(3600))
-            })
-            .connect_with(opts)
-            .await?;
+        let pool_options = || {
+            SqlitePoolOptions::new()
+                .max_connections(if memory { 1 } else { 4 })
+                .min_connections(if memory { 1 } else { 0 })
+                .idle_timeout(if memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(600))
+                })
+                .max_lifetime(if memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(3600))
+                })
+        };
+        // Two processes opening a new file at once (`nurture run` and `nurture events
+        // send`, started together) can also meet in connecting, which sets the journal
+        // mode: seen once as "database is locked" with the busy timeout unused. Retried as
+        // the migrations are.
+        let mut attempt = 0;
+        let pool = loop {
+            match pool_options().connect_with(opts.clone()).await {
+                Ok(p) => break p,
+                Err(e) if attempt < 10 && locked(&e.to_string()) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         // Two processes opening a new file at once (`nurture run` and `nurture events
         // send`) may both try to migrate; SQLite has no migration lock in sqlx, so the loser
         // retries and then finds the migration applied.
@@ -66,8 +87,7 @@ impl SqliteStore {
                 Ok(()) => break,
                 Err(e)
                     if attempt < 10
-                        && (e.to_string().contains("already exists")
-                            || e.to_string().contains("locked")) =>
+                        && (e.to_string().contains("already exists") || locked(&e.to_string())) =>
                 {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(50 * attempt)).await;

@@ -775,7 +775,12 @@ pub async fn latency(
     }
     lat.sort_by(f64::total_cmp);
     warm_lat.sort_by(f64::total_cmp);
-    let p99 = |v: &[f64]| v[(v.len() * 99 / 100).min(v.len().saturating_sub(1))];
+    // (0 for no figures: the API may have answered none of the warm-up's posts.)
+    let p99 = |v: &[f64]| {
+        v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
     let _ = std::fs::remove_dir_all(&dir);
     Ok(LatencyFigures {
         store: store_url.split(':').next().unwrap_or("").to_string(),
@@ -785,13 +790,9 @@ pub async fn latency(
         p99_ms: p99(&lat),
         max_ms: *lat.last().unwrap_or(&0.0),
         ack_p50_ms: acks.get(acks.len() / 2).copied().unwrap_or(0.0),
-        ack_p99_ms: if acks.is_empty() { 0.0 } else { p99(&acks) },
+        ack_p99_ms: p99(&acks),
         warmup_events: warm_lat.len(),
-        warmup_p99_ms: if warm_lat.is_empty() {
-            0.0
-        } else {
-            p99(&warm_lat)
-        },
+        warmup_p99_ms: p99(&warm_lat),
         warmup_max_ms: warm_lat.last().copied().unwrap_or(0.0),
     })
 }

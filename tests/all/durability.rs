@@ -550,6 +550,10 @@ fn http_api_accepts_good_events_rejects_bad_ones_and_serves_runs() {
     assert!(status.success(), "{status:?}");
 }
 
+/// The README tour's form submission, as `nurture events send` reads it.
+const FORM_SUBMITTED: &str =
+    "{\"type\": \"form.submitted\", \"email\": \"maria@example.com\", \"data\": {\"form\": \"ebook\"}}\n";
+
 /// The README tour: run the example project, send a form submission, see the run and its
 /// email in `nurture runs show`.
 #[test]
@@ -568,11 +572,7 @@ fn run_then_events_send_then_runs_show() {
     std::fs::write(&wf, text).unwrap();
     let port = free_port();
     let mut child = start(&dir, port);
-    std::fs::write(
-        tmp.path().join("form.jsonl"),
-        "{\"type\": \"form.submitted\", \"email\": \"maria@example.com\", \"data\": {\"form\": \"ebook\"}}\n",
-    )
-    .unwrap();
+    std::fs::write(tmp.path().join("form.jsonl"), FORM_SUBMITTED).unwrap();
     let nurture = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_nurture"))
             .args(args)
@@ -888,11 +888,7 @@ fn processes_opening_a_new_sqlite_store_at_once_all_open_it() {
     for round in 0..6 {
         let tmp = tempfile::tempdir().unwrap();
         let dir = crate::util::example_project(tmp.path(), "");
-        std::fs::write(
-            tmp.path().join("form.jsonl"),
-            "{\"type\": \"form.submitted\", \"email\": \"maria@example.com\", \"data\": {\"form\": \"ebook\"}}\n",
-        )
-        .unwrap();
+        std::fs::write(tmp.path().join("form.jsonl"), FORM_SUBMITTED).unwrap();
         let children: Vec<_> = (0..8)
             .map(|i| {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_nurture"));

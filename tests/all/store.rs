@@ -73,6 +73,16 @@ async fn fresh_postgres() -> Option<String> {
         .unwrap()
 }
 
+/// Runs `test` on a fresh Postgres database's URL; skips it when there is no Postgres
+/// to test against (see [`crate::util::fresh_postgres`]).
+fn on_fresh_postgres<F: std::future::Future<Output = ()>>(test: impl FnOnce(String) -> F) {
+    rt().block_on(async {
+        if let Some(url) = fresh_postgres().await {
+            test(url).await;
+        }
+    });
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -867,10 +877,7 @@ fn deliveries_do_not_start_once_their_lease_is_nearly_over() {
 /// timer's row, and a timer stored before it did (no contact) still gets it from the run.
 #[test]
 fn a_due_timer_comes_back_with_its_runs_contact() {
-    rt().block_on(async {
-        let Some(url) = fresh_postgres().await else {
-            return;
-        };
+    on_fresh_postgres(|url| async move {
         let s = nurture::store::open(&url).await.unwrap();
         s.commit(&UnitOfWork {
             contacts: vec![contact("c1"), contact("c2")],
@@ -933,15 +940,13 @@ fn a_due_timer_comes_back_with_its_runs_contact() {
 /// 80 most of them moved to another page).
 #[test]
 fn a_steps_updates_stay_on_their_rows_pages() {
-    rt().block_on(async {
-        let Some(url) = fresh_postgres().await else {
-            return;
-        };
+    on_fresh_postgres(|url| async move {
         let s = nurture::store::open(&url).await.unwrap();
         let n = 200;
         let ids: Vec<String> = (0..n).map(|i| format!("contact-{i:05}")).collect();
         // Documents of a size the benchmark's campaign stores (about 600 bytes a run).
-        let payload = json!({"form": "webinar-signup", "page": "/pricing", "note": "x".repeat(300)});
+        let payload =
+            json!({"form": "webinar-signup", "page": "/pricing", "note": "x".repeat(300)});
         let events: Vec<NewEvent> = ids
             .iter()
             .map(|c| NewEvent {
@@ -971,8 +976,10 @@ fn a_steps_updates_stay_on_their_rows_pages() {
         let pages = |table: &'static str, key: &'static str| {
             format!("SELECT {key}::text, (ctid::text::point)[0]::bigint FROM nurture.{table} ORDER BY 1")
         };
+        // The tables a step updates, with their keys.
+        let tables = [("inbox", "seq"), ("runs", "id"), ("contacts", "id")];
         let mut before = Vec::new();
-        for (table, key) in [("inbox", "seq"), ("runs", "id"), ("contacts", "id")] {
+        for (table, key) in tables {
             let rows: Vec<(String, i64)> = sqlx::query_as(&pages(table, key))
                 .fetch_all(&mut conn)
                 .await
@@ -1009,16 +1016,16 @@ fn a_steps_updates_stay_on_their_rows_pages() {
         })
         .await
         .unwrap();
-        for ((table, key), was) in [("inbox", "seq"), ("runs", "id"), ("contacts", "id")]
-            .into_iter()
-            .zip(before)
-        {
+        for ((table, key), was) in tables.into_iter().zip(before) {
             let now: Vec<(String, i64)> = sqlx::query_as(&pages(table, key))
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
             let moved = was.iter().zip(&now).filter(|(a, b)| a != b).count();
-            assert_eq!(moved, 0, "{table}: {moved} of {n} rows moved to another page");
+            assert_eq!(
+                moved, 0,
+                "{table}: {moved} of {n} rows moved to another page"
+            );
         }
     });
 }
@@ -1030,10 +1037,7 @@ fn a_steps_updates_stay_on_their_rows_pages() {
 /// the table). Fails without `enable_seqscan = off` in the session options.
 #[test]
 fn a_keyed_statement_keeps_its_index_on_a_table_grown_since_it_was_planned() {
-    rt().block_on(async {
-        let Some(url) = fresh_postgres().await else {
-            return;
-        };
+    on_fresh_postgres(|url| async move {
         // The schema, migrated.
         nurture::store::open(&url).await.unwrap();
         use sqlx::{Connection, Executor};

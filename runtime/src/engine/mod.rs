@@ -631,8 +631,9 @@ impl Engine {
     /// One batch of events and one of timers: their effects, whether anything was due,
     /// and whether a batch was full (a backlog). In a lane that skips ([`Lane::skips`]), a
     /// kind whose last claim in it came back empty is claimed again only every [`RECHECK`]
-    /// rounds, or when the other kind found nothing either: in a backlog of timers the drained inbox's claim still costs
-    /// a scan (and the reverse), a few milliseconds a round for nothing.
+    /// rounds, or when the other kind found nothing either: in a backlog of timers the
+    /// drained inbox's claim still costs a scan (and the reverse), a few milliseconds a
+    /// round for nothing.
     async fn lane_round(
         &self,
         now: Ts,

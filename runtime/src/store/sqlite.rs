@@ -24,6 +24,24 @@ fn locked(error: &str) -> bool {
     error.contains("locked") || error.contains("busy")
 }
 
+/// Runs `attempt` until it succeeds, or fails in a way `again` does not accept, or 10
+/// retries (50 ms, 100 ms... apart, 2.75 s in all) have failed.
+async fn retrying<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    mut attempt: impl FnMut() -> F,
+    again: impl Fn(&str) -> bool,
+) -> Result<T, E> {
+    let mut retries = 0;
+    loop {
+        match attempt().await {
+            Err(e) if retries < 10 && again(&e.to_string()) => {
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(50 * retries)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("serializable")
 }
@@ -64,37 +82,17 @@ impl SqliteStore {
                 })
         };
         // Two processes opening a new file at once (`nurture run` and `nurture events
-        // send`, started together) can also meet in connecting, which sets the journal
-        // mode: seen once as "database is locked" with the busy timeout unused. Retried as
-        // the migrations are.
-        let mut attempt = 0;
-        let pool = loop {
-            match pool_options().connect_with(opts.clone()).await {
-                Ok(p) => break p,
-                Err(e) if attempt < 10 && locked(&e.to_string()) => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        // Two processes opening a new file at once (`nurture run` and `nurture events
-        // send`) may both try to migrate; SQLite has no migration lock in sqlx, so the loser
-        // retries and then finds the migration applied.
-        let mut attempt = 0;
-        loop {
-            match sqlx::migrate!("./migrations/sqlite").run(&pool).await {
-                Ok(()) => break,
-                Err(e)
-                    if attempt < 10
-                        && (e.to_string().contains("already exists") || locked(&e.to_string())) =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-                }
-                Err(e) => return Err(StoreError::Database(format!("migration failed: {e}"))),
-            }
-        }
+        // send`, started together) can meet in connecting, which sets the journal mode:
+        // seen once as "database is locked" with the busy timeout unused. And both may try
+        // to migrate; SQLite has no migration lock in sqlx, so the loser retries and then
+        // finds the migration applied.
+        let pool = retrying(|| pool_options().connect_with(opts.clone()), locked).await?;
+        retrying(
+            || sqlx::migrate!("./migrations/sqlite").run(&pool),
+            |e| e.contains("already exists") || locked(e),
+        )
+        .await
+        .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
         Ok(SqliteStore { pool })
     }
 

@@ -1074,3 +1074,88 @@ fn a_keyed_statement_keeps_its_index_on_a_table_grown_since_it_was_planned() {
         assert!(plan.contains("outbox_pkey"), "{plan}");
     });
 }
+
+/// Contacts, runs and the journal written while their documents were `jsonb` read back
+/// the same once migration 0010 has made them `json` (and dropped the journal's id index).
+#[test]
+fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
+    on_fresh_postgres(|url| async move {
+        let entry = |kind: &str, data: serde_json::Value| nurture::store::JournalEntry {
+            run_id: Some("r1".into()),
+            contact: "c1".into(),
+            at: t(2),
+            kind: kind.into(),
+            data,
+        };
+        let mut c = contact("c1");
+        c.tags = ["vip".to_string()].into();
+        c.fields
+            .insert("plan".into(), json!({"tier": "pro", "seats": 3}));
+        let journal = vec![
+            // Two entries of one run at one time share a row (packed); the third is alone.
+            entry("step", json!({"step": "s1", "kind": "tag"})),
+            entry(
+                "effect",
+                json!({"effect": "tag", "tags": ["vip"], "é": "\"q\""}),
+            ),
+            nurture::store::JournalEntry {
+                at: t(3),
+                ..entry("effect", json!({"effect": "wait", "until": null}))
+            },
+        ];
+        let s = nurture::store::open(&url).await.unwrap();
+        s.commit(&UnitOfWork {
+            contacts: vec![c.clone()],
+            runs: vec![run("r1", "c1")],
+            journal: journal.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        drop(s);
+        // The database as the builds before 0010 left it: jsonb documents (keys in
+        // jsonb's order), an index of journal ids, 0010 not applied.
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        for sql in [
+            "ALTER TABLE nurture.contacts ALTER COLUMN doc TYPE jsonb USING doc::jsonb",
+            "ALTER TABLE nurture.runs ALTER COLUMN doc TYPE jsonb USING doc::jsonb",
+            "ALTER TABLE nurture.journal ALTER COLUMN data TYPE jsonb USING data::jsonb",
+            "ALTER TABLE nurture.journal ADD CONSTRAINT journal_pkey PRIMARY KEY (id)",
+            "DELETE FROM nurture._sqlx_migrations WHERE version = 10",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+        let s = nurture::store::open(&url).await.unwrap();
+        let types: Vec<String> = sqlx::query_scalar(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE (attrelid, attname) IN (('nurture.contacts'::regclass, 'doc'), \
+               ('nurture.runs'::regclass, 'doc'), ('nurture.journal'::regclass, 'data'))",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(types, ["json", "json", "json"]);
+        let got = s.contact("c1").await.unwrap().unwrap();
+        assert_eq!((got.tags, got.fields), (c.tags, c.fields));
+        let r = s.run("r1").await.unwrap().unwrap();
+        assert_eq!(
+            (r.step.clone(), r.wait.clone(), r.rev),
+            (Some("pause".into()), Some(Wait::Timer), 1)
+        );
+        assert_eq!(s.journal("r1").await.unwrap(), journal);
+        // And the upgraded tables take new writes.
+        s.commit(&UnitOfWork {
+            runs: vec![Run {
+                step: Some("next".into()),
+                ..r
+            }],
+            journal: vec![entry("step", json!({"step": "next"}))],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.run("r1").await.unwrap().unwrap().rev, 2);
+        assert_eq!(s.journal("r1").await.unwrap().len(), 4);
+    });
+}

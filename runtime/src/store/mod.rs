@@ -317,12 +317,21 @@ pub(crate) fn in_order(
 /// entries written per step by as much; readers see the entries one by one.
 pub const PACKED: &str = "entries";
 
-/// One journal row to write: run, contact, time, kind, data.
-pub type JournalRow<'a> = (Option<&'a str>, &'a str, Ts, &'a str, Value);
+/// One journal row to write: run, contact, time, kind, data (JSON text).
+pub type JournalRow<'a> = (Option<&'a str>, &'a str, Ts, &'a str, String);
 
 /// Packs consecutive entries with the same run, contact and time into one row (see
-/// [`PACKED`]); an entry alone keeps its own kind.
+/// [`PACKED`]); an entry alone keeps its own kind. The data is serialized straight from
+/// the entries (the engine writes a row per step: no copy of their JSON trees).
 pub fn pack_journal(entries: &[JournalEntry]) -> Vec<JournalRow<'_>> {
+    #[derive(Serialize)]
+    struct Item<'a> {
+        kind: &'a str,
+        data: &'a Value,
+    }
+    fn text<T: Serialize + ?Sized>(v: &T) -> String {
+        serde_json::to_string(v).expect("JSON values serialize")
+    }
     let mut out = Vec::new();
     let mut i = 0;
     while i < entries.len() {
@@ -336,13 +345,16 @@ pub fn pack_journal(entries: &[JournalEntry]) -> Vec<JournalRow<'_>> {
             j += 1;
         }
         let (kind, data) = if j - i == 1 {
-            (first.kind.as_str(), first.data.clone())
+            (first.kind.as_str(), text(&first.data))
         } else {
-            let items = entries[i..j]
+            let items: Vec<Item> = entries[i..j]
                 .iter()
-                .map(|e| serde_json::json!({"kind": e.kind, "data": e.data}))
+                .map(|e| Item {
+                    kind: &e.kind,
+                    data: &e.data,
+                })
                 .collect();
-            (PACKED, Value::Array(items))
+            (PACKED, text(items.as_slice()))
         };
         out.push((
             first.run_id.as_deref(),

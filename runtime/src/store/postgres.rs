@@ -32,13 +32,14 @@ pub struct PostgresStore {
     lanes: std::sync::atomic::AtomicUsize,
 }
 
-/// A document to store as `jsonb`, serialized straight from the struct (no intermediate
-/// `serde_json::Value` tree: the engine writes several per step).
-fn json<T: Serialize>(v: T) -> sqlx::types::Json<T> {
-    sqlx::types::Json(v)
+/// A document to store in a `json` column (bound as text, cast in the statement),
+/// serialized straight from the struct (no intermediate `serde_json::Value` tree: the
+/// engine writes several per step).
+fn json<T: Serialize>(v: T) -> String {
+    serde_json::to_string(&v).expect("documents serialize")
 }
 
-/// A stored `jsonb` document, deserialized straight into the struct.
+/// A stored `json` document, deserialized straight into the struct.
 fn from_json<T: serde::de::DeserializeOwned>(
     row: &sqlx::postgres::PgRow,
     column: &str,
@@ -174,7 +175,7 @@ impl PostgresStore {
                 .collect();
             let r = sqlx::query(
                 "INSERT INTO contacts (id, email, doc, version) \
-                 SELECT * , 1 FROM UNNEST($1::text[], $2::text[], $3::jsonb[]) ON CONFLICT DO NOTHING",
+                 SELECT * , 1 FROM UNNEST($1::text[], $2::text[], $3::text[]::json[]) ON CONFLICT DO NOTHING",
             )
             .bind(&ids)
             .bind(&emails)
@@ -198,7 +199,7 @@ impl PostgresStore {
                 .collect();
             let r = sqlx::query(
                 "UPDATE contacts c SET email = u.email, doc = u.doc, version = c.version + 1 \
-                 FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::bigint[]) AS u(id, email, doc, version) \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[]::json[], $4::bigint[]) AS u(id, email, doc, version) \
                  WHERE c.id = u.id AND c.version = u.version",
             )
             .bind(&ids)
@@ -215,7 +216,7 @@ impl PostgresStore {
         if !new_r.is_empty() {
             let r = sqlx::query(
                 "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, started_at, rev) \
-                 SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::jsonb[], $7::timestamptz[]) \
+                 SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[]::json[], $7::timestamptz[]) \
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(new_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
@@ -232,7 +233,7 @@ impl PostgresStore {
         if !old_r.is_empty() {
             let r = sqlx::query(
                 "UPDATE runs r SET status = u.status, doc = u.doc, rev = r.rev + 1 \
-                 FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::bigint[]) AS u(id, status, doc, rev) \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[]::json[], $4::bigint[]) AS u(id, status, doc, rev) \
                  WHERE r.id = u.id AND r.rev = u.rev",
             )
             .bind(old_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
@@ -313,7 +314,7 @@ impl PostgresStore {
             let j = pack_journal(&uow.journal);
             sqlx::query(
                 "INSERT INTO journal (run_id, contact, at, kind, data) \
-                 SELECT run_id, contact, at, kind, data FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[]) \
+                 SELECT run_id, contact, at, kind, data FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]::json[]) \
                  WITH ORDINALITY AS u(run_id, contact, at, kind, data, n) ORDER BY n",
             )
             .bind(j.iter().map(|e| e.0).collect::<Vec<_>>())
@@ -491,7 +492,7 @@ impl Store for PostgresStore {
         if !new_contacts.is_empty() {
             sqlx::query(
                 "INSERT INTO contacts (id, email, doc, version) \
-                 SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::jsonb[]) ON CONFLICT (id) DO NOTHING",
+                 SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::text[]::json[]) ON CONFLICT (id) DO NOTHING",
             )
             .bind(new_contacts.iter().map(|c| c.id.as_str()).collect::<Vec<_>>())
             .bind(new_contacts.iter().map(|c| c.email.as_deref()).collect::<Vec<_>>())

@@ -226,7 +226,7 @@ impl SqliteStore {
             let rows: Vec<Value> = pack_journal(&uow.journal)
                 .into_iter()
                 .map(|(run, contact, at, kind, data)| {
-                    serde_json::json!([run, contact, ts(at), kind, json(&data)])
+                    serde_json::json!([run, contact, ts(at), kind, data])
                 })
                 .collect();
             sqlx::query(

@@ -1159,3 +1159,46 @@ fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
         assert_eq!(s.journal("r1").await.unwrap().len(), 4);
     });
 }
+
+/// A claim of queued events that follows one which filled its batch starts after that
+/// one's last head instead of stepping over the leased rows before it again; what it passes
+/// by (a lease run out, an event stored with an older time) is claimed once a claim comes
+/// back short and the next one starts from the head.
+#[test]
+fn inbox_claims_past_the_head_leave_nothing_behind() {
+    on_fresh_postgres(|url| async move {
+        let s = nurture::store::open(&url).await.unwrap();
+        s.insert_events(
+            &[contact("a"), contact("b"), contact("c"), contact("d")],
+            &[
+                event("a1", "a", 1),
+                event("b1", "b", 2),
+                event("c1", "c", 3),
+            ],
+        )
+        .await
+        .unwrap();
+        let ids = |v: Vec<nurture::store::StoredEvent>| -> Vec<String> {
+            v.into_iter().map(|e| e.id).collect()
+        };
+        // The first claim starts at the head and fills its batch of one.
+        assert_eq!(ids(s.pending_events(1).await.unwrap()), ["a1"]);
+        // a1's lease runs out (its worker died); d0 arrives, older than everything queued.
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(
+            "UPDATE nurture.inbox SET lease_until = now() - interval '1 second' \
+             WHERE seq = (SELECT seq FROM nurture.events WHERE id = 'a1')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        s.insert_events(&[], &[event("d0", "d", 0)]).await.unwrap();
+        // The next claims go on after a1, then come back short at the end of the queue.
+        assert_eq!(ids(s.pending_events(1).await.unwrap()), ["b1"]);
+        assert_eq!(ids(s.pending_events(1).await.unwrap()), ["c1"]);
+        assert!(s.pending_events(1).await.unwrap().is_empty());
+        // Which sends the next one to the head: what the cursor passed by, in order.
+        assert_eq!(ids(s.pending_events(10).await.unwrap()), ["d0", "a1"]);
+    });
+}

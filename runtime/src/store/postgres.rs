@@ -25,11 +25,25 @@ const PARALLELISM: usize = 4;
 /// Queued events of one contact claimed together (applied in one unit of work).
 const EVENTS_PER_CONTACT: i64 = 16;
 
+/// Every how many claims of queued events one scans the inbox from its head (see
+/// [`PostgresStore::inbox_from`]); the others start where the last full claim ended.
+const INBOX_HEAD_EVERY: usize = 8;
+
 pub struct PostgresStore {
     pool: PgPool,
     /// The database's lane budget, and this process's share of it.
     budget: usize,
     lanes: std::sync::atomic::AtomicUsize,
+    /// Where this process's last claim of queued events that filled its batch ended: the
+    /// (time, seq) of its last head. The rows before it are claimed and leased, or wait
+    /// for an older event of their contact, so the next claim starts after it instead of
+    /// stepping over them again (with a backlog, a claim of 256 heads read 2,000 rows,
+    /// three quarters of them leased to the claims in flight). Rows the cursor passes by
+    /// (a lease run out, an event stored with an older time, a contact's next event once
+    /// its older ones are applied) are found by the claims that scan from the head: every
+    /// [`INBOX_HEAD_EVERY`]th one, and the one after a claim that did not fill its batch.
+    inbox_from: std::sync::Mutex<Option<(Ts, i64)>>,
+    inbox_claims: std::sync::atomic::AtomicUsize,
 }
 
 /// A document to store in a `json` column (bound as text, cast in the statement),
@@ -114,6 +128,8 @@ impl PostgresStore {
             pool,
             budget,
             lanes: budget.into(),
+            inbox_from: std::sync::Mutex::new(None),
+            inbox_claims: 0.into(),
         })
     }
 
@@ -541,27 +557,61 @@ impl Store for PostgresStore {
         // all applied (rows another worker holds are skipped or leased), and with it the
         // contact's next queued events: nobody else can claim those while the oldest is
         // queued, since only a contact's oldest event is ever claimable. (Committed
-        // without waiting for the disk, see `due_timers`.)
-        let rows = sqlx::query(
+        // without waiting for the disk, see `due_timers`.) The scan starts at the head or
+        // after the last full claim's last head (see `inbox_from`).
+        let n = self
+            .inbox_claims
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let from = match n % INBOX_HEAD_EVERY {
+            0 => None,
+            _ => *self.inbox_from.lock().expect("inbox cursor lock"),
+        };
+        let after = match from {
+            Some(_) => "AND (i.at, i.seq) > ($4, $5) ",
+            None => "",
+        };
+        let sql = format!(
             "WITH nosync AS (SELECT set_config('synchronous_commit', 'off', true)), \
-             heads AS (SELECT i.seq, i.contact FROM inbox i \
-               WHERE (i.lease_until IS NULL OR i.lease_until < now()) \
+             heads AS (SELECT i.seq, i.contact, i.at FROM inbox i \
+               WHERE (i.lease_until IS NULL OR i.lease_until < now()) {after}\
                AND NOT EXISTS (SELECT 1 FROM inbox o WHERE o.contact = i.contact \
                  AND (o.at, o.seq) < (i.at, i.seq) OFFSET 0) \
                ORDER BY i.at, i.seq LIMIT $1 FOR UPDATE SKIP LOCKED), \
              c AS (SELECT f.ctid FROM heads h, LATERAL (SELECT o.ctid FROM inbox o \
                WHERE o.contact = h.contact ORDER BY o.at, o.seq LIMIT $3) f), \
              claimed AS (UPDATE inbox i SET lease_until = now() + $2 * interval '1 second' \
-               WHERE i.ctid = ANY(ARRAY(SELECT ctid FROM c)) RETURNING i.seq, i.at) \
-             SELECT e.seq, e.id, e.contact, e.type, e.at, e.data FROM nosync, claimed, \
+               WHERE i.ctid = ANY(ARRAY(SELECT ctid FROM c)) RETURNING i.seq, i.at), \
+             last AS (SELECT (SELECT count(*) FROM heads) AS heads, h.at AS last_at, \
+               h.seq AS last_seq FROM heads h ORDER BY h.at DESC, h.seq DESC LIMIT 1) \
+             SELECT e.seq, e.id, e.contact, e.type, e.at, e.data, \
+               last.heads, last.last_at, last.last_seq \
+             FROM nosync, last, claimed, \
              LATERAL (SELECT * FROM events WHERE seq = claimed.seq OFFSET 0) e \
-             ORDER BY claimed.at, claimed.seq",
-        )
-        .bind(limit)
-        .bind(lease().as_secs() as f64)
-        .bind(EVENTS_PER_CONTACT)
-        .fetch_all(&self.pool)
-        .await?;
+             ORDER BY claimed.at, claimed.seq"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(limit)
+            .bind(lease().as_secs() as f64)
+            .bind(EVENTS_PER_CONTACT);
+        if let Some((at, seq)) = from {
+            q = q.bind(at).bind(seq);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        // A claim that filled its batch moves the cursor on (never back: lanes claim at
+        // once); one that did not sends the next claim to the head.
+        let full = match rows.first() {
+            Some(r) => r.try_get::<i64, _>("heads")? >= limit,
+            None => false,
+        };
+        let mut cursor = self.inbox_from.lock().expect("inbox cursor lock");
+        if full {
+            let r = &rows[0];
+            let end: (Ts, i64) = (r.try_get("last_at")?, r.try_get("last_seq")?);
+            *cursor = Some(cursor.map_or(end, |c| c.max(end)));
+        } else {
+            *cursor = None;
+        }
+        drop(cursor);
         rows.iter().map(Self::event_from_row).collect()
     }
 

@@ -1526,8 +1526,20 @@ impl<'e> Work<'e> {
         with: Option<&std::collections::BTreeMap<String, Value>>,
         quiet_ok: bool,
     ) -> Result<Option<Flow>, String> {
-        let ev = self.runs[i].event.clone();
-        let c = self.contact_view();
+        // The expression scope (a JSON view of the contact, the run's event), built only
+        // for the actions that interpolate or send the contact: tags, scores and the like run on every step.
+        let interpolates = matches!(
+            kind,
+            StepKind::SendEmail(_)
+                | StepKind::Set(_)
+                | StepKind::Notify(_)
+                | StepKind::Webhook(_)
+                | StepKind::Plugin(_)
+        );
+        let (c, ev) = match interpolates {
+            true => (self.contact_view(), self.runs[i].event.clone()),
+            false => (Value::Null, None),
+        };
         let scope = Scope {
             contact: &c,
             event: ev.as_ref(),

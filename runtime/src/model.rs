@@ -306,6 +306,19 @@ impl StepKind {
         }
     }
 
+    /// Actions that interpolate expressions or send the contact along (their payload
+    /// carries its JSON view): the engine builds the expression scope for these alone.
+    pub fn uses_scope(&self) -> bool {
+        matches!(
+            self,
+            StepKind::SendEmail(_)
+                | StepKind::Set(_)
+                | StepKind::Notify(_)
+                | StepKind::Webhook(_)
+                | StepKind::Plugin(_)
+        )
+    }
+
     /// Kinds that do something to the contact or the world and may stand in `actions:`.
     pub fn is_action(&self) -> bool {
         !matches!(

@@ -1527,16 +1527,9 @@ impl<'e> Work<'e> {
         quiet_ok: bool,
     ) -> Result<Option<Flow>, String> {
         // The expression scope (a JSON view of the contact, the run's event), built only
-        // for the actions that interpolate or send the contact: tags, scores and the like run on every step.
-        let interpolates = matches!(
-            kind,
-            StepKind::SendEmail(_)
-                | StepKind::Set(_)
-                | StepKind::Notify(_)
-                | StepKind::Webhook(_)
-                | StepKind::Plugin(_)
-        );
-        let (c, ev) = match interpolates {
+        // for the actions that use it (`StepKind::uses_scope`): tags, scores and the like
+        // run on every step.
+        let (c, ev) = match kind.uses_scope() {
             true => (self.contact_view(), self.runs[i].event.clone()),
             false => (Value::Null, None),
         };

@@ -317,6 +317,12 @@ pub(crate) fn in_order(
 /// entries written per step by as much; readers see the entries one by one.
 pub const PACKED: &str = "entries";
 
+/// A value as JSON text, serialized straight from it (no intermediate
+/// `serde_json::Value` tree): the stores' documents and journal data.
+pub(crate) fn to_json<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).expect("stored values serialize to JSON")
+}
+
 /// One journal row to write: run, contact, time, kind, data (JSON text).
 pub type JournalRow<'a> = (Option<&'a str>, &'a str, Ts, &'a str, String);
 
@@ -328,9 +334,6 @@ pub fn pack_journal(entries: &[JournalEntry]) -> Vec<JournalRow<'_>> {
     struct Item<'a> {
         kind: &'a str,
         data: &'a Value,
-    }
-    fn text<T: Serialize + ?Sized>(v: &T) -> String {
-        serde_json::to_string(v).expect("JSON values serialize")
     }
     let mut out = Vec::new();
     let mut i = 0;
@@ -345,7 +348,7 @@ pub fn pack_journal(entries: &[JournalEntry]) -> Vec<JournalRow<'_>> {
             j += 1;
         }
         let (kind, data) = if j - i == 1 {
-            (first.kind.as_str(), text(&first.data))
+            (first.kind.as_str(), to_json(&first.data))
         } else {
             let items: Vec<Item> = entries[i..j]
                 .iter()
@@ -354,7 +357,7 @@ pub fn pack_journal(entries: &[JournalEntry]) -> Vec<JournalRow<'_>> {
                     data: &e.data,
                 })
                 .collect();
-            (PACKED, text(items.as_slice()))
+            (PACKED, to_json(items.as_slice()))
         };
         out.push((
             first.run_id.as_deref(),

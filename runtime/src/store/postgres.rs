@@ -46,13 +46,6 @@ pub struct PostgresStore {
     inbox_claims: std::sync::atomic::AtomicUsize,
 }
 
-/// A document to store in a `json` column (bound as text, cast in the statement),
-/// serialized straight from the struct (no intermediate `serde_json::Value` tree: the
-/// engine writes several per step).
-fn json<T: Serialize>(v: T) -> String {
-    serde_json::to_string(&v).expect("documents serialize")
-}
-
 /// A stored `json` document, deserialized straight into the struct.
 fn from_json<T: serde::de::DeserializeOwned>(
     row: &sqlx::postgres::PgRow,
@@ -183,7 +176,7 @@ impl PostgresStore {
             let docs: Vec<_> = new_c
                 .iter()
                 .map(|c| {
-                    json(Contact {
+                    to_json(&Contact {
                         version: 1,
                         ..(*c).clone()
                     })
@@ -207,7 +200,7 @@ impl PostgresStore {
             let docs: Vec<_> = old_c
                 .iter()
                 .map(|c| {
-                    json(Contact {
+                    to_json(&Contact {
                         version: c.version + 1,
                         ..(*c).clone()
                     })
@@ -240,7 +233,7 @@ impl PostgresStore {
             .bind(new_r.iter().map(|r| r.workflow_version as i32).collect::<Vec<_>>())
             .bind(new_r.iter().map(|r| r.contact.as_str()).collect::<Vec<_>>())
             .bind(new_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| json(Run { rev: 1, ..(*r).clone() })).collect::<Vec<_>>())
+            .bind(new_r.iter().map(|r| to_json(&Run { rev: 1, ..(*r).clone() })).collect::<Vec<_>>())
             .bind(new_r.iter().map(|r| r.started_at).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
@@ -254,7 +247,7 @@ impl PostgresStore {
             )
             .bind(old_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
             .bind(old_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(old_r.iter().map(|r| json(Run { rev: r.rev + 1, ..(*r).clone() })).collect::<Vec<_>>())
+            .bind(old_r.iter().map(|r| to_json(&Run { rev: r.rev + 1, ..(*r).clone() })).collect::<Vec<_>>())
             .bind(old_r.iter().map(|r| r.rev).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
@@ -515,7 +508,7 @@ impl Store for PostgresStore {
             .bind(
                 new_contacts
                     .iter()
-                    .map(|c| json(Contact { version: 1, ..c.clone() }))
+                    .map(|c| to_json(&Contact { version: 1, ..c.clone() }))
                     .collect::<Vec<_>>(),
             )
             .execute(&mut *tx)
@@ -599,18 +592,14 @@ impl Store for PostgresStore {
         let rows = q.fetch_all(&self.pool).await?;
         // A claim that filled its batch moves the cursor on (never back: lanes claim at
         // once); one that did not sends the next claim to the head.
-        let full = match rows.first() {
-            Some(r) => r.try_get::<i64, _>("heads")? >= limit,
-            None => false,
+        let end = match rows.first() {
+            Some(r) if r.try_get::<i64, _>("heads")? >= limit => {
+                Some((r.try_get("last_at")?, r.try_get("last_seq")?))
+            }
+            _ => None,
         };
         let mut cursor = self.inbox_from.lock().expect("inbox cursor lock");
-        if full {
-            let r = &rows[0];
-            let end: (Ts, i64) = (r.try_get("last_at")?, r.try_get("last_seq")?);
-            *cursor = Some(cursor.map_or(end, |c| c.max(end)));
-        } else {
-            *cursor = None;
-        }
+        *cursor = end.map(|end: (Ts, i64)| cursor.map_or(end, |c| c.max(end)));
         drop(cursor);
         rows.iter().map(Self::event_from_row).collect()
     }

@@ -42,10 +42,6 @@ async fn retrying<T, E: std::fmt::Display, F: std::future::Future<Output = Resul
     }
 }
 
-fn json<T: Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("serializable")
-}
-
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -138,7 +134,7 @@ impl SqliteStore {
                      WHERE id = ? AND version = ?",
                 )
                 .bind(&c.email)
-                .bind(json(&stored))
+                .bind(to_json(&stored))
                 .bind(&c.id)
                 .bind(c.version)
                 .execute(&mut *tx)
@@ -161,7 +157,7 @@ impl SqliteStore {
                 .bind(run.workflow_version as i64)
                 .bind(&run.contact)
                 .bind(run.status.as_str())
-                .bind(json(&stored))
+                .bind(to_json(&stored))
                 .bind(ts(run.started_at))
                 .execute(&mut *tx)
                 .await?
@@ -170,7 +166,7 @@ impl SqliteStore {
                     "UPDATE runs SET status = ?, doc = ?, rev = rev + 1 WHERE id = ? AND rev = ?",
                 )
                 .bind(run.status.as_str())
-                .bind(json(&stored))
+                .bind(to_json(&stored))
                 .bind(&run.id)
                 .bind(run.rev)
                 .execute(&mut *tx)
@@ -212,7 +208,7 @@ impl SqliteStore {
             .bind(&o.workflow)
             .bind(&o.step)
             .bind(&o.kind)
-            .bind(json(&o.payload))
+            .bind(to_json(&o.payload))
             .bind(ts(o.created_at))
             .bind(ts(leased.unwrap_or(o.due_at)))
             .execute(&mut *tx)
@@ -234,7 +230,7 @@ impl SqliteStore {
                  SELECT value->>0, value->>1, value->>2, value->>3, value->>4 \
                  FROM json_each(?) ORDER BY key",
             )
-            .bind(json(&rows))
+            .bind(to_json(&rows))
             .execute(&mut *tx)
             .await?;
         }
@@ -319,7 +315,7 @@ async fn skip_suppressed(
             sqlx::query(&format!(
                 "{SQL}outbox.key IN (SELECT value FROM json_each(?)){RETURNING}"
             ))
-            .bind(json(&keys))
+            .bind(to_json(&keys))
             .fetch_all(&mut *tx)
             .await?
         }
@@ -341,7 +337,7 @@ async fn skip_suppressed(
         .bind(r.try_get::<Option<String>, _>("run_id")?)
         .bind(r.try_get::<String, _>("contact")?)
         .bind(ts(now))
-        .bind(json(&data))
+        .bind(to_json(&data))
         .execute(&mut *tx)
         .await?;
         out.push(key);
@@ -355,7 +351,7 @@ async fn insert_contact(tx: &mut sqlx::SqliteConnection, c: &Contact) -> Result<
     let r = sqlx::query("INSERT INTO contacts (id, email, doc, version) VALUES (?, ?, ?, 1)")
         .bind(&c.id)
         .bind(&c.email)
-        .bind(json(&stored))
+        .bind(to_json(&stored))
         .execute(&mut *tx)
         .await;
     match r {
@@ -376,7 +372,7 @@ impl Store for SqliteStore {
         since: Option<Ts>,
     ) -> Result<Vec<UnitData>, StoreError> {
         use std::collections::HashMap;
-        let ids = json(&contacts);
+        let ids = to_json(&contacts);
         let mut by: HashMap<&str, UnitData> = contacts
             .iter()
             .map(|c| (c.as_str(), UnitData::default()))
@@ -479,7 +475,7 @@ impl Store for SqliteStore {
             .bind(&e.contact)
             .bind(&e.kind)
             .bind(ts(e.at))
-            .bind(json(&e.data))
+            .bind(to_json(&e.data))
             .execute(&mut *tx)
             .await?;
             if r.rows_affected() == 1 {
@@ -727,7 +723,7 @@ impl Store for SqliteStore {
                 .bind(row.try_get::<String, _>("kind")?)
                 .bind(row.try_get::<String, _>("contact")?)
                 .bind(ts(now))
-                .bind(json(record))
+                .bind(to_json(record))
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(

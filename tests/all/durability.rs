@@ -590,8 +590,12 @@ fn run_then_events_send_then_runs_show() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "1 accepted, 0 duplicates ignored, 0 rejected"
     );
+    // The first start builds the plugins from source when their components are missing
+    // (minutes on a cold build cache, the API answering meanwhile): the scheduler runs
+    // after that, so the run may take that long to appear.
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
     let mut shown = String::new();
-    for _ in 0..100 {
+    while std::time::Instant::now() < deadline {
         let list = nurture(&["runs", "list", "--dir", "project", "--format", "json"]);
         let runs: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
         if let Some(id) = runs
@@ -608,8 +612,9 @@ fn run_then_events_send_then_runs_show() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // With default settings the email is a real .eml file in the project's outbox folder.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut eml = String::new();
-    for _ in 0..100 {
+    while std::time::Instant::now() < deadline {
         if let Ok(rd) = std::fs::read_dir(dir.join("outbox")) {
             if let Some(f) = rd
                 .filter_map(|e| e.ok())

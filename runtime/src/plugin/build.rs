@@ -135,9 +135,18 @@ pub fn build(
         .join("release")
         .join(format!("{crate_name}.wasm"));
     let dest = component_path(manifest, dir);
-    std::fs::copy(&artifact, &dest).map_err(|e| BuildError::Other {
-        plugin,
-        message: format!("copying {} to {}: {e}", artifact.display(), dest.display()),
-    })?;
+    // Copied beside the destination, then renamed over it: a process loading the plugin
+    // meanwhile (another worker starting, a test) reads the old file or the new one,
+    // never one half written.
+    let partial = dest.with_extension(format!("wasm.partial-{}", std::process::id()));
+    std::fs::copy(&artifact, &partial)
+        .and_then(|_| std::fs::rename(&partial, &dest))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            BuildError::Other {
+                plugin,
+                message: format!("copying {} to {}: {e}", artifact.display(), dest.display()),
+            }
+        })?;
     Ok(dest)
 }

@@ -953,6 +953,28 @@ pub async fn worker_speedup(
         .collect())
 }
 
+/// (e)'s check that nothing ran twice: one `speed` run per contact (each got one event),
+/// and each contact's score exactly the campaign's two `score: +1` steps. A unit applied
+/// twice (a stale worker's commit let through, an event claimed by two workers) shows in
+/// one or the other. `Err` says what was found.
+pub async fn exactly_once(pool: &sqlx::PgPool, contacts: usize) -> Result<(), EngineError> {
+    let (runs, seen, off): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM nurture.runs WHERE workflow = 'speed'), \
+                count(*), count(*) FILTER (WHERE (doc->>'score')::bigint IS DISTINCT FROM 2) \
+         FROM nurture.contacts",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(|e| EngineError::Store(e.into()))?;
+    if runs as usize != contacts || seen as usize != contacts || off != 0 {
+        return Err(EngineError::Invalid(format!(
+            "something ran twice or was lost: {runs} runs and {seen} contacts for {contacts} \
+             events, {off} contacts whose score is not 2"
+        )));
+    }
+    Ok(())
+}
+
 /// One round of (e): `n` workers over `contacts` queued events; the steady steps per
 /// second, and the whole round's seconds.
 async fn worker_round(
@@ -1068,6 +1090,9 @@ async fn worker_round(
             "{n} worker(s) completed {done} of {contacts} runs in 600 s"
         )));
     }
+    exactly_once(&pool, contacts)
+        .await
+        .map_err(|e| err(format!("{n} worker(s): {e}")))?;
     // The steady rate, between 10% and 90% of the queue: the workers' start-up (process,
     // connections) and the last stragglers are left out; the whole round's time is kept.
     let steady = match (t10, t90) {

@@ -69,3 +69,62 @@ fn bench_only_runs_the_parts_asked_for() {
     assert_eq!(v["stores"][0]["steps"], 60);
     assert!(v["latency"].is_null() && v["pending"].is_null() && v["plugin"].is_null());
 }
+
+/// (e) on Postgres: a round of 2 real `nurture worker` processes, after which the round's
+/// check that nothing ran twice passes on what they left; a score that says a step ran
+/// twice, and a run too many, each make that check fail.
+#[test]
+fn workers_round_checks_that_every_step_ran_exactly_once() {
+    let Some(url) = crate::util::fresh_postgres() else {
+        return;
+    };
+    let (table, v) = bench(&[
+        "--only",
+        "workers",
+        "--postgres",
+        &url,
+        "--workers",
+        "2",
+        "--worker-contacts",
+        "200",
+        "--worker-repeats",
+        "1",
+    ]);
+    assert!(table.contains("2 worker(s): 1200 steps"), "{table}");
+    assert_eq!(v["workers"][0]["steps"], 1200);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        // The round's own check again, on the tables the last round left.
+        nurture::bench::exactly_once(&pool, 200).await.unwrap();
+        sqlx::query(
+            "UPDATE nurture.contacts SET doc = (doc::jsonb || '{\"score\": 3}')::json \
+             WHERE id = (SELECT min(id) FROM nurture.contacts)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let e = nurture::bench::exactly_once(&pool, 200).await.unwrap_err();
+        assert!(e.to_string().contains("1 contacts whose score is not 2"), "{e}");
+        sqlx::query(
+            "UPDATE nurture.contacts SET doc = (doc::jsonb || '{\"score\": 2}')::json",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        nurture::bench::exactly_once(&pool, 200).await.unwrap();
+        sqlx::query(
+            "INSERT INTO nurture.runs (id, workflow, workflow_version, contact, status, doc, started_at, rev) \
+             SELECT id || '-again', workflow, workflow_version, contact, status, doc, started_at, rev \
+             FROM nurture.runs WHERE id = (SELECT min(id) FROM nurture.runs)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let e = nurture::bench::exactly_once(&pool, 200).await.unwrap_err();
+        assert!(e.to_string().contains("201 runs"), "{e}");
+    });
+}

@@ -212,7 +212,7 @@ pub async fn steps(
     let dir = tempfile_dir()?;
     let project = project(&dir)?;
     let store = crate::store::open(url).await?;
-    let engine = Engine::new(project, store.clone());
+    let engine = Arc::new(Engine::new(project, store.clone()));
     let t0 = chrono::Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
     let evs = events(contacts, t0);
     let started = Instant::now();
@@ -811,7 +811,7 @@ pub async fn pending_waits(
     let project = project(&dir)?;
     let url = format!("sqlite://{}", dir.join("pending.db").display());
     let store = crate::store::open(&url).await?;
-    let engine = Engine::new(project, store.clone());
+    let engine = Arc::new(Engine::new(project, store.clone()));
     let started = Instant::now();
     let base = 1000.min(pending.max(1));
     let t0 = chrono::Utc::now();

@@ -696,7 +696,7 @@ fn a_new_run_is_stamped_after_the_latest_even_when_the_clock_is_behind() {
     let (_dir, project) = temp_project(&[("again.yaml".into(), wf.to_string())]);
     rt().block_on(async {
         let store = nurture::store::open("sqlite::memory:").await.unwrap();
-        let engine = nurture::engine::Engine::new(project, store.clone());
+        let engine = std::sync::Arc::new(nurture::engine::Engine::new(project, store.clone()));
         let ev = |id: &str, at: &str| {
             nurture::input::parse_event(
                 1,

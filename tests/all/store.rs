@@ -771,7 +771,7 @@ fn the_engine_hands_the_due_entries_it_queues_to_its_own_deliverer() {
             data: json!({}),
         };
         for (name, s, _d) in stores().await {
-            let engine = nurture::engine::Engine::new(project.clone(), s.clone());
+            let engine = std::sync::Arc::new(nurture::engine::Engine::new(project.clone(), s.clone()));
             let mut handed = engine.hand_off();
             let now = Utc::now();
             engine

@@ -662,9 +662,10 @@ fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .map_err(|_| format!("{s:?} is not an RFC 3339 time such as 2026-03-01T09:00:00Z"))
 }
 
+/// The runtime: one thread per core (tokio's default), which a worker's lanes spread
+/// over (it had been fixed at 2 threads, a ceiling on machines with more cores).
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()?)
 }

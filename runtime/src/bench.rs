@@ -67,18 +67,24 @@ pub struct PluginFigures {
     pub calls_per_sec: f64,
 }
 
-/// Measures the plugin host on the plugin in `dir` (built), calling `step` with `with`.
+/// Measures the plugin host on the plugin in `dir`, calling `step` with `with`. A plugin
+/// without its component is built from source first (after `announce_build`), as `nurture
+/// run` builds a project's, so that the benchmark from a fresh clone measures the host.
 pub async fn plugin_calls(
     dir: &std::path::Path,
     step: &str,
     with: serde_json::Value,
     calls: usize,
+    announce_build: impl FnOnce(),
 ) -> Result<PluginFigures, crate::plugin::PluginError> {
     use crate::plugin::{Limits, PluginConfig, PluginHost, StepCall};
     let text = std::fs::read_to_string(dir.join("plugin.toml"))
         .map_err(|e| crate::plugin::PluginError::Engine(format!("{}: {e}", dir.display())))?;
     let manifest: crate::project::PluginManifest =
         toml::from_str(&text).map_err(|e| crate::plugin::PluginError::Engine(e.to_string()))?;
+    use crate::plugin::build;
+    build::build_if_missing(&manifest, dir, &build::target_dir(dir), announce_build)
+        .map_err(|e| crate::plugin::PluginError::Engine(e.to_string()))?;
     let cache = tempfile_dir().map_err(|e| crate::plugin::PluginError::Engine(e.to_string()))?;
     let load = |host: &mut PluginHost| -> Result<f64, crate::plugin::PluginError> {
         host.load(manifest.clone(), dir, PluginConfig::default(), &cache)?;

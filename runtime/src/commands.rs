@@ -173,16 +173,14 @@ pub fn start_plugins(
         let Some(pdir) = project.plugin_dirs.get(name) else {
             continue;
         };
-        if !build::component_path(manifest, pdir).exists() && pdir.join("Cargo.toml").exists() {
+        let announce = || {
             eprintln!(
                 "building plugin `{name}` from source (cargo build --target {}) ...",
                 build::TARGET
-            );
-            let result = build::ensure_target()
-                .and_then(|()| build::build(manifest, pdir, &build::target_dir(dir)));
-            if let Err(e) = result {
-                tracing::error!(plugin = %name, error = %e, "plugin build failed");
-            }
+            )
+        };
+        if let Err(e) = build::build_if_missing(manifest, pdir, &build::target_dir(dir), announce) {
+            tracing::error!(plugin = %name, error = %e, "plugin build failed");
         }
     }
     let cache = nurture::plugin::cache_dir(dir);

@@ -581,13 +581,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if plugin != "none" && part(BenchPart::Plugin) {
                 let dir = PathBuf::from(&plugin);
-                bench_plugin_built(&dir);
                 let with = serde_json::json!({"to": "", "body": "bench"});
+                let announce = || {
+                    eprintln!(
+                        "building plugin {} for the plugin benchmark (cargo build --target {}) ...",
+                        dir.display(),
+                        nurture::plugin::build::TARGET
+                    )
+                };
                 match rt.block_on(nurture::bench::plugin_calls(
                     &dir,
                     "send",
                     with,
                     plugin_calls,
+                    announce,
                 )) {
                     Ok(p) => report.plugin = Some(p),
                     Err(e) => eprintln!(
@@ -626,33 +633,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", nurture::workflow_schema());
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// The plugin that `nurture bench` measures, built from source first when its component
-/// is missing (as `nurture run` builds a project's plugins), so that the benchmark from a
-/// fresh clone measures the host rather than skipping it. A failed build is reported; the
-/// measurement then says what is missing.
-fn bench_plugin_built(dir: &Path) {
-    use nurture::plugin::build;
-    let Ok(text) = std::fs::read_to_string(dir.join("plugin.toml")) else {
-        return;
-    };
-    let Ok(manifest) = toml::from_str::<project::PluginManifest>(&text) else {
-        return;
-    };
-    if build::component_path(&manifest, dir).exists() || !dir.join("Cargo.toml").exists() {
-        return;
-    }
-    eprintln!(
-        "building plugin `{}` for the plugin benchmark (cargo build --target {}) ...",
-        manifest.name,
-        build::TARGET
-    );
-    if let Err(e) =
-        build::ensure_target().and_then(|()| build::build(&manifest, dir, &build::target_dir(dir)))
-    {
-        eprintln!("{e}");
     }
 }
 

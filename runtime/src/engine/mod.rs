@@ -593,16 +593,16 @@ impl Engine {
                     })
                 })
                 .collect();
-            let mut results = Vec::with_capacity(tasks.len());
-            for t in futures::future::join_all(tasks).await {
-                results.push(match t {
+            futures::future::join_all(tasks)
+                .await
+                .into_iter()
+                .map(|t| match t {
                     Ok(r) => r,
                     // A lane that panicked panics here, as a lane joined in this task did.
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                     Err(e) => Err(EngineError::Invalid(format!("an engine lane stopped: {e}"))),
-                });
-            }
-            results
+                })
+                .collect()
         };
         let (first, others) = tokio::join!(first, others);
         let (mut effects, mut more) = first?;

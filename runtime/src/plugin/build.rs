@@ -45,6 +45,23 @@ pub fn target_dir(project_root: &Path) -> PathBuf {
     project_root.join(".nurture").join("plugin-target")
 }
 
+/// Builds a plugin from source when its component is missing and its folder has the
+/// sources (a `Cargo.toml`), as `nurture run` does at start; `announce` is called first,
+/// since a build can take minutes. `Ok(None)` when there was nothing to build.
+pub fn build_if_missing(
+    manifest: &PluginManifest,
+    dir: &Path,
+    target_dir: &Path,
+    announce: impl FnOnce(),
+) -> Result<Option<PathBuf>, BuildError> {
+    if component_path(manifest, dir).exists() || !dir.join("Cargo.toml").exists() {
+        return Ok(None);
+    }
+    announce();
+    ensure_target()?;
+    build(manifest, dir, target_dir).map(Some)
+}
+
 /// Adds the wasm target with rustup when it is missing.
 pub fn ensure_target() -> Result<(), BuildError> {
     let tool = |e: std::io::Error| BuildError::Tool {

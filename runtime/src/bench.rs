@@ -632,6 +632,21 @@ pub(crate) fn write_project(
     }
 }
 
+/// The bench's egress: its receiver on loopback allowed, and a per-host limit above
+/// the deliverer's concurrency (the latency run measures the engine, not a host limit).
+fn bench_egress() -> Result<Arc<crate::egress::Egress>, EngineError> {
+    let settings = crate::egress::Settings {
+        allow: vec![crate::egress::Allow::Net(
+            "127.0.0.1".parse().expect("an address"),
+        )],
+        per_host: 4 * crate::deliver::CONCURRENCY,
+        ..Default::default()
+    };
+    crate::egress::Egress::new(&settings, crate::deliver::USER_AGENT)
+        .map(Arc::new)
+        .map_err(|e| EngineError::Invalid(e.to_string()))
+}
+
 /// (c): `rate` events per second for `seconds`, each POSTed alone to the HTTP API with
 /// a scheduler running; its effect is a webhook to a local receiver. Latency is from
 /// the moment the client sends the event to the moment the receiver gets the webhook.
@@ -715,7 +730,7 @@ pub async fn latency(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(crate::server::scheduler(
         engine,
-        crate::deliver::Deliverer::new(store),
+        crate::deliver::Deliverer::new(store).with_egress(bench_egress()?),
         wake,
         stop_rx,
         Duration::from_millis(1000),

@@ -127,8 +127,12 @@ pub async fn run(
             (*signer).clone(),
             &api_base,
         )?;
-        let mut deliverer =
-            nurture::deliver::Deliverer::new(engine.store.clone()).with_email(Arc::new(email));
+        let egress = nurture::egress::Settings::from_model(project.settings.egress.as_ref());
+        let egress = nurture::egress::Egress::new(&egress, nurture::deliver::USER_AGENT)
+            .context("the HTTP client")?;
+        let mut deliverer = nurture::deliver::Deliverer::new(engine.store.clone())
+            .with_email(Arc::new(email))
+            .with_egress(Arc::new(egress));
         if let Some(host) = start_plugins(dir, &project)? {
             deliverer = deliverer.with_plugins(host);
         }

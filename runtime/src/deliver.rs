@@ -21,11 +21,22 @@ use crate::store::{OutboxEntry, OutboxOutcome, Store, StoreError, Ts};
 /// Contacts whose outbox entries are delivered at once by one process.
 pub const CONCURRENCY: usize = 32;
 
+/// The `User-Agent` of webhooks.
+pub const USER_AGENT: &str = concat!("nurture/", env!("CARGO_PKG_VERSION"));
+
 /// Attempts before an entry is marked failed.
 pub const MAX_ATTEMPTS: i64 = 8;
 
-/// The longest one delivery attempt takes (the HTTP client gives up after 15 s).
+/// The longest one delivery attempt takes: a webhook waits at most
+/// [`crate::egress::PERMIT_WAIT`] for its host's turn, then at most
+/// [`crate::egress::MAX_TIMEOUT`] for its answer.
 const ATTEMPT_LIMIT: Duration = Duration::from_secs(20);
+
+/// How long a webhook whose host has its limit of requests in flight is deferred.
+const BUSY_DEFER: chrono::Duration = match chrono::Duration::try_seconds(5) {
+    Some(d) => d,
+    None => panic!("5 s"),
+};
 
 /// The last instant a delivery attempt may start on entries claimed at `claimed_at`: it
 /// must end before their lease ([`crate::store::lease`]) does, or another worker could
@@ -37,7 +48,7 @@ pub fn last_start(claimed_at: Instant) -> Instant {
 
 pub struct Deliverer {
     store: Arc<dyn Store>,
-    http: reqwest::Client,
+    egress: Arc<crate::egress::Egress>,
     plugins: Option<Arc<PluginHost>>,
     email: Option<Arc<crate::email::EmailChannel>>,
 }
@@ -49,19 +60,21 @@ pub fn backoff(attempts: i64) -> chrono::Duration {
 }
 
 impl Deliverer {
+    /// A deliverer with the default egress rules ([`crate::egress::Egress::strict`]):
+    /// webhooks to private addresses are refused.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("nurture/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("HTTP client");
         Deliverer {
             store,
-            http,
+            egress: Arc::new(crate::egress::Egress::strict(USER_AGENT)),
             plugins: None,
             email: None,
         }
+    }
+
+    /// Sends webhooks through these egress rules and limits (`[egress]` in nurture.toml).
+    pub fn with_egress(mut self, egress: Arc<crate::egress::Egress>) -> Self {
+        self.egress = egress;
+        self
     }
 
     /// Sends `email` and `notify` entries through this channel (without one they are
@@ -115,22 +128,27 @@ impl Deliverer {
             if wave.is_empty() {
                 break;
             }
-            let attempts: Vec<futures::future::BoxFuture<'_, Option<OutboxOutcome>>> = wave
-                .iter()
-                .map(|e| {
-                    Box::pin(async move {
-                        if Instant::now() <= last {
-                            Some(self.attempt(e).await)
-                        } else {
-                            None
-                        }
-                    }) as _
-                })
-                .collect();
-            let outcomes: Vec<Option<OutboxOutcome>> = futures::stream::iter(attempts)
-                .buffered(CONCURRENCY)
+            let attempts: Vec<futures::future::BoxFuture<'_, (usize, Option<OutboxOutcome>)>> =
+                wave.iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        Box::pin(async move {
+                            if Instant::now() <= last {
+                                (i, Some(self.attempt(e).await))
+                            } else {
+                                (i, None)
+                            }
+                        }) as _
+                    })
+                    .collect();
+            // Unordered: a slow attempt holds its own slot only, never the start of the
+            // attempts after it (outcomes are put back in wave order below).
+            let mut outcomes: Vec<(usize, Option<OutboxOutcome>)> = futures::stream::iter(attempts)
+                .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
+            outcomes.sort_by_key(|(i, _)| *i);
+            let outcomes = outcomes.into_iter().map(|(_, o)| o);
             // The entries attempted, and their outcomes to record.
             let (done, items): (Vec<&OutboxEntry>, Vec<(String, OutboxOutcome)>) = wave
                 .iter()
@@ -175,7 +193,70 @@ impl Deliverer {
 
     async fn webhook(&self, entry: &OutboxEntry) -> OutboxOutcome {
         let p = &entry.payload;
-        let url = p["url"].as_str().unwrap_or_default();
+        let raw = p["url"].as_str().unwrap_or_default();
+        let shown = crate::egress::redact_url(raw);
+        let url = match self.egress.parse(raw) {
+            Ok(url) => url,
+            Err(e) => {
+                return OutboxOutcome::Failed {
+                    reason: format!("webhook to {shown} refused: {e}"),
+                }
+            }
+        };
+        let host = url.host_str().unwrap_or_default().to_string();
+        let pass = match self.egress.gates.enter(&host).await {
+            Ok(pass) => pass,
+            Err(closed @ crate::egress::Closed::Busy { .. }) => {
+                return OutboxOutcome::Defer {
+                    reason: format!("webhook to {shown} waits: {closed}"),
+                    until: Utc::now() + BUSY_DEFER,
+                }
+            }
+            Err(closed @ crate::egress::Closed::Open { remaining, .. }) => {
+                return retry_or_give_up(
+                    entry,
+                    format!("webhook to {shown} not attempted: {closed}"),
+                    chrono::Duration::from_std(remaining).unwrap_or(chrono::Duration::zero()),
+                )
+            }
+        };
+        let follow = p["follow_redirects"].as_bool().unwrap_or(false);
+        let timeout = self.egress.timeout;
+        let send = self
+            .webhook_request(entry, url, follow)
+            .timeout(timeout)
+            .send();
+        let result = match tokio::time::timeout(timeout, send).await {
+            Ok(r) => r.map_err(|e| (crate::egress::refusal_of(&e), crate::egress::describe(e))),
+            Err(_) => Err((None, "timed out".to_string())),
+        };
+        // Only errors, timeouts, 429 and 5xx count against the host's circuit (a 4xx is
+        // an answer; a refusal is ours).
+        pass.done(match &result {
+            Ok(r) => r.status().as_u16() != 429 && !r.status().is_server_error(),
+            Err((refused, _)) => refused.is_some(),
+        });
+        match result {
+            Ok(resp) => webhook_answer(entry, &shown, resp.status()),
+            Err((Some(refused), _)) => OutboxOutcome::Failed {
+                reason: format!("webhook to {shown} refused: {refused}"),
+            },
+            Err((None, e)) => retry_or_give_up(
+                entry,
+                format!("request to {shown} failed: {e}"),
+                chrono::Duration::zero(),
+            ),
+        }
+    }
+
+    /// The request of a webhook entry to its checked `url`.
+    fn webhook_request(
+        &self,
+        entry: &OutboxEntry,
+        url: url::Url,
+        follow_redirects: bool,
+    ) -> reqwest::RequestBuilder {
+        let p = &entry.payload;
         let method = reqwest::Method::from_bytes(
             p["method"]
                 .as_str()
@@ -185,7 +266,8 @@ impl Deliverer {
         )
         .unwrap_or(reqwest::Method::POST);
         let mut req = self
-            .http
+            .egress
+            .client(follow_redirects)
             .request(method, url)
             .header("Idempotency-Key", &entry.key)
             .header("Content-Type", "application/json");
@@ -197,19 +279,30 @@ impl Deliverer {
             }
         }
         let body = p.get("body").cloned().unwrap_or(Value::Null);
-        let result = req.body(body.to_string()).send().await;
-        let retry = |reason: String| retry_or_give_up(entry, reason, chrono::Duration::zero());
-        match result {
-            Ok(resp) if resp.status().is_success() => OutboxOutcome::Delivered {
-                record: json!({"channel": "http", "url": url, "status": resp.status().as_u16()}),
-            },
-            Ok(resp) if resp.status().as_u16() == 429 || resp.status().is_server_error() => {
-                retry(format!("HTTP {}", resp.status()))
-            }
-            Ok(resp) => OutboxOutcome::Failed {
-                reason: format!("HTTP {} from {url}", resp.status()),
-            },
-            Err(e) => retry(format!("request to {url} failed: {e}")),
+        req.body(body.to_string())
+    }
+}
+
+/// The outcome of a webhook answered with `status` (`shown`: its redacted URL).
+fn webhook_answer(entry: &OutboxEntry, shown: &str, status: reqwest::StatusCode) -> OutboxOutcome {
+    let code = status.as_u16();
+    if status.is_success() {
+        OutboxOutcome::Delivered {
+            record: json!({"channel": "http", "url": shown, "status": code}),
+        }
+    } else if code == 429 || status.is_server_error() {
+        retry_or_give_up(
+            entry,
+            format!("HTTP {status} from {shown}"),
+            chrono::Duration::zero(),
+        )
+    } else if status.is_redirection() {
+        OutboxOutcome::Failed {
+            reason: format!("HTTP {status} from {shown}: redirects are not followed (a step may set `follow_redirects: true`)"),
+        }
+    } else {
+        OutboxOutcome::Failed {
+            reason: format!("HTTP {status} from {shown}"),
         }
     }
 }

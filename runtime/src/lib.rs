@@ -29,6 +29,7 @@
 pub mod bench;
 pub mod deliver;
 pub mod diag;
+pub mod egress;
 pub mod email;
 pub mod engine;
 pub mod expr;

@@ -478,6 +478,10 @@ pub struct Webhook {
     pub body: Option<Value>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Follow redirects (at most 5 hops, each checked like the URL itself); default
+    /// false: a redirect answer fails the delivery.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_redirects: bool,
 }
 
 fn post() -> String {
@@ -695,6 +699,36 @@ pub struct Settings {
     /// Operator settings per plugin: `[plugins.sms]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugins: BTreeMap<String, PluginSettings>,
+    /// Outgoing HTTP of webhooks and plugins: allowed private destinations, limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressSettings>,
+}
+
+/// `[egress]` in nurture.toml (see [`crate::egress`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSettings {
+    /// Host names, addresses and CIDR ranges webhooks and plugins may reach although
+    /// they are loopback, private, link-local...: `["127.0.0.1", "10.0.0.0/8",
+    /// "hooks.internal.test"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub allow: Vec<crate::egress::Allow>,
+    /// Total time of one webhook attempt: connect, headers and body (default 10s, at
+    /// most 15s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Webhook requests in flight at once per host (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_host: Option<u32>,
+    /// Consecutive failures (errors, timeouts, 429, 5xx) after which a host's webhooks
+    /// fail fast for `breaker_cooldown` (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_failures: Option<u32>,
+    /// How long a host's open circuit fails fast before one probe is let through
+    /// (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_cooldown: Option<Duration>,
 }
 
 /// `[email]` in nurture.toml.

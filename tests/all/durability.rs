@@ -61,7 +61,8 @@ fn write_project(dir: &Path, hook_port: u16) {
     std::fs::create_dir_all(dir.join("workflows")).unwrap();
     std::fs::write(
         dir.join("nurture.toml"),
-        "[sender]\nfrom = \"Crash Test <crash@example.test>\"\n",
+        // The webhook receiver is on loopback: allowed explicitly (refused by default).
+        "[sender]\nfrom = \"Crash Test <crash@example.test>\"\n[egress]\nallow = [\"127.0.0.1\"]\n",
     )
     .unwrap();
     std::fs::create_dir_all(dir.join("templates")).unwrap();

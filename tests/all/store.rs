@@ -842,7 +842,14 @@ fn deliveries_do_not_start_once_their_lease_is_nearly_over() {
             })
             .await
             .unwrap();
-            let d = nurture::deliver::Deliverer::new(s.clone());
+            // The receiver is on loopback: allowed explicitly (refused by default).
+            let loopback = nurture::egress::Settings {
+                allow: vec!["127.0.0.1".parse().unwrap()],
+                ..Default::default()
+            };
+            let egress = nurture::egress::Egress::new(&loopback, "test").unwrap();
+            let d = nurture::deliver::Deliverer::new(s.clone())
+                .with_egress(std::sync::Arc::new(egress));
             let due = s.pending_outbox(Utc::now(), 10).await.unwrap();
             assert_eq!(due.len(), 2, "{name}");
             let before = seen();

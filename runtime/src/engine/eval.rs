@@ -167,6 +167,29 @@ pub fn interpolate(
     programs: &HashMap<String, Arc<Program>>,
     scope: &Scope<'_>,
 ) -> Result<String, String> {
+    interpolate_with(text, programs, scope, |v| v)
+}
+
+/// Replaces each `${expr}` in the URL `text` with its value percent-encoded
+/// ([`crate::egress::encode_component`]): a value cannot change the URL's host, path,
+/// query or fragment (a contact whose `crm_host` is `127.0.0.1/x#` gets
+/// `127.0.0.1%2Fx%23`, not another host).
+pub fn interpolate_url(
+    text: &str,
+    programs: &HashMap<String, Arc<Program>>,
+    scope: &Scope<'_>,
+) -> Result<String, String> {
+    interpolate_with(text, programs, scope, |v| {
+        crate::egress::encode_component(&v)
+    })
+}
+
+fn interpolate_with(
+    text: &str,
+    programs: &HashMap<String, Arc<Program>>,
+    scope: &Scope<'_>,
+    encode: impl Fn(String) -> String,
+) -> Result<String, String> {
     let parts = crate::expr::interpolations(text);
     if parts.is_empty() {
         return Ok(text.to_string());
@@ -180,7 +203,7 @@ pub fn interpolate(
             None => Arc::new(crate::expr::compile(src).map_err(|e| e.message)?),
         };
         let v = eval(&program, scope).map_err(|e| format!("in ${{{src}}}: {e}"))?;
-        out.push_str(&to_text(&v));
+        out.push_str(&encode(to_text(&v)));
         last = offset + src.len() + 1;
     }
     out.push_str(text.get(last..).unwrap_or(""));

@@ -1724,19 +1724,23 @@ impl<'e> Work<'e> {
                 }
             }
             StepKind::Webhook(w) => {
-                let url = eval::interpolate(&w.url, &plan.programs, &scope)?;
+                let url = eval::interpolate_url(&w.url, &plan.programs, &scope)?;
                 let body = match &w.body {
                     Some(b) => eval::interpolate_value(b, &plan.programs, &scope)?,
                     None => json!({"contact": c, "workflow": plan.id(), "step": step}),
                 };
-                let payload =
+                let mut payload =
                     json!({"url": url, "method": w.method, "headers": w.headers, "body": body});
+                if w.follow_redirects {
+                    payload["follow_redirects"] = Value::Bool(true);
+                }
                 let key = self.outbox(i, step, index, "webhook", payload);
+                let shown = crate::egress::redact_url(&url);
                 self.effect(
                     Some(i),
                     Some(step),
                     "webhook",
-                    json!({"url": url, "method": w.method, "key": key}),
+                    json!({"url": shown, "method": w.method, "key": key}),
                 );
             }
             StepKind::Plugin(name) => {

@@ -56,6 +56,8 @@ use bindings::nurture::plugin::{http as wit_http, log as wit_log, secrets as wit
 
 /// The interface versions this host implements.
 pub const SUPPORTED_INTERFACES: &[&str] = &["1.0.0"];
+/// The `User-Agent` of plugins' HTTP requests.
+const USER_AGENT: &str = concat!("nurture-plugin-host/", env!("CARGO_PKG_VERSION"));
 /// The epoch tick: deadline checks and cooperative yields happen this often.
 pub const TICK: Duration = Duration::from_millis(5);
 const EXPORT_PREFIX: &str = "nurture:plugin/step@";
@@ -218,7 +220,7 @@ struct CallState {
     hosts: Vec<String>,
     declared_secrets: Vec<String>,
     config: PluginConfig,
-    http: reqwest::Client,
+    egress: Arc<crate::egress::Egress>,
     deadline: Instant,
 }
 
@@ -269,28 +271,17 @@ impl wit_log::Host for CallState {
     }
 }
 
-/// The host part of an http(s) URL.
-fn url_host(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit('@').next()?;
-    let host = authority.split(':').next()?;
-    (!host.is_empty()).then_some(host)
-}
-
-impl wit_http::Host for CallState {
-    async fn send(
-        &mut self,
-        req: wit_http::Request,
-    ) -> Result<wit_http::Response, wit_http::Error> {
-        let Some(host) = url_host(&req.url).map(str::to_ascii_lowercase) else {
-            return Err(wit_http::Error::Denied(format!(
-                "not an http(s) URL: {}",
-                req.url
-            )));
-        };
+impl CallState {
+    /// Where a plugin's request goes: `raw` parsed once, its host checked against the
+    /// manifest; then either the operator's route for that host (sent as configured) or
+    /// the URL itself, checked by the egress rules. The URL returned is the one sent.
+    fn destination(&self, raw: &str) -> Result<(url::Url, bool), wit_http::Error> {
+        let shown = crate::egress::redact_url(raw);
+        let url = url::Url::parse(raw)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| wit_http::Error::Denied(format!("not an http(s) URL: {shown}")))?;
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
             tracing::warn!(plugin = %self.plugin, %host, "plugin called a host not in its manifest");
             return Err(wit_http::Error::Denied(format!(
@@ -303,29 +294,53 @@ impl wit_http::Host for CallState {
                 }
             )));
         }
-        // A route sends an allowed host to another base URL (staging, tests).
-        let url = match self.config.routes.get(&host) {
-            Some(base) => {
-                let rest = req.url.splitn(4, '/').nth(3).unwrap_or("");
-                format!("{}/{rest}", base.trim_end_matches('/'))
-            }
-            None => req.url.clone(),
-        };
+        // A route sends an allowed host to another base URL (staging, tests): the
+        // operator's choice, so not subject to the address rules.
+        if let Some(base) = self.config.routes.get(&host) {
+            let tail = &url[url::Position::BeforePath..];
+            let routed = format!("{}{tail}", base.trim_end_matches('/'));
+            let routed = url::Url::parse(&routed).map_err(|_| {
+                wit_http::Error::Denied(format!("the route of `{host}` is not a URL"))
+            })?;
+            return Ok((routed, true));
+        }
+        self.egress.parse(url.as_str()).map_err(|e| {
+            tracing::warn!(plugin = %self.plugin, url = %shown, error = %e, "plugin request refused");
+            wit_http::Error::Denied(format!("request to {shown} refused: {e}"))
+        })?;
+        Ok((url, false))
+    }
+}
+
+impl wit_http::Host for CallState {
+    async fn send(
+        &mut self,
+        req: wit_http::Request,
+    ) -> Result<wit_http::Response, wit_http::Error> {
+        let (url, routed) = self.destination(&req.url)?;
+        let shown = crate::egress::redact_url(url.as_str());
         let method = reqwest::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| wit_http::Error::Denied(format!("bad method {}", req.method)))?;
         let remaining = self.deadline.saturating_duration_since(Instant::now());
-        let mut builder = self
-            .http
-            .request(method, &url)
+        let client = if routed {
+            self.egress.trusted()
+        } else {
+            self.egress.client(false)
+        };
+        let mut builder = client
+            .request(method, url)
             .timeout(remaining.max(Duration::from_millis(1)));
         for (k, v) in &req.headers {
             builder = builder.header(k.as_str(), v.as_str());
         }
-        let resp = builder
-            .body(req.body)
-            .send()
-            .await
-            .map_err(|e| wit_http::Error::Failed(format!("request to {host} failed: {e}")))?;
+        let resp = builder.body(req.body).send().await.map_err(|e| {
+            let refused = crate::egress::refusal_of(&e);
+            let text = crate::egress::describe(e);
+            match refused {
+                Some(r) => wit_http::Error::Denied(format!("request to {shown} refused: {r}")),
+                None => wit_http::Error::Failed(format!("request to {shown} failed: {text}")),
+            }
+        })?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -335,7 +350,12 @@ impl wit_http::Host for CallState {
         let body = resp
             .bytes()
             .await
-            .map_err(|e| wit_http::Error::Failed(format!("reading the answer of {host}: {e}")))?
+            .map_err(|e| {
+                wit_http::Error::Failed(format!(
+                    "reading the answer of {shown}: {}",
+                    crate::egress::describe(e)
+                ))
+            })?
             .to_vec();
         Ok(wit_http::Response {
             status,
@@ -373,7 +393,7 @@ pub struct PluginHost {
     /// Plugins that failed to load, with the reason their steps fail.
     unavailable: HashMap<String, String>,
     limits: Limits,
-    http: reqwest::Client,
+    egress: Arc<crate::egress::Egress>,
     stop: Arc<AtomicBool>,
 }
 
@@ -423,20 +443,25 @@ impl PluginHost {
                 })
                 .map_err(|e| PluginError::Engine(e.to_string()))?;
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("nurture-plugin-host/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        let egress = Arc::new(
+            crate::egress::Egress::new(&crate::egress::Settings::default(), USER_AGENT)
+                .map_err(|e| PluginError::Engine(e.to_string()))?,
+        );
         Ok(PluginHost {
             engine,
             plugins: HashMap::new(),
             unavailable: HashMap::new(),
             limits,
-            http,
+            egress,
             stop,
         })
+    }
+
+    /// Sends plugins' HTTP through these egress rules (default: nothing private is
+    /// allowed; [`PluginHost::for_project`] applies the project's `[egress]`). Routes in
+    /// [`PluginConfig`] are the operator's and not checked.
+    pub fn set_egress(&mut self, egress: Arc<crate::egress::Egress>) {
+        self.egress = egress;
     }
 
     /// Loads every plugin of a project whose component exists, with settings from
@@ -448,6 +473,11 @@ impl PluginHost {
         cache_dir: &Path,
     ) -> Result<(PluginHost, Vec<PluginError>), PluginError> {
         let mut host = PluginHost::new(limits)?;
+        let settings = crate::egress::Settings::from_model(project.settings.egress.as_ref());
+        host.set_egress(Arc::new(
+            crate::egress::Egress::new(&settings, USER_AGENT)
+                .map_err(|e| PluginError::Engine(e.to_string()))?,
+        ));
         let mut errors = Vec::new();
         for (name, manifest) in &project.plugins {
             let config = PluginConfig::for_project(project, name);
@@ -649,7 +679,7 @@ impl PluginHost {
             hosts: loaded.manifest.hosts.clone(),
             declared_secrets: loaded.manifest.secrets.clone(),
             config: loaded.config.clone(),
-            http: self.http.clone(),
+            egress: self.egress.clone(),
             deadline,
         };
         let mut store = Store::new(&self.engine, state);

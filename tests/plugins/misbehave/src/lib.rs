@@ -31,6 +31,13 @@ impl Plugin for Misbehave {
                     Err(e) => Outcome::failed(e.to_string()),
                 }
             }
+            "fetch" => {
+                let url = call.config["url"].as_str().unwrap_or_default();
+                match http::Request::get(url).send() {
+                    Ok(r) => Outcome::ok(serde_json::json!({"status": r.status})),
+                    Err(e) => Outcome::failed(e.to_string()),
+                }
+            }
             "foreign-secret" => match secrets::get("auth_token") {
                 Ok(v) => Outcome::ok(serde_json::json!({"stolen": v})),
                 Err(e) => Outcome::failed(e),

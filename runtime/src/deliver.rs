@@ -206,19 +206,7 @@ impl Deliverer {
         let host = url.host_str().unwrap_or_default().to_string();
         let pass = match self.egress.gates.enter(&host).await {
             Ok(pass) => pass,
-            Err(closed @ crate::egress::Closed::Busy { .. }) => {
-                return OutboxOutcome::Defer {
-                    reason: format!("webhook to {shown} waits: {closed}"),
-                    until: Utc::now() + BUSY_DEFER,
-                }
-            }
-            Err(closed @ crate::egress::Closed::Open { remaining, .. }) => {
-                return retry_or_give_up(
-                    entry,
-                    format!("webhook to {shown} not attempted: {closed}"),
-                    chrono::Duration::from_std(remaining).unwrap_or(chrono::Duration::zero()),
-                )
-            }
+            Err(closed) => return gate_closed(entry, &shown, closed),
         };
         let follow = p["follow_redirects"].as_bool().unwrap_or(false);
         let timeout = self.egress.timeout;
@@ -280,6 +268,23 @@ impl Deliverer {
         }
         let body = p.get("body").cloned().unwrap_or(Value::Null);
         req.body(body.to_string())
+    }
+}
+
+/// The outcome of a webhook its host's gate did not let through: deferred (not an
+/// attempt) while the host has its limit in flight; a failed attempt, retried after
+/// the cool-down, while its circuit is open.
+fn gate_closed(entry: &OutboxEntry, shown: &str, closed: crate::egress::Closed) -> OutboxOutcome {
+    match closed {
+        crate::egress::Closed::Busy { .. } => OutboxOutcome::Defer {
+            reason: format!("webhook to {shown} waits: {closed}"),
+            until: Utc::now() + BUSY_DEFER,
+        },
+        crate::egress::Closed::Open { remaining, .. } => retry_or_give_up(
+            entry,
+            format!("webhook to {shown} not attempted: {closed}"),
+            chrono::Duration::from_std(remaining).unwrap_or(chrono::Duration::zero()),
+        ),
     }
 }
 

@@ -362,7 +362,7 @@ impl Resolve for Resolver {
                     error: e.to_string(),
                 })?;
             let allowed = policy.filter(&host, found.collect())?;
-            Ok(Box::new(allowed.into_iter()) as Addrs)
+            Ok::<Addrs, Box<dyn std::error::Error + Send + Sync>>(Box::new(allowed.into_iter()))
         })
     }
 }
@@ -493,7 +493,7 @@ impl Egress {
 pub enum Closed {
     #[error("{limit} requests to `{host}` already in flight")]
     Busy { host: String, limit: usize },
-    #[error("`{host}` failed {failures} times in a row: circuit open for {}s more", remaining.as_secs().max(1))]
+    #[error("`{host}` failed {failures} times in a row: circuit open for {}s more", .remaining.as_secs().max(1))]
     Open {
         host: String,
         failures: u32,

@@ -203,7 +203,12 @@ impl Deliverer {
                 }
             }
         };
-        let host = url.host_str().unwrap_or_default().to_string();
+        // A receiving host is its name and port (two services on one address are two).
+        let host = format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or(0)
+        );
         let pass = match self.egress.gates.enter(&host).await {
             Ok(pass) => pass,
             Err(closed) => return gate_closed(entry, &shown, closed),

@@ -12,5 +12,6 @@ mod graph;
 mod invalid;
 mod plugins;
 mod schema;
+mod sec_lang;
 mod simulate;
 mod store;

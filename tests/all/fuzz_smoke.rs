@@ -199,7 +199,7 @@ fn mutated_conditions_never_panic_compile_or_evaluation() {
             }
         }
     }
-    assert!(compiled > 100, "only {compiled} mutants compiled");
+    assert!(compiled > 30, "only {compiled} mutants compiled");
 }
 
 const TEMPLATE_PIECES: &[&str] = &[

@@ -180,11 +180,12 @@ impl Diagnostic {
         let line_no = self.span.line.to_string();
         let pad = " ".repeat(line_no.len());
         let _ = writeln!(out, "{pad}--> {}", self.location());
-        if let Some(text) = source.and_then(|s| s.lines().nth(self.span.line.saturating_sub(1))) {
+        if let Some(line) = source.and_then(|s| s.lines().nth(self.span.line.saturating_sub(1))) {
+            let (text, first) = window(line, self.span.col.saturating_sub(1));
             let _ = writeln!(out, "{pad} |");
             let _ = writeln!(out, "{line_no} | {text}");
             let width = text.chars().count();
-            let col = self.span.col.saturating_sub(1).min(width);
+            let col = (self.span.col.saturating_sub(1).saturating_sub(first)).min(width);
             let len = self.span.len.max(1).min(width.saturating_sub(col).max(1));
             let _ = writeln!(out, "{pad} | {}{}", " ".repeat(col), "^".repeat(len));
         }
@@ -193,6 +194,20 @@ impl Diagnostic {
         }
         out
     }
+}
+
+/// The longest source line shown in full under a diagnostic, in characters.
+const MAX_SHOWN: usize = 160;
+
+/// A line cut to at most [`MAX_SHOWN`] characters around character `col`: the text and
+/// the index of its first character in the line.
+fn window(line: &str, col: usize) -> (String, usize) {
+    let width = line.chars().count();
+    if width <= MAX_SHOWN {
+        return (line.to_string(), 0);
+    }
+    let first = col.saturating_sub(MAX_SHOWN / 2).min(width - MAX_SHOWN);
+    (line.chars().skip(first).take(MAX_SHOWN).collect(), first)
 }
 
 /// Sorts diagnostics by file and position so output is stable.

@@ -273,20 +273,88 @@ pub(crate) fn check_keys(sink: &mut Sink<'_>, node: &Node, allowed: &[&str], pla
     }
 }
 
-fn read_yaml(path: &Path, loaded: &mut Loaded) -> Option<Node> {
-    let text = match std::fs::read_to_string(path) {
+/// The largest campaign file read, in bytes.
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// Why a campaign file was not read. The message names the file, never its content.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("`{0}` leads outside the project folder (a link?); nurture does not follow it")]
+    Outside(String),
+    #[error("`{0}` is not a regular file")]
+    NotAFile(String),
+    #[error("`{0}` is {1} bytes, more than the 4 MiB a campaign file may have")]
+    TooLarge(String, u64),
+    #[error("cannot read file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ReadError {
+    /// How to fix it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ReadError::Outside(_) => {
+                "copy the file into the project folder instead of linking to it"
+            }
+            ReadError::NotAFile(_) => "campaign files are plain files",
+            ReadError::TooLarge(..) => "split the file, or move data out of it",
+            ReadError::Io(_) => "check that the file exists and is readable",
+        }
+    }
+
+    fn diagnostic(&self, path: &Path) -> Diagnostic {
+        let start = Span {
+            line: 1,
+            col: 1,
+            len: 1,
+        };
+        Diagnostic::error(Code::Syntax, path, start, self.to_string()).with_hint(self.hint())
+    }
+}
+
+/// Reads the campaign file `path`, which must resolve (links followed) to a regular file
+/// inside `base` of at most [`MAX_FILE_BYTES`]: a link out of the project (to
+/// `/proc/self/environ`, say) is refused without reading it.
+pub fn read_campaign_file(base: &Path, path: &Path) -> Result<String, ReadError> {
+    use std::io::Read as _;
+    let name = path.display().to_string();
+    let real = path.canonicalize()?;
+    if !real.starts_with(base.canonicalize()?) {
+        return Err(ReadError::Outside(name));
+    }
+    let meta = std::fs::metadata(&real)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotAFile(name));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge(name, meta.len()));
+    }
+    let mut text = String::new();
+    std::fs::File::open(&real)?
+        .take(MAX_FILE_BYTES)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// The diagnostic of YAML that does not parse.
+fn yaml_error(path: &Path, e: yaml::SyntaxError) -> Diagnostic {
+    Diagnostic::error(
+        Code::Syntax,
+        path,
+        e.span,
+        format!("invalid YAML: {}", e.message),
+    )
+    .with_hint(
+        e.hint
+            .unwrap_or_else(|| "check the indentation and quoting around this position".into()),
+    )
+}
+
+fn read_yaml(root: &Path, path: &Path, loaded: &mut Loaded) -> Option<Node> {
+    let text = match read_campaign_file(root, path) {
         Ok(t) => t,
         Err(e) => {
-            loaded.diagnostics.push(Diagnostic::error(
-                Code::Syntax,
-                path,
-                Span {
-                    line: 1,
-                    col: 1,
-                    len: 1,
-                },
-                format!("cannot read file: {e}"),
-            ));
+            loaded.diagnostics.push(e.diagnostic(path));
             return None;
         }
     };
@@ -295,15 +363,7 @@ fn read_yaml(path: &Path, loaded: &mut Loaded) -> Option<Node> {
     match parsed {
         Ok(n) => Some(n),
         Err(e) => {
-            loaded.diagnostics.push(
-                Diagnostic::error(
-                    Code::Syntax,
-                    path,
-                    e.span,
-                    format!("invalid YAML: {}", e.message),
-                )
-                .with_hint("check the indentation and quoting around this position"),
-            );
+            loaded.diagnostics.push(yaml_error(path, e));
             None
         }
     }
@@ -647,7 +707,7 @@ fn parse_step(sink: &mut Sink<'_>, node: &Node) -> Option<Step> {
     })
 }
 
-fn parse_templates(dir: &Path, loaded: &mut Loaded) -> BTreeMap<String, Template> {
+fn parse_templates(root: &Path, dir: &Path, loaded: &mut Loaded) -> BTreeMap<String, Template> {
     let mut out: BTreeMap<String, Template> = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;
@@ -664,8 +724,12 @@ fn parse_templates(dir: &Path, loaded: &mut Loaded) -> BTreeMap<String, Template
         if ext != "html" && ext != "txt" {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
+        let text = match read_campaign_file(root, &path) {
+            Ok(t) => t,
+            Err(e) => {
+                loaded.diagnostics.push(e.diagnostic(&path));
+                continue;
+            }
         };
         let (front, body) = split_front_matter(&text);
         let t = out.entry(stem.to_string()).or_insert_with(|| Template {
@@ -779,8 +843,15 @@ pub fn split_front_matter(text: &str) -> (Option<&str>, &str) {
 
 fn load_settings(root: &Path, loaded: &mut Loaded) -> Settings {
     let path = root.join("nurture.toml");
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    if std::fs::symlink_metadata(&path).is_err() {
         return Settings::default();
+    }
+    let text = match read_campaign_file(root, &path) {
+        Ok(t) => t,
+        Err(e) => {
+            loaded.diagnostics.push(e.diagnostic(&path));
+            return Settings::default();
+        }
     };
     let result = toml::from_str::<Settings>(&text);
     let settings = match result {
@@ -847,8 +918,12 @@ fn load_plugins(
             .collect();
         manifests.sort();
         for path in manifests {
-            let Ok(text) = std::fs::read_to_string(&path) else {
-                continue;
+            let text = match read_campaign_file(&dir, &path) {
+                Ok(t) => t,
+                Err(e) => {
+                    loaded.diagnostics.push(e.diagnostic(&path));
+                    continue;
+                }
             };
             match toml::from_str::<PluginManifest>(&text) {
                 Ok(m) => {
@@ -957,10 +1032,8 @@ fn check_templates(dir: &Path, templates: &BTreeMap<String, Template>, loaded: &
 /// Reads an optional YAML file of the project; `None` when absent or unparsable.
 fn read_optional_yaml(root: &Path, name: &str, loaded: &mut Loaded) -> Option<(PathBuf, Node)> {
     let path = root.join(name);
-    if !path.exists() {
-        return None;
-    }
-    let node = read_yaml(&path, loaded)?;
+    std::fs::symlink_metadata(&path).ok()?;
+    let node = read_yaml(root, &path, loaded)?;
     Some((path, node))
 }
 
@@ -1042,7 +1115,7 @@ pub fn load(root: &Path) -> Loaded {
     let settings = load_settings(root, &mut loaded);
     let (scoring, scoring_node) = load_scoring(root, &mut loaded);
     let (segments, segments_node) = load_segments(root, &mut loaded);
-    let templates = parse_templates(&root.join("templates"), &mut loaded);
+    let templates = parse_templates(root, &root.join("templates"), &mut loaded);
     check_templates(&root.join("templates"), &templates, &mut loaded);
     let found = load_plugins(root, &settings, &mut loaded);
     let plugin_dirs: BTreeMap<String, PathBuf> = found
@@ -1063,7 +1136,7 @@ pub fn load(root: &Path) -> Loaded {
         .unwrap_or_default();
     paths.sort();
     for path in paths {
-        let Some(root_node) = read_yaml(&path, &mut loaded) else {
+        let Some(root_node) = read_yaml(root, &path, &mut loaded) else {
             continue;
         };
         let before = loaded.diagnostics.len();
@@ -1153,12 +1226,7 @@ pub fn check_source(
     let root = match yaml::parse(text) {
         Ok(n) => n,
         Err(e) => {
-            diags.push(Diagnostic::error(
-                Code::Syntax,
-                path,
-                e.span,
-                format!("invalid YAML: {}", e.message),
-            ));
+            diags.push(yaml_error(path, e));
             return (None, diags);
         }
     };

@@ -36,7 +36,21 @@ pub struct Node {
 pub struct SyntaxError {
     pub span: Span,
     pub message: String,
+    /// How to fix it, when the parser knows better than "check the indentation".
+    pub hint: Option<String>,
 }
+
+/// The most alias uses (`*name`) one document may hold.
+pub const MAX_ALIASES: usize = 1_000;
+/// The most nodes that aliases may add to one document, all uses together.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+/// The most bytes of scalar text that aliases may add to one document.
+pub const MAX_ALIAS_BYTES: usize = 1 << 20;
+/// The deepest nesting of sequences and mappings accepted.
+pub const MAX_DEPTH: usize = 128;
+
+const ALIAS_HINT: &str = "anchors and aliases may repeat at most 100000 nodes and 1 MiB of text \
+     in a file (1000 aliases); write the repeated part out, or reuse it less";
 
 impl Node {
     pub fn as_map(&self) -> Option<&[(Node, Node)]> {
@@ -161,9 +175,48 @@ struct Builder<'s> {
     source: &'s str,
     line_starts: Vec<usize>,
     stack: Vec<Frame>,
-    anchors: Vec<(usize, Node)>,
+    /// Anchored nodes with their size (nodes, scalar bytes).
+    anchors: Vec<(usize, Node, Size)>,
     root: Option<Node>,
     error: Option<SyntaxError>,
+    /// Aliases used so far, and what they added.
+    aliases: usize,
+    expanded: Size,
+}
+
+/// How much a node holds: nodes (itself included), bytes of scalar text, and how deep
+/// it nests (a scalar is 0 deep, a list of scalars 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
+    depth: usize,
+}
+
+impl Size {
+    fn of(node: &Node) -> Size {
+        let mut size = Size::default();
+        match &node.kind {
+            NodeKind::Scalar { text, .. } => size.bytes = text.len(),
+            NodeKind::Seq(items) => items.iter().for_each(|n| size.add(Size::of(n))),
+            NodeKind::Map(entries) => entries.iter().for_each(|(k, v)| {
+                size.add(Size::of(k));
+                size.add(Size::of(v));
+            }),
+        }
+        if !matches!(node.kind, NodeKind::Scalar { .. }) {
+            size.depth += 1;
+        }
+        size.nodes += 1;
+        size
+    }
+
+    /// Adds a child's size (or another alias use's): sums, and the deeper depth.
+    fn add(&mut self, other: Size) {
+        self.nodes = self.nodes.saturating_add(other.nodes);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        self.depth = self.depth.max(other.depth);
+    }
 }
 
 impl Builder<'_> {
@@ -197,7 +250,8 @@ impl Builder<'_> {
 
     fn push(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.push((anchor, node.clone()));
+            let size = Size::of(&node);
+            self.anchors.push((anchor, node.clone(), size));
         }
         match self.stack.last_mut() {
             None => {
@@ -211,6 +265,59 @@ impl Builder<'_> {
                 Some(k) => entries.push((k, node)),
             },
         }
+    }
+}
+
+fn too_deep(span: Span) -> SyntaxError {
+    SyntaxError {
+        span,
+        message: format!("lists and maps nested deeper than {MAX_DEPTH} levels"),
+        hint: Some("flatten the structure; campaign files need a few levels".into()),
+    }
+}
+
+impl Builder<'_> {
+    /// Refuses nesting deeper than [`MAX_DEPTH`].
+    fn check_depth(&mut self, span: Span) {
+        if self.stack.len() > MAX_DEPTH {
+            self.error = Some(too_deep(span));
+        }
+    }
+
+    /// Inserts a copy of the anchored node, within the limits of alias expansion.
+    fn alias(&mut self, id: usize, span: Span) {
+        let Some((_, node, size)) = self.anchors.iter().rev().find(|(a, ..)| *a == id) else {
+            self.error = Some(SyntaxError {
+                span,
+                message: "alias refers to an unknown anchor".into(),
+                hint: None,
+            });
+            return;
+        };
+        if self.stack.len() + size.depth > MAX_DEPTH {
+            self.error = Some(too_deep(span));
+            return;
+        }
+        self.aliases += 1;
+        self.expanded.add(*size);
+        if self.aliases > MAX_ALIASES
+            || self.expanded.nodes > MAX_ALIAS_NODES
+            || self.expanded.bytes > MAX_ALIAS_BYTES
+        {
+            self.error = Some(SyntaxError {
+                span,
+                message: format!(
+                    "aliases expand too much ({} uses, {} nodes, {} bytes so far): \
+                     an alias bomb is refused",
+                    self.aliases, self.expanded.nodes, self.expanded.bytes
+                ),
+                hint: Some(ALIAS_HINT.into()),
+            });
+            return;
+        }
+        let mut n = node.clone();
+        n.span = span;
+        self.push(n, 0);
     }
 }
 
@@ -235,10 +342,12 @@ impl MarkedEventReceiver for Builder<'_> {
             Event::SequenceStart(anchor, _) => {
                 let span = self.span_at(&mark, 1);
                 self.stack.push(Frame::Seq(span, anchor, Vec::new()));
+                self.check_depth(span);
             }
             Event::MappingStart(anchor, _) => {
                 let span = self.span_at(&mark, 1);
                 self.stack.push(Frame::Map(span, anchor, Vec::new(), None));
+                self.check_depth(span);
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match self.stack.pop() {
@@ -260,27 +369,13 @@ impl MarkedEventReceiver for Builder<'_> {
                 };
                 self.push(node, anchor);
             }
-            Event::Alias(id) => {
-                let span = self.span_at(&mark, 1);
-                match self.anchors.iter().rev().find(|(a, _)| *a == id) {
-                    Some((_, n)) => {
-                        let mut n = n.clone();
-                        n.span = span;
-                        self.push(n, 0);
-                    }
-                    None => {
-                        self.error = Some(SyntaxError {
-                            span,
-                            message: "alias refers to an unknown anchor".into(),
-                        })
-                    }
-                }
-            }
+            Event::Alias(id) => self.alias(id, self.span_at(&mark, 1)),
             Event::DocumentStart if self.root.is_some() => {
                 self.error = Some(SyntaxError {
                     span: self.span_at(&mark, 3),
                     message: "a campaign file holds one YAML document; remove the second `---`"
                         .into(),
+                    hint: None,
                 });
             }
             _ => {}
@@ -299,6 +394,8 @@ pub fn parse(source: &str) -> Result<Node, SyntaxError> {
         anchors: Vec::new(),
         root: None,
         error: None,
+        aliases: 0,
+        expanded: Size::default(),
     };
     let mut parser = Parser::new_from_str(source);
     if let Err(e) = parser.load(&mut builder, true) {
@@ -310,6 +407,7 @@ pub fn parse(source: &str) -> Result<Node, SyntaxError> {
                 len: 1,
             },
             message: e.info().to_string(),
+            hint: None,
         });
     }
     if let Some(err) = builder.error {
@@ -357,6 +455,38 @@ mod tests {
         let e = parse("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(e.span.line >= 1, "{e:?}");
         assert!(!e.message.is_empty());
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_at_the_alias() {
+        let mut s = String::from("a0: &a0 [lol]\n");
+        for i in 1..=9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            s.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let e = parse(&s).unwrap_err();
+        assert!(e.message.starts_with("aliases expand too much"), "{e:?}");
+        assert!(e.hint.is_some());
+        assert!(e.span.line > 1 && e.span.line <= 10, "{e:?}");
+    }
+
+    #[test]
+    fn too_many_aliases_and_too_deep_are_refused() {
+        let many = format!("a: &a x\nb: [{}]\n", vec!["*a"; MAX_ALIASES + 1].join(", "));
+        assert!(parse(&many).unwrap_err().message.contains("1001 uses"));
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_DEPTH + 1),
+            "]".repeat(MAX_DEPTH + 1)
+        );
+        let e = parse(&deep).unwrap_err();
+        assert!(e.message.contains("nested deeper"), "{e:?}");
+        // Aliases cannot stack depth either.
+        let inner = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        let outer = ("[".repeat(30), "]".repeat(30));
+        let stacked = format!("a: &a {inner}\nb: {}*a{}\n", outer.0, outer.1);
+        let e = parse(&stacked).unwrap_err();
+        assert!(e.message.contains("nested deeper"), "{e:?}");
     }
 
     #[test]

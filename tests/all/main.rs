@@ -13,5 +13,6 @@ mod invalid;
 mod plugins;
 mod schema;
 mod sec_egress;
+mod sec_lang;
 mod simulate;
 mod store;

@@ -64,7 +64,63 @@ pub struct Renderer {
     templates: BTreeMap<String, Template>,
 }
 
+/// The fuel of one render (minijinja counts about one unit per instruction): a loop that
+/// runs too long, or for ever, stops with an error instead of burning a core.
+pub const TEMPLATE_FUEL: u64 = 1_000_000;
+
+/// The most bytes one rendered part (subject, preheader, HTML, text) may have.
+pub const MAX_RENDERED_BYTES: usize = 1 << 20;
+
+/// An output buffer that refuses to grow beyond [`MAX_RENDERED_BYTES`].
+#[derive(Default)]
+struct Capped {
+    buf: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + bytes.len() > MAX_RENDERED_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("rendered output is too large"));
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Renders `tmpl` within [`TEMPLATE_FUEL`] and [`MAX_RENDERED_BYTES`].
+fn render_bounded(
+    tmpl: &minijinja::Template<'_, '_>,
+    ctx: minijinja::Value,
+) -> Result<String, String> {
+    let mut out = Capped::default();
+    let result = tmpl.render_captured_to(ctx, &mut out);
+    if out.over {
+        return Err(format!(
+            "the rendered text would be larger than {MAX_RENDERED_BYTES} bytes; \
+             check the template's loops"
+        ));
+    }
+    let where_ = |e: &minijinja::Error| match e.line() {
+        Some(l) => format!(" ({}, line {l})", e.name().unwrap_or(tmpl.name())),
+        None => String::new(),
+    };
+    result.map_err(|e| format!("{}{}", describe(&e), where_(&e)))?;
+    String::from_utf8(out.buf).map_err(|_| "the rendered text is not UTF-8".to_string())
+}
+
 fn describe(e: &minijinja::Error) -> String {
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        return format!(
+            "rendering stopped after {TEMPLATE_FUEL} steps (fuel): a loop runs too long or \
+             never ends; loop over data, not over a long literal"
+        );
+    }
     if e.kind() == minijinja::ErrorKind::UndefinedError {
         let what = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
         return format!(
@@ -111,6 +167,7 @@ impl Renderer {
             minijinja::escape_formatter(out, state, value)
         });
         env.set_keep_trailing_newline(true);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         let mut problems = Vec::new();
         let mut sources = Vec::new();
         for t in templates.values() {
@@ -181,16 +238,13 @@ impl Renderer {
             .templates
             .get(name)
             .ok_or_else(|| RenderError::Unknown(name.to_string()))?;
-        let err = |e: minijinja::Error| RenderError::Render {
+        let err = |message: String| RenderError::Render {
             template: name.to_string(),
-            message: match e.line() {
-                Some(l) => format!("{} ({}, line {l})", describe(&e), e.name().unwrap_or(name)),
-                None => describe(&e),
-            },
+            message,
         };
         let one = |source: String, ctx: &Value| -> Result<Option<String>, RenderError> {
             match self.env.get_template(&source) {
-                Ok(tmpl) => tmpl.render(context(ctx)).map(Some).map_err(err),
+                Ok(tmpl) => render_bounded(&tmpl, context(ctx)).map(Some).map_err(err),
                 Err(_) => Ok(None),
             }
         };

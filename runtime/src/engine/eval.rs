@@ -135,8 +135,15 @@ pub fn eval(program: &Program, scope: &Scope<'_>) -> Result<CelValue, String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    program.execute(&ctx).map_err(|e| e.to_string())
+    // The cel crate may panic on values it does not expect: that is this expression's
+    // failure (its run fails with the reason), never the process's.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| program.execute(&ctx)))
+        .map_err(|_| format!("{ABORTED}: the CEL evaluator failed on it"))?
+        .map_err(|e| e.to_string())
 }
+
+/// The start of the error of an evaluation that panicked: a run that meets it fails.
+pub const ABORTED: &str = "evaluation aborted";
 
 /// Evaluates a condition: only `true` is true; errors are returned for the journal.
 pub fn eval_bool(program: &Program, scope: &Scope<'_>) -> Result<bool, String> {

@@ -735,6 +735,9 @@ pub struct Work<'e> {
     crossed: BTreeSet<i64>,
     counters: HashMap<String, (i64, i64)>,
     preloaded_counters: HashMap<String, i64>,
+    /// A condition of the current run whose evaluation was aborted (the evaluator
+    /// panicked): the run fails with this reason.
+    aborted: Option<String>,
 }
 
 enum Flow {
@@ -788,6 +791,7 @@ impl<'e> Work<'e> {
             crossed: BTreeSet::new(),
             counters: HashMap::new(),
             preloaded_counters,
+            aborted: None,
         }
     }
 
@@ -915,6 +919,11 @@ impl<'e> Work<'e> {
                 Ok(b) => (Value::from(*b), Value::Null),
                 Err(e) => (Value::from(false), Value::from(e.clone())),
             };
+            if let Err(e) = &result {
+                if e.starts_with(eval::ABORTED) {
+                    self.aborted = Some(format!("{what}: {e}"));
+                }
+            }
             self.journal(
                 run,
                 "condition",
@@ -1316,7 +1325,11 @@ impl<'e> Work<'e> {
             let step = &plan.workflow.steps[si];
             if let Some(x) = &plan.workflow.exit_if {
                 let ev = self.runs[i].event.clone();
-                if self.condition(Some(i), &plan.programs, &x.0, ev.as_ref(), "exit_if") {
+                let exit = self.condition(Some(i), &plan.programs, &x.0, ev.as_ref(), "exit_if");
+                if self.fail_if_aborted(i, &step.id) {
+                    return Ok(());
+                }
+                if exit {
                     self.end_run(i, RunStatus::Exited, "exit_if");
                     return Ok(());
                 }
@@ -1329,7 +1342,11 @@ impl<'e> Work<'e> {
                 "step",
                 json!({"step": step.id, "kind": step.kind.key()}),
             );
-            match self.execute(i, plan, si, quiet_ok) {
+            let flow = self.execute(i, plan, si, quiet_ok);
+            if self.fail_if_aborted(i, &step.id) {
+                return Ok(());
+            }
+            match flow {
                 Ok(Flow::Goto(next)) => node = Some(next),
                 Ok(Flow::Wait) => return Ok(()),
                 Err(msg) => {
@@ -1342,6 +1359,16 @@ impl<'e> Work<'e> {
         }
         self.end_run(i, RunStatus::Failed, "error");
         Ok(())
+    }
+
+    /// Fails run `i` when one of its conditions could not be evaluated at all.
+    fn fail_if_aborted(&mut self, i: usize, step: &str) -> bool {
+        let Some(msg) = self.aborted.take() else {
+            return false;
+        };
+        self.journal(Some(i), "error", json!({"step": step, "message": msg}));
+        self.end_run(i, RunStatus::Failed, "error");
+        true
     }
 
     fn set_timer(&mut self, i: usize, due: Ts, wait: Wait) {

@@ -12,5 +12,6 @@ mod graph;
 mod invalid;
 mod plugins;
 mod schema;
+mod sec_server;
 mod simulate;
 mod store;

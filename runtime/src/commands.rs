@@ -35,7 +35,7 @@ async fn open(dir: &Path, flag: Option<String>) -> Result<(Arc<Project>, Arc<dyn
     let url = store_url(dir, Some(&project), flag);
     let store = store::open(&url)
         .await
-        .with_context(|| format!("cannot open the store {url}"))?;
+        .with_context(|| format!("cannot open the store {}", store::redact_url(&url)))?;
     Ok((project, store))
 }
 
@@ -53,7 +53,11 @@ fn api_key(dir: &Path, project: &Project) -> Result<(String, String)> {
 
 pub fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        // sqlx warns about a store URL's unknown parameters with their values (which may
+        // be secrets): not by default.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,sqlx=warn,sqlx_postgres::options=error")
+        });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -105,20 +109,20 @@ pub async fn run(
             .with_context(|| format!("cannot listen on {listen}"))?;
         api = format!("http://{}", listener.local_addr()?);
         api_base = api.clone();
-        let app = nurture::server::router(nurture::server::AppState::new(
+        let state = nurture::server::AppState::new(
             engine.clone(),
             Arc::new(key),
             wake.clone(),
             signer.clone(),
-        ));
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-        }));
+        );
+        let limits = state.limits;
+        let app = nurture::server::router(state);
+        tasks.push(tokio::spawn(nurture::server::serve(
+            listener,
+            app,
+            limits,
+            stop_rx.clone(),
+        )));
     }
     if role != Role::Api {
         let email = nurture::email::EmailChannel::for_project(
@@ -146,7 +150,7 @@ pub async fn run(
     }
     tracing::info!(
         workflows = project.plans.len(),
-        store = %url,
+        store = %store::redact_url(&url),
         api = %api,
         api_key = %key_note,
         scheduler = role != Role::Api,

@@ -46,15 +46,117 @@ pub struct IncomingEvent {
 
 const EVENT_KEYS: &[&str] = &["id", "type", "contact", "email", "at", "data"];
 
+/// Longest id (contact or event) accepted, in bytes.
+pub const MAX_ID_LEN: usize = 200;
+/// Longest email address accepted, in bytes (RFC 5321's path limit).
+const MAX_EMAIL_LEN: usize = 254;
+/// Default cap on an event's `data`, in bytes of JSON.
+pub const MAX_EVENT_DATA: usize = 64 * 1024;
+
+/// What an incoming event may carry: the size of its `data` and, for the API, how far
+/// its `at` may be from now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventRules {
+    /// Largest `data`, in bytes of JSON.
+    pub max_data: usize,
+    /// `at` no earlier than `now - past` and no later than `now + ahead` (`None`: any
+    /// time, as for files replayed with `nurture events send`).
+    pub window: Option<(chrono::Duration, chrono::Duration)>,
+}
+
+impl Default for EventRules {
+    /// A 64 KiB `data`, any time.
+    fn default() -> Self {
+        EventRules {
+            max_data: MAX_EVENT_DATA,
+            window: None,
+        }
+    }
+}
+
+/// Whether `s` is an email address: parsed by lettre's address parser (RFC 5322
+/// local part, a domain name), with a dotted domain, no blanks or control characters,
+/// at most 254 bytes. `a@b.c@d.e` and addresses with null bytes are refused.
 pub fn valid_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
+    let Some((_, domain)) = s.rsplit_once('@') else {
         return false;
     };
-    !local.is_empty()
+    s.len() <= MAX_EMAIL_LEN
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !s.chars().any(char::is_whitespace)
+        && s.parse::<lettre::Address>().is_ok()
+}
+
+/// Checks a contact or event id: at most [`MAX_ID_LEN`] bytes, no control characters (null
+/// bytes included), no blanks but inner spaces.
+pub fn check_id(what: &str, id: &str) -> Result<(), String> {
+    if id.len() > MAX_ID_LEN {
+        return Err(format!("`{what}` is longer than {MAX_ID_LEN} bytes"));
+    }
+    if id
+        .chars()
+        .any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
+    {
+        return Err(format!(
+            "`{what}` must be printable: no control characters, tabs, line breaks or null bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a lifecycle value against the stages ([`crate::model::LIFECYCLE_STAGES`]).
+fn check_lifecycle(stage: &str) -> Result<(), String> {
+    use crate::model::LIFECYCLE_STAGES;
+    if LIFECYCLE_STAGES.contains(&stage) {
+        return Ok(());
+    }
+    let shown: String = stage.chars().take(40).collect();
+    Err(format!(
+        "`lifecycle` {shown:?} is not a lifecycle stage ({})",
+        LIFECYCLE_STAGES.join(", ")
+    ))
+}
+
+/// Checks an event time against the rules' window around `now`.
+fn check_at(at: Ts, rules: &EventRules, now: Ts) -> Result<(), String> {
+    let Some((past, ahead)) = rules.window else {
+        return Ok(());
+    };
+    if at < now - past {
+        return Err(format!(
+            "`at` is more than {} days in the past",
+            past.num_days()
+        ));
+    }
+    if at > now + ahead {
+        return Err(format!(
+            "`at` is more than {} hours in the future",
+            ahead.num_hours()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the size of an event's `data` (its JSON text) against `max` bytes.
+fn check_data(data: &Value, max: usize) -> Result<(), String> {
+    if max == usize::MAX {
+        return Ok(());
+    }
+    let size = serde_json::to_vec(data).map_or(usize::MAX, |v| v.len());
+    if size > max {
+        return Err(format!(
+            "`data` is {size} bytes of JSON, more than the {max} allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the event object `v` carries a `data` larger than `max` bytes of JSON: the
+/// reason, for an answer of its own (413).
+pub fn oversized_data(v: &Value, max: usize) -> Option<String> {
+    check_data(v.get("data")?, max).err()
 }
 
 fn valid_event_type(s: &str) -> bool {
@@ -72,8 +174,19 @@ fn valid_event_type(s: &str) -> bool {
         })
 }
 
-/// Validates one event object.
+/// Validates one event object with the default rules ([`EventRules::default`]).
 pub fn parse_event(index: usize, v: &Value) -> Result<IncomingEvent, String> {
+    parse_event_with(index, v, &EventRules::default(), chrono::Utc::now())
+}
+
+/// Validates one event object: its fields, ids, address, time (against `rules` around
+/// `now`) and the size of its `data`.
+pub fn parse_event_with(
+    index: usize,
+    v: &Value,
+    rules: &EventRules,
+    now: Ts,
+) -> Result<IncomingEvent, String> {
     let obj = v
         .as_object()
         .ok_or("an event is a JSON object with `type` and `contact` (or `email`)")?;
@@ -103,9 +216,16 @@ pub fn parse_event(index: usize, v: &Value) -> Result<IncomingEvent, String> {
     if contact.is_none() && email.is_none() {
         return Err("missing `contact` (a contact id) or `email`".into());
     }
+    if let Some(c) = &contact {
+        check_id("contact", c)?;
+    }
+    let id = text("id")?;
+    if let Some(i) = &id {
+        check_id("id", i)?;
+    }
     if let Some(e) = &email {
         if !valid_email(e) {
-            return Err(format!("`email` {e:?} is not an email address"));
+            return Err(format!("`email` {} is not an email address", shown(e)));
         }
     }
     let at = match text("at")? {
@@ -118,20 +238,34 @@ pub fn parse_event(index: usize, v: &Value) -> Result<IncomingEvent, String> {
                 .with_timezone(&chrono::Utc),
         ),
     };
+    if let Some(at) = at {
+        check_at(at, rules, now)?;
+    }
     let data = match obj.get("data") {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(Value::Object(m)) => Value::Object(m.clone()),
         Some(_) => return Err("`data` must be a JSON object".into()),
     };
+    check_data(&data, rules.max_data)?;
     Ok(IncomingEvent {
         index,
-        id: text("id")?,
+        id,
         kind,
         contact,
         email,
         at,
         data,
     })
+}
+
+/// A value quoted for an error message: at most 80 characters, escaped.
+fn shown(s: &str) -> String {
+    let short: String = s.chars().take(80).collect();
+    if short.len() < s.len() {
+        format!("{short:?}...")
+    } else {
+        format!("{short:?}")
+    }
 }
 
 /// Reads a JSON Lines file of events: (valid events, rejected lines).
@@ -273,10 +407,16 @@ pub fn parse_contact(line: usize, v: &Value) -> Result<ContactRow, String> {
     if row.id.is_none() && row.email.is_none() {
         return Err("a contact needs an `id` or an `email`".into());
     }
+    if let Some(id) = &row.id {
+        check_id("id", id)?;
+    }
     if let Some(e) = &row.email {
         if !valid_email(e) {
-            return Err(format!("`email` {e:?} is not an email address"));
+            return Err(format!("`email` {} is not an email address", shown(e)));
         }
+    }
+    if let Some(l) = &row.lifecycle {
+        check_lifecycle(l)?;
     }
     if let Some(tz) = &row.timezone {
         if tz.parse::<chrono_tz::Tz>().is_err() {

@@ -823,7 +823,42 @@ pub struct Api {
     /// Name of the environment variable holding the API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_env: Option<String>,
+    /// Time a client has to send a request's headers (default 10s); a connection that
+    /// has not finished them by then is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<Duration>,
+    /// Time a client has to send a request's whole body (default 30s): answered 408 after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_timeout: Option<Duration>,
+    /// Open connections at most (default 1024); more wait to be accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Largest request body in bytes (default 8 MiB): answered 413 beyond it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    /// Largest `data` of one event in bytes of JSON (default 64 KiB): the event is
+    /// rejected beyond it (413 for a request of that one event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_event_data_bytes: Option<usize>,
+    /// How far in the past an event's `at` may be (default 365d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_max_age: Option<Duration>,
+    /// How far in the future an event's `at` may be (default 1d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_max_ahead: Option<Duration>,
 }
+
+/// The lifecycle stages a contact's `lifecycle` may take, in order.
+pub const LIFECYCLE_STAGES: &[&str] = &[
+    "subscriber",
+    "lead",
+    "mql",
+    "sal",
+    "sql",
+    "opportunity",
+    "customer",
+    "evangelist",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -490,16 +490,7 @@ impl Compiler<'_, '_> {
                     let vnode = value.get(k).unwrap_or(value);
                     self.interpolated(vnode, v);
                     if k == "lifecycle" {
-                        const STAGES: &[&str] = &[
-                            "subscriber",
-                            "lead",
-                            "mql",
-                            "sal",
-                            "sql",
-                            "opportunity",
-                            "customer",
-                            "evangelist",
-                        ];
+                        use crate::model::LIFECYCLE_STAGES as STAGES;
                         let ok = v.as_str().is_some_and(|s| STAGES.contains(&s));
                         if !ok {
                             let shown = v.as_str().map_or_else(|| v.to_string(), str::to_string);

@@ -124,6 +124,62 @@ impl Ingestor {
     }
 }
 
+/// The API's limits on clients: time to send headers and body, open connections, body
+/// and event sizes, event times (`[api]` in nurture.toml).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ApiLimits {
+    /// A connection that has not sent a request's headers within this is closed
+    /// (`header_timeout`, default 10 s).
+    pub header_timeout: Duration,
+    /// A request whose body has not arrived within this is answered 408
+    /// (`body_timeout`, default 30 s).
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog (`max_connections`,
+    /// default 1024).
+    pub max_connections: usize,
+    /// Largest request body in bytes; larger is answered 413 (`max_body_bytes`, default
+    /// 8 MiB).
+    pub max_body: usize,
+    /// What an event may carry (`max_event_data_bytes`, default 64 KiB; `event_max_age`,
+    /// default 365d; `event_max_ahead`, default 1d).
+    pub events: input::EventRules,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits::from_settings(None)
+    }
+}
+
+impl ApiLimits {
+    /// The limits set in `[api]`, defaults for the others.
+    pub fn from_settings(api: Option<&crate::model::Api>) -> Self {
+        let secs = |d: Option<crate::model::Duration>, default: u64| {
+            Duration::from_secs(d.map_or(default, |d| d.seconds()))
+        };
+        // (At most 100 years: any window is then representable around now.)
+        let days = |d: Option<crate::model::Duration>, default: u64| {
+            let secs = d.map_or(default * 86_400, |d| d.seconds());
+            chrono::Duration::seconds(secs.min(100 * 365 * 86_400) as i64)
+        };
+        ApiLimits {
+            header_timeout: secs(api.and_then(|a| a.header_timeout), 10),
+            body_timeout: secs(api.and_then(|a| a.body_timeout), 30),
+            max_connections: api.and_then(|a| a.max_connections).unwrap_or(1024).max(1),
+            max_body: api.and_then(|a| a.max_body_bytes).unwrap_or(8 << 20),
+            events: input::EventRules {
+                max_data: api
+                    .and_then(|a| a.max_event_data_bytes)
+                    .unwrap_or(input::MAX_EVENT_DATA),
+                window: Some((
+                    days(api.and_then(|a| a.event_max_age), 365),
+                    days(api.and_then(|a| a.event_max_ahead), 1),
+                )),
+            },
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
@@ -134,6 +190,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// Verifies tracking and unsubscribe tokens.
     pub signer: Arc<crate::email::Signer>,
+    /// Limits on clients, from the project's `[api]`.
+    pub limits: ApiLimits,
 }
 
 impl AppState {
@@ -146,6 +204,7 @@ impl AppState {
     ) -> Self {
         AppState {
             ingest: Ingestor::start(engine.clone(), wake.clone()),
+            limits: ApiLimits::from_settings(engine.project.settings.api.as_ref()),
             engine,
             api_key,
             wake,
@@ -155,6 +214,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let limits = state.limits;
     Router::new()
         .route("/healthz", get(health))
         .route("/v1/events", post(post_events))
@@ -165,6 +225,169 @@ pub fn router(state: AppState) -> Router {
         .route("/t/c/{token}", get(track_click))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(limits, read_body))
+        // `read_body` enforces `max_body` (axum's own default is 2 MB).
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// Reads the whole request body before the handler runs: at most `max_body` bytes (413
+/// beyond, as soon as the excess is seen) within `body_timeout` (408 after: a client
+/// trickling its body cannot hold a connection and a task for ever).
+async fn read_body(
+    State(limits): State<ApiLimits>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use futures::StreamExt as _;
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        closing(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {} bytes", limits.max_body),
+        ))
+    };
+    if declared.is_some_and(|n| n > limits.max_body as u64) {
+        return too_large();
+    }
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                )
+            })?;
+            if buf.len() + chunk.len() > limits.max_body {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    };
+    match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok(buf)) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(buf));
+            next.run(request).await
+        }
+        Ok(Err(r)) => r,
+        Err(_) => closing(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                limits.body_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// `r`, closing the connection after it (the rest of the body is not read).
+fn closing(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert("connection", axum::http::HeaderValue::from_static("close"));
+    r
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then lets the requests under way
+/// finish (at most 30 s).
+///
+/// Unlike `axum::serve`: a connection that does not send a request's headers within
+/// `header_timeout` is closed (idle keep-alive connections too); at most
+/// `max_connections` are served at once (the others wait in the kernel's backlog); and
+/// when accepting fails (out of file descriptors: `EMFILE`, `ENFILE`) the loop waits a
+/// moment and goes on, logging at most every 10 s.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ApiLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (closing, _) = watch::channel(false);
+    let mut accept_errors = AcceptErrors::default();
+    while !*stop.borrow() {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = stop.changed() => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => break,
+        };
+        match stream {
+            Ok((stream, _)) => {
+                let conn = serve_connection(stream, app.clone(), limits, closing.subscribe());
+                tokio::spawn(async move {
+                    conn.await;
+                    drop(permit);
+                });
+            }
+            Err(e) => accept_errors.failed(&e).await,
+        }
+    }
+    let _ = closing.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(30), permits.acquire_many(all)).await;
+}
+
+/// One connection: HTTP/1 with the header read timeout; shut down gracefully when
+/// `closing` turns true.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    limits: ApiLimits,
+    mut closing: watch::Receiver<bool>,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = closing.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "connection ended");
+    }
+}
+
+/// Failed accepts: counted, logged at most every 10 s, and paced.
+#[derive(Default)]
+struct AcceptErrors {
+    last_log: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    /// Records a failed accept; waits 100 ms when the process or the system is out of
+    /// descriptors or memory (accepting again at once would spin), else not at all.
+    async fn failed(&mut self, e: &std::io::Error) {
+        self.unlogged += 1;
+        if self.last_log.is_none_or(|t| t.elapsed() >= Self::LOG_EVERY) {
+            tracing::warn!(error = %e, failures = self.unlogged, "cannot accept connections");
+            self.last_log = Some(std::time::Instant::now());
+            self.unlogged = 0;
+        }
+        let exhausted = matches!(e.raw_os_error(), Some(23 | 24 | 12 | 105))
+            || e.kind() == std::io::ErrorKind::OutOfMemory;
+        if exhausted {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
@@ -205,10 +428,22 @@ fn items(body: &Value) -> Vec<Value> {
     }
 }
 
+/// How long `/healthz` waits for the store to accept its write.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Healthy when the store accepts a write within [`HEALTH_TIMEOUT`] (a store that can be
+/// read but not written, e.g. on a full disk, is not healthy).
 async fn health(State(s): State<AppState>) -> Response {
-    match s.engine.store.next_timer().await {
-        Ok(_) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    match tokio::time::timeout(HEALTH_TIMEOUT, s.engine.store.probe_write()).await {
+        Ok(Ok(())) => Json(json!({"status": "ok"})).into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check: the store refused a write");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store: does not accept writes",
+            )
+        }
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "store: write timed out"),
     }
 }
 
@@ -243,41 +478,70 @@ async fn post_events(
         Ok(items) => items,
         Err(r) => return r,
     };
-    let mut results: Vec<Value> = Vec::new();
-    let mut valid = Vec::new();
-    for (i, v) in body.iter().enumerate() {
-        match input::parse_event(i, v) {
-            Ok(e) => valid.push(e),
-            Err(reason) => {
-                results.push(json!({"index": i, "status": "rejected", "reason": reason}))
-            }
-        }
-    }
+    let (mut results, valid) = parse_events(&body, &s.limits.events);
     match s.ingest.ingest(valid).await {
         Ok(outcomes) => {
-            results.extend(
-                outcomes
-                    .iter()
-                    .map(|o| serde_json::to_value(o).expect("json")),
-            );
+            results.extend(outcomes.iter().map(|o| {
+                let mut v = serde_json::to_value(o).expect("json");
+                if o.status == "conflict" {
+                    v["code"] = Value::from(409);
+                }
+                v
+            }));
             results.sort_by_key(|r| r["index"].as_u64());
             let count = |st: &str| results.iter().filter(|r| r["status"] == st).count();
-            let accepted = count("accepted");
-            let duplicates = count("duplicate");
-            let rejected = count("rejected");
-            let status = if rejected > 0 && accepted + duplicates == 0 {
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else {
-                StatusCode::OK
-            };
+            let (accepted, duplicates) = (count("accepted"), count("duplicate"));
+            let (rejected, conflicts) = (count("rejected"), count("conflict"));
             (
-                status,
-                Json(json!({"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "results": results})),
+                events_status(&results, accepted + duplicates),
+                Json(json!({"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "conflicts": conflicts, "results": results})),
             )
                 .into_response()
         }
         Err(e) => unavailable(&e),
     }
+}
+
+/// Validates a request's events: the rejected ones' results (with the code of each:
+/// 413 for an oversized `data`, 422 otherwise), and the valid events.
+fn parse_events(
+    items: &[Value],
+    rules: &input::EventRules,
+) -> (Vec<Value>, Vec<input::IncomingEvent>) {
+    let now = Utc::now();
+    // `data` is measured here, once, for its own code.
+    let rest = input::EventRules {
+        max_data: usize::MAX,
+        ..*rules
+    };
+    let mut results = Vec::new();
+    let mut valid = Vec::new();
+    for (i, v) in items.iter().enumerate() {
+        let parsed = match input::oversized_data(v, rules.max_data) {
+            Some(reason) => Err((413, reason)),
+            None => input::parse_event_with(i, v, &rest, now).map_err(|r| (422, r)),
+        };
+        match parsed {
+            Ok(e) => valid.push(e),
+            Err((code, reason)) => results
+                .push(json!({"index": i, "status": "rejected", "code": code, "reason": reason})),
+        }
+    }
+    (results, valid)
+}
+
+/// The status of an events answer: 200 when any event was stored (or was a duplicate),
+/// else the items' common code (413, 409 or 422), else 422.
+fn events_status(results: &[Value], stored: usize) -> StatusCode {
+    if stored > 0 || results.is_empty() {
+        return StatusCode::OK;
+    }
+    let first = results[0]["code"].as_u64();
+    let code = match first {
+        Some(c) if results.iter().all(|r| r["code"].as_u64() == Some(c)) => c as u16,
+        _ => 422,
+    };
+    StatusCode::from_u16(code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
 }
 
 async fn post_contacts(
@@ -302,11 +566,17 @@ async fn post_contacts(
             summary.rejected.extend(rejected);
             summary.rejected.sort_by_key(|r| r.at);
             s.wake.notify_one();
-            Json(json!({
+            // Every item refused: nothing was stored.
+            let status = if summary.created + summary.updated == 0 && !summary.rejected.is_empty() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(json!({
                 "created": summary.created,
                 "updated": summary.updated,
                 "rejected": summary.rejected.iter().map(|r| json!({"index": r.at, "reason": r.reason})).collect::<Vec<_>>(),
-            }))
+            })))
             .into_response()
         }
         Err(e) => unavailable(&e),

@@ -14,5 +14,6 @@ mod plugins;
 mod schema;
 mod sec_egress;
 mod sec_lang;
+mod sec_server;
 mod simulate;
 mod store;

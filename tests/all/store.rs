@@ -729,7 +729,10 @@ fn units_load_the_open_or_latest_run_of_each_workflow() {
             s.insert_events(&[], &[event("e1", "c1", 1), event("e2", "c1", 4)])
                 .await
                 .unwrap();
-            let units = s.load_units(&["c1".into()], Some(t(2))).await.unwrap();
+            let units = s
+                .load_units(&["c1".into()], Some(&t(2).into()))
+                .await
+                .unwrap();
             let ids: Vec<&str> = units[0].runs.iter().map(|r| r.id.as_str()).collect();
             assert_eq!(ids, ["a2", "b2"], "{name}");
             let evs: Vec<&str> = units[0].events.iter().map(|e| e.id.as_str()).collect();

@@ -1,6 +1,6 @@
 //! Storing incoming events and imported contacts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::json;
@@ -15,7 +15,8 @@ pub struct EventOutcome {
     /// Index in the request (API) or line (file).
     pub index: usize,
     pub id: Option<String>,
-    /// `accepted`, `duplicate` (seen before, ignored) or `rejected`.
+    /// `accepted`, `duplicate` (seen before, ignored), `conflict` (its id is another
+    /// event's) or `rejected`.
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
@@ -34,15 +35,15 @@ pub struct ImportSummary {
 impl Engine {
     /// Stores valid events (new contacts by email are created; unknown contact ids are
     /// rejected), all in one transaction. A store failure is an error for the whole batch:
-    /// nothing is acknowledged that was not stored.
+    /// nothing is acknowledged that was not stored. An event id already used for another
+    /// contact or type is a `conflict` (nothing stored, no contact created for it); the
+    /// same event again is a `duplicate`.
     pub async fn ingest(
         &self,
         events: &[IncomingEvent],
         now: Ts,
     ) -> Result<Vec<EventOutcome>, EngineError> {
         let mut outcomes: Vec<EventOutcome> = Vec::with_capacity(events.len());
-        let mut to_store: Vec<(usize, NewEvent)> = Vec::new();
-        let mut new_contacts: HashMap<String, Contact> = HashMap::new();
         // Resolve every contact id and address of the batch in one store call.
         let ids: Vec<String> = events.iter().filter_map(|e| e.contact.clone()).collect();
         let emails: Vec<String> = events
@@ -51,42 +52,23 @@ impl Engine {
             .filter_map(|e| e.email.clone())
             .collect();
         let found = self.store.find_contacts(&ids, &emails).await?;
-        let known: std::collections::HashSet<String> =
-            found.iter().map(|(id, _)| id.clone()).collect();
+        let known: HashSet<String> = found.iter().map(|(id, _)| id.clone()).collect();
         let by_email: HashMap<String, String> = found
             .into_iter()
             .filter_map(|(id, email)| email.map(|m| (m, id)))
             .collect();
+        // Contacts an event by address would create, and the events that would create them.
+        let mut creatable: HashMap<String, String> = HashMap::new();
+        let mut candidates: Vec<NewEvent> = Vec::new();
+        let mut indexes: Vec<usize> = Vec::new();
         for e in events {
             let contact_id = match (&e.contact, &e.email) {
-                (Some(id), _) => {
-                    let exists = known.contains(id) || new_contacts.contains_key(id);
-                    if !exists {
-                        outcomes.push(EventOutcome {
-                            index: e.index,
-                            id: e.id.clone(),
-                            status: "rejected",
-                            contact: None,
-                            reason: Some(format!(
-                                "unknown contact `{id}`: import it first, or send `email` instead of `contact` to create it"
-                            )),
-                        });
-                        continue;
-                    }
-                    id.clone()
-                }
-                (None, Some(email)) => match by_email.get(email) {
-                    Some(id) => id.clone(),
-                    None => {
-                        let id = id_for_email(email);
-                        new_contacts.entry(id.clone()).or_insert_with(|| Contact {
-                            id: id.clone(),
-                            email: Some(email.clone()),
-                            ..Default::default()
-                        });
-                        id
-                    }
-                },
+                (Some(id), _) => id.clone(),
+                (None, Some(email)) => by_email.get(email).cloned().unwrap_or_else(|| {
+                    let id = id_for_email(email);
+                    creatable.entry(id.clone()).or_insert_with(|| email.clone());
+                    id
+                }),
                 (None, None) => unreachable!("validated"),
             };
             let at = e.at.unwrap_or(now);
@@ -101,23 +83,72 @@ impl Engine {
                     ])
                 )
             });
-            outcomes.push(EventOutcome {
-                index: e.index,
-                id: Some(id.clone()),
-                status: "accepted",
-                contact: Some(contact_id.clone()),
-                reason: None,
+            candidates.push(NewEvent {
+                id,
+                contact: contact_id,
+                kind: e.kind.clone(),
+                at,
+                data: e.data.clone(),
             });
-            to_store.push((
-                outcomes.len() - 1,
-                NewEvent {
-                    id,
-                    contact: contact_id,
-                    kind: e.kind.clone(),
-                    at,
-                    data: e.data.clone(),
-                },
-            ));
+            indexes.push(e.index);
+        }
+        let ids: Vec<String> = candidates.iter().map(|e| e.id.clone()).collect();
+        let mut owners: HashMap<String, (String, String)> = self
+            .store
+            .event_owners(&ids)
+            .await?
+            .into_iter()
+            .map(|(id, contact, kind)| (id, (contact, kind)))
+            .collect();
+        // First the conflicts, so no contact is created for a refused event.
+        let mut verdicts: Vec<Option<String>> = Vec::with_capacity(candidates.len());
+        for (e, ev) in candidates.iter().zip(events) {
+            let owner = owners
+                .entry(e.id.clone())
+                .or_insert_with(|| (e.contact.clone(), e.kind.clone()));
+            verdicts.push((*owner != (e.contact.clone(), e.kind.clone())).then(|| {
+                format!(
+                    "event id `{}` is already used by another event (another contact or type)",
+                    ev.id.as_deref().unwrap_or(&e.id)
+                )
+            }));
+        }
+        let mut new_contacts: HashMap<String, Contact> = HashMap::new();
+        for (e, verdict) in candidates.iter().zip(&verdicts) {
+            if let (None, Some(email)) = (verdict, creatable.get(&e.contact)) {
+                new_contacts
+                    .entry(e.contact.clone())
+                    .or_insert_with(|| Contact {
+                        id: e.contact.clone(),
+                        email: Some(email.clone()),
+                        ..Default::default()
+                    });
+            }
+        }
+        let mut to_store: Vec<(usize, NewEvent)> = Vec::new();
+        for ((e, verdict), index) in candidates.into_iter().zip(verdicts).zip(indexes) {
+            let mut outcome = EventOutcome {
+                index,
+                id: Some(e.id.clone()),
+                status: "accepted",
+                contact: Some(e.contact.clone()),
+                reason: None,
+            };
+            if let Some(reason) = verdict {
+                outcome.status = "conflict";
+                outcome.contact = None;
+                outcome.reason = Some(reason);
+            } else if !known.contains(&e.contact) && !new_contacts.contains_key(&e.contact) {
+                outcome.status = "rejected";
+                outcome.contact = None;
+                outcome.reason = Some(format!(
+                    "unknown contact `{}`: import it first, or send `email` instead of `contact` to create it",
+                    e.contact
+                ));
+            } else {
+                to_store.push((outcomes.len(), e));
+            }
+            outcomes.push(outcome);
         }
         if to_store.is_empty() {
             return Ok(outcomes);

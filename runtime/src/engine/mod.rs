@@ -101,12 +101,31 @@ pub fn split_bucket(workflow: &str, step: &str, contact: &str, total: u64) -> u6
 /// How far back `activity()` looks; windows longer than this see no older events.
 const HISTORY_DAYS: i64 = 400;
 
+/// Most recent events of a contact a unit of work reads (within the window and types of
+/// [`history_read`]): `activity()` counts at most this many.
+pub const HISTORY_LIMIT: i64 = 1000;
+
 /// How far back a unit of work loads its contact's events: the longest window of any
 /// `activity(TYPE, WINDOW)` call in the project's workflows, scoring rules, segments and
 /// templates (at most [`HISTORY_DAYS`]; a window that is not a literal string counts as
 /// that much), or `None` when nothing calls `activity`: then no history is read at all,
 /// which spares every unit a query whose cost grows with the contact's past.
 pub fn history_window(project: &Project) -> Option<chrono::Duration> {
+    activity_calls(project).map(|(w, _)| w)
+}
+
+/// The events a unit of work reads, relative to now: [`history_window`], only the types
+/// that `activity` calls name (all types when one names its type with an expression), at
+/// most the [`HISTORY_LIMIT`] most recent.
+pub fn history_read(project: &Project) -> Option<(chrono::Duration, Option<Vec<String>>)> {
+    activity_calls(project).map(|(w, types)| (w, types.map(|t| t.into_iter().collect())))
+}
+
+/// The longest window and the event types (`None`: not all literal) of the project's
+/// `activity` calls; `None` when there are none.
+fn activity_calls(
+    project: &Project,
+) -> Option<(chrono::Duration, Option<std::collections::BTreeSet<String>>)> {
     fn strings<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
         match v {
             Value::String(s) => out.push(s),
@@ -135,14 +154,24 @@ pub fn history_window(project: &Project) -> Option<chrono::Duration> {
     .collect();
     // (Not expected: the model is plain data. If it happened, read the full history.)
     let Ok(docs) = docs else {
-        return Some(most);
+        return Some((most, None));
     };
     let mut texts = Vec::new();
     docs.iter().for_each(|d| strings(d, &mut texts));
     let mut window: Option<chrono::Duration> = None;
+    let mut types = Some(std::collections::BTreeSet::new());
     for text in texts {
         for (at, _) in text.match_indices("activity(") {
-            let w = literal(&text[at + "activity(".len()..])
+            let args = literal(&text[at + "activity(".len()..]);
+            match args {
+                Some((kind, _)) => {
+                    if let Some(t) = types.as_mut() {
+                        t.insert(kind.to_string());
+                    }
+                }
+                None => types = None,
+            }
+            let w = args
                 .and_then(|(_, rest)| rest.trim_start().strip_prefix(','))
                 .and_then(literal)
                 .and_then(|(w, _)| w.parse::<crate::model::Duration>().ok())
@@ -150,7 +179,7 @@ pub fn history_window(project: &Project) -> Option<chrono::Duration> {
             window = Some(window.map_or(w, |x| x.max(w)));
         }
     }
-    window
+    window.map(|w| (w, types))
 }
 /// Guard against runaway loops inside one unit of work.
 const MAX_ROUNDS: usize = 16;
@@ -175,8 +204,8 @@ pub struct Engine {
     pub project: Arc<Project>,
     pub store: Arc<dyn Store>,
     plans: Vec<usize>,
-    /// See [`history_window`].
-    history: Option<chrono::Duration>,
+    /// See [`history_read`].
+    history: Option<(chrono::Duration, Option<Vec<String>>)>,
     /// Notified after every commit that queued outbox entries, so a delivery loop starts
     /// on them at once rather than when the engine's whole pass ends.
     pub outbox_queued: Arc<tokio::sync::Notify>,
@@ -231,7 +260,7 @@ impl Engine {
         let mut plans: Vec<usize> = (0..project.plans.len()).collect();
         plans.sort_by(|a, b| project.plans[*a].id().cmp(project.plans[*b].id()));
         Engine {
-            history: history_window(&project),
+            history: history_read(&project),
             outbox_queued: Arc::new(tokio::sync::Notify::new()),
             hand_off: std::sync::Mutex::new(None),
             project,
@@ -326,9 +355,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Where a unit loaded at `now` starts reading its contact's events, if at all.
-    fn history_since(&self, now: Ts) -> Option<Ts> {
-        self.history.map(|w| now - w)
+    /// Which of its contact's events a unit loaded at `now` reads, if any.
+    fn history_since(&self, now: Ts) -> Option<crate::store::HistoryRead> {
+        self.history
+            .as_ref()
+            .map(|(w, types)| crate::store::HistoryRead {
+                since: now - *w,
+                types: types.clone(),
+                limit: HISTORY_LIMIT,
+            })
     }
 
     fn plans(&self) -> impl Iterator<Item = &Plan> {
@@ -435,7 +470,10 @@ impl Engine {
             let mut merged = UnitOfWork::default();
             let mut effects = Vec::new();
             let ids: Vec<String> = batch.iter().map(|(c, _)| c.clone()).collect();
-            let data = self.store.load_units(&ids, self.history_since(now)).await?;
+            let data = self
+                .store
+                .load_units(&ids, self.history_since(now).as_ref())
+                .await?;
             let counters = self.load_counters().await?;
             for ((contact, item), data) in batch.iter().zip(data) {
                 let mut w = Work::from_data(self, contact, now, data, counters.clone());
@@ -752,7 +790,7 @@ impl<'e> Work<'e> {
         let ids = [contact_id.to_string()];
         let data = engine
             .store
-            .load_units(&ids, engine.history_since(now))
+            .load_units(&ids, engine.history_since(now).as_ref())
             .await?;
         let counters = engine.load_counters().await?;
         let data = data.into_iter().next().unwrap_or_default();

@@ -68,6 +68,10 @@ pub fn parse_ts(s: &str) -> Result<Ts, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("bad timestamp {s:?}: {e}")))
 }
 
+/// The row of `counters` that [`Store::probe_write`] rewrites (the teams' counters are
+/// named `owner:TEAM`).
+pub(crate) const HEALTH_ROW: &str = "nurture:healthz";
+
 /// Errors of a store. [`StoreError::is_retryable`] says whether trying again can help.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -574,28 +578,68 @@ pub struct UnitData {
     /// A store need not load the completed history of a contact that re-enters a
     /// workflow again and again.
     pub runs: Vec<Run>,
-    /// Its events at or after the `since` asked for, oldest first (none if not asked).
+    /// Its events as the [`HistoryRead`] asked for, oldest first (none if not asked).
     pub events: Vec<StoredEvent>,
+}
+
+/// Which of a contact's events a unit of work reads: a bounded read, never the whole
+/// history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRead {
+    /// At or after this time.
+    pub since: Ts,
+    /// Of these types only (`None`: any type).
+    pub types: Option<Vec<String>>,
+    /// At most this many per contact, the most recent.
+    pub limit: i64,
+}
+
+impl From<Ts> for HistoryRead {
+    /// Every event since then (at most 1,000 per contact).
+    fn from(since: Ts) -> Self {
+        HistoryRead {
+            since,
+            types: None,
+            limit: 1000,
+        }
+    }
+}
+
+impl HistoryRead {
+    /// Keeps, of a contact's events since `since` (oldest first), those this read takes.
+    pub fn select(&self, mut events: Vec<StoredEvent>) -> Vec<StoredEvent> {
+        if let Some(types) = &self.types {
+            events.retain(|e| types.contains(&e.kind));
+        }
+        let extra = events.len().saturating_sub(self.limit.max(0) as usize);
+        events.drain(..extra);
+        events
+    }
+
+    /// The types as a JSON array (`null` for any type), for a query parameter.
+    pub(crate) fn types_json(&self) -> Option<String> {
+        self.types.as_ref().map(to_json)
+    }
 }
 
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Loads what the units of work of `contacts` read, in the same order: with their
-    /// events since `since`, or none when `since` is `None` (nothing in the project reads
+    /// events as `history` says, or none when it is `None` (nothing in the project reads
     /// a contact's history). The default makes three calls per contact; a store may answer
     /// a whole batch in three queries.
     async fn load_units(
         &self,
         contacts: &[String],
-        since: Option<Ts>,
+        history: Option<&HistoryRead>,
     ) -> Result<Vec<UnitData>, StoreError> {
         let mut out = Vec::with_capacity(contacts.len());
         for c in contacts {
             out.push(UnitData {
                 contact: self.contact(c).await?,
                 runs: self.runs_of_contact(c).await?,
-                events: match since {
-                    Some(since) => self.contact_events(c, since).await?,
+                events: match history {
+                    Some(h) => h.select(self.contact_events(c, h.since).await?),
                     None => Vec::new(),
                 },
             });
@@ -635,6 +679,12 @@ pub trait Store: Send + Sync {
         new_contacts: &[Contact],
         events: &[NewEvent],
     ) -> Result<Vec<Inserted>, StoreError>;
+    /// The stored events among `ids`: (id, contact, type) each, so a reused id can be told
+    /// from a replay.
+    async fn event_owners(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, String, String)>, StoreError>;
     /// Queued events, oldest first: for each contact handed out, its oldest queued event
     /// and possibly the ones after it, in order (the engine applies them in one unit of
     /// work). About `limit` events or contacts. Postgres claims them for a lease
@@ -699,6 +749,10 @@ pub trait Store: Send + Sync {
     async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
         Ok(Vec::new())
     }
+
+    /// Checks that the store accepts a write now: upserts its one-row health marker
+    /// (`/healthz` answers 503 when this fails, e.g. on a full disk).
+    async fn probe_write(&self) -> Result<(), StoreError>;
 
     /// Applies a unit of work atomically; `Conflict` if any expected version differs.
     async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError>;
@@ -768,17 +822,112 @@ pub trait Store: Send + Sync {
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` (created if missing), `sqlite::memory:`,
-/// or `postgres://...`.
+/// or `postgres://...`. Errors never show the URL's password or query string
+/// ([`redact_url`]).
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+    let opened: Result<std::sync::Arc<dyn Store>, StoreError> = if url.starts_with("sqlite:") {
+        sqlite::SqliteStore::open(url)
+            .await
+            .map(|s| std::sync::Arc::new(s) as _)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(
-            postgres::PostgresStore::open(url).await?,
-        ))
+        postgres::PostgresStore::open(url)
+            .await
+            .map(|s| std::sync::Arc::new(s) as _)
     } else {
         Err(StoreError::Database(format!(
-            "unsupported store URL {url:?}: use sqlite://FILE or postgres://USER@HOST/DB"
+            "unsupported store URL {:?}: use sqlite://FILE or postgres://USER@HOST/DB",
+            redact_url(url)
         )))
+    };
+    opened.map_err(|e| e.redacted(url))
+}
+
+/// `url` fit for logs and errors: the password of its user part and its query string (which
+/// may hold a password or key, e.g. `?password=`) become `***`. Anything that is not a URL
+/// with `//` comes back unchanged but for the query string.
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, _)) => (b, "?***"),
+        None => (url, ""),
+    };
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return format!("{base}{query}");
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => format!("{user}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    format!("{scheme}://{authority}{path}{query}")
+}
+
+/// The secret parts of a store URL (its password and query string), as they may appear in
+/// a driver's error text.
+fn url_secrets(url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some((_, query)) = url.split_once('?') {
+        out.push(query.to_string());
+        out.extend(
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(_, v)| v.to_string()),
+        );
+    }
+    if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if let Some((user, _)) = authority.rsplit_once('@') {
+            if let Some((_, password)) = user.split_once(':') {
+                out.push(password.to_string());
+            }
+        }
+    }
+    out.retain(|s| s.len() >= 3);
+    out
+}
+
+impl StoreError {
+    /// This error with the secrets of `url` (its password, query string) masked, in case
+    /// the driver quoted them.
+    pub fn redacted(self, url: &str) -> StoreError {
+        let secrets = url_secrets(url);
+        let base = url.split('?').next().unwrap_or(url);
+        let clean = |m: String| {
+            let m = m.replace(url, &redact_url(url));
+            let m = m.replace(base, &redact_url(base));
+            secrets.iter().fold(m, |m, s| m.replace(s.as_str(), "***"))
+        };
+        match self {
+            StoreError::Conflict(m) => StoreError::Conflict(clean(m)),
+            StoreError::Unavailable(m) => StoreError::Unavailable(clean(m)),
+            StoreError::Corrupt(m) => StoreError::Corrupt(clean(m)),
+            StoreError::Database(m) => StoreError::Database(clean(m)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn store_url_credentials_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://nurture:s3cret@db.example:5432/app?sslpassword=x"),
+            "postgres://nurture:***@db.example:5432/app?***"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("sqlite:///var/lib/n.db"),
+            "sqlite:///var/lib/n.db"
+        );
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
+        let e =
+            StoreError::Database("bad password s3cret for postgres://nurture:s3cret@db/app".into())
+                .redacted("postgres://nurture:s3cret@db/app");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 }

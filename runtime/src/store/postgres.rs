@@ -395,7 +395,7 @@ impl Store for PostgresStore {
     async fn load_units(
         &self,
         contacts: &[String],
-        since: Option<Ts>,
+        history: Option<&HistoryRead>,
     ) -> Result<Vec<UnitData>, StoreError> {
         use std::collections::HashMap;
         let mut by: HashMap<&str, UnitData> = contacts
@@ -430,15 +430,20 @@ impl Store for PostgresStore {
                 u.runs.push(r);
             }
         }
-        let Some(since) = since else {
+        let Some(h) = history else {
             return Ok(crate::store::in_order(contacts, by));
         };
+        // Per contact, the most recent `limit` events of the types asked for.
         for row in sqlx::query(
             "SELECT e.seq, e.id, e.contact, e.type, e.at, e.data FROM unnest($1::text[]) AS k(id), LATERAL \
-             (SELECT * FROM events WHERE contact = k.id AND at >= $2 OFFSET 0) e ORDER BY e.at, e.seq",
+             (SELECT * FROM events WHERE contact = k.id AND at >= $2 \
+               AND ($3::text[] IS NULL OR type = ANY($3)) ORDER BY at DESC, seq DESC LIMIT $4) e \
+             ORDER BY e.at, e.seq",
         )
         .bind(contacts)
-        .bind(since)
+        .bind(h.since)
+        .bind(h.types.as_deref())
+        .bind(h.limit)
         .fetch_all(&self.pool)
         .await?
         {
@@ -543,6 +548,21 @@ impl Store for PostgresStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn event_owners(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(
+            sqlx::query_as("SELECT id, contact, type FROM events WHERE id = ANY($1::text[])")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
@@ -799,6 +819,17 @@ impl Store for PostgresStore {
     /// One transaction of set-based statements, whatever the number of units merged into
     /// `uow` (group commit): multi-row writes through `UNNEST`, and fencing by comparing
     /// the rows each statement touched with the rows it was given.
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO counters (name, value) VALUES ($1, 1) \
+             ON CONFLICT (name) DO UPDATE SET value = counters.value % 1000000 + 1",
+        )
+        .bind(HEALTH_ROW)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError> {
         self.commit_in(uow, None).await.map(drop)
     }

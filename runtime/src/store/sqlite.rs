@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::*;
 
@@ -38,6 +39,79 @@ async fn retrying<T, E: std::fmt::Display, F: std::future::Future<Output = Resul
                 tokio::time::sleep(Duration::from_millis(50 * retries)).await;
             }
             done => return done,
+        }
+    }
+}
+
+/// A write transaction (`BEGIN IMMEDIATE`) on a pooled connection that always leaves the
+/// pool clean.
+///
+/// sqlx's own transaction guard counts its depth beside SQLite's: when SQLite had already
+/// rolled back by itself (a full disk: `SQLITE_FULL` during a statement or the `COMMIT`),
+/// the guard's `ROLLBACK` failed, the count stayed at 1, and the connection went back to
+/// the pool stuck: every later transaction on it failed with "attempted to call
+/// begin_with at non-zero transaction depth", for ever. This guard issues the statements
+/// itself; dropped before a successful [`WriteTx::commit`] (any error path), it rolls back
+/// on a task, and a connection whose `ROLLBACK` fails is closed instead of pooled (SQLite
+/// rolls back whatever is left when it closes).
+pub(crate) struct WriteTx {
+    conn: Option<PoolConnection<Sqlite>>,
+}
+
+impl WriteTx {
+    /// Begins a write transaction on a connection of `pool`.
+    pub(crate) async fn begin(pool: &SqlitePool) -> Result<Self, StoreError> {
+        let mut conn = pool.acquire().await?;
+        match sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            Ok(_) => Ok(WriteTx { conn: Some(conn) }),
+            Err(e) => {
+                // Not in a transaction (BEGIN failed): still, a connection that cannot
+                // begin is not trusted again.
+                if !locked(&e.to_string()) {
+                    drop(conn.detach());
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Commits; on failure the guard stays armed, so dropping it rolls back (or closes).
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        sqlx::query("COMMIT").execute(&mut *self).await?;
+        // Committed: the connection goes back to the pool as it is.
+        drop(self.conn.take());
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        self.conn.as_ref().expect("a live transaction")
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.conn.as_mut().expect("a live transaction")
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                        tracing::debug!(error = %e, "rollback failed; closing the connection");
+                        drop(conn.detach());
+                    }
+                });
+            }
+            Err(_) => drop(conn.detach()),
         }
     }
 }
@@ -122,7 +196,7 @@ impl SqliteStore {
         uow: &UnitOfWork,
         claim: Option<(Ts, Ts)>,
     ) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = WriteTx::begin(&self.pool).await?;
         for c in &uow.contacts {
             if c.version == 0 {
                 insert_contact(&mut tx, c).await?;
@@ -369,7 +443,7 @@ impl Store for SqliteStore {
     async fn load_units(
         &self,
         contacts: &[String],
-        since: Option<Ts>,
+        history: Option<&HistoryRead>,
     ) -> Result<Vec<UnitData>, StoreError> {
         use std::collections::HashMap;
         let ids = to_json(&contacts);
@@ -408,15 +482,21 @@ impl Store for SqliteStore {
                 u.runs.push(r);
             }
         }
-        let Some(since) = since else {
+        let Some(h) = history else {
             return Ok(crate::store::in_order(contacts, by));
         };
+        // Per contact, the most recent `limit` events of the types asked for.
         for row in sqlx::query(
-            "SELECT seq, id, contact, type, at, data FROM events \
-             WHERE contact IN (SELECT value FROM json_each(?)) AND at >= ? ORDER BY at, seq",
+            "SELECT seq, id, contact, type, at, data FROM (SELECT *, row_number() OVER (\
+               PARTITION BY contact ORDER BY at DESC, seq DESC) AS n FROM events \
+             WHERE contact IN (SELECT value FROM json_each(?1)) AND at >= ?2 \
+               AND (?3 IS NULL OR type IN (SELECT value FROM json_each(?3)))) \
+             WHERE n <= ?4 ORDER BY at, seq",
         )
         .bind(&ids)
-        .bind(ts(since))
+        .bind(ts(h.since))
+        .bind(h.types_json())
+        .bind(h.limit)
         .fetch_all(&self.pool)
         .await?
         {
@@ -455,7 +535,7 @@ impl Store for SqliteStore {
         new_contacts: &[Contact],
         events: &[NewEvent],
     ) -> Result<Vec<Inserted>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = WriteTx::begin(&self.pool).await?;
         for c in new_contacts {
             let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = ?")
                 .bind(&c.id)
@@ -491,6 +571,21 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn event_owners(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_as(
+            "SELECT id, contact, type FROM events WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(to_json(ids))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
@@ -577,7 +672,7 @@ impl Store for SqliteStore {
     }
 
     async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<DueTimer>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = WriteTx::begin(&self.pool).await?;
         let rows = sqlx::query(
             "SELECT t.run_id, t.due_at, r.contact FROM (SELECT run_id, due_at FROM timers \
                WHERE due_at <= ? ORDER BY due_at, run_id LIMIT ?) t \
@@ -633,6 +728,17 @@ impl Store for SqliteStore {
         v.as_deref().map(parse_ts).transpose()
     }
 
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO counters (name, value) VALUES (?, 1) \
+             ON CONFLICT (name) DO UPDATE SET value = counters.value % 1000000 + 1",
+        )
+        .bind(HEALTH_ROW)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError> {
         self.commit_in(uow, None).await.map(drop)
     }
@@ -647,7 +753,7 @@ impl Store for SqliteStore {
     }
 
     async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = WriteTx::begin(&self.pool).await?;
         skip_suppressed(&mut tx, now, None).await?;
         let rows = sqlx::query(
             "SELECT key, run_id, contact, workflow, step, kind, payload, created_at, due_at, \
@@ -701,7 +807,7 @@ impl Store for SqliteStore {
         outcome: &OutboxOutcome,
         now: Ts,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = WriteTx::begin(&self.pool).await?;
         let row = sqlx::query("SELECT kind, contact, state FROM outbox WHERE key = ?")
             .bind(key)
             .fetch_optional(&mut *tx)
@@ -840,5 +946,115 @@ impl Store for SqliteStore {
             .bind(key)
             .fetch_optional(&self.pool)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One connection, so the next transaction gets the connection the failed one used
+    /// (or its replacement).
+    async fn one_connection_pool(dir: &std::path::Path) -> SqlitePool {
+        let opts = SqliteConnectOptions::new()
+            .filename(dir.join("t.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool
+    }
+
+    /// A statement that makes SQLite roll the transaction back by itself (as `SQLITE_FULL`
+    /// does) used to leave sqlx's transaction depth at 1 on a pooled connection: every
+    /// later transaction failed with "attempted to call begin_with at non-zero
+    /// transaction depth". The next transaction must work.
+    #[tokio::test]
+    async fn failed_transaction_leaves_the_pool_clean() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pool = one_connection_pool(tmp.path()).await;
+        sqlx::query("INSERT INTO t (k) VALUES ('a')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let mut tx = WriteTx::begin(&pool).await.unwrap();
+            // `OR ROLLBACK`: SQLite ends the transaction itself on the conflict.
+            let failed = sqlx::query("INSERT OR ROLLBACK INTO t (k) VALUES ('a')")
+                .execute(&mut *tx)
+                .await;
+            assert!(failed.is_err());
+            drop(tx);
+            let mut tx = WriteTx::begin(&pool)
+                .await
+                .expect("the next transaction begins");
+            sqlx::query("INSERT INTO t (k) VALUES ('b') ON CONFLICT DO NOTHING")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.expect("and commits");
+        }
+        // A failed statement that leaves the transaction open: rolled back on drop.
+        let mut tx = WriteTx::begin(&pool).await.unwrap();
+        sqlx::query("INSERT INTO t (k) VALUES ('c')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        assert!(sqlx::query("INSERT INTO t (k) VALUES ('a')")
+            .execute(&mut *tx)
+            .await
+            .is_err());
+        drop(tx);
+        let tx = WriteTx::begin(&pool).await.unwrap();
+        tx.commit().await.unwrap();
+        let keys: Vec<String> = sqlx::query_scalar("SELECT k FROM t ORDER BY k")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            keys,
+            ["a", "b"],
+            "the failed transaction's `c` was rolled back"
+        );
+    }
+
+    /// The same through the store: a commit that fails (a conflict) and then one that
+    /// works, with the store's own pool.
+    #[tokio::test]
+    async fn store_commits_after_a_failed_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", tmp.path().join("s.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        let stale = UnitOfWork {
+            contacts: vec![Contact {
+                id: "ghost".into(),
+                version: 7,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        for _ in 0..8 {
+            assert!(matches!(
+                store.commit(&stale).await,
+                Err(StoreError::Conflict(_))
+            ));
+        }
+        let fresh = UnitOfWork {
+            contacts: vec![Contact {
+                id: "c1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        store.commit(&fresh).await.unwrap();
+        store.probe_write().await.unwrap();
+        assert!(store.contact("c1").await.unwrap().is_some());
     }
 }

@@ -695,6 +695,27 @@ pub struct Settings {
     /// Operator settings per plugin: `[plugins.sms]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugins: BTreeMap<String, PluginSettings>,
+    /// Tracking and unsubscribe links: expiry of open and click links, limits per client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<TrackingSettings>,
+}
+
+/// `[tracking]` in nurture.toml.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingSettings {
+    /// Days an open pixel or click link keeps working after the send (default 365).
+    /// Unsubscribe links never expire (RFC 8058).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_ttl_days: Option<u32>,
+    /// Opens and clicks recorded per client address (IPv6: per /64) per minute (default
+    /// 120). Beyond it a hit is still answered (pixel, redirect) but not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hits_per_minute: Option<u32>,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a reverse
+    /// proxy that sets it; default false: the connection's peer address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_for: Option<bool>,
 }
 
 /// `[email]` in nurture.toml.

@@ -12,5 +12,6 @@ mod graph;
 mod invalid;
 mod plugins;
 mod schema;
+mod sec_tokens;
 mod simulate;
 mod store;

@@ -108,13 +108,15 @@ pub async fn run(
             .with_context(|| format!("cannot listen on {listen}"))?;
         api = format!("http://{}", listener.local_addr()?);
         api_base = api.clone();
-        let app = nurture::server::router(nurture::server::AppState::new(
-            engine.clone(),
-            Arc::new(key),
-            wake.clone(),
-            signer.clone(),
-        )
-        .with_tracking(project.settings.tracking.as_ref()));
+        let app = nurture::server::router(
+            nurture::server::AppState::new(
+                engine.clone(),
+                Arc::new(key),
+                wake.clone(),
+                signer.clone(),
+            )
+            .with_tracking(project.settings.tracking.as_ref()),
+        );
         let mut stop = stop_rx.clone();
         // The peer address feeds the tracking routes' per-client limit.
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -889,11 +889,10 @@ pub enum SecretError {
         len: usize,
         fix: String,
     },
-    #[error("the key file {path}: {source}")]
+    #[error("the key file {path}: {reason}")]
     Io {
         path: String,
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 }
 
@@ -913,19 +912,29 @@ pub fn local_secret(dir: &Path, name: &str, var: &str) -> Result<(String, String
         return Ok((k, from));
     }
     let path = dir.join(".nurture").join(name);
-    let io = |source| SecretError::Io {
+    let io = |reason| SecretError::Io {
         path: path.display().to_string(),
-        source,
+        reason,
     };
     match std::fs::read_to_string(&path) {
-        Ok(k) => return Ok((existing_secret(&path, k, var)?, format!("from {}", path.display()))),
+        Ok(k) => {
+            return Ok((
+                existing_secret(&path, k, var)?,
+                format!("from {}", path.display()),
+            ))
+        }
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
         Err(_) => {}
     }
     let key = match create_secret(&path).map_err(io)? {
         Created::New(key) => key,
         // Another process created it first: use theirs, so both share one key.
-        Created::Raced(k) => return Ok((existing_secret(&path, k, var)?, format!("from {}", path.display()))),
+        Created::Raced(k) => {
+            return Ok((
+                existing_secret(&path, k, var)?,
+                format!("from {}", path.display()),
+            ))
+        }
     };
     Ok((
         key,
@@ -961,12 +970,12 @@ fn existing_secret(path: &Path, text: String, var: &str) -> Result<String, Secre
         let mode = std::fs::metadata(path).map(|m| m.permissions().mode());
         if mode.is_ok_and(|m| m & 0o077 != 0) {
             tracing::warn!(file = %path.display(), "key file readable by others: setting its mode to 600");
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-                SecretError::Io {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |reason| SecretError::Io {
                     path: path.display().to_string(),
-                    source,
-                }
-            })?;
+                    reason,
+                },
+            )?;
         }
     }
     Ok(key)
@@ -990,7 +999,8 @@ fn create_secret(path: &Path) -> std::io::Result<Created> {
     let key: String = seed.iter().map(|b| format!("{b:02x}")).collect();
     let tmp = folder.join(format!(
         ".{}.{}.tmp",
-        path.file_name().map_or("key".into(), |n| n.to_string_lossy()),
+        path.file_name()
+            .map_or("key".into(), |n| n.to_string_lossy()),
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);

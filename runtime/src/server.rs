@@ -764,7 +764,10 @@ async fn track_click(
     ext: axum::http::Extensions,
     Path(token): Path<String>,
 ) -> Response {
-    let claims = match s.signer.check(&token, Purpose::Click, Utc::now().timestamp()) {
+    let claims = match s
+        .signer
+        .check(&token, Purpose::Click, Utc::now().timestamp())
+    {
         Ok(c) => c,
         Err(TokenError::Expired) => return error(StatusCode::GONE, "this link has expired"),
         Err(_) => return error(StatusCode::NOT_FOUND, "unknown link"),

@@ -209,10 +209,17 @@ fn truncated_tag_is_refused() {
     let click = signer().sign_for(Purpose::Click, &click_claims("k1"));
     let open = signer().sign_for(Purpose::Open, &sent("k1"));
     for n in [1, 16] {
-        assert_eq!(p.get(&format!("/t/c/{}", truncated(&click, n))).status, 404, "{n}-byte tag");
+        assert_eq!(
+            p.get(&format!("/t/c/{}", truncated(&click, n))).status,
+            404,
+            "{n}-byte tag"
+        );
         assert_eq!(p.get(&format!("/t/o/{}", truncated(&open, n))).status, 200);
     }
-    assert!(p.events("email.opened").is_empty(), "no open from a cut tag");
+    assert!(
+        p.events("email.opened").is_empty(),
+        "no open from a cut tag"
+    );
     assert!(p.events("email.clicked").is_empty());
     // The genuine token works.
     let r = p.get(&format!("/t/c/{click}"));
@@ -231,7 +238,10 @@ fn open_token_at_unsubscribe_is_refused_and_suppresses_nothing() {
     assert_eq!(p.get(&format!("/u/{open}")).status, 404);
     let store = p.store();
     assert_eq!(rt().block_on(store.suppression("")).unwrap(), None);
-    assert_eq!(rt().block_on(store.suppression("ana@example.com")).unwrap(), None);
+    assert_eq!(
+        rt().block_on(store.suppression("ana@example.com")).unwrap(),
+        None
+    );
     assert!(p.events("email.unsubscribed").is_empty());
     // The genuine unsubscribe token does unsubscribe.
     let unsub = signer().sign_for(
@@ -239,7 +249,10 @@ fn open_token_at_unsubscribe_is_refused_and_suppresses_nothing() {
         &json!({"k": "k1", "c": "ana", "a": "ana@example.com", "w": "news"}),
     );
     assert_eq!(p.post(&format!("/u/{unsub}")).status, 200);
-    assert!(rt().block_on(store.suppression("ana@example.com")).unwrap().is_some());
+    assert!(rt()
+        .block_on(store.suppression("ana@example.com"))
+        .unwrap()
+        .is_some());
 }
 
 #[test]
@@ -330,7 +343,10 @@ fn pixel_hits_5000_store_one_open() {
         signer().sign_for(Purpose::Open, &sent("k1"))
     );
     let ok = rt().block_on(async {
-        let client = reqwest::Client::builder().user_agent(BROWSER).build().unwrap();
+        let client = reqwest::Client::builder()
+            .user_agent(BROWSER)
+            .build()
+            .unwrap();
         let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..5000 {
@@ -403,22 +419,43 @@ fn empty_or_short_key_file_is_refused_at_start() {
     project(dir, "");
     write_key(dir, "tracking-key", "");
     let err = refused(dir, &[("NURTURE_API_KEY", API_KEY)]);
-    assert!(err.contains("tracking-key") && err.contains("too short"), "{err}");
+    assert!(
+        err.contains("tracking-key") && err.contains("too short"),
+        "{err}"
+    );
     write_key(dir, "tracking-key", "0123abcd");
     let err = refused(dir, &[("NURTURE_API_KEY", API_KEY)]);
-    assert!(err.contains("too short") && !err.contains("0123abcd"), "{err}");
+    assert!(
+        err.contains("too short") && !err.contains("0123abcd"),
+        "{err}"
+    );
     write_key(dir, "tracking-key", TRACKING_KEY);
     // The API key: an empty file, a short one, an empty variable.
     write_key(dir, "api-key", "");
     let err = refused(dir, &[]);
-    assert!(err.contains("api-key") && err.contains("too short"), "{err}");
+    assert!(
+        err.contains("api-key") && err.contains("too short"),
+        "{err}"
+    );
     write_key(dir, "api-key", "shortkey");
     let err = refused(dir, &[]);
     assert!(!err.contains("shortkey"), "the key is never printed: {err}");
     let err = refused(dir, &[("NURTURE_API_KEY", "")]);
-    assert!(err.contains("NURTURE_API_KEY") && err.contains("empty"), "{err}");
-    let err = refused(dir, &[("NURTURE_TRACKING_KEY", "abc"), ("NURTURE_API_KEY", API_KEY)]);
-    assert!(err.contains("NURTURE_TRACKING_KEY") && !err.contains("abc "), "{err}");
+    assert!(
+        err.contains("NURTURE_API_KEY") && err.contains("empty"),
+        "{err}"
+    );
+    let err = refused(
+        dir,
+        &[
+            ("NURTURE_TRACKING_KEY", "abc"),
+            ("NURTURE_API_KEY", API_KEY),
+        ],
+    );
+    assert!(
+        err.contains("NURTURE_TRACKING_KEY") && !err.contains("abc "),
+        "{err}"
+    );
 }
 
 #[test]
@@ -449,7 +486,11 @@ fn generated_key_files_are_mode_0600() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["api-key", "tracking-key"], "no temporary files left");
+    assert_eq!(
+        names,
+        ["api-key", "tracking-key"],
+        "no temporary files left"
+    );
     for name in names {
         let path = dir.join(".nurture").join(&name);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -459,7 +500,12 @@ fn generated_key_files_are_mode_0600() {
     // The generated API key works, lower-case scheme or not.
     let key = std::fs::read_to_string(dir.join(".nurture/api-key")).unwrap();
     let bearer = format!("bearer {key}");
-    let r = send("GET", &format!("{api}/v1/runs/none"), &[("authorization", &bearer)], None);
+    let r = send(
+        "GET",
+        &format!("{api}/v1/runs/none"),
+        &[("authorization", &bearer)],
+        None,
+    );
     assert_eq!(r.status, 404);
 }
 
@@ -469,10 +515,20 @@ fn bearer_scheme_is_case_insensitive() {
     project(tmp.path(), "");
     let p = start(tmp.path(), "serve");
     let status = |name: &str, value: String| {
-        send("GET", &format!("{}/v1/runs/none", p.api), &[(name, &value)], None).status
+        send(
+            "GET",
+            &format!("{}/v1/runs/none", p.api),
+            &[(name, &value)],
+            None,
+        )
+        .status
     };
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
-        assert_eq!(status("authorization", format!("{scheme} {API_KEY}")), 404, "{scheme}");
+        assert_eq!(
+            status("authorization", format!("{scheme} {API_KEY}")),
+            404,
+            "{scheme}"
+        );
     }
     assert_eq!(status("authorization", "bearer wrong-key".into()), 401);
     assert_eq!(status("authorization", "Basic ".to_string() + API_KEY), 401);

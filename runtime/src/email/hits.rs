@@ -160,7 +160,10 @@ mod tests {
         let admitted = (0..100).filter(|_| g.admit(Some(a), t0)).count();
         assert_eq!(admitted, 60);
         assert!(g.admit(Some(b), t0), "another client has its own bucket");
-        assert!(g.admit(Some(a), t0 + Duration::from_secs(2)), "one a second");
+        assert!(
+            g.admit(Some(a), t0 + Duration::from_secs(2)),
+            "one a second"
+        );
     }
 
     #[test]
@@ -187,7 +190,10 @@ mod tests {
     #[test]
     fn forwarded_for_is_read_only_when_configured() {
         let mut h = axum::http::HeaderMap::new();
-        h.insert("x-forwarded-for", "198.51.100.7, 203.0.113.9".parse().unwrap());
+        h.insert(
+            "x-forwarded-for",
+            "198.51.100.7, 203.0.113.9".parse().unwrap(),
+        );
         let peer = Some("127.0.0.1".parse().unwrap());
         assert_eq!(gate(1).client(peer, &h), peer);
         let proxied = HitGate::new(Some(&TrackingSettings {

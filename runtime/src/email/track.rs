@@ -322,10 +322,21 @@ mod tests {
         let s = Signer::new(b"k1");
         let now = 1_700_000_000;
         let open = s.sign_for(Purpose::Open, &json!({"c": "ana", "t": now}));
-        let click = s.sign_for(Purpose::Click, &json!({"c": "ana", "t": now, "u": "https://a.test/"}));
-        let unsub = s.sign_for(Purpose::Unsubscribe, &json!({"c": "ana", "a": "ana@a.test"}));
-        let none = s.sign(&json!({"c": "ana", "t": now, "a": "ana@a.test", "u": "https://a.test/"}));
-        for (token, purpose) in [(&open, Purpose::Open), (&click, Purpose::Click), (&unsub, Purpose::Unsubscribe)] {
+        let click = s.sign_for(
+            Purpose::Click,
+            &json!({"c": "ana", "t": now, "u": "https://a.test/"}),
+        );
+        let unsub = s.sign_for(
+            Purpose::Unsubscribe,
+            &json!({"c": "ana", "a": "ana@a.test"}),
+        );
+        let none =
+            s.sign(&json!({"c": "ana", "t": now, "a": "ana@a.test", "u": "https://a.test/"}));
+        for (token, purpose) in [
+            (&open, Purpose::Open),
+            (&click, Purpose::Click),
+            (&unsub, Purpose::Unsubscribe),
+        ] {
             for p in [Purpose::Open, Purpose::Click, Purpose::Unsubscribe] {
                 let r = s.check(token, p, now);
                 assert_eq!(r.is_ok(), p == purpose, "{purpose:?} token at {p:?}: {r:?}");
@@ -336,7 +347,10 @@ mod tests {
         let blank = s.sign_for(Purpose::Unsubscribe, &json!({"c": "ana", "a": ""}));
         assert!(s.check(&blank, Purpose::Unsubscribe, now).is_err());
         // A click goes to a web page only.
-        let js = s.sign_for(Purpose::Click, &json!({"t": now, "u": "javascript:alert(1)"}));
+        let js = s.sign_for(
+            Purpose::Click,
+            &json!({"t": now, "u": "javascript:alert(1)"}),
+        );
         assert!(s.check(&js, Purpose::Click, now).is_err());
     }
 
@@ -352,9 +366,14 @@ mod tests {
             s.check(&click, Purpose::Click, sent + 31 * day),
             Err(TokenError::Expired)
         );
-        assert!(s.check(&unsub, Purpose::Unsubscribe, sent + 10_000 * day).is_ok());
+        assert!(s
+            .check(&unsub, Purpose::Unsubscribe, sent + 10_000 * day)
+            .is_ok());
         let undated = s.sign_for(Purpose::Open, &json!({"c": "ana"}));
-        assert!(s.check(&undated, Purpose::Open, sent).is_err(), "no issue time");
+        assert!(
+            s.check(&undated, Purpose::Open, sent).is_err(),
+            "no issue time"
+        );
     }
 
     /// A token as issued before purposes existed: a 16-byte tag, no `p`.
@@ -367,10 +386,19 @@ mod tests {
     fn legacy_tokens_keep_working_for_the_purpose_their_shape_shows() {
         let s = Signer::new(b"k1");
         let now = 1_700_000_000;
-        let unsub = legacy(&s, &json!({"k": "x", "c": "ana", "a": "ana@a.test", "w": "w"}));
-        let open = legacy(&s, &json!({"k": "x", "c": "ana", "w": "w", "s": "s", "t": now}));
+        let unsub = legacy(
+            &s,
+            &json!({"k": "x", "c": "ana", "a": "ana@a.test", "w": "w"}),
+        );
+        let open = legacy(
+            &s,
+            &json!({"k": "x", "c": "ana", "w": "w", "s": "s", "t": now}),
+        );
         assert!(s.check(&unsub, Purpose::Unsubscribe, now).is_ok());
-        assert_eq!(s.check(&unsub, Purpose::Open, now), Err(TokenError::WrongPurpose));
+        assert_eq!(
+            s.check(&unsub, Purpose::Open, now),
+            Err(TokenError::WrongPurpose)
+        );
         assert!(s.check(&open, Purpose::Open, now).is_ok());
         assert_eq!(
             s.check(&open, Purpose::Unsubscribe, now),

@@ -96,7 +96,10 @@ pub async fn run(
     let mut tasks = Vec::new();
     let mut api = String::from("-");
     let mut key_note = String::from("-");
-    let signer = Arc::new(nurture::email::Signer::for_project(dir).context("the tracking key")?);
+    let signer = Arc::new(
+        nurture::email::Signer::for_project(dir, project.settings.tracking.as_ref())
+            .context("the tracking key")?,
+    );
     let listen = listen
         .or_else(|| project.settings.api.as_ref().and_then(|a| a.listen.clone()))
         .unwrap_or_else(|| "127.0.0.1:8025".into());
@@ -114,7 +117,8 @@ pub async fn run(
             Arc::new(key),
             wake.clone(),
             signer.clone(),
-        );
+        )
+        .with_tracking(project.settings.tracking.as_ref());
         let limits = state.limits;
         let app = nurture::server::router(state);
         tasks.push(tokio::spawn(nurture::server::serve(
@@ -728,7 +732,7 @@ pub async fn email_preview(
         bail!("no contact `{contact}` in the store (import one with `nurture contacts import`)");
     };
     let view = nurture::engine::eval::contact_view(&c, &project.scoring);
-    let signer = nurture::email::Signer::for_project(dir)?;
+    let signer = nurture::email::Signer::for_project(dir, project.settings.tracking.as_ref())?;
     let listen = project
         .settings
         .api

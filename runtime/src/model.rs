@@ -702,6 +702,9 @@ pub struct Settings {
     /// Outgoing HTTP of webhooks and plugins: allowed private destinations, limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressSettings>,
+    /// Tracking and unsubscribe links: expiry of open and click links, limits per client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<TrackingSettings>,
 }
 
 /// `[egress]` in nurture.toml (see [`crate::egress`]).
@@ -729,6 +732,24 @@ pub struct EgressSettings {
     /// (default 30s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker_cooldown: Option<Duration>,
+}
+
+/// `[tracking]` in nurture.toml.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingSettings {
+    /// Days an open pixel or click link keeps working after the send (default 365).
+    /// Unsubscribe links never expire (RFC 8058).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_ttl_days: Option<u32>,
+    /// Opens and clicks recorded per client address (IPv6: per /64) per minute (default
+    /// 120). Beyond it a hit is still answered (pixel, redirect) but not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hits_per_minute: Option<u32>,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a reverse
+    /// proxy that sets it; default false: the connection's peer address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_for: Option<bool>,
 }
 
 /// `[email]` in nurture.toml.

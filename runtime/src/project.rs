@@ -949,32 +949,68 @@ fn load_plugins(
     out
 }
 
-/// A secret of the running project: from the environment variable `var` when set and
-/// non-empty, else from `DIR/.nurture/NAME`, generated there (32 random bytes, hex, mode
-/// 0600) on first use. Returns the value and where it came from, for the start-up log.
-pub fn local_secret(dir: &Path, name: &str, var: &str) -> std::io::Result<(String, String)> {
-    if let Ok(k) = std::env::var(var) {
-        if !k.is_empty() {
-            return Ok((k, format!("from ${var}")));
+/// Secrets shorter than this (in characters) are refused: a generated one has 64 hex
+/// characters (32 random bytes).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Why a secret of the running project cannot be used. No variant holds the secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("${var} is set but empty: set it to a key of at least {MIN_SECRET_LEN} characters (e.g. `openssl rand -hex 32`), or unset it")]
+    EmptyVar { var: String },
+    #[error("the key {from} is too short ({len} characters, at least {MIN_SECRET_LEN} are needed): {fix}")]
+    Short {
+        from: String,
+        len: usize,
+        fix: String,
+    },
+    #[error("the key file {path}: {reason}")]
+    Io {
+        path: String,
+        reason: std::io::Error,
+    },
+}
+
+/// A secret of the running project: from the environment variable `var` when set, else
+/// from `DIR/.nurture/NAME`, generated there (32 random bytes, hex, mode 0600, written
+/// atomically) on first use. Returns the value and where it came from, for the start-up
+/// log. An empty or short key (under [`MIN_SECRET_LEN`] characters) is an error, never
+/// trusted: a file left empty by a full disk must not become the key.
+pub fn local_secret(dir: &Path, name: &str, var: &str) -> Result<(String, String), SecretError> {
+    if let Some(k) = std::env::var_os(var) {
+        let k = k.to_string_lossy().to_string();
+        if k.trim().is_empty() {
+            return Err(SecretError::EmptyVar { var: var.into() });
         }
+        let from = format!("from ${var}");
+        long_enough(&k, &from, format!("set ${var} to a longer key"))?;
+        return Ok((k, from));
     }
     let path = dir.join(".nurture").join(name);
-    if let Ok(k) = std::fs::read_to_string(&path) {
-        return Ok((k.trim().to_string(), format!("from {}", path.display())));
+    let io = |reason| SecretError::Io {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(k) => {
+            return Ok((
+                existing_secret(&path, k, var)?,
+                format!("from {}", path.display()),
+            ))
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        Err(_) => {}
     }
-    std::fs::create_dir_all(path.parent().expect("parent"))?;
-    let mut seed = [0u8; 32];
-    {
-        use std::io::Read;
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
-    }
-    let key: String = seed.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(&path, &key)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    let key = match create_secret(&path).map_err(io)? {
+        Created::New(key) => key,
+        // Another process created it first: use theirs, so both share one key.
+        Created::Raced(k) => {
+            return Ok((
+                existing_secret(&path, k, var)?,
+                format!("from {}", path.display()),
+            ))
+        }
+    };
     Ok((
         key,
         format!(
@@ -982,6 +1018,88 @@ pub fn local_secret(dir: &Path, name: &str, var: &str) -> std::io::Result<(Strin
             path.display()
         ),
     ))
+}
+
+fn long_enough(key: &str, from: &str, fix: String) -> Result<(), SecretError> {
+    if key.chars().count() < MIN_SECRET_LEN {
+        return Err(SecretError::Short {
+            from: from.to_string(),
+            len: key.chars().count(),
+            fix,
+        });
+    }
+    Ok(())
+}
+
+/// A key read from its file: long enough, and the file readable by its owner only.
+fn existing_secret(path: &Path, text: String, var: &str) -> Result<String, SecretError> {
+    let key = text.trim().to_string();
+    let from = format!("in {}", path.display());
+    let fix = format!(
+        "delete the file to have a new key generated (links signed with the old one stop working), or set ${var}"
+    );
+    long_enough(&key, &from, fix)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map(|m| m.permissions().mode());
+        if mode.is_ok_and(|m| m & 0o077 != 0) {
+            tracing::warn!(file = %path.display(), "key file readable by others: setting its mode to 600");
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |reason| SecretError::Io {
+                    path: path.display().to_string(),
+                    reason,
+                },
+            )?;
+        }
+    }
+    Ok(key)
+}
+
+enum Created {
+    New(String),
+    /// The file appeared meanwhile; its content.
+    Raced(String),
+}
+
+/// Writes a new random key to `path` atomically: a temporary file in the same folder
+/// (mode 0600 from its creation), written and synced, then linked into place (never over
+/// an existing file) and the folder synced. A full disk leaves no key file behind.
+fn create_secret(path: &Path) -> std::io::Result<Created> {
+    use std::io::{Read, Write};
+    let folder = path.parent().expect("a key file has a folder");
+    std::fs::create_dir_all(folder)?;
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+    let key: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = folder.join(format!(
+        ".{}.{}.tmp",
+        path.file_name()
+            .map_or("key".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp)?;
+        f.write_all(key.as_bytes())?;
+        f.sync_all()?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            // A file system without hard links: rename (may replace a racing writer's).
+            Err(_) => std::fs::rename(&tmp, path).map(|()| true),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    if !written? {
+        return Ok(Created::Raced(std::fs::read_to_string(path)?));
+    }
+    std::fs::File::open(folder)?.sync_all()?;
+    Ok(Created::New(key))
 }
 
 /// Compiles every template as the email channel will, and reports syntax errors and

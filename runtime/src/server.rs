@@ -9,10 +9,15 @@
 //! | `GET /healthz` | liveness and store reachability (no API key needed) |
 //! | `GET /t/o/{token}` | open pixel: an `email.opened` event, answers a 1x1 GIF |
 //! | `GET /t/c/{token}` | click: an `email.clicked` event, redirects to the signed URL |
+//!
+//! Tracking tokens are checked for their purpose and expiry ([`crate::email::track`]);
+//! each token's open or click is stored once (its event id derives from the token), and
+//! hits are limited per client and per token ([`crate::email::hits`]).
 //! | `GET /u/{token}` | the unsubscribe page: changes nothing, shows a button |
 //! | `POST /u/{token}` | RFC 8058 one-click unsubscribe: no cookie, no redirect, idempotent |
 //!
-//! Every `/v1` route needs the API key, as `Authorization: Bearer KEY` or `X-Api-Key: KEY`.
+//! Every `/v1` route needs the API key, as `Authorization: Bearer KEY` (the scheme name in
+//! any case) or `X-Api-Key: KEY`, compared in constant time.
 //! When the store cannot be reached the API answers 503 with `Retry-After`, and nothing is
 //! acknowledged that was not stored.
 
@@ -29,6 +34,7 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 
 use crate::deliver::Deliverer;
+use crate::email::track::{Purpose, TokenError};
 use crate::engine::{Engine, EngineError};
 use crate::input;
 
@@ -192,6 +198,8 @@ pub struct AppState {
     pub signer: Arc<crate::email::Signer>,
     /// Limits on clients, from the project's `[api]`.
     pub limits: ApiLimits,
+    /// Limits on recorded opens and clicks, per client and per token.
+    pub hits: Arc<crate::email::hits::HitGate>,
 }
 
 impl AppState {
@@ -209,7 +217,14 @@ impl AppState {
             api_key,
             wake,
             signer,
+            hits: Arc::new(crate::email::hits::HitGate::new(None)),
         }
+    }
+
+    /// The same state with the tracking limits of `[tracking]`.
+    pub fn with_tracking(mut self, settings: Option<&crate::model::TrackingSettings>) -> Self {
+        self.hits = Arc::new(crate::email::hits::HitGate::new(settings));
+        self
     }
 }
 
@@ -348,6 +363,17 @@ async fn serve_connection(
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    // The peer address feeds the tracking routes' per-client limit ([`peer`]).
+    let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
+    let app = tower::ServiceExt::map_request(
+        app,
+        move |mut r: axum::http::Request<hyper::body::Incoming>| {
+            if let Some(p) = peer {
+                r.extensions_mut().insert(p);
+            }
+            r
+        },
+    );
     let service = hyper_util::service::TowerToHyperService::new(app);
     let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -390,21 +416,39 @@ impl AcceptErrors {
     }
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    let given = headers
+/// The key a request presents: `Authorization: Bearer KEY` (scheme in any case), else
+/// `X-Api-Key: KEY`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-    match given {
-        // Constant-time comparison.
-        Some(g) => {
-            let a = g.as_bytes();
-            let b = state.api_key.as_bytes();
-            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
+    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    match presented_key(headers) {
+        Some(given) if !given.is_empty() && !state.api_key.is_empty() => {
+            keys_match(given, &state.api_key)
         }
-        None => false,
+        _ => false,
     }
+}
+
+/// Constant time, whatever the lengths: compares the HMAC tags of both keys (the same
+/// fixed-length tag only for the same key) with `verify_slice`.
+fn keys_match(given: &str, key: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    let tag = |k: &str| {
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"nurture api key").expect("any length");
+        m.update(k.as_bytes());
+        m
+    };
+    tag(given)
+        .verify_slice(&tag(key).finalize().into_bytes())
+        .is_ok()
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -921,11 +965,26 @@ const PIXEL_GIF: &[u8] = &[
     0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
-/// A tracking hit: its event, with the bot flag when it looks automated. Each distinct
-/// hit is its own event (the id includes the time), and `wait_for` ignores flagged ones.
+/// The event id of a tracking hit: one per token (and per bot flag, so a scanner's fetch
+/// does not hide the person's), so a replayed open or click is a duplicate, scored once.
+fn hit_id(kind: &str, claims: &Value, bot: bool) -> String {
+    let digest = crate::engine::digest(&[kind, &claims.to_string()]);
+    format!("{kind}:{digest}{}", if bot { ":bot" } else { "" })
+}
+
+/// The connection's peer address (absent when the server was not started with it).
+fn peer(ext: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// A tracking hit: its event, with the bot flag when it looks automated. Not recorded
+/// beyond the client's rate, nor again for a token recorded within the hour
+/// ([`crate::email::hits`]); the store keeps one event per token anyway ([`hit_id`]).
 async fn track(
     s: &AppState,
     headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
     claims: &Value,
     kind: &str,
 ) -> Result<(), EngineError> {
@@ -935,33 +994,37 @@ async fn track(
     if kind == "email.clicked" {
         data["url"] = claims["u"].clone();
     }
-    if let Some(reason) = crate::email::track::bot_reason(ua, since, kind == "email.clicked") {
+    let bot = crate::email::track::bot_reason(ua, since, kind == "email.clicked");
+    let id = hit_id(kind, claims, bot.is_some());
+    if let Some(reason) = bot {
         data["bot"] = Value::Bool(true);
         data["bot_reason"] = Value::from(reason);
     }
-    let id = format!(
-        "{kind}:{}:{}",
-        claims["k"].as_str().unwrap_or(""),
-        Utc::now().timestamp_nanos_opt().unwrap_or(0)
-    );
-    record(
-        s,
-        kind,
-        claims["c"].as_str().map(str::to_string),
-        None,
-        id,
-        data,
-    )
-    .await
+    let now = std::time::Instant::now();
+    if !s.hits.admit(s.hits.client(peer, headers), now) {
+        tracing::debug!(kind, "tracking hit over the client's rate: not recorded");
+        return Ok(());
+    }
+    if !s.hits.first_in_window(&id, now) {
+        return Ok(());
+    }
+    let contact = claims["c"].as_str().map(str::to_string);
+    let stored = record(s, kind, contact, None, id.clone(), data).await;
+    if stored.is_err() {
+        s.hits.forget(&id);
+    }
+    stored
 }
 
 async fn track_open(
     State(s): State<AppState>,
     headers: HeaderMap,
+    ext: axum::http::Extensions,
     Path(token): Path<String>,
 ) -> Response {
-    if let Some(claims) = s.signer.verify(&token) {
-        if let Err(e) = track(&s, &headers, &claims, "email.opened").await {
+    let now = Utc::now().timestamp();
+    if let Ok(claims) = s.signer.check(&token, Purpose::Open, now) {
+        if let Err(e) = track(&s, &headers, peer(&ext), &claims, "email.opened").await {
             tracing::warn!(error = %e, "open not recorded");
         }
     }
@@ -979,15 +1042,19 @@ async fn track_open(
 async fn track_click(
     State(s): State<AppState>,
     headers: HeaderMap,
+    ext: axum::http::Extensions,
     Path(token): Path<String>,
 ) -> Response {
-    let Some(claims) = s.signer.verify(&token) else {
-        return error(StatusCode::NOT_FOUND, "unknown link");
+    let claims = match s
+        .signer
+        .check(&token, Purpose::Click, Utc::now().timestamp())
+    {
+        Ok(c) => c,
+        Err(TokenError::Expired) => return error(StatusCode::GONE, "this link has expired"),
+        Err(_) => return error(StatusCode::NOT_FOUND, "unknown link"),
     };
-    let Some(url) = claims["u"].as_str().map(str::to_string) else {
-        return error(StatusCode::NOT_FOUND, "unknown link");
-    };
-    if let Err(e) = track(&s, &headers, &claims, "email.clicked").await {
+    let url = claims["u"].as_str().unwrap_or_default().to_string();
+    if let Err(e) = track(&s, &headers, peer(&ext), &claims, "email.clicked").await {
         tracing::warn!(error = %e, "click not recorded");
     }
     (
@@ -995,6 +1062,13 @@ async fn track_click(
         [("location", url.as_str()), ("cache-control", "no-store")],
     )
         .into_response()
+}
+
+/// The claims of an unsubscribe token (never expires: RFC 8058).
+fn unsubscribe_claims(s: &AppState, token: &str) -> Option<Value> {
+    s.signer
+        .check(token, Purpose::Unsubscribe, Utc::now().timestamp())
+        .ok()
 }
 
 fn page(status: StatusCode, body: String) -> Response {
@@ -1008,7 +1082,7 @@ fn page(status: StatusCode, body: String) -> Response {
 
 /// GET changes nothing (link scanners prefetch it): it shows a button that POSTs.
 async fn unsubscribe_page(State(s): State<AppState>, Path(token): Path<String>) -> Response {
-    match s.signer.verify(&token) {
+    match unsubscribe_claims(&s, &token) {
         Some(c) => page(
             StatusCode::OK,
             format!(
@@ -1023,7 +1097,7 @@ async fn unsubscribe_page(State(s): State<AppState>, Path(token): Path<String>) 
 /// RFC 8058 one-click: the token is the only credential (no cookie), the answer is the
 /// result itself (no redirect), and repeating it changes nothing more.
 async fn unsubscribe(State(s): State<AppState>, Path(token): Path<String>) -> Response {
-    let Some(c) = s.signer.verify(&token) else {
+    let Some(c) = unsubscribe_claims(&s, &token) else {
         return page(
             StatusCode::NOT_FOUND,
             "<p>This unsubscribe link is not valid.</p>".into(),

@@ -113,7 +113,7 @@ fn start_with(dir: &Path, port: u16, store: Option<&str>) -> Child {
         .args(&args)
         // A killed process's claims come back after the lease: keep it short here.
         .env("NURTURE_LEASE_SECS", "2")
-        .env("NURTURE_API_KEY", "test-key")
+        .env("NURTURE_API_KEY", "test-key-0123456789abcdef0123456789")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -477,7 +477,7 @@ fn http_api_accepts_good_events_rejects_bad_ones_and_serves_runs() {
         assert_eq!(r.status(), 401);
         let r = http
             .post(format!("{base}/v1/events"))
-            .bearer_auth("test-key")
+            .bearer_auth("test-key-0123456789abcdef0123456789")
             .json(&batch)
             .send()
             .await
@@ -497,7 +497,7 @@ fn http_api_accepts_good_events_rejects_bad_ones_and_serves_runs() {
         // Same id again: a duplicate, ignored.
         let r = http
             .post(format!("{base}/v1/events"))
-            .header("x-api-key", "test-key")
+            .header("x-api-key", "test-key-0123456789abcdef0123456789")
             .json(&batch[0])
             .send()
             .await
@@ -507,7 +507,7 @@ fn http_api_accepts_good_events_rejects_bad_ones_and_serves_runs() {
         // Not JSON at all.
         let r = http
             .post(format!("{base}/v1/events"))
-            .bearer_auth("test-key")
+            .bearer_auth("test-key-0123456789abcdef0123456789")
             .body("nope")
             .send()
             .await
@@ -531,7 +531,7 @@ fn http_api_accepts_good_events_rejects_bad_ones_and_serves_runs() {
         let run_id = run_id.expect("a run was started");
         let r = http
             .get(format!("{base}/v1/runs/{run_id}"))
-            .bearer_auth("test-key")
+            .bearer_auth("test-key-0123456789abcdef0123456789")
             .send()
             .await
             .unwrap();
@@ -674,7 +674,7 @@ fn ingestion_answers_503_while_the_database_is_down_and_stores_nothing_it_did_no
             "--store",
             &url,
         ])
-        .env("NURTURE_API_KEY", "test-key")
+        .env("NURTURE_API_KEY", "test-key-0123456789abcdef0123456789")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -695,7 +695,7 @@ fn ingestion_answers_503_while_the_database_is_down_and_stores_nothing_it_did_no
         }
         let post = |id: &str| {
             http.post(format!("{base}/v1/events"))
-                .bearer_auth("test-key")
+                .bearer_auth("test-key-0123456789abcdef0123456789")
                 .json(&serde_json::json!({"id": id, "type": "signup.done", "email": format!("{id}@example.com")}))
                 .send()
         };

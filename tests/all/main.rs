@@ -15,5 +15,6 @@ mod schema;
 mod sec_egress;
 mod sec_lang;
 mod sec_server;
+mod sec_tokens;
 mod simulate;
 mod store;

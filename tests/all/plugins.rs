@@ -493,7 +493,7 @@ fn demo_request_runs_all_three_plugins_end_to_end_under_nurture_run() {
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
-        .env("NURTURE_API_KEY", "k")
+        .env("NURTURE_API_KEY", "test-key-0123456789abcdef0123456789")
         .env("NURTURE_SECRET_SMS_ACCOUNT_SID", "AC7")
         .env("NURTURE_SECRET_SMS_AUTH_TOKEN", "sms-token")
         .env("NURTURE_SECRET_ADS_ACCESS_TOKEN", "ads-token")
@@ -518,7 +518,7 @@ fn demo_request_runs_all_three_plugins_end_to_end_under_nurture_run() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let post = |path: &str, body: Value| {
-            http.post(format!("{api}{path}")).bearer_auth("k").json(&body).send()
+            http.post(format!("{api}{path}")).bearer_auth("test-key-0123456789abcdef0123456789").json(&body).send()
         };
         let r = post("/v1/contacts", json!({"id": "lee", "email": "lee@example.com", "first_name": "Lee", "phone": "+359888123456", "consent": "opted_in"})).await.unwrap();
         assert_eq!(r.status(), 200);

@@ -8,8 +8,8 @@
 //! - RFC 8058 one-click unsubscribe: `List-Unsubscribe: <BASE/u/TOKEN>` and
 //!   `List-Unsubscribe-Post: List-Unsubscribe=One-Click`, both in the DKIM-signed set;
 //! - tracking: links rewritten to `BASE/t/c/TOKEN` and a pixel `BASE/t/o/TOKEN`; tokens
-//!   are HMAC-signed and carry the outbox key, contact, workflow and step (no guessable
-//!   ids);
+//!   are HMAC-signed, bound to their purpose (open, click, unsubscribe) and carry the
+//!   outbox key, contact, workflow and step (no guessable ids); see [`track`];
 //! - a text part (the template's `.txt`, or derived from the HTML) and the HTML part.
 //!
 //! Before sending: the frequency cap (deferral, never a drop) and the per-sender rate
@@ -17,6 +17,7 @@
 //! backoff; a connection lost mid-session is *ambiguous* (the server may have accepted
 //! the message) and is not resent until an operator requeues it.
 
+pub mod hits;
 pub mod render;
 pub mod track;
 
@@ -41,7 +42,7 @@ use tokio::sync::Mutex;
 use crate::project::Project;
 use crate::store::{OutboxEntry, OutboxOutcome, Store, Ts};
 pub use render::{Rendered, Renderer};
-pub use track::Signer;
+pub use track::{Purpose, Signer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmailError {
@@ -374,7 +375,10 @@ impl EmailChannel {
             Some(format!(
                 "{}/u/{}",
                 self.base_url,
-                self.signer.sign(&json!({"k": entry.key, "c": entry.contact, "a": to.to_lowercase(), "w": entry.workflow}))
+                self.signer.sign_for(
+                    Purpose::Unsubscribe,
+                    &json!({"k": entry.key, "c": entry.contact, "a": to.to_lowercase(), "w": entry.workflow})
+                )
             ))
         } else {
             None
@@ -478,7 +482,7 @@ impl EmailChannel {
                 out.push_str(&format!(
                     "{}/t/c/{}",
                     self.base_url,
-                    self.signer.sign(&claims)
+                    self.signer.sign_for(Purpose::Click, &claims)
                 ));
             } else {
                 out.push_str(url);
@@ -489,7 +493,7 @@ impl EmailChannel {
         let pixel = format!(
             "<img src=\"{}/t/o/{}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">",
             self.base_url,
-            self.signer.sign(&base)
+            self.signer.sign_for(Purpose::Open, &base)
         );
         match out.rfind("</body>") {
             Some(i) => {

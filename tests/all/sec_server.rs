@@ -263,7 +263,7 @@ fn idle_connections_are_closed_after_the_header_timeout() {
         let mut buf = [0u8; 256];
         // Closed by the server: end of stream (or a reset), never a timeout.
         match s.read(&mut buf) {
-            Ok(_) => {}
+            Ok(n) => eprintln!("socket {i}: closed after {n} bytes of answer"),
             Err(e) => assert!(
                 e.kind() != std::io::ErrorKind::WouldBlock
                     && e.kind() != std::io::ErrorKind::TimedOut,

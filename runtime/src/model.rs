@@ -721,7 +721,7 @@ pub struct EgressSettings {
     /// most 15s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
-    /// Webhook requests in flight at once per host (default 4).
+    /// Webhook requests in flight at once per host and port (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_host: Option<u32>,
     /// Consecutive failures (errors, timeouts, 429, 5xx) after which a host's webhooks

@@ -65,7 +65,7 @@ impl HitGate {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-            .last()
+            .next_back()
             .or(peer)
     }
 

@@ -199,7 +199,7 @@ impl Signer {
         }
         match purpose {
             Purpose::Unsubscribe => {
-                if !claims["a"].as_str().is_some_and(|a| !a.trim().is_empty()) {
+                if claims["a"].as_str().is_none_or(|a| a.trim().is_empty()) {
                     return Err(TokenError::Malformed);
                 }
             }

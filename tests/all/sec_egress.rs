@@ -500,7 +500,7 @@ fn interpolated_values_are_encoded_and_logs_show_no_password_or_query() {
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
-        .env("NURTURE_API_KEY", "k")
+        .env("NURTURE_API_KEY", "test-key-0123456789abcdef0123456789")
         .env("RUST_LOG", "info")
         .stdout(std::fs::File::create(dir.join("run.out")).unwrap())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -517,7 +517,7 @@ fn interpolated_values_are_encoded_and_logs_show_no_password_or_query() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let post = |path: &str, body: Value| {
-            http.post(format!("{api}{path}")).bearer_auth("k").json(&body).send()
+            http.post(format!("{api}{path}")).bearer_auth("test-key-0123456789abcdef0123456789").json(&body).send()
         };
         let contact = json!({"id": "lee", "email": "lee@example.com", "crm_id": "../admin@169.254.169.254#x?y=1"});
         let r = post("/v1/contacts", contact).await.unwrap();

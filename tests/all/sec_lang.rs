@@ -269,7 +269,7 @@ fn looping_template_fails_its_send_not_the_process() {
         .args(["run", ".", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--poll-ms", "100"])
         .current_dir(dir)
-        .env("NURTURE_API_KEY", "test-key")
+        .env("NURTURE_API_KEY", "test-key-0123456789abcdef0123456789")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -52,7 +52,7 @@ impl Serve {
         }
         let child = Command::new(env!("CARGO_BIN_EXE_nurture"))
             .args(&args)
-            .env("NURTURE_API_KEY", "test-key")
+            .env("NURTURE_API_KEY", "test-key-0123456789abcdef0123456789")
             .env("RUST_LOG", "info,sqlx=warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -94,7 +94,7 @@ impl Serve {
     async fn post(&self, http: &reqwest::Client, path: &str, body: &Value) -> (u16, Value) {
         let r = http
             .post(format!("{}{path}", self.base))
-            .bearer_auth("test-key")
+            .bearer_auth("test-key-0123456789abcdef0123456789")
             .json(body)
             .send()
             .await
@@ -297,7 +297,7 @@ fn slow_body_is_cut_off() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let start = Instant::now();
     s.write_all(
-        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n\
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key-0123456789abcdef0123456789\r\n\
           Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{\"type\"",
     )
     .unwrap();
@@ -340,7 +340,7 @@ fn accept_survives_running_out_of_file_descriptors() {
             env!("CARGO_BIN_EXE_nurture"),
             tmp.path().display()
         ))
-        .env("NURTURE_API_KEY", "test-key")
+        .env("NURTURE_API_KEY", "test-key-0123456789abcdef0123456789")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -409,7 +409,7 @@ fn oversized_event_data_and_bodies_are_refused() {
     let mut s = TcpStream::connect(("127.0.0.1", serve.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(
-        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n\
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key-0123456789abcdef0123456789\r\n\
           Content-Type: application/json\r\nContent-Length: 300000\r\n\r\n",
     )
     .unwrap();
@@ -421,7 +421,7 @@ fn oversized_event_data_and_bodies_are_refused() {
     let mut s = TcpStream::connect(("127.0.0.1", serve.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(
-        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n\
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key-0123456789abcdef0123456789\r\n\
           Transfer-Encoding: chunked\r\n\r\n",
     )
     .unwrap();
@@ -627,7 +627,7 @@ fn store_url_passwords_stay_out_of_errors_and_logs() {
             "--store",
             "postgres://nurture:Hunter2-s3cret@127.0.0.1:1/app?sslpassword=Other-s3cret",
         ])
-        .env("NURTURE_API_KEY", "test-key")
+        .env("NURTURE_API_KEY", "test-key-0123456789abcdef0123456789")
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -239,10 +239,25 @@ pub fn router(state: AppState) -> Router {
         .route("/t/o/{token}", get(track_open))
         .route("/t/c/{token}", get(track_click))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
-        .with_state(state)
+        .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(limits, read_body))
+        // Outside `read_body`: a client without the key is turned away before its body
+        // is read, so only authenticated clients can make the server hold bodies.
+        .layer(axum::middleware::from_fn_with_state(state, key_first))
         // `read_body` enforces `max_body` (axum's own default is 2 MB).
         .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// Answers 401 to a `/v1` request without the right API key, before its body is read.
+async fn key_first(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path().starts_with("/v1/") && !authorized(&state, request.headers()) {
+        return closing(error(StatusCode::UNAUTHORIZED, "missing or wrong API key"));
+    }
+    next.run(request).await
 }
 
 /// Reads the whole request body before the handler runs: at most `max_body` bytes (413

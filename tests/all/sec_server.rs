@@ -325,6 +325,31 @@ fn slow_body_is_cut_off() {
     );
 }
 
+/// A client without the API key is answered 401 at once: its body is not waited for, so
+/// unauthenticated clients cannot make the server hold bodies up to `max_body_bytes`.
+#[test]
+fn body_of_a_request_without_the_key_is_not_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    project(tmp.path(), "[api]\nbody_timeout = \"20s\"\n");
+    let mut serve = Serve::start(tmp.path(), None);
+    rt().block_on(async {
+        let http = reqwest::Client::new();
+        serve.ready(&http).await;
+    });
+    let mut s = TcpStream::connect(("127.0.0.1", serve.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A declared body within the limit, never sent, with a wrong key.
+    s.write_all(
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-key-0123456789abcdef0123456789\r\n\
+          Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n[",
+    )
+    .unwrap();
+    let mut answer = [0u8; 12];
+    s.read_exact(&mut answer)
+        .expect("answered before the body timeout, without the body");
+    assert_eq!(&answer, b"HTTP/1.1 401");
+}
+
 /// With few file descriptors, a flood of connections makes accept fail (EMFILE): the
 /// server keeps accepting once they are closed, and answers.
 #[test]

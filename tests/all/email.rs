@@ -417,6 +417,72 @@ async fn smtp_delivery_is_well_formed_dkim_signed_and_tracked() {
     let _ = w.project;
 }
 
+/// Sends the e-book email to a contact with a first name and one without, after `edit`
+/// changed the copied example project, and answers the two `.eml` Subject headers.
+async fn ebook_subjects(edit: impl FnOnce(&Path)) -> (String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(tmp.path(), "");
+    edit(&dir);
+    let w = world(&dir).await;
+    let t0 = noon_yesterday();
+    w.contacts(
+        &[
+            json!({"id": "lee", "email": "lee@example.com", "first_name": "Lee"}),
+            json!({"id": "kim", "email": "kim@example.com"}),
+        ],
+        t0,
+    )
+    .await;
+    w.events(&[ebook("lee"), ebook("kim")], t0).await;
+    assert_eq!(w.deliver(t0).await, 2);
+    let mut subjects = Vec::new();
+    for who in ["lee", "kim"] {
+        let key = &w.outbox_of(who, "email").await[0];
+        let raw = std::fs::read_to_string(dir.join("outbox").join(format!("{key}.eml"))).unwrap();
+        subjects.push(header(&headers(&raw), "Subject").to_string());
+    }
+    (subjects[0].clone(), subjects[1].clone())
+}
+
+/// Replaces `from` by `to` in the project file `rel`.
+fn edit_file(dir: &Path, rel: &str, from: &str, to: &str) {
+    let path = dir.join(rel);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{rel} has no {from:?}");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personalised_template_subject_is_sent_rendered() {
+    let (lee, kim) = ebook_subjects(|dir| {
+        edit_file(
+            dir,
+            "templates/ebook-delivery.html",
+            "subject: \"Your e-book: The B2B Nurture Playbook\"",
+            "subject: \"hello {{ contact.first_name | default('friend') }}\"",
+        )
+    })
+    .await;
+    assert_eq!((lee.as_str(), kim.as_str()), ("hello Lee", "hello friend"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_subject_override_is_sent_rendered() {
+    let (lee, kim) = ebook_subjects(|dir| {
+        edit_file(
+            dir,
+            "workflows/ebook-nurture.yaml",
+            "    send_email: ebook-delivery\n",
+            "    send_email:\n      template: ebook-delivery\n      subject: \"For {{ contact.first_name | default('you') }}: the playbook\"\n",
+        )
+    })
+    .await;
+    assert_eq!(
+        (lee.as_str(), kim.as_str()),
+        ("For Lee: the playbook", "For you: the playbook")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_file_transport_writes_eml_files_into_the_project_outbox() {
     let tmp = tempfile::tempdir().unwrap();

@@ -226,6 +226,16 @@ impl Renderer {
         self.templates.get(name)
     }
 
+    /// Renders a one-line text such as a step's subject override with `ctx`, under the
+    /// same fuel and size limits as templates (not HTML-escaped, as subjects are not).
+    fn render_text(&self, text: &str, ctx: &Value) -> Result<String, String> {
+        let tmpl = self
+            .env
+            .template_from_str(text)
+            .map_err(|e| e.to_string())?;
+        render_bounded(&tmpl, context(ctx))
+    }
+
     /// Renders a template with `ctx` (an object with `contact`, `owner`, `event`,
     /// `unsubscribe_url`). `subject` overrides the front matter's subject.
     pub fn render(
@@ -250,7 +260,7 @@ impl Renderer {
         };
         let mut ctx = ctx.clone();
         let subject = match subject {
-            Some(s) => s.to_string(),
+            Some(s) => self.render_text(s, &ctx).map_err(err)?,
             None => one(format!("{name}.subject"), &ctx)?.unwrap_or_default(),
         };
         let preheader = one(format!("{name}.preheader"), &ctx)?;

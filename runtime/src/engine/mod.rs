@@ -1665,7 +1665,6 @@ impl<'e> Work<'e> {
                     );
                     return Ok(None);
                 }
-                let template = self.engine.project.templates.get(e.template());
                 let subject = match e.subject() {
                     Some(s) => Some(eval::interpolate(s, &plan.programs, &scope)?),
                     None => None,
@@ -1673,7 +1672,10 @@ impl<'e> Work<'e> {
                 let mut payload = json!({
                     "to": self.contact.email,
                     "template": e.template(),
-                    "subject": subject.clone().or_else(|| template.and_then(|t| t.subject.clone())),
+                    // Only a step's override: the channel renders the template's own
+                    // subject with the contact (copying its raw text here sent
+                    // `{{ ... }}` as the Subject header).
+                    "subject": subject.clone(),
                     "contact": c,
                 });
                 if let crate::model::EmailRef::Full(spec) = e {

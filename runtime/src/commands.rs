@@ -117,8 +117,7 @@ pub async fn run(
             Arc::new(key),
             wake.clone(),
             signer.clone(),
-        )
-        .with_tracking(project.settings.tracking.as_ref());
+        );
         let limits = state.limits;
         let app = nurture::server::router(state);
         tasks.push(tokio::spawn(nurture::server::serve(

@@ -9,10 +9,6 @@
 //! | `GET /healthz` | liveness and store reachability (no API key needed) |
 //! | `GET /t/o/{token}` | open pixel: an `email.opened` event, answers a 1x1 GIF |
 //! | `GET /t/c/{token}` | click: an `email.clicked` event, redirects to the signed URL |
-//!
-//! Tracking tokens are checked for their purpose and expiry ([`crate::email::track`]);
-//! each token's open or click is stored once (its event id derives from the token), and
-//! hits are limited per client and per token ([`crate::email::hits`]).
 //! | `GET /u/{token}` | the unsubscribe page: changes nothing, shows a button |
 //! | `POST /u/{token}` | RFC 8058 one-click unsubscribe: no cookie, no redirect, idempotent |
 //!
@@ -20,6 +16,10 @@
 //! any case) or `X-Api-Key: KEY`, compared in constant time.
 //! When the store cannot be reached the API answers 503 with `Retry-After`, and nothing is
 //! acknowledged that was not stored.
+//!
+//! Tracking tokens are checked for their purpose and expiry ([`crate::email::track`]);
+//! each token's open or click is stored once (its event id derives from the token), and
+//! hits are limited per client and per token ([`crate::email::hits`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -213,18 +213,14 @@ impl AppState {
         AppState {
             ingest: Ingestor::start(engine.clone(), wake.clone()),
             limits: ApiLimits::from_settings(engine.project.settings.api.as_ref()),
+            hits: Arc::new(crate::email::hits::HitGate::new(
+                engine.project.settings.tracking.as_ref(),
+            )),
             engine,
             api_key,
             wake,
             signer,
-            hits: Arc::new(crate::email::hits::HitGate::new(None)),
         }
-    }
-
-    /// The same state with the tracking limits of `[tracking]`.
-    pub fn with_tracking(mut self, settings: Option<&crate::model::TrackingSettings>) -> Self {
-        self.hits = Arc::new(crate::email::hits::HitGate::new(settings));
-        self
     }
 }
 
@@ -506,18 +502,10 @@ async fn health(State(s): State<AppState>) -> Response {
     }
 }
 
-/// Checks the API key and reads the body (one JSON object or a list, whatever the content
-/// type says) as a list of items.
+/// Reads the body (one JSON object or a list, whatever the content type says) as a list
+/// of items. The API key was checked before the body was read ([`key_first`]).
 #[allow(clippy::result_large_err)]
-fn request_items(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-    what: &str,
-) -> Result<Vec<Value>, Response> {
-    if !authorized(state, headers) {
-        return Err(error(StatusCode::UNAUTHORIZED, "missing or wrong API key"));
-    }
+fn request_items(body: &[u8], what: &str) -> Result<Vec<Value>, Response> {
     serde_json::from_slice(body)
         .map(|b| items(&b))
         .map_err(|e| {
@@ -528,12 +516,8 @@ fn request_items(
         })
 }
 
-async fn post_events(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let body = match request_items(&s, &headers, &body, "event") {
+async fn post_events(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let body = match request_items(&body, "event") {
         Ok(items) => items,
         Err(r) => return r,
     };
@@ -603,12 +587,8 @@ fn events_status(results: &[Value], stored: usize) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
 }
 
-async fn post_contacts(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let body = match request_items(&s, &headers, &body, "contact") {
+async fn post_contacts(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let body = match request_items(&body, "contact") {
         Ok(items) => items,
         Err(r) => return r,
     };
@@ -642,14 +622,7 @@ async fn post_contacts(
     }
 }
 
-async fn get_run(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if !authorized(&s, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong API key");
-    }
+async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let store = &s.engine.store;
     match store.run(&id).await {
         Ok(Some(run)) => match store.journal(&id).await {
@@ -1155,12 +1128,8 @@ async fn unsubscribe(State(s): State<AppState>, Path(token): Path<String>) -> Re
 /// processor): `{"email", "type": "bounce"|"complaint", "permanent": bool, "reason"}`.
 /// Permanent bounces and complaints suppress the address; temporary bounces are only
 /// recorded.
-async fn post_bounces(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let items = match request_items(&s, &headers, &body, "bounce") {
+async fn post_bounces(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let items = match request_items(&body, "bounce") {
         Ok(items) => items,
         Err(r) => return r,
     };

@@ -32,6 +32,9 @@ pub enum Code {
     UnknownName,
     /// N0013: a time of day, weekday, time zone or cron schedule that does not parse.
     BadTime,
+    /// N0014: an event type that ingestion refuses, so the trigger, goal, `wait_for` or
+    /// scoring rule naming it can never fire.
+    BadEventType,
     /// N0020: two steps share an id.
     DuplicateStep,
     /// N0021: `next`/`on_timeout`/branch target names no step.
@@ -62,6 +65,9 @@ pub enum Code {
     UnknownTeam,
     /// N0037: an email template that does not compile or uses an unknown variable.
     BadTemplate,
+    /// N0038 (warning): a contact field that some contacts lack, printed without a
+    /// fallback in a template or a `${...}` (see [`crate::lint`]).
+    MaybeMissing,
 }
 
 impl Code {
@@ -76,6 +82,7 @@ impl Code {
             Code::BadExpression => "N0011",
             Code::UnknownName => "N0012",
             Code::BadTime => "N0013",
+            Code::BadEventType => "N0014",
             Code::DuplicateStep => "N0020",
             Code::UnknownStep => "N0021",
             Code::Cycle => "N0022",
@@ -91,6 +98,7 @@ impl Code {
             Code::BadPluginConfig => "N0035",
             Code::UnknownTeam => "N0036",
             Code::BadTemplate => "N0037",
+            Code::MaybeMissing => "N0038",
         }
     }
 }
@@ -132,6 +140,13 @@ impl Diagnostic {
             span,
             message: message.into(),
             hint: None,
+        }
+    }
+
+    pub fn warning(code: Code, file: &Path, span: Span, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, file, span, message)
         }
     }
 

@@ -30,6 +30,17 @@ pub struct ContactRow {
     pub timezone: Option<String>,
     pub lifecycle: Option<String>,
     pub owner: Option<String>,
+    /// When the contact was created (`created_at`): the time of its `contact.created`
+    /// event when this row creates it; ignored for a contact that exists.
+    pub created: Option<Creation>,
+}
+
+/// A contact's creation as the input states it: its `contact.created` event's time and
+/// data (`created_at` gives the time; a simulated `contact.created` event both).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Creation {
+    pub at: Ts,
+    pub data: Value,
 }
 
 /// A validated incoming event.
@@ -159,6 +170,46 @@ pub fn oversized_data(v: &Value, max: usize) -> Option<String> {
     check_data(v.get("data")?, max).err()
 }
 
+/// Checks an event type with the one rule ingestion applies: a dotted lowercase name
+/// such as `page.visited` (two or more parts of `a-z`, `0-9`, `_` and `-`, the first
+/// starting with a letter). `nurture validate` applies it to the event names of
+/// triggers, goals, `wait_for` and scoring rules, so none can wait for an event that is
+/// never accepted.
+pub fn check_event_type(kind: &str) -> Result<(), String> {
+    if valid_event_type(kind) {
+        return Ok(());
+    }
+    Err(format!(
+        "`type` {} is not a dotted lowercase name such as \"page.visited\"",
+        shown(kind)
+    ))
+}
+
+/// A name that [`check_event_type`] accepts, close to `kind`: lowercased, other
+/// characters as `_`, and a `custom.` prefix when it has a single part.
+pub fn suggest_event_type(kind: &str) -> Option<String> {
+    let lower: String = kind
+        .trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let parts: Vec<&str> = lower.split('.').filter(|p| !p.is_empty()).collect();
+    let joined = parts.join(".");
+    let candidate = if parts.len() < 2 || !joined.starts_with(|c: char| c.is_ascii_lowercase()) {
+        format!("custom.{joined}")
+    } else {
+        joined
+    };
+    valid_event_type(&candidate).then_some(candidate)
+}
+
 fn valid_event_type(s: &str) -> bool {
     let mut parts = s.split('.');
     let first_ok = parts
@@ -206,11 +257,7 @@ pub fn parse_event_with(
         }
     };
     let kind = text("type")?.ok_or("missing `type`, e.g. \"form.submitted\"")?;
-    if !valid_event_type(&kind) {
-        return Err(format!(
-            "`type` {kind:?} is not a dotted lowercase name such as \"page.visited\""
-        ));
-    }
+    check_event_type(&kind)?;
     let contact = text("contact")?;
     let email = text("email")?.map(|e| e.to_lowercase());
     if contact.is_none() && email.is_none() {
@@ -230,13 +277,7 @@ pub fn parse_event_with(
     }
     let at = match text("at")? {
         None => None,
-        Some(s) => Some(
-            chrono::DateTime::parse_from_rfc3339(&s)
-                .map_err(|_| {
-                    format!("`at` {s:?} is not an RFC 3339 time such as 2026-03-01T09:00:00Z")
-                })?
-                .with_timezone(&chrono::Utc),
-        ),
+        Some(s) => Some(parse_time("at", &s)?),
     };
     if let Some(at) = at {
         check_at(at, rules, now)?;
@@ -256,6 +297,19 @@ pub fn parse_event_with(
         at,
         data,
     })
+}
+
+/// Parses the RFC 3339 time of the field `what` (an event's `at`, a contact's
+/// `created_at`).
+fn parse_time(what: &str, s: &str) -> Result<Ts, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            format!(
+                "`{what}` {} is not an RFC 3339 time such as 2026-03-01T09:00:00Z",
+                shown(s)
+            )
+        })
 }
 
 /// A value quoted for an error message: at most 80 characters, escaped.
@@ -345,6 +399,7 @@ pub fn parse_contact(line: usize, v: &Value) -> Result<ContactRow, String> {
         timezone: None,
         lifecycle: None,
         owner: None,
+        created: None,
     };
     for (k, v) in obj {
         let s = || -> Result<Option<String>, String> {
@@ -362,6 +417,15 @@ pub fn parse_contact(line: usize, v: &Value) -> Result<ContactRow, String> {
             "timezone" => row.timezone = s()?,
             "lifecycle" => row.lifecycle = s()?,
             "owner" => row.owner = s()?,
+            "created_at" => {
+                row.created = match s()? {
+                    None => None,
+                    Some(t) => Some(Creation {
+                        at: parse_time("created_at", &t)?,
+                        data: Value::Object(Map::new()),
+                    }),
+                }
+            }
             "consent" => {
                 row.consent = match s()?.as_deref() {
                     None => None,
@@ -463,7 +527,9 @@ pub fn read_contacts(path: &Path) -> std::io::Result<(Vec<ContactRow>, Vec<Rejec
                 }
                 let v = match h {
                     "id" | "email" | "first_name" | "last_name" | "timezone" | "consent"
-                    | "tags" | "lifecycle" | "owner" | "phone" => Value::from(cell),
+                    | "tags" | "lifecycle" | "owner" | "phone" | "created_at" => {
+                        Value::from(cell)
+                    }
                     _ => typed_cell(cell),
                 };
                 obj.insert(h.to_string(), v);

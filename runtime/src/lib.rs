@@ -24,7 +24,8 @@
 //! - [`expr`]: CEL conditions and `${...}` interpolation checks;
 //! - [`project`]: loading a folder, collecting every diagnostic;
 //! - [`plan`]: compilation to a DAG, validation, DOT/Mermaid rendering;
-//! - [`diag`]: diagnostics with stable codes (see `docs/errors.md`).
+//! - [`diag`]: diagnostics with stable codes (see `docs/errors.md`);
+//! - [`lint`]: event names ingestion refuses, contact fields that may be missing.
 
 pub mod bench;
 pub mod deliver;
@@ -34,6 +35,7 @@ pub mod email;
 pub mod engine;
 pub mod expr;
 pub mod input;
+pub mod lint;
 pub mod model;
 pub mod plan;
 pub mod plugin;

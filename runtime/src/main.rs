@@ -785,6 +785,14 @@ fn validate(dir: &Path, format: OutputFormat) -> Result<ExitCode> {
                 for pl in &p.plans {
                     println!("  {:<28} {}", pl.id(), pl.file.display());
                 }
+                let warnings = loaded.diagnostics.len() - errors;
+                if warnings > 0 {
+                    eprint!("{}", loaded.render());
+                    eprintln!(
+                        "\n{warnings} warning{}: valid, but some contacts or events would fail there",
+                        plural(warnings)
+                    );
+                }
             }
         }
     }

@@ -380,34 +380,76 @@ impl Compiler<'_, '_> {
         self.sink.error(code, span, e.message, e.hint);
     }
 
+    /// N0014 for an event type that ingestion refuses.
+    fn event_type(&mut self, node: &Node, name: &str) {
+        if let Some(d) = crate::lint::event_type(self.sink.file, node.span, name) {
+            self.sink.diags.push(d);
+        }
+    }
+
     /// Checks the `${...}` expressions inside every string of a value.
     fn interpolated(&mut self, node: &Node, value: &Value) {
         match value {
             Value::String(s) => {
                 for (offset, src) in expr::interpolations(s) {
+                    let n = if node.as_str() == Some(s.as_str()) {
+                        node
+                    } else {
+                        find_scalar(node, s).unwrap_or(node)
+                    };
+                    let off = if n.as_str() == Some(s.as_str()) {
+                        offset
+                    } else {
+                        0
+                    };
                     match expr::compile(src) {
                         Ok(p) => {
                             self.programs.insert(src.to_string(), Arc::new(p));
+                            let uses = crate::lint::expression_fields(src);
+                            self.maybe_missing(n, off, uses, crate::lint::expression_hint);
                         }
-                        Err(e) => {
-                            let n = if node.as_str() == Some(s.as_str()) {
-                                node
-                            } else {
-                                find_scalar(node, s).unwrap_or(node)
-                            };
-                            let off = if n.as_str() == Some(s.as_str()) {
-                                offset
-                            } else {
-                                0
-                            };
-                            self.expr_error(n, off, e)
-                        }
+                        Err(e) => self.expr_error(n, off, e),
                     }
                 }
             }
             Value::Array(items) => items.iter().for_each(|v| self.interpolated(node, v)),
             Value::Object(m) => m.values().for_each(|v| self.interpolated(node, v)),
             _ => {}
+        }
+    }
+
+    /// N0038 warnings for contact fields that may be missing ([`crate::lint`]), found in
+    /// a text at byte `offset` of `node`'s text.
+    fn maybe_missing(
+        &mut self,
+        node: &Node,
+        offset: usize,
+        uses: Vec<crate::lint::FieldUse>,
+        hint: fn(&str) -> String,
+    ) {
+        let quoted = matches!(
+            node.kind,
+            crate::yaml::NodeKind::Scalar { quoted: true, .. }
+        );
+        for f in uses {
+            let span = Span {
+                line: node.span.line + f.line - 1,
+                col: if f.line == 1 {
+                    node.span.col + usize::from(quoted) + offset + f.col - 1
+                } else {
+                    f.col
+                },
+                len: f.path.len(),
+            };
+            self.sink.diags.push(
+                Diagnostic::warning(
+                    Code::MaybeMissing,
+                    self.sink.file,
+                    span,
+                    crate::lint::message(&f.path, "this step"),
+                )
+                .with_hint(hint(&f.field)),
+            );
         }
     }
 
@@ -472,6 +514,9 @@ impl Compiler<'_, '_> {
                 if let Some(s) = e.subject() {
                     let snode = value.get("subject").unwrap_or(value);
                     self.interpolated(snode, &Value::String(s.into()));
+                    // The subject is then rendered by minijinja too.
+                    let uses = crate::lint::template_fields(s);
+                    self.maybe_missing(snode, 0, uses, crate::lint::template_hint);
                 }
             }
             StepKind::Notify(n) => {
@@ -756,6 +801,7 @@ pub fn compile(
         };
         match t {
             Trigger::Event(e) => {
+                c.event_type(node.get("event").unwrap_or(node), &e.event);
                 if let Some(cond) = &e.condition {
                     c.expr(node.get("if").unwrap_or(node), &cond.0);
                 }
@@ -776,6 +822,7 @@ pub fn compile(
         }
     }
     if let Some(g) = &w.goal {
+        c.event_type(at(root, &["goal", "event"]), &g.event);
         if let Some(cond) = &g.condition {
             let n = at(root, &["goal", "if"]);
             c.expr(n, &cond.0);
@@ -994,6 +1041,7 @@ pub fn compile(
                 }
             }
             StepKind::WaitFor(wf) => {
+                c.event_type(at(root, &["steps", &si, "wait_for", "event"]), &wf.event);
                 if let Some(cond) = &wf.condition {
                     c.expr(at(root, &["steps", &si, "wait_for", "if"]), &cond.0);
                 }
@@ -1102,7 +1150,10 @@ pub fn compile(
         }
     }
 
-    let failed = c.sink.diags.len() > before || file.partial;
+    let failed = c.sink.diags[before..]
+        .iter()
+        .any(|d| d.severity == crate::diag::Severity::Error)
+        || file.partial;
     let programs = c.programs;
     if failed {
         return None;
@@ -1184,6 +1235,9 @@ pub fn check_scoring(
     };
     for (i, r) in scoring.rules.iter().enumerate() {
         let rn = node.locate(["rules".to_string(), i.to_string()]);
+        if let Some(ev) = &r.event {
+            c.event_type(rn.get("event").unwrap_or(rn), ev);
+        }
         if let Some(e) = &r.condition {
             c.expr(rn.get("if").unwrap_or(rn), &e.0);
         }

@@ -1106,7 +1106,12 @@ fn create_secret(path: &Path) -> std::io::Result<Created> {
 /// unknown variables at their line in the file.
 fn check_templates(dir: &Path, templates: &BTreeMap<String, Template>, loaded: &mut Loaded) {
     let (_, problems) = crate::email::Renderer::new(templates);
-    for p in problems {
+    let warnings = crate::email::render::maybe_missing(templates);
+    let problems = problems
+        .into_iter()
+        .map(|p| (p, false))
+        .chain(warnings.into_iter().map(|p| (p, true)));
+    for (p, warning) in problems {
         let (name, part) = p.source.rsplit_once('.').unwrap_or((&p.source, "html"));
         let file_ext = match part {
             "txt" => "txt",
@@ -1131,19 +1136,21 @@ fn check_templates(dir: &Path, templates: &BTreeMap<String, Template>, loaded: &
             .nth(line - 1)
             .and_then(|l| p.message.split('`').nth(1).and_then(|var| l.find(var)))
             .map_or(1, |c| c + 1);
-        loaded.diagnostics.push(
-            Diagnostic::error(
-                Code::BadTemplate,
-                &path,
-                Span {
-                    line,
-                    col,
-                    len: p.message.split('`').nth(1).map_or(1, str::len),
-                },
-                format!("template `{name}` ({part}): {}", p.message),
-            )
-            .with_hint("templates use minijinja (Jinja2 syntax); see docs/marketers.md, \"Email templates\""),
-        );
+        let span = Span {
+            line,
+            col,
+            len: p.message.split('`').nth(1).map_or(1, str::len),
+        };
+        let message = format!("template `{name}` ({part}): {}", p.message);
+        loaded.diagnostics.push(if warning {
+            let field = p.message.split('`').nth(1).unwrap_or_default();
+            let field = field.trim_start_matches("contact.").split('.').next();
+            Diagnostic::warning(Code::MaybeMissing, &path, span, message)
+                .with_hint(crate::lint::template_hint(field.unwrap_or_default()))
+        } else {
+            Diagnostic::error(Code::BadTemplate, &path, span, message)
+            .with_hint("templates use minijinja (Jinja2 syntax); see docs/marketers.md, \"Email templates\"")
+        });
     }
 }
 

@@ -921,18 +921,19 @@ async fn outbox_loop(
     }
 }
 
-/// Stores one event produced by the API itself (tracking, unsubscribe, bounces).
+/// Stores one event produced by the API itself (tracking, unsubscribe, bounces); without
+/// an `id`, ingestion derives it from the content, as for any event.
 async fn record(
     s: &AppState,
     kind: &str,
     contact: Option<String>,
     email: Option<String>,
-    id: String,
+    id: Option<String>,
     data: Value,
 ) -> Result<(), EngineError> {
     let event = input::IncomingEvent {
         index: 0,
-        id: Some(id),
+        id,
         kind: kind.to_string(),
         contact,
         email,
@@ -997,7 +998,7 @@ async fn track(
         return Ok(());
     }
     let contact = claims["c"].as_str().map(str::to_string);
-    let stored = record(s, kind, contact, None, id.clone(), data).await;
+    let stored = record(s, kind, contact, None, Some(id.clone()), data).await;
     if stored.is_err() {
         s.hits.forget(&id);
     }
@@ -1108,7 +1109,7 @@ async fn unsubscribe(State(s): State<AppState>, Path(token): Path<String>) -> Re
         "email.unsubscribed",
         c["c"].as_str().map(str::to_string),
         None,
-        id,
+        Some(id),
         claims_data(&c),
     )
     .await
@@ -1161,17 +1162,19 @@ async fn post_bounces(State(s): State<AppState>, body: axum::body::Bytes) -> Res
         } else {
             "email.bounced"
         };
-        let id = b["id"].as_str().map(str::to_string).unwrap_or_else(|| {
-            format!(
-                "{event}:{email}:{}",
-                Utc::now().timestamp_nanos_opt().unwrap_or(0)
-            )
-        });
+        // The provider's id when it gives one; otherwise ingestion derives it from the
+        // content within the receive window (`engine::ingest::derived_event_id`), so a
+        // resent notification is one event.
+        let id = b["id"].as_str().map(str::to_string);
+        if let Some(Err(reason)) = id.as_deref().map(|i| input::check_id("id", i)) {
+            results.push(json!({"index": i, "status": "rejected", "reason": reason}));
+            continue;
+        }
         if let Err(e) = record(
             &s,
             event,
             None,
-            Some(email.to_string()),
+            Some(email.to_lowercase()),
             id,
             json!({"permanent": permanent, "reason": reason}),
         )

@@ -4,14 +4,19 @@
 //! to the next at which something is due: an input event, a timer, a schedule firing.
 //! Effects are reported in time order; the same input gives the same output, byte for byte.
 //!
+//! A contact is created at the start, or when the input says (`created_at`, or an explicit
+//! `contact.created` event, which then is its creation).
+//!
 //! When the simulation ends: at `until` if given; otherwise when no input event and no
 //! timer is left (schedule triggers fire only while something else is pending, or up to
 //! `until`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::engine::ingest::CONTACT_CREATED;
 use crate::engine::{Effect, Engine, EngineError};
-use crate::input::{ContactRow, IncomingEvent};
+use crate::input::{id_for_email, ContactRow, Creation, IncomingEvent};
 use crate::project::Project;
 use crate::store::{sqlite::SqliteStore, Store, Ts};
 
@@ -28,6 +33,13 @@ pub struct Summary {
 }
 
 /// Runs a simulation; `emit` receives each effect in order.
+///
+/// Contacts are created at the start, except those whose creation the input states: a
+/// contact's `created_at`, or else its first explicit `contact.created` event (which is
+/// then that creation, not a second one). Such a contact is created at that instant, with
+/// its `contact.created` event; before it, events for it are rejected. A second creation
+/// of one contact (a `contact.created` event besides its `created_at`, or two events) is
+/// rejected with a reason.
 pub async fn run(
     project: Arc<Project>,
     contacts: &[ContactRow],
@@ -38,9 +50,16 @@ pub async fn run(
 ) -> Result<Summary, EngineError> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open("sqlite::memory:").await?);
     let engine = Arc::new(Engine::new(project, store.clone()));
-    let first = events.iter().filter_map(|e| e.at).min();
+    let first = events
+        .iter()
+        .filter_map(|e| e.at)
+        .chain(contacts.iter().filter_map(|c| c.created.as_ref().map(|k| k.at)))
+        .min();
     let t0 = start.or(first).ok_or_else(|| {
-        EngineError::Invalid("nothing to simulate: give events with `at`, or --start".into())
+        EngineError::Invalid(
+            "nothing to simulate: give events with `at`, contacts with `created_at`, or --start"
+                .into(),
+        )
     })?;
     for e in events.iter_mut() {
         e.at.get_or_insert(t0);
@@ -54,12 +73,13 @@ pub async fn run(
         ..Default::default()
     };
 
-    let imported = engine.import_contacts(contacts, t0).await?;
-    summary.rejected_contacts = imported
-        .rejected
-        .iter()
-        .map(|r| (r.at, r.reason.clone()))
-        .collect();
+    let mut rows: Vec<ContactRow> = contacts.to_vec();
+    events = take_creations(&mut rows, events, &mut summary);
+    let (now_rows, mut later) = by_creation(rows, t0);
+    let imported = engine.import_contacts(&now_rows, t0).await?;
+    summary
+        .rejected_contacts
+        .extend(imported.rejected.iter().map(|r| (r.at, r.reason.clone())));
     // Records the start for schedule triggers: they fire from t0 on.
     engine.fire_schedules(t0).await?;
 
@@ -68,14 +88,15 @@ pub async fn run(
     let mut first_round = true;
     for _ in 0..10_000_000u64 {
         let next_event = events.get(idx).and_then(|e| e.at);
+        let next_creation = later.first().map(|(at, _)| *at);
         let next_timer = store.next_timer().await?;
-        let pending = next_event.is_some() || next_timer.is_some();
+        let pending = next_event.is_some() || next_timer.is_some() || next_creation.is_some();
         let next_schedule = if pending || until.is_some() {
             engine.next_schedule(clock)
         } else {
             None
         };
-        let candidates = [next_event, next_timer, next_schedule];
+        let candidates = [next_event, next_creation, next_timer, next_schedule];
         let Some(mut t) = candidates.iter().flatten().min().copied() else {
             if first_round {
                 // Contacts imported at t0 may have pending work.
@@ -93,6 +114,14 @@ pub async fn run(
         }
         t = t.max(clock);
         clock = t;
+        let due = later.iter().take_while(|(at, _)| *at <= clock).count();
+        if due > 0 {
+            let rows: Vec<ContactRow> = later.drain(..due).flat_map(|(_, r)| r).collect();
+            let imported = engine.import_contacts(&rows, clock).await?;
+            summary
+                .rejected_contacts
+                .extend(imported.rejected.iter().map(|r| (r.at, r.reason.clone())));
+        }
         let mut batch = Vec::new();
         while idx < events.len() && events[idx].at.is_some_and(|a| a <= clock) {
             batch.push(events[idx].clone());
@@ -101,9 +130,21 @@ pub async fn run(
         if !batch.is_empty() {
             for o in engine.ingest(&batch, clock).await? {
                 if o.status == "rejected" {
-                    summary
-                        .rejected_events
-                        .push((o.index, o.reason.unwrap_or_default()));
+                    let reason = o.reason.unwrap_or_default();
+                    let event = batch.iter().find(|e| e.index == o.index);
+                    let pending = event
+                        .and_then(|e| e.contact.as_deref())
+                        .and_then(|c| later.iter().find(|(_, rows)| key(&rows[0]) == c));
+                    let reason = match pending {
+                        Some((at, rows)) => format!(
+                            "contact `{}` is created at {} (line {} of the contacts), after this event",
+                            key(&rows[0]),
+                            crate::store::ts_out(*at),
+                            rows[0].line
+                        ),
+                        None => reason,
+                    };
+                    summary.rejected_events.push((o.index, reason));
                 }
             }
         }
@@ -113,6 +154,96 @@ pub async fn run(
     }
     summary.end = Some(clock);
     Ok(summary)
+}
+
+/// The id a row's contact gets in the simulation's empty store.
+fn key(row: &ContactRow) -> String {
+    row.id
+        .clone()
+        .unwrap_or_else(|| id_for_email(row.email.as_deref().unwrap_or_default()))
+}
+
+/// Makes each explicit `contact.created` event of a contact of `rows` its creation (the
+/// first row of that contact gets it), unless the contact's creation is already stated:
+/// then the event is rejected. Answers the other events.
+fn take_creations(
+    rows: &mut [ContactRow],
+    events: Vec<IncomingEvent>,
+    summary: &mut Summary,
+) -> Vec<IncomingEvent> {
+    // Per contact: its first row, and where its creation was stated (a line of the
+    // contacts, or of the events).
+    let mut stated: HashMap<String, String> = HashMap::new();
+    let mut first_row: HashMap<String, usize> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        let k = key(r);
+        first_row.entry(k.clone()).or_insert(i);
+        if r.created.is_some() {
+            stated
+                .entry(k)
+                .or_insert(format!("`created_at` on line {} of the contacts", r.line));
+        }
+    }
+    let mut rest = Vec::with_capacity(events.len());
+    for e in events {
+        if e.kind != CONTACT_CREATED {
+            rest.push(e);
+            continue;
+        }
+        let found = match (&e.contact, &e.email) {
+            (Some(c), _) => first_row.get(c).map(|_| c.clone()),
+            (None, Some(email)) => rows
+                .iter()
+                .find(|r| r.email.as_deref() == Some(email.as_str()))
+                .map(key),
+            (None, None) => None,
+        };
+        let Some(k) = found else {
+            // Not a contact of the file: ingestion creates it by email (the event is its
+            // creation), or rejects an unknown id.
+            rest.push(e);
+            continue;
+        };
+        if let Some(by) = stated.get(&k) {
+            summary.rejected_events.push((
+                e.index,
+                format!("contact `{k}` is already created by {by}; a contact is created once"),
+            ));
+            continue;
+        }
+        stated.insert(k.clone(), format!("the `contact.created` event on line {}", e.index));
+        let at = e.at.expect("simulated events have a time");
+        rows[first_row[&k]].created = Some(Creation { at, data: e.data });
+    }
+    rest
+}
+
+/// Rows created at `t0` (no stated creation, or one before it), and the others grouped by
+/// contact, in order of creation.
+fn by_creation(rows: Vec<ContactRow>, t0: Ts) -> (Vec<ContactRow>, Vec<(Ts, Vec<ContactRow>)>) {
+    let mut created: HashMap<String, Ts> = HashMap::new();
+    for r in &rows {
+        if let Some(c) = &r.created {
+            let at = created.entry(key(r)).or_insert(c.at);
+            *at = (*at).min(c.at);
+        }
+    }
+    let mut now = Vec::new();
+    let mut later: Vec<(Ts, Vec<ContactRow>)> = Vec::new();
+    for r in rows {
+        match created.get(&key(&r)) {
+            Some(at) if *at > t0 => {
+                match later.iter_mut().find(|(_, rs)| key(&rs[0]) == key(&r)) {
+                    Some((_, rs)) => rs.push(r),
+                    None => later.push((*at, vec![r])),
+                }
+            }
+            _ => now.push(r),
+        }
+    }
+    // Stable: contacts created at one instant keep their file order.
+    later.sort_by_key(|(at, _)| *at);
+    (now, later)
 }
 
 /// One effect as a JSON line (the outbox key is internal and left out).

@@ -15,9 +15,9 @@ use serde_json::{json, Value};
 
 use crate::util::{example_project as project, free_port, repo};
 
-struct Smtp {
+pub(crate) struct Smtp {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     dir: PathBuf,
 }
 
@@ -28,7 +28,7 @@ impl Drop for Smtp {
     }
 }
 
-fn start_smtp(dir: &Path) -> Smtp {
+pub(crate) fn start_smtp(dir: &Path) -> Smtp {
     use std::io::{BufRead, BufReader};
     let port = free_port();
     let mut child = Command::new("python3")
@@ -53,7 +53,7 @@ fn start_smtp(dir: &Path) -> Smtp {
 
 impl Smtp {
     /// Received messages, oldest first: (raw message, envelope).
-    fn received(&self) -> Vec<(String, Value)> {
+    pub(crate) fn received(&self) -> Vec<(String, Value)> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -96,7 +96,7 @@ fn dkim_key(dir: &Path) -> (String, String) {
 }
 
 /// Yesterday at noon UTC: daytime in Sofia (no quiet hours), always in the past.
-fn noon_yesterday() -> DateTime<Utc> {
+pub(crate) fn noon_yesterday() -> DateTime<Utc> {
     (Utc::now() - chrono::Duration::days(1))
         .date_naive()
         .and_hms_opt(12, 0, 0)
@@ -104,16 +104,16 @@ fn noon_yesterday() -> DateTime<Utc> {
         .and_utc()
 }
 
-struct World {
-    engine: Arc<Engine>,
-    store: Arc<dyn Store>,
-    channel: Arc<EmailChannel>,
+pub(crate) struct World {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) channel: Arc<EmailChannel>,
     signer: Signer,
     api: String,
     project: PathBuf,
 }
 
-async fn world(project_dir: &Path) -> World {
+pub(crate) async fn world(project_dir: &Path) -> World {
     let loaded = nurture::project::load(project_dir);
     assert_eq!(loaded.errors(), 0, "{}", loaded.render());
     let project = Arc::new(loaded.project.unwrap());
@@ -145,7 +145,7 @@ async fn world(project_dir: &Path) -> World {
 }
 
 impl World {
-    async fn contacts(&self, rows: &[Value], at: DateTime<Utc>) {
+    pub(crate) async fn contacts(&self, rows: &[Value], at: DateTime<Utc>) {
         let rows: Vec<_> = rows
             .iter()
             .enumerate()
@@ -153,7 +153,7 @@ impl World {
             .collect();
         self.engine.import_contacts(&rows, at).await.unwrap();
     }
-    async fn events(&self, events: &[Value], at: DateTime<Utc>) {
+    pub(crate) async fn events(&self, events: &[Value], at: DateTime<Utc>) {
         let events: Vec<_> = events
             .iter()
             .enumerate()
@@ -162,7 +162,7 @@ impl World {
         self.engine.ingest(&events, at).await.unwrap();
         self.engine.tick(at).await.unwrap();
     }
-    async fn deliver(&self, at: DateTime<Utc>) -> usize {
+    pub(crate) async fn deliver(&self, at: DateTime<Utc>) -> usize {
         Deliverer::new(self.store.clone())
             .with_email(self.channel.clone())
             .deliver_due(at, 500)
@@ -184,7 +184,7 @@ impl World {
         runs[0].step.clone()
     }
 
-    async fn outbox_of(&self, contact: &str, kind: &str) -> Vec<String> {
+    pub(crate) async fn outbox_of(&self, contact: &str, kind: &str) -> Vec<String> {
         let runs = self
             .store
             .list_runs(&RunFilter {
@@ -208,12 +208,12 @@ impl World {
     }
 }
 
-fn ebook(contact: &str) -> Value {
+pub(crate) fn ebook(contact: &str) -> Value {
     json!({"type": "form.submitted", "contact": contact, "data": {"form": "ebook"}})
 }
 
 /// Splits a raw message into its headers (unfolded) and body.
-fn headers(raw: &str) -> Vec<(String, String)> {
+pub(crate) fn headers(raw: &str) -> Vec<(String, String)> {
     let head = raw.split("\r\n\r\n").next().unwrap().replace("\r\n ", " ");
     head.lines()
         .filter_map(|l| l.split_once(": "))
@@ -221,7 +221,7 @@ fn headers(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
+pub(crate) fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
     h.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
@@ -229,7 +229,7 @@ fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
 }
 
 /// Decoded quoted-printable text of the message.
-fn decoded(raw: &str) -> String {
+pub(crate) fn decoded(raw: &str) -> String {
     raw.replace("=\r\n", "").replace("=3D", "=")
 }
 
@@ -445,7 +445,7 @@ async fn ebook_subjects(edit: impl FnOnce(&Path)) -> (String, String) {
 }
 
 /// Replaces `from` by `to` in the project file `rel`.
-fn edit_file(dir: &Path, rel: &str, from: &str, to: &str) {
+pub(crate) fn edit_file(dir: &Path, rel: &str, from: &str, to: &str) {
     let path = dir.join(rel);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains(from), "{rel} has no {from:?}");

@@ -12,6 +12,7 @@ mod graph;
 mod invalid;
 mod plugins;
 mod schema;
+mod semantics_content;
 mod sec_egress;
 mod sec_lang;
 mod sec_server;

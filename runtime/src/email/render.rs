@@ -276,14 +276,93 @@ impl Renderer {
             Some(t) => t,
             None => html.as_deref().map(html_to_text).unwrap_or_default(),
         };
+        let preheader = preheader
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty());
+        // The text part is derived above, before the hidden preheader goes in.
+        let html = match (html, &preheader) {
+            (Some(h), Some(p)) => Some(with_preheader(&h, p)),
+            (h, _) => h,
+        };
         Ok(Rendered {
             subject: subject.trim().to_string(),
-            preheader: preheader.map(|p| p.trim().to_string()),
+            preheader,
             from: t.from.clone(),
             html,
             text,
         })
     }
+}
+
+/// The contact fields that may be missing, printed without a fallback in the templates'
+/// parts ([`crate::lint::template_fields`]): warnings, as [`TemplateProblem`]s whose
+/// message names the field first.
+pub fn maybe_missing(templates: &BTreeMap<String, Template>) -> Vec<TemplateProblem> {
+    let mut out = Vec::new();
+    for t in templates.values() {
+        let parts = [
+            ("html", &t.html),
+            ("txt", &t.text),
+            ("subject", &t.subject),
+            ("preheader", &t.preheader),
+        ];
+        for (ext, body) in parts {
+            let Some(body) = body else { continue };
+            for f in crate::lint::template_fields(body) {
+                out.push(TemplateProblem {
+                    source: format!("{}.{ext}", t.name),
+                    line: Some(f.line),
+                    message: crate::lint::message(&f.path, "the email"),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The hidden preheader element: inbox previews show its text next to the subject, the
+/// opened message does not (the usual pattern: `display:none`, no height, no overflow,
+/// `mso-hide:all` for Outlook).
+const PREHEADER_STYLE: &str = "display:none;font-size:1px;line-height:1px;max-height:0;\
+max-width:0;opacity:0;overflow:hidden;mso-hide:all";
+
+/// `html` with the preheader `text` (HTML-escaped) as the first element of its body:
+/// right after the `<body ...>` tag, or at the very start when there is none.
+pub fn with_preheader(html: &str, text: &str) -> String {
+    let element = format!(
+        "<div style=\"{PREHEADER_STYLE}\">{}</div>",
+        escape_html(text)
+    );
+    let lower = html.to_ascii_lowercase();
+    let body_end = lower
+        .match_indices("<body")
+        .find(|(i, _)| {
+            lower[i + 5..]
+                .chars()
+                .next()
+                .is_some_and(|c| c == '>' || c.is_ascii_whitespace())
+        })
+        .and_then(|(i, _)| lower[i..].find('>').map(|e| i + e + 1));
+    match body_end {
+        Some(at) => format!("{}{element}{}", &html[..at], &html[at..]),
+        None => format!("{element}{html}"),
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A readable text part from HTML: block tags become line breaks, links become
@@ -437,6 +516,38 @@ mod render_tests {
                 .contains("a value used by the template is missing"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn preheader_is_rendered_escaped_and_hidden_at_the_top_of_the_body() {
+        let mut t = BTreeMap::new();
+        t.insert(
+            "t".to_string(),
+            Template {
+                name: "t".into(),
+                subject: Some("x".into()),
+                preheader: Some("For {{ contact.first_name | default('you') }} <b>& co</b>".into()),
+                from: None,
+                html: Some("<html><body style=\"a\">\n<p>Hi</p>\n</body></html>".into()),
+                text: None,
+            },
+        );
+        let (r, problems) = Renderer::new(&t);
+        assert!(problems.is_empty(), "{problems:?}");
+        let out = r
+            .render("t", &serde_json::json!({"contact": {"first_name": "Ana"}}), None)
+            .unwrap();
+        assert_eq!(out.preheader.as_deref(), Some("For Ana <b>& co</b>"));
+        let html = out.html.unwrap();
+        assert!(
+            html.starts_with(&format!(
+                "<html><body style=\"a\"><div style=\"{PREHEADER_STYLE}\">For Ana &lt;b&gt;&amp; co&lt;/b&gt;</div>\n<p>Hi</p>"
+            )),
+            "{html}"
+        );
+        assert_eq!(out.text, "Hi\n", "the text part has no preheader");
+        assert_eq!(with_preheader("<p>x</p>", "p"), format!("<div style=\"{PREHEADER_STYLE}\">p</div><p>x</p>"));
+        assert!(with_preheader("<BODY>", "p").starts_with("<BODY><div"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{digest, Engine, EngineError};
-use crate::input::{id_for_email, merge, ContactRow, IncomingEvent, Rejected};
+use crate::input::{id_for_email, merge, ContactRow, Creation, IncomingEvent, Rejected};
 use crate::store::{Contact, Inserted, NewEvent, Ts, UnitOfWork};
 
 /// What happened to one incoming event.
@@ -72,17 +72,13 @@ impl Engine {
                 (None, None) => unreachable!("validated"),
             };
             let at = e.at.unwrap_or(now);
-            let id = e.id.clone().unwrap_or_else(|| {
-                format!(
-                    "auto-{}",
-                    digest(&[
-                        &e.kind,
-                        &contact_id,
-                        &crate::store::ts(at),
-                        &e.data.to_string()
-                    ])
-                )
-            });
+            let id = if e.kind == CONTACT_CREATED {
+                created_id(&contact_id)
+            } else {
+                e.id.clone().unwrap_or_else(|| {
+                    derived_event_id(&e.kind, &contact_id, &e.data, e.at, now)
+                })
+            };
             candidates.push(NewEvent {
                 id,
                 contact: contact_id,
@@ -158,11 +154,18 @@ impl Engine {
         let mut created: Vec<Contact> = new_contacts.into_values().collect();
         created.sort_by(|a, b| a.id.cmp(&b.id));
         for c in &created {
+            // An explicit `contact.created` event of the batch is the creation itself.
+            let explicit = to_store
+                .iter()
+                .any(|(_, e)| e.contact == c.id && e.kind == CONTACT_CREATED);
+            if explicit {
+                continue;
+            }
             let first = to_store
                 .iter()
                 .find(|(_, e)| e.contact == c.id)
                 .map_or(now, |(_, e)| e.at);
-            batch.push(created_event(c, first));
+            batch.push(created_event(c, first, json!({})));
         }
         let offset = batch.len();
         batch.extend(to_store.iter().map(|(_, e)| e.clone()));
@@ -209,6 +212,9 @@ impl Engine {
         let mut summary = ImportSummary::default();
         let mut fresh: Vec<Contact> = Vec::new();
         let mut updates: Vec<Contact> = Vec::new();
+        // When the input says a contact was created (`created_at`, or a simulated
+        // `contact.created` event): only used if this import creates it.
+        let mut creations: HashMap<String, Creation> = HashMap::new();
         for row in rows {
             let existing = match (&row.id, &row.email) {
                 (Some(id), _) => self.store.contact(id).await?,
@@ -245,6 +251,14 @@ impl Engine {
                     continue;
                 }
             }
+            if let Some(created) = &row.created {
+                let first = creations
+                    .entry(id.clone())
+                    .or_insert_with(|| created.clone());
+                if created.at < first.at {
+                    *first = created.clone();
+                }
+            }
             if let Some(c) = fresh.iter_mut().find(|c| c.id == id) {
                 merge(row, c);
                 continue;
@@ -279,19 +293,129 @@ impl Engine {
                 .await?;
         }
         if !fresh.is_empty() {
-            let events: Vec<NewEvent> = fresh.iter().map(|c| created_event(c, now)).collect();
+            let events: Vec<NewEvent> = fresh
+                .iter()
+                .map(|c| match creations.get(&c.id) {
+                    Some(k) => created_event(c, k.at, k.data.clone()),
+                    None => created_event(c, now, json!({})),
+                })
+                .collect();
             self.store.insert_events(&fresh, &events).await?;
         }
         Ok(summary)
     }
 }
 
-fn created_event(c: &Contact, at: Ts) -> NewEvent {
+/// The type of the event that records a contact's creation.
+pub const CONTACT_CREATED: &str = "contact.created";
+
+/// The id of a contact's `contact.created` event: one per contact, so an explicit
+/// `contact.created` event for a contact that exists is a duplicate, and one that creates
+/// the contact (by email) is the creation itself.
+pub fn created_id(contact: &str) -> String {
+    format!("{CONTACT_CREATED}:{contact}")
+}
+
+fn created_event(c: &Contact, at: Ts, data: serde_json::Value) -> NewEvent {
     NewEvent {
-        id: format!("contact.created:{}", c.id),
+        id: created_id(&c.id),
         contact: c.id.clone(),
-        kind: "contact.created".into(),
+        kind: CONTACT_CREATED.into(),
         at,
-        data: json!({}),
+        data,
+    }
+}
+
+/// The window in which identical events without `id` and `at` count as one: the UTC
+/// day (00:00 to 24:00 UTC) they were received in.
+pub const DEDUPE_WINDOW: chrono::Duration = chrono::Duration::days(1);
+
+/// The id of an event sent without one, derived from its content: type, contact, data
+/// (canonical JSON: keys sorted, so `{"a":1,"b":2}` and `{"b":2,"a":1}` are one) and its
+/// `at` when given; without `at`, the [`DEDUPE_WINDOW`] it was `received` in. So the same
+/// payload resent (a client's retry) is a duplicate, and an event with an explicit time
+/// is the same event whenever it is resent.
+pub fn derived_event_id(
+    kind: &str,
+    contact: &str,
+    data: &serde_json::Value,
+    at: Option<Ts>,
+    received: Ts,
+) -> String {
+    let when = match at {
+        Some(at) => crate::store::ts(at),
+        None => {
+            let window = DEDUPE_WINDOW.num_seconds();
+            format!("window:{}", received.timestamp().div_euclid(window))
+        }
+    };
+    let data = canonical_json(data);
+    format!("auto-{}", digest(&[kind, contact, &when, &data]))
+}
+
+/// JSON text with object keys sorted at every level (the crate keeps insertion order).
+pub fn canonical_json(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&m[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Ts {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn derived_ids_ignore_key_order_and_the_receive_time_within_a_utc_day() {
+        let a = serde_json::json!({"url": "/pricing", "n": {"x": 1, "y": [1, {"b": 2, "a": 1}]}});
+        let b = serde_json::json!({"n": {"y": [1, {"a": 1, "b": 2}], "x": 1}, "url": "/pricing"});
+        let morning = t("2026-03-02T00:00:01Z");
+        let night = t("2026-03-02T23:59:59Z");
+        let id = derived_event_id("page.visited", "c1", &a, None, morning);
+        assert_eq!(id, derived_event_id("page.visited", "c1", &b, None, night));
+        // The next UTC day, another contact, type or data, or an `at`: another event.
+        assert_ne!(id, derived_event_id("page.visited", "c1", &a, None, t("2026-03-03T00:00:00Z")));
+        assert_ne!(id, derived_event_id("page.visited", "c2", &a, None, morning));
+        assert_ne!(id, derived_event_id("page.viewed", "c1", &a, None, morning));
+        assert_ne!(id, derived_event_id("page.visited", "c1", &serde_json::json!({}), None, morning));
+        let at = Some(t("2026-03-01T10:00:00Z"));
+        assert_eq!(
+            derived_event_id("page.visited", "c1", &a, at, morning),
+            derived_event_id("page.visited", "c1", &b, at, t("2026-04-01T10:00:00Z")),
+            "with `at`, the receive time does not matter"
+        );
     }
 }

@@ -199,8 +199,11 @@ impl JsonSchema for Reentry {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Goal {
-    /// Event type that counts as conversion.
-    pub event: String,
+    /// Event type that counts as conversion (when its `if` holds). Without it, the goal
+    /// is a condition on the contact, reached as soon as `if` holds: checked before every
+    /// step and whenever the contact changes, also while the run waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
     #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Expr>,
 }
@@ -646,7 +649,7 @@ pub struct Scoring {
     pub grades: BTreeMap<String, i64>,
 }
 
-/// Points for an event (each time) or for a profile condition (once).
+/// Points for an event (each time) or for a profile condition (while it holds).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreRule {
@@ -654,7 +657,8 @@ pub struct ScoreRule {
     pub event: Option<String>,
     #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Expr>,
-    /// CEL condition over the contact; the points are given once while it holds.
+    /// CEL condition over the contact; its points count while it holds (given when it
+    /// becomes true, taken back when it becomes false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<Expr>,
     pub points: i64,

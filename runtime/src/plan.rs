@@ -534,6 +534,7 @@ impl Compiler<'_, '_> {
                 for (k, v) in fields {
                     let vnode = value.get(k).unwrap_or(value);
                     self.interpolated(vnode, v);
+                    crate::engine::contact::check_set(&mut self.sink, value, k, v);
                     if k == "lifecycle" {
                         use crate::model::LIFECYCLE_STAGES as STAGES;
                         let ok = v.as_str().is_some_and(|s| STAGES.contains(&s));
@@ -826,6 +827,14 @@ pub fn compile(
         if let Some(cond) = &g.condition {
             let n = at(root, &["goal", "if"]);
             c.expr(n, &cond.0);
+        }
+        if g.event.is_none() && g.condition.is_none() {
+            c.sink.error(
+                Code::MissingKey,
+                at(root, &["goal"]).span,
+                "a goal needs `event`, `if`, or both",
+                Some("`goal: { event: demo.requested }` or `goal: { if: 'contact.lifecycle == \"customer\"' }`".into()),
+            );
         }
     }
     if let Some(x) = &w.exit_if {

@@ -3,6 +3,7 @@
 mod util;
 
 mod bench;
+mod contact_semantics;
 mod contacts;
 mod durability;
 mod email;

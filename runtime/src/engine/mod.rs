@@ -9,6 +9,7 @@
 //! notifications, webhooks, plugin calls) go to the outbox with an idempotency key derived
 //! from (run, step, action), and are delivered by [`crate::deliver`].
 
+pub mod contact;
 pub mod eval;
 pub mod ingest;
 pub mod time;
@@ -895,6 +896,18 @@ impl<'e> Work<'e> {
     }
 
     fn change_score(&mut self, run: Option<usize>, step: Option<&str>, delta: i64, reason: &str) {
+        self.change_score_noting(run, step, delta, reason, Map::new());
+    }
+
+    /// [`Work::change_score`], with more to say in its effect (`note`).
+    fn change_score_noting(
+        &mut self,
+        run: Option<usize>,
+        step: Option<&str>,
+        delta: i64,
+        reason: &str,
+        note: Map<String, Value>,
+    ) {
         let before = self.contact.score;
         let after = before + delta;
         self.contact.score = after;
@@ -908,12 +921,11 @@ impl<'e> Work<'e> {
                 }
             }
         }
-        self.effect(
-            run,
-            step,
-            "score",
-            json!({"delta": delta, "score": after, "reason": reason}),
-        );
+        let mut extra = json!({"delta": delta, "score": after, "reason": reason});
+        if let Value::Object(m) = &mut extra {
+            m.extend(note);
+        }
+        self.effect(run, step, "score", extra);
     }
 
     fn scope_event(&self, event: Option<&Value>, f: impl FnOnce(&Scope<'_>) -> Value) -> Value {
@@ -1022,7 +1034,7 @@ impl<'e> Work<'e> {
             let Some(goal) = &plan.workflow.goal else {
                 continue;
             };
-            if goal.event != e.kind {
+            if goal.event.as_deref() != Some(e.kind.as_str()) {
                 continue;
             }
             let ok = match &goal.condition {
@@ -1174,31 +1186,16 @@ impl<'e> Work<'e> {
         Ok(())
     }
 
-    /// Re-evaluates what depends on the contact after changes: profile scoring, segments
-    /// (entering one fires segment triggers) and score thresholds (score triggers).
+    /// Re-evaluates what depends on the contact after changes: profile scoring (see
+    /// [`Work::profile_rules`]), the goals and `exit_if` of open runs
+    /// ([`Work::recheck_open_runs`]), segments (entering one fires segment triggers) and
+    /// score thresholds (score triggers).
     fn settle(&mut self) -> Result<(), EngineError> {
+        let mut flipped = BTreeSet::new();
         for _ in 0..MAX_ROUNDS {
-            let mut changed = false;
             let empty = HashMap::new();
-            let profile: Vec<(usize, String, i64)> = self
-                .engine
-                .project
-                .scoring
-                .rules
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| r.profile.as_ref().map(|p| (i, p.0.clone(), r.points)))
-                .collect();
-            for (i, src, points) in profile {
-                if self.contact.profile_rules.contains(&i) {
-                    continue;
-                }
-                if self.condition(None, &empty, &src, None, "profile") {
-                    self.contact.profile_rules.insert(i);
-                    self.change_score(None, None, points, "profile");
-                    changed = true;
-                }
-            }
+            let mut changed = self.profile_rules(&mut flipped);
+            self.recheck_open_runs();
             let segments: Vec<(String, String)> = self
                 .engine
                 .project
@@ -1328,6 +1325,8 @@ impl<'e> Work<'e> {
         run.step = None;
         let id = run.id.clone();
         self.changed_runs.insert(i);
+        // A timer this unit set for the run (it waited, then ended) is not written.
+        self.uow.timers_set.retain(|t| t.run_id != id);
         self.uow.timers_clear.push(id);
         self.effect(Some(i), None, "exit", json!({"reason": reason}));
     }
@@ -1361,6 +1360,14 @@ impl<'e> Work<'e> {
                 return Ok(());
             };
             let step = &plan.workflow.steps[si];
+            let goal = self.contact_goal(i, plan);
+            if self.fail_if_aborted(i, &step.id) {
+                return Ok(());
+            }
+            if goal {
+                self.end_run(i, RunStatus::Converted, "goal");
+                return Ok(());
+            }
             if let Some(x) = &plan.workflow.exit_if {
                 let ev = self.runs[i].event.clone();
                 let exit = self.condition(Some(i), &plan.programs, &x.0, ev.as_ref(), "exit_if");
@@ -1722,6 +1729,7 @@ impl<'e> Work<'e> {
                         "owner" => self.contact.owner = v.as_str().map(str::to_string),
                         "timezone" => self.contact.timezone = v.as_str().map(str::to_string),
                         "email" => self.contact.email = v.as_str().map(str::to_string),
+                        "consent" => self.set_consent(i, step, &v)?,
                         _ => {
                             self.contact.fields.insert(k.clone(), v.clone());
                         }

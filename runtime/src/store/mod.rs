@@ -162,7 +162,7 @@ pub struct Contact {
     /// Segments the contact is in, as last evaluated.
     #[serde(default)]
     pub segments: BTreeSet<String>,
-    /// Indexes of `profile` scoring rules already awarded.
+    /// Indexes of the `profile` scoring rules whose points the score counts now.
     #[serde(default)]
     pub profile_rules: BTreeSet<usize>,
     /// Row version for optimistic concurrency; 0 for a contact not stored yet.

@@ -527,9 +527,7 @@ pub fn read_contacts(path: &Path) -> std::io::Result<(Vec<ContactRow>, Vec<Rejec
                 }
                 let v = match h {
                     "id" | "email" | "first_name" | "last_name" | "timezone" | "consent"
-                    | "tags" | "lifecycle" | "owner" | "phone" | "created_at" => {
-                        Value::from(cell)
-                    }
+                    | "tags" | "lifecycle" | "owner" | "phone" | "created_at" => Value::from(cell),
                     _ => typed_cell(cell),
                 };
                 obj.insert(h.to_string(), v);

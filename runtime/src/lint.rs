@@ -143,14 +143,15 @@ fn contact_paths(src: &str) -> Vec<(usize, String, String)> {
             continue;
         }
         let rest = &src[i + "contact.".len()..];
-        let field: String = rest.bytes().take_while(|b| ident(*b)).map(char::from).collect();
+        let field: String = rest
+            .bytes()
+            .take_while(|b| ident(*b))
+            .map(char::from)
+            .collect();
         if field.is_empty() {
             continue;
         }
-        let path_len: usize = rest
-            .bytes()
-            .take_while(|b| ident(*b) || *b == b'.')
-            .count();
+        let path_len: usize = rest.bytes().take_while(|b| ident(*b) || *b == b'.').count();
         let path = format!("contact.{}", rest[..path_len].trim_end_matches('.'));
         out.push((i, field, path));
     }
@@ -243,7 +244,10 @@ pub fn template_fields(src: &str) -> Vec<FieldUse> {
         match kind {
             Some('%') => {
                 let tag = inner.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
-                let word: String = tag.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+                let word: String = tag
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphabetic())
+                    .collect();
                 match word.as_str() {
                     "if" => guards.push(squeezed(tag)),
                     "elif" => {
@@ -322,10 +326,14 @@ mod tests {
             fields(expression_fields("contact.first_name")),
             ["contact.first_name"]
         );
-        assert!(expression_fields("has(contact.first_name) ? contact.first_name : 'you'").is_empty());
+        assert!(
+            expression_fields("has(contact.first_name) ? contact.first_name : 'you'").is_empty()
+        );
         assert!(expression_fields("contact.email + contact.id + string(contact.score)").is_empty());
         assert_eq!(
-            fields(expression_fields("has(contact.company) ? contact.company.name : contact.phone")),
+            fields(expression_fields(
+                "has(contact.company) ? contact.company.name : contact.phone"
+            )),
             ["contact.phone"]
         );
         assert!(expression_fields("'contact.first_name'").is_empty());
@@ -339,7 +347,10 @@ mod tests {
         assert_eq!(d.code, Code::BadEventType);
         assert!(d.hint.unwrap().contains("e.g. `custom.go`"));
         let d = event_type(Path::new("w.yaml"), span, "Page Visited").unwrap();
-        assert!(d.hint.unwrap().contains("e.g. `custom.page_visited`"), "single part");
+        assert!(
+            d.hint.unwrap().contains("e.g. `custom.page_visited`"),
+            "single part"
+        );
         let d = event_type(Path::new("w.yaml"), span, "Form.Submitted").unwrap();
         assert!(d.hint.unwrap().contains("e.g. `form.submitted`"));
     }

@@ -53,7 +53,11 @@ pub async fn run(
     let first = events
         .iter()
         .filter_map(|e| e.at)
-        .chain(contacts.iter().filter_map(|c| c.created.as_ref().map(|k| k.at)))
+        .chain(
+            contacts
+                .iter()
+                .filter_map(|c| c.created.as_ref().map(|k| k.at)),
+        )
         .min();
     let t0 = start.or(first).ok_or_else(|| {
         EngineError::Invalid(
@@ -96,7 +100,10 @@ pub async fn run(
         } else {
             None
         };
-        let candidates = [next_event, next_creation, next_timer, next_schedule];
+        // The first round runs at t0: contacts created then (with a `created_at` before
+        // every event) enter their workflows then, not at the first event.
+        let at_start = first_round.then_some(t0);
+        let candidates = [at_start, next_event, next_creation, next_timer, next_schedule];
         let Some(mut t) = candidates.iter().flatten().min().copied() else {
             if first_round {
                 // Contacts imported at t0 may have pending work.
@@ -211,7 +218,10 @@ fn take_creations(
             ));
             continue;
         }
-        stated.insert(k.clone(), format!("the `contact.created` event on line {}", e.index));
+        stated.insert(
+            k.clone(),
+            format!("the `contact.created` event on line {}", e.index),
+        );
         let at = e.at.expect("simulated events have a time");
         rows[first_row[&k]].created = Some(Creation { at, data: e.data });
     }
@@ -232,12 +242,10 @@ fn by_creation(rows: Vec<ContactRow>, t0: Ts) -> (Vec<ContactRow>, Vec<(Ts, Vec<
     let mut later: Vec<(Ts, Vec<ContactRow>)> = Vec::new();
     for r in rows {
         match created.get(&key(&r)) {
-            Some(at) if *at > t0 => {
-                match later.iter_mut().find(|(_, rs)| key(&rs[0]) == key(&r)) {
-                    Some((_, rs)) => rs.push(r),
-                    None => later.push((*at, vec![r])),
-                }
-            }
+            Some(at) if *at > t0 => match later.iter_mut().find(|(_, rs)| key(&rs[0]) == key(&r)) {
+                Some((_, rs)) => rs.push(r),
+                None => later.push((*at, vec![r])),
+            },
             _ => now.push(r),
         }
     }

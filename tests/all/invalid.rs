@@ -59,9 +59,9 @@ fn every_error_code_has_a_fixture() {
     }
     let documented = std::fs::read_to_string(repo().join("docs/errors.md")).unwrap();
     for code in [
-        "N0001", "N0002", "N0003", "N0004", "N0005", "N0010", "N0011", "N0012", "N0013", "N0014", "N0020",
-        "N0021", "N0022", "N0023", "N0024", "N0025", "N0026", "N0030", "N0031", "N0032", "N0033",
-        "N0034", "N0035", "N0036", "N0037",
+        "N0001", "N0002", "N0003", "N0004", "N0005", "N0010", "N0011", "N0012", "N0013", "N0014",
+        "N0020", "N0021", "N0022", "N0023", "N0024", "N0025", "N0026", "N0030", "N0031", "N0032",
+        "N0033", "N0034", "N0035", "N0036", "N0037",
     ] {
         assert!(seen.contains(code), "no invalid fixture expects {code}");
         assert!(

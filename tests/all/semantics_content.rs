@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::email::{
-    decoded, ebook, edit_file, header, headers, noon_yesterday, start_smtp, world,
-};
+use crate::email::{decoded, ebook, edit_file, header, headers, noon_yesterday, start_smtp, world};
 use crate::util::{example_project, nurture, repo};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -44,12 +42,8 @@ const HIDDEN: &str = "<div style=\"display:none;font-size:1px;line-height:1px;ma
 /// The HTML and text parts of a raw message, decoded.
 fn parts(raw: &str) -> (String, String) {
     let body = decoded(raw);
-    let html_at = body
-        .find("Content-Type: text/html")
-        .expect("an HTML part");
-    let text_at = body
-        .find("Content-Type: text/plain")
-        .expect("a text part");
+    let html_at = body.find("Content-Type: text/html").expect("an HTML part");
+    let text_at = body.find("Content-Type: text/plain").expect("a text part");
     let (text, html) = if text_at < html_at {
         (&body[text_at..html_at], &body[html_at..])
     } else {
@@ -148,9 +142,25 @@ fn email_preview_shows_the_rendered_preheader() {
     .unwrap();
     let d = dir.to_str().unwrap();
     let out = nurture(&["contacts", "import", contacts.to_str().unwrap(), "--dir", d]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = nurture(&["email", "preview", "ebook-delivery", "--contact", "ana", "--dir", d]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = nurture(&[
+        "email",
+        "preview",
+        "ebook-delivery",
+        "--contact",
+        "ana",
+        "--dir",
+        d,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("Preheader: For Ana: <link> & more"),
@@ -168,7 +178,11 @@ fn email_preview_shows_the_rendered_preheader() {
         "--out",
         html.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let html = std::fs::read_to_string(html).unwrap();
     assert!(
         html.contains(&format!("<body style=\"font-family: Helvetica, Arial, sans-serif; max-width: 600px; margin: auto\">{HIDDEN}For Ana: &lt;link&gt; &amp; more</div>")),
@@ -244,7 +258,11 @@ fn an_event_name_ingestion_refuses_is_a_validation_error() {
         .iter()
         .find(|d| d.code.as_str() == "N0014" && d.span.line == 2 && d.span.col == 19)
         .unwrap();
-    assert!(go.message.contains("`go` can never arrive"), "{}", go.message);
+    assert!(
+        go.message.contains("`go` can never arrive"),
+        "{}",
+        go.message
+    );
     assert!(
         go.hint.as_deref().unwrap().contains("e.g. `custom.go`"),
         "{:?}",
@@ -308,8 +326,16 @@ fn a_field_some_contacts_lack_is_a_warning_with_a_default_hint() {
         .iter()
         .map(|d| d.hint.as_deref().unwrap())
         .collect();
-    assert!(hints[0].contains("{{ contact.first_name | default(\"...\") }}"), "{}", hints[0]);
-    assert!(hints[1].contains("{{ contact.company | default(\"...\") }}"), "{}", hints[1]);
+    assert!(
+        hints[0].contains("{{ contact.first_name | default(\"...\") }}"),
+        "{}",
+        hints[0]
+    );
+    assert!(
+        hints[1].contains("{{ contact.company | default(\"...\") }}"),
+        "{}",
+        hints[1]
+    );
     assert!(
         hints[2].contains("${has(contact.first_name) ? contact.first_name : \"...\"}"),
         "{}",
@@ -352,9 +378,14 @@ fn demo_request_runs_for_a_contact_created_by_an_event() {
     ];
     let mut effects: Vec<Value> = Vec::new();
     let summary = rt()
-        .block_on(nurture::simulate::run(project, &[], events, None, None, |e| {
-            effects.push(serde_json::from_str(&nurture::simulate::effect_line(e)).unwrap())
-        }))
+        .block_on(nurture::simulate::run(
+            project,
+            &[],
+            events,
+            None,
+            None,
+            |e| effects.push(serde_json::from_str(&nurture::simulate::effect_line(e)).unwrap()),
+        ))
         .unwrap();
     assert!(summary.rejected_events.is_empty());
     let demo: Vec<&Value> = effects
@@ -363,7 +394,13 @@ fn demo_request_runs_for_a_contact_created_by_an_event() {
         .collect();
     let kinds: Vec<String> = demo
         .iter()
-        .map(|e| format!("{}/{}", e["step"].as_str().unwrap_or("-"), e["effect"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["step"].as_str().unwrap_or("-"),
+                e["effect"].as_str().unwrap()
+            )
+        })
         .collect();
     assert!(
         kinds.contains(&"book-meeting/email".to_string())
@@ -434,7 +471,13 @@ fn store_urls(tmp: &Path) -> Vec<String> {
 }
 
 async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
-    let r = http.post(url).bearer_auth("k").json(&body).send().await.unwrap();
+    let r = http
+        .post(url)
+        .bearer_auth("k")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     r.json().await.unwrap()
 }
@@ -566,16 +609,23 @@ fn sim(
         .collect();
     let mut out = Vec::new();
     let summary = rt()
-        .block_on(nurture::simulate::run(project, &rows, evs, None, None, |e| {
-            let v: Value = serde_json::from_str(&nurture::simulate::effect_line(e)).unwrap();
-            if v["effect"] == "enter" {
-                out.push(format!(
-                    "{} {} enter",
-                    v["at"].as_str().unwrap(),
-                    v["contact"].as_str().unwrap()
-                ));
-            }
-        }))
+        .block_on(nurture::simulate::run(
+            project,
+            &rows,
+            evs,
+            None,
+            None,
+            |e| {
+                let v: Value = serde_json::from_str(&nurture::simulate::effect_line(e)).unwrap();
+                if v["effect"] == "enter" {
+                    out.push(format!(
+                        "{} {} enter",
+                        v["at"].as_str().unwrap(),
+                        v["contact"].as_str().unwrap()
+                    ));
+                }
+            },
+        ))
         .unwrap();
     (out, summary)
 }
@@ -593,7 +643,10 @@ fn a_contact_is_created_at_its_created_at() {
     );
     assert_eq!(
         enters,
-        ["2026-03-02T09:00:00Z old enter", "2026-03-05T08:00:00Z new enter"]
+        [
+            "2026-03-02T09:00:00Z old enter",
+            "2026-03-05T08:00:00Z new enter"
+        ]
     );
     assert!(summary.rejected_contacts.is_empty());
     assert_eq!(summary.end, Some(time("2026-03-05T08:00:00Z")));
@@ -623,7 +676,11 @@ fn an_explicit_contact_created_event_is_the_creation() {
             json!({"type": "contact.created", "email": "c@example.com", "at": "2026-03-06T12:00:00Z"}),
         ],
     );
-    assert!(summary.rejected_events.is_empty(), "{:?}", summary.rejected_events);
+    assert!(
+        summary.rejected_events.is_empty(),
+        "{:?}",
+        summary.rejected_events
+    );
     assert_eq!(
         enters,
         [
@@ -658,7 +715,9 @@ fn a_second_creation_and_events_before_the_creation_are_rejected_with_reasons() 
     );
     assert!(
         reasons.iter().any(|(i, r)| *i == 1
-            && r.contains("is created at 2026-03-04T12:00:00Z (line 1 of the contacts), after this event")),
+            && r.contains(
+                "is created at 2026-03-04T12:00:00Z (line 1 of the contacts), after this event"
+            )),
         "{reasons:?}"
     );
 }
@@ -667,7 +726,10 @@ fn a_second_creation_and_events_before_the_creation_are_rejected_with_reasons() 
 fn a_bad_created_at_is_rejected_with_its_line() {
     let err = nurture::input::parse_contact(3, &json!({"id": "x", "created_at": "last week"}))
         .unwrap_err();
-    assert!(err.contains("`created_at` \"last week\" is not an RFC 3339 time"), "{err}");
+    assert!(
+        err.contains("`created_at` \"last week\" is not an RFC 3339 time"),
+        "{err}"
+    );
     let err = nurture::input::parse_contact(3, &json!({"id": "x", "created_at": 5})).unwrap_err();
     assert!(err.contains("`created_at` must be a string"), "{err}");
     // Through the CLI: the line and the reason; the good rows are simulated.
@@ -684,7 +746,11 @@ fn a_bad_created_at_is_rejected_with_its_line() {
         "--contacts",
         contacts.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("contacts.csv:3: `created_at` \"2026-13-01\" is not an RFC 3339 time"),

@@ -535,7 +535,11 @@ mod render_tests {
         let (r, problems) = Renderer::new(&t);
         assert!(problems.is_empty(), "{problems:?}");
         let out = r
-            .render("t", &serde_json::json!({"contact": {"first_name": "Ana"}}), None)
+            .render(
+                "t",
+                &serde_json::json!({"contact": {"first_name": "Ana"}}),
+                None,
+            )
             .unwrap();
         assert_eq!(out.preheader.as_deref(), Some("For Ana <b>& co</b>"));
         let html = out.html.unwrap();
@@ -546,7 +550,10 @@ mod render_tests {
             "{html}"
         );
         assert_eq!(out.text, "Hi\n", "the text part has no preheader");
-        assert_eq!(with_preheader("<p>x</p>", "p"), format!("<div style=\"{PREHEADER_STYLE}\">p</div><p>x</p>"));
+        assert_eq!(
+            with_preheader("<p>x</p>", "p"),
+            format!("<div style=\"{PREHEADER_STYLE}\">p</div><p>x</p>")
+        );
         assert!(with_preheader("<BODY>", "p").starts_with("<BODY><div"));
     }
 

@@ -75,9 +75,8 @@ impl Engine {
             let id = if e.kind == CONTACT_CREATED {
                 created_id(&contact_id)
             } else {
-                e.id.clone().unwrap_or_else(|| {
-                    derived_event_id(&e.kind, &contact_id, &e.data, e.at, now)
-                })
+                e.id.clone()
+                    .unwrap_or_else(|| derived_event_id(&e.kind, &contact_id, &e.data, e.at, now))
             };
             candidates.push(NewEvent {
                 id,
@@ -407,10 +406,19 @@ mod tests {
         let id = derived_event_id("page.visited", "c1", &a, None, morning);
         assert_eq!(id, derived_event_id("page.visited", "c1", &b, None, night));
         // The next UTC day, another contact, type or data, or an `at`: another event.
-        assert_ne!(id, derived_event_id("page.visited", "c1", &a, None, t("2026-03-03T00:00:00Z")));
-        assert_ne!(id, derived_event_id("page.visited", "c2", &a, None, morning));
+        assert_ne!(
+            id,
+            derived_event_id("page.visited", "c1", &a, None, t("2026-03-03T00:00:00Z"))
+        );
+        assert_ne!(
+            id,
+            derived_event_id("page.visited", "c2", &a, None, morning)
+        );
         assert_ne!(id, derived_event_id("page.viewed", "c1", &a, None, morning));
-        assert_ne!(id, derived_event_id("page.visited", "c1", &serde_json::json!({}), None, morning));
+        assert_ne!(
+            id,
+            derived_event_id("page.visited", "c1", &serde_json::json!({}), None, morning)
+        );
         let at = Some(t("2026-03-01T10:00:00Z"));
         assert_eq!(
             derived_event_id("page.visited", "c1", &a, at, morning),

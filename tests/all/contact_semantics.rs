@@ -64,7 +64,9 @@ async fn stores() -> Vec<(&'static str, String, Arc<dyn Store>, tempfile::TempDi
         .await
         .unwrap()
     {
-        let store = nurture::store::open(&pg).await.expect("open postgres store");
+        let store = nurture::store::open(&pg)
+            .await
+            .expect("open postgres store");
         v.push(("postgres", pg, store, tempfile::tempdir().unwrap()));
     }
     v
@@ -145,7 +147,10 @@ async fn contact_journal(name: &str, url: &str, contact: &str) -> Vec<(String, V
         match (kind.as_str(), data) {
             (nurture::store::PACKED, Value::Array(items)) => {
                 for item in items {
-                    out.push((item["kind"].as_str().unwrap().to_string(), item["data"].clone()));
+                    out.push((
+                        item["kind"].as_str().unwrap().to_string(),
+                        item["data"].clone(),
+                    ));
                 }
             }
             (_, data) => out.push((kind, data)),
@@ -219,7 +224,10 @@ fn consent_set_by_a_step_persists_is_journaled_and_lets_the_later_email_go_out()
             let t1 = t0() + Duration::hours(1);
             let confirm = event("subscription.confirmed", Some(&ana), json!({}));
             let (_, fx) = send(&engine, confirm, t1).await;
-            assert!(has_effect(&fx, "double-opt-in", "tag"), "{name}: the branch saw it: {fx:?}");
+            assert!(
+                has_effect(&fx, "double-opt-in", "tag"),
+                "{name}: the branch saw it: {fx:?}"
+            );
             assert!(has_effect(&fx, "welcome", "enter"), "{name}: {fx:?}");
             assert!(
                 has_effect(&fx, "welcome", "email"),
@@ -251,7 +259,12 @@ fn consent_set_by_a_step_persists_is_journaled_and_lets_the_later_email_go_out()
 
             // Opting out in a step: the next step's email is skipped.
             let t2 = t1 + Duration::hours(1);
-            let (_, fx) = send(&engine, event("preferences.saved", Some(&ana), json!({})), t2).await;
+            let (_, fx) = send(
+                &engine,
+                event("preferences.saved", Some(&ana), json!({})),
+                t2,
+            )
+            .await;
             let skipped = fx
                 .iter()
                 .find(|e| e.workflow.as_deref() == Some("opt-out") && e.effect == "email_skipped");
@@ -319,7 +332,11 @@ fn a_waiting_run_ends_at_once_when_the_contact_meets_exit_if_or_the_goal() {
             let (_, fx) = send(&engine, event("order.paid", Some(&ana), json!({})), t1).await;
             let onboarding = run_of(&store, &ana, "onboarding").await;
             assert_eq!(
-                (onboarding.status, onboarding.exit_reason.as_deref(), onboarding.ended_at),
+                (
+                    onboarding.status,
+                    onboarding.exit_reason.as_deref(),
+                    onboarding.ended_at
+                ),
                 (RunStatus::Exited, Some("exit_if"), Some(t1)),
                 "{name}: {fx:?}"
             );
@@ -329,9 +346,16 @@ fn a_waiting_run_ends_at_once_when_the_contact_meets_exit_if_or_the_goal() {
                 (RunStatus::Converted, Some("goal"), Some(t1)),
                 "{name}: {fx:?}"
             );
-            assert_eq!(store.next_timer().await.unwrap(), None, "{name}: timers cleared");
+            assert_eq!(
+                store.next_timer().await.unwrap(),
+                None,
+                "{name}: timers cleared"
+            );
             let later = t0() + Duration::days(30);
-            assert!(store.due_timers(later, 10).await.unwrap().is_empty(), "{name}");
+            assert!(
+                store.due_timers(later, 10).await.unwrap().is_empty(),
+                "{name}"
+            );
 
             let journal = store.journal(&onboarding.id).await.unwrap();
             let why = journal
@@ -425,5 +449,8 @@ fn validate_rejects_unknown_consent_computed_keys_and_empty_goals() {
     assert!(text.contains("unknown consent `opted-in`"), "{text}");
     assert!(text.contains("did you mean `opted_in`?"), "{text}");
     assert!(text.contains("`score` cannot be set"), "{text}");
-    assert!(text.contains("a goal needs `event`, `if`, or both"), "{text}");
+    assert!(
+        text.contains("a goal needs `event`, `if`, or both"),
+        "{text}"
+    );
 }

@@ -37,9 +37,15 @@ pub fn parse_consent(s: &str) -> Option<Consent> {
 const COMPUTED: &[(&str, &str)] = &[
     ("id", "a contact's id never changes"),
     ("score", "change the score with `score: +10` or `score: -5`"),
-    ("grade", "the grade follows the score (`grades` in scoring.yaml)"),
+    (
+        "grade",
+        "the grade follows the score (`grades` in scoring.yaml)",
+    ),
     ("tags", "use `tag: [..]` and `untag: [..]`"),
-    ("segments", "segment membership follows the conditions of segments.yaml"),
+    (
+        "segments",
+        "segment membership follows the conditions of segments.yaml",
+    ),
     (
         "unsubscribed",
         "a contact unsubscribes itself; a step can `set: { consent: opted_out }`",
@@ -64,7 +70,9 @@ pub(crate) fn check_set(sink: &mut Sink<'_>, node: &Node, key: &str, value: &Val
             .as_str()
             .is_some_and(|s| CONSENT_VALUES.contains(&s) || s.contains("${"));
         if !ok {
-            let shown = value.as_str().map_or_else(|| value.to_string(), str::to_string);
+            let shown = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_string);
             let hint = match did_you_mean(&shown, CONSENT_VALUES.iter().copied()) {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => format!("consent is one of {}", CONSENT_VALUES.join(", ")),
@@ -83,12 +91,10 @@ impl Work<'_> {
     /// `set: { consent: VALUE }` in run `i`'s `step`: the contact's consent (what sending
     /// decisions and conditions read) changes, journaled with its cause.
     pub(super) fn set_consent(&mut self, i: usize, step: &str, v: &Value) -> Result<(), String> {
-        let to = v.as_str().and_then(parse_consent).ok_or_else(|| {
-            format!(
-                "`consent` {v} is not one of {}",
-                CONSENT_VALUES.join(", ")
-            )
-        })?;
+        let to = v
+            .as_str()
+            .and_then(parse_consent)
+            .ok_or_else(|| format!("`consent` {v} is not one of {}", CONSENT_VALUES.join(", ")))?;
         // Written by earlier versions, which stored it as a field the real one hid.
         if self.contact.fields.remove("consent").is_some() {
             self.contact_changed = true;

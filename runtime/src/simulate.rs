@@ -5,8 +5,8 @@
 //! Effects are reported in time order; the same input gives the same output, byte for byte.
 //!
 //! When the simulation ends: at `until` if given; otherwise when no input event and no
-//! timer is left (schedule triggers fire only while something else is pending, or up to
-//! `until`).
+//! timer is left (schedule triggers and segment timers fire only while something else is
+//! pending, or up to `until`).
 
 use std::sync::Arc;
 
@@ -70,12 +70,16 @@ pub async fn run(
         let next_event = events.get(idx).and_then(|e| e.at);
         let next_timer = store.next_timer().await?;
         let pending = next_event.is_some() || next_timer.is_some();
-        let next_schedule = if pending || until.is_some() {
-            engine.next_schedule(clock)
+        // Schedules and segment timers keep no simulation going on their own.
+        let (next_schedule, next_segment) = if pending || until.is_some() {
+            (
+                engine.next_schedule(clock),
+                engine.next_segment_timer().await?,
+            )
         } else {
-            None
+            (None, None)
         };
-        let candidates = [next_event, next_timer, next_schedule];
+        let candidates = [next_event, next_timer, next_schedule, next_segment];
         let Some(mut t) = candidates.iter().flatten().min().copied() else {
             if first_round {
                 // Contacts imported at t0 may have pending work.

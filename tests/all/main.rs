@@ -16,5 +16,6 @@ mod sec_egress;
 mod sec_lang;
 mod sec_server;
 mod sec_tokens;
+mod segment_timers;
 mod simulate;
 mod store;

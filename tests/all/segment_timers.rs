@@ -32,7 +32,8 @@ const STATIC_SEGMENTS: &str = r#"
   if: has(contact.company.employees) && contact.company.employees >= 500
 "#;
 
-const SILENT: &str = "workflow: silent\ntrigger: { segment: silent-3d }\nsteps:\n  - id: mark\n    tag: [silent]\n";
+const SILENT: &str =
+    "workflow: silent\ntrigger: { segment: silent-3d }\nsteps:\n  - id: mark\n    tag: [silent]\n";
 const BIG: &str =
     "workflow: big\ntrigger: { segment: big }\nsteps:\n  - id: mark\n    tag: [big-account]\n";
 /// Mondays 09:00 UTC, to the silent segment.
@@ -46,7 +47,11 @@ fn project(root: &Path, segments: &str) -> Arc<nurture::project::Project> {
     )
     .unwrap();
     std::fs::write(root.join("segments.yaml"), segments).unwrap();
-    for (name, text) in [("silent.yaml", SILENT), ("big.yaml", BIG), ("weekly.yaml", WEEKLY)] {
+    for (name, text) in [
+        ("silent.yaml", SILENT),
+        ("big.yaml", BIG),
+        ("weekly.yaml", WEEKLY),
+    ] {
         // Workflows on a segment the project does not have are left out.
         let dangling = text.contains("silent-3d") && !segments.contains("silent-3d");
         if !dangling {
@@ -121,13 +126,25 @@ fn a_silent_for_3_days_segment_is_entered_at_day_3_not_at_the_next_event() {
             let engine = Arc::new(Engine::new(project.clone(), store.clone()));
             let (t0, visit_at) = (t0(), t0() + Duration::hours(1));
             engine
-                .import_contacts(&[contact_row(json!({"id": "ana", "email": "ana@example.com"}))], t0)
+                .import_contacts(
+                    &[contact_row(
+                        json!({"id": "ana", "email": "ana@example.com"}),
+                    )],
+                    t0,
+                )
                 .await
                 .unwrap();
             engine.tick(t0).await.unwrap();
-            engine.ingest(&[visit("ana", "v1", visit_at)], visit_at).await.unwrap();
+            engine
+                .ingest(&[visit("ana", "v1", visit_at)], visit_at)
+                .await
+                .unwrap();
             engine.tick(visit_at).await.unwrap();
-            assert_eq!(segments_of(&store, "ana").await, ["recent-visitor"], "{url}");
+            assert_eq!(
+                segments_of(&store, "ana").await,
+                ["recent-visitor"],
+                "{url}"
+            );
             // One row for the contact, due when the first of its events leaves a window:
             // the visit leaves "2d".
             assert_eq!(
@@ -139,11 +156,19 @@ fn a_silent_for_3_days_segment_is_entered_at_day_3_not_at_the_next_event() {
             // Leaving: two days after the visit, at the timer, not at the next event.
             let left = visit_at + Duration::days(2);
             engine.tick(left - Duration::seconds(1)).await.unwrap();
-            assert_eq!(segments_of(&store, "ana").await, ["recent-visitor"], "{url}");
+            assert_eq!(
+                segments_of(&store, "ana").await,
+                ["recent-visitor"],
+                "{url}"
+            );
             engine.tick(left).await.unwrap();
             assert!(segments_of(&store, "ana").await.is_empty(), "{url}");
             assert!(
-                store.segment_members("recent-visitor", None, 10).await.unwrap().is_empty(),
+                store
+                    .segment_members("recent-visitor", None, 10)
+                    .await
+                    .unwrap()
+                    .is_empty(),
                 "{url}: membership removed"
             );
             // The next change: the sign-up leaves "3d" (still not silent: the visit is
@@ -239,19 +264,28 @@ fn a_contact_updated_through_the_api_enters_its_segment_in_the_same_commit() {
                     .json(&body)
                     .send()
             };
-            let r = post(json!({"id": "cy", "email": "cy@example.com", "company": {"employees": 10}}))
-                .await
-                .unwrap();
+            let r =
+                post(json!({"id": "cy", "email": "cy@example.com", "company": {"employees": 10}}))
+                    .await
+                    .unwrap();
             assert_eq!(r.status(), 200, "{url}");
             engine.tick(Utc::now()).await.unwrap();
-            assert!(!segments_of(&store, "cy").await.contains(&"big".to_string()), "{url}");
+            assert!(
+                !segments_of(&store, "cy").await.contains(&"big".to_string()),
+                "{url}"
+            );
 
-            let r = post(json!({"id": "cy", "company": {"employees": 900}})).await.unwrap();
+            let r = post(json!({"id": "cy", "company": {"employees": 900}}))
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200, "{url}");
             let body: Value = r.json().await.unwrap();
             assert_eq!(body["updated"], 1, "{url}: {body}");
             // No tick since: the update's own commit re-evaluated the segments.
-            assert!(segments_of(&store, "cy").await.contains(&"big".to_string()), "{url}");
+            assert!(
+                segments_of(&store, "cy").await.contains(&"big".to_string()),
+                "{url}"
+            );
             assert_eq!(workflows_of(&store, "cy").await, ["big"], "{url}");
             let c = store.contact("cy").await.unwrap().unwrap();
             assert!(c.tags.contains("big-account"), "{url}: {c:?}");
@@ -278,7 +312,11 @@ fn a_contact_updated_by_csv_import_enters_its_segment_in_the_same_commit() {
             .args(["--store", url])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     for url in stores(root) {
         import(&url, "id,email,company.employees\ndi,di@example.com,10\n");
@@ -286,12 +324,18 @@ fn a_contact_updated_by_csv_import_enters_its_segment_in_the_same_commit() {
             let store = nurture::store::open(&url).await.unwrap();
             let engine = Arc::new(Engine::new(project.clone(), store.clone()));
             engine.tick(Utc::now()).await.unwrap();
-            assert!(!segments_of(&store, "di").await.contains(&"big".to_string()), "{url}");
+            assert!(
+                !segments_of(&store, "di").await.contains(&"big".to_string()),
+                "{url}"
+            );
         });
         import(&url, "id,company.employees\ndi,900\n");
         rt().block_on(async {
             let store = nurture::store::open(&url).await.unwrap();
-            assert!(segments_of(&store, "di").await.contains(&"big".to_string()), "{url}");
+            assert!(
+                segments_of(&store, "di").await.contains(&"big".to_string()),
+                "{url}"
+            );
             assert_eq!(workflows_of(&store, "di").await, ["big"], "{url}");
             assert_eq!(
                 store.segment_members("big", None, 10).await.unwrap(),
@@ -316,7 +360,10 @@ fn a_schedule_audience_is_the_stored_segment_membership() {
             let engine = Arc::new(Engine::new(project.clone(), store.clone()));
             let t0 = t0();
             engine
-                .import_contacts(&[contact_row(json!({"id": "ed", "email": "ed@example.com"}))], t0)
+                .import_contacts(
+                    &[contact_row(json!({"id": "ed", "email": "ed@example.com"}))],
+                    t0,
+                )
                 .await
                 .unwrap();
             engine.tick(t0).await.unwrap();

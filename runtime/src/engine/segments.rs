@@ -101,7 +101,9 @@ fn duration(s: &str) -> Option<chrono::Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let n = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let value: i64 = rest[..n].parse().ok()?;
         rest = &rest[n..];
         let u = rest
@@ -315,7 +317,6 @@ impl Engine {
     }
 }
 
-
 impl Work<'_> {
     /// At the end of a unit: the contact's segment timer and stored membership, written
     /// when they changed (or when this unit fired the timer, whose row it replaces).
@@ -324,9 +325,7 @@ impl Work<'_> {
         if *now_in != self.loaded_segments {
             let id = &self.contact.id;
             for s in now_in.difference(&self.loaded_segments) {
-                self.uow
-                    .segment_members
-                    .push((s.clone(), id.clone(), true));
+                self.uow.segment_members.push((s.clone(), id.clone(), true));
             }
             for s in self.loaded_segments.difference(now_in) {
                 self.uow
@@ -349,9 +348,7 @@ impl Work<'_> {
         } else if !self.segment_fired {
             return;
         }
-        self.uow
-            .segment_timers
-            .push((self.contact.id.clone(), due));
+        self.uow.segment_timers.push((self.contact.id.clone(), due));
     }
 }
 

@@ -724,8 +724,11 @@ pub trait Store: Send + Sync {
     /// segment membership may change by the clock alone), earliest first, for a lease as
     /// [`Store::due_timers`]: `(contact, due)`. The commit of the unit that re-evaluates
     /// the contact sets or removes its row ([`UnitOfWork::segment_timers`]).
-    async fn due_segment_timers(&self, now: Ts, limit: i64)
-        -> Result<Vec<(String, Ts)>, StoreError>;
+    async fn due_segment_timers(
+        &self,
+        now: Ts,
+        limit: i64,
+    ) -> Result<Vec<(String, Ts)>, StoreError>;
     /// The earliest segment timer, if any.
     async fn next_segment_timer(&self) -> Result<Option<Ts>, StoreError>;
     /// The segment timer of one contact, if it has one.

@@ -1077,17 +1077,18 @@ impl Store for PostgresStore {
 /// transaction: an unsubscribe committed before the claim always wins); returns their keys.
 /// The segment timers and memberships of a commit ([`UnitOfWork::segment_timers`],
 /// [`UnitOfWork::segment_members`]), a statement each kind at most.
-async fn segments_in(
-    tx: &mut sqlx::PgConnection,
-    uow: &UnitOfWork,
-) -> Result<(), StoreError> {
+async fn segments_in(tx: &mut sqlx::PgConnection, uow: &UnitOfWork) -> Result<(), StoreError> {
     if !uow.segment_timers.is_empty() {
         // Last write per contact wins, as when applied one by one.
         let mut last: std::collections::BTreeMap<&str, Option<Ts>> = Default::default();
         for (c, due) in &uow.segment_timers {
             last.insert(c.as_str(), *due);
         }
-        let clear: Vec<&str> = last.iter().filter(|(_, d)| d.is_none()).map(|(c, _)| *c).collect();
+        let clear: Vec<&str> = last
+            .iter()
+            .filter(|(_, d)| d.is_none())
+            .map(|(c, _)| *c)
+            .collect();
         let (set, due): (Vec<&str>, Vec<Ts>) =
             last.iter().filter_map(|(c, d)| d.map(|d| (*c, d))).unzip();
         if !clear.is_empty() {

@@ -757,7 +757,12 @@ impl Store for SqliteStore {
         .await?;
         let due = rows
             .iter()
-            .map(|r| Ok((r.try_get("contact")?, parse_ts(r.try_get::<&str, _>("due_at")?)?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("contact")?,
+                    parse_ts(r.try_get::<&str, _>("due_at")?)?,
+                ))
+            })
             .collect::<Result<Vec<(String, Ts)>, StoreError>>()?;
         let until = ts(crate::store::lease_end(now));
         for (contact, _) in &due {

@@ -807,6 +807,7 @@ async fn engine_loop(
                 }
                 let next = [
                     engine.store.next_timer().await.ok().flatten(),
+                    engine.next_segment_timer().await.ok().flatten(),
                     engine.next_schedule(now),
                 ]
                 .into_iter()

@@ -8,8 +8,8 @@
 //! `contact.created` event, which then is its creation).
 //!
 //! When the simulation ends: at `until` if given; otherwise when no input event and no
-//! timer is left (schedule triggers fire only while something else is pending, or up to
-//! `until`).
+//! timer is left (schedule triggers and segment timers fire only while something else is
+//! pending, or up to `until`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,15 +95,26 @@ pub async fn run(
         let next_creation = later.first().map(|(at, _)| *at);
         let next_timer = store.next_timer().await?;
         let pending = next_event.is_some() || next_timer.is_some() || next_creation.is_some();
-        let next_schedule = if pending || until.is_some() {
-            engine.next_schedule(clock)
+        // Schedules and segment timers keep no simulation going on their own.
+        let (next_schedule, next_segment) = if pending || until.is_some() {
+            (
+                engine.next_schedule(clock),
+                engine.next_segment_timer().await?,
+            )
         } else {
-            None
+            (None, None)
         };
         // The first round runs at t0: contacts created then (with a `created_at` before
         // every event) enter their workflows then, not at the first event.
         let at_start = first_round.then_some(t0);
-        let candidates = [at_start, next_event, next_creation, next_timer, next_schedule];
+        let candidates = [
+            at_start,
+            next_event,
+            next_creation,
+            next_timer,
+            next_schedule,
+            next_segment,
+        ];
         let Some(mut t) = candidates.iter().flatten().min().copied() else {
             if first_round {
                 // Contacts imported at t0 may have pending work.

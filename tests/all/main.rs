@@ -18,5 +18,6 @@ mod sec_lang;
 mod sec_server;
 mod sec_tokens;
 mod semantics_content;
+mod segment_timers;
 mod simulate;
 mod store;

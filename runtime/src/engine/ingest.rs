@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{digest, Engine, EngineError};
 use crate::input::{id_for_email, merge, ContactRow, Creation, IncomingEvent, Rejected};
-use crate::store::{Contact, Inserted, NewEvent, Ts, UnitOfWork};
+use crate::store::{Contact, Inserted, NewEvent, Ts};
 
 /// What happened to one incoming event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -214,6 +214,8 @@ impl Engine {
         // When the input says a contact was created (`created_at`, or a simulated
         // `contact.created` event): only used if this import creates it.
         let mut creations: HashMap<String, Creation> = HashMap::new();
+        // The rows of each updated contact, applied in its unit of work.
+        let mut update_rows: Vec<(String, Vec<ContactRow>)> = Vec::new();
         for row in rows {
             let existing = match (&row.id, &row.email) {
                 (Some(id), _) => self.store.contact(id).await?,
@@ -264,11 +266,15 @@ impl Engine {
             }
             if let Some(c) = updates.iter_mut().find(|c| c.id == id) {
                 merge(row, c);
+                if let Some((_, rows)) = update_rows.iter_mut().find(|(c, _)| *c == id) {
+                    rows.push(row.clone());
+                }
                 continue;
             }
             match existing {
                 Some(mut c) => {
                     merge(row, &mut c);
+                    update_rows.push((c.id.clone(), vec![row.clone()]));
                     updates.push(c);
                     summary.updated += 1;
                 }
@@ -283,13 +289,9 @@ impl Engine {
                 }
             }
         }
-        if !updates.is_empty() {
-            self.store
-                .commit(&UnitOfWork {
-                    contacts: updates,
-                    ..Default::default()
-                })
-                .await?;
+        if !update_rows.is_empty() {
+            // Segments, scoring and triggers re-evaluated in the commit of the update.
+            self.update_contacts(update_rows, now).await?;
         }
         if !fresh.is_empty() {
             let events: Vec<NewEvent> = fresh

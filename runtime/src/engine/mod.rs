@@ -12,6 +12,7 @@
 pub mod contact;
 pub mod eval;
 pub mod ingest;
+pub mod segments;
 pub mod time;
 
 use std::collections::{BTreeSet, HashMap};
@@ -122,6 +123,15 @@ pub fn history_read(project: &Project) -> Option<(chrono::Duration, Option<Vec<S
     activity_calls(project).map(|(w, types)| (w, types.map(|t| t.into_iter().collect())))
 }
 
+/// The literal string at the start of `s` (after blanks), and what follows it.
+fn literal(s: &str) -> Option<(&str, &str)> {
+    let s = s.trim_start();
+    let q = s.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let body = &s[1..];
+    let end = body.find(q)?;
+    Some((&body[..end], &body[end + 1..]))
+}
+
 /// The longest window and the event types (`None`: not all literal) of the project's
 /// `activity` calls; `None` when there are none.
 fn activity_calls(
@@ -134,14 +144,6 @@ fn activity_calls(
             Value::Object(o) => o.values().for_each(|v| strings(v, out)),
             _ => {}
         }
-    }
-    /// The literal string at the start of `s` (after blanks), and what follows it.
-    fn literal(s: &str) -> Option<(&str, &str)> {
-        let s = s.trim_start();
-        let q = s.chars().next().filter(|c| *c == '"' || *c == '\'')?;
-        let body = &s[1..];
-        let end = body.find(q)?;
-        Some((&body[..end], &body[end + 1..]))
     }
     let most = chrono::Duration::days(HISTORY_DAYS);
     let workflows: Vec<_> = project.plans.iter().map(|p| &p.workflow).collect();
@@ -214,6 +216,8 @@ pub struct Engine {
     /// process takes them ([`Engine::hand_off`]).
     hand_off: std::sync::Mutex<Option<HandOff>>,
     scoring_programs: HashMap<String, Arc<cel::Program>>,
+    /// The project's time-dependent conditions, if any (segment timers).
+    clock: Option<segments::Clock>,
 }
 
 /// Outbox entries handed over and not yet recorded, beyond which commits stop claiming
@@ -262,6 +266,7 @@ impl Engine {
         plans.sort_by(|a, b| project.plans[*a].id().cmp(project.plans[*b].id()));
         Engine {
             history: history_read(&project),
+            clock: segments::Clock::new(&project),
             outbox_queued: Arc::new(tokio::sync::Notify::new()),
             hand_off: std::sync::Mutex::new(None),
             project,
@@ -417,10 +422,14 @@ impl Engine {
             };
             self.commit(&uow, now).await?;
         }
-        self.run_units(units, now, |w, ts: &Vec<DueTimer>| {
-            w.in_turn(ts, Work::fire_timer)
-        })
-        .await
+        let (n, mut effects) = self
+            .run_units(units, now, |w, ts: &Vec<DueTimer>| {
+                w.in_turn(ts, Work::fire_timer)
+            })
+            .await?;
+        let (m, more) = self.fire_segment_timers(now, limit).await?;
+        effects.extend(more);
+        Ok((n + m, effects))
     }
 
     /// Runs one unit of work per contact (its items grouped by [`crate::store::by_contact`])
@@ -553,7 +562,8 @@ impl Engine {
             };
             // Missed firings (downtime) collapse into the latest: one newsletter, not ten.
             let key = format!("schedule:{}", crate::store::ts(latest));
-            for contact in self.store.contact_ids().await? {
+            // The audience's stored members (kept current by segment timers), not a scan.
+            for contact in self.audience(audience).await? {
                 let r = self
                     .with_retry(&contact, latest, |w| w.schedule_enrol(&id, audience, &key))
                     .await;
@@ -777,6 +787,11 @@ pub struct Work<'e> {
     /// A condition of the current run whose evaluation was aborted (the evaluator
     /// panicked): the run fails with this reason.
     aborted: Option<String>,
+    /// The segments the contact was loaded with, whether this unit fired its segment
+    /// timer, and its earliest event stored with a later time (see [`segments`]).
+    loaded_segments: BTreeSet<String>,
+    segment_fired: bool,
+    later_event: Option<Ts>,
 }
 
 enum Flow {
@@ -815,6 +830,8 @@ impl<'e> Work<'e> {
                 false,
             ),
         };
+        let later_event = segments::later_event(&data.events, now);
+        let loaded_segments = segments::loaded(&contact);
         let history = data.events.into_iter().filter(|e| e.at <= now).collect();
         Work {
             engine,
@@ -831,10 +848,14 @@ impl<'e> Work<'e> {
             counters: HashMap::new(),
             preloaded_counters,
             aborted: None,
+            loaded_segments,
+            segment_fired: false,
+            later_event,
         }
     }
 
     fn finish(mut self) -> (UnitOfWork, Vec<Effect>) {
+        self.segment_bookkeeping();
         if self.contact_changed || !self.contact_exists {
             self.uow.contacts.push(self.contact.clone());
         }

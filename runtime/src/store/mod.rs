@@ -165,6 +165,10 @@ pub struct Contact {
     /// Indexes of the `profile` scoring rules whose points the score counts now.
     #[serde(default)]
     pub profile_rules: BTreeSet<usize>,
+    /// When its segment membership may change next by the clock alone (its row in the
+    /// store's segment timers; `engine::segments`), as last computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_due: Option<Ts>,
     /// Row version for optimistic concurrency; 0 for a contact not stored yet.
     #[serde(default)]
     pub version: i64,
@@ -531,6 +535,10 @@ pub struct UnitOfWork {
     pub counters: Vec<(String, i64, i64)>,
     /// Schedule triggers: (workflow, last firing).
     pub schedules: Vec<(String, Ts)>,
+    /// Segment timers: (contact, due) sets the contact's one row, (contact, None) removes it.
+    pub segment_timers: Vec<(String, Option<Ts>)>,
+    /// Segment membership: (segment, contact, member) adds or removes a row.
+    pub segment_members: Vec<(String, String, bool)>,
 }
 
 impl UnitOfWork {
@@ -545,6 +553,8 @@ impl UnitOfWork {
         self.events_done.extend(other.events_done);
         self.counters.extend(other.counters);
         self.schedules.extend(other.schedules);
+        self.segment_timers.extend(other.segment_timers);
+        self.segment_members.extend(other.segment_members);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -557,6 +567,8 @@ impl UnitOfWork {
             && self.events_done.is_empty()
             && self.counters.is_empty()
             && self.schedules.is_empty()
+            && self.segment_timers.is_empty()
+            && self.segment_members.is_empty()
     }
 }
 
@@ -708,6 +720,27 @@ pub trait Store: Send + Sync {
     /// worker's timers come back. Committing the unit that fired one clears it.
     async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<DueTimer>, StoreError>;
     async fn next_timer(&self) -> Result<Option<Ts>, StoreError>;
+    /// Claims the segment timers due at or before `now` (one row per contact: when its
+    /// segment membership may change by the clock alone), earliest first, for a lease as
+    /// [`Store::due_timers`]: `(contact, due)`. The commit of the unit that re-evaluates
+    /// the contact sets or removes its row ([`UnitOfWork::segment_timers`]).
+    async fn due_segment_timers(
+        &self,
+        now: Ts,
+        limit: i64,
+    ) -> Result<Vec<(String, Ts)>, StoreError>;
+    /// The earliest segment timer, if any.
+    async fn next_segment_timer(&self) -> Result<Option<Ts>, StoreError>;
+    /// The segment timer of one contact, if it has one.
+    async fn segment_timer(&self, contact: &str) -> Result<Option<Ts>, StoreError>;
+    /// Members of `segment` as stored (the contacts whose last evaluation put them in it),
+    /// by id after `after`, at most `limit`.
+    async fn segment_members(
+        &self,
+        segment: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError>;
 
     async fn counter(&self, name: &str) -> Result<i64, StoreError>;
     async fn schedule_last(&self, workflow: &str) -> Result<Option<Ts>, StoreError>;

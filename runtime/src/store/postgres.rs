@@ -378,6 +378,7 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
+        segments_in(&mut tx, uow).await?;
         // Claimed emails to suppressed addresses are skipped, as at a claim (after the
         // unit's own journal, which queued them).
         let emails = crate::store::claimed_emails(uow, &claimed);
@@ -734,6 +735,62 @@ impl Store for PostgresStore {
             .await?)
     }
 
+    /// Claims due segment timers for a lease, as [`Store::due_timers`] claims the runs'.
+    async fn due_segment_timers(
+        &self,
+        now: Ts,
+        limit: i64,
+    ) -> Result<Vec<(String, Ts)>, StoreError> {
+        let rows = sqlx::query(
+            "WITH nosync AS (SELECT set_config('synchronous_commit', 'off', true)), \
+             due AS (SELECT contact, due_at FROM segment_timers WHERE due_at <= $1 \
+               ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             claimed AS (UPDATE segment_timers s SET due_at = $1 + $3 * interval '1 second' \
+               FROM due WHERE s.contact = due.contact) \
+             SELECT d.contact, d.due_at FROM nosync, due d ORDER BY d.due_at, d.contact",
+        )
+        .bind(now)
+        .bind(limit)
+        .bind(lease().as_secs() as f64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("contact")?, r.try_get("due_at")?)))
+            .collect()
+    }
+
+    async fn next_segment_timer(&self) -> Result<Option<Ts>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT MIN(due_at) FROM segment_timers")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn segment_timer(&self, contact: &str) -> Result<Option<Ts>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT due_at FROM segment_timers WHERE contact = $1")
+                .bind(contact)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn segment_members(
+        &self,
+        segment: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT contact FROM segment_members WHERE segment = $1 AND contact > $2 \
+             ORDER BY contact LIMIT $3",
+        )
+        .bind(segment)
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn counter(&self, name: &str) -> Result<i64, StoreError> {
         let v: Option<i64> = sqlx::query_scalar("SELECT value FROM counters WHERE name = $1")
             .bind(name)
@@ -1018,6 +1075,71 @@ impl Store for PostgresStore {
 /// Turns the claimed `email` entries among `keys` whose address is on the suppression list
 /// into `skipped`, with an `email_skipped` effect in the journal, inside `tx` (the claiming
 /// transaction: an unsubscribe committed before the claim always wins); returns their keys.
+/// The segment timers and memberships of a commit ([`UnitOfWork::segment_timers`],
+/// [`UnitOfWork::segment_members`]), a statement each kind at most.
+async fn segments_in(tx: &mut sqlx::PgConnection, uow: &UnitOfWork) -> Result<(), StoreError> {
+    if !uow.segment_timers.is_empty() {
+        // Last write per contact wins, as when applied one by one.
+        let mut last: std::collections::BTreeMap<&str, Option<Ts>> = Default::default();
+        for (c, due) in &uow.segment_timers {
+            last.insert(c.as_str(), *due);
+        }
+        let clear: Vec<&str> = last
+            .iter()
+            .filter(|(_, d)| d.is_none())
+            .map(|(c, _)| *c)
+            .collect();
+        let (set, due): (Vec<&str>, Vec<Ts>) =
+            last.iter().filter_map(|(c, d)| d.map(|d| (*c, d))).unzip();
+        if !clear.is_empty() {
+            sqlx::query("DELETE FROM segment_timers WHERE contact = ANY($1)")
+                .bind(&clear)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !set.is_empty() {
+            sqlx::query(
+                "INSERT INTO segment_timers (contact, due_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[]) \
+                 ON CONFLICT (contact) DO UPDATE SET due_at = excluded.due_at",
+            )
+            .bind(&set)
+            .bind(&due)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    if !uow.segment_members.is_empty() {
+        let (join, leave): (Vec<_>, Vec<_>) = uow.segment_members.iter().partition(|m| m.2);
+        let cols = |v: &[&(String, String, bool)]| -> (Vec<String>, Vec<String>) {
+            v.iter().map(|m| (m.0.clone(), m.1.clone())).unzip()
+        };
+        let (ls, lc) = cols(&leave);
+        if !ls.is_empty() {
+            sqlx::query(
+                "DELETE FROM segment_members m USING UNNEST($1::text[], $2::text[]) AS u(s, c) \
+                 WHERE m.segment = u.s AND m.contact = u.c",
+            )
+            .bind(&ls)
+            .bind(&lc)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let (js, jc) = cols(&join);
+        if !js.is_empty() {
+            sqlx::query(
+                "INSERT INTO segment_members (segment, contact) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&js)
+            .bind(&jc)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 async fn skip_suppressed(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     keys: &[&str],

@@ -349,6 +349,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        segments_in(&mut tx, uow).await?;
         // Claimed emails to suppressed addresses are skipped, as at a claim (after the
         // unit's own journal, which queued them).
         if let Some((now, _)) = claim {
@@ -417,6 +418,35 @@ async fn skip_suppressed(
         out.push(key);
     }
     Ok(out)
+}
+
+/// The segment timers and memberships of a commit ([`UnitOfWork::segment_timers`],
+/// [`UnitOfWork::segment_members`]).
+async fn segments_in(tx: &mut sqlx::SqliteConnection, uow: &UnitOfWork) -> Result<(), StoreError> {
+    for (contact, due) in &uow.segment_timers {
+        let q = match due {
+            Some(t) => sqlx::query(
+                "INSERT INTO segment_timers (contact, due_at) VALUES (?, ?) \
+                 ON CONFLICT (contact) DO UPDATE SET due_at = excluded.due_at",
+            )
+            .bind(contact)
+            .bind(ts(*t)),
+            None => sqlx::query("DELETE FROM segment_timers WHERE contact = ?").bind(contact),
+        };
+        q.execute(&mut *tx).await?;
+    }
+    for (segment, contact, member) in &uow.segment_members {
+        let sql = match member {
+            true => "INSERT OR IGNORE INTO segment_members (segment, contact) VALUES (?, ?)",
+            false => "DELETE FROM segment_members WHERE segment = ? AND contact = ?",
+        };
+        sqlx::query(sql)
+            .bind(segment)
+            .bind(contact)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn insert_contact(tx: &mut sqlx::SqliteConnection, c: &Contact) -> Result<(), StoreError> {
@@ -709,6 +739,74 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         t.as_deref().map(parse_ts).transpose()
+    }
+
+    async fn due_segment_timers(
+        &self,
+        now: Ts,
+        limit: i64,
+    ) -> Result<Vec<(String, Ts)>, StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT contact, due_at FROM segment_timers WHERE due_at <= ? \
+             ORDER BY due_at, contact LIMIT ?",
+        )
+        .bind(ts(now))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let due = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("contact")?,
+                    parse_ts(r.try_get::<&str, _>("due_at")?)?,
+                ))
+            })
+            .collect::<Result<Vec<(String, Ts)>, StoreError>>()?;
+        let until = ts(crate::store::lease_end(now));
+        for (contact, _) in &due {
+            sqlx::query("UPDATE segment_timers SET due_at = ? WHERE contact = ?")
+                .bind(&until)
+                .bind(contact)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(due)
+    }
+
+    async fn next_segment_timer(&self) -> Result<Option<Ts>, StoreError> {
+        let t: Option<String> = sqlx::query_scalar("SELECT MIN(due_at) FROM segment_timers")
+            .fetch_one(&self.pool)
+            .await?;
+        t.as_deref().map(parse_ts).transpose()
+    }
+
+    async fn segment_timer(&self, contact: &str) -> Result<Option<Ts>, StoreError> {
+        let t: Option<String> =
+            sqlx::query_scalar("SELECT due_at FROM segment_timers WHERE contact = ?")
+                .bind(contact)
+                .fetch_optional(&self.pool)
+                .await?;
+        t.as_deref().map(parse_ts).transpose()
+    }
+
+    async fn segment_members(
+        &self,
+        segment: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT contact FROM segment_members WHERE segment = ? AND contact > ? \
+             ORDER BY contact LIMIT ?",
+        )
+        .bind(segment)
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn counter(&self, name: &str) -> Result<i64, StoreError> {

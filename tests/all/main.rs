@@ -10,6 +10,7 @@ mod examples;
 mod fuzz_smoke;
 mod graph;
 mod invalid;
+mod outcomes;
 mod plugins;
 mod schema;
 mod sec_egress;

@@ -51,6 +51,9 @@ pub struct Deliverer {
     egress: Arc<crate::egress::Egress>,
     plugins: Option<Arc<PluginHost>>,
     email: Option<Arc<crate::email::EmailChannel>>,
+    /// Woken when an outcome that a run awaits was recorded (the engine loop's wake-up;
+    /// the durable wake-up is the `outcome` event itself).
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Backoff before attempt `n + 1`: 30 s, 1 min, 2 min... capped at 1 h.
@@ -68,7 +71,15 @@ impl Deliverer {
             egress: Arc::new(crate::egress::Egress::strict(USER_AGENT)),
             plugins: None,
             email: None,
+            wake: None,
         }
+    }
+
+    /// Wakes `engine` whenever it records an outcome that a run awaits, so the run goes on
+    /// at once rather than at the engine's next poll.
+    pub fn waking(mut self, engine: Arc<tokio::sync::Notify>) -> Self {
+        self.wake = Some(engine);
+        self
     }
 
     /// Sends webhooks through these egress rules and limits (`[egress]` in nurture.toml).
@@ -158,7 +169,25 @@ impl Deliverer {
             let late = done.len() < wave.len();
             attempted += done.len();
             if !items.is_empty() {
-                let results = self.store.complete_outbox_many(&items, Utc::now()).await?;
+                let now = Utc::now();
+                // Final outcomes of entries a run awaits wake it, in the same transaction.
+                let wakes: Vec<(String, crate::store::NewEvent)> = done
+                    .iter()
+                    .zip(&items)
+                    .filter_map(|(e, (k, o))| {
+                        crate::engine::outcome::wake_event(e, o, now).map(|w| (k.clone(), w))
+                    })
+                    .collect();
+                let results = match wakes.is_empty() {
+                    true => self.store.complete_outbox_many(&items, now).await?,
+                    false => {
+                        let r = self.store.complete_outbox_waking(&items, &wakes, now).await?;
+                        if let Some(wake) = &self.wake {
+                            wake.notify_one();
+                        }
+                        r
+                    }
+                };
                 for ((entry, (_, outcome)), r) in done.iter().zip(&items).zip(results) {
                     if let Err(e) = r {
                         tracing::warn!(key = %entry.key, error = %e, "outcome not recorded: completed elsewhere");
@@ -230,7 +259,16 @@ impl Deliverer {
             Err((refused, _)) => refused.is_some(),
         });
         match result {
-            Ok(resp) => webhook_answer(entry, &shown, resp.status()),
+            Ok(resp) => {
+                let mut outcome = webhook_answer(entry, &shown, resp.status());
+                // A run awaits it: keep the answer's JSON for its `response`.
+                if let OutboxOutcome::Delivered { record } = &mut outcome {
+                    if crate::engine::outcome::awaited(&entry.payload) {
+                        record["response"] = crate::engine::outcome::json_body(resp).await;
+                    }
+                }
+                outcome
+            }
             Err((Some(refused), _)) => OutboxOutcome::Failed {
                 reason: format!("webhook to {shown} refused: {refused}"),
             },

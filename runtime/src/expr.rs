@@ -6,8 +6,9 @@
 
 use cel::Program;
 
-/// The variables a condition may read.
-pub const VARIABLES: &[&str] = &["contact", "event", "now"];
+/// The variables a condition may read (`outcome` and `response`: after a step that
+/// awaits its outcome, see `crate::engine::outcome`; `null` before).
+pub const VARIABLES: &[&str] = &["contact", "event", "now", "outcome", "response"];
 
 /// Functions nurture adds to CEL's standard library.
 pub const FUNCTIONS: &[&str] = &["activity"];

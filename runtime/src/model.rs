@@ -224,6 +224,19 @@ pub struct Step {
     /// Where a `wait_for` goes when its timeout passes. Default: same as on the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_timeout: Option<String>,
+    /// `webhook` and `plugin` steps: the run waits for the delivery's outcome (delivered,
+    /// or failed after its retries) before it goes on; later conditions read `outcome`
+    /// and `response`. Default false: fire and forget.
+    #[serde(rename = "await", default, skip_serializing_if = "std::ops::Not::not")]
+    pub await_outcome: bool,
+    /// With `await`: contact fields set from the outcome, `FIELD: EXPRESSION` (CEL reading
+    /// `response`, `outcome`, `contact`...), e.g. `crm_id: response.id`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub save: BTreeMap<String, Expr>,
+    /// With `await`: how long to wait for the outcome at most (default `1d`); then the run
+    /// goes on with `outcome.ok == false` and `outcome.error == "timed out"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 /// One item of an `actions:` list.

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod awaits;
+
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Bfs, EdgeRef};
 use petgraph::Direction;
@@ -929,6 +931,7 @@ pub fn compile(
                 Some("remove it, or make this step a `wait_for`".into()),
             );
         }
+        c.awaits(s, snode);
         match &s.kind {
             StepKind::Branch(arms) => {
                 if s.next.is_some() {
@@ -1163,6 +1166,9 @@ pub fn compile(
         .iter()
         .any(|d| d.severity == crate::diag::Severity::Error)
         || file.partial;
+    c.sink
+        .diags
+        .extend(awaits::warnings(w, root, &file.path));
     let programs = c.programs;
     if failed {
         return None;

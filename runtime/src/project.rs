@@ -134,7 +134,15 @@ pub const WORKFLOW_KEYS: &[&str] = &[
     "steps",
 ];
 
-const STEP_EXTRA_KEYS: &[&str] = &["id", "next", "on_timeout", "with"];
+const STEP_EXTRA_KEYS: &[&str] = &[
+    "id",
+    "next",
+    "on_timeout",
+    "with",
+    "await",
+    "save",
+    "timeout",
+];
 const TRIGGER_KEYS: &[&str] = &["event", "segment", "score", "schedule"];
 
 /// Collects diagnostics for one file.
@@ -450,6 +458,9 @@ pub fn parse_workflow(path: &Path, root: &Node, diags: &mut Vec<Diagnostic>) -> 
                             with: None,
                             next: item.get("next").and_then(Node::as_str).map(str::to_string),
                             on_timeout: None,
+                            await_outcome: false,
+                            save: BTreeMap::new(),
+                            timeout: None,
                         }),
                     }
                 }
@@ -639,6 +650,30 @@ fn with_of(sink: &mut Sink<'_>, node: &Node) -> Option<BTreeMap<String, Value>> 
     sink.typed::<W>(node, json).map(|w| w.with)
 }
 
+/// A step's `await`, `save` and `timeout` (see [`Step`]).
+#[derive(Deserialize, Default)]
+struct Awaits {
+    #[serde(rename = "await", default)]
+    await_outcome: bool,
+    #[serde(default)]
+    save: BTreeMap<String, crate::model::Expr>,
+    #[serde(default)]
+    timeout: Option<crate::model::Duration>,
+}
+
+fn awaits_of(sink: &mut Sink<'_>, node: &Node) -> Option<Awaits> {
+    let mut json = serde_json::Map::new();
+    for key in ["await", "save", "timeout"] {
+        if let Some(v) = node.get(key) {
+            json.insert(key.to_string(), v.to_json());
+        }
+    }
+    if json.is_empty() {
+        return None;
+    }
+    sink.typed::<Awaits>(node, Value::Object(json))
+}
+
 fn parse_step(sink: &mut Sink<'_>, node: &Node) -> Option<Step> {
     if node.as_map().is_none() {
         sink.error(
@@ -695,15 +730,20 @@ fn parse_step(sink: &mut Sink<'_>, node: &Node) -> Option<Step> {
     let next = text(sink, "next");
     let on_timeout = text(sink, "on_timeout");
     let with = with_of(sink, node);
+    let awaits = awaits_of(sink, node);
     if sink.diags.len() > before {
         return None;
     }
+    let awaits = awaits.unwrap_or_default();
     Some(Step {
         id,
         kind: kind?,
         with,
         next,
         on_timeout,
+        await_outcome: awaits.await_outcome,
+        save: awaits.save,
+        timeout: awaits.timeout,
     })
 }
 

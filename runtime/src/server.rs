@@ -668,7 +668,7 @@ pub async fn scheduler(
     // of the database's lanes rather than the whole budget.
     let me = worker_identity();
     let alive = heartbeat(&engine, &me, 0).await;
-    let deliverer = Arc::new(deliverer);
+    let deliverer = Arc::new(deliverer.waking(wake.clone()));
     let handed = engine.hand_off();
     let engine_shutdown = shutdown.clone();
     tokio::join!(

@@ -49,7 +49,7 @@ pub async fn run(
     mut emit: impl FnMut(&Effect),
 ) -> Result<Summary, EngineError> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open("sqlite::memory:").await?);
-    let engine = Arc::new(Engine::new(project, store.clone()));
+    let engine = Arc::new(Engine::new(project, store.clone()).simulating_outcomes());
     let first = events
         .iter()
         .filter_map(|e| e.at)

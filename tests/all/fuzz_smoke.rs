@@ -184,6 +184,7 @@ fn mutated_conditions_never_panic_compile_or_evaluation() {
         event: Some(&event),
         now: chrono::Utc::now(),
         history: Default::default(),
+        outcome: None,
     };
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut compiled = 0;

@@ -11,6 +11,7 @@ mod examples;
 mod fuzz_smoke;
 mod graph;
 mod invalid;
+mod outcomes;
 mod plugins;
 mod schema;
 mod sec_egress;

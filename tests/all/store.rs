@@ -58,6 +58,7 @@ fn run(id: &str, contact: &str) -> Run {
         wait: Some(Wait::Timer),
         trigger_event: None,
         event: None,
+        outcome: None,
         started_at: t(1),
         updated_at: t(1),
         ended_at: None,

@@ -72,6 +72,9 @@ pub struct Scope<'a> {
     pub now: Ts,
     /// The contact's events, oldest first, for `activity()`.
     pub history: Arc<Vec<StoredEvent>>,
+    /// The outcome of the run's last awaited step (`outcome`; its `response` is also
+    /// `response`), see [`crate::engine::outcome`].
+    pub outcome: Option<&'a Value>,
 }
 
 fn parse_window(s: &str) -> Result<chrono::Duration, String> {
@@ -105,6 +108,15 @@ pub fn eval(program: &Program, scope: &Scope<'_>) -> Result<CelValue, String> {
     ctx.add_variable("event", scope.event.cloned().unwrap_or(Value::Null))
         .map_err(|e| e.to_string())?;
     ctx.add_variable_from_value("now", CelValue::Timestamp(scope.now.fixed_offset()));
+    if let Some(o) = scope.outcome {
+        ctx.add_variable("outcome", o.clone())
+            .map_err(|e| e.to_string())?;
+        ctx.add_variable("response", o.get("response").cloned().unwrap_or(Value::Null))
+            .map_err(|e| e.to_string())?;
+    } else {
+        ctx.add_variable_from_value("outcome", CelValue::Null);
+        ctx.add_variable_from_value("response", CelValue::Null);
+    }
     let history = scope.history.clone();
     let now = scope.now;
     ctx.add_function(
@@ -245,7 +257,7 @@ pub fn interpolate_value(
 pub fn reads(source: &str, scope: &Scope<'_>) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     let bytes = source.as_bytes();
-    for root in ["contact", "event"] {
+    for root in ["contact", "event", "outcome", "response"] {
         for (i, _) in source.match_indices(root) {
             if i > 0
                 && (bytes[i - 1].is_ascii_alphanumeric()
@@ -261,6 +273,8 @@ pub fn reads(source: &str, scope: &Scope<'_>) -> BTreeMap<String, Value> {
             let path = path.trim_end_matches('.');
             let base = match root {
                 "contact" => Some(scope.contact),
+                "outcome" => scope.outcome,
+                "response" => scope.outcome.and_then(|o| o.get("response")),
                 _ => scope.event,
             };
             let lookup = |p: &str| -> Option<&Value> {
@@ -306,6 +320,7 @@ mod tests {
             event: None,
             now: chrono::Utc.with_ymd_and_hms(2026, 3, 31, 12, 0, 0).unwrap(),
             history: Arc::new(history),
+            outcome: None,
         }
     }
 

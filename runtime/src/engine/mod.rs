@@ -13,6 +13,7 @@ pub mod contact;
 pub mod eval;
 pub mod ingest;
 pub mod segments;
+pub mod outcome;
 pub mod time;
 
 use std::collections::{BTreeSet, HashMap};
@@ -218,6 +219,8 @@ pub struct Engine {
     scoring_programs: HashMap<String, Arc<cel::Program>>,
     /// The project's time-dependent conditions, if any (segment timers).
     clock: Option<segments::Clock>,
+    /// `nurture simulate`: awaited steps go on at once as delivered (nothing is sent).
+    simulated_outcomes: bool,
 }
 
 /// Outbox entries handed over and not yet recorded, beyond which commits stop claiming
@@ -273,7 +276,15 @@ impl Engine {
             store,
             plans,
             scoring_programs,
+            simulated_outcomes: false,
         }
+    }
+
+    /// An engine whose awaited `webhook`/`plugin` steps go on at once with a delivered
+    /// outcome (`nurture simulate`, which sends nothing).
+    pub fn simulating_outcomes(mut self) -> Self {
+        self.simulated_outcomes = true;
+        self
     }
 
     /// The round-robin counters of the teams (read before a batch; commits are fenced on
@@ -956,6 +967,7 @@ impl<'e> Work<'e> {
             event,
             now: self.now,
             history: self.history.clone(),
+            outcome: None,
         };
         f(&scope)
     }
@@ -977,11 +989,13 @@ impl<'e> Work<'e> {
             return false;
         };
         let c = self.contact_view();
+        let out = run.and_then(|i| self.runs[i].outcome.clone());
         let scope = Scope {
             contact: &c,
             event,
             now: self.now,
             history: self.history.clone(),
+            outcome: out.as_ref(),
         };
         let result = eval::eval_bool(&program, &scope);
         if run.is_some() {
@@ -1006,6 +1020,9 @@ impl<'e> Work<'e> {
 
     fn apply_event(&mut self, e: &StoredEvent) -> Result<(), EngineError> {
         self.uow.events_done.push(e.seq);
+        if e.kind == outcome::EVENT {
+            return self.apply_outcome(e);
+        }
         // An open or click flagged as a scanner's or a prefetcher's stays in the history
         // (visible, countable) but moves nothing: no trigger, score or `wait_for`.
         if e.data.get("bot") == Some(&Value::Bool(true)) {
@@ -1179,6 +1196,7 @@ impl<'e> Work<'e> {
                 let node = plan.index.get(&step_id).copied();
                 self.advance_from(i, node, true)
             }
+            Some(Wait::Outcome { .. }) => self.outcome_timeout(i, plan, &step_id),
             None => Ok(()),
         }
     }
@@ -1322,6 +1340,7 @@ impl<'e> Work<'e> {
             wait: None,
             trigger_event: event.clone(),
             event,
+            outcome: None,
             started_at,
             updated_at: self.now,
             ended_at: None,
@@ -1604,6 +1623,9 @@ impl<'e> Work<'e> {
                 {
                     return Ok(f);
                 }
+                if outcome::awaits(step) {
+                    return self.await_outcome(i, plan, step);
+                }
                 next().map(Flow::Goto).ok_or_else(|| "no successor".into())
             }
         }
@@ -1611,7 +1633,7 @@ impl<'e> Work<'e> {
 
     fn outbox(&mut self, i: usize, step: &str, index: usize, kind: &str, payload: Value) -> String {
         let run = &self.runs[i];
-        let key = digest(&[&run.id, step, &index.to_string()]);
+        let key = outcome::outbox_key(&run.id, step, index);
         self.uow.outbox.push(OutboxEntry {
             key: key.clone(),
             run_id: Some(run.id.clone()),
@@ -1646,11 +1668,13 @@ impl<'e> Work<'e> {
             true => (self.contact_view(), self.runs[i].event.clone()),
             false => (Value::Null, None),
         };
+        let out = self.runs[i].outcome.clone();
         let scope = Scope {
             contact: &c,
             event: ev.as_ref(),
             now: self.now,
             history: self.history.clone(),
+            outcome: out.as_ref(),
         };
         match kind {
             StepKind::SendEmail(e) => {
@@ -1830,6 +1854,7 @@ impl<'e> Work<'e> {
                 if w.follow_redirects {
                     payload["follow_redirects"] = Value::Bool(true);
                 }
+                self.mark_awaited(plan, step, index, &mut payload);
                 let key = self.outbox(i, step, index, "webhook", payload);
                 let shown = crate::egress::redact_url(&url);
                 self.effect(
@@ -1848,7 +1873,8 @@ impl<'e> Work<'e> {
                     )?,
                     None => json!({}),
                 };
-                let payload = json!({"plugin": name, "with": cfg, "contact": c, "event": ev});
+                let mut payload = json!({"plugin": name, "with": cfg, "contact": c, "event": ev});
+                self.mark_awaited(plan, step, index, &mut payload);
                 let key = self.outbox(i, step, index, "plugin", payload);
                 self.effect(
                     Some(i),

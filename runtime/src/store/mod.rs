@@ -253,6 +253,10 @@ pub enum Wait {
     Event { event: String },
     /// An email step deferred by quiet hours: run the step again at the timer.
     QuietHours,
+    /// A `webhook` or `plugin` step with `await: true`: the delivery of the outbox entry
+    /// `key` ends (its completion queues an `outcome` event, see
+    /// `crate::engine::outcome`), or the timer (the step's `timeout`).
+    Outcome { key: String },
 }
 
 /// One contact's walk through one workflow.
@@ -271,6 +275,10 @@ pub struct Run {
     /// The event in scope for conditions: the trigger, or the one that resumed a wait.
     #[serde(default)]
     pub event: Option<Value>,
+    /// The outcome of the last awaited `webhook`/`plugin` step (`outcome` and `response`
+    /// in conditions): `{ok, status, error, response}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Value>,
     pub started_at: Ts,
     pub updated_at: Ts,
     pub ended_at: Option<Ts>,
@@ -841,6 +849,18 @@ pub trait Store: Send + Sync {
         }
         Ok(out)
     }
+    /// [`Store::complete_outbox_many`] that also stores and queues, in the same
+    /// transaction, the events in `wakes` (each with the key of the entry it belongs to)
+    /// of the entries whose outcome it records (not those of stale completions): the
+    /// `outcome` events that wake runs awaiting a delivery. Events are stored idempotently
+    /// by id, so a second completion never wakes a run twice, and a crash after the
+    /// commit loses no wake-up.
+    async fn complete_outbox_waking(
+        &self,
+        items: &[(String, OutboxOutcome)],
+        wakes: &[(String, NewEvent)],
+        now: Ts,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
     async fn deliveries(&self) -> Result<Vec<Delivery>, StoreError>;
     /// Adds an address to the suppression list; false if it was already there.
     async fn suppress(&self, address: &str, reason: &str, now: Ts) -> Result<bool, StoreError>;

@@ -522,21 +522,7 @@ impl Store for PostgresStore {
         }
         let mut out = Vec::with_capacity(events.len());
         if !events.is_empty() {
-            let stored: Vec<String> = sqlx::query_scalar(
-                "WITH ins AS (INSERT INTO events (id, contact, type, at, data) \
-                   SELECT id, contact, type, at, data FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[]) \
-                   WITH ORDINALITY AS u(id, contact, type, at, data, n) ORDER BY n \
-                   ON CONFLICT (id) DO NOTHING RETURNING seq, id, contact, at), \
-                 q AS (INSERT INTO inbox (seq, contact, at) SELECT seq, contact, at FROM ins) \
-                 SELECT id FROM ins",
-            )
-            .bind(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.contact.as_str()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.at).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
-            .fetch_all(&mut *tx)
-            .await?;
+            let stored = insert_events_in(&mut tx, events).await?;
             // New: stored by this statement, first occurrence in the batch.
             let mut new: std::collections::HashSet<String> = stored.into_iter().collect();
             for e in events {
@@ -979,6 +965,15 @@ impl Store for PostgresStore {
         items: &[(String, OutboxOutcome)],
         now: Ts,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        self.complete_outbox_waking(items, &[], now).await
+    }
+
+    async fn complete_outbox_waking(
+        &self,
+        items: &[(String, OutboxOutcome)],
+        wakes: &[(String, NewEvent)],
+        now: Ts,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let mut tx = self.pool.begin().await?;
         // A stale completion is found before any write: the others go on.
         let mut out = complete_in(&mut tx, items, now).await?;
@@ -987,6 +982,18 @@ impl Store for PostgresStore {
             .position(|r| matches!(r, Err(StoreError::Corrupt(_))))
         {
             return Err(out.swap_remove(i).expect_err("an error"));
+        }
+        if !wakes.is_empty() {
+            let woken: Vec<NewEvent> = items
+                .iter()
+                .zip(&out)
+                .filter(|(_, r)| r.is_ok())
+                .flat_map(|((key, _), _)| wakes.iter().filter(move |(k, _)| k == key))
+                .map(|(_, e)| e.clone())
+                .collect();
+            if !woken.is_empty() {
+                insert_events_in(&mut tx, &woken).await?;
+            }
         }
         tx.commit().await?;
         Ok(out)
@@ -1159,6 +1166,29 @@ async fn skip_suppressed(
     )
     .bind(keys)
     .bind(now)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Stores `events` (idempotent by id) and queues the new ones, inside `tx`, in one
+/// statement; returns the ids stored by it.
+async fn insert_events_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    events: &[NewEvent],
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "WITH ins AS (INSERT INTO events (id, contact, type, at, data) \
+           SELECT id, contact, type, at, data FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[]) \
+           WITH ORDINALITY AS u(id, contact, type, at, data, n) ORDER BY n \
+           ON CONFLICT (id) DO NOTHING RETURNING seq, id, contact, at), \
+         q AS (INSERT INTO inbox (seq, contact, at) SELECT seq, contact, at FROM ins) \
+         SELECT id FROM ins",
+    )
+    .bind(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.contact.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.at).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
     .fetch_all(&mut **tx)
     .await?)
 }

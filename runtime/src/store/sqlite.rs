@@ -449,6 +449,117 @@ async fn segments_in(tx: &mut sqlx::SqliteConnection, uow: &UnitOfWork) -> Resul
     Ok(())
 }
 
+/// Stores `events` (idempotent by id) and queues the new ones, on `conn` (inside a write
+/// transaction).
+async fn insert_events_on<'e>(
+    conn: &mut SqliteConnection,
+    events: impl Iterator<Item = &'e NewEvent>,
+) -> Result<Vec<Inserted>, StoreError> {
+    let mut out = Vec::new();
+    for e in events {
+        let r = sqlx::query(
+            "INSERT INTO events (id, contact, type, at, data) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&e.id)
+        .bind(&e.contact)
+        .bind(&e.kind)
+        .bind(ts(e.at))
+        .bind(to_json(&e.data))
+        .execute(&mut *conn)
+        .await?;
+        if r.rows_affected() == 1 {
+            sqlx::query("INSERT INTO inbox (seq, at) VALUES (?, ?)")
+                .bind(r.last_insert_rowid())
+                .bind(ts(e.at))
+                .execute(&mut *conn)
+                .await?;
+            out.push(Inserted::New);
+        } else {
+            out.push(Inserted::Duplicate);
+        }
+    }
+    Ok(out)
+}
+
+/// Records the outcome of a delivery attempt on `conn` (inside a write transaction); a
+/// `Conflict`, before any write, for an entry completed elsewhere.
+async fn complete_on(
+    conn: &mut SqliteConnection,
+    key: &str,
+    outcome: &OutboxOutcome,
+    now: Ts,
+) -> Result<(), StoreError> {
+    let row = sqlx::query("SELECT kind, contact, state FROM outbox WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no outbox entry {key}")))?;
+        let state: String = row.try_get("state")?;
+        if state != "pending" {
+            // Someone else completed it: a late (stale) completion changes nothing.
+            return Err(StoreError::Conflict(format!(
+                "outbox entry {key} is {state}"
+            )));
+        }
+        match outcome {
+            OutboxOutcome::Delivered { record } => {
+                sqlx::query(
+                    "INSERT INTO deliveries (key, kind, contact, at, record) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(key)
+                .bind(row.try_get::<String, _>("kind")?)
+                .bind(row.try_get::<String, _>("contact")?)
+                .bind(ts(now))
+                .bind(to_json(record))
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1 WHERE key = ?",
+                )
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+            }
+            OutboxOutcome::Retry { reason, retry_at } => {
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?, due_at = ? \
+                     WHERE key = ?",
+                )
+                .bind(reason)
+                .bind(ts(*retry_at))
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+            }
+            OutboxOutcome::Failed { reason } | OutboxOutcome::Ambiguous { reason } => {
+                let state = if matches!(outcome, OutboxOutcome::Failed { .. }) {
+                    "failed"
+                } else {
+                    "ambiguous"
+                };
+                sqlx::query(
+                    "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ? \
+                     WHERE key = ?",
+                )
+                .bind(state)
+                .bind(reason)
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+            }
+            OutboxOutcome::Defer { reason, until } => {
+                sqlx::query("UPDATE outbox SET last_error = ?, due_at = ? WHERE key = ?")
+                    .bind(reason)
+                    .bind(ts(*until))
+                    .bind(key)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+    Ok(())
+}
+
 async fn insert_contact(tx: &mut sqlx::SqliteConnection, c: &Contact) -> Result<(), StoreError> {
     let mut stored = c.clone();
     stored.version = 1;
@@ -575,30 +686,7 @@ impl Store for SqliteStore {
                 insert_contact(&mut tx, c).await?;
             }
         }
-        let mut out = Vec::with_capacity(events.len());
-        for e in events {
-            let r = sqlx::query(
-                "INSERT INTO events (id, contact, type, at, data) VALUES (?, ?, ?, ?, ?) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&e.id)
-            .bind(&e.contact)
-            .bind(&e.kind)
-            .bind(ts(e.at))
-            .bind(to_json(&e.data))
-            .execute(&mut *tx)
-            .await?;
-            if r.rows_affected() == 1 {
-                sqlx::query("INSERT INTO inbox (seq, at) VALUES (?, ?)")
-                    .bind(r.last_insert_rowid())
-                    .bind(ts(e.at))
-                    .execute(&mut *tx)
-                    .await?;
-                out.push(Inserted::New);
-            } else {
-                out.push(Inserted::Duplicate);
-            }
-        }
+        let out = insert_events_on(&mut tx, events.iter()).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -906,75 +994,34 @@ impl Store for SqliteStore {
         now: Ts,
     ) -> Result<(), StoreError> {
         let mut tx = WriteTx::begin(&self.pool).await?;
-        let row = sqlx::query("SELECT kind, contact, state FROM outbox WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("no outbox entry {key}")))?;
-        let state: String = row.try_get("state")?;
-        if state != "pending" {
-            // Someone else completed it: a late (stale) completion changes nothing.
-            return Err(StoreError::Conflict(format!(
-                "outbox entry {key} is {state}"
-            )));
-        }
-        match outcome {
-            OutboxOutcome::Delivered { record } => {
-                sqlx::query(
-                    "INSERT INTO deliveries (key, kind, contact, at, record) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(key)
-                .bind(row.try_get::<String, _>("kind")?)
-                .bind(row.try_get::<String, _>("contact")?)
-                .bind(ts(now))
-                .bind(to_json(record))
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1 WHERE key = ?",
-                )
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-            }
-            OutboxOutcome::Retry { reason, retry_at } => {
-                sqlx::query(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?, due_at = ? \
-                     WHERE key = ?",
-                )
-                .bind(reason)
-                .bind(ts(*retry_at))
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-            }
-            OutboxOutcome::Failed { reason } | OutboxOutcome::Ambiguous { reason } => {
-                let state = if matches!(outcome, OutboxOutcome::Failed { .. }) {
-                    "failed"
-                } else {
-                    "ambiguous"
-                };
-                sqlx::query(
-                    "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ? \
-                     WHERE key = ?",
-                )
-                .bind(state)
-                .bind(reason)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-            }
-            OutboxOutcome::Defer { reason, until } => {
-                sqlx::query("UPDATE outbox SET last_error = ?, due_at = ? WHERE key = ?")
-                    .bind(reason)
-                    .bind(ts(*until))
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+        complete_on(&mut tx, key, outcome, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn complete_outbox_waking(
+        &self,
+        items: &[(String, OutboxOutcome)],
+        wakes: &[(String, NewEvent)],
+        now: Ts,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut woken = Vec::new();
+        for (key, outcome) in items {
+            match complete_on(&mut tx, key, outcome, now).await {
+                Ok(()) => {
+                    woken.extend(wakes.iter().filter(|(k, _)| k == key).map(|(_, e)| e));
+                    out.push(Ok(()));
+                }
+                // Stale: nothing of it was written; the others go on.
+                Err(e @ StoreError::Conflict(_)) => out.push(Err(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        insert_events_on(&mut tx, woken.into_iter()).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn suppress(&self, address: &str, reason: &str, now: Ts) -> Result<bool, StoreError> {

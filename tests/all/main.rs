@@ -3,6 +3,7 @@
 mod util;
 
 mod bench;
+mod channel_limits;
 mod contacts;
 mod durability;
 mod email;

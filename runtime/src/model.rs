@@ -80,8 +80,13 @@ impl<T> OneOrMany<T> {
 pub struct QuietHours {
     /// Local time the quiet period starts, `HH:MM`.
     pub from: TimeOfDay,
-    /// Local time it ends, `HH:MM` (may be earlier than `from`: overnight).
+    /// Local time it ends, `HH:MM` (may be earlier than `from`: overnight; equal to `from`
+    /// with `days`: the whole day).
     pub to: TimeOfDay,
+    /// The days whose quiet period this is (a period belongs to the day it starts on):
+    /// names (`mon`, `tue`...) and ranges (`mon..fri`). Default: every day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<Vec<crate::engine::channels::DaySpec>>,
 }
 
 /// Consent required to send marketing email from a workflow.
@@ -722,6 +727,23 @@ pub struct Settings {
     /// Tracking and unsubscribe links: expiry of open and click links, limits per client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking: Option<TrackingSettings>,
+    /// Limits of the channels plugins declare (`channel = "sms"`): `[channels.sms]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channels: BTreeMap<String, ChannelSettings>,
+}
+
+/// `[channels.NAME]` in nurture.toml: the limits of a plugin channel (see
+/// [`crate::store::limits`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSettings {
+    /// At most `max` messages of this channel per contact per `per` (default: the
+    /// `[email]` cap's numbers, counted for this channel apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<FrequencyCap>,
+    /// Messages per second on this channel, across all workers (default unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_sec: Option<f64>,
 }
 
 /// `[egress]` in nurture.toml (see [`crate::egress`]).
@@ -780,7 +802,8 @@ pub struct EmailSettings {
     /// Open pixel and click redirects (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking: Option<bool>,
-    /// Messages per second per sender address (default unlimited).
+    /// Marketing emails per second, across all workers (default unlimited); each process
+    /// also spaces its sends per sender address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_per_sec: Option<f64>,
     /// Frequency cap: at most `max` marketing emails per contact per `per` (deferred,

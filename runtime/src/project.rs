@@ -95,6 +95,11 @@ pub struct PluginManifest {
     /// Path of the compiled component, relative to the manifest.
     #[serde(default)]
     pub component: Option<String>,
+    /// The channel through which its steps contact the person (`sms`, `whatsapp`...), if
+    /// they do: such steps obey quiet hours, consent to that channel and its frequency cap
+    /// and rate limit (see `engine::channels`). A short lowercase name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
     #[serde(default)]
     pub steps: BTreeMap<String, PluginStep>,
 }
@@ -966,6 +971,9 @@ fn load_plugins(
                 }
             };
             match toml::from_str::<PluginManifest>(&text) {
+                Ok(m) if m.channel.as_deref().is_some_and(|c| !crate::store::limits::valid_channel(c)) => {
+                    loaded.diagnostics.push(bad_channel(&path, &text, m.channel.as_deref().unwrap_or_default()));
+                }
                 Ok(m) => {
                     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
                     out.entry(m.name.clone()).or_insert((m, dir));
@@ -987,6 +995,35 @@ fn load_plugins(
         }
     }
     out
+}
+
+/// The diagnostic of a plugin manifest's invalid `channel`, at its value.
+fn bad_channel(path: &Path, text: &str, channel: &str) -> Diagnostic {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let value = line
+            .trim_start()
+            .strip_prefix("channel")
+            .and_then(|rest| rest.trim_start().strip_prefix('='));
+        if let Some(v) = value {
+            offset += line.len() - v.trim_start().len();
+            break;
+        }
+        offset += line.len();
+    }
+    let len = text[offset.min(text.len())..]
+        .find(['\n', '#'])
+        .unwrap_or(text.len() - offset.min(text.len()))
+        .max(1);
+    Diagnostic::error(
+        Code::InvalidValue,
+        path,
+        span_of_offset(text, offset, len),
+        format!("invalid plugin channel `{channel}`"),
+    )
+    .with_hint(
+        "a channel is a short lowercase name (a letter, then letters, digits or `_`, at most 32), such as `sms`; email is built in",
+    )
 }
 
 /// Secrets shorter than this (in characters) are refused: a generated one has 64 hex

@@ -18,7 +18,78 @@ use crate::engine::ingest::CONTACT_CREATED;
 use crate::engine::{Effect, Engine, EngineError};
 use crate::input::{id_for_email, ContactRow, Creation, IncomingEvent};
 use crate::project::Project;
-use crate::store::{sqlite::SqliteStore, Store, Ts};
+use crate::store::limits::SendLimits;
+use crate::store::{sqlite::SqliteStore, OutboxEntry, OutboxOutcome, Store, Ts};
+
+/// The simulated delivery of the outbox: everything due is "sent" at once (recorded, as
+/// by a deliverer without channels), except what a frequency cap defers, which is
+/// reported (`deferred`) and sent when the cap allows (`sent`).
+#[derive(Default)]
+struct Outbox {
+    /// Keys of entries deferred at least once.
+    deferred: std::collections::HashSet<String>,
+}
+
+impl Outbox {
+    async fn deliver(&mut self, store: &SqliteStore, now: Ts) -> Result<Vec<Effect>, EngineError> {
+        let mut effects = Vec::new();
+        loop {
+            let (due, later) = store.claim_outbox(now, 1000).await?;
+            for (e, d) in &later {
+                self.deferred.insert(e.key.clone());
+                let mut extra = what(e);
+                extra.insert("until".into(), crate::store::ts_out(d.until).into());
+                extra.insert("reason".into(), d.cause.into());
+                effects.push(effect(e, now, "deferred", extra));
+            }
+            if due.is_empty() {
+                break;
+            }
+            let items: Vec<(String, OutboxOutcome)> = due
+                .iter()
+                .map(|e| {
+                    let record = serde_json::json!({"channel": "simulate"});
+                    (e.key.clone(), OutboxOutcome::Delivered { record })
+                })
+                .collect();
+            store.complete_outbox_many(&items, now).await?;
+            for e in due {
+                if self.deferred.remove(&e.key) {
+                    effects.push(effect(&e, now, "sent", what(&e)));
+                }
+            }
+        }
+        Ok(effects)
+    }
+}
+
+/// What an outbox entry sends, for a simulated effect.
+fn what(e: &OutboxEntry) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("kind".into(), e.kind.clone().into());
+    for k in ["template", "plugin", "channel"] {
+        if let Some(v) = e.payload.get(k).filter(|v| !v.is_null()) {
+            m.insert(k.into(), v.clone());
+        }
+    }
+    m
+}
+
+fn effect(
+    e: &OutboxEntry,
+    at: Ts,
+    kind: &'static str,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Effect {
+    Effect {
+        at,
+        contact: e.contact.clone(),
+        workflow: e.workflow.clone(),
+        step: e.step.clone(),
+        effect: kind,
+        extra,
+    }
+}
 
 /// What a simulation did, for the closing summary.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -48,8 +119,12 @@ pub async fn run(
     until: Option<Ts>,
     mut emit: impl FnMut(&Effect),
 ) -> Result<Summary, EngineError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open("sqlite::memory:").await?);
+    let sqlite = Arc::new(SqliteStore::open("sqlite::memory:").await?);
+    let store: Arc<dyn Store> = sqlite.clone();
+    // The frequency caps apply as in a live run (rate limits are about throughput).
+    store.set_send_limits(SendLimits::for_project(&project).caps_only());
     let engine = Arc::new(Engine::new(project, store.clone()).simulating_outcomes());
+    let mut outbox = Outbox::default();
     let first = events
         .iter()
         .filter_map(|e| e.at)
@@ -94,7 +169,12 @@ pub async fn run(
         let next_event = events.get(idx).and_then(|e| e.at);
         let next_creation = later.first().map(|(at, _)| *at);
         let next_timer = store.next_timer().await?;
-        let pending = next_event.is_some() || next_timer.is_some() || next_creation.is_some();
+        // Sends deferred by a frequency cap.
+        let next_send = store.next_outbox().await?;
+        let pending = next_event.is_some()
+            || next_timer.is_some()
+            || next_creation.is_some()
+            || next_send.is_some();
         // Schedules and segment timers keep no simulation going on their own.
         let (next_schedule, next_segment) = if pending || until.is_some() {
             (
@@ -114,11 +194,13 @@ pub async fn run(
             next_timer,
             next_schedule,
             next_segment,
+            next_send,
         ];
         let Some(mut t) = candidates.iter().flatten().min().copied() else {
             if first_round {
                 // Contacts imported at t0 may have pending work.
-                let effects = engine.tick(clock).await?;
+                let mut effects = engine.tick(clock).await?;
+                effects.extend(outbox.deliver(&sqlite, clock).await?);
                 summary.effects += effects.len();
                 effects.iter().for_each(&mut emit);
                 first_round = false;
@@ -166,7 +248,8 @@ pub async fn run(
                 }
             }
         }
-        let effects = engine.tick(clock).await?;
+        let mut effects = engine.tick(clock).await?;
+        effects.extend(outbox.deliver(&sqlite, clock).await?);
         summary.effects += effects.len();
         effects.iter().for_each(&mut emit);
     }

@@ -723,6 +723,10 @@ async fn rate_limit_spaces_sends_and_frequency_cap_defers() {
     )
     .await;
     w.deliver(t0).await;
+    // The rate holds in the store, across workers: 5 in this second, the sixth is
+    // deferred to the next one.
+    assert_eq!(smtp.received().len(), 5);
+    w.deliver(t0 + chrono::Duration::seconds(1)).await;
     let got = smtp.received();
     assert_eq!(got.len(), 6);
     let at: Vec<f64> = got.iter().map(|(_, e)| e["at"].as_f64().unwrap()).collect();

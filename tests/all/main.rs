@@ -4,6 +4,7 @@ mod util;
 
 mod bench;
 mod contact_semantics;
+mod channel_limits;
 mod contacts;
 mod durability;
 mod email;

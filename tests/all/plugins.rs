@@ -520,7 +520,7 @@ fn demo_request_runs_all_three_plugins_end_to_end_under_nurture_run() {
         let post = |path: &str, body: Value| {
             http.post(format!("{api}{path}")).bearer_auth("test-key-0123456789abcdef0123456789").json(&body).send()
         };
-        let r = post("/v1/contacts", json!({"id": "lee", "email": "lee@example.com", "first_name": "Lee", "phone": "+359888123456", "consent": "opted_in"})).await.unwrap();
+        let r = post("/v1/contacts", json!({"id": "lee", "email": "lee@example.com", "first_name": "Lee", "phone": "+359888123456", "consent": "opted_in", "consent_sms": "opted_in"})).await.unwrap();
         assert_eq!(r.status(), 200);
         let r = post("/v1/events", json!([
             {"id": "e1", "type": "demo.requested", "contact": "lee"},

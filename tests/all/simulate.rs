@@ -288,7 +288,7 @@ fn reentry_never_enrols_once() {
 /// had not downloaded it.
 #[test]
 fn demo_request_sends_the_comparison_only_when_missing() {
-    let c = json!({"id": "lee", "email": "lee@example.com", "first_name": "Lee", "phone": "+359888123456", "consent": "opted_in"});
+    let c = json!({"id": "lee", "email": "lee@example.com", "first_name": "Lee", "phone": "+359888123456", "consent": "opted_in", "consent_sms": "opted_in"});
     let effects = simulate(
         std::slice::from_ref(&c),
         &[

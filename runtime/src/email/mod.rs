@@ -12,8 +12,8 @@
 //!   outbox key, contact, workflow and step (no guessable ids); see [`track`];
 //! - a text part (the template's `.txt`, or derived from the HTML) and the HTML part.
 //!
-//! Before sending: the frequency cap (deferral, never a drop) and the per-sender rate
-//! limit. After: SMTP 5xx suppresses the address and fails the entry; 4xx retries with
+//! Before sending: the per-sender pacing of the rate limit (the frequency cap and the
+//! channel's rate limit are enforced by the store at the claim: `store::limits`). After: SMTP 5xx suppresses the address and fails the entry; 4xx retries with
 //! backoff; a connection lost mid-session is *ambiguous* (the server may have accepted
 //! the message) and is not resent until an operator requeues it.
 
@@ -76,7 +76,6 @@ pub struct EmailChannel {
     default_from: Option<String>,
     reply_to: Option<String>,
     rate_per_sec: Option<f64>,
-    cap: Option<(u32, chrono::Duration)>,
     dkim: Option<DkimConfig>,
     /// Next free send slot per sender address (rate limit).
     slots: Mutex<HashMap<String, Instant>>,
@@ -181,6 +180,8 @@ impl EmailChannel {
             }
             None => None,
         };
+        // The project's frequency caps and rate limits hold at every claim of this store.
+        store.set_send_limits(crate::store::limits::SendLimits::for_project(project));
         Ok(EmailChannel {
             renderer,
             transport,
@@ -195,10 +196,6 @@ impl EmailChannel {
             default_from: settings.sender.as_ref().map(|s| s.from.clone()),
             reply_to: settings.sender.as_ref().and_then(|s| s.reply_to.clone()),
             rate_per_sec: email.rate_per_sec.filter(|r| *r > 0.0),
-            cap: email
-                .cap
-                .as_ref()
-                .map(|c| (c.max, chrono::Duration::seconds(c.per.seconds() as i64))),
             dkim,
             slots: Mutex::new(HashMap::new()),
             store,
@@ -257,23 +254,8 @@ impl EmailChannel {
                 Ok(None) => {}
                 Err(e) => return retry(entry, format!("store: {e}")),
             }
-            if let Some((max, per)) = self.cap {
-                match self.store.emails_since(&entry.contact, now - per).await {
-                    Ok(sent) if sent.len() as u32 >= max => {
-                        let until = sent[sent.len() - max as usize] + per;
-                        return OutboxOutcome::Defer {
-                            reason: format!(
-                                "frequency cap: {max} emails per {}; deferred to {}",
-                                crate::model::Duration(per.num_seconds() as u64),
-                                crate::store::ts_out(until)
-                            ),
-                            until,
-                        };
-                    }
-                    Ok(_) => {}
-                    Err(e) => return retry(entry, format!("store: {e}")),
-                }
-            }
+            // The frequency cap and the rate limit were enforced by the store when the
+            // entry was claimed (`store::limits`), across all workers.
         }
         let message = match self.build(entry, to, marketing, now) {
             Ok((m, _)) => m,

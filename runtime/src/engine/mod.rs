@@ -9,6 +9,7 @@
 //! notifications, webhooks, plugin calls) go to the outbox with an idempotency key derived
 //! from (run, step, action), and are delivered by [`crate::deliver`].
 
+pub mod channels;
 pub mod contact;
 pub mod eval;
 pub mod ingest;
@@ -1039,7 +1040,7 @@ impl<'e> Work<'e> {
                 self.contact.suppressed = true;
                 self.contact_changed = true;
             }
-            _ => {}
+            other => self.channel_event(other),
         }
         // Scoring rules: every matching event rule counts.
         let rules: Vec<(Option<String>, i64)> = self
@@ -1678,20 +1679,8 @@ impl<'e> Work<'e> {
         };
         match kind {
             StepKind::SendEmail(e) => {
-                if let Some(q) = &plan.workflow.quiet_hours {
-                    if !quiet_ok {
-                        let tz = self.tz(plan);
-                        if let Some(until) = time::quiet_until(self.now, tz, q.from.0, q.to.0) {
-                            self.set_timer(i, until, Wait::QuietHours);
-                            self.effect(
-                                Some(i),
-                                Some(step),
-                                "wait",
-                                json!({"until": crate::store::ts_out(until), "reason": "quiet_hours"}),
-                            );
-                            return Ok(Some(Flow::Wait));
-                        }
-                    }
+                if let Some(f) = self.quiet_hours(i, plan, step, quiet_ok) {
+                    return Ok(Some(f));
                 }
                 let skip = if self.contact.email.is_none() {
                     Some("no_email")
@@ -1865,6 +1854,22 @@ impl<'e> Work<'e> {
                 );
             }
             StepKind::Plugin(name) => {
+                // A plugin that contacts the person: quiet hours and consent of its channel.
+                let channel = self.plugin_channel(name);
+                if let Some(ch) = &channel {
+                    if let Some(f) = self.quiet_hours(i, plan, step, quiet_ok) {
+                        return Ok(Some(f));
+                    }
+                    if let Some(reason) = self.channel_refusal(ch) {
+                        self.effect(
+                            Some(i),
+                            Some(step),
+                            "plugin_skipped",
+                            json!({"plugin": name, "channel": ch, "reason": reason}),
+                        );
+                        return Ok(None);
+                    }
+                }
                 let cfg = match with {
                     Some(m) => eval::interpolate_value(
                         &Value::Object(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
@@ -1874,6 +1879,9 @@ impl<'e> Work<'e> {
                     None => json!({}),
                 };
                 let mut payload = json!({"plugin": name, "with": cfg, "contact": c, "event": ev});
+                if let Some(ch) = channel {
+                    payload["channel"] = Value::from(ch);
+                }
                 self.mark_awaited(plan, step, index, &mut payload);
                 let key = self.outbox(i, step, index, "plugin", payload);
                 self.effect(

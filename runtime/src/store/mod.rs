@@ -8,6 +8,7 @@
 //! newer state. Implementations: [`sqlite::SqliteStore`] (the embedded default); the
 //! Postgres implementation passes the same test suite.
 
+pub mod limits;
 pub mod postgres;
 pub mod sqlite;
 
@@ -817,6 +818,12 @@ pub trait Store: Send + Sync {
         let _ = (now, until);
         self.commit(uow).await?;
         Ok(Vec::new())
+    }
+
+    /// Sets the send limits (frequency cap, rate limit per channel) that this store's
+    /// claims of outbox entries enforce from now on ([`limits`]); none by default.
+    fn set_send_limits(&self, limits: limits::SendLimits) {
+        let _ = limits;
     }
 
     /// Claims the outbox entries due at `now`, oldest first, for a lease (as `due_timers`).

@@ -44,6 +44,8 @@ pub struct PostgresStore {
     /// [`INBOX_HEAD_EVERY`]th one, and the one after a claim that did not fill its batch.
     inbox_from: std::sync::Mutex<Option<(Ts, i64)>>,
     inbox_claims: std::sync::atomic::AtomicUsize,
+    /// What claims of outbox entries enforce ([`Store::set_send_limits`]).
+    limits: std::sync::RwLock<std::sync::Arc<limits::SendLimits>>,
 }
 
 /// A stored `json` document, deserialized straight into the struct.
@@ -123,7 +125,13 @@ impl PostgresStore {
             lanes: budget.into(),
             inbox_from: std::sync::Mutex::new(None),
             inbox_claims: 0.into(),
+            limits: Default::default(),
         })
+    }
+
+    /// The send limits claims enforce now.
+    fn send_limits(&self) -> std::sync::Arc<limits::SendLimits> {
+        self.limits.read().expect("limits lock").clone()
     }
 
     fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<Run, StoreError> {
@@ -385,6 +393,17 @@ impl PostgresStore {
         if let Some((now, _)) = claim.filter(|_| !emails.is_empty()) {
             let skipped = skip_suppressed(&mut tx, &emails, now).await?;
             claimed.retain(|k| !skipped.contains(k));
+        }
+        // And the send limits apply, as at a claim.
+        let limits = self.send_limits();
+        if let Some((now, _)) = claim.filter(|_| !limits.is_empty() && !claimed.is_empty()) {
+            let entries: Vec<&OutboxEntry> = uow
+                .outbox
+                .iter()
+                .filter(|e| claimed.contains(&e.key))
+                .collect();
+            let deferred = limits::enforce_postgres(&mut tx, &limits, now, &entries).await?;
+            claimed.retain(|k| !deferred.iter().any(|d| &d.key == k));
         }
         tx.commit().await?;
         Ok(claimed)
@@ -934,8 +953,19 @@ impl Store for PostgresStore {
             let skipped = skip_suppressed(&mut tx, &emails, now).await?;
             out.retain(|e| !skipped.contains(&e.key));
         }
+        // The send limits: entries beyond them are deferred instead of claimed.
+        let limits = self.send_limits();
+        if !limits.is_empty() {
+            let all: Vec<&OutboxEntry> = out.iter().collect();
+            let deferred = limits::enforce_postgres(&mut tx, &limits, now, &all).await?;
+            out.retain(|e| !deferred.iter().any(|d| d.key == e.key));
+        }
         tx.commit().await?;
         Ok(out)
+    }
+
+    fn set_send_limits(&self, limits: limits::SendLimits) {
+        *self.limits.write().expect("limits lock") = std::sync::Arc::new(limits);
     }
 
     async fn next_outbox(&self) -> Result<Option<Ts>, StoreError> {
@@ -1318,6 +1348,19 @@ async fn complete_in(
         .bind(&ended.2)
         .execute(&mut **tx)
         .await?;
+    }
+    // Not sent (sent maybe: ambiguous, still counts): no longer counted by the cap.
+    let unsent: Vec<&str> = again
+        .0
+        .iter()
+        .chain(ended.0.iter().zip(&ended.2).filter(|(_, s)| **s == "failed").map(|(k, _)| k))
+        .copied()
+        .collect();
+    if !unsent.is_empty() {
+        sqlx::query("DELETE FROM contact_sends WHERE key = ANY($1)")
+            .bind(&unsent)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(out)
 }

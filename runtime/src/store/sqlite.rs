@@ -17,6 +17,8 @@ use super::*;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// What claims of outbox entries enforce ([`Store::set_send_limits`]).
+    limits: std::sync::RwLock<std::sync::Arc<limits::SendLimits>>,
 }
 
 /// Whether an error is SQLite's "database is locked" (or "busy"): another process holds
@@ -163,8 +165,77 @@ impl SqliteStore {
         )
         .await
         .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            limits: Default::default(),
+        })
     }
+
+    /// The send limits claims enforce now.
+    fn send_limits(&self) -> std::sync::Arc<limits::SendLimits> {
+        self.limits.read().expect("limits lock").clone()
+    }
+
+    /// [`Store::pending_outbox`], with the entries the send limits deferred instead of
+    /// claiming them (`nurture simulate` reports them).
+    pub async fn claim_outbox(
+        &self,
+        now: Ts,
+        limit: i64,
+    ) -> Result<(Vec<OutboxEntry>, Vec<(OutboxEntry, limits::Deferral)>), StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        skip_suppressed(&mut tx, now, None).await?;
+        let rows = sqlx::query(
+            "SELECT key, run_id, contact, workflow, step, kind, payload, created_at, due_at, \
+             attempts FROM outbox WHERE state = 'pending' AND due_at <= ? \
+             ORDER BY due_at, created_at, key LIMIT ?",
+        )
+        .bind(ts(now))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut entries: Vec<OutboxEntry> = rows
+            .iter()
+            .map(|r| {
+                Ok(OutboxEntry {
+                    key: r.try_get("key")?,
+                    run_id: r.try_get("run_id")?,
+                    contact: r.try_get("contact")?,
+                    workflow: r.try_get("workflow")?,
+                    step: r.try_get("step")?,
+                    kind: r.try_get("kind")?,
+                    payload: from_json::<Value>(r.try_get::<&str, _>("payload")?)?,
+                    created_at: parse_ts(r.try_get::<&str, _>("created_at")?)?,
+                    due_at: parse_ts(r.try_get::<&str, _>("due_at")?)?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let limits = self.send_limits();
+        let deferred = if limits.is_empty() {
+            Vec::new()
+        } else {
+            let all: Vec<&OutboxEntry> = entries.iter().collect();
+            limits::enforce_sqlite(&mut tx, &limits, now, &all).await?
+        };
+        let mut later = Vec::with_capacity(deferred.len());
+        for d in deferred {
+            if let Some(i) = entries.iter().position(|e| e.key == d.key) {
+                later.push((entries.remove(i), d));
+            }
+        }
+        let until = ts(crate::store::lease_end(now));
+        for e in &entries {
+            sqlx::query("UPDATE outbox SET due_at = ? WHERE key = ?")
+                .bind(&until)
+                .bind(&e.key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((entries, later))
+    }
+
 
     fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
         let mut run: Run = from_json(row.try_get::<&str, _>("doc")?)?;
@@ -357,6 +428,17 @@ impl SqliteStore {
             if !emails.is_empty() {
                 let skipped = skip_suppressed(&mut tx, now, Some(&emails)).await?;
                 claimed.retain(|k| !skipped.contains(k));
+            }
+            // And the send limits apply, as at a claim.
+            let limits = self.send_limits();
+            if !limits.is_empty() && !claimed.is_empty() {
+                let entries: Vec<&OutboxEntry> = uow
+                    .outbox
+                    .iter()
+                    .filter(|e| claimed.contains(&e.key))
+                    .collect();
+                let deferred = limits::enforce_sqlite(&mut tx, &limits, now, &entries).await?;
+                claimed.retain(|k| !deferred.iter().any(|d| &d.key == k));
             }
         }
         tx.commit().await?;
@@ -557,6 +639,16 @@ async fn complete_on(
                     .await?;
             }
         }
+    // Not sent (sent maybe: ambiguous, still counts): no longer counted by the cap.
+    if !matches!(
+        outcome,
+        OutboxOutcome::Delivered { .. } | OutboxOutcome::Ambiguous { .. }
+    ) {
+        sqlx::query("DELETE FROM contact_sends WHERE key = ?")
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -938,45 +1030,12 @@ impl Store for SqliteStore {
         self.commit_in(uow, Some((now, until))).await
     }
 
+    fn set_send_limits(&self, limits: limits::SendLimits) {
+        *self.limits.write().expect("limits lock") = std::sync::Arc::new(limits);
+    }
+
     async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut tx = WriteTx::begin(&self.pool).await?;
-        skip_suppressed(&mut tx, now, None).await?;
-        let rows = sqlx::query(
-            "SELECT key, run_id, contact, workflow, step, kind, payload, created_at, due_at, \
-             attempts FROM outbox WHERE state = 'pending' AND due_at <= ? \
-             ORDER BY due_at, created_at, key LIMIT ?",
-        )
-        .bind(ts(now))
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let entries: Vec<OutboxEntry> = rows
-            .iter()
-            .map(|r| {
-                Ok(OutboxEntry {
-                    key: r.try_get("key")?,
-                    run_id: r.try_get("run_id")?,
-                    contact: r.try_get("contact")?,
-                    workflow: r.try_get("workflow")?,
-                    step: r.try_get("step")?,
-                    kind: r.try_get("kind")?,
-                    payload: from_json::<Value>(r.try_get::<&str, _>("payload")?)?,
-                    created_at: parse_ts(r.try_get::<&str, _>("created_at")?)?,
-                    due_at: parse_ts(r.try_get::<&str, _>("due_at")?)?,
-                    attempts: r.try_get("attempts")?,
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        let until = ts(crate::store::lease_end(now));
-        for e in &entries {
-            sqlx::query("UPDATE outbox SET due_at = ? WHERE key = ?")
-                .bind(&until)
-                .bind(&e.key)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(entries)
+        Ok(self.claim_outbox(now, limit).await?.0)
     }
 
     async fn next_outbox(&self) -> Result<Option<Ts>, StoreError> {

@@ -825,7 +825,9 @@ pub fn compile(
         }
     }
     if let Some(g) = &w.goal {
-        c.event_type(at(root, &["goal", "event"]), &g.event);
+        if let Some(event) = &g.event {
+            c.event_type(at(root, &["goal", "event"]), event);
+        }
         if let Some(cond) = &g.condition {
             let n = at(root, &["goal", "if"]);
             c.expr(n, &cond.0);

@@ -222,6 +222,7 @@ impl Clock {
                 event: None,
                 now,
                 history: history.clone(),
+                outcome: None,
             };
             let mut times = c.times.clone();
             times.extend(

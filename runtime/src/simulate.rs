@@ -103,7 +103,13 @@ pub async fn run(
         // The first round runs at t0: contacts created then (with a `created_at` before
         // every event) enter their workflows then, not at the first event.
         let at_start = first_round.then_some(t0);
-        let candidates = [at_start, next_event, next_creation, next_timer, next_schedule];
+        let candidates = [
+            at_start,
+            next_event,
+            next_creation,
+            next_timer,
+            next_schedule,
+        ];
         let Some(mut t) = candidates.iter().flatten().min().copied() else {
             if first_round {
                 // Contacts imported at t0 may have pending work.

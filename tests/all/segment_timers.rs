@@ -83,6 +83,21 @@ fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap()
 }
 
+/// The store at `url`, an engine of `project` on it, and `contact` imported at t0.
+async fn start(
+    url: &str,
+    project: &Arc<nurture::project::Project>,
+    contact: Value,
+) -> (Arc<dyn Store>, Arc<Engine>) {
+    let store = nurture::store::open(url).await.unwrap();
+    let engine = Arc::new(Engine::new(project.clone(), store.clone()));
+    engine
+        .import_contacts(&[contact_row(contact)], t0())
+        .await
+        .unwrap();
+    (store, engine)
+}
+
 fn contact_row(v: Value) -> nurture::input::ContactRow {
     nurture::input::parse_contact(1, &v).unwrap()
 }
@@ -122,18 +137,13 @@ fn a_silent_for_3_days_segment_is_entered_at_day_3_not_at_the_next_event() {
     let project = project(tmp.path(), SEGMENTS);
     for url in stores(tmp.path()) {
         rt().block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
-            let engine = Arc::new(Engine::new(project.clone(), store.clone()));
             let (t0, visit_at) = (t0(), t0() + Duration::hours(1));
-            engine
-                .import_contacts(
-                    &[contact_row(
-                        json!({"id": "ana", "email": "ana@example.com"}),
-                    )],
-                    t0,
-                )
-                .await
-                .unwrap();
+            let (store, engine) = start(
+                &url,
+                &project,
+                json!({"id": "ana", "email": "ana@example.com"}),
+            )
+            .await;
             engine.tick(t0).await.unwrap();
             engine
                 .ingest(&[visit("ana", "v1", visit_at)], visit_at)
@@ -210,16 +220,13 @@ fn a_contact_without_time_dependent_segments_gets_no_timer_row() {
     let project = project(tmp.path(), STATIC_SEGMENTS);
     for url in stores(tmp.path()) {
         rt().block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
-            let engine = Arc::new(Engine::new(project.clone(), store.clone()));
             let t0 = t0();
-            engine
-                .import_contacts(
-                    &[contact_row(json!({"id": "bo", "email": "bo@example.com", "company": {"employees": 900}}))],
-                    t0,
-                )
-                .await
-                .unwrap();
+            let (store, engine) = start(
+                &url,
+                &project,
+                json!({"id": "bo", "email": "bo@example.com", "company": {"employees": 900}}),
+            )
+            .await;
             engine.ingest(&[visit("bo", "v1", t0)], t0).await.unwrap();
             engine.tick(t0).await.unwrap();
             assert_eq!(segments_of(&store, "bo").await, ["big"], "{url}");
@@ -356,16 +363,13 @@ fn a_schedule_audience_is_the_stored_segment_membership() {
     let project = project(tmp.path(), SEGMENTS);
     for url in stores(tmp.path()) {
         rt().block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
-            let engine = Arc::new(Engine::new(project.clone(), store.clone()));
             let t0 = t0();
-            engine
-                .import_contacts(
-                    &[contact_row(json!({"id": "ed", "email": "ed@example.com"}))],
-                    t0,
-                )
-                .await
-                .unwrap();
+            let (store, engine) = start(
+                &url,
+                &project,
+                json!({"id": "ed", "email": "ed@example.com"}),
+            )
+            .await;
             engine.tick(t0).await.unwrap();
             // Behind the engine's back: a contact that would match, never evaluated.
             store

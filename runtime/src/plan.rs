@@ -1106,9 +1106,7 @@ pub fn compile(
     }
 
     let failed = c.sink.diags.len() > before || file.partial;
-    c.sink
-        .diags
-        .extend(awaits::warnings(w, root, &file.path));
+    c.sink.diags.extend(awaits::warnings(w, root, &file.path));
     let programs = c.programs;
     if failed {
         return None;

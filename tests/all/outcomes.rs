@@ -71,6 +71,21 @@ fn crm_workflow(port: u16, awaits: bool) -> String {
     )
 }
 
+/// A store at `url`, an engine running the CRM workflow (its project in `pdir`), and a
+/// deliverer allowed to reach the local server.
+async fn crm_setup(
+    url: &str,
+    pdir: &Path,
+    port: u16,
+    awaits: bool,
+) -> (Arc<dyn Store>, Arc<Engine>, Deliverer) {
+    let store = nurture::store::open(url).await.unwrap();
+    let p = project(pdir, &crm_workflow(port, awaits));
+    let engine = Arc::new(Engine::new(p, store.clone()));
+    let d = Deliverer::new(store.clone()).with_egress(egress());
+    (store, engine, d)
+}
+
 /// Queues a `form.submitted` event for a new contact `name`; returns its id.
 async fn submit(engine: &Engine, name: &str, at: chrono::DateTime<Utc>) -> String {
     let e = IncomingEvent {
@@ -109,12 +124,7 @@ fn an_awaited_webhook_that_succeeds_takes_the_success_path_and_saves_the_answer(
     for (name, url) in store_urls(dir.path()) {
         rt().block_on(async {
             let pdir = tempfile::tempdir().unwrap();
-            let store = nurture::store::open(&url).await.unwrap();
-            let engine = Arc::new(Engine::new(
-                project(pdir.path(), &crm_workflow(server.port, true)),
-                store.clone(),
-            ));
-            let d = Deliverer::new(store.clone()).with_egress(egress());
+            let (store, engine, d) = crm_setup(&url, pdir.path(), server.port, true).await;
             let t0 = Utc::now();
             let c = submit(&engine, &format!("ana-{name}"), t0).await;
             engine.tick(t0).await.unwrap();
@@ -163,12 +173,7 @@ fn an_awaited_webhook_that_keeps_failing_takes_the_failure_path_once_given_up() 
     for (name, url) in store_urls(dir.path()) {
         rt().block_on(async {
             let pdir = tempfile::tempdir().unwrap();
-            let store = nurture::store::open(&url).await.unwrap();
-            let engine = Arc::new(Engine::new(
-                project(pdir.path(), &crm_workflow(server.port, true)),
-                store.clone(),
-            ));
-            let d = Deliverer::new(store.clone()).with_egress(egress());
+            let (store, engine, d) = crm_setup(&url, pdir.path(), server.port, true).await;
             let t0 = Utc::now();
             let c = submit(&engine, &format!("bo-{name}"), t0).await;
             engine.tick(t0).await.unwrap();
@@ -211,12 +216,7 @@ fn without_await_the_run_goes_on_at_once_and_no_outcome_is_queued() {
     for (name, url) in store_urls(dir.path()) {
         rt().block_on(async {
             let pdir = tempfile::tempdir().unwrap();
-            let store = nurture::store::open(&url).await.unwrap();
-            let engine = Arc::new(Engine::new(
-                project(pdir.path(), &crm_workflow(server.port, false)),
-                store.clone(),
-            ));
-            let d = Deliverer::new(store.clone()).with_egress(egress());
+            let (store, engine, d) = crm_setup(&url, pdir.path(), server.port, false).await;
             let t0 = Utc::now();
             let c = submit(&engine, &format!("cy-{name}"), t0).await;
             engine.tick(t0).await.unwrap();

@@ -181,7 +181,10 @@ impl Deliverer {
                 let results = match wakes.is_empty() {
                     true => self.store.complete_outbox_many(&items, now).await?,
                     false => {
-                        let r = self.store.complete_outbox_waking(&items, &wakes, now).await?;
+                        let r = self
+                            .store
+                            .complete_outbox_waking(&items, &wakes, now)
+                            .await?;
                         if let Some(wake) = &self.wake {
                             wake.notify_one();
                         }

@@ -1168,9 +1168,7 @@ pub fn compile(
         .iter()
         .any(|d| d.severity == crate::diag::Severity::Error)
         || file.partial;
-    c.sink
-        .diags
-        .extend(awaits::warnings(w, root, &file.path));
+    c.sink.diags.extend(awaits::warnings(w, root, &file.path));
     let programs = c.programs;
     if failed {
         return None;

@@ -26,10 +26,7 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// SQLite (in `dir`) and, when the suite has it, a fresh Postgres database: store URLs.
 fn store_urls(dir: &Path) -> Vec<(&'static str, String)> {
-    let mut v = vec![(
-        "sqlite",
-        format!("sqlite://{}", dir.join("t.db").display()),
-    )];
+    let mut v = vec![("sqlite", format!("sqlite://{}", dir.join("t.db").display()))];
     if let Some(pg) = fresh_postgres() {
         v.push(("postgres", pg));
     }
@@ -42,7 +39,12 @@ fn project(dir: &Path, wf: &str) -> Arc<nurture::project::Project> {
     std::fs::write(dir.join("workflows").join("w.yaml"), wf).unwrap();
     let mut loaded = nurture::project::load(dir);
     let rendered = loaded.render();
-    Arc::new(loaded.project.take().unwrap_or_else(|| panic!("{rendered}")))
+    Arc::new(
+        loaded
+            .project
+            .take()
+            .unwrap_or_else(|| panic!("{rendered}")),
+    )
 }
 
 /// Webhooks to loopback allowed; the host's circuit never opens (every attempt reaches
@@ -67,6 +69,21 @@ fn crm_workflow(port: u16, awaits: bool) -> String {
         "workflow: crm-sync\ntrigger: {{ event: form.submitted }}\nsteps:\n  - id: push\n    webhook: {{ url: \"http://127.0.0.1:{port}/contacts\" }}\n{awaiting}  - id: check\n    branch:\n      - if: {}\n        next: synced\n      - else: failed\n  - id: synced\n    tag: [synced]\n    next: end\n  - id: failed\n    tag: [sync-failed]\n",
         if awaits { "outcome.ok" } else { "\"true\"" }
     )
+}
+
+/// A store at `url`, an engine running the CRM workflow (its project in `pdir`), and a
+/// deliverer allowed to reach the local server.
+async fn crm_setup(
+    url: &str,
+    pdir: &Path,
+    port: u16,
+    awaits: bool,
+) -> (Arc<dyn Store>, Arc<Engine>, Deliverer) {
+    let store = nurture::store::open(url).await.unwrap();
+    let p = project(pdir, &crm_workflow(port, awaits));
+    let engine = Arc::new(Engine::new(p, store.clone()));
+    let d = Deliverer::new(store.clone()).with_egress(egress());
+    (store, engine, d)
 }
 
 /// Queues a `form.submitted` event for a new contact `name`; returns its id.
@@ -107,12 +124,7 @@ fn an_awaited_webhook_that_succeeds_takes_the_success_path_and_saves_the_answer(
     for (name, url) in store_urls(dir.path()) {
         rt().block_on(async {
             let pdir = tempfile::tempdir().unwrap();
-            let store = nurture::store::open(&url).await.unwrap();
-            let engine = Arc::new(Engine::new(
-                project(pdir.path(), &crm_workflow(server.port, true)),
-                store.clone(),
-            ));
-            let d = Deliverer::new(store.clone()).with_egress(egress());
+            let (store, engine, d) = crm_setup(&url, pdir.path(), server.port, true).await;
             let t0 = Utc::now();
             let c = submit(&engine, &format!("ana-{name}"), t0).await;
             engine.tick(t0).await.unwrap();
@@ -161,12 +173,7 @@ fn an_awaited_webhook_that_keeps_failing_takes_the_failure_path_once_given_up() 
     for (name, url) in store_urls(dir.path()) {
         rt().block_on(async {
             let pdir = tempfile::tempdir().unwrap();
-            let store = nurture::store::open(&url).await.unwrap();
-            let engine = Arc::new(Engine::new(
-                project(pdir.path(), &crm_workflow(server.port, true)),
-                store.clone(),
-            ));
-            let d = Deliverer::new(store.clone()).with_egress(egress());
+            let (store, engine, d) = crm_setup(&url, pdir.path(), server.port, true).await;
             let t0 = Utc::now();
             let c = submit(&engine, &format!("bo-{name}"), t0).await;
             engine.tick(t0).await.unwrap();
@@ -174,7 +181,11 @@ fn an_awaited_webhook_that_keeps_failing_takes_the_failure_path_once_given_up() 
             // deliverer is asked as if that much time had passed).
             for k in 1..=nurture::deliver::MAX_ATTEMPTS {
                 let now = Utc::now() + Duration::hours(2 * k);
-                assert_eq!(d.deliver_due(now, 100).await.unwrap(), 1, "{name}: attempt {k}");
+                assert_eq!(
+                    d.deliver_due(now, 100).await.unwrap(),
+                    1,
+                    "{name}: attempt {k}"
+                );
                 if k < nurture::deliver::MAX_ATTEMPTS {
                     // While retries remain, the run still waits.
                     engine.tick(t0).await.unwrap();
@@ -205,12 +216,7 @@ fn without_await_the_run_goes_on_at_once_and_no_outcome_is_queued() {
     for (name, url) in store_urls(dir.path()) {
         rt().block_on(async {
             let pdir = tempfile::tempdir().unwrap();
-            let store = nurture::store::open(&url).await.unwrap();
-            let engine = Arc::new(Engine::new(
-                project(pdir.path(), &crm_workflow(server.port, false)),
-                store.clone(),
-            ));
-            let d = Deliverer::new(store.clone()).with_egress(egress());
+            let (store, engine, d) = crm_setup(&url, pdir.path(), server.port, false).await;
             let t0 = Utc::now();
             let c = submit(&engine, &format!("cy-{name}"), t0).await;
             engine.tick(t0).await.unwrap();
@@ -310,7 +316,8 @@ fn an_awaited_step_goes_on_at_its_timeout_without_an_outcome() {
     for (name, url) in store_urls(dir.path()) {
         rt().block_on(async {
             let pdir = tempfile::tempdir().unwrap();
-            let wf = crm_workflow(9, true).replace("    await: true\n", "    await: true\n    timeout: 2h\n");
+            let wf = crm_workflow(9, true)
+                .replace("    await: true\n", "    await: true\n    timeout: 2h\n");
             let store = nurture::store::open(&url).await.unwrap();
             let engine = Arc::new(Engine::new(project(pdir.path(), &wf), store.clone()));
             let t0 = Utc::now();
@@ -321,7 +328,11 @@ fn an_awaited_step_goes_on_at_its_timeout_without_an_outcome() {
             engine.tick(t0 + Duration::hours(2)).await.unwrap();
             assert_eq!(tags(&store, &c).await, ["sync-failed"], "{name}");
             let run = &store.runs_of_contact(&c).await.unwrap()[0];
-            assert_eq!(run.outcome.as_ref().unwrap()["error"], "timed out", "{name}");
+            assert_eq!(
+                run.outcome.as_ref().unwrap()["error"],
+                "timed out",
+                "{name}"
+            );
         });
     }
 }
@@ -400,7 +411,11 @@ fn an_awaited_plugin_step_saves_its_output_and_takes_the_success_path() {
             assert_eq!(tags(&store, &c).await, ["synced"], "{name}");
             assert_eq!(field(&store, &c, "crm_id").await, "crm-7", "{name}");
             let run = &store.runs_of_contact(&c).await.unwrap()[0];
-            assert_eq!(run.outcome.as_ref().unwrap()["status"], Value::Null, "{name}");
+            assert_eq!(
+                run.outcome.as_ref().unwrap()["status"],
+                Value::Null,
+                "{name}"
+            );
         });
     }
 }

@@ -111,8 +111,11 @@ pub fn eval(program: &Program, scope: &Scope<'_>) -> Result<CelValue, String> {
     if let Some(o) = scope.outcome {
         ctx.add_variable("outcome", o.clone())
             .map_err(|e| e.to_string())?;
-        ctx.add_variable("response", o.get("response").cloned().unwrap_or(Value::Null))
-            .map_err(|e| e.to_string())?;
+        ctx.add_variable(
+            "response",
+            o.get("response").cloned().unwrap_or(Value::Null),
+        )
+        .map_err(|e| e.to_string())?;
     } else {
         ctx.add_variable_from_value("outcome", CelValue::Null);
         ctx.add_variable_from_value("response", CelValue::Null);

@@ -168,16 +168,15 @@ impl<'e> Work<'e> {
         let key = outbox_key(&self.runs[i].id, &step.id, 0);
         self.runs[i].outcome = None;
         if !self.uow.outbox.iter().any(|e| e.key == key) {
-            let outcome = json!({"ok": false, "status": null, "error": "not sent", "response": null});
+            let outcome =
+                json!({"ok": false, "status": null, "error": "not sent", "response": null});
             return self.take_outcome(i, plan, step, outcome, "not_sent");
         }
         if self.engine.simulated_outcomes {
             let outcome = json!({"ok": true, "status": null, "error": null, "response": null});
             return self.take_outcome(i, plan, step, outcome, "simulated");
         }
-        let timeout = step
-            .timeout
-            .map_or(DEFAULT_TIMEOUT, |d| d.to_chrono());
+        let timeout = step.timeout.map_or(DEFAULT_TIMEOUT, |d| d.to_chrono());
         let until = self.now + timeout;
         self.set_timer(i, until, Wait::Outcome { key: key.clone() });
         self.effect(
@@ -192,13 +191,21 @@ impl<'e> Work<'e> {
     /// An [`EVENT`]: the run waiting for its entry resumes with it; a late or repeated
     /// one (the run timed out, ended, or already resumed) changes nothing.
     pub(super) fn apply_outcome(&mut self, e: &StoredEvent) -> Result<(), EngineError> {
-        let key = e.data.get("key").and_then(Value::as_str).unwrap_or_default();
+        let key = e
+            .data
+            .get("key")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let found = self.runs.iter().position(|r| {
             r.status == RunStatus::Waiting
                 && matches!(&r.wait, Some(Wait::Outcome { key: k }) if k == key)
         });
         let Some(i) = found else {
-            self.journal(None, "outcome_ignored", json!({"key": key, "reason": "no run waits for it"}));
+            self.journal(
+                None,
+                "outcome_ignored",
+                json!({"key": key, "reason": "no run waits for it"}),
+            );
             return Ok(());
         };
         let Some(plan) = self.engine.plan(&self.runs[i].workflow) else {
@@ -220,7 +227,12 @@ impl<'e> Work<'e> {
     }
 
     /// The timer of an awaited step: no outcome in time.
-    pub(super) fn outcome_timeout(&mut self, i: usize, plan: &'e Plan, step_id: &str) -> Result<(), EngineError> {
+    pub(super) fn outcome_timeout(
+        &mut self,
+        i: usize,
+        plan: &'e Plan,
+        step_id: &str,
+    ) -> Result<(), EngineError> {
         let Some(step) = plan.step(step_id) else {
             self.end_run(i, RunStatus::Failed, "error");
             return Ok(());
@@ -360,7 +372,10 @@ mod tests {
             record: json!({"status": 201, "response": {"id": "x"}}),
         })
         .unwrap();
-        assert_eq!((v["ok"].clone(), v["status"].clone()), (json!(true), json!(201)));
+        assert_eq!(
+            (v["ok"].clone(), v["status"].clone()),
+            (json!(true), json!(201))
+        );
         assert_eq!(v["response"]["id"], "x");
         assert!(view(&OutboxOutcome::Retry {
             reason: "HTTP 500".into(),

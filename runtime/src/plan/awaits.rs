@@ -41,10 +41,7 @@ impl Compiler<'_, '_> {
                         "`{k}` belongs to a `webhook` or `plugin` step, not `{}`",
                         s.kind.key()
                     ),
-                    Some(
-                        "remove it; only a webhook or plugin step has an outcome to await"
-                            .into(),
-                    ),
+                    Some("remove it; only a webhook or plugin step has an outcome to await".into()),
                 );
             }
             return;
@@ -102,7 +99,10 @@ pub(super) fn warnings(w: &Workflow, root: &Node, file: &Path) -> Vec<Diagnostic
         own.save.clear();
         let text = serde_json::to_string(&own).unwrap_or_default();
         if !awaited {
-            if let Some(var) = ["outcome", "response"].into_iter().find(|v| reads(&text, v)) {
+            if let Some(var) = ["outcome", "response"]
+                .into_iter()
+                .find(|v| reads(&text, v))
+            {
                 let node = at(root, &["steps", &i.to_string()]);
                 out.push(Diagnostic {
                     code: Code::UnknownName,

@@ -573,72 +573,72 @@ async fn complete_on(
     now: Ts,
 ) -> Result<(), StoreError> {
     let row = sqlx::query("SELECT kind, contact, state FROM outbox WHERE key = ?")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("no outbox entry {key}")))?;
+    let state: String = row.try_get("state")?;
+    if state != "pending" {
+        // Someone else completed it: a late (stale) completion changes nothing.
+        return Err(StoreError::Conflict(format!(
+            "outbox entry {key} is {state}"
+        )));
+    }
+    match outcome {
+        OutboxOutcome::Delivered { record } => {
+            sqlx::query(
+                "INSERT INTO deliveries (key, kind, contact, at, record) VALUES (?, ?, ?, ?, ?)",
+            )
             .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("no outbox entry {key}")))?;
-        let state: String = row.try_get("state")?;
-        if state != "pending" {
-            // Someone else completed it: a late (stale) completion changes nothing.
-            return Err(StoreError::Conflict(format!(
-                "outbox entry {key} is {state}"
-            )));
+            .bind(row.try_get::<String, _>("kind")?)
+            .bind(row.try_get::<String, _>("contact")?)
+            .bind(ts(now))
+            .bind(to_json(record))
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1 WHERE key = ?",
+            )
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
         }
-        match outcome {
-            OutboxOutcome::Delivered { record } => {
-                sqlx::query(
-                    "INSERT INTO deliveries (key, kind, contact, at, record) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(key)
-                .bind(row.try_get::<String, _>("kind")?)
-                .bind(row.try_get::<String, _>("contact")?)
-                .bind(ts(now))
-                .bind(to_json(record))
-                .execute(&mut *conn)
-                .await?;
-                sqlx::query(
-                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1 WHERE key = ?",
-                )
-                .bind(key)
-                .execute(&mut *conn)
-                .await?;
-            }
-            OutboxOutcome::Retry { reason, retry_at } => {
-                sqlx::query(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?, due_at = ? \
+        OutboxOutcome::Retry { reason, retry_at } => {
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, due_at = ? \
                      WHERE key = ?",
-                )
-                .bind(reason)
-                .bind(ts(*retry_at))
-                .bind(key)
-                .execute(&mut *conn)
-                .await?;
-            }
-            OutboxOutcome::Failed { reason } | OutboxOutcome::Ambiguous { reason } => {
-                let state = if matches!(outcome, OutboxOutcome::Failed { .. }) {
-                    "failed"
-                } else {
-                    "ambiguous"
-                };
-                sqlx::query(
-                    "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ? \
-                     WHERE key = ?",
-                )
-                .bind(state)
-                .bind(reason)
-                .bind(key)
-                .execute(&mut *conn)
-                .await?;
-            }
-            OutboxOutcome::Defer { reason, until } => {
-                sqlx::query("UPDATE outbox SET last_error = ?, due_at = ? WHERE key = ?")
-                    .bind(reason)
-                    .bind(ts(*until))
-                    .bind(key)
-                    .execute(&mut *conn)
-                    .await?;
-            }
+            )
+            .bind(reason)
+            .bind(ts(*retry_at))
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
         }
+        OutboxOutcome::Failed { reason } | OutboxOutcome::Ambiguous { reason } => {
+            let state = if matches!(outcome, OutboxOutcome::Failed { .. }) {
+                "failed"
+            } else {
+                "ambiguous"
+            };
+            sqlx::query(
+                "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ? \
+                     WHERE key = ?",
+            )
+            .bind(state)
+            .bind(reason)
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+        }
+        OutboxOutcome::Defer { reason, until } => {
+            sqlx::query("UPDATE outbox SET last_error = ?, due_at = ? WHERE key = ?")
+                .bind(reason)
+                .bind(ts(*until))
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
     // Not sent (sent maybe: ambiguous, still counts): no longer counted by the cap.
     if !matches!(
         outcome,

@@ -971,8 +971,16 @@ fn load_plugins(
                 }
             };
             match toml::from_str::<PluginManifest>(&text) {
-                Ok(m) if m.channel.as_deref().is_some_and(|c| !crate::store::limits::valid_channel(c)) => {
-                    loaded.diagnostics.push(bad_channel(&path, &text, m.channel.as_deref().unwrap_or_default()));
+                Ok(m)
+                    if m.channel
+                        .as_deref()
+                        .is_some_and(|c| !crate::store::limits::valid_channel(c)) =>
+                {
+                    loaded.diagnostics.push(bad_channel(
+                        &path,
+                        &text,
+                        m.channel.as_deref().unwrap_or_default(),
+                    ));
                 }
                 Ok(m) => {
                     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();

@@ -73,7 +73,8 @@ fn rows(contacts: &[Value]) -> Vec<nurture::input::ContactRow> {
 }
 
 async fn go(engine: &Arc<Engine>, contact: &str, at: DateTime<Utc>) -> Vec<Effect> {
-    let e = nurture::input::parse_event(1, &json!({"type": "test.go", "contact": contact})).unwrap();
+    let e =
+        nurture::input::parse_event(1, &json!({"type": "test.go", "contact": contact})).unwrap();
     engine.ingest(&[e], at).await.unwrap();
     engine.tick(at).await.unwrap()
 }
@@ -86,7 +87,11 @@ fn summary(effects: &[Effect]) -> Vec<(String, String, Value)> {
         .map(|e| {
             let mut extra = e.extra.clone();
             extra.shift_remove("key");
-            (e.contact.clone(), e.effect.to_string(), Value::Object(extra))
+            (
+                e.contact.clone(),
+                e.effect.to_string(),
+                Value::Object(extra),
+            )
         })
         .collect()
 }
@@ -123,11 +128,9 @@ async fn sms_step_obeys_weekday_quiet_hours_and_sms_consent() {
             json!({"id": "sat", "phone": "+1559", "consent_sms": "opted_in"}),
         ];
         engine.import_contacts(&rows(&contacts), fri).await.unwrap();
-        let e = nurture::input::parse_event(
-            1,
-            &json!({"type": "sms.unsubscribed", "contact": "stop"}),
-        )
-        .unwrap();
+        let e =
+            nurture::input::parse_event(1, &json!({"type": "sms.unsubscribed", "contact": "stop"}))
+                .unwrap();
         engine.ingest(&[e], fri).await.unwrap();
         engine.tick(fri).await.unwrap();
         let mut effects = Vec::new();
@@ -153,7 +156,11 @@ async fn sms_step_obeys_weekday_quiet_hours_and_sms_consent() {
         let texts: Vec<_> = effects.iter().filter(|e| e.1 == "plugin").collect();
         assert_eq!(texts.len(), 1, "{name}: {effects:#?}");
         assert_eq!(texts[0].0, "yes");
-        for (c, reason) in [("unknown", "no_consent"), ("no", "opted_out"), ("stop", "opted_out")] {
+        for (c, reason) in [
+            ("unknown", "no_consent"),
+            ("no", "opted_out"),
+            ("stop", "opted_out"),
+        ] {
             assert!(
                 effects.contains(&(
                     c.to_string(),
@@ -204,14 +211,26 @@ fn bad_quiet_days_and_bad_plugin_channel_are_diagnosed() {
         .unwrap_or_else(|| panic!("{d:#?}"));
     assert_eq!(day["code"], "N0004");
     assert!(day["file"].as_str().unwrap().ends_with("texts.yaml"));
-    assert_eq!((day["line"].as_u64(), day["column"].as_u64()), (Some(4), Some(51)), "{day}");
+    assert_eq!(
+        (day["line"].as_u64(), day["column"].as_u64()),
+        (Some(4), Some(51)),
+        "{day}"
+    );
     assert!(day["hint"].as_str().unwrap().contains("mon..fri"), "{day}");
     let channel = d
         .iter()
-        .find(|d| d["message"].as_str().unwrap().contains("invalid plugin channel"))
+        .find(|d| {
+            d["message"]
+                .as_str()
+                .unwrap()
+                .contains("invalid plugin channel")
+        })
         .unwrap_or_else(|| panic!("{d:#?}"));
     assert!(channel["file"].as_str().unwrap().ends_with("plugin.toml"));
-    assert!(channel["hint"].as_str().unwrap().contains("lowercase"), "{channel}");
+    assert!(
+        channel["hint"].as_str().unwrap().contains("lowercase"),
+        "{channel}"
+    );
     let text = std::fs::read_to_string(tmp.path().join("plugins/sms/plugin.toml")).unwrap();
     let line = text.lines().position(|l| l.starts_with("channel")).unwrap() + 1;
     assert_eq!(
@@ -309,12 +328,25 @@ async fn two_deliverers_never_exceed_the_cap_for_one_contact() {
         assert_eq!(delivered(&store, "c1").await, 4, "{name}");
         let mut states = Vec::new();
         for i in 0..6 {
-            states.push(store.outbox_state(&format!("c1-{i}")).await.unwrap().unwrap());
+            states.push(
+                store
+                    .outbox_state(&format!("c1-{i}"))
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
         }
         states.sort();
         assert_eq!(
             states,
-            ["delivered", "delivered", "delivered", "delivered", "pending", "pending"],
+            [
+                "delivered",
+                "delivered",
+                "delivered",
+                "delivered",
+                "pending",
+                "pending"
+            ],
             "{name}: deferred, never dropped"
         );
     }
@@ -333,13 +365,35 @@ async fn two_deliverers_never_exceed_the_rate_together() {
     for (name, store) in stores(tmp.path()).await {
         queue_emails(&store, &contacts, 1, t0).await;
         two_deliverers(&project, &store, t0, 4).await;
-        assert_eq!(store.deliveries().await.unwrap().len(), 3, "{name}: 3 per second");
-        two_deliverers(&project, &store, t0 + chrono::Duration::milliseconds(500), 4).await;
-        assert_eq!(store.deliveries().await.unwrap().len(), 3, "{name}: same second");
+        assert_eq!(
+            store.deliveries().await.unwrap().len(),
+            3,
+            "{name}: 3 per second"
+        );
+        two_deliverers(
+            &project,
+            &store,
+            t0 + chrono::Duration::milliseconds(500),
+            4,
+        )
+        .await;
+        assert_eq!(
+            store.deliveries().await.unwrap().len(),
+            3,
+            "{name}: same second"
+        );
         two_deliverers(&project, &store, t0 + chrono::Duration::seconds(1), 4).await;
-        assert_eq!(store.deliveries().await.unwrap().len(), 6, "{name}: next second");
+        assert_eq!(
+            store.deliveries().await.unwrap().len(),
+            6,
+            "{name}: next second"
+        );
         two_deliverers(&project, &store, t0 + chrono::Duration::seconds(2), 4).await;
-        assert_eq!(store.deliveries().await.unwrap().len(), 8, "{name}: all sent");
+        assert_eq!(
+            store.deliveries().await.unwrap().len(),
+            8,
+            "{name}: all sent"
+        );
     }
 }
 
@@ -389,7 +443,13 @@ steps:
             |e| {
                 let v: Value = serde_json::from_str(&nurture::simulate::effect_line(e)).unwrap();
                 if ["email", "deferred", "sent"].contains(&v["effect"].as_str().unwrap()) {
-                    lines.push(format!("{} {} {} {}", v["at"].as_str().unwrap(), v["step"].as_str().unwrap_or("-"), v["effect"].as_str().unwrap(), v["until"].as_str().unwrap_or("")));
+                    lines.push(format!(
+                        "{} {} {} {}",
+                        v["at"].as_str().unwrap(),
+                        v["step"].as_str().unwrap_or("-"),
+                        v["effect"].as_str().unwrap(),
+                        v["until"].as_str().unwrap_or("")
+                    ));
                 }
             },
         ))

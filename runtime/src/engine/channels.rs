@@ -32,7 +32,9 @@ pub struct DaySpec {
 const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 fn day(s: &str) -> Option<Weekday> {
-    let i = DAY_NAMES.iter().position(|d| d.eq_ignore_ascii_case(s.trim()))?;
+    let i = DAY_NAMES
+        .iter()
+        .position(|d| d.eq_ignore_ascii_case(s.trim()))?;
     Some(Weekday::try_from(i as u8).expect("0..7"))
 }
 
@@ -145,7 +147,13 @@ pub fn quiet_until(
 }
 
 /// The end of the quiet period that `now` is in, if any.
-fn period_end(now: Ts, tz: Tz, from: NaiveTime, to: NaiveTime, days: Option<&[DaySpec]>) -> Option<Ts> {
+fn period_end(
+    now: Ts,
+    tz: Tz,
+    from: NaiveTime,
+    to: NaiveTime,
+    days: Option<&[DaySpec]>,
+) -> Option<Ts> {
     let local = now.with_timezone(&tz).naive_local();
     let len = if to > from {
         to - from
@@ -254,7 +262,10 @@ mod tests {
         let w: DaySpec = "fri..mon".parse().unwrap();
         assert!(w.contains(Weekday::Sun) && !w.contains(Weekday::Wed));
         assert_eq!(r.to_string(), "mon..fri");
-        assert!("mun".parse::<DaySpec>().unwrap_err().contains("unknown day `mun`"));
+        assert!("mun"
+            .parse::<DaySpec>()
+            .unwrap_err()
+            .contains("unknown day `mun`"));
         assert!("mon..fry".parse::<DaySpec>().is_err());
     }
 
@@ -264,18 +275,36 @@ mod tests {
         let weekdays = ["mon..fri".parse().unwrap()];
         // Friday 2026-03-06 22:00: quiet until Saturday 08:00 (Friday's period).
         assert_eq!(
-            quiet_until(utc("2026-03-06T22:00:00Z"), tz, hm(21, 0), hm(8, 0), Some(&weekdays)),
+            quiet_until(
+                utc("2026-03-06T22:00:00Z"),
+                tz,
+                hm(21, 0),
+                hm(8, 0),
+                Some(&weekdays)
+            ),
             Some(utc("2026-03-07T08:00:00Z"))
         );
         // Saturday 22:00: no period starts on Saturday.
         assert_eq!(
-            quiet_until(utc("2026-03-07T22:00:00Z"), tz, hm(21, 0), hm(8, 0), Some(&weekdays)),
+            quiet_until(
+                utc("2026-03-07T22:00:00Z"),
+                tz,
+                hm(21, 0),
+                hm(8, 0),
+                Some(&weekdays)
+            ),
             None
         );
         // A whole quiet weekend ends on Monday at midnight.
         let weekend = ["sat..sun".parse().unwrap()];
         assert_eq!(
-            quiet_until(utc("2026-03-07T10:00:00Z"), tz, hm(0, 0), hm(0, 0), Some(&weekend)),
+            quiet_until(
+                utc("2026-03-07T10:00:00Z"),
+                tz,
+                hm(0, 0),
+                hm(0, 0),
+                Some(&weekend)
+            ),
             Some(utc("2026-03-09T00:00:00Z"))
         );
         // Without days, as before.

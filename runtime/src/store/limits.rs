@@ -304,6 +304,63 @@ mod tests {
     }
 }
 
+/// A rate window slot a claim asks its store for.
+struct Ask<'a> {
+    channel: &'a str,
+    start: i64,
+    capacity: i64,
+}
+
+/// The rate limits' part of a claim: which slot to ask for per candidate, and what the
+/// answer means. A channel whose window is full defers its later candidates unasked.
+#[derive(Default)]
+struct Rates<'a> {
+    full: HashMap<&'a str, Deferral>,
+}
+
+impl<'a> Rates<'a> {
+    /// The slot candidate `c` (not deferred by its cap: `d`) needs, if it must ask; a
+    /// candidate of a full channel is deferred here.
+    fn ask(&self, c: &Candidate<'a>, d: &mut Option<Deferral>, now: Ts) -> Option<Ask<'a>> {
+        let rate = c.limits.rate_per_sec.filter(|_| d.is_none())?;
+        if let Some(f) = self.full.get(c.channel) {
+            *d = Some(Deferral {
+                key: c.key.to_string(),
+                ..f.clone()
+            });
+            return None;
+        }
+        let (window, capacity) = rate_window(rate);
+        Some(Ask {
+            channel: c.channel,
+            start: window_start(now, window),
+            capacity,
+        })
+    }
+
+    /// The store's answer (the window's count after taking a slot, none if it was
+    /// full): whether the windows long gone should be pruned (this was a window's first).
+    fn answer(
+        &mut self,
+        c: &Candidate<'a>,
+        ask: &Ask<'a>,
+        taken: Option<i64>,
+        d: &mut Option<Deferral>,
+    ) -> bool {
+        match taken {
+            Some(n) => n == 1,
+            None => {
+                let rate = c.limits.rate_per_sec.unwrap_or(1.0);
+                let (window, _) = rate_window(rate);
+                let full = rate_deferral(c.key, ask.channel, rate, ask.start, window);
+                *d = Some(full.clone());
+                self.full.insert(ask.channel, full);
+                false
+            }
+        }
+    }
+}
+
 /// The sends recorded for the capped candidates' contacts, per (contact, channel), from
 /// rows `(contact, channel, at)`.
 fn sends_by_contact(rows: Vec<(String, String, Ts)>) -> HashMap<(String, String), Vec<Ts>> {
@@ -385,43 +442,28 @@ pub(crate) async fn enforce_sqlite(
         sent = sends_by_contact(rows);
     }
     let mut decisions = cap_decisions(now, &cands, sent);
-    let mut full: HashMap<&str, Deferral> = HashMap::new();
+    let mut rates = Rates::default();
     for (c, d) in cands.iter().zip(decisions.iter_mut()) {
-        let Some(rate) = c.limits.rate_per_sec.filter(|_| d.is_none()) else {
+        let Some(ask) = rates.ask(c, d, now) else {
             continue;
         };
-        let (window, capacity) = rate_window(rate);
-        let start = window_start(now, window);
-        if !full.contains_key(c.channel) {
-            let taken: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO rate_buckets (channel, window_start, count) VALUES (?, ?, 1) \
-                 ON CONFLICT (channel, window_start) DO UPDATE SET count = count + 1 \
-                 WHERE rate_buckets.count < ? RETURNING count",
-            )
-            .bind(c.channel)
-            .bind(start)
-            .bind(capacity)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match taken {
-                // The window's first send: the windows long gone are pruned.
-                Some(1) => {
-                    sqlx::query("DELETE FROM rate_buckets WHERE channel = ? AND window_start < ?")
-                        .bind(c.channel)
-                        .bind(bucket_horizon(now))
-                        .execute(&mut *tx)
-                        .await?;
-                    continue;
-                }
-                Some(_) => continue,
-                None => {}
-            }
-            full.insert(c.channel, rate_deferral("", c.channel, rate, start, window));
+        let taken: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO rate_buckets (channel, window_start, count) VALUES (?, ?, 1) \
+             ON CONFLICT (channel, window_start) DO UPDATE SET count = count + 1 \
+             WHERE rate_buckets.count < ? RETURNING count",
+        )
+        .bind(ask.channel)
+        .bind(ask.start)
+        .bind(ask.capacity)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if rates.answer(c, &ask, taken, d) {
+            sqlx::query("DELETE FROM rate_buckets WHERE channel = ? AND window_start < ?")
+                .bind(ask.channel)
+                .bind(bucket_horizon(now))
+                .execute(&mut *tx)
+                .await?;
         }
-        *d = Some(Deferral {
-            key: c.key.to_string(),
-            ..full[c.channel].clone()
-        });
     }
     let (keys, contacts, channels) = to_record(&cands, &decisions);
     if !keys.is_empty() {
@@ -490,43 +532,28 @@ pub(crate) async fn enforce_postgres(
         sent = sends_by_contact(rows);
     }
     let mut decisions = cap_decisions(now, &cands, sent);
-    let mut full: HashMap<&str, Deferral> = HashMap::new();
+    let mut rates = Rates::default();
     for (c, d) in cands.iter().zip(decisions.iter_mut()) {
-        let Some(rate) = c.limits.rate_per_sec.filter(|_| d.is_none()) else {
+        let Some(ask) = rates.ask(c, d, now) else {
             continue;
         };
-        let (window, capacity) = rate_window(rate);
-        let start = window_start(now, window);
-        if !full.contains_key(c.channel) {
-            let taken: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO rate_buckets (channel, window_start, count) VALUES ($1, $2, 1) \
-                 ON CONFLICT (channel, window_start) DO UPDATE SET count = rate_buckets.count + 1 \
-                 WHERE rate_buckets.count < $3 RETURNING count",
-            )
-            .bind(c.channel)
-            .bind(start)
-            .bind(capacity)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match taken {
-                // The window's first send: the windows long gone are pruned.
-                Some(1) => {
-                    sqlx::query("DELETE FROM rate_buckets WHERE channel = $1 AND window_start < $2")
-                        .bind(c.channel)
-                        .bind(bucket_horizon(now))
-                        .execute(&mut *tx)
-                        .await?;
-                    continue;
-                }
-                Some(_) => continue,
-                None => {}
-            }
-            full.insert(c.channel, rate_deferral("", c.channel, rate, start, window));
+        let taken: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO rate_buckets (channel, window_start, count) VALUES ($1, $2, 1) \
+             ON CONFLICT (channel, window_start) DO UPDATE SET count = rate_buckets.count + 1 \
+             WHERE rate_buckets.count < $3 RETURNING count",
+        )
+        .bind(ask.channel)
+        .bind(ask.start)
+        .bind(ask.capacity)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if rates.answer(c, &ask, taken, d) {
+            sqlx::query("DELETE FROM rate_buckets WHERE channel = $1 AND window_start < $2")
+                .bind(ask.channel)
+                .bind(bucket_horizon(now))
+                .execute(&mut *tx)
+                .await?;
         }
-        *d = Some(Deferral {
-            key: c.key.to_string(),
-            ..full[c.channel].clone()
-        });
     }
     let (keys, contacts, channels) = to_record(&cands, &decisions);
     if !keys.is_empty() {

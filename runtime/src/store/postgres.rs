@@ -1353,7 +1353,14 @@ async fn complete_in(
     let unsent: Vec<&str> = again
         .0
         .iter()
-        .chain(ended.0.iter().zip(&ended.2).filter(|(_, s)| **s == "failed").map(|(k, _)| k))
+        .chain(
+            ended
+                .0
+                .iter()
+                .zip(&ended.2)
+                .filter(|(_, s)| **s == "failed")
+                .map(|(k, _)| k),
+        )
         .copied()
         .collect();
     if !unsent.is_empty() {

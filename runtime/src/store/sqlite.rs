@@ -236,7 +236,6 @@ impl SqliteStore {
         Ok((entries, later))
     }
 
-
     fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
         let mut run: Run = from_json(row.try_get::<&str, _>("doc")?)?;
         run.rev = row.try_get("rev")?;

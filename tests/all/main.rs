@@ -3,8 +3,8 @@
 mod util;
 
 mod bench;
-mod contact_semantics;
 mod channel_limits;
+mod contact_semantics;
 mod contacts;
 mod durability;
 mod email;
@@ -19,7 +19,7 @@ mod sec_egress;
 mod sec_lang;
 mod sec_server;
 mod sec_tokens;
-mod semantics_content;
 mod segment_timers;
+mod semantics_content;
 mod simulate;
 mod store;

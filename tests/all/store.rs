@@ -757,7 +757,7 @@ fn the_engine_hands_the_due_entries_it_queues_to_its_own_deliverer() {
         std::fs::create_dir_all(dir.path().join("workflows")).unwrap();
         std::fs::write(
             dir.path().join("workflows/ping.yaml"),
-            "workflow: ping\ntrigger: { event: ping }\nreentry: always\nsteps:\n  - id: hook\n    webhook: { url: \"http://127.0.0.1:9/hook\" }\n",
+            "workflow: ping\ntrigger: { event: test.ping }\nreentry: always\nsteps:\n  - id: hook\n    webhook: { url: \"http://127.0.0.1:9/hook\" }\n",
         )
         .unwrap();
         let project = Arc::new(
@@ -768,7 +768,7 @@ fn the_engine_hands_the_due_entries_it_queues_to_its_own_deliverer() {
         let ping = |id: &str, email: &str| nurture::input::IncomingEvent {
             index: 0,
             id: Some(id.into()),
-            kind: "ping".into(),
+            kind: "test.ping".into(),
             contact: None,
             email: Some(email.into()),
             at: None,

@@ -13,8 +13,8 @@ pub mod channels;
 pub mod contact;
 pub mod eval;
 pub mod ingest;
-pub mod segments;
 pub mod outcome;
+pub mod segments;
 pub mod time;
 
 use std::collections::{BTreeSet, HashMap};
@@ -1926,12 +1926,12 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    /// Queues a `go` event for a new contact; returns its id.
+    /// Queues a `custom.go` event for a new contact; returns its id.
     async fn go(engine: &Engine, name: &str, at: Ts) -> String {
         let e = crate::input::IncomingEvent {
             index: 0,
             id: None,
-            kind: "go".into(),
+            kind: "custom.go".into(),
             contact: None,
             email: Some(format!("{name}@example.com")),
             at: None,
@@ -1948,7 +1948,7 @@ mod tests {
     #[tokio::test]
     async fn a_lane_skips_an_empty_kind_but_never_misses_its_work() {
         let dir = tempfile::tempdir().unwrap();
-        let wf = "workflow: w\ntrigger: { event: go }\nsteps:\n  - id: w1\n    wait: 1h\n  - id: t1\n    tag: [done]\n";
+        let wf = "workflow: w\ntrigger: { event: custom.go }\nsteps:\n  - id: w1\n    wait: 1h\n  - id: t1\n    tag: [done]\n";
         let project = crate::bench::write_project(dir.path(), &[("w.yaml", wf.into())]).unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let engine = Arc::new(Engine::new(

@@ -377,6 +377,46 @@ fn a_waiting_run_ends_at_once_when_the_contact_meets_exit_if_or_the_goal() {
     });
 }
 
+/// The same, when the contact changes through a contact update (the path of
+/// `POST /v1/contacts` and `nurture contacts import`) rather than an event: the waiting
+/// runs end in the commit of the update, with no tick in between.
+#[test]
+fn a_contact_update_ends_waiting_runs_at_once() {
+    let (_dir, project) = project(&[
+        ("workflows/onboarding.yaml", EXITS),
+        ("workflows/trial.yaml", CONVERTS),
+    ]);
+    rt().block_on(async {
+        for (name, _url, store, _d) in stores().await {
+            let engine = Arc::new(Engine::new(project.clone(), store.clone()));
+            let (ana, _) = send(&engine, event("signup.done", None, json!({})), t0()).await;
+            let t1 = t0() + Duration::hours(1);
+            let row =
+                nurture::input::parse_contact(1, &json!({"id": ana, "lifecycle": "customer"}))
+                    .unwrap();
+            let summary = engine.import_contacts(&[row], t1).await.unwrap();
+            assert_eq!(summary.updated, 1, "{name}");
+            let onboarding = run_of(&store, &ana, "onboarding").await;
+            assert_eq!(
+                (onboarding.status, onboarding.exit_reason.as_deref()),
+                (RunStatus::Exited, Some("exit_if")),
+                "{name}"
+            );
+            let trial = run_of(&store, &ana, "trial").await;
+            assert_eq!(
+                (trial.status, trial.exit_reason.as_deref()),
+                (RunStatus::Converted, Some("goal")),
+                "{name}"
+            );
+            assert_eq!(
+                store.next_timer().await.unwrap(),
+                None,
+                "{name}: timers cleared"
+            );
+        }
+    });
+}
+
 const TITLES: &str = r#"workflow: titles
 trigger: { event: title.changed }
 reentry: always

@@ -7,18 +7,12 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 
+use crate::util::rt;
 use nurture::engine::{Effect, Engine};
 use nurture::input::IncomingEvent;
 use nurture::store::{Consent, Run, RunStatus, Store};
 
 type Ts = chrono::DateTime<Utc>;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn t0() -> Ts {
     Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap()

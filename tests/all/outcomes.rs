@@ -14,15 +14,8 @@ use nurture::input::IncomingEvent;
 use nurture::store::{OutboxOutcome, RunStatus, Store, Wait};
 use serde_json::{json, Value};
 
+use crate::util::rt_multi as rt;
 use crate::util::{fresh_postgres, RecordingServer};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// SQLite (in `dir`) and, when the suite has it, a fresh Postgres database: store URLs.
 fn store_urls(dir: &Path) -> Vec<(&'static str, String)> {

@@ -18,15 +18,8 @@ use nurture::egress::{Egress, Settings};
 use nurture::store::{OutboxEntry, Store, UnitOfWork};
 use serde_json::{json, Value};
 
+use crate::util::rt_multi as rt;
 use crate::util::{free_port, RecordingServer};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn egress(allow: &[&str], tweak: impl FnOnce(&mut Settings)) -> Arc<Egress> {
     let mut s = Settings {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::util::free_port;
+use crate::util::rt;
 
 /// A minimal project: one workflow, `extra` appended to nurture.toml.
 fn project(dir: &Path, extra: &str) {
@@ -121,13 +122,6 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// A small tmpfs, unmounted when dropped; `None` when this process may not mount.

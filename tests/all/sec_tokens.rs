@@ -12,6 +12,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 
 use crate::util::free_port;
+use crate::util::rt;
 
 /// The tracking key the tests write into the project (64 hex characters).
 const TRACKING_KEY: &str = "5ec7e7a1c0ffee5ec7e7a1c0ffee5ec7e7a1c0ffee5ec7e7a1c0ffee5ec7e7a1";
@@ -130,13 +131,6 @@ fn healthy(api: &str) -> bool {
             .await
             .is_ok_and(|r| r.status() == 200)
     })
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 impl Proc {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 
+use crate::util::rt_multi as rt;
 use nurture::engine::Engine;
 use nurture::store::Store;
 
@@ -68,14 +69,6 @@ fn stores(dir: &Path) -> Vec<String> {
     let mut urls = vec![format!("sqlite://{}", dir.join("t.db").display())];
     urls.extend(crate::util::fresh_postgres());
     urls
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Monday 2026-03-02 09:00 UTC.

@@ -9,15 +9,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::email::{decoded, ebook, edit_file, header, headers, noon_yesterday, start_smtp, world};
+use crate::util::rt_multi as rt;
 use crate::util::{example_project, nurture, repo};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn time(s: &str) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
@@ -591,43 +584,26 @@ fn welcome_project(tmp: &Path) -> Arc<nurture::project::Project> {
     Arc::new(loaded.project.unwrap())
 }
 
-/// Simulates: (effects as `AT CONTACT EFFECT`, summary).
+/// Simulates: (the `enter` effects as `AT CONTACT enter`, summary).
 fn sim(
     project: Arc<nurture::project::Project>,
     contacts: &[Value],
     events: &[Value],
 ) -> (Vec<String>, nurture::simulate::Summary) {
-    let rows: Vec<_> = contacts
+    let (effects, summary) =
+        crate::simulate::simulate_with_summary(project, contacts, events, None);
+    let enters = effects
         .iter()
-        .enumerate()
-        .map(|(i, c)| nurture::input::parse_contact(i + 1, c).unwrap())
+        .filter(|v| v["effect"] == "enter")
+        .map(|v| {
+            format!(
+                "{} {} enter",
+                v["at"].as_str().unwrap(),
+                v["contact"].as_str().unwrap()
+            )
+        })
         .collect();
-    let evs: Vec<_> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| nurture::input::parse_event(i + 1, e).unwrap())
-        .collect();
-    let mut out = Vec::new();
-    let summary = rt()
-        .block_on(nurture::simulate::run(
-            project,
-            &rows,
-            evs,
-            None,
-            None,
-            |e| {
-                let v: Value = serde_json::from_str(&nurture::simulate::effect_line(e)).unwrap();
-                if v["effect"] == "enter" {
-                    out.push(format!(
-                        "{} {} enter",
-                        v["at"].as_str().unwrap(),
-                        v["contact"].as_str().unwrap()
-                    ));
-                }
-            },
-        ))
-        .unwrap();
-    (out, summary)
+    (enters, summary)
 }
 
 #[test]

@@ -7,18 +7,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::util::rt;
 use crate::util::{nurture, repo};
 
 fn project() -> Arc<nurture::project::Project> {
     let loaded = nurture::project::load(&repo().join("workflows"));
     Arc::new(loaded.project.expect("valid example project"))
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn time(s: &str) -> chrono::DateTime<chrono::Utc> {
@@ -39,6 +33,23 @@ fn simulate_project(
     events: &[Value],
     until: Option<&str>,
 ) -> Vec<Value> {
+    let (out, summary) = simulate_with_summary(project, contacts, events, until);
+    assert!(
+        summary.rejected_events.is_empty(),
+        "{:?}",
+        summary.rejected_events
+    );
+    out
+}
+
+/// Runs the engine on a virtual clock; returns the effects as JSON and the summary
+/// (whatever it rejected).
+pub(crate) fn simulate_with_summary(
+    project: Arc<nurture::project::Project>,
+    contacts: &[Value],
+    events: &[Value],
+    until: Option<&str>,
+) -> (Vec<Value>, nurture::simulate::Summary) {
     let rows: Vec<_> = contacts
         .iter()
         .enumerate()
@@ -60,12 +71,7 @@ fn simulate_project(
             |e| out.push(serde_json::from_str(&nurture::simulate::effect_line(e)).unwrap()),
         ))
         .unwrap();
-    assert!(
-        summary.rejected_events.is_empty(),
-        "{:?}",
-        summary.rejected_events
-    );
-    out
+    (out, summary)
 }
 
 /// `AT CONTACT WORKFLOW/STEP EFFECT {extra}`.

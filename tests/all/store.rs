@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::json;
 
+use crate::util::rt;
 use nurture::store::{
     Contact, Inserted, NewEvent, OutboxEntry, OutboxOutcome, Run, RunStatus, Store, StoreError,
     Timer, UnitOfWork, Wait,
@@ -82,13 +83,6 @@ fn on_fresh_postgres<F: std::future::Future<Output = ()>>(test: impl FnOnce(Stri
             test(url).await;
         }
     });
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

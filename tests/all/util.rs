@@ -297,3 +297,20 @@ pub fn example_project(tmp: &Path, extra_toml: &str) -> PathBuf {
     std::fs::write(dir.join("nurture.toml"), format!("{toml}\n{extra_toml}\n")).unwrap();
     dir
 }
+
+/// A single-threaded Tokio runtime for one test.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A two-worker Tokio runtime, for tests whose tasks must run side by side.
+pub fn rt_multi() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

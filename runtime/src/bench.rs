@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::engine::{Engine, EngineError};
 use crate::input::IncomingEvent;
-use crate::store::Ts;
+use crate::store::{StoreConfig, StoreError, Ts};
 
 const WORKFLOW: &str = "workflow: bench\ntrigger: { event: bench.start }\nreentry: always\nsteps:\n  - id: s1\n    tag: [a]\n  - id: w1\n    wait: 1d\n  - id: s2\n    score: +1\n  - id: w2\n    wait: 1d\n  - id: s3\n    set: { stage: b }\n  - id: s4\n    untag: [a]\n";
 const STEPS: usize = 6;
@@ -212,12 +212,13 @@ fn events(n: usize, at: Ts) -> Vec<IncomingEvent> {
 /// Durable steps per second on the store at `url`.
 pub async fn steps(
     url: &str,
+    config: &StoreConfig,
     contacts: usize,
     progress: &indicatif::ProgressBar,
 ) -> Result<StoreFigures, EngineError> {
     let dir = tempfile_dir()?;
     let project = project(&dir)?;
-    let store = crate::store::open(url).await?;
+    let store = crate::store::open_with(url, config).await?;
     let engine = Arc::new(Engine::new(project, store.clone()));
     let t0 = chrono::Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
     let evs = events(contacts, t0);
@@ -344,10 +345,11 @@ async fn ceiling(url: &str) -> Result<(f64, f64), EngineError> {
 }
 
 /// Events per second through the HTTP API (SQLite store, batches of 100, 4 clients).
-pub async fn http_ingest(total: usize) -> Result<f64, EngineError> {
+pub async fn http_ingest(total: usize, config: &StoreConfig) -> Result<f64, EngineError> {
     let dir = tempfile_dir()?;
     let project = project(&dir)?;
-    let store = crate::store::open(&format!("sqlite://{}", dir.join("http.db").display())).await?;
+    let url = format!("sqlite://{}", dir.join("http.db").display());
+    let store = crate::store::open_with(&url, config).await?;
     let engine = Arc::new(Engine::new(project, store));
     let state = crate::server::AppState::new(
         engine,
@@ -399,19 +401,22 @@ pub async fn http_ingest(total: usize) -> Result<f64, EngineError> {
 /// benchmark writes hundreds of thousands of contacts into it, and (e) empties its
 /// `nurture` tables between rounds. Every contact the benchmark makes has an address at
 /// `bench.test`.
-pub async fn check_bench_database(url: &str) -> Result<(), EngineError> {
+pub async fn check_bench_database(url: &str, config: &StoreConfig) -> Result<(), EngineError> {
     let db = |e: sqlx::Error| EngineError::Store(e.into());
+    let schema = config.postgres.schema_name().map_err(StoreError::from)?;
     let pool = sqlx::PgPool::connect(url).await.map_err(db)?;
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('nurture.contacts') IS NOT NULL")
-        .fetch_one(&pool)
-        .await
-        .map_err(db)?;
+    let exists: bool = sqlx::query_scalar(&format!(
+        "SELECT to_regclass('\"{schema}\".contacts') IS NOT NULL"
+    ))
+    .fetch_one(&pool)
+    .await
+    .map_err(db)?;
     if !exists {
         return Ok(());
     }
-    let foreign: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM nurture.contacts WHERE email IS NULL OR email NOT LIKE '%@bench.test' LIMIT 1",
-    )
+    let foreign: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT id FROM \"{schema}\".contacts WHERE email IS NULL OR email NOT LIKE '%@bench.test' LIMIT 1",
+    ))
     .fetch_optional(&pool)
     .await
     .map_err(db)?;
@@ -427,6 +432,7 @@ pub async fn check_bench_database(url: &str) -> Result<(), EngineError> {
 }
 
 pub async fn run(
+    config: &StoreConfig,
     contacts: usize,
     sqlite: bool,
     postgres: Option<String>,
@@ -452,6 +458,7 @@ pub async fn run(
         stores.push(
             steps(
                 &format!("sqlite://{}", dir.join("bench.db").display()),
+                config,
                 contacts,
                 &progress,
             )
@@ -462,12 +469,12 @@ pub async fn run(
     if contacts > 0 {
         if let Some(url) = postgres {
             progress.set_message("postgres");
-            stores.push(steps(&url, contacts, &progress).await?);
+            stores.push(steps(&url, config, contacts, &progress).await?);
         }
     }
     progress.finish_and_clear();
     let http_events_per_sec = if http_events > 0 {
-        http_ingest(http_events).await?
+        http_ingest(http_events, config).await?
     } else {
         0.0
     };
@@ -652,6 +659,7 @@ fn bench_egress() -> Result<Arc<crate::egress::Egress>, EngineError> {
 /// the moment the client sends the event to the moment the receiver gets the webhook.
 pub async fn latency(
     url: Option<&str>,
+    config: &StoreConfig,
     rate: u32,
     seconds: u32,
 ) -> Result<LatencyFigures, EngineError> {
@@ -695,7 +703,7 @@ pub async fn latency(
         || format!("sqlite://{}", dir.join("latency.db").display()),
         str::to_string,
     );
-    let store = crate::store::open(&store_url).await?;
+    let store = crate::store::open_with(&store_url, config).await?;
     if store_url.starts_with("postgres") {
         // Start from tidy tables: the steps benchmark before this one leaves hundreds of
         // thousands of dead rows, and autovacuum would otherwise clean them up mid-run.
@@ -822,6 +830,7 @@ pub async fn latency(
 /// engine, then cloned in SQL), and measures a `nurture worker` process over it: idle
 /// while the waits are in the future, then while they come due and fire.
 pub async fn pending_waits(
+    config: &StoreConfig,
     pending: usize,
     firing_seconds: f64,
     exe: &std::path::Path,
@@ -831,7 +840,7 @@ pub async fn pending_waits(
     let dir = tempfile_dir()?;
     let project = project(&dir)?;
     let url = format!("sqlite://{}", dir.join("pending.db").display());
-    let store = crate::store::open(&url).await?;
+    let store = crate::store::open_with(&url, config).await?;
     let engine = Arc::new(Engine::new(project, store.clone()));
     let started = Instant::now();
     let base = 1000.min(pending.max(1));
@@ -936,13 +945,14 @@ const SPEED_WORKFLOW: &str = "workflow: speed\ntrigger: { event: bench.speed }\n
 /// median, with every round's kept.
 pub async fn worker_speedup(
     url: &str,
+    config: &StoreConfig,
     contacts: usize,
     counts: &[usize],
     repeats: usize,
     exe: &std::path::Path,
 ) -> Result<Vec<WorkerFigures>, EngineError> {
     // Each round empties the tables: only a database of the benchmark's own.
-    check_bench_database(url).await?;
+    check_bench_database(url, config).await?;
     let mut rounds: Vec<Vec<(f64, f64)>> = vec![Vec::new(); counts.len()];
     for pass in 0..repeats.max(1) {
         let order: Vec<usize> = if pass % 2 == 0 {
@@ -951,7 +961,15 @@ pub async fn worker_speedup(
             (0..counts.len()).rev().collect()
         };
         for i in order {
-            let r = worker_round(url, contacts, counts[i], pass * counts.len() + i, exe).await?;
+            let r = worker_round(
+                url,
+                config,
+                contacts,
+                counts[i],
+                pass * counts.len() + i,
+                exe,
+            )
+            .await?;
             rounds[i].push(r);
         }
     }
@@ -977,13 +995,17 @@ pub async fn worker_speedup(
 /// (e)'s check that nothing ran twice: one `speed` run per contact (each got one event),
 /// and each contact's score exactly the campaign's two `score: +1` steps. A unit applied
 /// twice (a stale worker's commit let through, an event claimed by two workers) shows in
-/// one or the other. `Err` says what was found.
-pub async fn exactly_once(pool: &sqlx::PgPool, contacts: usize) -> Result<(), EngineError> {
-    let (runs, seen, off): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM nurture.runs WHERE workflow = 'speed'), \
+/// one or the other. `Err` says what was found. The store's tables are in `schema`.
+pub async fn exactly_once(
+    pool: &sqlx::PgPool,
+    schema: &str,
+    contacts: usize,
+) -> Result<(), EngineError> {
+    let (runs, seen, off): (i64, i64, i64) = sqlx::query_as(&format!(
+        "SELECT (SELECT count(*) FROM \"{schema}\".runs WHERE workflow = 'speed'), \
                 count(*), count(*) FILTER (WHERE (doc->>'score')::bigint IS DISTINCT FROM 2) \
-         FROM nurture.contacts",
-    )
+         FROM \"{schema}\".contacts",
+    ))
     .fetch_one(pool)
     .await
     .map_err(|e| EngineError::Store(e.into()))?;
@@ -1000,6 +1022,7 @@ pub async fn exactly_once(pool: &sqlx::PgPool, contacts: usize) -> Result<(), En
 /// second, and the whole round's seconds.
 async fn worker_round(
     url: &str,
+    config: &StoreConfig,
     contacts: usize,
     n: usize,
     round: usize,
@@ -1009,17 +1032,29 @@ async fn worker_round(
     let db = |e: sqlx::Error| EngineError::Store(e.into());
     let dir = tempfile_dir()?;
     let project = write_project(&dir, &[("speed.yaml", SPEED_WORKFLOW.to_string())])?;
-    let store = crate::store::open(url).await?;
+    let store = crate::store::open_with(url, config).await?;
+    let schema = config.postgres.schema_name().map_err(StoreError::from)?;
     let engine = Engine::new(project, store.clone());
     let pool = sqlx::PgPool::connect(url).await.map_err(db)?;
     // Each round starts from the same state, empty tables: measured on the database
     // the rounds before it grew (and on their checkpoints), later rounds ran up to a
     // quarter slower whatever their worker count, which hid the comparison.
-    sqlx::query(
-        "TRUNCATE nurture.contacts, nurture.events, nurture.inbox, nurture.runs, \
-         nurture.timers, nurture.outbox, nurture.outbox_pending, nurture.deliveries, \
-         nurture.journal, nurture.counters, nurture.schedules",
-    )
+    let tables = [
+        "contacts",
+        "events",
+        "inbox",
+        "runs",
+        "timers",
+        "outbox",
+        "outbox_pending",
+        "deliveries",
+        "journal",
+        "counters",
+        "schedules",
+    ]
+    .map(|t| format!("\"{schema}\".{t}"))
+    .join(", ");
+    sqlx::query(&format!("TRUNCATE {tables}"))
     .execute(&pool)
     .await
     .map_err(db)?;
@@ -1065,7 +1100,9 @@ async fn worker_round(
     // its run in the same commit that dequeues it): one index probe per look, where
     // counting completed runs every few milliseconds took CPU from the workers.
     let (first, last): (i64, i64) =
-        sqlx::query_as("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM nurture.inbox")
+        sqlx::query_as(&format!(
+            "SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM \"{schema}\".inbox"
+        ))
             .fetch_one(&pool)
             .await
             .map_err(db)?;
@@ -1074,7 +1111,9 @@ async fn worker_round(
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let head: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM nurture.inbox ORDER BY at, seq LIMIT 1")
+            sqlx::query_scalar(&format!(
+                "SELECT seq FROM \"{schema}\".inbox ORDER BY at, seq LIMIT 1"
+            ))
                 .fetch_optional(&pool)
                 .await
                 .map_err(db)?;
@@ -1099,9 +1138,9 @@ async fn worker_round(
         let _ = w.wait();
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let done: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM nurture.runs WHERE workflow = 'speed' AND status = 'completed'",
-    )
+    let done: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM \"{schema}\".runs WHERE workflow = 'speed' AND status = 'completed'",
+    ))
     .fetch_one(&pool)
     .await
     .map_err(db)?;
@@ -1111,7 +1150,7 @@ async fn worker_round(
             "{n} worker(s) completed {done} of {contacts} runs in 600 s"
         )));
     }
-    exactly_once(&pool, contacts)
+    exactly_once(&pool, schema, contacts)
         .await
         .map_err(|e| err(format!("{n} worker(s): {e}")))?;
     // The steady rate, between 10% and 90% of the queue: the workers' start-up (process,

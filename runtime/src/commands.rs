@@ -27,13 +27,50 @@ pub fn store_url(dir: &Path, project: Option<&Project>, flag: Option<String>) ->
     }
 }
 
+/// The stores' configuration from the environment, the only place it is read: any
+/// variable not set keeps its default (docs/operators.md).
+/// - `NURTURE_LEASE_SECS`: how long claims lease timers, events and outbox entries (60);
+/// - `NURTURE_PG_SCHEMA`: the Postgres schema of the tables (`nurture`);
+/// - `NURTURE_PG_POOL`: Postgres connections per process (16);
+/// - `NURTURE_PG_LANES`: the database's concurrent group commits, shared by the workers (4).
+pub fn store_config() -> Result<store::StoreConfig> {
+    fn var<T: std::str::FromStr>(name: &str) -> Result<Option<T>>
+    where
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        match std::env::var(name) {
+            Ok(v) => Ok(Some(
+                v.trim()
+                    .parse()
+                    .with_context(|| format!("invalid {name}={v:?}"))?,
+            )),
+            Err(_) => Ok(None),
+        }
+    }
+    let mut config = store::StoreConfig::default();
+    if let Some(secs) = var::<u64>("NURTURE_LEASE_SECS")? {
+        config.sqlite.lease = Duration::from_secs(secs);
+        config.postgres.lease = Duration::from_secs(secs);
+    }
+    if let Some(schema) = var::<String>("NURTURE_PG_SCHEMA")? {
+        config.postgres.schema = schema;
+    }
+    if let Some(pool) = var::<u32>("NURTURE_PG_POOL")? {
+        config.postgres.pool = pool;
+    }
+    if let Some(lanes) = var::<usize>("NURTURE_PG_LANES")? {
+        config.postgres.lanes = lanes;
+    }
+    Ok(config)
+}
+
 async fn open(dir: &Path, flag: Option<String>) -> Result<(Arc<Project>, Arc<dyn Store>)> {
     let project = match super::load_valid(dir) {
         Ok(p) => p,
         Err(_) => bail!("the project in {} is not valid", dir.display()),
     };
     let url = store_url(dir, Some(&project), flag);
-    let store = store::open(&url)
+    let store = store::open_with(&url, &store_config()?)
         .await
         .with_context(|| format!("cannot open the store {}", store::redact_url(&url)))?;
     Ok((project, store))

@@ -38,11 +38,11 @@ const BUSY_DEFER: chrono::Duration = match chrono::Duration::try_seconds(5) {
     None => panic!("5 s"),
 };
 
-/// The last instant a delivery attempt may start on entries claimed at `claimed_at`: it
-/// must end before their lease ([`crate::store::lease`]) does, or another worker could
-/// claim them and deliver them again. With the default 60 s lease: 40 s after the claim.
-pub fn last_start(claimed_at: Instant) -> Instant {
-    let lease = crate::store::lease();
+/// The last instant a delivery attempt may start on entries claimed at `claimed_at` for
+/// `lease` (the store's, [`Store::lease`]): it must end before their lease does, or
+/// another worker could claim them and deliver them again. With the default 60 s lease:
+/// 40 s after the claim.
+pub fn last_start(claimed_at: Instant, lease: Duration) -> Instant {
     claimed_at + lease - ATTEMPT_LIMIT.min(lease / 3)
 }
 
@@ -130,7 +130,7 @@ impl Deliverer {
         claimed_at: Instant,
     ) -> Result<(), StoreError> {
         use futures::StreamExt;
-        let last = last_start(claimed_at);
+        let last = last_start(claimed_at, self.store.lease());
         let total = due.len();
         let mut attempted = 0;
         let chains = crate::store::by_contact(due, |e| &e.contact);

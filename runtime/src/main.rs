@@ -538,10 +538,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let part = |p: BenchPart| only.is_empty() || only.contains(&p);
             let rt = runtime()?;
+            let config = commands::store_config()?;
             if let Some(url) = &postgres {
-                rt.block_on(nurture::bench::check_bench_database(url))?;
+                rt.block_on(nurture::bench::check_bench_database(url, &config))?;
             }
             let mut report = rt.block_on(nurture::bench::run(
+                &config,
                 if part(BenchPart::Steps) { contacts } else { 0 },
                 sqlite,
                 postgres.clone(),
@@ -557,6 +559,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("measuring event -> effect latency at {latency_rate} events/s ...");
                 report.latency = Some(rt.block_on(nurture::bench::latency(
                     postgres.as_deref(),
+                    &config,
                     latency_rate,
                     latency_seconds,
                 ))?);
@@ -564,6 +567,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if pending_waits > 0 && part(BenchPart::Pending) {
                 eprintln!("seeding {pending_waits} pending waits and measuring a worker ...");
                 report.pending = Some(rt.block_on(nurture::bench::pending_waits(
+                    &config,
                     pending_waits,
                     pending_seconds,
                     &exe,
@@ -573,6 +577,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("comparing {workers:?} workers ...");
                 report.workers = rt.block_on(nurture::bench::worker_speedup(
                     url,
+                    &config,
                     worker_contacts,
                     &workers,
                     worker_repeats,

@@ -102,9 +102,7 @@ impl Ingestor {
                     }
                     Err(e) => {
                         for j in batch {
-                            let _ = j.reply.send(Err(EngineError::Store(
-                                crate::store::StoreError::Unavailable(e.to_string()),
-                            )));
+                            let _ = j.reply.send(Err(e.clone()));
                         }
                     }
                 }

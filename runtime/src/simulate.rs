@@ -119,7 +119,7 @@ pub async fn run(
     until: Option<Ts>,
     mut emit: impl FnMut(&Effect),
 ) -> Result<Summary, EngineError> {
-    let sqlite = Arc::new(SqliteStore::open("sqlite::memory:").await?);
+    let sqlite = Arc::new(SqliteStore::open("sqlite::memory:", &Default::default()).await?);
     let store: Arc<dyn Store> = sqlite.clone();
     // The frequency caps apply as in a live run (rate limits are about throughput).
     store.set_send_limits(SendLimits::for_project(&project).caps_only());

@@ -99,7 +99,7 @@ fn workers_round_checks_that_every_step_ran_exactly_once() {
     rt.block_on(async {
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
         // The round's own check again, on the tables the last round left.
-        nurture::bench::exactly_once(&pool, 200).await.unwrap();
+        nurture::bench::exactly_once(&pool, "nurture", 200).await.unwrap();
         sqlx::query(
             "UPDATE nurture.contacts SET doc = (doc::jsonb || '{\"score\": 3}')::json \
              WHERE id = (SELECT min(id) FROM nurture.contacts)",
@@ -107,7 +107,7 @@ fn workers_round_checks_that_every_step_ran_exactly_once() {
         .execute(&pool)
         .await
         .unwrap();
-        let e = nurture::bench::exactly_once(&pool, 200).await.unwrap_err();
+        let e = nurture::bench::exactly_once(&pool, "nurture", 200).await.unwrap_err();
         assert!(e.to_string().contains("1 contacts whose score is not 2"), "{e}");
         sqlx::query(
             "UPDATE nurture.contacts SET doc = (doc::jsonb || '{\"score\": 2}')::json",
@@ -115,7 +115,7 @@ fn workers_round_checks_that_every_step_ran_exactly_once() {
         .execute(&pool)
         .await
         .unwrap();
-        nurture::bench::exactly_once(&pool, 200).await.unwrap();
+        nurture::bench::exactly_once(&pool, "nurture", 200).await.unwrap();
         sqlx::query(
             "INSERT INTO nurture.runs (id, workflow, workflow_version, contact, status, doc, started_at, rev) \
              SELECT id || '-again', workflow, workflow_version, contact, status, doc, started_at, rev \
@@ -124,7 +124,7 @@ fn workers_round_checks_that_every_step_ran_exactly_once() {
         .execute(&pool)
         .await
         .unwrap();
-        let e = nurture::bench::exactly_once(&pool, 200).await.unwrap_err();
+        let e = nurture::bench::exactly_once(&pool, "nurture", 200).await.unwrap_err();
         assert!(e.to_string().contains("201 runs"), "{e}");
     });
 }

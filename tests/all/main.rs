@@ -23,3 +23,4 @@ mod segment_timers;
 mod semantics_content;
 mod simulate;
 mod store;
+mod store_errors;

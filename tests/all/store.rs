@@ -1,72 +1,104 @@
-//! The `Store` contract, written once and run against every implementation (each test
-//! gets a fresh database). The Postgres store will be added to `stores()`.
+//! The `Store` contract ([`nurture::store::contract`]), written once and run against
+//! every implementation, one test per check and backend (`store::sqlite_contract::*`,
+//! `store::postgres_contract::*`), each on a fresh database; then what one implementation
+//! does of its own.
 
 use std::sync::Arc;
 
-use chrono::{Duration, TimeZone, Utc};
+use chrono::Utc;
 use serde_json::json;
 
 use crate::util::rt;
+use nurture::store::contract::{self, contact, event, outbox, run, t};
 use nurture::store::{
-    Contact, Inserted, NewEvent, OutboxEntry, OutboxOutcome, Run, RunStatus, Store, StoreError,
-    Timer, UnitOfWork, Wait,
+    Contact, NewEvent, OutboxEntry, PostgresConfig, Run, SqliteConfig, Store, StoreConfig,
+    StoreError, Timer, UnitOfWork, Wait,
 };
+
+/// A fresh SQLite store in a temporary directory (kept alive by the `TempDir`), with its
+/// configuration spelled out.
+pub async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let config = StoreConfig {
+        sqlite: SqliteConfig::default(),
+        ..Default::default()
+    };
+    (nurture::store::open_with(&url, &config).await.unwrap(), dir)
+}
+
+/// A fresh Postgres store on a database of its own, with its configuration spelled out;
+/// `None` without a Postgres to test against (see [`crate::util::fresh_postgres`]).
+pub async fn postgres_store() -> Option<Arc<dyn Store>> {
+    let url = fresh_postgres().await?;
+    let config = StoreConfig {
+        postgres: PostgresConfig::default(),
+        ..Default::default()
+    };
+    Some(
+        nurture::store::open_with(&url, &config)
+            .await
+            .expect("open postgres store"),
+    )
+}
 
 /// Every implementation, each on a fresh database.
 async fn stores() -> Vec<(&'static str, Arc<dyn Store>, tempfile::TempDir)> {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let mut v = vec![("sqlite", nurture::store::open(&url).await.unwrap(), dir)];
-    if let Some(pg) = fresh_postgres().await {
-        let store = nurture::store::open(&pg)
-            .await
-            .expect("open postgres store");
+    let (sqlite, dir) = sqlite_store().await;
+    let mut v = vec![("sqlite", sqlite, dir)];
+    if let Some(store) = postgres_store().await {
         v.push(("postgres", store, tempfile::tempdir().unwrap()));
     }
     v
 }
 
-fn t(h: u32) -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 1, h, 0, 0).unwrap()
+/// One test per check of [`contract::CHECKS`] and backend: `sqlite_contract::NAME` and
+/// `postgres_contract::NAME` (skipped without Postgres to test against).
+macro_rules! contract_tests {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite_contract {
+            use super::*;
+            $(
+                #[test]
+                fn $check() {
+                    rt().block_on(async {
+                        let (s, _dir) = sqlite_store().await;
+                        contract::$check(&*s).await;
+                    });
+                }
+            )*
+        }
+        mod postgres_contract {
+            use super::*;
+            $(
+                #[test]
+                fn $check() {
+                    rt().block_on(async {
+                        if let Some(s) = postgres_store().await {
+                            contract::$check(&*s).await;
+                        }
+                    });
+                }
+            )*
+        }
+        /// Every check of the contract has its tests here.
+        #[test]
+        fn every_contract_check_runs_on_both_backends() {
+            assert_eq!(contract::CHECKS, [$(stringify!($check)),*]);
+        }
+    };
 }
 
-fn contact(id: &str) -> Contact {
-    Contact {
-        id: id.into(),
-        email: Some(format!("{id}@example.com")),
-        ..Default::default()
-    }
-}
-
-fn event(id: &str, contact: &str, h: u32) -> NewEvent {
-    NewEvent {
-        id: id.into(),
-        contact: contact.into(),
-        kind: "page.visited".into(),
-        at: t(h),
-        data: json!({"url": "/"}),
-    }
-}
-
-fn run(id: &str, contact: &str) -> Run {
-    Run {
-        id: id.into(),
-        workflow: "w".into(),
-        workflow_version: 1,
-        contact: contact.into(),
-        status: RunStatus::Waiting,
-        step: Some("pause".into()),
-        wait: Some(Wait::Timer),
-        trigger_event: None,
-        event: None,
-        outcome: None,
-        started_at: t(1),
-        updated_at: t(1),
-        ended_at: None,
-        exit_reason: None,
-        rev: 0,
-    }
-}
+contract_tests!(
+    events_are_idempotent_by_id_and_queued_once,
+    a_stale_commit_is_rejected_and_changes_nothing,
+    outbox_entries_are_delivered_at_most_once_per_key,
+    a_commit_claims_the_due_entries_it_adds_for_its_worker_alone,
+    timers_fire_in_due_order_and_counters_are_fenced,
+    a_wave_of_completions_keeps_the_good_ones_when_one_is_stale,
+    a_wave_of_mixed_outcomes_records_each_its_own_way,
+    units_load_the_open_or_latest_run_of_each_workflow,
+);
 
 /// A fresh Postgres database's URL (see [`crate::util::fresh_postgres`]), from async code.
 async fn fresh_postgres() -> Option<String> {
@@ -81,364 +113,6 @@ fn on_fresh_postgres<F: std::future::Future<Output = ()>>(test: impl FnOnce(Stri
     rt().block_on(async {
         if let Some(url) = fresh_postgres().await {
             test(url).await;
-        }
-    });
-}
-
-#[test]
-fn events_are_idempotent_by_id_and_queued_once() {
-    rt().block_on(async {
-        for (name, s, _d) in stores().await {
-            let r = s
-                .insert_events(
-                    &[contact("c1")],
-                    &[event("e1", "c1", 9), event("e2", "c1", 8)],
-                )
-                .await
-                .unwrap();
-            assert_eq!(r, [Inserted::New, Inserted::New], "{name}");
-            let r = s.insert_events(&[], &[event("e1", "c1", 9)]).await.unwrap();
-            assert_eq!(r, [Inserted::Duplicate], "{name}");
-            let pending = s.pending_events(10).await.unwrap();
-            let ids: Vec<&str> = pending.iter().map(|e| e.id.as_str()).collect();
-            // A contact's queue is handed out oldest first (by event time, not arrival),
-            // to be applied in that order in one unit of work.
-            assert_eq!(ids, ["e2", "e1"], "{name}: oldest first");
-            // Processing removes from the queue, in the same commit as the work.
-            s.commit(&UnitOfWork {
-                events_done: pending.iter().map(|e| e.seq).collect(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            assert!(s.pending_events(10).await.unwrap().is_empty(), "{name}");
-            // Processing the same event twice is a conflict: nothing runs twice.
-            let again = s
-                .commit(&UnitOfWork {
-                    events_done: vec![pending[0].seq],
-                    ..Default::default()
-                })
-                .await;
-            assert!(
-                matches!(again, Err(StoreError::Conflict(_))),
-                "{name}: {again:?}"
-            );
-            // History keeps both.
-            assert_eq!(
-                s.contact_events("c1", t(0)).await.unwrap().len(),
-                2,
-                "{name}"
-            );
-            assert_eq!(
-                s.contact_by_email("c1@example.com")
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .id,
-                "c1"
-            );
-        }
-    });
-}
-
-/// Lease fencing: a worker that read a run before another worker advanced it cannot
-/// commit its stale completion.
-#[test]
-fn a_stale_commit_is_rejected_and_changes_nothing() {
-    rt().block_on(async {
-        for (name, s, _d) in stores().await {
-            s.commit(&UnitOfWork {
-                contacts: vec![contact("c1")],
-                runs: vec![run("r1", "c1")],
-                timers_set: vec![Timer {
-                    run_id: "r1".into(),
-                    contact: "c1".into(),
-                    due_at: t(5),
-                }],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            let read_by_a = s.run("r1").await.unwrap().unwrap();
-            let read_by_b = read_by_a.clone();
-            // Worker B completes first.
-            let mut b = read_by_b;
-            b.status = RunStatus::Completed;
-            s.commit(&UnitOfWork {
-                runs: vec![b],
-                timers_clear: vec!["r1".into()],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            // Worker A's late completion, with an outbox entry, is refused as a whole.
-            let mut a = read_by_a;
-            a.status = RunStatus::Completed;
-            let late = s
-                .commit(&UnitOfWork {
-                    runs: vec![a],
-                    outbox: vec![outbox("k-late")],
-                    ..Default::default()
-                })
-                .await;
-            assert!(
-                matches!(late, Err(StoreError::Conflict(_))),
-                "{name}: {late:?}"
-            );
-            assert!(
-                s.outbox_state("k-late").await.unwrap().is_none(),
-                "{name}: partial commit"
-            );
-            assert_eq!(s.run("r1").await.unwrap().unwrap().rev, 2, "{name}");
-            // Same for contacts.
-            let mut stale = s.contact("c1").await.unwrap().unwrap();
-            stale.version -= 1;
-            let r = s
-                .commit(&UnitOfWork {
-                    contacts: vec![stale],
-                    ..Default::default()
-                })
-                .await;
-            assert!(matches!(r, Err(StoreError::Conflict(_))), "{name}");
-        }
-    });
-}
-
-fn outbox(key: &str) -> OutboxEntry {
-    OutboxEntry {
-        key: key.into(),
-        run_id: Some("r1".into()),
-        contact: "c1".into(),
-        workflow: Some("w".into()),
-        step: Some("s".into()),
-        kind: "email".into(),
-        payload: json!({"template": "t"}),
-        created_at: t(1),
-        due_at: t(1),
-        attempts: 0,
-    }
-}
-
-#[test]
-fn outbox_entries_are_delivered_at_most_once_per_key() {
-    rt().block_on(async {
-        for (name, s, _d) in stores().await {
-            let uow = UnitOfWork {
-                outbox: vec![outbox("k1"), outbox("k2")],
-                ..Default::default()
-            };
-            s.commit(&uow).await.unwrap();
-            // Re-committing the same keys (a repeated step) adds nothing.
-            s.commit(&uow).await.unwrap();
-            assert_eq!(s.pending_outbox(t(2), 10).await.unwrap().len(), 2, "{name}");
-            // Claimed for a lease: a second worker does not get them too.
-            assert!(
-                s.pending_outbox(t(2), 10).await.unwrap().is_empty(),
-                "{name}"
-            );
-            let done = OutboxOutcome::Delivered {
-                record: json!({"ok": true}),
-            };
-            s.complete_outbox("k1", &done, t(2)).await.unwrap();
-            let twice = s.complete_outbox("k1", &done, t(3)).await;
-            assert!(matches!(twice, Err(StoreError::Conflict(_))), "{name}");
-            assert_eq!(s.deliveries().await.unwrap().len(), 1, "{name}");
-            // A retry moves the entry's due time; it is not due before.
-            let retry = OutboxOutcome::Retry {
-                reason: "503".into(),
-                retry_at: t(5),
-            };
-            s.complete_outbox("k2", &retry, t(2)).await.unwrap();
-            assert!(
-                s.pending_outbox(t(4), 10).await.unwrap().is_empty(),
-                "{name}"
-            );
-            let due = s.pending_outbox(t(5), 10).await.unwrap();
-            assert_eq!((due.len(), due[0].attempts), (1, 1), "{name}");
-            s.complete_outbox(
-                "k2",
-                &OutboxOutcome::Failed {
-                    reason: "400".into(),
-                },
-                t(5),
-            )
-            .await
-            .unwrap();
-            assert_eq!(
-                s.outbox_state("k2").await.unwrap().as_deref(),
-                Some("failed")
-            );
-            assert_eq!(s.next_outbox().await.unwrap(), None, "{name}");
-        }
-    });
-}
-
-#[test]
-fn a_commit_claims_the_due_entries_it_adds_for_its_worker_alone() {
-    rt().block_on(async {
-        for (name, s, _d) in stores().await {
-            // Queued by an earlier commit: not this commit's to claim.
-            s.commit(&UnitOfWork {
-                outbox: vec![outbox("old")],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            s.suppress("gone@example.com", "unsubscribed", t(1))
-                .await
-                .unwrap();
-            let later = OutboxEntry {
-                due_at: t(6),
-                ..outbox("later")
-            };
-            let suppressed = OutboxEntry {
-                payload: json!({"to": "Gone@example.com", "template": "t"}),
-                ..outbox("suppressed")
-            };
-            let hook = OutboxEntry {
-                kind: "webhook".into(),
-                ..outbox("hook")
-            };
-            let uow = UnitOfWork {
-                outbox: vec![outbox("old"), outbox("now"), later, suppressed, hook],
-                ..Default::default()
-            };
-            // (Shorter than the lease `pending_outbox` takes, so that "old" claimed below is
-            // still leased when this lease has run out.)
-            let until = t(2) + Duration::seconds(30);
-            let mut claimed = s.commit_claiming(&uow, t(2), until).await.unwrap();
-            claimed.sort();
-            // New and due, less the email to a suppressed address.
-            assert_eq!(claimed, ["hook", "now"], "{name}");
-            assert_eq!(
-                s.outbox_state("suppressed").await.unwrap().as_deref(),
-                Some("skipped"),
-                "{name}"
-            );
-            let skipped = s.journal("r1").await.unwrap();
-            assert!(
-                skipped
-                    .iter()
-                    .any(|j| j.data["effect"] == "email_skipped" && j.data["key"] == "suppressed"),
-                "{name}: {skipped:?}"
-            );
-            // Another worker's claim gets only what was queued before: the claimed ones
-            // are leased until `until`, the later one is not due.
-            let others: Vec<String> = s
-                .pending_outbox(t(2), 10)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|e| e.key)
-                .collect();
-            assert_eq!(others, ["old"], "{name}");
-            // The claiming worker records its delivery as after any claim.
-            let done = OutboxOutcome::Delivered {
-                record: json!({"ok": true}),
-            };
-            s.complete_outbox("now", &done, t(2)).await.unwrap();
-            assert_eq!(
-                s.outbox_state("now").await.unwrap().as_deref(),
-                Some("delivered"),
-                "{name}"
-            );
-            // A worker that died with a claim leaves it to the others once the lease
-            // runs out.
-            let after: Vec<String> = s
-                .pending_outbox(until + Duration::seconds(1), 10)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|e| e.key)
-                .collect();
-            assert_eq!(after, ["hook"], "{name}");
-            // Without a claim nothing is leased: a plain commit's entries are claimable.
-            let plain = s
-                .commit_claiming(
-                    &UnitOfWork {
-                        outbox: vec![outbox("late")],
-                        ..Default::default()
-                    },
-                    t(0),
-                    until,
-                )
-                .await
-                .unwrap();
-            assert!(plain.is_empty(), "{name}: due after `now`, so not claimed");
-        }
-    });
-}
-
-#[test]
-fn timers_fire_in_due_order_and_counters_are_fenced() {
-    rt().block_on(async {
-        for (name, s, _d) in stores().await {
-            s.commit(&UnitOfWork {
-                timers_set: vec![
-                    Timer {
-                        run_id: "late".into(),
-                        contact: "nobody".into(),
-                        due_at: t(9),
-                    },
-                    Timer {
-                        run_id: "early".into(),
-                        contact: "nobody".into(),
-                        due_at: t(3),
-                    },
-                ],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            assert_eq!(s.next_timer().await.unwrap(), Some(t(3)), "{name}");
-            assert!(s.due_timers(t(2), 10).await.unwrap().is_empty(), "{name}");
-            // Re-setting a run's timer moves it (one timer per run).
-            s.commit(&UnitOfWork {
-                timers_set: vec![Timer {
-                    run_id: "early".into(),
-                    contact: "nobody".into(),
-                    due_at: t(4),
-                }],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            assert_eq!(s.next_timer().await.unwrap(), Some(t(4)), "{name}");
-            let due: Vec<String> = s
-                .due_timers(t(10), 10)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|t| t.run_id)
-                .collect();
-            assert_eq!(due, ["early", "late"], "{name}");
-            // Claimed: another worker asking now gets nothing; after the lease, they are back.
-            assert!(s.due_timers(t(10), 10).await.unwrap().is_empty(), "{name}");
-            let back = s
-                .due_timers(t(10) + Duration::seconds(61), 10)
-                .await
-                .unwrap();
-            assert_eq!(back.len(), 2, "{name}: a crashed worker's timers come back");
-            // The commit of the unit that fired it clears it.
-            s.commit(&UnitOfWork {
-                timers_clear: vec!["early".into(), "late".into()],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            assert_eq!(s.next_timer().await.unwrap(), None, "{name}");
-
-            let c = |expected, new| UnitOfWork {
-                counters: vec![("owner:sales".into(), expected, new)],
-                ..Default::default()
-            };
-            s.commit(&c(0, 1)).await.unwrap();
-            assert!(
-                matches!(s.commit(&c(0, 1)).await, Err(StoreError::Conflict(_))),
-                "{name}"
-            );
-            s.commit(&c(1, 2)).await.unwrap();
-            assert_eq!(s.counter("owner:sales").await.unwrap(), 2, "{name}");
         }
     });
 }
@@ -484,7 +158,7 @@ fn postgres_claims_split_the_inbox_by_contact_and_fence_the_order() {
                 })
                 .await;
             assert!(
-                matches!(skip_older, Err(StoreError::Conflict(_))),
+                matches!(skip_older, Err(StoreError::Conflict { .. })),
                 "{skip_older:?}"
             );
             // b's queue, applied whole, commits.
@@ -499,151 +173,6 @@ fn postgres_claims_split_the_inbox_by_contact_and_fence_the_order() {
             ran || std::env::var("DATABASE_URL").is_err(),
             "DATABASE_URL is set but the Postgres store did not run"
         );
-    });
-}
-
-/// A wave of outcomes recorded together: a stale one (already completed) is reported as
-/// a conflict and the others are still recorded, once each.
-#[test]
-fn a_wave_of_completions_keeps_the_good_ones_when_one_is_stale() {
-    rt().block_on(async {
-        for (name, s, _d) in stores().await {
-            s.commit(&UnitOfWork {
-                outbox: vec![outbox("w1"), outbox("w2"), outbox("w3")],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            assert_eq!(s.pending_outbox(t(2), 10).await.unwrap().len(), 3, "{name}");
-            let done = || OutboxOutcome::Delivered {
-                record: json!({"ok": true}),
-            };
-            s.complete_outbox("w2", &done(), t(2)).await.unwrap();
-            let items: Vec<(String, OutboxOutcome)> = ["w1", "w2", "w3"]
-                .iter()
-                .map(|k| (k.to_string(), done()))
-                .collect();
-            let results = s.complete_outbox_many(&items, t(3)).await.unwrap();
-            assert!(
-                results[0].is_ok() && results[2].is_ok(),
-                "{name}: {results:?}"
-            );
-            assert!(
-                matches!(results[1], Err(StoreError::Conflict(_))),
-                "{name}: {results:?}"
-            );
-            let mut keys: Vec<String> = s
-                .deliveries()
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|d| d.key)
-                .collect();
-            keys.sort();
-            assert_eq!(keys, ["w1", "w2", "w3"], "{name}: each delivered once");
-            assert_eq!(s.next_outbox().await.unwrap(), None, "{name}");
-        }
-    });
-}
-
-/// One wave with every kind of outcome (recorded in a few set-based statements on
-/// Postgres): each entry ends in the state its own outcome says.
-#[test]
-fn a_wave_of_mixed_outcomes_records_each_its_own_way() {
-    rt().block_on(async {
-        for (name, s, _d) in stores().await {
-            let keys = ["m1", "m2", "m3", "m4", "m5"];
-            s.commit(&UnitOfWork {
-                outbox: keys.iter().map(|k| outbox(k)).collect(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            assert_eq!(s.pending_outbox(t(2), 10).await.unwrap().len(), 5, "{name}");
-            let items = vec![
-                (
-                    "m1".to_string(),
-                    OutboxOutcome::Delivered {
-                        record: json!({"id": 1}),
-                    },
-                ),
-                (
-                    "m2".to_string(),
-                    OutboxOutcome::Retry {
-                        reason: "503".into(),
-                        retry_at: t(5),
-                    },
-                ),
-                (
-                    "m3".to_string(),
-                    OutboxOutcome::Failed {
-                        reason: "400".into(),
-                    },
-                ),
-                (
-                    "m4".to_string(),
-                    OutboxOutcome::Defer {
-                        reason: "cap".into(),
-                        until: t(7),
-                    },
-                ),
-                (
-                    "m5".to_string(),
-                    OutboxOutcome::Ambiguous {
-                        reason: "cut".into(),
-                    },
-                ),
-            ];
-            let results = s.complete_outbox_many(&items, t(3)).await.unwrap();
-            assert!(results.iter().all(Result::is_ok), "{name}: {results:?}");
-            let states: Vec<Option<String>> = {
-                let mut v = Vec::new();
-                for k in keys {
-                    v.push(s.outbox_state(k).await.unwrap());
-                }
-                v
-            };
-            let states: Vec<&str> = states.iter().map(|x| x.as_deref().unwrap_or("-")).collect();
-            assert_eq!(
-                states[..1]
-                    .iter()
-                    .chain(&states[2..3])
-                    .chain(&states[4..])
-                    .copied()
-                    .collect::<Vec<_>>(),
-                ["delivered", "failed", "ambiguous"],
-                "{name}"
-            );
-            let d = s.deliveries().await.unwrap();
-            assert_eq!(d.len(), 1, "{name}");
-            assert_eq!(
-                (d[0].key.as_str(), &d[0].record),
-                ("m1", &json!({"id": 1})),
-                "{name}"
-            );
-            // The retry is due at t(5) as attempt 1; the deferral at t(7), no attempt counted.
-            assert!(
-                s.pending_outbox(t(4), 10).await.unwrap().is_empty(),
-                "{name}"
-            );
-            let due = s.pending_outbox(t(5), 10).await.unwrap();
-            assert_eq!(
-                due.iter()
-                    .map(|e| (e.key.as_str(), e.attempts))
-                    .collect::<Vec<_>>(),
-                [("m2", 1)],
-                "{name}"
-            );
-            // (By t(7) the lease on m2, claimed just above, has run out too.)
-            let due = s.pending_outbox(t(7), 10).await.unwrap();
-            assert_eq!(
-                due.iter()
-                    .map(|e| (e.key.as_str(), e.attempts))
-                    .collect::<Vec<_>>(),
-                [("m2", 1), ("m4", 0)],
-                "{name}"
-            );
-        }
     });
 }
 
@@ -690,52 +219,6 @@ fn workers_split_the_database_lanes_and_a_retired_one_gives_its_share_back() {
             assert_eq!(s.parallelism(), 4);
             let w = s.workers().await.unwrap();
             assert_eq!((w.len(), w[0].lanes), (1, 4), "{w:?}");
-        }
-    });
-}
-
-/// A contact that re-entered workflows many times: a unit of work loads, per workflow,
-/// its latest run (the open one, if any), not the whole completed history.
-#[test]
-fn units_load_the_open_or_latest_run_of_each_workflow() {
-    rt().block_on(async {
-        for (name, s, _d) in stores().await {
-            let mk = |id: &str, wf: &str, status: RunStatus, h: u32| Run {
-                workflow: wf.into(),
-                status,
-                started_at: t(h),
-                ..run(id, "c1")
-            };
-            s.commit(&UnitOfWork {
-                contacts: vec![contact("c1")],
-                runs: vec![
-                    mk("a0", "w", RunStatus::Completed, 1),
-                    mk("a1", "w", RunStatus::Completed, 2),
-                    // Same instant: the id breaks the tie (the engine never stamps two
-                    // runs of a workflow alike; see the engine's re-entry test).
-                    mk("a2", "w", RunStatus::Waiting, 2),
-                    mk("b1", "x", RunStatus::Completed, 1),
-                    mk("b2", "x", RunStatus::Converted, 3),
-                ],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            s.insert_events(&[], &[event("e1", "c1", 1), event("e2", "c1", 4)])
-                .await
-                .unwrap();
-            let units = s
-                .load_units(&["c1".into()], Some(&t(2).into()))
-                .await
-                .unwrap();
-            let ids: Vec<&str> = units[0].runs.iter().map(|r| r.id.as_str()).collect();
-            assert_eq!(ids, ["a2", "b2"], "{name}");
-            let evs: Vec<&str> = units[0].events.iter().map(|e| e.id.as_str()).collect();
-            assert_eq!(evs, ["e2"], "{name}: events since the time asked for");
-            // No history asked for (nothing in the project reads it): none loaded.
-            let units = s.load_units(&["c1".into()], None).await.unwrap();
-            assert_eq!(units[0].runs.len(), 2, "{name}");
-            assert!(units[0].events.is_empty(), "{name}");
         }
     });
 }
@@ -853,7 +336,7 @@ fn deliveries_do_not_start_once_their_lease_is_nearly_over() {
             let before = seen();
             // Claimed a whole lease ago: too late to start any attempt.
             let long_ago = std::time::Instant::now()
-                .checked_sub(nurture::store::lease())
+                .checked_sub(s.lease())
                 .expect("uptime longer than a lease");
             d.deliver(due.clone(), long_ago).await.unwrap();
             assert_eq!(seen(), before, "{name}: nothing attempted");
@@ -1046,7 +529,11 @@ fn a_keyed_statement_keeps_its_index_on_a_table_grown_since_it_was_planned() {
         // The schema, migrated.
         nurture::store::open(&url).await.unwrap();
         use sqlx::{Connection, Executor};
-        let opts = nurture::store::postgres::PostgresStore::session_options(&url).unwrap();
+        let opts = nurture::store::postgres::PostgresStore::session_options(
+            &url,
+            &PostgresConfig::default(),
+        )
+        .unwrap();
         let mut conn = sqlx::PgConnection::connect_with(&opts).await.unwrap();
         // Statistics that say the outbox is empty, and no autovacuum to update them.
         conn.execute("ALTER TABLE outbox SET (autovacuum_enabled = off)")

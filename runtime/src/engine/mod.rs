@@ -38,7 +38,7 @@ use crate::store::{
 use eval::Scope;
 
 /// Errors of the engine. [`EngineError::is_retryable`] says whether trying again can help.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -347,7 +347,11 @@ impl Engine {
         let claimed_at = std::time::Instant::now();
         let keys: std::collections::HashSet<String> = self
             .store
-            .commit_claiming(uow, now, crate::store::lease_end(Utc::now()))
+            .commit_claiming(
+                uow,
+                now,
+                crate::store::lease_end(Utc::now(), self.store.lease()),
+            )
             .await?
             .into_iter()
             .collect();
@@ -482,8 +486,8 @@ impl Engine {
         Box::pin(async move {
             if let [(contact, item)] = batch {
                 return match self.with_retry(contact, now, |w| f(w, item)).await {
-                    Err(EngineError::Store(StoreError::Conflict(what))) => {
-                        tracing::debug!(%contact, %what, "skipped: handled elsewhere");
+                    Err(EngineError::Store(e @ StoreError::Conflict { .. })) => {
+                        tracing::debug!(%contact, what = %e, "skipped: handled elsewhere");
                         Ok(Vec::new())
                     }
                     r => r,
@@ -507,8 +511,8 @@ impl Engine {
             }
             match self.commit(&merged, now).await {
                 Ok(()) => return Ok(effects),
-                Err(StoreError::Conflict(what)) => {
-                    tracing::debug!(%what, units = batch.len(), "group commit conflicted; splitting");
+                Err(e @ StoreError::Conflict { .. }) => {
+                    tracing::debug!(what = %e, units = batch.len(), "group commit conflicted; splitting");
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -582,7 +586,7 @@ impl Engine {
                 match r {
                     Ok(e) => effects.extend(e),
                     // Already enrolled for this firing (a crash between contacts).
-                    Err(EngineError::Store(StoreError::Conflict(_))) => {}
+                    Err(EngineError::Store(StoreError::Conflict { .. })) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -772,7 +776,10 @@ impl Engine {
             let (uow, effects) = w.finish();
             match self.commit(&uow, now).await {
                 Ok(()) => return Ok(effects),
-                Err(StoreError::Conflict(what)) if attempt < 3 && !what.starts_with("run ") => {
+                // A run taken or moved on elsewhere is not retried: its unit was handled.
+                Err(StoreError::Conflict { what, .. })
+                    if attempt < 3 && what != crate::store::ConflictKind::Run =>
+                {
                     attempt += 1;
                 }
                 Err(e) => return Err(e.into()),

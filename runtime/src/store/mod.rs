@@ -8,9 +8,15 @@
 //! newer state. Implementations: [`sqlite::SqliteStore`] (the embedded default); the
 //! Postgres implementation passes the same test suite.
 
+pub mod contract;
+mod error;
 pub mod limits;
 pub mod postgres;
 pub mod sqlite;
+
+pub use error::{ConfigError, ConflictKind, StoreError, Unavailability};
+pub use postgres::PostgresConfig;
+pub use sqlite::SqliteConfig;
 
 use std::collections::BTreeSet;
 
@@ -21,22 +27,24 @@ use serde_json::{Map, Value};
 
 pub type Ts = DateTime<Utc>;
 
-/// How long a worker holds the timers and outbox entries it claimed: 60 s, or
-/// `NURTURE_LEASE_SECS` (tests shorten it to provoke expired leases).
-pub fn lease() -> std::time::Duration {
-    static LEASE: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
-    *LEASE.get_or_init(|| {
-        let secs = std::env::var("NURTURE_LEASE_SECS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(60);
-        std::time::Duration::from_secs(secs)
-    })
+/// How long a worker holds the timers and outbox entries it claimed, unless its store's
+/// configuration says otherwise ([`SqliteConfig::lease`], [`PostgresConfig::lease`]; the
+/// binary reads `NURTURE_LEASE_SECS`): 60 s.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// When a lease of `lease` taken at `now` runs out.
+pub fn lease_end(now: Ts, lease: std::time::Duration) -> Ts {
+    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
 }
 
-/// When a lease taken at `now` runs out.
-pub fn lease_end(now: Ts) -> Ts {
-    now + chrono::Duration::from_std(lease()).expect("a lease of seconds")
+/// How to open a store of either kind ([`open_with`]): the configuration of each, the one
+/// the URL names is used. The library reads no environment variables; the binary builds
+/// this from `NURTURE_LEASE_SECS`, `NURTURE_PG_POOL`, `NURTURE_PG_LANES` and
+/// `NURTURE_PG_SCHEMA` (docs/operators.md).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreConfig {
+    pub sqlite: SqliteConfig,
+    pub postgres: PostgresConfig,
 }
 
 /// The `email` entries of `uow` among the keys a claiming commit leased
@@ -66,52 +74,15 @@ pub fn ts_out(t: Ts) -> String {
 pub fn parse_ts(s: &str) -> Result<Ts, StoreError> {
     DateTime::parse_from_rfc3339(s)
         .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt(format!("bad timestamp {s:?}: {e}")))
+        .map_err(|source| StoreError::Timestamp {
+            value: s.to_string(),
+            source,
+        })
 }
 
 /// The row of `counters` that [`Store::probe_write`] rewrites (the teams' counters are
 /// named `owner:TEAM`).
 pub(crate) const HEALTH_ROW: &str = "nurture:healthz";
-
-/// Errors of a store. [`StoreError::is_retryable`] says whether trying again can help.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A row changed since it was read (another worker, or a stale lease): reload, retry.
-    #[error("conflict: {0} changed concurrently")]
-    Conflict(String),
-    /// The database is unreachable or busy.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// A stored value cannot be decoded.
-    #[error("corrupt data: {0}")]
-    Corrupt(String),
-    /// Any other database error.
-    #[error("database error: {0}")]
-    Database(String),
-}
-
-impl StoreError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Conflict(_) | StoreError::Unavailable(_))
-    }
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
-            sqlx::Error::Database(d)
-                if d.message().contains("locked") || d.message().contains("busy") =>
-            {
-                StoreError::Unavailable(e.to_string())
-            }
-            _ => StoreError::Database(e.to_string()),
-        }
-    }
-}
 
 /// Consent to marketing email.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -792,6 +763,13 @@ pub trait Store: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// How long this store's claims lease timers and outbox entries ([`DEFAULT_LEASE`]
+    /// unless configured): a claiming commit's lease ends this long after it, and a
+    /// deliverer starts no attempt once its claim's lease is nearly over.
+    fn lease(&self) -> std::time::Duration {
+        DEFAULT_LEASE
+    }
+
     /// Checks that the store accepts a write now: upserts its one-row health marker
     /// (`/healthz` answers 503 when this fails, e.g. on a full disk).
     async fn probe_write(&self) -> Result<(), StoreError>;
@@ -850,7 +828,7 @@ pub trait Store: Send + Sync {
         let mut out = Vec::with_capacity(items.len());
         for (key, outcome) in items {
             match self.complete_outbox(key, outcome, now).await {
-                Err(e) if !matches!(e, StoreError::Conflict(_)) => return Err(e),
+                Err(e) if e.conflict().is_none() => return Err(e),
                 r => out.push(r),
             }
         }
@@ -881,23 +859,29 @@ pub trait Store: Send + Sync {
     async fn outbox_state(&self, key: &str) -> Result<Option<String>, StoreError>;
 }
 
-/// Opens the store named by `url`: `sqlite://PATH` (created if missing), `sqlite::memory:`,
-/// or `postgres://...`. Errors never show the URL's password or query string
-/// ([`redact_url`]).
+/// Opens the store named by `url` with the default configuration ([`StoreConfig`]'s
+/// defaults, documented on [`SqliteConfig`] and [`PostgresConfig`]); see [`open_with`].
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    open_with(url, &StoreConfig::default()).await
+}
+
+/// Opens the store named by `url`: `sqlite://PATH` (created if missing), `sqlite::memory:`,
+/// or `postgres://...`, configured by `config`. Errors never show the URL's password or
+/// query string ([`redact_url`]).
+pub async fn open_with(
+    url: &str,
+    config: &StoreConfig,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     let opened: Result<std::sync::Arc<dyn Store>, StoreError> = if url.starts_with("sqlite:") {
-        sqlite::SqliteStore::open(url)
+        sqlite::SqliteStore::open(url, &config.sqlite)
             .await
             .map(|s| std::sync::Arc::new(s) as _)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        postgres::PostgresStore::open(url)
+        postgres::PostgresStore::open(url, &config.postgres)
             .await
             .map(|s| std::sync::Arc::new(s) as _)
     } else {
-        Err(StoreError::Database(format!(
-            "unsupported store URL {:?}: use sqlite://FILE or postgres://USER@HOST/DB",
-            redact_url(url)
-        )))
+        Err(ConfigError::UnsupportedUrl(redact_url(url)).into())
     };
     opened.map_err(|e| e.redacted(url))
 }
@@ -960,12 +944,7 @@ impl StoreError {
             let m = m.replace(base, &redact_url(base));
             secrets.iter().fold(m, |m, s| m.replace(s.as_str(), "***"))
         };
-        match self {
-            StoreError::Conflict(m) => StoreError::Conflict(clean(m)),
-            StoreError::Unavailable(m) => StoreError::Unavailable(clean(m)),
-            StoreError::Corrupt(m) => StoreError::Corrupt(clean(m)),
-            StoreError::Database(m) => StoreError::Database(clean(m)),
-        }
+        self.masking(&secrets, clean)
     }
 }
 
@@ -985,9 +964,15 @@ mod redact_tests {
             "sqlite:///var/lib/n.db"
         );
         assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
-        let e =
-            StoreError::Database("bad password s3cret for postgres://nurture:s3cret@db/app".into())
-                .redacted("postgres://nurture:s3cret@db/app");
+        let e = StoreError::Corrupt("bad password s3cret for postgres://nurture:s3cret@db/app".into())
+            .redacted("postgres://nurture:s3cret@db/app");
         assert!(!e.to_string().contains("s3cret"), "{e}");
+        // A driver error quoting the secret keeps its classification, not the secret.
+        let e = StoreError::from(sqlx::Error::Io(std::io::Error::other(
+            "cannot reach postgres://nurture:s3cret@db/app",
+        )))
+        .redacted("postgres://nurture:s3cret@db/app");
+        assert!(e.is_unavailable() && e.is_retryable(), "{e:?}");
+        assert!(!format!("{e:?}").contains("s3cret"), "{e:?}");
     }
 }

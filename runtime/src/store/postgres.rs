@@ -1,6 +1,7 @@
 //! The Postgres store, through sqlx: the same contract as SQLite, for more than one
-//! machine. Tables live in the `nurture` schema; migrations are embedded and guarded by
-//! sqlx's advisory lock, so any number of processes may start at once.
+//! machine. Tables live in one schema (`nurture` unless [`PostgresConfig::schema`] says
+//! otherwise); migrations are embedded and guarded by sqlx's advisory lock, so any number
+//! of processes may start at once.
 //!
 //! Per-contact order: an event is only applied when it is the oldest queued event of its
 //! contact (checked in the commit), so workers sharing the queue never apply a contact's
@@ -16,8 +17,8 @@ use sqlx::{PgPool, Row};
 use super::*;
 
 /// Group commits the engine runs at once against one Postgres database, shared among the
-/// workers alive (each gets `PARALLELISM / workers`, at least 1); `NURTURE_PG_LANES`
-/// overrides it. Measured on 2 cores: 4 lanes in one process, or 2 in each of two, or 1 in
+/// workers alive (each gets `PARALLELISM / workers`, at least 1): the default of
+/// [`PostgresConfig::lanes`] (the binary's `NURTURE_PG_LANES`). Measured on 2 cores: 4 lanes in one process, or 2 in each of two, or 1 in
 /// each of four, all reach the same steps/s; 4 in each of four lost a fifth of it to
 /// transactions contending for the same CPUs and rows.
 const PARALLELISM: usize = 4;
@@ -29,8 +30,71 @@ const EVENTS_PER_CONTACT: i64 = 16;
 /// [`PostgresStore::inbox_from`]); the others start where the last full claim ended.
 const INBOX_HEAD_EVERY: usize = 8;
 
+/// How a [`PostgresStore`] runs. The defaults are those documented on each field; the
+/// binary reads them from `NURTURE_PG_SCHEMA`, `NURTURE_PG_POOL`, `NURTURE_PG_LANES` and
+/// `NURTURE_LEASE_SECS` (docs/operators.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresConfig {
+    /// The schema the tables (and sqlx's migration table) live in, created if missing:
+    /// `nurture`. Only `[a-z_][a-z0-9_]*` (at most 63 bytes, not `pg_...`) is accepted.
+    pub schema: String,
+    /// Connections per process: 16. The engine's lanes, concurrent deliveries and API
+    /// requests share them (mind Postgres' `max_connections` across all processes: 100 by
+    /// default).
+    pub pool: u32,
+    /// The database's budget of concurrent group commits, shared among the workers alive:
+    /// 4 (see `PARALLELISM`).
+    pub lanes: usize,
+    /// How long claims lease timers, queued events and outbox entries: [`DEFAULT_LEASE`]
+    /// (60 s).
+    pub lease: Duration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            schema: "nurture".into(),
+            pool: 16,
+            lanes: PARALLELISM,
+            lease: DEFAULT_LEASE,
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// The schema name, checked: `[a-z_][a-z0-9_]*`, at most 63 bytes (Postgres' limit on
+    /// names), not `pg_...` (reserved for the system), else
+    /// [`ConfigError::SchemaName`]. Such a name needs no quoting; it is quoted anyway.
+    pub fn schema_name(&self) -> Result<&str, ConfigError> {
+        let s = self.schema.as_str();
+        let mut chars = s.chars();
+        let valid = matches!(chars.next(), Some('a'..='z' | '_'))
+            && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+            && s.len() <= 63
+            && !s.starts_with("pg_");
+        if valid {
+            Ok(s)
+        } else {
+            Err(ConfigError::SchemaName(self.schema.clone()))
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.schema_name()?;
+        if self.pool == 0 {
+            return Err(ConfigError::Zero("the Postgres pool"));
+        }
+        if self.lanes == 0 {
+            return Err(ConfigError::Zero("the Postgres lanes"));
+        }
+        Ok(())
+    }
+}
+
 pub struct PostgresStore {
     pool: PgPool,
+    /// How long claims lease what they take.
+    lease: Duration,
     /// The database's lane budget, and this process's share of it.
     budget: usize,
     lanes: std::sync::atomic::AtomicUsize,
@@ -48,19 +112,18 @@ pub struct PostgresStore {
     limits: std::sync::RwLock<std::sync::Arc<limits::SendLimits>>,
 }
 
-/// A stored `json` document, deserialized straight into the struct.
+/// A stored `json` document, deserialized straight into the struct (a document that does
+/// not decode is a [`sqlx::Error::ColumnDecode`], kept as the source).
 fn from_json<T: serde::de::DeserializeOwned>(
     row: &sqlx::postgres::PgRow,
     column: &str,
 ) -> Result<T, StoreError> {
-    row.try_get::<sqlx::types::Json<T>, _>(column)
-        .map(|j| j.0)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
+    Ok(row.try_get::<sqlx::types::Json<T>, _>(column)?.0)
 }
 
 impl PostgresStore {
-    /// How the store connects to `url`: its schema first in the `search_path`, and the
-    /// planner told what its statements are.
+    /// How the store connects to `url`: its schema ([`PostgresConfig::schema`]) alone in
+    /// the `search_path`, and the planner told what its statements are.
     ///
     /// Every statement of this store reads or writes a bounded batch of rows by key, so
     /// index lookups in nested loops are always the right plan. Statistics lag behind
@@ -74,9 +137,13 @@ impl PostgresStore {
     ///
     /// All three are off for this store's connections. A statement with no index to use
     /// still scans.
-    pub fn session_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    pub fn session_options(
+        url: &str,
+        config: &PostgresConfig,
+    ) -> Result<PgConnectOptions, StoreError> {
+        let search_path = format!("\"{}\"", config.schema_name()?);
         Ok(PgConnectOptions::from_str(url)?.options([
-            ("search_path", "nurture"),
+            ("search_path", search_path.as_str()),
             ("jit", "off"),
             ("enable_hashjoin", "off"),
             ("enable_mergejoin", "off"),
@@ -84,23 +151,18 @@ impl PostgresStore {
         ]))
     }
 
-    /// Connects to `url` (`postgres://user:pass@host/db`), creates the `nurture` schema
-    /// and applies the migrations.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let opts = Self::session_options(url)?;
-        // Connections per process: the engine's lanes, concurrent deliveries and API
-        // requests share them. 16, or `NURTURE_PG_POOL` (mind Postgres' max_connections
-        // across all processes: 100 by default).
-        let size = std::env::var("NURTURE_PG_POOL")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(16);
+    /// Connects to `url` (`postgres://user:pass@host/db`), creates the configured schema
+    /// and applies the migrations in it.
+    pub async fn open(url: &str, config: &PostgresConfig) -> Result<Self, StoreError> {
+        config.check()?;
+        let opts = Self::session_options(url, config)?;
         let pool = PgPoolOptions::new()
-            .max_connections(size)
+            .max_connections(config.pool)
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(opts)
             .await?;
-        sqlx::query("CREATE SCHEMA IF NOT EXISTS nurture")
+        let schema = config.schema_name()?;
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
             .execute(&pool)
             .await
             .or_else(|e| match &e {
@@ -110,17 +172,11 @@ impl PostgresStore {
                 }
                 _ => Err(e),
             })?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
-        let budget = std::env::var("NURTURE_PG_LANES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(PARALLELISM);
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let budget = config.lanes;
         Ok(PostgresStore {
             pool,
+            lease: config.lease,
             budget,
             lanes: budget.into(),
             inbox_from: std::sync::Mutex::new(None),
@@ -158,256 +214,320 @@ impl PostgresStore {
     }
 
     /// [`Store::commit`], and with `claim` (now, until) [`Store::commit_claiming`]: the keys
-    /// of the outbox entries leased to the caller.
+    /// of the outbox entries leased to the caller. One phase per table, in this order.
     async fn commit_in(
         &self,
         uow: &UnitOfWork,
         claim: Option<(Ts, Ts)>,
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let conflict = |what: &str, want: usize, got: u64| -> Result<(), StoreError> {
-            if got as usize == want {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(format!(
-                    "{what}: {got} of {want} rows current"
-                )))
-            }
-        };
-
-        // Contacts: inserts (version 0) and fenced updates.
-        let (new_c, old_c): (Vec<&Contact>, Vec<&Contact>) =
-            uow.contacts.iter().partition(|c| c.version == 0);
-        if !new_c.is_empty() {
-            let ids: Vec<&str> = new_c.iter().map(|c| c.id.as_str()).collect();
-            let emails: Vec<Option<&str>> = new_c.iter().map(|c| c.email.as_deref()).collect();
-            let docs: Vec<_> = new_c
-                .iter()
-                .map(|c| {
-                    to_json(&Contact {
-                        version: 1,
-                        ..(*c).clone()
-                    })
-                })
-                .collect();
-            let r = sqlx::query(
-                "INSERT INTO contacts (id, email, doc, version) \
-                 SELECT * , 1 FROM UNNEST($1::text[], $2::text[], $3::text[]::json[]) ON CONFLICT DO NOTHING",
-            )
-            .bind(&ids)
-            .bind(&emails)
-            .bind(&docs)
-            .execute(&mut *tx)
-            .await?;
-            conflict("contacts", new_c.len(), r.rows_affected())?;
-        }
-        if !old_c.is_empty() {
-            let ids: Vec<&str> = old_c.iter().map(|c| c.id.as_str()).collect();
-            let emails: Vec<Option<&str>> = old_c.iter().map(|c| c.email.as_deref()).collect();
-            let versions: Vec<i64> = old_c.iter().map(|c| c.version).collect();
-            let docs: Vec<_> = old_c
-                .iter()
-                .map(|c| {
-                    to_json(&Contact {
-                        version: c.version + 1,
-                        ..(*c).clone()
-                    })
-                })
-                .collect();
-            let r = sqlx::query(
-                "UPDATE contacts c SET email = u.email, doc = u.doc, version = c.version + 1 \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[]::json[], $4::bigint[]) AS u(id, email, doc, version) \
-                 WHERE c.id = u.id AND c.version = u.version",
-            )
-            .bind(&ids)
-            .bind(&emails)
-            .bind(&docs)
-            .bind(&versions)
-            .execute(&mut *tx)
-            .await?;
-            conflict("contacts", old_c.len(), r.rows_affected())?;
-        }
-
-        // Runs: inserts (rev 0) and fenced updates.
-        let (new_r, old_r): (Vec<&Run>, Vec<&Run>) = uow.runs.iter().partition(|r| r.rev == 0);
-        if !new_r.is_empty() {
-            let r = sqlx::query(
-                "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, started_at, rev) \
-                 SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[]::json[], $7::timestamptz[]) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(new_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| r.workflow.as_str()).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| r.workflow_version as i32).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| r.contact.as_str()).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| to_json(&Run { rev: 1, ..(*r).clone() })).collect::<Vec<_>>())
-            .bind(new_r.iter().map(|r| r.started_at).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-            conflict("runs", new_r.len(), r.rows_affected())?;
-        }
-        if !old_r.is_empty() {
-            let r = sqlx::query(
-                "UPDATE runs r SET status = u.status, doc = u.doc, rev = r.rev + 1 \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[]::json[], $4::bigint[]) AS u(id, status, doc, rev) \
-                 WHERE r.id = u.id AND r.rev = u.rev",
-            )
-            .bind(old_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
-            .bind(old_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(old_r.iter().map(|r| to_json(&Run { rev: r.rev + 1, ..(*r).clone() })).collect::<Vec<_>>())
-            .bind(old_r.iter().map(|r| r.rev).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-            conflict("runs", old_r.len(), r.rows_affected())?;
-        }
-
-        // Timers: clears first, then sets (a unit may clear and set the same run's timer:
-        // the upsert below replaces it, so only the others are deleted).
-        let set: std::collections::HashSet<&str> =
-            uow.timers_set.iter().map(|t| t.run_id.as_str()).collect();
-        let clear: Vec<&str> = uow
-            .timers_clear
-            .iter()
-            .map(String::as_str)
-            .filter(|r| !set.contains(r))
-            .collect();
-        if !clear.is_empty() {
-            sqlx::query("DELETE FROM timers WHERE run_id = ANY($1)")
-                .bind(&clear)
-                .execute(&mut *tx)
+        contacts_in(&mut tx, &uow.contacts).await?;
+        runs_in(&mut tx, &uow.runs).await?;
+        timers_in(&mut tx, uow).await?;
+        let mut claimed = outbox_in(&mut tx, &uow.outbox, claim).await?;
+        journal_in(&mut tx, &uow.journal).await?;
+        events_done_in(&mut tx, &uow.events_done).await?;
+        counters_in(&mut tx, &uow.counters).await?;
+        schedules_in(&mut tx, &uow.schedules).await?;
+        segments_in(&mut tx, uow).await?;
+        if let Some((now, _)) = claim {
+            self.claimed_checks_in(&mut tx, uow, now, &mut claimed)
                 .await?;
         }
-        if !uow.timers_set.is_empty() {
-            // Last write per run wins, as when applied one by one.
-            let mut last: std::collections::BTreeMap<&str, &Timer> =
-                std::collections::BTreeMap::new();
-            for t in &uow.timers_set {
-                last.insert(t.run_id.as_str(), t);
-            }
-            sqlx::query(
-                "INSERT INTO timers (run_id, due_at, contact) \
-                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) \
-                 ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at, contact = excluded.contact",
-            )
-            .bind(last.keys().copied().collect::<Vec<_>>())
-            .bind(last.values().map(|t| t.due_at).collect::<Vec<_>>())
-            .bind(last.values().map(|t| t.contact.as_str()).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
 
-        // Outbox: new keys only (a repeated step adds nothing), and their pending rows;
-        // with `claim`, those due by then are leased to this worker until its end.
-        let mut claimed = Vec::new();
-        if !uow.outbox.is_empty() {
-            let o = &uow.outbox;
-            claimed = sqlx::query_scalar(
-                "WITH ins AS (INSERT INTO outbox (key, run_id, contact, workflow, step, kind, payload, created_at, due_at) \
-                   SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[], $9::timestamptz[]) \
-                   ON CONFLICT (key) DO NOTHING RETURNING key, due_at), \
-                 pend AS (INSERT INTO outbox_pending (key, due_at) \
-                   SELECT key, CASE WHEN due_at <= $10 THEN $11 ELSE due_at END FROM ins) \
-                 SELECT key FROM ins WHERE due_at <= $10",
-            )
-            .bind(o.iter().map(|e| e.key.as_str()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.run_id.as_deref()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.contact.as_str()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.workflow.as_deref()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.step.as_deref()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.created_at).collect::<Vec<_>>())
-            .bind(o.iter().map(|e| e.due_at).collect::<Vec<_>>())
-            // Without a claim, NULL: `due_at <= NULL` holds for none.
-            .bind(claim.map(|c| c.0))
-            .bind(claim.map(|c| c.1))
-            .fetch_all(&mut *tx)
-            .await?;
-        }
-
-        // Journal, in order (the identity column follows the array order).
-        if !uow.journal.is_empty() {
-            let j = pack_journal(&uow.journal);
-            sqlx::query(
-                "INSERT INTO journal (run_id, contact, at, kind, data) \
-                 SELECT run_id, contact, at, kind, data FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]::json[]) \
-                 WITH ORDINALITY AS u(run_id, contact, at, kind, data, n) ORDER BY n",
-            )
-            .bind(j.iter().map(|e| e.0).collect::<Vec<_>>())
-            .bind(j.iter().map(|e| e.1).collect::<Vec<_>>())
-            .bind(j.iter().map(|e| e.2).collect::<Vec<_>>())
-            .bind(j.iter().map(|e| e.3).collect::<Vec<_>>())
-            .bind(j.into_iter().map(|e| e.4).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        // Events: nothing older of the same contact may stay queued (order per contact).
-        if !uow.events_done.is_empty() {
-            let r = sqlx::query(
-                "DELETE FROM inbox i WHERE i.seq = ANY($1) AND NOT EXISTS (\
-                   SELECT 1 FROM inbox o WHERE o.contact = i.contact AND (o.at, o.seq) < (i.at, i.seq) \
-                   AND o.seq <> ALL($1) OFFSET 0)",
-            )
-            .bind(&uow.events_done)
-            .execute(&mut *tx)
-            .await?;
-            conflict("events", uow.events_done.len(), r.rows_affected())?;
-        }
-
-        for (name, expected, new) in &uow.counters {
-            let r = if *expected == 0 {
-                sqlx::query(
-                    "INSERT INTO counters (name, value) VALUES ($1, $2) \
-                     ON CONFLICT (name) DO UPDATE SET value = $2 WHERE counters.value = 0",
-                )
-                .bind(name)
-                .bind(new)
-                .execute(&mut *tx)
-                .await?
-            } else {
-                sqlx::query("UPDATE counters SET value = $1 WHERE name = $2 AND value = $3")
-                    .bind(new)
-                    .bind(name)
-                    .bind(expected)
-                    .execute(&mut *tx)
-                    .await?
-            };
-            conflict(&format!("counter {name}"), 1, r.rows_affected())?;
-        }
-        for (wf, at) in &uow.schedules {
-            sqlx::query(
-                "INSERT INTO schedules (workflow, last_fired) VALUES ($1, $2) \
-                 ON CONFLICT (workflow) DO UPDATE SET last_fired = excluded.last_fired",
-            )
-            .bind(wf)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        segments_in(&mut tx, uow).await?;
-        // Claimed emails to suppressed addresses are skipped, as at a claim (after the
-        // unit's own journal, which queued them).
-        let emails = crate::store::claimed_emails(uow, &claimed);
-        if let Some((now, _)) = claim.filter(|_| !emails.is_empty()) {
-            let skipped = skip_suppressed(&mut tx, &emails, now).await?;
+    /// A claiming commit's checks of what it claimed, as at a claim: emails to suppressed
+    /// addresses are skipped (after the unit's own journal, which queued them), and the
+    /// send limits apply.
+    async fn claimed_checks_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        uow: &UnitOfWork,
+        now: Ts,
+        claimed: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let emails = crate::store::claimed_emails(uow, claimed);
+        if !emails.is_empty() {
+            let skipped = skip_suppressed(tx, &emails, now).await?;
             claimed.retain(|k| !skipped.contains(k));
         }
-        // And the send limits apply, as at a claim.
         let limits = self.send_limits();
-        if let Some((now, _)) = claim.filter(|_| !limits.is_empty() && !claimed.is_empty()) {
+        if !limits.is_empty() && !claimed.is_empty() {
             let entries: Vec<&OutboxEntry> = uow
                 .outbox
                 .iter()
                 .filter(|e| claimed.contains(&e.key))
                 .collect();
-            let deferred = limits::enforce_postgres(&mut tx, &limits, now, &entries).await?;
+            let deferred = limits::enforce_postgres(tx, &limits, now, &entries).await?;
             claimed.retain(|k| !deferred.iter().any(|d| &d.key == k));
         }
-        tx.commit().await?;
-        Ok(claimed)
+        Ok(())
     }
+}
+
+/// Fencing of a set-based statement: `got` rows touched of the `want` it was given.
+fn fenced(what: ConflictKind, want: usize, got: u64) -> Result<(), StoreError> {
+    if got as usize == want {
+        Ok(())
+    } else {
+        Err(StoreError::conflict_on(
+            what,
+            format!("{got} of {want} rows current"),
+        ))
+    }
+}
+
+/// A commit's contacts: inserts (version 0) and fenced updates.
+async fn contacts_in(tx: &mut sqlx::PgConnection, contacts: &[Contact]) -> Result<(), StoreError> {
+    let (new_c, old_c): (Vec<&Contact>, Vec<&Contact>) =
+        contacts.iter().partition(|c| c.version == 0);
+    if !new_c.is_empty() {
+        let ids: Vec<&str> = new_c.iter().map(|c| c.id.as_str()).collect();
+        let emails: Vec<Option<&str>> = new_c.iter().map(|c| c.email.as_deref()).collect();
+        let docs: Vec<_> = new_c
+            .iter()
+            .map(|c| {
+                to_json(&Contact {
+                    version: 1,
+                    ..(*c).clone()
+                })
+            })
+            .collect();
+        let r = sqlx::query(
+            "INSERT INTO contacts (id, email, doc, version) \
+             SELECT * , 1 FROM UNNEST($1::text[], $2::text[], $3::text[]::json[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&emails)
+        .bind(&docs)
+        .execute(&mut *tx)
+        .await?;
+        fenced(ConflictKind::Contact, new_c.len(), r.rows_affected())?;
+    }
+    if !old_c.is_empty() {
+        let ids: Vec<&str> = old_c.iter().map(|c| c.id.as_str()).collect();
+        let emails: Vec<Option<&str>> = old_c.iter().map(|c| c.email.as_deref()).collect();
+        let versions: Vec<i64> = old_c.iter().map(|c| c.version).collect();
+        let docs: Vec<_> = old_c
+            .iter()
+            .map(|c| {
+                to_json(&Contact {
+                    version: c.version + 1,
+                    ..(*c).clone()
+                })
+            })
+            .collect();
+        let r = sqlx::query(
+            "UPDATE contacts c SET email = u.email, doc = u.doc, version = c.version + 1 \
+             FROM UNNEST($1::text[], $2::text[], $3::text[]::json[], $4::bigint[]) AS u(id, email, doc, version) \
+             WHERE c.id = u.id AND c.version = u.version",
+        )
+        .bind(&ids)
+        .bind(&emails)
+        .bind(&docs)
+        .bind(&versions)
+        .execute(&mut *tx)
+        .await?;
+        fenced(ConflictKind::Contact, old_c.len(), r.rows_affected())?;
+    }
+    Ok(())
+}
+
+/// A commit's runs: inserts (rev 0) and fenced updates.
+async fn runs_in(tx: &mut sqlx::PgConnection, runs: &[Run]) -> Result<(), StoreError> {
+    let (new_r, old_r): (Vec<&Run>, Vec<&Run>) = runs.iter().partition(|r| r.rev == 0);
+    if !new_r.is_empty() {
+        let r = sqlx::query(
+            "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, started_at, rev) \
+             SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[]::json[], $7::timestamptz[]) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(new_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+        .bind(new_r.iter().map(|r| r.workflow.as_str()).collect::<Vec<_>>())
+        .bind(new_r.iter().map(|r| r.workflow_version as i32).collect::<Vec<_>>())
+        .bind(new_r.iter().map(|r| r.contact.as_str()).collect::<Vec<_>>())
+        .bind(new_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(new_r.iter().map(|r| to_json(&Run { rev: 1, ..(*r).clone() })).collect::<Vec<_>>())
+        .bind(new_r.iter().map(|r| r.started_at).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        fenced(ConflictKind::Run, new_r.len(), r.rows_affected())?;
+    }
+    if !old_r.is_empty() {
+        let r = sqlx::query(
+            "UPDATE runs r SET status = u.status, doc = u.doc, rev = r.rev + 1 \
+             FROM UNNEST($1::text[], $2::text[], $3::text[]::json[], $4::bigint[]) AS u(id, status, doc, rev) \
+             WHERE r.id = u.id AND r.rev = u.rev",
+        )
+        .bind(old_r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+        .bind(old_r.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(old_r.iter().map(|r| to_json(&Run { rev: r.rev + 1, ..(*r).clone() })).collect::<Vec<_>>())
+        .bind(old_r.iter().map(|r| r.rev).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        fenced(ConflictKind::Run, old_r.len(), r.rows_affected())?;
+    }
+    Ok(())
+}
+
+/// A commit's timers: clears first, then sets (a unit may clear and set the same run's
+/// timer: the upsert replaces it, so only the others are deleted).
+async fn timers_in(tx: &mut sqlx::PgConnection, uow: &UnitOfWork) -> Result<(), StoreError> {
+    let set: std::collections::HashSet<&str> =
+        uow.timers_set.iter().map(|t| t.run_id.as_str()).collect();
+    let clear: Vec<&str> = uow
+        .timers_clear
+        .iter()
+        .map(String::as_str)
+        .filter(|r| !set.contains(r))
+        .collect();
+    if !clear.is_empty() {
+        sqlx::query("DELETE FROM timers WHERE run_id = ANY($1)")
+            .bind(&clear)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !uow.timers_set.is_empty() {
+        // Last write per run wins, as when applied one by one.
+        let mut last: std::collections::BTreeMap<&str, &Timer> = std::collections::BTreeMap::new();
+        for t in &uow.timers_set {
+            last.insert(t.run_id.as_str(), t);
+        }
+        sqlx::query(
+            "INSERT INTO timers (run_id, due_at, contact) \
+             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) \
+             ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at, contact = excluded.contact",
+        )
+        .bind(last.keys().copied().collect::<Vec<_>>())
+        .bind(last.values().map(|t| t.due_at).collect::<Vec<_>>())
+        .bind(last.values().map(|t| t.contact.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A commit's outbox entries: new keys only (a repeated step adds nothing), and their
+/// pending rows; with `claim` (now, until), those due by `now` are leased to this worker
+/// until `until`: their keys are returned.
+async fn outbox_in(
+    tx: &mut sqlx::PgConnection,
+    o: &[OutboxEntry],
+    claim: Option<(Ts, Ts)>,
+) -> Result<Vec<String>, StoreError> {
+    if o.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar(
+        "WITH ins AS (INSERT INTO outbox (key, run_id, contact, workflow, step, kind, payload, created_at, due_at) \
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[], $9::timestamptz[]) \
+           ON CONFLICT (key) DO NOTHING RETURNING key, due_at), \
+         pend AS (INSERT INTO outbox_pending (key, due_at) \
+           SELECT key, CASE WHEN due_at <= $10 THEN $11 ELSE due_at END FROM ins) \
+         SELECT key FROM ins WHERE due_at <= $10",
+    )
+    .bind(o.iter().map(|e| e.key.as_str()).collect::<Vec<_>>())
+    .bind(o.iter().map(|e| e.run_id.as_deref()).collect::<Vec<_>>())
+    .bind(o.iter().map(|e| e.contact.as_str()).collect::<Vec<_>>())
+    .bind(o.iter().map(|e| e.workflow.as_deref()).collect::<Vec<_>>())
+    .bind(o.iter().map(|e| e.step.as_deref()).collect::<Vec<_>>())
+    .bind(o.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+    .bind(o.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+    .bind(o.iter().map(|e| e.created_at).collect::<Vec<_>>())
+    .bind(o.iter().map(|e| e.due_at).collect::<Vec<_>>())
+    // Without a claim, NULL: `due_at <= NULL` holds for none.
+    .bind(claim.map(|c| c.0))
+    .bind(claim.map(|c| c.1))
+    .fetch_all(&mut *tx)
+    .await?)
+}
+
+/// A commit's journal, in order (the identity column follows the array order).
+async fn journal_in(tx: &mut sqlx::PgConnection, journal: &[JournalEntry]) -> Result<(), StoreError> {
+    if journal.is_empty() {
+        return Ok(());
+    }
+    let j = pack_journal(journal);
+    sqlx::query(
+        "INSERT INTO journal (run_id, contact, at, kind, data) \
+         SELECT run_id, contact, at, kind, data FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]::json[]) \
+         WITH ORDINALITY AS u(run_id, contact, at, kind, data, n) ORDER BY n",
+    )
+    .bind(j.iter().map(|e| e.0).collect::<Vec<_>>())
+    .bind(j.iter().map(|e| e.1).collect::<Vec<_>>())
+    .bind(j.iter().map(|e| e.2).collect::<Vec<_>>())
+    .bind(j.iter().map(|e| e.3).collect::<Vec<_>>())
+    .bind(j.into_iter().map(|e| e.4).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A commit's applied events, off the queue: nothing older of the same contact may stay
+/// queued (order per contact).
+async fn events_done_in(tx: &mut sqlx::PgConnection, done: &[i64]) -> Result<(), StoreError> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let r = sqlx::query(
+        "DELETE FROM inbox i WHERE i.seq = ANY($1) AND NOT EXISTS (\
+           SELECT 1 FROM inbox o WHERE o.contact = i.contact AND (o.at, o.seq) < (i.at, i.seq) \
+           AND o.seq <> ALL($1) OFFSET 0)",
+    )
+    .bind(done)
+    .execute(&mut *tx)
+    .await?;
+    fenced(ConflictKind::QueuedEvent, done.len(), r.rows_affected())
+}
+
+/// A commit's counters: (name, expected value, new value), fenced by the expected value.
+async fn counters_in(
+    tx: &mut sqlx::PgConnection,
+    counters: &[(String, i64, i64)],
+) -> Result<(), StoreError> {
+    for (name, expected, new) in counters {
+        let r = if *expected == 0 {
+            sqlx::query(
+                "INSERT INTO counters (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = $2 WHERE counters.value = 0",
+            )
+            .bind(name)
+            .bind(new)
+            .execute(&mut *tx)
+            .await?
+        } else {
+            sqlx::query("UPDATE counters SET value = $1 WHERE name = $2 AND value = $3")
+                .bind(new)
+                .bind(name)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await?
+        };
+        if r.rows_affected() != 1 {
+            return Err(StoreError::conflict_on(ConflictKind::Counter, name));
+        }
+    }
+    Ok(())
+}
+
+/// A commit's schedule firings: (workflow, last firing).
+async fn schedules_in(
+    tx: &mut sqlx::PgConnection,
+    schedules: &[(String, Ts)],
+) -> Result<(), StoreError> {
+    for (wf, at) in schedules {
+        sqlx::query(
+            "INSERT INTO schedules (workflow, last_fired) VALUES ($1, $2) \
+             ON CONFLICT (workflow) DO UPDATE SET last_fired = excluded.last_fired",
+        )
+        .bind(wf)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -610,7 +730,7 @@ impl Store for PostgresStore {
         );
         let mut q = sqlx::query(&sql)
             .bind(limit)
-            .bind(lease().as_secs() as f64)
+            .bind(self.lease.as_secs_f64())
             .bind(EVENTS_PER_CONTACT);
         if let Some((at, seq)) = from {
             q = q.bind(at).bind(seq);
@@ -720,7 +840,7 @@ impl Store for PostgresStore {
         )
         .bind(now)
         .bind(limit)
-        .bind(lease().as_secs() as f64)
+        .bind(self.lease.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -756,7 +876,7 @@ impl Store for PostgresStore {
         )
         .bind(now)
         .bind(limit)
-        .bind(lease().as_secs() as f64)
+        .bind(self.lease.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -815,6 +935,10 @@ impl Store for PostgresStore {
 
     fn empty_claims_cost(&self) -> bool {
         true
+    }
+
+    fn lease(&self) -> Duration {
+        self.lease
     }
 
     fn parallelism(&self) -> usize {
@@ -923,7 +1047,7 @@ impl Store for PostgresStore {
         )
         .bind(now)
         .bind(limit)
-        .bind(lease().as_secs() as f64)
+        .bind(self.lease.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
         let mut out: Vec<OutboxEntry> = rows
@@ -1263,7 +1387,7 @@ async fn complete_in(
     for (key, outcome) in items {
         if !claimed.contains(key.as_str()) {
             out.push(Err(match states.get(key) {
-                Some(s) => StoreError::Conflict(format!("outbox entry {key} is {s}")),
+                Some(s) => StoreError::conflict_on(ConflictKind::OutboxEntry, format!("{key} is {s}")),
                 None => StoreError::Corrupt(format!("no outbox entry {key}")),
             }));
             continue;

@@ -13,30 +13,71 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 
+use super::error::Unique;
 use super::*;
+
+/// How a [`SqliteStore`] runs. The defaults are those documented on each field; the
+/// binary sets [`SqliteConfig::lease`] from `NURTURE_LEASE_SECS`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqliteConfig {
+    /// Connections to the file (an in-memory database always has one): 4.
+    pub pool: u32,
+    /// How long a statement waits for another process's lock before failing busy: 30 s.
+    pub busy_timeout: Duration,
+    /// How long claims lease timers and outbox entries: [`DEFAULT_LEASE`] (60 s).
+    pub lease: Duration,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            pool: 4,
+            busy_timeout: Duration::from_secs(30),
+            lease: DEFAULT_LEASE,
+        }
+    }
+}
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// How long claims lease what they take.
+    lease: Duration,
     /// What claims of outbox entries enforce ([`Store::set_send_limits`]).
     limits: std::sync::RwLock<std::sync::Arc<limits::SendLimits>>,
 }
 
-/// Whether an error is SQLite's "database is locked" (or "busy"): another process holds
-/// a lock it did not wait for.
-fn locked(error: &str) -> bool {
-    error.contains("locked") || error.contains("busy")
+/// Whether an error is SQLite's "database is locked" (or "busy"), by its result code:
+/// another process holds a lock it did not wait for.
+fn locked(error: &sqlx::Error) -> bool {
+    super::error::is_busy(error)
+}
+
+/// Whether a migration failed as the loser of two processes migrating a new file at once
+/// does: busy, or SQLite's generic error (`SQLITE_ERROR`, code 1: the table the other
+/// process just created "already exists"), after which the retry finds it applied.
+fn migration_race(error: &sqlx::migrate::MigrateError) -> bool {
+    use sqlx::migrate::MigrateError;
+    match error {
+        MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => {
+            locked(e)
+                || e.as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|c| c == "1")
+        }
+        _ => false,
+    }
 }
 
 /// Runs `attempt` until it succeeds, or fails in a way `again` does not accept, or 10
 /// retries (50 ms, 100 ms... apart, 2.75 s in all) have failed.
-async fn retrying<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+async fn retrying<T, E, F: std::future::Future<Output = Result<T, E>>>(
     mut attempt: impl FnMut() -> F,
-    again: impl Fn(&str) -> bool,
+    again: impl Fn(&E) -> bool,
 ) -> Result<T, E> {
     let mut retries = 0;
     loop {
         match attempt().await {
-            Err(e) if retries < 10 && again(&e.to_string()) => {
+            Err(e) if retries < 10 && again(&e) => {
                 retries += 1;
                 tokio::time::sleep(Duration::from_millis(50 * retries)).await;
             }
@@ -69,7 +110,7 @@ impl WriteTx {
             Err(e) => {
                 // Not in a transaction (BEGIN failed): still, a connection that cannot
                 // begin is not trusted again.
-                if !locked(&e.to_string()) {
+                if !locked(&e) {
                     drop(conn.detach());
                 }
                 Err(e.into())
@@ -118,14 +159,18 @@ impl Drop for WriteTx {
     }
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// A stored JSON document (`what` it is, for the error).
+fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &'static str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::document(what, e))
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `url`
-    /// (`sqlite://path/to/file.db` or `sqlite::memory:`).
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    /// (`sqlite://path/to/file.db` or `sqlite::memory:`), as `config` says.
+    pub async fn open(url: &str, config: &SqliteConfig) -> Result<Self, StoreError> {
+        if config.pool == 0 {
+            return Err(ConfigError::Zero("the SQLite pool").into());
+        }
         let memory = url.contains(":memory:");
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -135,12 +180,12 @@ impl SqliteStore {
                 SqliteJournalMode::Wal
             })
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30))
+            .busy_timeout(config.busy_timeout)
             .foreign_keys(true);
         // An in-memory database lives in one connection.
         let pool_options = || {
             SqlitePoolOptions::new()
-                .max_connections(if memory { 1 } else { 4 })
+                .max_connections(if memory { 1 } else { config.pool })
                 .min_connections(if memory { 1 } else { 0 })
                 .idle_timeout(if memory {
                     None
@@ -161,12 +206,12 @@ impl SqliteStore {
         let pool = retrying(|| pool_options().connect_with(opts.clone()), locked).await?;
         retrying(
             || sqlx::migrate!("./migrations/sqlite").run(&pool),
-            |e| e.contains("already exists") || locked(e),
+            migration_race,
         )
-        .await
-        .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+        .await?;
         Ok(SqliteStore {
             pool,
+            lease: config.lease,
             limits: Default::default(),
         })
     }
@@ -204,7 +249,7 @@ impl SqliteStore {
                     workflow: r.try_get("workflow")?,
                     step: r.try_get("step")?,
                     kind: r.try_get("kind")?,
-                    payload: from_json::<Value>(r.try_get::<&str, _>("payload")?)?,
+                    payload: from_json::<Value>(r.try_get::<&str, _>("payload")?, "payload")?,
                     created_at: parse_ts(r.try_get::<&str, _>("created_at")?)?,
                     due_at: parse_ts(r.try_get::<&str, _>("due_at")?)?,
                     attempts: r.try_get("attempts")?,
@@ -224,7 +269,7 @@ impl SqliteStore {
                 later.push((entries.remove(i), d));
             }
         }
-        let until = ts(crate::store::lease_end(now));
+        let until = ts(crate::store::lease_end(now, self.lease));
         for e in &entries {
             sqlx::query("UPDATE outbox SET due_at = ? WHERE key = ?")
                 .bind(&until)
@@ -237,7 +282,7 @@ impl SqliteStore {
     }
 
     fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
-        let mut run: Run = from_json(row.try_get::<&str, _>("doc")?)?;
+        let mut run: Run = from_json(row.try_get::<&str, _>("doc")?, "run")?;
         run.rev = row.try_get("rev")?;
         Ok(run)
     }
@@ -249,200 +294,272 @@ impl SqliteStore {
             contact: row.try_get("contact")?,
             kind: row.try_get("type")?,
             at: parse_ts(row.try_get::<&str, _>("at")?)?,
-            data: from_json(row.try_get::<&str, _>("data")?)?,
+            data: from_json(row.try_get::<&str, _>("data")?, "event")?,
         })
     }
 
     fn contact_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Contact, StoreError> {
-        let mut c: Contact = from_json(row.try_get::<&str, _>("doc")?)?;
+        let mut c: Contact = from_json(row.try_get::<&str, _>("doc")?, "contact")?;
         c.version = row.try_get("version")?;
         Ok(c)
     }
 
     /// [`Store::commit`], and with `claim` (now, until) [`Store::commit_claiming`]: the keys
-    /// of the outbox entries leased to the caller.
+    /// of the outbox entries leased to the caller. One phase per table, in this order.
     async fn commit_in(
         &self,
         uow: &UnitOfWork,
         claim: Option<(Ts, Ts)>,
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = WriteTx::begin(&self.pool).await?;
-        for c in &uow.contacts {
-            if c.version == 0 {
-                insert_contact(&mut tx, c).await?;
-            } else {
-                let mut stored = c.clone();
-                stored.version = c.version + 1;
-                let r = sqlx::query(
-                    "UPDATE contacts SET email = ?, doc = ?, version = version + 1 \
-                     WHERE id = ? AND version = ?",
-                )
-                .bind(&c.email)
-                .bind(to_json(&stored))
-                .bind(&c.id)
-                .bind(c.version)
-                .execute(&mut *tx)
-                .await?;
-                if r.rows_affected() != 1 {
-                    return Err(StoreError::Conflict(format!("contact {}", c.id)));
-                }
-            }
-        }
-        for run in &uow.runs {
-            let mut stored = run.clone();
-            stored.rev = run.rev + 1;
-            let r = if run.rev == 0 {
-                sqlx::query(
-                    "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, \
-                     started_at, rev) VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(&run.id)
-                .bind(&run.workflow)
-                .bind(run.workflow_version as i64)
-                .bind(&run.contact)
-                .bind(run.status.as_str())
-                .bind(to_json(&stored))
-                .bind(ts(run.started_at))
-                .execute(&mut *tx)
-                .await?
-            } else {
-                sqlx::query(
-                    "UPDATE runs SET status = ?, doc = ?, rev = rev + 1 WHERE id = ? AND rev = ?",
-                )
-                .bind(run.status.as_str())
-                .bind(to_json(&stored))
-                .bind(&run.id)
-                .bind(run.rev)
-                .execute(&mut *tx)
-                .await?
-            };
-            if r.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("run {}", run.id)));
-            }
-        }
-        for id in &uow.timers_clear {
-            sqlx::query("DELETE FROM timers WHERE run_id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for t in &uow.timers_set {
-            sqlx::query(
-                "INSERT INTO timers (run_id, due_at) VALUES (?, ?) \
-                 ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at",
-            )
-            .bind(&t.run_id)
-            .bind(ts(t.due_at))
-            .execute(&mut *tx)
-            .await?;
-        }
-        // With `claim`, the entries due by then are leased to this worker until its end
-        // (a new key only: a repeated step adds nothing).
-        let mut claimed = Vec::new();
-        for o in &uow.outbox {
-            let leased = claim.filter(|(now, _)| o.due_at <= *now).map(|c| c.1);
-            let r = sqlx::query(
-                "INSERT INTO outbox (key, run_id, contact, workflow, step, kind, payload, \
-                 created_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(&o.key)
-            .bind(&o.run_id)
-            .bind(&o.contact)
-            .bind(&o.workflow)
-            .bind(&o.step)
-            .bind(&o.kind)
-            .bind(to_json(&o.payload))
-            .bind(ts(o.created_at))
-            .bind(ts(leased.unwrap_or(o.due_at)))
-            .execute(&mut *tx)
-            .await?;
-            if leased.is_some() && r.rows_affected() == 1 {
-                claimed.push(o.key.clone());
-            }
-        }
-        if !uow.journal.is_empty() {
-            // One statement for the whole journal of the batch, in order.
-            let rows: Vec<Value> = pack_journal(&uow.journal)
-                .into_iter()
-                .map(|(run, contact, at, kind, data)| {
-                    serde_json::json!([run, contact, ts(at), kind, data])
-                })
-                .collect();
-            sqlx::query(
-                "INSERT INTO journal (run_id, contact, at, kind, data) \
-                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4 \
-                 FROM json_each(?) ORDER BY key",
-            )
-            .bind(to_json(&rows))
-            .execute(&mut *tx)
-            .await?;
-        }
-        for seq in &uow.events_done {
-            let r = sqlx::query("DELETE FROM inbox WHERE seq = ?")
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-            if r.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("event #{seq}")));
-            }
-        }
-        for (name, expected, new) in &uow.counters {
-            let r = if *expected == 0 {
-                sqlx::query(
-                    "INSERT INTO counters (name, value) VALUES (?1, ?2) \
-                     ON CONFLICT (name) DO UPDATE SET value = ?2 WHERE counters.value = 0",
-                )
-                .bind(name)
-                .bind(new)
-                .execute(&mut *tx)
-                .await?
-            } else {
-                sqlx::query("UPDATE counters SET value = ? WHERE name = ? AND value = ?")
-                    .bind(new)
-                    .bind(name)
-                    .bind(expected)
-                    .execute(&mut *tx)
-                    .await?
-            };
-            if r.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("counter {name}")));
-            }
-        }
-        for (wf, at) in &uow.schedules {
-            sqlx::query(
-                "INSERT INTO schedules (workflow, last_fired) VALUES (?, ?) \
-                 ON CONFLICT (workflow) DO UPDATE SET last_fired = excluded.last_fired",
-            )
-            .bind(wf)
-            .bind(ts(*at))
-            .execute(&mut *tx)
-            .await?;
-        }
+        contacts_in(&mut tx, &uow.contacts).await?;
+        runs_in(&mut tx, &uow.runs).await?;
+        timers_in(&mut tx, uow).await?;
+        let mut claimed = outbox_in(&mut tx, &uow.outbox, claim).await?;
+        journal_in(&mut tx, &uow.journal).await?;
+        events_done_in(&mut tx, &uow.events_done).await?;
+        counters_in(&mut tx, &uow.counters).await?;
+        schedules_in(&mut tx, &uow.schedules).await?;
         segments_in(&mut tx, uow).await?;
-        // Claimed emails to suppressed addresses are skipped, as at a claim (after the
-        // unit's own journal, which queued them).
         if let Some((now, _)) = claim {
-            let emails = crate::store::claimed_emails(uow, &claimed);
-            if !emails.is_empty() {
-                let skipped = skip_suppressed(&mut tx, now, Some(&emails)).await?;
-                claimed.retain(|k| !skipped.contains(k));
-            }
-            // And the send limits apply, as at a claim.
-            let limits = self.send_limits();
-            if !limits.is_empty() && !claimed.is_empty() {
-                let entries: Vec<&OutboxEntry> = uow
-                    .outbox
-                    .iter()
-                    .filter(|e| claimed.contains(&e.key))
-                    .collect();
-                let deferred = limits::enforce_sqlite(&mut tx, &limits, now, &entries).await?;
-                claimed.retain(|k| !deferred.iter().any(|d| &d.key == k));
-            }
+            self.claimed_checks_in(&mut tx, uow, now, &mut claimed)
+                .await?;
         }
         tx.commit().await?;
         Ok(claimed)
     }
+
+    /// A claiming commit's checks of what it claimed, as at a claim: emails to suppressed
+    /// addresses are skipped (after the unit's own journal, which queued them), and the
+    /// send limits apply.
+    async fn claimed_checks_in(
+        &self,
+        tx: &mut SqliteConnection,
+        uow: &UnitOfWork,
+        now: Ts,
+        claimed: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let emails = crate::store::claimed_emails(uow, claimed);
+        if !emails.is_empty() {
+            let skipped = skip_suppressed(&mut *tx, now, Some(&emails)).await?;
+            claimed.retain(|k| !skipped.contains(k));
+        }
+        let limits = self.send_limits();
+        if !limits.is_empty() && !claimed.is_empty() {
+            let entries: Vec<&OutboxEntry> = uow
+                .outbox
+                .iter()
+                .filter(|e| claimed.contains(&e.key))
+                .collect();
+            let deferred = limits::enforce_sqlite(&mut *tx, &limits, now, &entries).await?;
+            claimed.retain(|k| !deferred.iter().any(|d| &d.key == k));
+        }
+        Ok(())
+    }
+}
+
+/// A commit's contacts: inserts (version 0) and fenced updates.
+async fn contacts_in(tx: &mut SqliteConnection, contacts: &[Contact]) -> Result<(), StoreError> {
+    for c in contacts {
+        if c.version == 0 {
+            insert_contact(&mut *tx, c).await?;
+        } else {
+            let mut stored = c.clone();
+            stored.version = c.version + 1;
+            let r = sqlx::query(
+                "UPDATE contacts SET email = ?, doc = ?, version = version + 1 \
+                 WHERE id = ? AND version = ?",
+            )
+            .bind(&c.email)
+            .bind(to_json(&stored))
+            .bind(&c.id)
+            .bind(c.version)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::unique_as(e, |_| ConflictKind::ContactEmail, &c.id))?;
+            if r.rows_affected() != 1 {
+                return Err(StoreError::conflict_on(ConflictKind::Contact, &c.id));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A commit's runs: inserts (rev 0) and fenced updates.
+async fn runs_in(tx: &mut SqliteConnection, runs: &[Run]) -> Result<(), StoreError> {
+    for run in runs {
+        let mut stored = run.clone();
+        stored.rev = run.rev + 1;
+        let r = if run.rev == 0 {
+            sqlx::query(
+                "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, \
+                 started_at, rev) VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&run.id)
+            .bind(&run.workflow)
+            .bind(run.workflow_version as i64)
+            .bind(&run.contact)
+            .bind(run.status.as_str())
+            .bind(to_json(&stored))
+            .bind(ts(run.started_at))
+            .execute(&mut *tx)
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE runs SET status = ?, doc = ?, rev = rev + 1 WHERE id = ? AND rev = ?",
+            )
+            .bind(run.status.as_str())
+            .bind(to_json(&stored))
+            .bind(&run.id)
+            .bind(run.rev)
+            .execute(&mut *tx)
+            .await?
+        };
+        if r.rows_affected() != 1 {
+            return Err(StoreError::conflict_on(ConflictKind::Run, &run.id));
+        }
+    }
+    Ok(())
+}
+
+/// A commit's timers: clears, then sets (one timer per run: a set replaces it).
+async fn timers_in(tx: &mut SqliteConnection, uow: &UnitOfWork) -> Result<(), StoreError> {
+    for id in &uow.timers_clear {
+        sqlx::query("DELETE FROM timers WHERE run_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for t in &uow.timers_set {
+        sqlx::query(
+            "INSERT INTO timers (run_id, due_at) VALUES (?, ?) \
+             ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at",
+        )
+        .bind(&t.run_id)
+        .bind(ts(t.due_at))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A commit's outbox entries (a new key only: a repeated step adds nothing). With `claim`
+/// (now, until), the entries due by `now` are leased to this worker until `until`: their
+/// keys are returned.
+async fn outbox_in(
+    tx: &mut SqliteConnection,
+    outbox: &[OutboxEntry],
+    claim: Option<(Ts, Ts)>,
+) -> Result<Vec<String>, StoreError> {
+    let mut claimed = Vec::new();
+    for o in outbox {
+        let leased = claim.filter(|(now, _)| o.due_at <= *now).map(|c| c.1);
+        let r = sqlx::query(
+            "INSERT INTO outbox (key, run_id, contact, workflow, step, kind, payload, \
+             created_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&o.key)
+        .bind(&o.run_id)
+        .bind(&o.contact)
+        .bind(&o.workflow)
+        .bind(&o.step)
+        .bind(&o.kind)
+        .bind(to_json(&o.payload))
+        .bind(ts(o.created_at))
+        .bind(ts(leased.unwrap_or(o.due_at)))
+        .execute(&mut *tx)
+        .await?;
+        if leased.is_some() && r.rows_affected() == 1 {
+            claimed.push(o.key.clone());
+        }
+    }
+    Ok(claimed)
+}
+
+/// A commit's journal: one statement for the whole journal of the batch, in order.
+async fn journal_in(tx: &mut SqliteConnection, journal: &[JournalEntry]) -> Result<(), StoreError> {
+    if journal.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Value> = pack_journal(journal)
+        .into_iter()
+        .map(|(run, contact, at, kind, data)| serde_json::json!([run, contact, ts(at), kind, data]))
+        .collect();
+    sqlx::query(
+        "INSERT INTO journal (run_id, contact, at, kind, data) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4 \
+         FROM json_each(?) ORDER BY key",
+    )
+    .bind(to_json(&rows))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A commit's applied events, off the queue (fenced: each must still be queued).
+async fn events_done_in(tx: &mut SqliteConnection, done: &[i64]) -> Result<(), StoreError> {
+    for seq in done {
+        let r = sqlx::query("DELETE FROM inbox WHERE seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() != 1 {
+            return Err(StoreError::conflict_on(
+                ConflictKind::QueuedEvent,
+                format!("#{seq}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A commit's counters: (name, expected value, new value), fenced by the expected value.
+async fn counters_in(
+    tx: &mut SqliteConnection,
+    counters: &[(String, i64, i64)],
+) -> Result<(), StoreError> {
+    for (name, expected, new) in counters {
+        let r = if *expected == 0 {
+            sqlx::query(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = ?2 WHERE counters.value = 0",
+            )
+            .bind(name)
+            .bind(new)
+            .execute(&mut *tx)
+            .await?
+        } else {
+            sqlx::query("UPDATE counters SET value = ? WHERE name = ? AND value = ?")
+                .bind(new)
+                .bind(name)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await?
+        };
+        if r.rows_affected() != 1 {
+            return Err(StoreError::conflict_on(ConflictKind::Counter, name));
+        }
+    }
+    Ok(())
+}
+
+/// A commit's schedule firings: (workflow, last firing).
+async fn schedules_in(
+    tx: &mut SqliteConnection,
+    schedules: &[(String, Ts)],
+) -> Result<(), StoreError> {
+    for (wf, at) in schedules {
+        sqlx::query(
+            "INSERT INTO schedules (workflow, last_fired) VALUES (?, ?) \
+             ON CONFLICT (workflow) DO UPDATE SET last_fired = excluded.last_fired",
+        )
+        .bind(wf)
+        .bind(ts(*at))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Turns the pending `email` entries whose address is on the suppression list into
@@ -579,9 +696,10 @@ async fn complete_on(
     let state: String = row.try_get("state")?;
     if state != "pending" {
         // Someone else completed it: a late (stale) completion changes nothing.
-        return Err(StoreError::Conflict(format!(
-            "outbox entry {key} is {state}"
-        )));
+        return Err(StoreError::conflict_on(
+            ConflictKind::OutboxEntry,
+            format!("{key} is {state}"),
+        ));
     }
     match outcome {
         OutboxOutcome::Delivered { record } => {
@@ -662,10 +780,15 @@ async fn insert_contact(tx: &mut sqlx::SqliteConnection, c: &Contact) -> Result<
         .await;
     match r {
         Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(d)) if d.message().contains("UNIQUE") => {
-            Err(StoreError::Conflict(format!("contact {}", c.id)))
-        }
-        Err(e) => Err(e.into()),
+        // By the result code: the id (primary key) or the address (unique) is taken.
+        Err(e) => Err(StoreError::unique_as(
+            e,
+            |key| match key {
+                Unique::PrimaryKey => ConflictKind::Contact,
+                Unique::Other => ConflictKind::ContactEmail,
+            },
+            &c.id,
+        )),
     }
 }
 
@@ -873,7 +996,7 @@ impl Store for SqliteStore {
                 r.try_get("contact")?,
                 parse_ts(r.try_get::<&str, _>("at")?)?,
                 r.try_get("kind")?,
-                from_json(r.try_get::<&str, _>("data")?)?,
+                from_json(r.try_get::<&str, _>("data")?, "journal entry")?,
                 &mut out,
             )?;
         }
@@ -901,7 +1024,7 @@ impl Store for SqliteStore {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
-        let until = ts(crate::store::lease_end(now));
+        let until = ts(crate::store::lease_end(now, self.lease));
         for t in &timers {
             sqlx::query("UPDATE timers SET due_at = ? WHERE run_id = ?")
                 .bind(&until)
@@ -943,7 +1066,7 @@ impl Store for SqliteStore {
                 ))
             })
             .collect::<Result<Vec<(String, Ts)>, StoreError>>()?;
-        let until = ts(crate::store::lease_end(now));
+        let until = ts(crate::store::lease_end(now, self.lease));
         for (contact, _) in &due {
             sqlx::query("UPDATE segment_timers SET due_at = ? WHERE contact = ?")
                 .bind(&until)
@@ -1029,6 +1152,10 @@ impl Store for SqliteStore {
         self.commit_in(uow, Some((now, until))).await
     }
 
+    fn lease(&self) -> Duration {
+        self.lease
+    }
+
     fn set_send_limits(&self, limits: limits::SendLimits) {
         *self.limits.write().expect("limits lock") = std::sync::Arc::new(limits);
     }
@@ -1073,7 +1200,7 @@ impl Store for SqliteStore {
                     out.push(Ok(()));
                 }
                 // Stale: nothing of it was written; the others go on.
-                Err(e @ StoreError::Conflict(_)) => out.push(Err(e)),
+                Err(e) if e.conflict().is_some() => out.push(Err(e)),
                 Err(e) => return Err(e),
             }
         }
@@ -1138,7 +1265,7 @@ impl Store for SqliteStore {
                     kind: r.try_get("kind")?,
                     contact: r.try_get("contact")?,
                     at: parse_ts(r.try_get::<&str, _>("at")?)?,
-                    record: from_json(r.try_get::<&str, _>("record")?)?,
+                    record: from_json(r.try_get::<&str, _>("record")?, "delivery")?,
                 })
             })
             .collect()
@@ -1234,7 +1361,9 @@ mod tests {
     async fn store_commits_after_a_failed_commit() {
         let tmp = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", tmp.path().join("s.db").display());
-        let store = SqliteStore::open(&url).await.unwrap();
+        let store = SqliteStore::open(&url, &SqliteConfig::default())
+            .await
+            .unwrap();
         let stale = UnitOfWork {
             contacts: vec![Contact {
                 id: "ghost".into(),
@@ -1246,7 +1375,10 @@ mod tests {
         for _ in 0..8 {
             assert!(matches!(
                 store.commit(&stale).await,
-                Err(StoreError::Conflict(_))
+                Err(StoreError::Conflict {
+                    what: ConflictKind::Contact,
+                    ..
+                })
             ));
         }
         let fresh = UnitOfWork {

@@ -1,0 +1,595 @@
+//! The `Store` contract as checks that any implementation must pass, written once: each
+//! check takes a fresh, empty store (`&dyn Store`) and panics with a message saying what
+//! the store got wrong. Each implementation's tests run every check of [`CHECKS`] on a
+//! store of its own (`tests/all/store.rs` does, for SQLite and Postgres, one test per
+//! check and backend). Later this module lives in the store contract crate behind a
+//! `contract` feature.
+//!
+//! The fixtures ([`t`], [`contact`], [`event`], [`run`], [`outbox`]) build the rows the
+//! checks write; tests of one implementation may use them too.
+
+use chrono::{Duration, TimeZone, Utc};
+use serde_json::json;
+
+use super::{
+    Contact, Inserted, NewEvent, OutboxEntry, OutboxOutcome, Run, RunStatus, Store, StoreError,
+    Timer, UnitOfWork, Wait,
+};
+
+/// The names of the checks of this module, in order (what a backend's tests must cover).
+pub const CHECKS: &[&str] = &[
+    "events_are_idempotent_by_id_and_queued_once",
+    "a_stale_commit_is_rejected_and_changes_nothing",
+    "outbox_entries_are_delivered_at_most_once_per_key",
+    "a_commit_claims_the_due_entries_it_adds_for_its_worker_alone",
+    "timers_fire_in_due_order_and_counters_are_fenced",
+    "a_wave_of_completions_keeps_the_good_ones_when_one_is_stale",
+    "a_wave_of_mixed_outcomes_records_each_its_own_way",
+    "units_load_the_open_or_latest_run_of_each_workflow",
+];
+
+/// 1 March 2026 at `h` o'clock, UTC.
+pub fn t(h: u32) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, h, 0, 0)
+        .single()
+        .expect("a valid hour")
+}
+
+/// A contact `id` with the address `id@example.com`, not stored yet.
+pub fn contact(id: &str) -> Contact {
+    Contact {
+        id: id.into(),
+        email: Some(format!("{id}@example.com")),
+        ..Default::default()
+    }
+}
+
+/// A `page.visited` event `id` of `contact` at [`t`]`(h)`.
+pub fn event(id: &str, contact: &str, h: u32) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        contact: contact.into(),
+        kind: "page.visited".into(),
+        at: t(h),
+        data: json!({"url": "/"}),
+    }
+}
+
+/// A run `id` of `contact` in workflow `w`, waiting for a timer, not stored yet.
+pub fn run(id: &str, contact: &str) -> Run {
+    Run {
+        id: id.into(),
+        workflow: "w".into(),
+        workflow_version: 1,
+        contact: contact.into(),
+        status: RunStatus::Waiting,
+        step: Some("pause".into()),
+        wait: Some(Wait::Timer),
+        trigger_event: None,
+        event: None,
+        outcome: None,
+        started_at: t(1),
+        updated_at: t(1),
+        ended_at: None,
+        exit_reason: None,
+        rev: 0,
+    }
+}
+
+/// An `email` outbox entry `key` of run `r1` of contact `c1`, due at [`t`]`(1)`.
+pub fn outbox(key: &str) -> OutboxEntry {
+    OutboxEntry {
+        key: key.into(),
+        run_id: Some("r1".into()),
+        contact: "c1".into(),
+        workflow: Some("w".into()),
+        step: Some("s".into()),
+        kind: "email".into(),
+        payload: json!({"template": "t"}),
+        created_at: t(1),
+        due_at: t(1),
+        attempts: 0,
+    }
+}
+
+/// Events are stored once per id and queued once; a contact's queue is handed out oldest
+/// first, and applying a queued event twice is a conflict.
+pub async fn events_are_idempotent_by_id_and_queued_once(s: &dyn Store) {
+    let r = s
+        .insert_events(
+            &[contact("c1")],
+            &[event("e1", "c1", 9), event("e2", "c1", 8)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, [Inserted::New, Inserted::New]);
+    let r = s.insert_events(&[], &[event("e1", "c1", 9)]).await.unwrap();
+    assert_eq!(r, [Inserted::Duplicate]);
+    let pending = s.pending_events(10).await.unwrap();
+    let ids: Vec<&str> = pending.iter().map(|e| e.id.as_str()).collect();
+    // A contact's queue is handed out oldest first (by event time, not arrival),
+    // to be applied in that order in one unit of work.
+    assert_eq!(ids, ["e2", "e1"], "oldest first");
+    // Processing removes from the queue, in the same commit as the work.
+    s.commit(&UnitOfWork {
+        events_done: pending.iter().map(|e| e.seq).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(s.pending_events(10).await.unwrap().is_empty());
+    // Processing the same event twice is a conflict: nothing runs twice.
+    let again = s
+        .commit(&UnitOfWork {
+            events_done: vec![pending[0].seq],
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict { .. })),
+        "{again:?}"
+    );
+    // History keeps both.
+    assert_eq!(
+        s.contact_events("c1", t(0)).await.unwrap().len(),
+        2,
+        "-"
+    );
+    assert_eq!(
+        s.contact_by_email("c1@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "c1"
+    );
+}
+
+/// Lease fencing: a worker that read a run before another worker advanced it cannot
+/// commit its stale completion.
+pub async fn a_stale_commit_is_rejected_and_changes_nothing(s: &dyn Store) {
+    s.commit(&UnitOfWork {
+        contacts: vec![contact("c1")],
+        runs: vec![run("r1", "c1")],
+        timers_set: vec![Timer {
+            run_id: "r1".into(),
+            contact: "c1".into(),
+            due_at: t(5),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let read_by_a = s.run("r1").await.unwrap().unwrap();
+    let read_by_b = read_by_a.clone();
+    // Worker B completes first.
+    let mut b = read_by_b;
+    b.status = RunStatus::Completed;
+    s.commit(&UnitOfWork {
+        runs: vec![b],
+        timers_clear: vec!["r1".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Worker A's late completion, with an outbox entry, is refused as a whole.
+    let mut a = read_by_a;
+    a.status = RunStatus::Completed;
+    let late = s
+        .commit(&UnitOfWork {
+            runs: vec![a],
+            outbox: vec![outbox("k-late")],
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::Conflict { .. })),
+        "{late:?}"
+    );
+    assert!(
+        s.outbox_state("k-late").await.unwrap().is_none(),
+        "partial commit"
+    );
+    assert_eq!(s.run("r1").await.unwrap().unwrap().rev, 2);
+    // Same for contacts.
+    let mut stale = s.contact("c1").await.unwrap().unwrap();
+    stale.version -= 1;
+    let r = s
+        .commit(&UnitOfWork {
+            contacts: vec![stale],
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(r, Err(StoreError::Conflict { .. })));
+}
+
+/// Outbox entries are stored once per key, claimed for a lease, and completed once: a
+/// second completion is a conflict; retries move the due time.
+pub async fn outbox_entries_are_delivered_at_most_once_per_key(s: &dyn Store) {
+    let uow = UnitOfWork {
+        outbox: vec![outbox("k1"), outbox("k2")],
+        ..Default::default()
+    };
+    s.commit(&uow).await.unwrap();
+    // Re-committing the same keys (a repeated step) adds nothing.
+    s.commit(&uow).await.unwrap();
+    assert_eq!(s.pending_outbox(t(2), 10).await.unwrap().len(), 2);
+    // Claimed for a lease: a second worker does not get them too.
+    assert!(
+        s.pending_outbox(t(2), 10).await.unwrap().is_empty(),
+        "-"
+    );
+    let done = OutboxOutcome::Delivered {
+        record: json!({"ok": true}),
+    };
+    s.complete_outbox("k1", &done, t(2)).await.unwrap();
+    let twice = s.complete_outbox("k1", &done, t(3)).await;
+    assert!(matches!(twice, Err(StoreError::Conflict { .. })));
+    assert_eq!(s.deliveries().await.unwrap().len(), 1);
+    // A retry moves the entry's due time; it is not due before.
+    let retry = OutboxOutcome::Retry {
+        reason: "503".into(),
+        retry_at: t(5),
+    };
+    s.complete_outbox("k2", &retry, t(2)).await.unwrap();
+    assert!(
+        s.pending_outbox(t(4), 10).await.unwrap().is_empty(),
+        "-"
+    );
+    let due = s.pending_outbox(t(5), 10).await.unwrap();
+    assert_eq!((due.len(), due[0].attempts), (1, 1));
+    s.complete_outbox(
+        "k2",
+        &OutboxOutcome::Failed {
+            reason: "400".into(),
+        },
+        t(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.outbox_state("k2").await.unwrap().as_deref(),
+        Some("failed")
+    );
+    assert_eq!(s.next_outbox().await.unwrap(), None);
+}
+
+/// A claiming commit leases the new due entries it adds to its own worker (less emails to
+/// suppressed addresses), and they come back to the others when the lease runs out.
+pub async fn a_commit_claims_the_due_entries_it_adds_for_its_worker_alone(s: &dyn Store) {
+    // Queued by an earlier commit: not this commit's to claim.
+    s.commit(&UnitOfWork {
+        outbox: vec![outbox("old")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.suppress("gone@example.com", "unsubscribed", t(1))
+        .await
+        .unwrap();
+    let later = OutboxEntry {
+        due_at: t(6),
+        ..outbox("later")
+    };
+    let suppressed = OutboxEntry {
+        payload: json!({"to": "Gone@example.com", "template": "t"}),
+        ..outbox("suppressed")
+    };
+    let hook = OutboxEntry {
+        kind: "webhook".into(),
+        ..outbox("hook")
+    };
+    let uow = UnitOfWork {
+        outbox: vec![outbox("old"), outbox("now"), later, suppressed, hook],
+        ..Default::default()
+    };
+    // (Shorter than the lease `pending_outbox` takes, so that "old" claimed below is
+    // still leased when this lease has run out.)
+    let until = t(2) + Duration::seconds(30);
+    let mut claimed = s.commit_claiming(&uow, t(2), until).await.unwrap();
+    claimed.sort();
+    // New and due, less the email to a suppressed address.
+    assert_eq!(claimed, ["hook", "now"]);
+    assert_eq!(
+        s.outbox_state("suppressed").await.unwrap().as_deref(),
+        Some("skipped"),
+        "-"
+    );
+    let skipped = s.journal("r1").await.unwrap();
+    assert!(
+        skipped
+            .iter()
+            .any(|j| j.data["effect"] == "email_skipped" && j.data["key"] == "suppressed"),
+        "{skipped:?}"
+    );
+    // Another worker's claim gets only what was queued before: the claimed ones
+    // are leased until `until`, the later one is not due.
+    let others: Vec<String> = s
+        .pending_outbox(t(2), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(others, ["old"]);
+    // The claiming worker records its delivery as after any claim.
+    let done = OutboxOutcome::Delivered {
+        record: json!({"ok": true}),
+    };
+    s.complete_outbox("now", &done, t(2)).await.unwrap();
+    assert_eq!(
+        s.outbox_state("now").await.unwrap().as_deref(),
+        Some("delivered"),
+        "-"
+    );
+    // A worker that died with a claim leaves it to the others once the lease
+    // runs out.
+    let after: Vec<String> = s
+        .pending_outbox(until + Duration::seconds(1), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(after, ["hook"]);
+    // Without a claim nothing is leased: a plain commit's entries are claimable.
+    let plain = s
+        .commit_claiming(
+            &UnitOfWork {
+                outbox: vec![outbox("late")],
+                ..Default::default()
+            },
+            t(0),
+            until,
+        )
+        .await
+        .unwrap();
+    assert!(plain.is_empty(), "due after `now`, so not claimed");
+}
+
+/// Timers come due in order and are claimed for a lease; counters are fenced by their
+/// expected value.
+pub async fn timers_fire_in_due_order_and_counters_are_fenced(s: &dyn Store) {
+    s.commit(&UnitOfWork {
+        timers_set: vec![
+            Timer {
+                run_id: "late".into(),
+                contact: "nobody".into(),
+                due_at: t(9),
+            },
+            Timer {
+                run_id: "early".into(),
+                contact: "nobody".into(),
+                due_at: t(3),
+            },
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.next_timer().await.unwrap(), Some(t(3)));
+    assert!(s.due_timers(t(2), 10).await.unwrap().is_empty());
+    // Re-setting a run's timer moves it (one timer per run).
+    s.commit(&UnitOfWork {
+        timers_set: vec![Timer {
+            run_id: "early".into(),
+            contact: "nobody".into(),
+            due_at: t(4),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.next_timer().await.unwrap(), Some(t(4)));
+    let due: Vec<String> = s
+        .due_timers(t(10), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.run_id)
+        .collect();
+    assert_eq!(due, ["early", "late"]);
+    // Claimed: another worker asking now gets nothing; after the lease, they are back.
+    assert!(s.due_timers(t(10), 10).await.unwrap().is_empty());
+    let back = s
+        .due_timers(t(10) + Duration::seconds(61), 10)
+        .await
+        .unwrap();
+    assert_eq!(back.len(), 2, "a crashed worker's timers come back");
+    // The commit of the unit that fired it clears it.
+    s.commit(&UnitOfWork {
+        timers_clear: vec!["early".into(), "late".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.next_timer().await.unwrap(), None);
+
+    let c = |expected, new| UnitOfWork {
+        counters: vec![("owner:sales".into(), expected, new)],
+        ..Default::default()
+    };
+    s.commit(&c(0, 1)).await.unwrap();
+    assert!(
+        matches!(s.commit(&c(0, 1)).await, Err(StoreError::Conflict { .. })),
+        "-"
+    );
+    s.commit(&c(1, 2)).await.unwrap();
+    assert_eq!(s.counter("owner:sales").await.unwrap(), 2);
+}
+
+/// A wave of outcomes recorded together: a stale one (already completed) is reported as
+/// a conflict and the others are still recorded, once each.
+pub async fn a_wave_of_completions_keeps_the_good_ones_when_one_is_stale(s: &dyn Store) {
+    s.commit(&UnitOfWork {
+        outbox: vec![outbox("w1"), outbox("w2"), outbox("w3")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.pending_outbox(t(2), 10).await.unwrap().len(), 3);
+    let done = || OutboxOutcome::Delivered {
+        record: json!({"ok": true}),
+    };
+    s.complete_outbox("w2", &done(), t(2)).await.unwrap();
+    let items: Vec<(String, OutboxOutcome)> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|k| (k.to_string(), done()))
+        .collect();
+    let results = s.complete_outbox_many(&items, t(3)).await.unwrap();
+    assert!(
+        results[0].is_ok() && results[2].is_ok(),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[1], Err(StoreError::Conflict { .. })),
+        "{results:?}"
+    );
+    let mut keys: Vec<String> = s
+        .deliveries()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.key)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["w1", "w2", "w3"], "each delivered once");
+    assert_eq!(s.next_outbox().await.unwrap(), None);
+}
+
+/// One wave with every kind of outcome (recorded in a few set-based statements on
+/// Postgres): each entry ends in the state its own outcome says.
+pub async fn a_wave_of_mixed_outcomes_records_each_its_own_way(s: &dyn Store) {
+    let keys = ["m1", "m2", "m3", "m4", "m5"];
+    s.commit(&UnitOfWork {
+        outbox: keys.iter().map(|k| outbox(k)).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.pending_outbox(t(2), 10).await.unwrap().len(), 5);
+    let items = vec![
+        (
+            "m1".to_string(),
+            OutboxOutcome::Delivered {
+                record: json!({"id": 1}),
+            },
+        ),
+        (
+            "m2".to_string(),
+            OutboxOutcome::Retry {
+                reason: "503".into(),
+                retry_at: t(5),
+            },
+        ),
+        (
+            "m3".to_string(),
+            OutboxOutcome::Failed {
+                reason: "400".into(),
+            },
+        ),
+        (
+            "m4".to_string(),
+            OutboxOutcome::Defer {
+                reason: "cap".into(),
+                until: t(7),
+            },
+        ),
+        (
+            "m5".to_string(),
+            OutboxOutcome::Ambiguous {
+                reason: "cut".into(),
+            },
+        ),
+    ];
+    let results = s.complete_outbox_many(&items, t(3)).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let states: Vec<Option<String>> = {
+        let mut v = Vec::new();
+        for k in keys {
+            v.push(s.outbox_state(k).await.unwrap());
+        }
+        v
+    };
+    let states: Vec<&str> = states.iter().map(|x| x.as_deref().unwrap_or("-")).collect();
+    assert_eq!(
+        states[..1]
+            .iter()
+            .chain(&states[2..3])
+            .chain(&states[4..])
+            .copied()
+            .collect::<Vec<_>>(),
+        ["delivered", "failed", "ambiguous"],
+        "-"
+    );
+    let d = s.deliveries().await.unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        (d[0].key.as_str(), &d[0].record),
+        ("m1", &json!({"id": 1})),
+        "-"
+    );
+    // The retry is due at t(5) as attempt 1; the deferral at t(7), no attempt counted.
+    assert!(
+        s.pending_outbox(t(4), 10).await.unwrap().is_empty(),
+        "-"
+    );
+    let due = s.pending_outbox(t(5), 10).await.unwrap();
+    assert_eq!(
+        due.iter()
+            .map(|e| (e.key.as_str(), e.attempts))
+            .collect::<Vec<_>>(),
+        [("m2", 1)],
+        "-"
+    );
+    // (By t(7) the lease on m2, claimed just above, has run out too.)
+    let due = s.pending_outbox(t(7), 10).await.unwrap();
+    assert_eq!(
+        due.iter()
+            .map(|e| (e.key.as_str(), e.attempts))
+            .collect::<Vec<_>>(),
+        [("m2", 1), ("m4", 0)],
+        "-"
+    );
+}
+
+/// A contact that re-entered workflows many times: a unit of work loads, per workflow,
+/// its latest run (the open one, if any), not the whole completed history.
+pub async fn units_load_the_open_or_latest_run_of_each_workflow(s: &dyn Store) {
+    let mk = |id: &str, wf: &str, status: RunStatus, h: u32| Run {
+        workflow: wf.into(),
+        status,
+        started_at: t(h),
+        ..run(id, "c1")
+    };
+    s.commit(&UnitOfWork {
+        contacts: vec![contact("c1")],
+        runs: vec![
+            mk("a0", "w", RunStatus::Completed, 1),
+            mk("a1", "w", RunStatus::Completed, 2),
+            // Same instant: the id breaks the tie (the engine never stamps two
+            // runs of a workflow alike; see the engine's re-entry test).
+            mk("a2", "w", RunStatus::Waiting, 2),
+            mk("b1", "x", RunStatus::Completed, 1),
+            mk("b2", "x", RunStatus::Converted, 3),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.insert_events(&[], &[event("e1", "c1", 1), event("e2", "c1", 4)])
+        .await
+        .unwrap();
+    let units = s
+        .load_units(&["c1".into()], Some(&t(2).into()))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = units[0].runs.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["a2", "b2"]);
+    let evs: Vec<&str> = units[0].events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(evs, ["e2"], "events since the time asked for");
+    // No history asked for (nothing in the project reads it): none loaded.
+    let units = s.load_units(&["c1".into()], None).await.unwrap();
+    assert_eq!(units[0].runs.len(), 2);
+    assert!(units[0].events.is_empty());
+}

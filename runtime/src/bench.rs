@@ -1055,9 +1055,9 @@ async fn worker_round(
     .map(|t| format!("\"{schema}\".{t}"))
     .join(", ");
     sqlx::query(&format!("TRUNCATE {tables}"))
-    .execute(&pool)
-    .await
-    .map_err(db)?;
+        .execute(&pool)
+        .await
+        .map_err(db)?;
     // And with no checkpoint pending from the last one (needs superuser or
     // pg_checkpoint; without, the rounds are a little noisier).
     let _ = sqlx::query("CHECKPOINT").execute(&pool).await;
@@ -1099,24 +1099,22 @@ async fn worker_round(
     // Progress from the head of the queue (events are applied in order, each completing
     // its run in the same commit that dequeues it): one index probe per look, where
     // counting completed runs every few milliseconds took CPU from the workers.
-    let (first, last): (i64, i64) =
-        sqlx::query_as(&format!(
-            "SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM \"{schema}\".inbox"
-        ))
-            .fetch_one(&pool)
-            .await
-            .map_err(db)?;
+    let (first, last): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM \"{schema}\".inbox"
+    ))
+    .fetch_one(&pool)
+    .await
+    .map_err(db)?;
     let span = (last - first).max(1) as f64;
     let (mut t10, mut t90) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let head: Option<i64> =
-            sqlx::query_scalar(&format!(
-                "SELECT seq FROM \"{schema}\".inbox ORDER BY at, seq LIMIT 1"
-            ))
-                .fetch_optional(&pool)
-                .await
-                .map_err(db)?;
+        let head: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT seq FROM \"{schema}\".inbox ORDER BY at, seq LIMIT 1"
+        ))
+        .fetch_optional(&pool)
+        .await
+        .map_err(db)?;
         // (Sequence numbers are not dense: spread over the queue's first to last.)
         let applied = head.map_or(1.0, |h| (h - first) as f64 / span);
         if applied >= 0.1 && t10.is_none() {

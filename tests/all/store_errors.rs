@@ -8,8 +8,8 @@ use crate::store::{postgres_store, sqlite_store};
 use crate::util::rt;
 use nurture::store::contract::{self, contact, event, t};
 use nurture::store::{
-    ConfigError, ConflictKind, PostgresConfig, SqliteConfig, Store, StoreConfig, StoreError,
-    Timer, Unavailability, UnitOfWork,
+    ConfigError, ConflictKind, PostgresConfig, SqliteConfig, Store, StoreConfig, StoreError, Timer,
+    Unavailability, UnitOfWork,
 };
 
 /// Both backends, each on a fresh database.
@@ -52,8 +52,15 @@ fn a_taken_email_is_a_typed_conflict_on_both_backends() {
                 })
                 .await
                 .expect_err("the address is taken");
-            assert_eq!(err.conflict(), Some(ConflictKind::ContactEmail), "{name}: {err:?}");
-            assert!(err.is_retryable() && !err.is_unavailable(), "{name}: {err:?}");
+            assert_eq!(
+                err.conflict(),
+                Some(ConflictKind::ContactEmail),
+                "{name}: {err:?}"
+            );
+            assert!(
+                err.is_retryable() && !err.is_unavailable(),
+                "{name}: {err:?}"
+            );
             assert!(
                 std::error::Error::source(&err).is_some(),
                 "{name}: the unique violation is kept as the source: {err:?}"
@@ -64,8 +71,15 @@ fn a_taken_email_is_a_typed_conflict_on_both_backends() {
                 .insert_events(&[x], &[event("e1", "x", 1)])
                 .await
                 .expect_err("the address is taken");
-            assert_eq!(err.conflict(), Some(ConflictKind::ContactEmail), "{name}: {err:?}");
-            assert!(s.contact("x").await.unwrap().is_none(), "{name}: nothing stored");
+            assert_eq!(
+                err.conflict(),
+                Some(ConflictKind::ContactEmail),
+                "{name}: {err:?}"
+            );
+            assert!(
+                s.contact("x").await.unwrap().is_none(),
+                "{name}: nothing stored"
+            );
         }
     });
 }
@@ -113,13 +127,16 @@ fn a_syntax_or_constraint_failure_is_not_retryable_whatever_its_text() {
                 !e.is_retryable() && !e.is_unavailable(),
                 "{name}: {sql}: {e:?}"
             );
-            assert!(matches!(e, StoreError::Database { .. }), "{name}: {sql}: {e:?}");
+            assert!(
+                matches!(e, StoreError::Database { .. }),
+                "{name}: {sql}: {e:?}"
+            );
         }
     });
 }
 
-/// SQLite held by another writer past the configured busy timeout: unavailable (busy),
-/// retryable, by the result code (SQLITE_BUSY).
+/// SQLite held by another writer past the configured busy timeout (200 ms here, not the
+/// default 30 s): unavailable (busy), retryable, by the result code (SQLITE_BUSY).
 #[test]
 fn a_sqlite_store_locked_by_another_writer_is_busy_and_retryable() {
     rt().block_on(async {
@@ -135,7 +152,11 @@ fn a_sqlite_store_locked_by_another_writer_is_busy_and_retryable() {
         let s = nurture::store::open_with(&url, &config).await.unwrap();
         use sqlx::Connection;
         let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
         let err = s
             .commit(&UnitOfWork {
                 contacts: vec![contact("c1")],
@@ -143,6 +164,11 @@ fn a_sqlite_store_locked_by_another_writer_is_busy_and_retryable() {
             })
             .await
             .expect_err("the file is locked");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "gave up after the configured busy timeout, not the default: {:?}",
+            started.elapsed()
+        );
         assert!(
             matches!(
                 err,

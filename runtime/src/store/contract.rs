@@ -130,11 +130,7 @@ pub async fn events_are_idempotent_by_id_and_queued_once(s: &dyn Store) {
         "{again:?}"
     );
     // History keeps both.
-    assert_eq!(
-        s.contact_events("c1", t(0)).await.unwrap().len(),
-        2,
-        "-"
-    );
+    assert_eq!(s.contact_events("c1", t(0)).await.unwrap().len(), 2, "-");
     assert_eq!(
         s.contact_by_email("c1@example.com")
             .await
@@ -182,10 +178,7 @@ pub async fn a_stale_commit_is_rejected_and_changes_nothing(s: &dyn Store) {
             ..Default::default()
         })
         .await;
-    assert!(
-        matches!(late, Err(StoreError::Conflict { .. })),
-        "{late:?}"
-    );
+    assert!(matches!(late, Err(StoreError::Conflict { .. })), "{late:?}");
     assert!(
         s.outbox_state("k-late").await.unwrap().is_none(),
         "partial commit"
@@ -215,10 +208,7 @@ pub async fn outbox_entries_are_delivered_at_most_once_per_key(s: &dyn Store) {
     s.commit(&uow).await.unwrap();
     assert_eq!(s.pending_outbox(t(2), 10).await.unwrap().len(), 2);
     // Claimed for a lease: a second worker does not get them too.
-    assert!(
-        s.pending_outbox(t(2), 10).await.unwrap().is_empty(),
-        "-"
-    );
+    assert!(s.pending_outbox(t(2), 10).await.unwrap().is_empty(), "-");
     let done = OutboxOutcome::Delivered {
         record: json!({"ok": true}),
     };
@@ -232,10 +222,7 @@ pub async fn outbox_entries_are_delivered_at_most_once_per_key(s: &dyn Store) {
         retry_at: t(5),
     };
     s.complete_outbox("k2", &retry, t(2)).await.unwrap();
-    assert!(
-        s.pending_outbox(t(4), 10).await.unwrap().is_empty(),
-        "-"
-    );
+    assert!(s.pending_outbox(t(4), 10).await.unwrap().is_empty(), "-");
     let due = s.pending_outbox(t(5), 10).await.unwrap();
     assert_eq!((due.len(), due[0].attempts), (1, 1));
     s.complete_outbox(
@@ -437,10 +424,7 @@ pub async fn a_wave_of_completions_keeps_the_good_ones_when_one_is_stale(s: &dyn
         .map(|k| (k.to_string(), done()))
         .collect();
     let results = s.complete_outbox_many(&items, t(3)).await.unwrap();
-    assert!(
-        results[0].is_ok() && results[2].is_ok(),
-        "{results:?}"
-    );
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
     assert!(
         matches!(results[1], Err(StoreError::Conflict { .. })),
         "{results:?}"
@@ -530,10 +514,7 @@ pub async fn a_wave_of_mixed_outcomes_records_each_its_own_way(s: &dyn Store) {
         "-"
     );
     // The retry is due at t(5) as attempt 1; the deferral at t(7), no attempt counted.
-    assert!(
-        s.pending_outbox(t(4), 10).await.unwrap().is_empty(),
-        "-"
-    );
+    assert!(s.pending_outbox(t(4), 10).await.unwrap().is_empty(), "-");
     let due = s.pending_outbox(t(5), 10).await.unwrap();
     assert_eq!(
         due.iter()

@@ -278,35 +278,55 @@ mod sqlite_code {
     pub const CONSTRAINT_UNIQUE: i64 = 2067;
 }
 
-/// The unique violation `e` is, if it is one: SQLite 1555 / 2067, Postgres 23505.
-fn unique_violation(e: &sqlx::Error) -> Option<Unique> {
+/// A database error's code, by backend (a SQLSTATE may be all digits: `40001`).
+#[derive(Debug, Clone, PartialEq)]
+enum DbCode {
+    /// SQLite's extended result code.
+    Sqlite(i64),
+    /// Postgres' SQLSTATE.
+    Postgres(String),
+}
+
+fn db_code(e: &sqlx::Error) -> Option<DbCode> {
     let d = e.as_database_error()?;
     let code = d.code()?;
-    if code == "23505" {
-        return Some(match d.constraint() {
-            Some(c) if c.ends_with("_pkey") => Unique::PrimaryKey,
-            _ => Unique::Other,
-        });
+    if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        code.parse().ok().map(DbCode::Sqlite)
+    } else {
+        Some(DbCode::Postgres(code.into_owned()))
     }
-    match code.parse::<i64>().ok()? {
-        sqlite_code::CONSTRAINT_PRIMARYKEY => Some(Unique::PrimaryKey),
-        sqlite_code::CONSTRAINT_UNIQUE => Some(Unique::Other),
+}
+
+/// The unique violation `e` is, if it is one: SQLite 1555 / 2067, Postgres 23505.
+fn unique_violation(e: &sqlx::Error) -> Option<Unique> {
+    match db_code(e)? {
+        DbCode::Postgres(c) if c == "23505" => {
+            Some(match e.as_database_error().and_then(|d| d.constraint()) {
+                Some(c) if c.ends_with("_pkey") => Unique::PrimaryKey,
+                _ => Unique::Other,
+            })
+        }
+        DbCode::Sqlite(sqlite_code::CONSTRAINT_PRIMARYKEY) => Some(Unique::PrimaryKey),
+        DbCode::Sqlite(sqlite_code::CONSTRAINT_UNIQUE) => Some(Unique::Other),
         _ => None,
     }
 }
 
 /// Why a database error with `code` makes the store unavailable, if it does.
-fn unavailability(code: &str) -> Option<Unavailability> {
-    if let Ok(n) = code.parse::<i64>() {
+fn unavailability(code: &DbCode) -> Option<Unavailability> {
+    let code = match code {
         // SQLite: the primary code is the low byte of the extended one.
-        return match n & 0xff {
-            sqlite_code::BUSY | sqlite_code::LOCKED => Some(Unavailability::Busy),
-            sqlite_code::FULL | sqlite_code::NOMEM | sqlite_code::IOERR => {
-                Some(Unavailability::Resources)
+        DbCode::Sqlite(n) => {
+            return match n & 0xff {
+                sqlite_code::BUSY | sqlite_code::LOCKED => Some(Unavailability::Busy),
+                sqlite_code::FULL | sqlite_code::NOMEM | sqlite_code::IOERR => {
+                    Some(Unavailability::Resources)
+                }
+                _ => None,
             }
-            _ => None,
-        };
-    }
+        }
+        DbCode::Postgres(c) => c.as_str(),
+    };
     // Postgres SQLSTATE (<https://www.postgresql.org/docs/current/errcodes-appendix.html>).
     match code {
         "40001" | "40P01" => Some(Unavailability::Contention),
@@ -334,7 +354,7 @@ fn unavailable_reason(e: &sqlx::Error) -> Option<Unavailability> {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => Some(Unavailability::Unreachable),
-        sqlx::Error::Database(d) => d.code().as_deref().and_then(unavailability),
+        sqlx::Error::Database(_) => db_code(e).as_ref().and_then(unavailability),
         _ => None,
     }
 }
@@ -418,11 +438,20 @@ mod tests {
 
     #[test]
     fn codes_classify_without_the_message() {
+        use DbCode::{Postgres as P, Sqlite as S};
         for (code, reason) in [
-            ("5", Unavailability::Busy),
-            ("517", Unavailability::Busy),
-            ("6", Unavailability::Busy),
-            ("13", Unavailability::Resources),
+            (S(5), Unavailability::Busy),
+            (S(517), Unavailability::Busy),
+            (S(6), Unavailability::Busy),
+            (S(13), Unavailability::Resources),
+            (S(778), Unavailability::Resources),
+        ] {
+            assert_eq!(unavailability(&code), Some(reason), "{code:?}");
+        }
+        for code in [1, 19, 2067, 1555, 1299] {
+            assert_eq!(unavailability(&S(code)), None, "{code}");
+        }
+        for (code, reason) in [
             ("40001", Unavailability::Contention),
             ("40P01", Unavailability::Contention),
             ("08006", Unavailability::Unreachable),
@@ -431,10 +460,10 @@ mod tests {
             ("3D000", Unavailability::Unreachable),
             ("53100", Unavailability::Resources),
         ] {
-            assert_eq!(unavailability(code), Some(reason), "{code}");
+            assert_eq!(unavailability(&P(code.into())), Some(reason), "{code}");
         }
-        for code in ["1", "19", "2067", "1555", "23505", "42601", "42P01"] {
-            assert_eq!(unavailability(code), None, "{code}");
+        for code in ["23505", "23502", "42601", "42P01", "28P01"] {
+            assert_eq!(unavailability(&P(code.into())), None, "{code}");
         }
         assert!(StoreError::from(sqlx::Error::PoolTimedOut).is_unavailable());
         assert!(!StoreError::from(sqlx::Error::RowNotFound).is_retryable());

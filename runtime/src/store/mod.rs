@@ -964,8 +964,9 @@ mod redact_tests {
             "sqlite:///var/lib/n.db"
         );
         assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
-        let e = StoreError::Corrupt("bad password s3cret for postgres://nurture:s3cret@db/app".into())
-            .redacted("postgres://nurture:s3cret@db/app");
+        let e =
+            StoreError::Corrupt("bad password s3cret for postgres://nurture:s3cret@db/app".into())
+                .redacted("postgres://nurture:s3cret@db/app");
         assert!(!e.to_string().contains("s3cret"), "{e}");
         // A driver error quoting the secret keeps its classification, not the secret.
         let e = StoreError::from(sqlx::Error::Io(std::io::Error::other(

@@ -445,7 +445,10 @@ async fn outbox_in(
 }
 
 /// A commit's journal, in order (the identity column follows the array order).
-async fn journal_in(tx: &mut sqlx::PgConnection, journal: &[JournalEntry]) -> Result<(), StoreError> {
+async fn journal_in(
+    tx: &mut sqlx::PgConnection,
+    journal: &[JournalEntry],
+) -> Result<(), StoreError> {
     if journal.is_empty() {
         return Ok(());
     }
@@ -1387,7 +1390,9 @@ async fn complete_in(
     for (key, outcome) in items {
         if !claimed.contains(key.as_str()) {
             out.push(Err(match states.get(key) {
-                Some(s) => StoreError::conflict_on(ConflictKind::OutboxEntry, format!("{key} is {s}")),
+                Some(s) => {
+                    StoreError::conflict_on(ConflictKind::OutboxEntry, format!("{key} is {s}"))
+                }
                 None => StoreError::Corrupt(format!("no outbox entry {key}")),
             }));
             continue;

@@ -8,6 +8,7 @@
 //! newer state. Implementations: [`sqlite::SqliteStore`] (the embedded default); the
 //! Postgres implementation passes the same test suite.
 
+pub mod kinds;
 pub mod limits;
 pub mod postgres;
 pub mod sqlite;
@@ -18,6 +19,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use kinds::{JournalKind, OutboxKind, UnknownKind};
 
 pub type Ts = DateTime<Utc>;
 
@@ -44,7 +47,7 @@ pub fn lease_end(now: Ts) -> Ts {
 pub(crate) fn claimed_emails<'u>(uow: &'u UnitOfWork, claimed: &[String]) -> Vec<&'u str> {
     uow.outbox
         .iter()
-        .filter(|e| e.kind == "email" && claimed.contains(&e.key))
+        .filter(|e| e.kind == OutboxKind::Email && claimed.contains(&e.key))
         .map(|e| e.key.as_str())
         .collect()
 }
@@ -370,7 +373,7 @@ pub fn pack_journal(entries: &[JournalEntry]) -> Vec<JournalRow<'_>> {
             let items: Vec<Item> = entries[i..j]
                 .iter()
                 .map(|e| Item {
-                    kind: &e.kind,
+                    kind: e.kind.as_str(),
                     data: &e.data,
                 })
                 .collect();
@@ -402,7 +405,7 @@ pub fn unpack_journal(
             run_id,
             contact,
             at,
-            kind,
+            kind: kind.into(),
             data,
         });
         return Ok(());
@@ -430,7 +433,7 @@ pub fn unpack_journal(
             run_id: run_id.clone(),
             contact: contact.clone(),
             at,
-            kind,
+            kind: kind.into(),
             data: m.remove("data").unwrap_or(Value::Null),
         });
     }
@@ -452,7 +455,7 @@ pub struct JournalEntry {
     pub run_id: Option<String>,
     pub contact: String,
     pub at: Ts,
-    pub kind: String,
+    pub kind: JournalKind,
     pub data: Value,
 }
 
@@ -464,8 +467,8 @@ pub struct OutboxEntry {
     pub contact: String,
     pub workflow: Option<String>,
     pub step: Option<String>,
-    /// `email`, `notify`, `webhook`, `plugin`.
-    pub kind: String,
+    /// Which channel delivers it (stored as `email`, `notify`, `webhook`, `plugin`).
+    pub kind: OutboxKind,
     pub payload: Value,
     pub created_at: Ts,
     /// When it may be (re)tried.
@@ -493,7 +496,7 @@ pub enum OutboxOutcome {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Delivery {
     pub key: String,
-    pub kind: String,
+    pub kind: OutboxKind,
     pub contact: String,
     pub at: Ts,
     pub record: Value,

@@ -82,6 +82,11 @@ pub enum PluginError {
     Stale { plugin: String, what: String },
     #[error("plugin `{plugin}`: {message}")]
     Load { plugin: String, message: String },
+    #[error("plugin `{plugin}`: its `manifest` export failed: {source}")]
+    Manifest {
+        plugin: String,
+        source: ManifestCallError,
+    },
     #[error("plugin engine: {0}")]
     Engine(String),
     #[error("plugin engine: {0:#}")]
@@ -90,6 +95,17 @@ pub enum PluginError {
     Thread(#[source] std::io::Error),
     #[error("plugin engine: its HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+}
+
+/// Why calling a component's `manifest` export at load failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestCallError {
+    #[error("starting its runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("{0:#}")]
+    Wasm(#[from] wasmtime::Error),
+    #[error("the manifest check panicked")]
+    Panicked,
 }
 
 impl PluginError {
@@ -638,32 +654,29 @@ impl PluginHost {
         // runtime so it works from any context (inside tokio or not).
         let got = std::thread::scope(|scope| {
             scope
-                .spawn(|| {
+                .spawn(|| -> Result<_, ManifestCallError> {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
-                        .map_err(|e| e.to_string())?;
+                        .map_err(ManifestCallError::Runtime)?;
                     rt.block_on(async {
                         let mut store = self.store_for(loaded, MemoryOutputPipe::new(4096));
-                        let plugin = loaded
-                            .pre
-                            .instantiate_async(&mut store)
-                            .await
-                            .map_err(|e| format!("{e:#}"))?;
-                        plugin
-                            .nurture_plugin_step()
-                            .call_manifest(&mut store)
-                            .await
-                            .map_err(|e| format!("{e:#}"))
+                        let plugin = loaded.pre.instantiate_async(&mut store).await?;
+                        Ok::<_, ManifestCallError>(
+                            plugin
+                                .nurture_plugin_step()
+                                .call_manifest(&mut store)
+                                .await?,
+                        )
                     })
                 })
                 .join()
-                .unwrap_or_else(|_| Err("the manifest check panicked".into()))
+                .unwrap_or(Err(ManifestCallError::Panicked))
         });
         let m = &loaded.manifest;
-        let got = got.map_err(|e| PluginError::Load {
+        let got = got.map_err(|source| PluginError::Manifest {
             plugin: m.name.clone(),
-            message: format!("its `manifest` export failed: {e}"),
+            source,
         })?;
         let stale = |what: String| PluginError::Stale {
             plugin: m.name.clone(),

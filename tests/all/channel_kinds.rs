@@ -181,46 +181,31 @@ fn an_entry_whose_kind_has_no_registered_channel_fails_with_a_clear_reason() {
         rt().block_on(async {
             let store = nurture::store::open(&url).await.unwrap();
             let raw = Raw::connect(&url).await;
-            // No plugin host in this process: a plugin step cannot run here.
-            queue(
-                &store,
-                vec![entry(
+            // No plugin host in this process: a plugin step cannot run here; and a
+            // deliverer with no channel at all delivers no email either.
+            let cases = [
+                (
+                    Deliverer::new(store.clone()),
                     "p1",
                     OutboxKind::Plugin,
                     json!({"plugin": "sms/send"}),
-                )],
-            )
-            .await;
-            Deliverer::new(store.clone())
-                .deliver_due(Utc::now(), 10)
-                .await
-                .unwrap();
-            let (state, error, _) = raw.outbox("p1").await;
-            assert_eq!(state, "failed", "{name}: {error}");
-            assert!(
-                error.contains("no channel delivers `plugin` entries in this process"),
-                "{name}: {error}"
-            );
-            // A deliverer with no channel at all delivers no email either.
-            queue(
-                &store,
-                vec![entry(
+                    "no channel delivers `plugin` entries in this process",
+                ),
+                (
+                    Deliverer::bare(store.clone()),
                     "e1",
                     OutboxKind::Email,
                     json!({"to": "a@example.com"}),
-                )],
-            )
-            .await;
-            Deliverer::bare(store.clone())
-                .deliver_due(Utc::now(), 10)
-                .await
-                .unwrap();
-            let (state, error, _) = raw.outbox("e1").await;
-            assert_eq!(state, "failed", "{name}: {error}");
-            assert!(
-                error.contains("no channel delivers `email` entries"),
-                "{name}: {error}"
-            );
+                    "no channel delivers `email` entries",
+                ),
+            ];
+            for (deliverer, key, kind, payload, reason) in cases {
+                queue(&store, vec![entry(key, kind, payload)]).await;
+                deliverer.deliver_due(Utc::now(), 10).await.unwrap();
+                let (state, error, _) = raw.outbox(key).await;
+                assert_eq!(state, "failed", "{name}: {error}");
+                assert!(error.contains(reason), "{name}: {error}");
+            }
             assert!(
                 store.deliveries().await.unwrap().is_empty(),
                 "{name}: nothing delivered"

@@ -137,6 +137,9 @@ impl DeliveryError {
     }
 }
 
+/// Attempts before an entry is marked failed, by default.
+pub const DEFAULT_MAX_ATTEMPTS: i64 = 8;
+
 /// The one retry policy of every channel: at most `max_attempts` attempts; before attempt
 /// `n + 1`, `base * 2^n` capped at `cap`, less a random share of up to `jitter` of it (so
 /// entries that failed together do not all come back at once).
@@ -157,7 +160,7 @@ impl Default for RetryPolicy {
     /// 8 attempts; 30 s, 1 min, 2 min... up to 1 h; a fifth of each wait random.
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 8,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
             base: Duration::from_secs(30),
             cap: Duration::from_secs(3600),
             jitter: 0.2,

@@ -32,7 +32,7 @@ pub const CONCURRENCY: usize = 32;
 pub const USER_AGENT: &str = concat!("nurture/", env!("CARGO_PKG_VERSION"));
 
 /// Attempts before an entry is marked failed, by the default [`RetryPolicy`].
-pub const MAX_ATTEMPTS: i64 = 8;
+pub const MAX_ATTEMPTS: i64 = crate::channel::DEFAULT_MAX_ATTEMPTS;
 
 /// The longest one delivery attempt takes: a webhook waits at most
 /// [`crate::egress::PERMIT_WAIT`] for its host's turn, then at most

@@ -486,7 +486,11 @@ pub async fn show_run(
     }
     println!();
     for j in &journal {
-        println!("{}  {}", store::ts_out(j.at), describe(&j.kind, &j.data));
+        println!(
+            "{}  {}",
+            store::ts_out(j.at),
+            describe(j.kind.as_str(), &j.data)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,22 +1,29 @@
 //! Delivering the outbox.
 //!
 //! Each entry is delivered once per idempotency key: the delivery record and the outbox
-//! state change commit together, so a delivered entry is never picked again. Webhooks are
-//! real HTTP calls carrying an `Idempotency-Key` header (a crash between the HTTP response
-//! and the commit repeats the call with the same key, which receivers use to de-duplicate),
-//! retried with exponential backoff on network errors, 429 and 5xx. Plugin steps run in
-//! the wasm [`PluginHost`]; their outcomes map onto the same retry policy (a plugin's
-//! `retry-after` is honoured as a minimum). Email and notifications go to the email
-//! channel.
+//! state change commit together, so a delivered entry is never picked again. The
+//! [`Deliverer`] hands each entry to the [`Channel`] registered for its [`OutboxKind`]
+//! (webhook here, [`crate::email::EmailChannel`] for `email` and `notify`, the wasm
+//! [`PluginHost`] for `plugin`); an entry of a kind with no channel, or of a kind this
+//! version does not know, fails with a reason saying so. A failed attempt's typed error
+//! says whether a retry can help; the one [`RetryPolicy`] then retries it with backoff
+//! and jitter (no earlier than the error's own `retry_after`: a plugin's `retry-after`,
+//! an open circuit's cool-down) or gives up.
+//!
+//! Webhooks are real HTTP calls carrying an `Idempotency-Key` header (a crash between the
+//! HTTP response and the commit repeats the call with the same key, which receivers use to
+//! de-duplicate), retried on network errors, timeouts, 408, 429 and 5xx.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use crate::plugin::{CallOutcome, PluginHost, StepCall};
-use crate::store::{OutboxEntry, OutboxOutcome, Store, StoreError, Ts};
+use crate::channel::{Attempt, Channel, DeliveryError, Record, RetryPolicy};
+use crate::plugin::PluginHost;
+use crate::store::{OutboxEntry, OutboxKind, OutboxOutcome, Store, StoreError, Ts};
 
 /// Contacts whose outbox entries are delivered at once by one process.
 pub const CONCURRENCY: usize = 32;
@@ -24,8 +31,8 @@ pub const CONCURRENCY: usize = 32;
 /// The `User-Agent` of webhooks.
 pub const USER_AGENT: &str = concat!("nurture/", env!("CARGO_PKG_VERSION"));
 
-/// Attempts before an entry is marked failed.
-pub const MAX_ATTEMPTS: i64 = 8;
+/// Attempts before an entry is marked failed, by the default [`RetryPolicy`].
+pub const MAX_ATTEMPTS: i64 = crate::channel::DEFAULT_MAX_ATTEMPTS;
 
 /// The longest one delivery attempt takes: a webhook waits at most
 /// [`crate::egress::PERMIT_WAIT`] for its host's turn, then at most
@@ -46,31 +53,44 @@ pub fn last_start(claimed_at: Instant, lease: Duration) -> Instant {
     claimed_at + lease - ATTEMPT_LIMIT.min(lease / 3)
 }
 
+/// Delivers due outbox entries, each through the [`Channel`] registered for its kind,
+/// and records the outcomes (failures through the one [`RetryPolicy`]).
 pub struct Deliverer {
     store: Arc<dyn Store>,
-    egress: Arc<crate::egress::Egress>,
-    plugins: Option<Arc<PluginHost>>,
-    email: Option<Arc<crate::email::EmailChannel>>,
+    /// The channel of each kind this process delivers.
+    channels: HashMap<OutboxKind, Arc<dyn Channel>>,
+    policy: RetryPolicy,
     /// Woken when an outcome that a run awaits was recorded (the engine loop's wake-up;
     /// the durable wake-up is the `outcome` event itself).
     wake: Option<Arc<tokio::sync::Notify>>,
 }
 
-/// Backoff before attempt `n + 1`: 30 s, 1 min, 2 min... capped at 1 h.
-pub fn backoff(attempts: i64) -> chrono::Duration {
-    let secs = 30i64.saturating_mul(1 << attempts.clamp(0, 7));
-    chrono::Duration::seconds(secs.min(3600))
-}
-
 impl Deliverer {
-    /// A deliverer with the default egress rules ([`crate::egress::Egress::strict`]):
-    /// webhooks to private addresses are refused.
+    /// A deliverer with webhooks under the default egress rules
+    /// ([`crate::egress::Egress::strict`]: webhooks to private addresses are refused), and
+    /// `email` and `notify` entries recorded in `deliveries` as they are ([`Record`], as
+    /// the benchmark does) until [`Deliverer::with_email`]. `plugin` entries fail until
+    /// [`Deliverer::with_plugins`] gives it a host.
     pub fn new(store: Arc<dyn Store>) -> Self {
+        let d = Deliverer {
+            store,
+            channels: HashMap::new(),
+            policy: RetryPolicy::default(),
+            wake: None,
+        };
+        let record: Arc<dyn Channel> = Arc::new(Record);
+        d.with_egress(Arc::new(crate::egress::Egress::strict(USER_AGENT)))
+            .with_channel(OutboxKind::Email, record.clone())
+            .with_channel(OutboxKind::Notify, record)
+    }
+
+    /// A deliverer with no channel at all: every entry fails until a channel for its
+    /// kind is registered ([`Deliverer::with_channel`]).
+    pub fn bare(store: Arc<dyn Store>) -> Self {
         Deliverer {
             store,
-            egress: Arc::new(crate::egress::Egress::strict(USER_AGENT)),
-            plugins: None,
-            email: None,
+            channels: HashMap::new(),
+            policy: RetryPolicy::default(),
             wake: None,
         }
     }
@@ -82,23 +102,32 @@ impl Deliverer {
         self
     }
 
+    /// Delivers entries of `kind` through `channel` (in place of any before).
+    pub fn with_channel(mut self, kind: OutboxKind, channel: Arc<dyn Channel>) -> Self {
+        self.channels.insert(kind, channel);
+        self
+    }
+
+    /// Decides retries by `policy` (default: [`RetryPolicy::default`]).
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// Sends webhooks through these egress rules and limits (`[egress]` in nurture.toml).
-    pub fn with_egress(mut self, egress: Arc<crate::egress::Egress>) -> Self {
-        self.egress = egress;
-        self
+    pub fn with_egress(self, egress: Arc<crate::egress::Egress>) -> Self {
+        self.with_channel(OutboxKind::Webhook, Arc::new(Webhook::new(egress)))
     }
 
-    /// Sends `email` and `notify` entries through this channel (without one they are
-    /// recorded in `deliveries` as they are, as `nurture simulate` does).
-    pub fn with_email(mut self, channel: Arc<crate::email::EmailChannel>) -> Self {
-        self.email = Some(channel);
-        self
+    /// Sends `email` and `notify` entries through this channel.
+    pub fn with_email(self, channel: Arc<crate::email::EmailChannel>) -> Self {
+        self.with_channel(OutboxKind::Email, channel.clone())
+            .with_channel(OutboxKind::Notify, channel)
     }
 
-    /// Runs `plugin` entries in this host (without one they wait and retry).
-    pub fn with_plugins(mut self, host: Arc<PluginHost>) -> Self {
-        self.plugins = Some(host);
-        self
+    /// Runs `plugin` entries in this host.
+    pub fn with_plugins(self, host: Arc<PluginHost>) -> Self {
+        self.with_channel(OutboxKind::Plugin, host)
     }
 
     /// Delivers what is due at `now`; returns how many entries were attempted.
@@ -210,30 +239,112 @@ impl Deliverer {
         Ok(())
     }
 
+    /// One attempt of `entry` through its kind's channel, and its outcome to record.
     async fn attempt(&self, entry: &OutboxEntry) -> OutboxOutcome {
-        match entry.kind.as_str() {
-            "webhook" => self.webhook(entry).await,
-            "plugin" => self.plugin(entry).await,
-            "email" | "notify" if self.email.is_some() => {
-                self.email.as_ref().expect("checked").deliver(entry).await
-            }
-            _ => OutboxOutcome::Delivered {
-                record: json!({"channel": "record", "payload": entry.payload}),
+        let attempt = match &entry.kind {
+            OutboxKind::Unknown(kind) => DeliveryError::UnknownKind(kind.clone()).into(),
+            kind => match self.channels.get(kind) {
+                Some(channel) => channel.deliver(entry).await,
+                None => DeliveryError::NoChannel { kind: kind.clone() }.into(),
             },
+        };
+        crate::channel::settle(&self.policy, entry, attempt)
+    }
+}
+
+/// Why a webhook was not delivered. [`WebhookError::is_retryable`]: network errors,
+/// timeouts, an open circuit, 408, 429 and 5xx answers; not refusals, redirects or other
+/// 4xx.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// The egress rules refuse the URL or an address it resolves to.
+    #[error("webhook to {url} refused: {source}")]
+    Refused {
+        /// The URL, redacted.
+        url: String,
+        source: crate::egress::EgressError,
+    },
+    /// The host's circuit is open after repeated failures.
+    #[error("webhook to {url} not attempted: {source}")]
+    CircuitOpen {
+        url: String,
+        source: crate::egress::Closed,
+    },
+    /// The request failed (connection, TLS, reading the answer).
+    #[error("request to {url} failed: {reason}")]
+    Request {
+        url: String,
+        /// The error and its causes, without the URL.
+        reason: String,
+        source: reqwest::Error,
+    },
+    /// No answer within the egress timeout.
+    #[error("request to {url} failed: timed out")]
+    TimedOut { url: String },
+    /// Answered with a status that is not a success.
+    #[error("HTTP {status} from {url}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    /// Answered with a redirect the step does not follow.
+    #[error("HTTP {status} from {url}: redirects are not followed (a step may set `follow_redirects: true`)")]
+    Redirect {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+}
+
+impl WebhookError {
+    /// Whether another attempt can help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WebhookError::Refused { .. } | WebhookError::Redirect { .. } => false,
+            WebhookError::CircuitOpen { .. }
+            | WebhookError::Request { .. }
+            | WebhookError::TimedOut { .. } => true,
+            // 408: the receiver gave up waiting for the request; 429: it asks us to slow
+            // down; 5xx: it failed. Any other answer is the same on every attempt.
+            WebhookError::Status { status, .. } => {
+                matches!(status.as_u16(), 408 | 429) || status.is_server_error()
+            }
         }
     }
 
-    async fn webhook(&self, entry: &OutboxEntry) -> OutboxOutcome {
+    /// The earliest the next attempt may start: when the host's circuit closes.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            WebhookError::CircuitOpen {
+                source: crate::egress::Closed::Open { remaining, .. },
+                ..
+            } => Some(*remaining),
+            _ => None,
+        }
+    }
+}
+
+/// The webhook channel: real HTTP calls with an `Idempotency-Key` header, through the
+/// egress rules and each host's gate (requests in flight, circuit breaker).
+pub struct Webhook {
+    egress: Arc<crate::egress::Egress>,
+}
+
+impl Webhook {
+    /// Webhooks sent through `egress`.
+    pub fn new(egress: Arc<crate::egress::Egress>) -> Self {
+        Webhook { egress }
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for Webhook {
+    async fn deliver(&self, entry: &OutboxEntry) -> Attempt {
         let p = &entry.payload;
         let raw = p["url"].as_str().unwrap_or_default();
         let shown = crate::egress::redact_url(raw);
         let url = match self.egress.parse(raw) {
             Ok(url) => url,
-            Err(e) => {
-                return OutboxOutcome::Failed {
-                    reason: format!("webhook to {shown} refused: {e}"),
-                }
-            }
+            Err(source) => return WebhookError::Refused { url: shown, source }.into(),
         };
         // A receiving host is its name and port (two services on one address are two).
         let host = format!(
@@ -243,7 +354,7 @@ impl Deliverer {
         );
         let pass = match self.egress.gates.enter(&host).await {
             Ok(pass) => pass,
-            Err(closed) => return gate_closed(entry, &shown, closed),
+            Err(closed) => return gate_closed(shown, closed),
         };
         let follow = p["follow_redirects"].as_bool().unwrap_or(false);
         let timeout = self.egress.timeout;
@@ -252,37 +363,51 @@ impl Deliverer {
             .timeout(timeout)
             .send();
         let result = match tokio::time::timeout(timeout, send).await {
-            Ok(r) => r.map_err(|e| (crate::egress::refusal_of(&e), crate::egress::describe(e))),
-            Err(_) => Err((None, "timed out".to_string())),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_timeout() => Err(WebhookError::TimedOut { url: shown.clone() }),
+            Ok(Err(e)) => Err(match crate::egress::refusal_of(&e) {
+                Some(source) => WebhookError::Refused {
+                    url: shown.clone(),
+                    source,
+                },
+                None => {
+                    let e = e.without_url();
+                    WebhookError::Request {
+                        url: shown.clone(),
+                        reason: crate::egress::explain(&e),
+                        source: e,
+                    }
+                }
+            }),
+            Err(_) => Err(WebhookError::TimedOut { url: shown.clone() }),
         };
         // Only errors, timeouts, 429 and 5xx count against the host's circuit (a 4xx is
         // an answer; a refusal is ours).
         pass.done(match &result {
             Ok(r) => r.status().as_u16() != 429 && !r.status().is_server_error(),
-            Err((refused, _)) => refused.is_some(),
+            Err(e) => matches!(e, WebhookError::Refused { .. }),
         });
-        match result {
-            Ok(resp) => {
-                let mut outcome = webhook_answer(entry, &shown, resp.status());
-                // A run awaits it: keep the answer's JSON for its `response`.
-                if let OutboxOutcome::Delivered { record } = &mut outcome {
-                    if crate::engine::outcome::awaited(&entry.payload) {
-                        record["response"] = crate::engine::outcome::json_body(resp).await;
-                    }
-                }
-                outcome
-            }
-            Err((Some(refused), _)) => OutboxOutcome::Failed {
-                reason: format!("webhook to {shown} refused: {refused}"),
-            },
-            Err((None, e)) => retry_or_give_up(
-                entry,
-                format!("request to {shown} failed: {e}"),
-                chrono::Duration::zero(),
-            ),
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => return e.into(),
+        };
+        let status = resp.status();
+        if status.is_redirection() {
+            return WebhookError::Redirect { url: shown, status }.into();
         }
+        if !status.is_success() {
+            return WebhookError::Status { url: shown, status }.into();
+        }
+        let mut record = json!({"channel": "http", "url": shown, "status": status.as_u16()});
+        // A run awaits it: keep the answer's JSON for its `response`.
+        if crate::engine::outcome::awaited(&entry.payload) {
+            record["response"] = crate::engine::outcome::json_body(resp).await;
+        }
+        Attempt::Delivered { record }
     }
+}
 
+impl Webhook {
     /// The request of a webhook entry to its checked `url`.
     fn webhook_request(
         &self,
@@ -317,44 +442,20 @@ impl Deliverer {
     }
 }
 
-/// The outcome of a webhook its host's gate did not let through: deferred (not an
-/// attempt) while the host has its limit in flight; a failed attempt, retried after
-/// the cool-down, while its circuit is open.
-fn gate_closed(entry: &OutboxEntry, shown: &str, closed: crate::egress::Closed) -> OutboxOutcome {
+/// The attempt of a webhook its host's gate did not let through: deferred (not an
+/// attempt) while the host has its limit in flight; a failed attempt, retried no earlier
+/// than the cool-down, while its circuit is open.
+fn gate_closed(shown: String, closed: crate::egress::Closed) -> Attempt {
     match closed {
-        crate::egress::Closed::Busy { .. } => OutboxOutcome::Defer {
+        crate::egress::Closed::Busy { .. } => Attempt::Defer {
             reason: format!("webhook to {shown} waits: {closed}"),
             until: Utc::now() + BUSY_DEFER,
         },
-        crate::egress::Closed::Open { remaining, .. } => retry_or_give_up(
-            entry,
-            format!("webhook to {shown} not attempted: {closed}"),
-            chrono::Duration::from_std(remaining).unwrap_or(chrono::Duration::zero()),
-        ),
-    }
-}
-
-/// The outcome of a webhook answered with `status` (`shown`: its redacted URL).
-fn webhook_answer(entry: &OutboxEntry, shown: &str, status: reqwest::StatusCode) -> OutboxOutcome {
-    let code = status.as_u16();
-    if status.is_success() {
-        OutboxOutcome::Delivered {
-            record: json!({"channel": "http", "url": shown, "status": code}),
+        crate::egress::Closed::Open { .. } => WebhookError::CircuitOpen {
+            url: shown,
+            source: closed,
         }
-    } else if code == 429 || status.is_server_error() {
-        retry_or_give_up(
-            entry,
-            format!("HTTP {status} from {shown}"),
-            chrono::Duration::zero(),
-        )
-    } else if status.is_redirection() {
-        OutboxOutcome::Failed {
-            reason: format!("HTTP {status} from {shown}: redirects are not followed (a step may set `follow_redirects: true`)"),
-        }
-    } else {
-        OutboxOutcome::Failed {
-            reason: format!("HTTP {status} from {shown}"),
-        }
+        .into(),
     }
 }
 
@@ -374,62 +475,6 @@ fn log_outcome(entry: &OutboxEntry, outcome: &OutboxOutcome) {
         }
         OutboxOutcome::Ambiguous { reason } => {
             tracing::error!(key = %entry.key, %reason, "delivery ambiguous: needs an operator")
-        }
-    }
-}
-
-/// A retry after the backoff (or `at_least`, whichever is later), or a permanent failure
-/// once [`MAX_ATTEMPTS`] are used up.
-pub(crate) fn retry_or_give_up(
-    entry: &OutboxEntry,
-    reason: String,
-    at_least: chrono::Duration,
-) -> OutboxOutcome {
-    if entry.attempts + 1 >= MAX_ATTEMPTS {
-        OutboxOutcome::Failed {
-            reason: format!("{reason} (gave up after {MAX_ATTEMPTS} attempts)"),
-        }
-    } else {
-        OutboxOutcome::Retry {
-            reason,
-            retry_at: Utc::now() + backoff(entry.attempts).max(at_least),
-        }
-    }
-}
-
-impl Deliverer {
-    async fn plugin(&self, entry: &OutboxEntry) -> OutboxOutcome {
-        let p = &entry.payload;
-        let full = p["plugin"].as_str().unwrap_or_default();
-        let (plugin, step) = full.split_once('/').unwrap_or((full, ""));
-        let Some(host) = &self.plugins else {
-            return retry_or_give_up(
-                entry,
-                "no plugin host in this process".into(),
-                chrono::Duration::zero(),
-            );
-        };
-        let outcome = host
-            .call(StepCall {
-                plugin,
-                step,
-                config: &p["with"],
-                contact: &p["contact"],
-                event: p.get("event").filter(|e| !e.is_null()),
-                idempotency_key: &entry.key,
-                attempt: u32::try_from(entry.attempts + 1).unwrap_or(u32::MAX),
-            })
-            .await;
-        match outcome {
-            CallOutcome::Ok { output } => OutboxOutcome::Delivered {
-                record: json!({"channel": "plugin", "plugin": full, "output": output}),
-            },
-            CallOutcome::Retry { after, reason } => retry_or_give_up(
-                entry,
-                reason,
-                chrono::Duration::from_std(after).unwrap_or(chrono::Duration::zero()),
-            ),
-            CallOutcome::Failed { reason } => OutboxOutcome::Failed { reason },
         }
     }
 }

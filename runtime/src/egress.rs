@@ -65,6 +65,17 @@ pub enum EgressError {
     TooManyRedirects,
 }
 
+impl EgressError {
+    /// Whether trying again can help: a failed or empty name lookup may succeed later; a
+    /// refusal needs the operator (`[egress] allow`) or a fixed URL.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            EgressError::Lookup { .. } | EgressError::NoAddress { .. }
+        )
+    }
+}
+
 /// An IP range: an address and a prefix length (`10.0.0.0/8`, `fc00::/7`, `127.0.0.1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Net {
@@ -103,25 +114,38 @@ impl Net {
     }
 }
 
+/// Why an `[egress] allow` entry does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllowError {
+    #[error("`{0}` is not an IP address or CIDR range")]
+    NotAnAddress(String),
+    #[error("`{text}`: the prefix length must be 0 to {max}")]
+    Prefix { text: String, max: u8 },
+    #[error("`{0}` is not a host name, IP address or CIDR range")]
+    NotAHost(String),
+}
+
 impl FromStr for Net {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Net, String> {
+    type Err = AllowError;
+    fn from_str(s: &str) -> Result<Net, AllowError> {
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("`{s}` is not an IP address or CIDR range"))?;
+            .map_err(|_| AllowError::NotAnAddress(s.to_string()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{s}`: the prefix length must be 0 to {max}"))?,
-            None => max,
-        };
+        let prefix =
+            match prefix {
+                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
+                    AllowError::Prefix {
+                        text: s.to_string(),
+                        max,
+                    }
+                })?,
+                None => max,
+            };
         Ok(Net { addr, prefix })
     }
 }
@@ -142,8 +166,8 @@ pub enum Allow {
 }
 
 impl FromStr for Allow {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Allow, String> {
+    type Err = AllowError;
+    fn from_str(s: &str) -> Result<Allow, AllowError> {
         let s = s.trim();
         let looks_ip = s.contains('/') || s.contains(':') || s.parse::<IpAddr>().is_ok();
         if looks_ip {
@@ -158,9 +182,7 @@ impl FromStr for Allow {
         if valid {
             Ok(Allow::Host(host))
         } else {
-            Err(format!(
-                "`{s}` is not a host name, IP address or CIDR range"
-            ))
+            Err(AllowError::NotAHost(s.to_string()))
         }
     }
 }
@@ -669,11 +691,16 @@ pub fn encode_component(value: &str) -> String {
 /// A request error as text: a refusal's own reason if it was one, else the error and its
 /// causes; never the URL (the caller shows it redacted).
 pub fn describe(e: reqwest::Error) -> String {
+    explain(&e.without_url())
+}
+
+/// [`describe`] of an error already stripped of its URL (`reqwest::Error::without_url`),
+/// for a caller that keeps the error itself as a source.
+pub fn explain(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".into();
     }
-    let e = e.without_url();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut parts: Vec<String> = Vec::new();
     while let Some(s) = source {
         if let Some(ours) = s.downcast_ref::<EgressError>() {
@@ -694,11 +721,7 @@ pub fn refusal_of(e: &reqwest::Error) -> Option<EgressError> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(ours) = s.downcast_ref::<EgressError>() {
-            let transient = matches!(
-                ours,
-                EgressError::Lookup { .. } | EgressError::NoAddress { .. }
-            );
-            return (!transient).then(|| ours.clone());
+            return (!ours.is_retryable()).then(|| ours.clone());
         }
         source = s.source();
     }

@@ -28,6 +28,7 @@
 //! - [`lint`]: event names ingestion refuses, contact fields that may be missing.
 
 pub mod bench;
+pub mod channel;
 pub mod deliver;
 pub mod diag;
 pub mod egress;

@@ -66,7 +66,7 @@ impl Outbox {
 /// What an outbox entry sends, for a simulated effect.
 fn what(e: &OutboxEntry) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
-    m.insert("kind".into(), e.kind.clone().into());
+    m.insert("kind".into(), e.kind.as_str().into());
     for k in ["template", "plugin", "channel"] {
         if let Some(v) = e.payload.get(k).filter(|v| !v.is_null()) {
             m.insert(k.into(), v.clone());

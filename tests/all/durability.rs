@@ -244,7 +244,7 @@ fn assert_every_step_once_and_every_delivery_once(
         let deliveries = store.deliveries().await.unwrap();
         let mut per_kind: BTreeMap<String, usize> = BTreeMap::new();
         for d in &deliveries {
-            *per_kind.entry(d.kind.clone()).or_default() += 1;
+            *per_kind.entry(d.kind.to_string()).or_default() += 1;
         }
         assert_eq!(per_kind.get("email"), Some(&(2 * n)), "{per_kind:?}");
         assert_eq!(per_kind.get("webhook"), Some(&n), "{per_kind:?}");

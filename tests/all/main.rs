@@ -3,6 +3,7 @@
 mod util;
 
 mod bench;
+mod channel_kinds;
 mod channel_limits;
 mod contact_semantics;
 mod contacts;

@@ -262,7 +262,7 @@ fn the_engine_hands_the_due_entries_it_queues_to_its_own_deliverer() {
             engine.tick(now).await.unwrap();
             let mut got: Vec<String> = Vec::new();
             while let Ok((_, batch)) = handed.rx.try_recv() {
-                got.extend(batch.into_iter().map(|e| e.kind));
+                got.extend(batch.into_iter().map(|e| e.kind.to_string()));
             }
             assert_eq!(got, ["webhook", "webhook"], "{name}");
             assert_eq!(handed.held.load(std::sync::atomic::Ordering::Relaxed), 2, "{name}");

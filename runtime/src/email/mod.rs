@@ -39,8 +39,9 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
+use crate::channel::{Attempt, Channel};
 use crate::project::Project;
-use crate::store::{OutboxEntry, OutboxOutcome, Store, Ts};
+use crate::store::{OutboxEntry, OutboxKind, Store, StoreError, Ts};
 pub use render::{Rendered, Renderer};
 pub use track::{Purpose, Signer};
 
@@ -56,6 +57,71 @@ impl EmailError {
     /// Settings errors need a fix, not a retry.
     pub fn is_retryable(&self) -> bool {
         false
+    }
+}
+
+/// Why a message could not be built (the same every time: a fix is needed).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("contact {0} has no email address")]
+    NoAddress(String),
+    #[error(transparent)]
+    Render(#[from] render::RenderError),
+    #[error("no sender: set [sender] from in nurture.toml")]
+    NoSender,
+    #[error("sender `{from}`: {source}")]
+    Sender {
+        from: String,
+        source: lettre::address::AddressError,
+    },
+    #[error("recipient `{to}`: {source}")]
+    Recipient {
+        to: String,
+        source: lettre::address::AddressError,
+    },
+    #[error("building the message: {0}")]
+    Message(#[source] lettre::error::Error),
+}
+
+/// Why an `email` or `notify` entry was not sent. [`SendError::is_retryable`] decides
+/// whether it is tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("no recipient address")]
+    NoRecipient,
+    /// The address was suppressed after the entry was claimed.
+    #[error("email_skipped: suppressed: {0}")]
+    Suppressed(String),
+    /// Looking up the suppression list failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Writing the `.eml` file failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The SMTP server refused the message for good (5xx): the address is suppressed.
+    #[error("permanent bounce, address suppressed: SMTP {0}")]
+    Bounce(#[source] lettre::transport::smtp::Error),
+    /// A temporary refusal (4xx), or nothing was handed over (connection refused, TLS).
+    #[error("SMTP {0}")]
+    Smtp(#[source] lettre::transport::smtp::Error),
+}
+
+impl SendError {
+    /// Whether another attempt can help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SendError::NoRecipient
+            | SendError::Suppressed(_)
+            | SendError::Build(_)
+            | SendError::Bounce(_) => false,
+            SendError::Store(e) => e.is_retryable(),
+            SendError::Write { .. } | SendError::Smtp(_) => true,
+        }
     }
 }
 
@@ -80,11 +146,6 @@ pub struct EmailChannel {
     /// Next free send slot per sender address (rate limit).
     slots: Mutex<HashMap<String, Instant>>,
     store: Arc<dyn Store>,
-}
-
-/// How one email attempt ended, before it becomes an outbox outcome.
-fn retry(entry: &OutboxEntry, reason: String) -> OutboxOutcome {
-    crate::deliver::retry_or_give_up(entry, reason, chrono::Duration::zero())
 }
 
 impl EmailChannel {
@@ -214,17 +275,17 @@ impl EmailChannel {
         template: &str,
         contact_id: &str,
         contact: &Value,
-    ) -> Result<(Message, Rendered), String> {
+    ) -> Result<(Message, Rendered), BuildError> {
         let to = contact["email"]
             .as_str()
-            .ok_or_else(|| format!("contact {contact_id} has no email address"))?;
+            .ok_or_else(|| BuildError::NoAddress(contact_id.to_string()))?;
         let entry = OutboxEntry {
             key: "preview".into(),
             run_id: None,
             contact: contact_id.to_string(),
             workflow: Some("preview".into()),
             step: Some("preview".into()),
-            kind: "email".into(),
+            kind: OutboxKind::Email,
             payload: json!({"to": to, "template": template, "contact": contact}),
             created_at: Utc::now(),
             due_at: Utc::now(),
@@ -234,33 +295,22 @@ impl EmailChannel {
     }
 
     /// Delivers one `email` or `notify` outbox entry.
-    pub async fn deliver(&self, entry: &OutboxEntry) -> OutboxOutcome {
-        let marketing = entry.kind == "email";
+    async fn send(&self, entry: &OutboxEntry) -> Result<Attempt, SendError> {
+        let marketing = entry.kind == OutboxKind::Email;
         let p = &entry.payload;
         let Some(to) = p["to"].as_str().filter(|t| t.contains('@')) else {
-            return OutboxOutcome::Failed {
-                reason: "no recipient address".into(),
-            };
+            return Err(SendError::NoRecipient);
         };
         let now = Utc::now();
         if marketing {
             // Suppressed after the claim (e.g. a bounce seen by another worker).
-            match self.store.suppression(to).await {
-                Ok(Some(reason)) => {
-                    return OutboxOutcome::Failed {
-                        reason: format!("email_skipped: suppressed: {reason}"),
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => return retry(entry, format!("store: {e}")),
+            if let Some(reason) = self.store.suppression(to).await? {
+                return Err(SendError::Suppressed(reason));
             }
             // The frequency cap and the rate limit were enforced by the store when the
             // entry was claimed (`store::limits`), across all workers.
         }
-        let message = match self.build(entry, to, marketing, now) {
-            Ok((m, _)) => m,
-            Err(reason) => return OutboxOutcome::Failed { reason },
-        };
+        let (message, _) = self.build(entry, to, marketing, now)?;
         let from = message
             .headers()
             .get_raw("From")
@@ -274,34 +324,32 @@ impl EmailChannel {
                 let result = std::fs::create_dir_all(dir)
                     .and_then(|()| std::fs::write(&path, message.formatted()));
                 match result {
-                    Ok(()) => OutboxOutcome::Delivered {
+                    Ok(()) => Ok(Attempt::Delivered {
                         record: json!({"channel": "file", "path": path.display().to_string(), "message_id": message_id, "to": to}),
-                    },
-                    Err(e) => retry(entry, format!("writing {}: {e}", path.display())),
+                    }),
+                    Err(source) => Err(SendError::Write {
+                        path: path.display().to_string(),
+                        source,
+                    }),
                 }
             }
             Transport::Smtp(smtp) => match smtp.send(message).await {
-                Ok(resp) => OutboxOutcome::Delivered {
+                Ok(resp) => Ok(Attempt::Delivered {
                     record: json!({
                         "channel": "smtp",
                         "message_id": message_id,
                         "to": to,
                         "response": format!("{} {}", resp.code(), resp.message().collect::<Vec<_>>().join(" ")),
                     }),
-                },
+                }),
                 Err(e) if e.is_permanent() => {
-                    let reason = format!("SMTP {e}");
-                    if marketing || entry.kind == "notify" {
-                        let _ = self
-                            .store
-                            .suppress(to, &format!("bounce: {reason}"), Utc::now())
-                            .await;
-                    }
-                    OutboxOutcome::Failed {
-                        reason: format!("permanent bounce, address suppressed: {reason}"),
-                    }
+                    let _ = self
+                        .store
+                        .suppress(to, &format!("bounce: SMTP {e}"), Utc::now())
+                        .await;
+                    Err(SendError::Bounce(e))
                 }
-                Err(e) if e.is_transient() => retry(entry, format!("SMTP {e}")),
+                Err(e) if e.is_transient() => Err(SendError::Smtp(e)),
                 // The session broke while waiting for or reading a reply: possibly after
                 // the server took the message.
                 Err(e)
@@ -309,17 +357,17 @@ impl EmailChannel {
                         || e.is_response()
                         || e.to_string().contains("network error") =>
                 {
-                    OutboxOutcome::Ambiguous {
+                    Ok(Attempt::Ambiguous {
                         reason: format!(
                             "the SMTP session broke ({e}); the server may have accepted the message. \
                              Look for Message-ID {message_id} in the mail server's log; if it is not there, \
                              requeue it with `nurture outbox retry {}`",
                             entry.key
                         ),
-                    }
+                    })
                 }
                 // Connection refused, TLS, client errors: nothing was handed over.
-                Err(e) => retry(entry, format!("SMTP {e}")),
+                Err(e) => Err(SendError::Smtp(e)),
             },
         }
     }
@@ -349,7 +397,7 @@ impl EmailChannel {
         to: &str,
         marketing: bool,
         now: Ts,
-    ) -> Result<(Message, Rendered), String> {
+    ) -> Result<(Message, Rendered), BuildError> {
         let p = &entry.payload;
         let template = p["template"].as_str().unwrap_or_default();
         let contact = p.get("contact").cloned().unwrap_or(Value::Null);
@@ -365,7 +413,7 @@ impl EmailChannel {
         } else {
             None
         };
-        let owner = if entry.kind == "notify" {
+        let owner = if entry.kind == OutboxKind::Notify {
             json!({"email": to, "name": contact.get("owner_name").cloned().unwrap_or(Value::Null)})
         } else {
             json!({"email": contact.get("owner").cloned().unwrap_or(Value::Null)})
@@ -378,16 +426,20 @@ impl EmailChannel {
         });
         let rendered = self
             .renderer
-            .render(template, &ctx, p["subject"].as_str())
-            .map_err(|e| e.to_string())?;
+            .render(template, &ctx, p["subject"].as_str())?;
         let from = p["from"]
             .as_str()
             .map(str::to_string)
             .or(rendered.from.clone())
             .or(self.default_from.clone())
-            .ok_or("no sender: set [sender] from in nurture.toml")?;
-        let from: Mailbox = from.parse().map_err(|e| format!("sender `{from}`: {e}"))?;
-        let to_box: Mailbox = to.parse().map_err(|e| format!("recipient `{to}`: {e}"))?;
+            .ok_or(BuildError::NoSender)?;
+        let from: Mailbox = from
+            .parse()
+            .map_err(|source| BuildError::Sender { from, source })?;
+        let to_box: Mailbox = to.parse().map_err(|source| BuildError::Recipient {
+            to: to.to_string(),
+            source,
+        })?;
         let mut html = rendered.html.clone();
         if marketing && self.tracking {
             if let Some(h) = &html {
@@ -412,9 +464,7 @@ impl EmailChannel {
                 .singlepart(SinglePart::html(h)),
             None => MultiPart::mixed().singlepart(text),
         };
-        let mut message = builder
-            .multipart(body)
-            .map_err(|e| format!("building the message: {e}"))?;
+        let mut message = builder.multipart(body).map_err(BuildError::Message)?;
         let headers = message.headers_mut();
         headers.insert_raw(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-Nurture-Key"),
@@ -484,6 +534,14 @@ impl EmailChannel {
             }
             None => out + &pixel,
         }
+    }
+}
+
+/// The email channel delivers `email` and `notify` entries.
+#[async_trait::async_trait]
+impl Channel for EmailChannel {
+    async fn deliver(&self, entry: &OutboxEntry) -> Attempt {
+        self.send(entry).await.unwrap_or_else(Attempt::from)
     }
 }
 

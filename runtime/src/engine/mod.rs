@@ -1648,7 +1648,7 @@ impl<'e> Work<'e> {
             contact: self.contact.id.clone(),
             workflow: Some(run.workflow.clone()),
             step: Some(step.to_string()),
-            kind: kind.to_string(),
+            kind: kind.into(),
             payload,
             created_at: self.now,
             due_at: self.now,

@@ -82,8 +82,30 @@ pub enum PluginError {
     Stale { plugin: String, what: String },
     #[error("plugin `{plugin}`: {message}")]
     Load { plugin: String, message: String },
+    #[error("plugin `{plugin}`: its `manifest` export failed: {source}")]
+    Manifest {
+        plugin: String,
+        source: ManifestCallError,
+    },
     #[error("plugin engine: {0}")]
     Engine(String),
+    #[error("plugin engine: {0:#}")]
+    Wasmtime(#[source] wasmtime::Error),
+    #[error("plugin engine: starting its epoch thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("plugin engine: its HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// Why calling a component's `manifest` export at load failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestCallError {
+    #[error("starting its runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("{0:#}")]
+    Wasm(#[from] wasmtime::Error),
+    #[error("the manifest check panicked")]
+    Panicked,
 }
 
 impl PluginError {
@@ -188,6 +210,64 @@ pub enum CallOutcome {
     Failed {
         reason: String,
     },
+}
+
+/// Why a plugin step was not delivered ([`CallOutcome`] other than `Ok`, as the
+/// deliverer's typed error).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StepError {
+    /// Temporary (the plugin answered `retry-after`, or its call ran past its deadline):
+    /// retried no earlier than `after`.
+    #[error("{reason}")]
+    Retry { reason: String, after: Duration },
+    /// Permanent: the plugin failed the step, or could not run it (not loaded, no such
+    /// step, trapped, over its memory limit).
+    #[error("{reason}")]
+    Failed { reason: String },
+}
+
+impl StepError {
+    /// Whether another attempt can help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StepError::Retry { .. })
+    }
+
+    /// The earliest the next attempt may start (the plugin's `retry-after`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            StepError::Retry { after, .. } => Some(*after),
+            StepError::Failed { .. } => None,
+        }
+    }
+}
+
+/// The plugin channel: a `plugin` outbox entry (`payload.plugin` = `PLUGIN/STEP`, with
+/// `with`, `contact`, `event`) runs as one call of that step.
+#[async_trait::async_trait]
+impl crate::channel::Channel for PluginHost {
+    async fn deliver(&self, entry: &crate::store::OutboxEntry) -> crate::channel::Attempt {
+        let p = &entry.payload;
+        let full = p["plugin"].as_str().unwrap_or_default();
+        let (plugin, step) = full.split_once('/').unwrap_or((full, ""));
+        let outcome = self
+            .call(StepCall {
+                plugin,
+                step,
+                config: &p["with"],
+                contact: &p["contact"],
+                event: p.get("event").filter(|e| !e.is_null()),
+                idempotency_key: &entry.key,
+                attempt: u32::try_from(entry.attempts + 1).unwrap_or(u32::MAX),
+            })
+            .await;
+        match outcome {
+            CallOutcome::Ok { output } => crate::channel::Attempt::Delivered {
+                record: serde_json::json!({"channel": "plugin", "plugin": full, "output": output}),
+            },
+            CallOutcome::Retry { after, reason } => StepError::Retry { reason, after }.into(),
+            CallOutcome::Failed { reason } => StepError::Failed { reason }.into(),
+        }
+    }
 }
 
 /// One step call.
@@ -428,7 +508,7 @@ impl PluginHost {
         pool.table_elements(limits.table_elements);
         pool.max_unused_warm_slots(n);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&config).map_err(PluginError::Wasmtime)?;
         let stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -441,11 +521,11 @@ impl PluginHost {
                         engine.increment_epoch();
                     }
                 })
-                .map_err(|e| PluginError::Engine(e.to_string()))?;
+                .map_err(PluginError::Thread)?;
         }
         let egress = Arc::new(
             crate::egress::Egress::new(&crate::egress::Settings::default(), USER_AGENT)
-                .map_err(|e| PluginError::Engine(e.to_string()))?,
+                .map_err(PluginError::Client)?,
         );
         Ok(PluginHost {
             engine,
@@ -475,8 +555,7 @@ impl PluginHost {
         let mut host = PluginHost::new(limits)?;
         let settings = crate::egress::Settings::from_model(project.settings.egress.as_ref());
         host.set_egress(Arc::new(
-            crate::egress::Egress::new(&settings, USER_AGENT)
-                .map_err(|e| PluginError::Engine(e.to_string()))?,
+            crate::egress::Egress::new(&settings, USER_AGENT).map_err(PluginError::Client)?,
         ));
         let mut errors = Vec::new();
         for (name, manifest) in &project.plugins {
@@ -575,32 +654,29 @@ impl PluginHost {
         // runtime so it works from any context (inside tokio or not).
         let got = std::thread::scope(|scope| {
             scope
-                .spawn(|| {
+                .spawn(|| -> Result<_, ManifestCallError> {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
-                        .map_err(|e| e.to_string())?;
+                        .map_err(ManifestCallError::Runtime)?;
                     rt.block_on(async {
                         let mut store = self.store_for(loaded, MemoryOutputPipe::new(4096));
-                        let plugin = loaded
-                            .pre
-                            .instantiate_async(&mut store)
-                            .await
-                            .map_err(|e| format!("{e:#}"))?;
-                        plugin
-                            .nurture_plugin_step()
-                            .call_manifest(&mut store)
-                            .await
-                            .map_err(|e| format!("{e:#}"))
+                        let plugin = loaded.pre.instantiate_async(&mut store).await?;
+                        Ok::<_, ManifestCallError>(
+                            plugin
+                                .nurture_plugin_step()
+                                .call_manifest(&mut store)
+                                .await?,
+                        )
                     })
                 })
                 .join()
-                .unwrap_or_else(|_| Err("the manifest check panicked".into()))
+                .unwrap_or(Err(ManifestCallError::Panicked))
         });
         let m = &loaded.manifest;
-        let got = got.map_err(|e| PluginError::Load {
+        let got = got.map_err(|source| PluginError::Manifest {
             plugin: m.name.clone(),
-            message: format!("its `manifest` export failed: {e}"),
+            source,
         })?;
         let stale = |what: String| PluginError::Stale {
             plugin: m.name.clone(),

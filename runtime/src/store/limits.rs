@@ -129,10 +129,10 @@ impl SendLimits {
 
 /// The channel of an outbox entry: `email` for marketing email, the declared channel of a
 /// plugin step that contacts the person (`payload.channel`), none for anything else.
-pub fn channel_of<'a>(kind: &str, payload: &'a Value) -> Option<&'a str> {
+pub fn channel_of<'a>(kind: &super::OutboxKind, payload: &'a Value) -> Option<&'a str> {
     match kind {
-        "email" => Some("email"),
-        "plugin" => payload.get("channel").and_then(Value::as_str),
+        super::OutboxKind::Email => Some("email"),
+        super::OutboxKind::Plugin => payload.get("channel").and_then(Value::as_str),
         _ => None,
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod contract;
 mod error;
+pub mod kinds;
 pub mod limits;
 pub mod postgres;
 pub mod sqlite;
@@ -24,6 +25,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use kinds::{JournalKind, OutboxKind, UnknownKind};
 
 pub type Ts = DateTime<Utc>;
 
@@ -52,7 +55,7 @@ pub struct StoreConfig {
 pub(crate) fn claimed_emails<'u>(uow: &'u UnitOfWork, claimed: &[String]) -> Vec<&'u str> {
     uow.outbox
         .iter()
-        .filter(|e| e.kind == "email" && claimed.contains(&e.key))
+        .filter(|e| e.kind == OutboxKind::Email && claimed.contains(&e.key))
         .map(|e| e.key.as_str())
         .collect()
 }
@@ -341,7 +344,7 @@ pub fn pack_journal(entries: &[JournalEntry]) -> Vec<JournalRow<'_>> {
             let items: Vec<Item> = entries[i..j]
                 .iter()
                 .map(|e| Item {
-                    kind: &e.kind,
+                    kind: e.kind.as_str(),
                     data: &e.data,
                 })
                 .collect();
@@ -373,7 +376,7 @@ pub fn unpack_journal(
             run_id,
             contact,
             at,
-            kind,
+            kind: kind.into(),
             data,
         });
         return Ok(());
@@ -401,7 +404,7 @@ pub fn unpack_journal(
             run_id: run_id.clone(),
             contact: contact.clone(),
             at,
-            kind,
+            kind: kind.into(),
             data: m.remove("data").unwrap_or(Value::Null),
         });
     }
@@ -423,7 +426,7 @@ pub struct JournalEntry {
     pub run_id: Option<String>,
     pub contact: String,
     pub at: Ts,
-    pub kind: String,
+    pub kind: JournalKind,
     pub data: Value,
 }
 
@@ -435,8 +438,8 @@ pub struct OutboxEntry {
     pub contact: String,
     pub workflow: Option<String>,
     pub step: Option<String>,
-    /// `email`, `notify`, `webhook`, `plugin`.
-    pub kind: String,
+    /// Which channel delivers it (stored as `email`, `notify`, `webhook`, `plugin`).
+    pub kind: OutboxKind,
     pub payload: Value,
     pub created_at: Ts,
     /// When it may be (re)tried.
@@ -464,7 +467,7 @@ pub enum OutboxOutcome {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Delivery {
     pub key: String,
-    pub kind: String,
+    pub kind: OutboxKind,
     pub contact: String,
     pub at: Ts,
     pub record: Value,

@@ -1062,7 +1062,7 @@ impl Store for PostgresStore {
                     contact: r.try_get("contact")?,
                     workflow: r.try_get("workflow")?,
                     step: r.try_get("step")?,
-                    kind: r.try_get("kind")?,
+                    kind: r.try_get::<String, _>("kind")?.into(),
                     payload: r.try_get("payload")?,
                     created_at: r.try_get("created_at")?,
                     due_at: r.try_get("due_at")?,
@@ -1217,7 +1217,7 @@ impl Store for PostgresStore {
             .map(|r| {
                 Ok(Delivery {
                     key: r.try_get("key")?,
-                    kind: r.try_get("kind")?,
+                    kind: r.try_get::<String, _>("kind")?.into(),
                     contact: r.try_get("contact")?,
                     at: r.try_get("at")?,
                     record: r.try_get("record")?,

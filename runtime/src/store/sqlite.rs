@@ -248,7 +248,7 @@ impl SqliteStore {
                     contact: r.try_get("contact")?,
                     workflow: r.try_get("workflow")?,
                     step: r.try_get("step")?,
-                    kind: r.try_get("kind")?,
+                    kind: r.try_get::<String, _>("kind")?.into(),
                     payload: from_json::<Value>(r.try_get::<&str, _>("payload")?, "payload")?,
                     created_at: parse_ts(r.try_get::<&str, _>("created_at")?)?,
                     due_at: parse_ts(r.try_get::<&str, _>("due_at")?)?,
@@ -464,7 +464,7 @@ async fn outbox_in(
         .bind(&o.contact)
         .bind(&o.workflow)
         .bind(&o.step)
-        .bind(&o.kind)
+        .bind(o.kind.as_str())
         .bind(to_json(&o.payload))
         .bind(ts(o.created_at))
         .bind(ts(leased.unwrap_or(o.due_at)))
@@ -1262,7 +1262,7 @@ impl Store for SqliteStore {
             .map(|r| {
                 Ok(Delivery {
                     key: r.try_get("key")?,
-                    kind: r.try_get("kind")?,
+                    kind: r.try_get::<String, _>("kind")?.into(),
                     contact: r.try_get("contact")?,
                     at: parse_ts(r.try_get::<&str, _>("at")?)?,
                     record: from_json(r.try_get::<&str, _>("record")?, "delivery")?,

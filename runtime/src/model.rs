@@ -12,6 +12,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+mod days;
+pub use days::{DayError, DaySpec};
+
 /// A marker that custom deserializers put in front of their messages so that the
 /// diagnostic gets a specific code. See [`crate::project`].
 pub(crate) const DURATION_ERR: &str = "invalid duration";
@@ -86,7 +89,7 @@ pub struct QuietHours {
     /// The days whose quiet period this is (a period belongs to the day it starts on):
     /// names (`mon`, `tue`...) and ranges (`mon..fri`). Default: every day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub days: Option<Vec<crate::engine::channels::DaySpec>>,
+    pub days: Option<Vec<DaySpec>>,
 }
 
 /// Consent required to send marketing email from a workflow.
@@ -527,12 +530,15 @@ impl Duration {
     }
 }
 
+/// A duration that is not numbers with units (`30m`, `1d12h`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{DURATION_ERR} `{0}`: write a number and a unit (m, h, d or w), e.g. 30m, 2h, 7d, 3w")]
+pub struct DurationError(pub String);
+
 impl FromStr for Duration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!("{DURATION_ERR} `{s}`: write a number and a unit (m, h, d or w), e.g. 30m, 2h, 7d, 3w")
-        };
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Self, DurationError> {
+        let bad = || DurationError(s.to_string());
         let t = s.trim();
         if t.is_empty() {
             return Err(bad());
@@ -614,13 +620,23 @@ impl JsonSchema for Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TimeOfDay(pub chrono::NaiveTime);
 
+/// A time of day that is not `HH:MM`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{TIME_ERR} `{text}`: write a 24-hour local time as HH:MM, e.g. 09:00")]
+pub struct TimeError {
+    pub text: String,
+    #[source]
+    pub source: chrono::ParseError,
+}
+
 impl FromStr for TimeOfDay {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = TimeError;
+    fn from_str(s: &str) -> Result<Self, TimeError> {
         chrono::NaiveTime::parse_from_str(s.trim(), "%H:%M")
             .map(TimeOfDay)
-            .map_err(|_| {
-                format!("{TIME_ERR} `{s}`: write a 24-hour local time as HH:MM, e.g. 09:00")
+            .map_err(|source| TimeError {
+                text: s.to_string(),
+                source,
             })
     }
 }

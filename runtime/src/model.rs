@@ -762,6 +762,18 @@ pub struct ChannelSettings {
     pub rate_per_sec: Option<f64>,
 }
 
+/// A channel name as a plugin manifest may declare it: 1 to 32 of `a-z`, `0-9`, `_`,
+/// starting with a letter; not `email` (the built-in channel).
+pub fn valid_channel(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+        && name != "email"
+}
+
 /// `[egress]` in nurture.toml (see [`crate::egress`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]

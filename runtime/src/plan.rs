@@ -574,14 +574,14 @@ pub fn compile(
 }
 
 /// Parses a cron schedule; 5-field expressions get a leading seconds field.
-pub fn parse_cron(s: &str) -> Result<cron::Schedule, String> {
+pub fn parse_cron(s: &str) -> Result<cron::Schedule, cron::error::Error> {
     let fields = s.split_whitespace().count();
     let full = if fields == 5 {
         format!("0 {s}")
     } else {
         s.to_string()
     };
-    full.parse::<cron::Schedule>().map_err(|e| e.to_string())
+    full.parse::<cron::Schedule>()
 }
 
 /// Checks the expressions of `scoring.yaml`.

@@ -974,7 +974,7 @@ fn load_plugins(
                 Ok(m)
                     if m.channel
                         .as_deref()
-                        .is_some_and(|c| !crate::store::limits::valid_channel(c)) =>
+                        .is_some_and(|c| !crate::model::valid_channel(c)) =>
                 {
                     loaded.diagnostics.push(bad_channel(
                         &path,

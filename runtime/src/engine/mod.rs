@@ -26,7 +26,6 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::model::{Reentry, StepKind, Trigger};
 use crate::plan::{Edge, Plan};
@@ -36,6 +35,7 @@ use crate::store::{
     Ts, UnitOfWork, Wait,
 };
 
+pub use crate::ids::{digest, split_bucket};
 use eval::Scope;
 use steps::edge_target;
 pub use steps::StepError;
@@ -80,29 +80,6 @@ impl Serialize for Effect {
         }
         m.end()
     }
-}
-
-/// A stable hex digest of parts, for ids and idempotency keys.
-pub fn digest(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0u8]);
-    }
-    h.finalize()
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Where a split sends a contact: a stable hash of (workflow, step, contact).
-pub fn split_bucket(workflow: &str, step: &str, contact: &str, total: u64) -> u64 {
-    let mut h = Sha256::new();
-    h.update(format!("{workflow}\0{step}\0{contact}").as_bytes());
-    let d = h.finalize();
-    let n = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
-    n % total.max(1)
 }
 
 /// How far back `activity()` looks; windows longer than this see no older events.

@@ -419,4 +419,18 @@ mod tests {
         assert_eq!(grade(&s, 40), "warm");
         assert_eq!(grade(&s, 150), "hot");
     }
+
+    /// A failing `${...}` names its expression and keeps the evaluator's error as source.
+    #[test]
+    fn an_interpolation_error_keeps_the_expression_error_as_source() {
+        let c = serde_json::json!({"score": 5});
+        let scope = scope_with(vec![], &c);
+        let e = interpolate("Hi ${contact.name}", &HashMap::new(), &scope).unwrap_err();
+        assert!(e.to_string().starts_with("in ${contact.name}: "), "{e}");
+        let source = std::error::Error::source(&e).expect("a source");
+        let inner = source
+            .downcast_ref::<Box<EvalError>>()
+            .expect("the expression's error");
+        assert!(matches!(**inner, EvalError::Execution(_)), "{inner:?}");
+    }
 }

@@ -134,14 +134,7 @@ impl<'w> Wiring<'w> {
         snode: &Node,
         arms: &[BranchArm],
     ) {
-        if s.next.is_some() {
-            c.sink.error(
-                Code::UnknownKey,
-                snode.entry("next").map_or(snode.span, |(k, _)| k.span),
-                "a branch chooses its successor in its arms; `next` has no effect here",
-                Some("remove `next` and put the target in an arm".into()),
-            );
-        }
+        no_next(c, s, snode, "branch", " and put the target in an arm");
         let bnode = snode.get("branch").unwrap_or(snode);
         let mut has_else = false;
         for (j, arm) in arms.iter().enumerate() {
@@ -222,14 +215,7 @@ impl<'w> Wiring<'w> {
         snode: &Node,
         arms: &[SplitArm],
     ) {
-        if s.next.is_some() {
-            c.sink.error(
-                Code::UnknownKey,
-                snode.entry("next").map_or(snode.span, |(k, _)| k.span),
-                "a split chooses its successor in its arms; `next` has no effect here",
-                Some("remove `next`".into()),
-            );
-        }
+        no_next(c, s, snode, "split", "");
         let spnode = snode.get("split").unwrap_or(snode);
         if arms.len() < 2 {
             c.sink.error(
@@ -279,6 +265,18 @@ impl<'w> Wiring<'w> {
             None => self.default_next(c, i, s, snode),
         };
         self.edge(i, timeout_to, Edge::Timeout);
+    }
+}
+
+/// A `next` on a step whose arms choose its successor (a `kind` of `branch` or `split`).
+fn no_next(c: &mut Compiler<'_, '_>, s: &Step, snode: &Node, kind: &str, more: &str) {
+    if s.next.is_some() {
+        c.sink.error(
+            Code::UnknownKey,
+            snode.entry("next").map_or(snode.span, |(k, _)| k.span),
+            format!("a {kind} chooses its successor in its arms; `next` has no effect here"),
+            Some(format!("remove `next`{more}")),
+        );
     }
 }
 

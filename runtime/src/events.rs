@@ -1,5 +1,5 @@
 //! Event types: the one rule ingestion applies to their names, shared by the checks of
-//! workflows ([`crate::lint::event_type`]) and by ingestion ([`crate::input`]).
+//! workflows ([`crate::lint::event_type`]) and by ingestion (`crate::input`).
 
 /// An event type that is not a dotted lowercase name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -23,7 +23,7 @@ use std::path::Path;
 use crate::diag::{Code, Diagnostic};
 use crate::yaml::Span;
 
-/// The fields every contact view has ([`crate::engine::eval::contact_view`]).
+/// The fields every contact view has (`crate::engine::eval::contact_view`).
 pub const ALWAYS_PRESENT: &[&str] = &[
     "id",
     "email",

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 mod days;
+pub mod net;
 pub use days::{DayError, DaySpec};
 
 /// A marker that custom deserializers put in front of their messages so that the
@@ -749,7 +750,7 @@ pub struct Settings {
 }
 
 /// `[channels.NAME]` in nurture.toml: the limits of a plugin channel (see
-/// [`crate::store::limits`]).
+/// `crate::store::limits`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelSettings {
@@ -774,7 +775,7 @@ pub fn valid_channel(name: &str) -> bool {
         && name != "email"
 }
 
-/// `[egress]` in nurture.toml (see [`crate::egress`]).
+/// `[egress]` in nurture.toml (see `crate::egress`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EgressSettings {
@@ -783,7 +784,7 @@ pub struct EgressSettings {
     /// "hooks.internal.test"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")]
-    pub allow: Vec<crate::egress::Allow>,
+    pub allow: Vec<net::Allow>,
     /// Total time of one webhook attempt: connect, headers and body (default 10s, at
     /// most 15s).
     #[serde(default, skip_serializing_if = "Option::is_none")]

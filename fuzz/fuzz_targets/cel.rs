@@ -38,6 +38,6 @@ fuzz_target!(|data: &[u8]| {
         history: Arc::new(history),
     };
     if let Err(e) = eval(&program, &scope) {
-        assert!(!e.starts_with(nurture::engine::eval::ABORTED), "{text:?}: {e}");
+        assert!(!e.to_string().starts_with(nurture::engine::eval::ABORTED), "{text:?}: {e}");
     }
 });

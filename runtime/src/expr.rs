@@ -14,7 +14,8 @@ pub const VARIABLES: &[&str] = &["contact", "event", "now", "outcome", "response
 pub const FUNCTIONS: &[&str] = &["activity"];
 
 /// Why an expression was rejected, with the 1-based line and 0-based column inside it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct ExprError {
     pub message: String,
     pub line: usize,

@@ -8,7 +8,60 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+pub use crate::events::{check_event_type, suggest_event_type};
+use crate::events::{shown, EventTypeError};
 use crate::store::{Consent, Contact, Ts};
+
+/// Why an event or a contact is refused. Its text is the item's `reason` (in API
+/// answers, as a rejected line of a file), so it says what to send instead.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InputError {
+    /// A fixed complaint about the item's shape, e.g. "missing `type`".
+    #[error("{0}")]
+    Shape(&'static str),
+    #[error("unknown field `{field}`{hint}")]
+    UnknownField { field: String, hint: String },
+    #[error("`{0}` must be a non-empty string")]
+    EmptyText(String),
+    #[error("`{0}` must be a string")]
+    NotText(String),
+    #[error("`{0}` is longer than {MAX_ID_LEN} bytes")]
+    IdTooLong(String),
+    #[error("`{0}` must be printable: no control characters, tabs, line breaks or null bytes")]
+    IdNotPrintable(String),
+    #[error("`email` {} is not an email address", shown(.0))]
+    Email(String),
+    #[error(transparent)]
+    EventType(#[from] EventTypeError),
+    #[error("`{what}` {} is not an RFC 3339 time such as 2026-03-01T09:00:00Z", shown(.text))]
+    Time {
+        what: &'static str,
+        text: String,
+        #[source]
+        source: chrono::ParseError,
+    },
+    #[error("`at` is more than {0} days in the past")]
+    TooOld(i64),
+    #[error("`at` is more than {0} hours in the future")]
+    TooNew(i64),
+    #[error("`data` is {size} bytes of JSON, more than the {max} allowed")]
+    DataTooLarge { size: usize, max: usize },
+    #[error("`lifecycle` {0:?} is not a lifecycle stage ({stages})", stages = crate::model::LIFECYCLE_STAGES.join(", "))]
+    Lifecycle(String),
+    #[error("`consent` {0:?} must be opted_in, opted_out or unknown")]
+    Consent(String),
+    #[error("`{0}` is computed by nurture and cannot be imported")]
+    Computed(String),
+    #[error("`timezone` {0:?} is not an IANA time zone such as Europe/Sofia")]
+    Timezone(String),
+}
+
+impl serde::Serialize for InputError {
+    /// As its text: the `reason` of a rejected item.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 /// A rejected row or event.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -102,131 +155,62 @@ pub fn valid_email(s: &str) -> bool {
 
 /// Checks a contact or event id: at most [`MAX_ID_LEN`] bytes, no control characters (null
 /// bytes included), no blanks but inner spaces.
-pub fn check_id(what: &str, id: &str) -> Result<(), String> {
+pub fn check_id(what: &str, id: &str) -> Result<(), InputError> {
     if id.len() > MAX_ID_LEN {
-        return Err(format!("`{what}` is longer than {MAX_ID_LEN} bytes"));
+        return Err(InputError::IdTooLong(what.to_string()));
     }
     if id
         .chars()
         .any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
     {
-        return Err(format!(
-            "`{what}` must be printable: no control characters, tabs, line breaks or null bytes"
-        ));
+        return Err(InputError::IdNotPrintable(what.to_string()));
     }
     Ok(())
 }
 
 /// Checks a lifecycle value against the stages ([`crate::model::LIFECYCLE_STAGES`]).
-fn check_lifecycle(stage: &str) -> Result<(), String> {
+fn check_lifecycle(stage: &str) -> Result<(), InputError> {
     use crate::model::LIFECYCLE_STAGES;
     if LIFECYCLE_STAGES.contains(&stage) {
         return Ok(());
     }
-    let shown: String = stage.chars().take(40).collect();
-    Err(format!(
-        "`lifecycle` {shown:?} is not a lifecycle stage ({})",
-        LIFECYCLE_STAGES.join(", ")
-    ))
+    Err(InputError::Lifecycle(stage.chars().take(40).collect()))
 }
 
 /// Checks an event time against the rules' window around `now`.
-fn check_at(at: Ts, rules: &EventRules, now: Ts) -> Result<(), String> {
+fn check_at(at: Ts, rules: &EventRules, now: Ts) -> Result<(), InputError> {
     let Some((past, ahead)) = rules.window else {
         return Ok(());
     };
     if at < now - past {
-        return Err(format!(
-            "`at` is more than {} days in the past",
-            past.num_days()
-        ));
+        return Err(InputError::TooOld(past.num_days()));
     }
     if at > now + ahead {
-        return Err(format!(
-            "`at` is more than {} hours in the future",
-            ahead.num_hours()
-        ));
+        return Err(InputError::TooNew(ahead.num_hours()));
     }
     Ok(())
 }
 
 /// Checks the size of an event's `data` (its JSON text) against `max` bytes.
-fn check_data(data: &Value, max: usize) -> Result<(), String> {
+fn check_data(data: &Value, max: usize) -> Result<(), InputError> {
     if max == usize::MAX {
         return Ok(());
     }
     let size = serde_json::to_vec(data).map_or(usize::MAX, |v| v.len());
     if size > max {
-        return Err(format!(
-            "`data` is {size} bytes of JSON, more than the {max} allowed"
-        ));
+        return Err(InputError::DataTooLarge { size, max });
     }
     Ok(())
 }
 
 /// Whether the event object `v` carries a `data` larger than `max` bytes of JSON: the
 /// reason, for an answer of its own (413).
-pub fn oversized_data(v: &Value, max: usize) -> Option<String> {
+pub fn oversized_data(v: &Value, max: usize) -> Option<InputError> {
     check_data(v.get("data")?, max).err()
 }
 
-/// Checks an event type with the one rule ingestion applies: a dotted lowercase name
-/// such as `page.visited` (two or more parts of `a-z`, `0-9`, `_` and `-`, the first
-/// starting with a letter). `nurture validate` applies it to the event names of
-/// triggers, goals, `wait_for` and scoring rules, so none can wait for an event that is
-/// never accepted.
-pub fn check_event_type(kind: &str) -> Result<(), String> {
-    if valid_event_type(kind) {
-        return Ok(());
-    }
-    Err(format!(
-        "`type` {} is not a dotted lowercase name such as \"page.visited\"",
-        shown(kind)
-    ))
-}
-
-/// A name that [`check_event_type`] accepts, close to `kind`: lowercased, other
-/// characters as `_`, and a `custom.` prefix when it has a single part.
-pub fn suggest_event_type(kind: &str) -> Option<String> {
-    let lower: String = kind
-        .trim()
-        .to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let parts: Vec<&str> = lower.split('.').filter(|p| !p.is_empty()).collect();
-    let joined = parts.join(".");
-    let candidate = if parts.len() < 2 || !joined.starts_with(|c: char| c.is_ascii_lowercase()) {
-        format!("custom.{joined}")
-    } else {
-        joined
-    };
-    valid_event_type(&candidate).then_some(candidate)
-}
-
-fn valid_event_type(s: &str) -> bool {
-    let mut parts = s.split('.');
-    let first_ok = parts
-        .next()
-        .is_some_and(|p| !p.is_empty() && p.starts_with(|c: char| c.is_ascii_lowercase()));
-    let rest: Vec<&str> = parts.collect();
-    first_ok
-        && !rest.is_empty()
-        && s.split('.').all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        })
-}
-
 /// Validates one event object with the default rules ([`EventRules::default`]).
-pub fn parse_event(index: usize, v: &Value) -> Result<IncomingEvent, String> {
+pub fn parse_event(index: usize, v: &Value) -> Result<IncomingEvent, InputError> {
     parse_event_with(index, v, &EventRules::default(), chrono::Utc::now())
 }
 
@@ -237,31 +221,36 @@ pub fn parse_event_with(
     v: &Value,
     rules: &EventRules,
     now: Ts,
-) -> Result<IncomingEvent, String> {
-    let obj = v
-        .as_object()
-        .ok_or("an event is a JSON object with `type` and `contact` (or `email`)")?;
+) -> Result<IncomingEvent, InputError> {
+    let obj = v.as_object().ok_or(InputError::Shape(
+        "an event is a JSON object with `type` and `contact` (or `email`)",
+    ))?;
     for k in obj.keys() {
         if !EVENT_KEYS.contains(&k.as_str()) {
             let hint = crate::diag::did_you_mean(k, EVENT_KEYS.iter().copied())
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
-            return Err(format!("unknown field `{k}`{hint}"));
+            return Err(InputError::UnknownField {
+                field: k.clone(),
+                hint,
+            });
         }
     }
-    let text = |k: &str| -> Result<Option<String>, String> {
+    let text = |k: &str| -> Result<Option<String>, InputError> {
         match obj.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
-            Some(_) => Err(format!("`{k}` must be a non-empty string")),
+            Some(_) => Err(InputError::EmptyText(k.to_string())),
         }
     };
-    let kind = text("type")?.ok_or("missing `type`, e.g. \"form.submitted\"")?;
+    let kind = text("type")?.ok_or(InputError::Shape("missing `type`, e.g. \"form.submitted\""))?;
     check_event_type(&kind)?;
     let contact = text("contact")?;
     let email = text("email")?.map(|e| e.to_lowercase());
     if contact.is_none() && email.is_none() {
-        return Err("missing `contact` (a contact id) or `email`".into());
+        return Err(InputError::Shape(
+            "missing `contact` (a contact id) or `email`",
+        ));
     }
     if let Some(c) = &contact {
         check_id("contact", c)?;
@@ -272,7 +261,7 @@ pub fn parse_event_with(
     }
     if let Some(e) = &email {
         if !valid_email(e) {
-            return Err(format!("`email` {} is not an email address", shown(e)));
+            return Err(InputError::Email(e.clone()));
         }
     }
     let at = match text("at")? {
@@ -285,7 +274,7 @@ pub fn parse_event_with(
     let data = match obj.get("data") {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(Value::Object(m)) => Value::Object(m.clone()),
-        Some(_) => return Err("`data` must be a JSON object".into()),
+        Some(_) => return Err(InputError::Shape("`data` must be a JSON object")),
     };
     check_data(&data, rules.max_data)?;
     Ok(IncomingEvent {
@@ -301,25 +290,14 @@ pub fn parse_event_with(
 
 /// Parses the RFC 3339 time of the field `what` (an event's `at`, a contact's
 /// `created_at`).
-fn parse_time(what: &str, s: &str) -> Result<Ts, String> {
+fn parse_time(what: &'static str, s: &str) -> Result<Ts, InputError> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|_| {
-            format!(
-                "`{what}` {} is not an RFC 3339 time such as 2026-03-01T09:00:00Z",
-                shown(s)
-            )
+        .map_err(|source| InputError::Time {
+            what,
+            text: s.to_string(),
+            source,
         })
-}
-
-/// A value quoted for an error message: at most 80 characters, escaped.
-fn shown(s: &str) -> String {
-    let short: String = s.chars().take(80).collect();
-    if short.len() < s.len() {
-        format!("{short:?}...")
-    } else {
-        format!("{short:?}")
-    }
 }
 
 /// Reads a JSON Lines file of events: (valid events, rejected lines).
@@ -339,9 +317,9 @@ pub fn read_events(path: &Path) -> std::io::Result<(Vec<IncomingEvent>, Vec<Reje
             }),
             Ok(v) => match parse_event(line_no, &v) {
                 Ok(e) => ok.push(e),
-                Err(reason) => bad.push(Rejected {
+                Err(e) => bad.push(Rejected {
                     at: line_no,
-                    reason,
+                    reason: e.to_string(),
                 }),
             },
         }
@@ -387,8 +365,10 @@ fn typed_cell(s: &str) -> Value {
 }
 
 /// Validates one contact object.
-pub fn parse_contact(line: usize, v: &Value) -> Result<ContactRow, String> {
-    let obj = v.as_object().ok_or("a contact is a JSON object")?;
+pub fn parse_contact(line: usize, v: &Value) -> Result<ContactRow, InputError> {
+    let obj = v
+        .as_object()
+        .ok_or(InputError::Shape("a contact is a JSON object"))?;
     let mut row = ContactRow {
         line,
         id: None,
@@ -402,13 +382,13 @@ pub fn parse_contact(line: usize, v: &Value) -> Result<ContactRow, String> {
         created: None,
     };
     for (k, v) in obj {
-        let s = || -> Result<Option<String>, String> {
+        let s = || -> Result<Option<String>, InputError> {
             match v {
                 Value::Null => Ok(None),
                 Value::String(s) if s.trim().is_empty() => Ok(None),
                 Value::String(s) => Ok(Some(s.trim().to_string())),
                 Value::Number(n) if k == "id" => Ok(Some(n.to_string())),
-                _ => Err(format!("`{k}` must be a string")),
+                _ => Err(InputError::NotText(k.clone())),
             }
         };
         match k.as_str() {
@@ -432,11 +412,7 @@ pub fn parse_contact(line: usize, v: &Value) -> Result<ContactRow, String> {
                     Some("opted_in") => Some(Consent::OptedIn),
                     Some("opted_out") => Some(Consent::OptedOut),
                     Some("unknown") => Some(Consent::Unknown),
-                    Some(other) => {
-                        return Err(format!(
-                            "`consent` {other:?} must be opted_in, opted_out or unknown"
-                        ))
-                    }
+                    Some(other) => return Err(InputError::Consent(other.to_string())),
                 }
             }
             "tags" => {
@@ -453,30 +429,32 @@ pub fn parse_contact(line: usize, v: &Value) -> Result<ContactRow, String> {
                         .map(|t| {
                             t.as_str()
                                 .map(str::to_string)
-                                .ok_or("`tags` must be strings")
+                                .ok_or(InputError::Shape("`tags` must be strings"))
                         })
                         .collect::<Result<_, _>>()?,
-                    _ => return Err("`tags` must be a list or a ;-separated string".into()),
+                    _ => {
+                        return Err(InputError::Shape(
+                            "`tags` must be a list or a ;-separated string",
+                        ))
+                    }
                 };
                 row.tags = Some(tags);
             }
             "score" | "grade" | "segments" | "unsubscribed" | "suppressed" => {
-                return Err(format!(
-                    "`{k}` is computed by nurture and cannot be imported"
-                ))
+                return Err(InputError::Computed(k.clone()))
             }
             _ => insert_path(&mut row.fields, k, v.clone()),
         }
     }
     if row.id.is_none() && row.email.is_none() {
-        return Err("a contact needs an `id` or an `email`".into());
+        return Err(InputError::Shape("a contact needs an `id` or an `email`"));
     }
     if let Some(id) = &row.id {
         check_id("id", id)?;
     }
     if let Some(e) = &row.email {
         if !valid_email(e) {
-            return Err(format!("`email` {} is not an email address", shown(e)));
+            return Err(InputError::Email(e.clone()));
         }
     }
     if let Some(l) = &row.lifecycle {
@@ -484,9 +462,7 @@ pub fn parse_contact(line: usize, v: &Value) -> Result<ContactRow, String> {
     }
     if let Some(tz) = &row.timezone {
         if tz.parse::<chrono_tz::Tz>().is_err() {
-            return Err(format!(
-                "`timezone` {tz:?} is not an IANA time zone such as Europe/Sofia"
-            ));
+            return Err(InputError::Timezone(tz.clone()));
         }
     }
     Ok(row)
@@ -534,7 +510,10 @@ pub fn read_contacts(path: &Path) -> std::io::Result<(Vec<ContactRow>, Vec<Rejec
             }
             match parse_contact(line, &Value::Object(obj)) {
                 Ok(r) => ok.push(r),
-                Err(reason) => bad.push(Rejected { at: line, reason }),
+                Err(e) => bad.push(Rejected {
+                    at: line,
+                    reason: e.to_string(),
+                }),
             }
         }
     } else {
@@ -551,7 +530,10 @@ pub fn read_contacts(path: &Path) -> std::io::Result<(Vec<ContactRow>, Vec<Rejec
                 }),
                 Ok(v) => match parse_contact(line, &v) {
                     Ok(r) => ok.push(r),
-                    Err(reason) => bad.push(Rejected { at: line, reason }),
+                    Err(e) => bad.push(Rejected {
+                        at: line,
+                        reason: e.to_string(),
+                    }),
                 },
             }
         }
@@ -586,7 +568,7 @@ pub fn merge(row: &ContactRow, into: &mut Contact) {
 
 /// The id of a contact created from an email address alone.
 pub fn id_for_email(email: &str) -> String {
-    format!("c-{}", crate::engine::digest(&[&email.to_lowercase()]))
+    format!("c-{}", crate::ids::digest(&[&email.to_lowercase()]))
 }
 
 #[cfg(test)]
@@ -626,7 +608,7 @@ mod tests {
             ),
         ];
         for (v, want) in cases {
-            let e = parse_event(0, &v).unwrap_err();
+            let e = parse_event(0, &v).unwrap_err().to_string();
             assert!(e.contains(want), "{v}: {e}");
         }
     }
@@ -642,17 +624,39 @@ mod tests {
         assert_eq!(r.tags.unwrap().len(), 2);
         assert!(parse_contact(2, &json!({"first_name": "x"}))
             .unwrap_err()
+            .to_string()
             .contains("`id` or an `email`"));
         assert!(parse_contact(3, &json!({"id": "c", "consent": "yes"}))
             .unwrap_err()
+            .to_string()
             .contains("opted_in"));
         assert!(
             parse_contact(4, &json!({"id": "c", "timezone": "Mars/Base"}))
                 .unwrap_err()
+                .to_string()
                 .contains("IANA")
         );
         assert!(parse_contact(5, &json!({"id": "c", "score": 5}))
             .unwrap_err()
+            .to_string()
             .contains("computed"));
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A bad time keeps chrono's parse error as its source; its text stays the reason.
+    #[test]
+    fn a_bad_time_keeps_its_parse_error_as_source() {
+        let e = parse_event(0, &json!({"type": "a.b", "contact": "c", "at": "soon"})).unwrap_err();
+        assert!(matches!(e, InputError::Time { what: "at", .. }), "{e:?}");
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!("`at` \"soon\" is not an RFC 3339 time such as 2026-03-01T09:00:00Z")
+        );
     }
 }

@@ -23,7 +23,7 @@ use std::path::Path;
 use crate::diag::{Code, Diagnostic};
 use crate::yaml::Span;
 
-/// The fields every contact view has ([`crate::engine::eval::contact_view`]).
+/// The fields every contact view has (`crate::engine::eval::contact_view`).
 pub const ALWAYS_PRESENT: &[&str] = &[
     "id",
     "email",
@@ -52,10 +52,10 @@ pub struct FieldUse {
 }
 
 /// N0014 when `name` (an event type of a trigger, goal, `wait_for` or scoring rule) is
-/// one that ingestion refuses ([`crate::input::check_event_type`]).
+/// one that ingestion refuses ([`crate::events::check_event_type`]).
 pub fn event_type(file: &Path, span: Span, name: &str) -> Option<Diagnostic> {
-    crate::input::check_event_type(name).err()?;
-    let example = crate::input::suggest_event_type(name)
+    crate::events::check_event_type(name).err()?;
+    let example = crate::events::suggest_event_type(name)
         .map(|s| format!(", e.g. `{s}`"))
         .unwrap_or_default();
     Some(

@@ -12,6 +12,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+mod days;
+pub mod net;
+pub use days::{DayError, DaySpec};
+
 /// A marker that custom deserializers put in front of their messages so that the
 /// diagnostic gets a specific code. See [`crate::project`].
 pub(crate) const DURATION_ERR: &str = "invalid duration";
@@ -86,7 +90,7 @@ pub struct QuietHours {
     /// The days whose quiet period this is (a period belongs to the day it starts on):
     /// names (`mon`, `tue`...) and ranges (`mon..fri`). Default: every day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub days: Option<Vec<crate::engine::channels::DaySpec>>,
+    pub days: Option<Vec<DaySpec>>,
 }
 
 /// Consent required to send marketing email from a workflow.
@@ -527,12 +531,15 @@ impl Duration {
     }
 }
 
+/// A duration that is not numbers with units (`30m`, `1d12h`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{DURATION_ERR} `{0}`: write a number and a unit (m, h, d or w), e.g. 30m, 2h, 7d, 3w")]
+pub struct DurationError(pub String);
+
 impl FromStr for Duration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!("{DURATION_ERR} `{s}`: write a number and a unit (m, h, d or w), e.g. 30m, 2h, 7d, 3w")
-        };
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Self, DurationError> {
+        let bad = || DurationError(s.to_string());
         let t = s.trim();
         if t.is_empty() {
             return Err(bad());
@@ -614,13 +621,23 @@ impl JsonSchema for Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TimeOfDay(pub chrono::NaiveTime);
 
+/// A time of day that is not `HH:MM`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{TIME_ERR} `{text}`: write a 24-hour local time as HH:MM, e.g. 09:00")]
+pub struct TimeError {
+    pub text: String,
+    #[source]
+    pub source: chrono::ParseError,
+}
+
 impl FromStr for TimeOfDay {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = TimeError;
+    fn from_str(s: &str) -> Result<Self, TimeError> {
         chrono::NaiveTime::parse_from_str(s.trim(), "%H:%M")
             .map(TimeOfDay)
-            .map_err(|_| {
-                format!("{TIME_ERR} `{s}`: write a 24-hour local time as HH:MM, e.g. 09:00")
+            .map_err(|source| TimeError {
+                text: s.to_string(),
+                source,
             })
     }
 }
@@ -733,7 +750,7 @@ pub struct Settings {
 }
 
 /// `[channels.NAME]` in nurture.toml: the limits of a plugin channel (see
-/// [`crate::store::limits`]).
+/// `crate::store::limits`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelSettings {
@@ -746,7 +763,19 @@ pub struct ChannelSettings {
     pub rate_per_sec: Option<f64>,
 }
 
-/// `[egress]` in nurture.toml (see [`crate::egress`]).
+/// A channel name as a plugin manifest may declare it: 1 to 32 of `a-z`, `0-9`, `_`,
+/// starting with a letter; not `email` (the built-in channel).
+pub fn valid_channel(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+        && name != "email"
+}
+
+/// `[egress]` in nurture.toml (see `crate::egress`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EgressSettings {
@@ -755,7 +784,7 @@ pub struct EgressSettings {
     /// "hooks.internal.test"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")]
-    pub allow: Vec<crate::egress::Allow>,
+    pub allow: Vec<net::Allow>,
     /// Total time of one webhook attempt: connect, headers and body (default 10s, at
     /// most 15s).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -974,7 +974,7 @@ fn load_plugins(
                 Ok(m)
                     if m.channel
                         .as_deref()
-                        .is_some_and(|c| !crate::store::limits::valid_channel(c)) =>
+                        .is_some_and(|c| !crate::model::valid_channel(c)) =>
                 {
                     loaded.diagnostics.push(bad_channel(
                         &path,
@@ -1190,7 +1190,7 @@ fn create_secret(path: &Path) -> std::io::Result<Created> {
 /// Compiles every template as the email channel will, and reports syntax errors and
 /// unknown variables at their line in the file.
 fn check_templates(dir: &Path, templates: &BTreeMap<String, Template>, loaded: &mut Loaded) {
-    let (_, problems) = crate::email::Renderer::new(templates);
+    let (_, problems) = crate::email::render::Renderer::new(templates);
     let warnings = crate::email::render::maybe_missing(templates);
     let problems = problems
         .into_iter()

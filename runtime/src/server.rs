@@ -595,7 +595,10 @@ async fn post_contacts(State(s): State<AppState>, body: axum::body::Bytes) -> Re
     for (i, v) in body.iter().enumerate() {
         match input::parse_contact(i, v) {
             Ok(r) => rows.push(r),
-            Err(reason) => rejected.push(input::Rejected { at: i, reason }),
+            Err(e) => rejected.push(input::Rejected {
+                at: i,
+                reason: e.to_string(),
+            }),
         }
     }
     match s.engine.import_contacts(&rows, Utc::now()).await {

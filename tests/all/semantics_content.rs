@@ -217,8 +217,9 @@ fn an_event_name_ingestion_refuses_is_a_validation_error() {
     );
     // The very rule ingestion applies.
     for name in ["go", "Deal.Won", "clicked", "visit"] {
-        let refused =
-            nurture::input::parse_event(0, &json!({"type": name, "contact": "c"})).unwrap_err();
+        let refused = nurture::input::parse_event(0, &json!({"type": name, "contact": "c"}))
+            .unwrap_err()
+            .to_string();
         assert!(refused.contains("dotted lowercase"), "{refused}");
     }
     let loaded = nurture::project::load(&dir);
@@ -701,12 +702,15 @@ fn a_second_creation_and_events_before_the_creation_are_rejected_with_reasons() 
 #[test]
 fn a_bad_created_at_is_rejected_with_its_line() {
     let err = nurture::input::parse_contact(3, &json!({"id": "x", "created_at": "last week"}))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("`created_at` \"last week\" is not an RFC 3339 time"),
         "{err}"
     );
-    let err = nurture::input::parse_contact(3, &json!({"id": "x", "created_at": 5})).unwrap_err();
+    let err = nurture::input::parse_contact(3, &json!({"id": "x", "created_at": 5}))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`created_at` must be a string"), "{err}");
     // Through the CLI: the line and the reason; the good rows are simulated.
     let tmp = tempfile::tempdir().unwrap();

@@ -47,8 +47,29 @@ pub struct TemplateProblem {
 pub enum RenderError {
     #[error("no template `{0}`")]
     Unknown(String),
-    #[error("template `{template}`: {message}")]
-    Render { template: String, message: String },
+    #[error("template `{template}`: {source}")]
+    Render { template: String, source: TextError },
+}
+
+/// Why a text (a template, a subject) did not render.
+#[derive(Debug, thiserror::Error)]
+pub enum TextError {
+    /// The output passed [`MAX_RENDERED_BYTES`].
+    #[error(
+        "the rendered text would be larger than {MAX_RENDERED_BYTES} bytes; check the template's loops"
+    )]
+    TooLarge,
+    /// Rendering failed; `place` says where (` (NAME, line N)`) when known.
+    #[error("{}{place}", describe(.source))]
+    Failed {
+        source: minijinja::Error,
+        place: String,
+    },
+    /// A text does not compile as a template.
+    #[error(transparent)]
+    Syntax(minijinja::Error),
+    #[error("the rendered text is not UTF-8")]
+    NotUtf8(#[from] std::string::FromUtf8Error),
 }
 
 impl RenderError {
@@ -97,21 +118,20 @@ impl std::io::Write for Capped {
 fn render_bounded(
     tmpl: &minijinja::Template<'_, '_>,
     ctx: minijinja::Value,
-) -> Result<String, String> {
+) -> Result<String, TextError> {
     let mut out = Capped::default();
     let result = tmpl.render_captured_to(ctx, &mut out);
     if out.over {
-        return Err(format!(
-            "the rendered text would be larger than {MAX_RENDERED_BYTES} bytes; \
-             check the template's loops"
-        ));
+        return Err(TextError::TooLarge);
     }
-    let where_ = |e: &minijinja::Error| match e.line() {
-        Some(l) => format!(" ({}, line {l})", e.name().unwrap_or(tmpl.name())),
-        None => String::new(),
-    };
-    result.map_err(|e| format!("{}{}", describe(&e), where_(&e)))?;
-    String::from_utf8(out.buf).map_err(|_| "the rendered text is not UTF-8".to_string())
+    result.map_err(|source| {
+        let place = match source.line() {
+            Some(l) => format!(" ({}, line {l})", source.name().unwrap_or(tmpl.name())),
+            None => String::new(),
+        };
+        TextError::Failed { source, place }
+    })?;
+    Ok(String::from_utf8(out.buf)?)
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -228,11 +248,11 @@ impl Renderer {
 
     /// Renders a one-line text such as a step's subject override with `ctx`, under the
     /// same fuel and size limits as templates (not HTML-escaped, as subjects are not).
-    fn render_text(&self, text: &str, ctx: &Value) -> Result<String, String> {
+    fn render_text(&self, text: &str, ctx: &Value) -> Result<String, TextError> {
         let tmpl = self
             .env
             .template_from_str(text)
-            .map_err(|e| e.to_string())?;
+            .map_err(TextError::Syntax)?;
         render_bounded(&tmpl, context(ctx))
     }
 
@@ -248,9 +268,9 @@ impl Renderer {
             .templates
             .get(name)
             .ok_or_else(|| RenderError::Unknown(name.to_string()))?;
-        let err = |message: String| RenderError::Render {
+        let err = |source: TextError| RenderError::Render {
             template: name.to_string(),
-            message,
+            source,
         };
         let one = |source: String, ctx: &Value| -> Result<Option<String>, RenderError> {
             match self.env.get_template(&source) {

@@ -11,110 +11,14 @@
 //! posted as `sms.unsubscribed`). Plugin channels need an explicit opt-in, whatever the
 //! workflow's `consent` policy: texts and messengers require prior consent.
 
-use chrono::{Datelike, NaiveTime, Weekday};
+use chrono::{Datelike, NaiveTime};
 use chrono_tz::Tz;
-use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value};
 
 use super::{time, Flow, Work};
+pub use crate::model::DaySpec;
 use crate::plan::Plan;
 use crate::store::{Ts, Wait};
-
-/// One entry of quiet hours' `days`: a day (`mon`) or a range of days (`mon..fri`, which
-/// may wrap: `fri..mon`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DaySpec {
-    pub first: Weekday,
-    pub last: Weekday,
-}
-
-const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-
-fn day(s: &str) -> Option<Weekday> {
-    let i = DAY_NAMES
-        .iter()
-        .position(|d| d.eq_ignore_ascii_case(s.trim()))?;
-    Some(Weekday::try_from(i as u8).expect("0..7"))
-}
-
-impl DaySpec {
-    /// Whether `d` is one of these days.
-    pub fn contains(&self, d: Weekday) -> bool {
-        let (a, b, x) = (
-            self.first.num_days_from_monday(),
-            self.last.num_days_from_monday(),
-            d.num_days_from_monday(),
-        );
-        if a <= b {
-            a <= x && x <= b
-        } else {
-            x >= a || x <= b
-        }
-    }
-}
-
-impl std::str::FromStr for DaySpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |what: &str| {
-            format!(
-                "unknown day `{what}`: write mon, tue, wed, thu, fri, sat or sun, or a range such as mon..fri"
-            )
-        };
-        match s.split_once("..") {
-            Some((a, b)) => Ok(DaySpec {
-                first: day(a).ok_or_else(|| bad(a.trim()))?,
-                last: day(b).ok_or_else(|| bad(b.trim()))?,
-            }),
-            None => {
-                let d = day(s).ok_or_else(|| bad(s.trim()))?;
-                Ok(DaySpec { first: d, last: d })
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for DaySpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = |d: Weekday| DAY_NAMES[d.num_days_from_monday() as usize];
-        if self.first == self.last {
-            f.write_str(name(self.first))
-        } else {
-            write!(f, "{}..{}", name(self.first), name(self.last))
-        }
-    }
-}
-
-impl Serialize for DaySpec {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for DaySpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        let s = match v {
-            Value::String(s) => s,
-            other => other.to_string(),
-        };
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl JsonSchema for DaySpec {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "DaySpec".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string",
-            "description": "a day (mon, tue, wed, thu, fri, sat, sun) or a range of days (mon..fri)",
-            "pattern": "^(mon|tue|wed|thu|fri|sat|sun)(\\.\\.(mon|tue|wed|thu|fri|sat|sun))?$"
-        })
-    }
-}
 
 /// When quiet hours `[from, to)` (local, possibly overnight) of `days` (each day's period
 /// starting on that day; `None`: every day) are in force at `now`, the instant they end
@@ -246,7 +150,7 @@ pub fn consent_key(channel: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, Utc};
+    use chrono::{DateTime, Utc, Weekday};
 
     fn utc(s: &str) -> Ts {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -265,6 +169,7 @@ mod tests {
         assert!("mun"
             .parse::<DaySpec>()
             .unwrap_err()
+            .to_string()
             .contains("unknown day `mun`"));
         assert!("mon..fry".parse::<DaySpec>().is_err());
     }

@@ -12,15 +12,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Map, Value};
 
-use super::Work;
-use crate::diag::{did_you_mean, Code};
+use super::{StepError, Work};
+pub use crate::plan::contact::CONSENT_VALUES;
 use crate::plan::Plan;
-use crate::project::Sink;
 use crate::store::{Consent, RunStatus};
-use crate::yaml::Node;
-
-/// The values of a contact's consent.
-pub const CONSENT_VALUES: &[&str] = &["opted_in", "opted_out", "unknown"];
 
 /// A consent value from its name.
 pub fn parse_consent(s: &str) -> Option<Consent> {
@@ -32,69 +27,14 @@ pub fn parse_consent(s: &str) -> Option<Consent> {
     }
 }
 
-/// Keys of the `contact` that the engine computes, so a `set:` of them would be
-/// overwritten and lost; with what to write instead.
-const COMPUTED: &[(&str, &str)] = &[
-    ("id", "a contact's id never changes"),
-    ("score", "change the score with `score: +10` or `score: -5`"),
-    (
-        "grade",
-        "the grade follows the score (`grades` in scoring.yaml)",
-    ),
-    ("tags", "use `tag: [..]` and `untag: [..]`"),
-    (
-        "segments",
-        "segment membership follows the conditions of segments.yaml",
-    ),
-    (
-        "unsubscribed",
-        "a contact unsubscribes itself; a step can `set: { consent: opted_out }`",
-    ),
-];
-
-/// Validates one `key: value` of a `set:` step (`node` is the `set` mapping): computed
-/// keys cannot be set, and `consent` takes one of [`CONSENT_VALUES`] (or a `${...}` text,
-/// checked when the step runs).
-pub(crate) fn check_set(sink: &mut Sink<'_>, node: &Node, key: &str, value: &Value) {
-    if let Some((_, hint)) = COMPUTED.iter().find(|(k, _)| *k == key) {
-        let span = node.entry(key).map_or(node.span, |(k, _)| k.span);
-        sink.error(
-            Code::InvalidValue,
-            span,
-            format!("`{key}` cannot be set: the engine computes it"),
-            Some((*hint).into()),
-        );
-    }
-    if key == "consent" {
-        let ok = value
-            .as_str()
-            .is_some_and(|s| CONSENT_VALUES.contains(&s) || s.contains("${"));
-        if !ok {
-            let shown = value
-                .as_str()
-                .map_or_else(|| value.to_string(), str::to_string);
-            let hint = match did_you_mean(&shown, CONSENT_VALUES.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`?"),
-                None => format!("consent is one of {}", CONSENT_VALUES.join(", ")),
-            };
-            sink.error(
-                Code::InvalidValue,
-                node.get(key).unwrap_or(node).span,
-                format!("unknown consent `{shown}`"),
-                Some(hint),
-            );
-        }
-    }
-}
-
 impl Work<'_> {
     /// `set: { consent: VALUE }` in run `i`'s `step`: the contact's consent (what sending
     /// decisions and conditions read) changes, journaled with its cause.
-    pub(super) fn set_consent(&mut self, i: usize, step: &str, v: &Value) -> Result<(), String> {
+    pub(super) fn set_consent(&mut self, i: usize, step: &str, v: &Value) -> Result<(), StepError> {
         let to = v
             .as_str()
             .and_then(parse_consent)
-            .ok_or_else(|| format!("`consent` {v} is not one of {}", CONSENT_VALUES.join(", ")))?;
+            .ok_or_else(|| StepError::BadConsent(v.clone()))?;
         // Written by earlier versions, which stored it as a field the real one hid.
         if self.contact.fields.remove("consent").is_some() {
             self.contact_changed = true;

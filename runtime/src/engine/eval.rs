@@ -77,10 +77,8 @@ pub struct Scope<'a> {
     pub outcome: Option<&'a Value>,
 }
 
-fn parse_window(s: &str) -> Result<chrono::Duration, String> {
-    s.parse::<crate::model::Duration>()
-        .map(|d| d.to_chrono())
-        .map_err(|e| e.to_string())
+fn parse_window(s: &str) -> Result<chrono::Duration, crate::model::DurationError> {
+    s.parse::<crate::model::Duration>().map(|d| d.to_chrono())
 }
 
 pub fn to_json(v: &CelValue) -> Value {
@@ -100,22 +98,48 @@ fn data_matches(data: &Value, filter: &CelValue) -> bool {
     }
 }
 
+/// Why an expression gave no value. Its text is what the journal shows.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// A value of the scope could not be given to CEL.
+    #[error(transparent)]
+    Scope(#[from] cel::SerializationError),
+    /// A function could not be declared.
+    #[error(transparent)]
+    Declaration(#[from] cel::DeclarationError),
+    /// The expression failed (an unknown field, a type mismatch...).
+    #[error(transparent)]
+    Execution(#[from] ExecutionError),
+    /// The evaluator panicked on it: a run that meets it fails.
+    #[error("{ABORTED}: the CEL evaluator failed on it")]
+    Aborted,
+    /// A condition gave another type than a boolean.
+    #[error("condition gave {0} instead of true/false")]
+    NotBool(String),
+    /// A `${...}` that is not among the compiled programs does not compile.
+    #[error(transparent)]
+    Compile(#[from] crate::expr::ExprError),
+    /// The expression `src` of a `${...}` failed.
+    #[error("in ${{{src}}}: {source}")]
+    In {
+        src: String,
+        #[source]
+        source: Box<EvalError>,
+    },
+}
+
 /// Evaluates a compiled program in a scope.
-pub fn eval(program: &Program, scope: &Scope<'_>) -> Result<CelValue, String> {
+pub fn eval(program: &Program, scope: &Scope<'_>) -> Result<CelValue, EvalError> {
     let mut ctx = Context::default();
-    ctx.add_variable("contact", scope.contact.clone())
-        .map_err(|e| e.to_string())?;
-    ctx.add_variable("event", scope.event.cloned().unwrap_or(Value::Null))
-        .map_err(|e| e.to_string())?;
+    ctx.add_variable("contact", scope.contact.clone())?;
+    ctx.add_variable("event", scope.event.cloned().unwrap_or(Value::Null))?;
     ctx.add_variable_from_value("now", CelValue::Timestamp(scope.now.fixed_offset()));
     if let Some(o) = scope.outcome {
-        ctx.add_variable("outcome", o.clone())
-            .map_err(|e| e.to_string())?;
+        ctx.add_variable("outcome", o.clone())?;
         ctx.add_variable(
             "response",
             o.get("response").cloned().unwrap_or(Value::Null),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
     } else {
         ctx.add_variable_from_value("outcome", CelValue::Null);
         ctx.add_variable_from_value("response", CelValue::Null);
@@ -148,26 +172,22 @@ pub fn eval(program: &Program, scope: &Scope<'_>) -> Result<CelValue, String> {
                 .count();
             Ok(CelValue::Int(n as i64))
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     // The cel crate may panic on values it does not expect: that is this expression's
     // failure (its run fails with the reason), never the process's.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| program.execute(&ctx)))
-        .map_err(|_| format!("{ABORTED}: the CEL evaluator failed on it"))?
-        .map_err(|e| e.to_string())
+        .map_err(|_| EvalError::Aborted)?
+        .map_err(EvalError::from)
 }
 
 /// The start of the error of an evaluation that panicked: a run that meets it fails.
 pub const ABORTED: &str = "evaluation aborted";
 
 /// Evaluates a condition: only `true` is true; errors are returned for the journal.
-pub fn eval_bool(program: &Program, scope: &Scope<'_>) -> Result<bool, String> {
+pub fn eval_bool(program: &Program, scope: &Scope<'_>) -> Result<bool, EvalError> {
     match eval(program, scope)? {
         CelValue::Bool(b) => Ok(b),
-        other => Err(format!(
-            "condition gave {} instead of true/false",
-            other.type_of()
-        )),
+        other => Err(EvalError::NotBool(other.type_of().to_string())),
     }
 }
 
@@ -188,7 +208,7 @@ pub fn interpolate(
     text: &str,
     programs: &HashMap<String, Arc<Program>>,
     scope: &Scope<'_>,
-) -> Result<String, String> {
+) -> Result<String, EvalError> {
     interpolate_with(text, programs, scope, |v| v)
 }
 
@@ -200,7 +220,7 @@ pub fn interpolate_url(
     text: &str,
     programs: &HashMap<String, Arc<Program>>,
     scope: &Scope<'_>,
-) -> Result<String, String> {
+) -> Result<String, EvalError> {
     interpolate_with(text, programs, scope, |v| {
         crate::egress::encode_component(&v)
     })
@@ -211,7 +231,7 @@ fn interpolate_with(
     programs: &HashMap<String, Arc<Program>>,
     scope: &Scope<'_>,
     encode: impl Fn(String) -> String,
-) -> Result<String, String> {
+) -> Result<String, EvalError> {
     let parts = crate::expr::interpolations(text);
     if parts.is_empty() {
         return Ok(text.to_string());
@@ -222,9 +242,12 @@ fn interpolate_with(
         out.push_str(&text[last..offset - 2]);
         let program = match programs.get(src) {
             Some(p) => p.clone(),
-            None => Arc::new(crate::expr::compile(src).map_err(|e| e.message)?),
+            None => Arc::new(crate::expr::compile(src)?),
         };
-        let v = eval(&program, scope).map_err(|e| format!("in ${{{src}}}: {e}"))?;
+        let v = eval(&program, scope).map_err(|e| EvalError::In {
+            src: src.to_string(),
+            source: Box::new(e),
+        })?;
         out.push_str(&encode(to_text(&v)));
         last = offset + src.len() + 1;
     }
@@ -237,7 +260,7 @@ pub fn interpolate_value(
     v: &Value,
     programs: &HashMap<String, Arc<Program>>,
     scope: &Scope<'_>,
-) -> Result<Value, String> {
+) -> Result<Value, EvalError> {
     Ok(match v {
         Value::String(s) => Value::String(interpolate(s, programs, scope)?),
         Value::Array(items) => Value::Array(
@@ -249,7 +272,7 @@ pub fn interpolate_value(
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, v)| Ok((k.clone(), interpolate_value(v, programs, scope)?)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, EvalError>>()?,
         ),
         other => other.clone(),
     })
@@ -395,5 +418,19 @@ mod tests {
         assert_eq!(grade(&s, 39), "cold");
         assert_eq!(grade(&s, 40), "warm");
         assert_eq!(grade(&s, 150), "hot");
+    }
+
+    /// A failing `${...}` names its expression and keeps the evaluator's error as source.
+    #[test]
+    fn an_interpolation_error_keeps_the_expression_error_as_source() {
+        let c = serde_json::json!({"score": 5});
+        let scope = scope_with(vec![], &c);
+        let e = interpolate("Hi ${contact.name}", &HashMap::new(), &scope).unwrap_err();
+        assert!(e.to_string().starts_with("in ${contact.name}: "), "{e}");
+        let source = std::error::Error::source(&e).expect("a source");
+        let inner = source
+            .downcast_ref::<Box<EvalError>>()
+            .expect("the expression's error");
+        assert!(matches!(**inner, EvalError::Execution(_)), "{inner:?}");
     }
 }

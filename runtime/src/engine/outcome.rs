@@ -17,7 +17,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{eval, EngineError, Flow, Work};
+use super::{eval, EngineError, Flow, StepError, Work};
 use crate::model::{Step, StepKind};
 use crate::plan::{Edge, Plan};
 use crate::store::{NewEvent, OutboxEntry, OutboxOutcome, RunStatus, StoredEvent, Ts, Wait};
@@ -164,7 +164,7 @@ impl<'e> Work<'e> {
         i: usize,
         plan: &'e Plan,
         step: &'e Step,
-    ) -> Result<Flow, String> {
+    ) -> Result<Flow, StepError> {
         let key = outbox_key(&self.runs[i].id, &step.id, 0);
         self.runs[i].outcome = None;
         if !self.uow.outbox.iter().any(|e| e.key == key) {
@@ -253,7 +253,8 @@ impl<'e> Work<'e> {
         match self.take_outcome(i, plan, step, outcome, why) {
             Ok(Flow::Goto(next)) => self.advance(i, Some(next)),
             Ok(Flow::Wait) => Ok(()),
-            Err(msg) => {
+            Err(e) => {
+                let msg = e.to_string();
                 self.journal(Some(i), "error", json!({"step": step.id, "message": msg}));
                 self.end_run(i, RunStatus::Failed, "error");
                 Ok(())
@@ -268,7 +269,7 @@ impl<'e> Work<'e> {
         step: &'e Step,
         outcome: Value,
         why: &str,
-    ) -> Result<Flow, String> {
+    ) -> Result<Flow, StepError> {
         let summary = json!({
             "ok": outcome.get("ok"),
             "status": outcome.get("status"),
@@ -285,7 +286,7 @@ impl<'e> Work<'e> {
         self.save_outcome(i, plan, step);
         super::edge_target(plan, &step.id, |e| *e == Edge::Next)
             .map(Flow::Goto)
-            .ok_or_else(|| "no successor".into())
+            .ok_or(StepError::NoSuccessor)
     }
 
     /// The step's `save:` mappings, evaluated against the outcome: each field whose
@@ -332,7 +333,7 @@ impl<'e> Work<'e> {
                     }
                 }
                 Err(e) => {
-                    skipped.insert(field.clone(), Value::from(short(&e)));
+                    skipped.insert(field.clone(), Value::from(short(&e.to_string())));
                 }
             }
         }

@@ -137,17 +137,7 @@ pub fn channel_of<'a>(kind: &super::OutboxKind, payload: &'a Value) -> Option<&'
     }
 }
 
-/// A channel name as a plugin manifest may declare it: 1 to 32 of `a-z`, `0-9`, `_`,
-/// starting with a letter; not `email` (the built-in channel).
-pub fn valid_channel(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 32
-        && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
-        && name != "email"
-}
+pub use crate::model::valid_channel;
 
 /// Why and until when a claim left an entry for later.
 #[derive(Debug, Clone, PartialEq)]

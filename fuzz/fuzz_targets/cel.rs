@@ -1,4 +1,4 @@
-//! CEL conditions: any input compiles within the bounds of `nurture::expr` or is refused
+//! CEL conditions: any input compiles within the bounds of `nurture_core::expr` or is refused
 //! with a position; what compiles evaluates to a value or an error, never a panic or a
 //! stack overflow. `scripts/fuzz` runs it.
 #![no_main]
@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use chrono::TimeZone;
 use libfuzzer_sys::fuzz_target;
-use nurture::engine::eval::{eval, Scope};
+use nurture_engine::eval::{eval, Scope};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let program = match nurture::expr::compile(text) {
+    let program = match nurture_core::expr::compile(text) {
         Ok(p) => p,
         Err(e) => {
             assert!(e.line >= 1 && !e.message.is_empty());
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         "company": {"name": "Acme", "employees": 50}, "title": "VP Sales"
     });
     let event = serde_json::json!({"type": "page.visited", "data": {"url": "/pricing"}});
-    let history = vec![nurture::store::StoredEvent {
+    let history = vec![nurture_store::StoredEvent {
         seq: 1,
         id: "e1".into(),
         contact: "c1".into(),
@@ -38,6 +38,6 @@ fuzz_target!(|data: &[u8]| {
         history: Arc::new(history),
     };
     if let Err(e) = eval(&program, &scope) {
-        assert!(!e.to_string().starts_with(nurture::engine::eval::ABORTED), "{text:?}: {e}");
+        assert!(!e.to_string().starts_with(nurture_engine::eval::ABORTED), "{text:?}: {e}");
     }
 });

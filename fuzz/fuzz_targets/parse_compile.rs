@@ -10,16 +10,16 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let settings = nurture::model::Settings::default();
+    let settings = nurture_core::model::Settings::default();
     let templates = BTreeMap::new();
     let plugins = BTreeMap::new();
-    let ctx = nurture::plan::Context {
+    let ctx = nurture_core::plan::Context {
         settings: &settings,
         segments: &[],
         templates: &templates,
         plugins: &plugins,
     };
-    let (plan, diags) = nurture::project::check_source(&ctx, Path::new("fuzz.yaml"), text);
+    let (plan, diags) = nurture_core::project::check_source(&ctx, Path::new("fuzz.yaml"), text);
     assert!(plan.is_some() || !diags.is_empty());
     for d in &diags {
         let _ = d.render(Some(text));

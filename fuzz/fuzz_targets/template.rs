@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use nurture::project::Template;
+use nurture_core::project::Template;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         text: None,
     };
     let templates = BTreeMap::from([("t".to_string(), template)]);
-    let (renderer, problems) = nurture::email::Renderer::new(&templates);
+    let (renderer, problems) = nurture_core::template::Renderer::new(&templates);
     if !problems.is_empty() {
         return;
     }
@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         "unsubscribe_url": "https://example.test/u/x",
     });
     if let Ok(r) = renderer.render("t", &ctx, None) {
-        let cap = nurture::email::render::MAX_RENDERED_BYTES;
+        let cap = nurture_core::template::MAX_RENDERED_BYTES;
         assert!(r.html.as_ref().map_or(0, String::len) <= cap);
     }
 });

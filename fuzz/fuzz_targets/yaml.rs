@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    match nurture::yaml::parse(text) {
+    match nurture_core::yaml::parse(text) {
         Ok(node) => {
             let _ = node.to_json();
         }

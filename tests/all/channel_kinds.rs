@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use nurture::channel::RetryPolicy;
-use nurture::deliver::Deliverer;
-use nurture::egress::{Egress, Settings};
-use nurture::store::{OutboxEntry, OutboxKind, Store, UnitOfWork};
+use nurture_channels::channel::RetryPolicy;
+use nurture_channels::deliver::Deliverer;
+use nurture_channels::egress::{Egress, Settings};
+use nurture_store::{OutboxEntry, OutboxKind, Store, UnitOfWork};
 use serde_json::{json, Value};
 
 use crate::util::{fresh_postgres, rt, RecordingServer};
@@ -48,7 +48,7 @@ impl Raw {
     async fn insert_outbox(&self, key: &str, kind: &str) {
         match self {
             Raw::Sqlite(p) => {
-                let now = nurture::store::ts(Utc::now());
+                let now = nurture_store::ts(Utc::now());
                 sqlx::query(
                     "INSERT INTO outbox (key, run_id, contact, workflow, step, kind, payload, \
                      created_at, due_at) VALUES (?, NULL, 'c1', 'w', 's', ?, '{}', ?, ?)",
@@ -143,7 +143,7 @@ fn an_outbox_row_of_an_unknown_kind_fails_with_a_reason_and_is_not_delivered() {
     let dir = tempfile::tempdir().unwrap();
     for (name, url) in store_urls(dir.path()) {
         rt().block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
+            let store = nurture_server::open_store(&url).await.unwrap();
             let raw = Raw::connect(&url).await;
             raw.insert_outbox("u1", "sms").await;
             // Read back, the kind is kept as it was stored, and known to be unknown.
@@ -179,7 +179,7 @@ fn an_entry_whose_kind_has_no_registered_channel_fails_with_a_clear_reason() {
     let dir = tempfile::tempdir().unwrap();
     for (name, url) in store_urls(dir.path()) {
         rt().block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
+            let store = nurture_server::open_store(&url).await.unwrap();
             let raw = Raw::connect(&url).await;
             // No plugin host in this process: a plugin step cannot run here; and a
             // deliverer with no channel at all delivers no email either.
@@ -253,7 +253,7 @@ fn retry_backoff_has_jitter_within_bounds_and_grows_to_the_cap() {
     let dir = tempfile::tempdir().unwrap();
     for (name, url) in store_urls(dir.path()) {
         rt().block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
+            let store = nurture_server::open_store(&url).await.unwrap();
             let raw = Raw::connect(&url).await;
             let keys: Vec<String> = (0..6).map(|i| format!("j{i}")).collect();
             queue(
@@ -315,7 +315,7 @@ fn a_permanent_error_gives_up_at_once_while_a_retryable_one_is_retried() {
     let dir = tempfile::tempdir().unwrap();
     for (name, url) in store_urls(dir.path()) {
         rt().block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
+            let store = nurture_server::open_store(&url).await.unwrap();
             let raw = Raw::connect(&url).await;
             let hook = |key: &str, contact: &str, path: &str| {
                 let mut e = entry(

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use nurture::deliver::Deliverer;
-use nurture::engine::{Effect, Engine};
-use nurture::store::{OutboxEntry, Store, UnitOfWork};
+use nurture_channels::deliver::Deliverer;
+use nurture_engine::{Effect, Engine};
+use nurture_store::{OutboxEntry, Store, UnitOfWork};
 
 use crate::util::{fresh_postgres, repo};
 
@@ -44,8 +44,8 @@ fn write_project(dir: &Path, toml: &str, workflows: &[(&str, &str)]) {
     .unwrap();
 }
 
-fn load(dir: &Path) -> Arc<nurture::project::Project> {
-    let loaded = nurture::project::load(dir);
+fn load(dir: &Path) -> Arc<nurture_core::project::Project> {
+    let loaded = nurture_core::project::load(dir);
     assert_eq!(loaded.errors(), 0, "{}", loaded.render());
     Arc::new(loaded.project.unwrap())
 }
@@ -54,27 +54,27 @@ fn load(dir: &Path) -> Arc<nurture::project::Project> {
 async fn stores(dir: &Path) -> Vec<(&'static str, Arc<dyn Store>)> {
     let mut out = vec![(
         "sqlite",
-        nurture::store::open(&format!("sqlite://{}", dir.join("t.db").display()))
+        nurture_server::open_store(&format!("sqlite://{}", dir.join("t.db").display()))
             .await
             .unwrap(),
     )];
     if let Some(url) = tokio::task::spawn_blocking(fresh_postgres).await.unwrap() {
-        out.push(("postgres", nurture::store::open(&url).await.unwrap()));
+        out.push(("postgres", nurture_server::open_store(&url).await.unwrap()));
     }
     out
 }
 
-fn rows(contacts: &[Value]) -> Vec<nurture::input::ContactRow> {
+fn rows(contacts: &[Value]) -> Vec<nurture_engine::input::ContactRow> {
     contacts
         .iter()
         .enumerate()
-        .map(|(i, c)| nurture::input::parse_contact(i + 1, c).unwrap())
+        .map(|(i, c)| nurture_engine::input::parse_contact(i + 1, c).unwrap())
         .collect()
 }
 
 async fn go(engine: &Arc<Engine>, contact: &str, at: DateTime<Utc>) -> Vec<Effect> {
-    let e =
-        nurture::input::parse_event(1, &json!({"type": "test.go", "contact": contact})).unwrap();
+    let e = nurture_engine::input::parse_event(1, &json!({"type": "test.go", "contact": contact}))
+        .unwrap();
     engine.ingest(&[e], at).await.unwrap();
     engine.tick(at).await.unwrap()
 }
@@ -128,9 +128,11 @@ async fn sms_step_obeys_weekday_quiet_hours_and_sms_consent() {
             json!({"id": "sat", "phone": "+1559", "consent_sms": "opted_in"}),
         ];
         engine.import_contacts(&rows(&contacts), fri).await.unwrap();
-        let e =
-            nurture::input::parse_event(1, &json!({"type": "sms.unsubscribed", "contact": "stop"}))
-                .unwrap();
+        let e = nurture_engine::input::parse_event(
+            1,
+            &json!({"type": "sms.unsubscribed", "contact": "stop"}),
+        )
+        .unwrap();
         engine.ingest(&[e], fri).await.unwrap();
         engine.tick(fri).await.unwrap();
         let mut effects = Vec::new();
@@ -203,7 +205,7 @@ fn bad_quiet_days_and_bad_plugin_channel_are_diagnosed() {
             .replace("channel = \"sms\"", "channel = \"Text Messages\""),
     )
     .unwrap();
-    let loaded = nurture::project::load(tmp.path());
+    let loaded = nurture_core::project::load(tmp.path());
     let d: Vec<_> = loaded.diagnostics.iter().map(|d| d.to_json()).collect();
     let day = d
         .iter()
@@ -263,16 +265,16 @@ async fn queue_emails(store: &Arc<dyn Store>, contacts: &[&str], n: usize, at: D
 
 /// Two deliverers (two workers' channels and deliverers) sharing a store, started at once.
 async fn two_deliverers(
-    project: &nurture::project::Project,
+    project: &nurture_core::project::Project,
     store: &Arc<dyn Store>,
     at: DateTime<Utc>,
     limit: i64,
 ) -> usize {
-    let signer = nurture::email::Signer::new(b"test-tracking-key");
+    let signer = nurture_channels::email::Signer::new(b"test-tracking-key");
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
     let mut tasks = Vec::new();
     for _ in 0..2 {
-        let channel = nurture::email::EmailChannel::for_project(
+        let channel = nurture_channels::email::EmailChannel::for_project(
             project,
             store.clone(),
             signer.clone(),
@@ -424,7 +426,7 @@ steps:
     );
     let project = load(tmp.path());
     let contacts = rows(&[json!({"id": "ana", "email": "ana@example.com"})]);
-    let events = vec![nurture::input::parse_event(
+    let events = vec![nurture_engine::input::parse_event(
         1,
         &json!({"type": "test.go", "contact": "ana", "at": "2026-03-02T09:00:00Z"}),
     )
@@ -434,14 +436,15 @@ steps:
         .enable_all()
         .build()
         .unwrap()
-        .block_on(nurture::simulate::run(
+        .block_on(nurture_engine::simulate::run(
             project,
             &contacts,
             events,
             None,
             None,
             |e| {
-                let v: Value = serde_json::from_str(&nurture::simulate::effect_line(e)).unwrap();
+                let v: Value =
+                    serde_json::from_str(&nurture_engine::simulate::effect_line(e)).unwrap();
                 if ["email", "deferred", "sent"].contains(&v["effect"].as_str().unwrap()) {
                     lines.push(format!(
                         "{} {} {} {}",

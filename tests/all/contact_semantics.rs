@@ -8,9 +8,9 @@ use chrono::{Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 
 use crate::util::rt;
-use nurture::engine::{Effect, Engine};
-use nurture::input::IncomingEvent;
-use nurture::store::{Consent, Run, RunStatus, Store};
+use nurture_engine::input::IncomingEvent;
+use nurture_engine::{Effect, Engine};
+use nurture_store::{Consent, Run, RunStatus, Store};
 
 type Ts = chrono::DateTime<Utc>;
 
@@ -19,7 +19,7 @@ fn t0() -> Ts {
 }
 
 /// A project in a temporary folder: workflow files, and other files by path.
-fn project(files: &[(&str, &str)]) -> (tempfile::TempDir, Arc<nurture::project::Project>) {
+fn project(files: &[(&str, &str)]) -> (tempfile::TempDir, Arc<nurture_core::project::Project>) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir_all(root.join("workflows")).unwrap();
@@ -32,7 +32,7 @@ fn project(files: &[(&str, &str)]) -> (tempfile::TempDir, Arc<nurture::project::
     for (path, text) in files {
         std::fs::write(root.join(path), text).unwrap();
     }
-    let loaded = nurture::project::load(root);
+    let loaded = nurture_core::project::load(root);
     let rendered = loaded.render();
     let project = loaded.project.unwrap_or_else(|| panic!("{rendered}"));
     (dir, Arc::new(project))
@@ -51,14 +51,14 @@ async fn stores() -> Vec<(&'static str, String, Arc<dyn Store>, tempfile::TempDi
     let mut v = vec![(
         "sqlite",
         url.clone(),
-        nurture::store::open(&url).await.unwrap(),
+        nurture_server::open_store(&url).await.unwrap(),
         dir,
     )];
     if let Some(pg) = tokio::task::spawn_blocking(crate::util::fresh_postgres)
         .await
         .unwrap()
     {
-        let store = nurture::store::open(&pg)
+        let store = nurture_server::open_store(&pg)
             .await
             .expect("open postgres store");
         v.push(("postgres", pg, store, tempfile::tempdir().unwrap()));
@@ -139,7 +139,7 @@ async fn contact_journal(name: &str, url: &str, contact: &str) -> Vec<(String, V
     for (kind, data) in rows {
         let data: Value = serde_json::from_str(&data).unwrap();
         match (kind.as_str(), data) {
-            (nurture::store::PACKED, Value::Array(items)) => {
+            (nurture_store::PACKED, Value::Array(items)) => {
                 for item in items {
                     out.push((
                         item["kind"].as_str().unwrap().to_string(),
@@ -385,9 +385,11 @@ fn a_contact_update_ends_waiting_runs_at_once() {
             let engine = Arc::new(Engine::new(project.clone(), store.clone()));
             let (ana, _) = send(&engine, event("signup.done", None, json!({})), t0()).await;
             let t1 = t0() + Duration::hours(1);
-            let row =
-                nurture::input::parse_contact(1, &json!({"id": ana, "lifecycle": "customer"}))
-                    .unwrap();
+            let row = nurture_engine::input::parse_contact(
+                1,
+                &json!({"id": ana, "lifecycle": "customer"}),
+            )
+            .unwrap();
             let summary = engine.import_contacts(&[row], t1).await.unwrap();
             assert_eq!(summary.updated, 1, "{name}");
             let onboarding = run_of(&store, &ana, "onboarding").await;
@@ -477,7 +479,7 @@ fn validate_rejects_unknown_consent_computed_keys_and_empty_goals() {
         "workflow: w\ntrigger: { event: go.now }\ngoal: {}\nsteps:\n  - id: s\n    set: { consent: opted-in, score: 5 }\n",
     )
     .unwrap();
-    let loaded = nurture::project::load(dir.path());
+    let loaded = nurture_core::project::load(dir.path());
     let text = loaded.render();
     assert!(loaded.project.is_none(), "{text}");
     assert!(text.contains("unknown consent `opted-in`"), "{text}");

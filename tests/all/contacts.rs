@@ -70,7 +70,7 @@ fn csv_import_keeps_good_rows_and_explains_bad_ones() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let s = nurture::store::open(&format!("sqlite://{}", d.join("nurture.db").display()))
+        let s = nurture_server::open_store(&format!("sqlite://{}", d.join("nurture.db").display()))
             .await
             .unwrap();
         let c1 = s.contact("c1").await.unwrap().unwrap();

@@ -187,10 +187,10 @@ fn wait_until_done(url: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let done = rt.block_on(async {
-            let store = nurture::store::open(url).await.unwrap();
+            let store = nurture_server::open_store(url).await.unwrap();
             let completed = store
-                .list_runs(&nurture::store::RunFilter {
-                    status: Some(nurture::store::RunStatus::Completed),
+                .list_runs(&nurture_store::RunFilter {
+                    status: Some(nurture_store::RunStatus::Completed),
                     ..Default::default()
                 })
                 .await
@@ -222,7 +222,7 @@ fn assert_every_step_once_and_every_delivery_once(
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = nurture::store::open(url).await.unwrap();
+        let store = nurture_server::open_store(url).await.unwrap();
         let runs = store.list_runs(&Default::default()).await.unwrap();
         assert_eq!(runs.len(), n, "one run per contact");
         for run in &runs {
@@ -514,7 +514,7 @@ fn http_api_accepts_good_events_rejects_bad_ones_and_serves_runs() {
             .unwrap();
         assert_eq!(r.status(), 400);
         // The run appears with its journal.
-        let store = nurture::store::open(&format!(
+        let store = nurture_server::open_store(&format!(
             "sqlite://{}",
             tmp.path().join("nurture.db").display()
         ))
@@ -726,7 +726,7 @@ fn ingestion_answers_503_while_the_database_is_down_and_stores_nothing_it_did_no
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(status, 200, "the API recovers when the database is back");
-        let store = nurture::store::open(&url).await.unwrap();
+        let store = nurture_server::open_store(&url).await.unwrap();
         let c = store.contact_by_email("during@example.com").await.unwrap().expect("stored after the retry");
         let events = store.contact_events(&c.id, chrono::Utc::now() - chrono::Duration::days(1)).await.unwrap();
         let signups = events.iter().filter(|e| e.kind == "signup.done").count();
@@ -858,7 +858,7 @@ fn postgres_restarted_under_load_workers_reconnect_and_lose_nothing() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async { nurture::store::open(&url).await.unwrap() });
+    rt.block_on(async { nurture_server::open_store(&url).await.unwrap() });
     let worker = || spawn_worker(dir, &url);
     let mut workers: Vec<Child> = (0..2).map(|_| worker()).collect();
     send_signups(dir, &url);

@@ -7,10 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use nurture::deliver::Deliverer;
-use nurture::email::{EmailChannel, Signer};
-use nurture::engine::Engine;
-use nurture::store::{RunFilter, Store};
+use nurture_channels::deliver::Deliverer;
+use nurture_channels::email::{EmailChannel, Signer};
+use nurture_engine::Engine;
+use nurture_store::{RunFilter, Store};
 use serde_json::{json, Value};
 
 use crate::util::{example_project as project, free_port, repo};
@@ -114,16 +114,16 @@ pub(crate) struct World {
 }
 
 pub(crate) async fn world(project_dir: &Path) -> World {
-    let loaded = nurture::project::load(project_dir);
+    let loaded = nurture_core::project::load(project_dir);
     assert_eq!(loaded.errors(), 0, "{}", loaded.render());
     let project = Arc::new(loaded.project.unwrap());
     let db = format!("sqlite://{}", project_dir.join("nurture.db").display());
-    let store = nurture::store::open(&db).await.unwrap();
+    let store = nurture_server::open_store(&db).await.unwrap();
     let engine = Arc::new(Engine::new(project.clone(), store.clone()));
     let signer = Signer::new(b"test-tracking-key");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());
-    let app = nurture::server::router(nurture::server::AppState::new(
+    let app = nurture_server::router(nurture_server::AppState::new(
         engine.clone(),
         Arc::new("k".into()),
         Arc::new(tokio::sync::Notify::new()),
@@ -149,7 +149,7 @@ impl World {
         let rows: Vec<_> = rows
             .iter()
             .enumerate()
-            .map(|(i, r)| nurture::input::parse_contact(i, r).unwrap())
+            .map(|(i, r)| nurture_engine::input::parse_contact(i, r).unwrap())
             .collect();
         self.engine.import_contacts(&rows, at).await.unwrap();
     }
@@ -157,7 +157,7 @@ impl World {
         let events: Vec<_> = events
             .iter()
             .enumerate()
-            .map(|(i, e)| nurture::input::parse_event(i, e).unwrap())
+            .map(|(i, e)| nurture_engine::input::parse_event(i, e).unwrap())
             .collect();
         self.engine.ingest(&events, at).await.unwrap();
         self.engine.tick(at).await.unwrap();
@@ -528,7 +528,7 @@ async fn one_click_unsubscribe_wins_over_a_queued_send() {
     // Both e-book emails are queued (the engine's own checks passed)...
     w.events(&[ebook("ana"), ebook("lee")], t0).await;
     // ...then Ana unsubscribes from an earlier email's link.
-    let ana = nurture::engine::eval::contact_view(
+    let ana = nurture_engine::eval::contact_view(
         &w.store.contact("ana").await.unwrap().unwrap(),
         &Default::default(),
     );

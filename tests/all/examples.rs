@@ -1,11 +1,11 @@
 //! The example project in `workflows/` is valid, and its compiled plans are pinned.
 
-use nurture::plan::Edge;
+use nurture_core::plan::Edge;
 
 use crate::util::{nurture, repo};
 
-fn example() -> nurture::project::Project {
-    let loaded = nurture::project::load(&repo().join("workflows"));
+fn example() -> nurture_core::project::Project {
+    let loaded = nurture_core::project::load(&repo().join("workflows"));
     assert_eq!(loaded.errors(), 0, "{}", loaded.render());
     loaded.project.expect("valid project")
 }
@@ -92,21 +92,23 @@ fn every_step_kind_and_trigger_kind_is_exercised_by_the_examples() {
     for p in &project.plans {
         for s in &p.workflow.steps {
             kinds.insert(s.kind.key());
-            if let nurture::model::StepKind::Actions(a) = &s.kind {
+            if let nurture_core::model::StepKind::Actions(a) = &s.kind {
                 kinds.extend(a.iter().map(|a| a.kind.key()));
             }
         }
         for t in p.workflow.trigger.as_slice() {
             triggers.insert(match t {
-                nurture::model::Trigger::Event(_) => "event",
-                nurture::model::Trigger::Segment(_) => "segment",
-                nurture::model::Trigger::Score(_) => "score",
-                nurture::model::Trigger::Schedule(_) => "schedule",
+                nurture_core::model::Trigger::Event(_) => "event",
+                nurture_core::model::Trigger::Segment(_) => "segment",
+                nurture_core::model::Trigger::Score(_) => "score",
+                nurture_core::model::Trigger::Schedule(_) => "schedule",
             });
         }
     }
-    let all: std::collections::BTreeSet<&str> =
-        nurture::model::StepKind::KEYS.iter().copied().collect();
+    let all: std::collections::BTreeSet<&str> = nurture_core::model::StepKind::KEYS
+        .iter()
+        .copied()
+        .collect();
     let missing: Vec<_> = all.difference(&kinds).collect();
     assert!(
         missing.is_empty(),

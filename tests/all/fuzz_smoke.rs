@@ -94,9 +94,9 @@ fn mutate_with(rng: &mut Rng, src: &str, pieces: &[&str]) -> String {
 
 #[test]
 fn mutated_examples_never_panic_the_parser_or_compiler() {
-    let loaded = nurture::project::load(&repo().join("workflows"));
+    let loaded = nurture_core::project::load(&repo().join("workflows"));
     let project = loaded.project.expect("example project is valid");
-    let ctx = nurture::plan::Context {
+    let ctx = nurture_core::plan::Context {
         settings: &project.settings,
         segments: &project.segments,
         templates: &project.templates,
@@ -109,7 +109,7 @@ fn mutated_examples_never_panic_the_parser_or_compiler() {
         let src = std::fs::read_to_string(&plan.file).unwrap();
         for _ in 0..400 {
             let m = mutate(&mut rng, &src);
-            let (plan, diags) = nurture::project::check_source(&ctx, Path::new("m.yaml"), &m);
+            let (plan, diags) = nurture_core::project::check_source(&ctx, Path::new("m.yaml"), &m);
             total += 1;
             if plan.is_none() {
                 rejected += 1;
@@ -176,7 +176,7 @@ const CONDITIONS: &[&str] = &[
 
 #[test]
 fn mutated_conditions_never_panic_compile_or_evaluation() {
-    use nurture::engine::eval::{eval, Scope, ABORTED};
+    use nurture_engine::eval::{eval, Scope, ABORTED};
     let contact = serde_json::json!({"score": 42, "tags": ["vip"], "title": "VP"});
     let event = serde_json::json!({"data": {"form": "ebook"}});
     let scope = Scope {
@@ -193,7 +193,7 @@ fn mutated_conditions_never_panic_compile_or_evaluation() {
         for _ in 0..1 + rng.below(3) {
             m = mutate_with(&mut rng, &m, CEL_PIECES);
         }
-        if let Ok(p) = nurture::expr::compile(&m) {
+        if let Ok(p) = nurture_core::expr::compile(&m) {
             compiled += 1;
             if let Err(e) = eval(&p, &scope) {
                 assert!(!e.to_string().starts_with(ABORTED), "{m}: {e}");
@@ -228,7 +228,7 @@ const TEMPLATE_PIECES: &[&str] = &[
 
 #[test]
 fn mutated_templates_never_panic_or_run_away() {
-    let loaded = nurture::project::load(&repo().join("workflows"));
+    let loaded = nurture_core::project::load(&repo().join("workflows"));
     let project = loaded.project.expect("example project is valid");
     let ctx = serde_json::json!({
         "contact": {"first_name": "Ada", "email": "a@example.com"},
@@ -244,9 +244,9 @@ fn mutated_templates_never_panic_or_run_away() {
             let body = t.html.take().unwrap_or_default();
             t.html = Some(mutate_with(&mut rng, &body, TEMPLATE_PIECES));
             let templates = std::collections::BTreeMap::from([(t.name.clone(), t.clone())]);
-            let (renderer, _) = nurture::email::Renderer::new(&templates);
+            let (renderer, _) = nurture_core::template::Renderer::new(&templates);
             if let Ok(r) = renderer.render(&t.name, &ctx, None) {
-                let cap = nurture::email::render::MAX_RENDERED_BYTES;
+                let cap = nurture_core::template::MAX_RENDERED_BYTES;
                 assert!(r.html.as_ref().map_or(0, String::len) <= cap);
             }
         }

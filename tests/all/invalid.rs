@@ -75,7 +75,7 @@ fn every_error_code_has_a_fixture() {
 fn each_fixture_reports_its_error_at_the_right_place() {
     for case in cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let loaded = nurture::project::load(&case);
+        let loaded = nurture_core::project::load(&case);
         assert!(loaded.project.is_none(), "{name}: loaded despite errors");
         let expected = expectations(&case);
         assert!(!expected.is_empty(), "{name}: no `# expect:` line");

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use nurture::deliver::Deliverer;
-use nurture::egress::{Egress, Settings};
-use nurture::engine::Engine;
-use nurture::input::IncomingEvent;
-use nurture::store::{OutboxOutcome, RunStatus, Store, Wait};
+use nurture_channels::deliver::Deliverer;
+use nurture_channels::egress::{Egress, Settings};
+use nurture_engine::input::IncomingEvent;
+use nurture_engine::Engine;
+use nurture_store::{OutboxOutcome, RunStatus, Store, Wait};
 use serde_json::{json, Value};
 
 use crate::util::rt_multi as rt;
@@ -27,10 +27,10 @@ fn store_urls(dir: &Path) -> Vec<(&'static str, String)> {
 }
 
 /// A project in `dir` with the workflow `wf`.
-fn project(dir: &Path, wf: &str) -> Arc<nurture::project::Project> {
+fn project(dir: &Path, wf: &str) -> Arc<nurture_core::project::Project> {
     std::fs::create_dir_all(dir.join("workflows")).unwrap();
     std::fs::write(dir.join("workflows").join("w.yaml"), wf).unwrap();
-    let mut loaded = nurture::project::load(dir);
+    let mut loaded = nurture_core::project::load(dir);
     let rendered = loaded.render();
     Arc::new(
         loaded
@@ -72,7 +72,7 @@ async fn crm_setup(
     port: u16,
     awaits: bool,
 ) -> (Arc<dyn Store>, Arc<Engine>, Deliverer) {
-    let store = nurture::store::open(url).await.unwrap();
+    let store = nurture_server::open_store(url).await.unwrap();
     let p = project(pdir, &crm_workflow(port, awaits));
     let engine = Arc::new(Engine::new(p, store.clone()));
     let d = Deliverer::new(store.clone()).with_egress(egress());
@@ -105,7 +105,7 @@ async fn field(store: &Arc<dyn Store>, c: &str, f: &str) -> Value {
 }
 
 /// The journal entries of `c`'s only run.
-async fn journal(store: &Arc<dyn Store>, c: &str) -> Vec<nurture::store::JournalEntry> {
+async fn journal(store: &Arc<dyn Store>, c: &str) -> Vec<nurture_store::JournalEntry> {
     let runs = store.runs_of_contact(c).await.unwrap();
     store.journal(&runs[0].id).await.unwrap()
 }
@@ -172,14 +172,14 @@ fn an_awaited_webhook_that_keeps_failing_takes_the_failure_path_once_given_up() 
             engine.tick(t0).await.unwrap();
             // Every attempt fails with a 500; retries are due after their backoff (the
             // deliverer is asked as if that much time had passed).
-            for k in 1..=nurture::deliver::MAX_ATTEMPTS {
+            for k in 1..=nurture_channels::deliver::MAX_ATTEMPTS {
                 let now = Utc::now() + Duration::hours(2 * k);
                 assert_eq!(
                     d.deliver_due(now, 100).await.unwrap(),
                     1,
                     "{name}: attempt {k}"
                 );
-                if k < nurture::deliver::MAX_ATTEMPTS {
+                if k < nurture_channels::deliver::MAX_ATTEMPTS {
                     // While retries remain, the run still waits.
                     engine.tick(t0).await.unwrap();
                     let run = &store.runs_of_contact(&c).await.unwrap()[0];
@@ -238,7 +238,7 @@ fn a_worker_crash_between_delivery_and_resume_loses_no_wake_up_and_wakes_once() 
         let p = project(pdir.path(), &crm_workflow(server.port, true));
         let t0 = Utc::now();
         let (c, key) = rt().block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
+            let store = nurture_server::open_store(&url).await.unwrap();
             let engine = Arc::new(Engine::new(p.clone(), store.clone()));
             let c = submit(&engine, &format!("di-{name}"), t0).await;
             engine.tick(t0).await.unwrap();
@@ -255,7 +255,7 @@ fn a_worker_crash_between_delivery_and_resume_loses_no_wake_up_and_wakes_once() 
         });
         // That process is gone (its runtime, store and engine dropped) before any tick.
         rt().block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
+            let store = nurture_server::open_store(&url).await.unwrap();
             assert_eq!(
                 store.outbox_state(&key).await.unwrap().as_deref(),
                 Some("delivered"),
@@ -263,7 +263,7 @@ fn a_worker_crash_between_delivery_and_resume_loses_no_wake_up_and_wakes_once() 
             );
             // A repeated completion (a redelivery racing the first) is refused and its
             // wake-up is not stored twice.
-            let wake = nurture::store::NewEvent {
+            let wake = nurture_store::NewEvent {
                 id: format!("outcome-{key}"),
                 contact: c.clone(),
                 kind: "outcome".into(),
@@ -281,7 +281,7 @@ fn a_worker_crash_between_delivery_and_resume_loses_no_wake_up_and_wakes_once() 
             assert!(again[0].is_err(), "{name}: a second completion is stale");
             assert_eq!(
                 store.insert_events(&[], &[wake]).await.unwrap(),
-                [nurture::store::Inserted::Duplicate],
+                [nurture_store::Inserted::Duplicate],
                 "{name}: one wake-up per entry"
             );
             let engine = Arc::new(Engine::new(p.clone(), store.clone()));
@@ -311,7 +311,7 @@ fn an_awaited_step_goes_on_at_its_timeout_without_an_outcome() {
             let pdir = tempfile::tempdir().unwrap();
             let wf = crm_workflow(9, true)
                 .replace("    await: true\n", "    await: true\n    timeout: 2h\n");
-            let store = nurture::store::open(&url).await.unwrap();
+            let store = nurture_server::open_store(&url).await.unwrap();
             let engine = Arc::new(Engine::new(project(pdir.path(), &wf), store.clone()));
             let t0 = Utc::now();
             let c = submit(&engine, &format!("ed-{name}"), t0).await;
@@ -340,7 +340,7 @@ fn save_without_await_and_await_on_a_step_without_outcome_are_diagnostics() {
         "workflow: w\ntrigger: { event: form.submitted }\nsteps:\n  - id: push\n    webhook: { url: \"https://crm.example/x\" }\n    save: { crm_id: response.id }\n  - id: t\n    tag: [x]\n    await: true\n  - id: b\n    branch:\n      - if: outcome.ok\n        next: end\n      - else: end\n",
     )
     .unwrap();
-    let loaded = nurture::project::load(dir.path());
+    let loaded = nurture_core::project::load(dir.path());
     assert!(loaded.project.is_none());
     let find = |msg: &str| {
         loaded
@@ -357,14 +357,14 @@ fn save_without_await_and_await_on_a_step_without_outcome_are_diagnostics() {
     assert_eq!(aw.code.as_str(), "N0002");
     assert_eq!((aw.span.line, aw.span.col), (9, 5));
     let warn = find("reads `outcome`");
-    assert_eq!(warn.severity, nurture::diag::Severity::Warning);
+    assert_eq!(warn.severity, nurture_core::diag::Severity::Warning);
 }
 
 /// A plugin step awaited: the plugin's output is the `response` (`misbehave/echo`
 /// returns its config), saved into the contact; the run takes the success path.
 #[test]
 fn an_awaited_plugin_step_saves_its_output_and_takes_the_success_path() {
-    use nurture::plugin::{Limits, PluginConfig, PluginHost};
+    use nurture_channels::plugin::{Limits, PluginConfig, PluginHost};
     let (_, built) = crate::util::built_plugins()
         .iter()
         .find(|(n, _)| n == "misbehave")
@@ -391,7 +391,7 @@ fn an_awaited_plugin_step_saves_its_output_and_takes_the_success_path() {
         )
         .unwrap();
         rt().block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
+            let store = nurture_server::open_store(&url).await.unwrap();
             let engine = Arc::new(Engine::new(p, store.clone()));
             let d = Deliverer::new(store.clone()).with_plugins(Arc::new(host));
             let t0 = Utc::now();

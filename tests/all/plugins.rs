@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nurture::plugin::{CallOutcome, Limits, PluginConfig, PluginError, PluginHost, StepCall};
+use nurture_channels::plugin::{
+    CallOutcome, Limits, PluginConfig, PluginError, PluginHost, StepCall,
+};
 use serde_json::{json, Value};
 
 use crate::util::{built_plugins, plugin_manifest, RecordingServer};
@@ -584,7 +586,7 @@ fn demo_request_runs_all_three_plugins_end_to_end_under_nurture_run() {
     // The deliveries record each plugin's output.
     let db = format!("sqlite://{}", project.join("nurture.db").display());
     let deliveries = rt.block_on(async {
-        let store = nurture::store::open(&db).await.unwrap();
+        let store = nurture_server::open_store(&db).await.unwrap();
         store.deliveries().await.unwrap()
     });
     let outputs: Vec<Value> = deliveries

@@ -6,7 +6,7 @@ use crate::util::{nurture, repo};
 fn committed_schema_is_up_to_date() {
     let committed = std::fs::read_to_string(repo().join("schema/workflow.schema.json"))
         .expect("schema/workflow.schema.json is committed");
-    let generated = nurture::workflow_schema();
+    let generated = nurture_core::workflow_schema();
     assert!(
         committed == generated,
         "schema/workflow.schema.json is stale: run `cargo run -p nurture -- schema > schema/workflow.schema.json`"
@@ -30,8 +30,8 @@ fn schema_command_prints_the_schema() {
 
 #[test]
 fn schema_knows_every_step_kind() {
-    let schema = nurture::workflow_schema();
-    for key in nurture::model::StepKind::KEYS {
+    let schema = nurture_core::workflow_schema();
+    for key in nurture_core::model::StepKind::KEYS {
         assert!(schema.contains(&format!("\"{key}\"")), "schema lacks {key}");
     }
 }

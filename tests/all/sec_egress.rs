@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use nurture::deliver::Deliverer;
-use nurture::egress::{Egress, Settings};
-use nurture::store::{OutboxEntry, Store, UnitOfWork};
+use nurture_channels::deliver::Deliverer;
+use nurture_channels::egress::{Egress, Settings};
+use nurture_store::{OutboxEntry, Store, UnitOfWork};
 use serde_json::{json, Value};
 
 use crate::util::rt_multi as rt;
@@ -48,7 +48,7 @@ fn hook(key: &str, contact: &str, payload: Value) -> OutboxEntry {
 /// A SQLite store in `dir`, and a pool on the same file to read what it recorded.
 async fn store(dir: &std::path::Path) -> (Arc<dyn Store>, sqlx::SqlitePool) {
     let url = format!("sqlite://{}", dir.join("t.db").display());
-    let s = nurture::store::open(&url).await.unwrap();
+    let s = nurture_server::open_store(&url).await.unwrap();
     (s, sqlx::SqlitePool::connect(&url).await.unwrap())
 }
 
@@ -303,11 +303,11 @@ fn a_hanging_host_gets_its_per_host_share_and_holds_up_no_other_receiver() {
         );
         run.await.unwrap();
         assert!(
-            bad.peak.load(Ordering::SeqCst) <= nurture::egress::DEFAULT_PER_HOST,
+            bad.peak.load(Ordering::SeqCst) <= nurture_channels::egress::DEFAULT_PER_HOST,
             "at most the per-host limit in flight: peak {}",
             bad.peak.load(Ordering::SeqCst)
         );
-        assert!(bad.accepted.load(Ordering::SeqCst) <= nurture::egress::DEFAULT_PER_HOST);
+        assert!(bad.accepted.load(Ordering::SeqCst) <= nurture_channels::egress::DEFAULT_PER_HOST);
         assert_eq!(outbox_row(&pool, "good").await.0, "delivered");
         // The attempts that waited for the host's turn were deferred, not failed; the
         // ones that hung timed out and wait for a retry.
@@ -318,7 +318,7 @@ fn a_hanging_host_gets_its_per_host_share_and_holds_up_no_other_receiver() {
                 .fetch_one(&pool)
                 .await
                 .unwrap();
-        assert_eq!(timed_out, nurture::egress::DEFAULT_PER_HOST as i64);
+        assert_eq!(timed_out, nurture_channels::egress::DEFAULT_PER_HOST as i64);
     });
 }
 
@@ -371,7 +371,7 @@ fn misbehave_dir() -> std::path::PathBuf {
 /// sent. Through the real wasm plugin `misbehave`.
 #[test]
 fn plugin_backslash_at_trick_is_refused() {
-    use nurture::plugin::{CallOutcome, Limits, PluginConfig, PluginHost, StepCall};
+    use nurture_channels::plugin::{CallOutcome, Limits, PluginConfig, PluginHost, StepCall};
     let server = ok_server();
     let dir = misbehave_dir();
     let cache = tempfile::tempdir().unwrap();
@@ -425,7 +425,7 @@ fn plugin_backslash_at_trick_is_refused() {
 /// still subject to the address rules without a route (checked after resolution).
 #[test]
 fn plugin_requests_to_allowed_hosts_follow_routes_and_the_address_rules() {
-    use nurture::plugin::{CallOutcome, Limits, PluginConfig, PluginHost, StepCall};
+    use nurture_channels::plugin::{CallOutcome, Limits, PluginConfig, PluginHost, StepCall};
     let server = ok_server();
     let dir = misbehave_dir();
     let cache = tempfile::tempdir().unwrap();
@@ -564,7 +564,7 @@ fn a_bad_egress_allow_entry_is_a_diagnostic() {
         "[egress]\nallow = [\"10.0.0.0/40\"]\n",
     )
     .unwrap();
-    let loaded = nurture::project::load(tmp.path());
+    let loaded = nurture_core::project::load(tmp.path());
     let text = loaded.render();
     assert!(loaded.errors() > 0, "{text}");
     assert!(text.contains("prefix length must be 0 to 32"), "{text}");

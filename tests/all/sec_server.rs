@@ -537,7 +537,7 @@ fn hostile_ids_addresses_stages_and_times_are_refused() {
     // The conflicting event created no contact.
     rt().block_on(async {
         let url = format!("sqlite://{}", tmp.path().join("nurture.db").display());
-        let store = nurture::store::open(&url).await.unwrap();
+        let store = nurture_server::open_store(&url).await.unwrap();
         assert!(store
             .contact_by_email("first@example.com")
             .await
@@ -574,14 +574,14 @@ fn units_read_only_the_history_their_conditions_need() {
     urls.extend(crate::util::fresh_postgres());
     rt().block_on(async {
         for url in &urls {
-            let store = nurture::store::open(url).await.unwrap();
+            let store = nurture_server::open_store(url).await.unwrap();
             let t0 = chrono::Utc::now() - chrono::Duration::days(3);
-            let contact = nurture::store::Contact {
+            let contact = nurture_store::Contact {
                 id: "c1".into(),
                 ..Default::default()
             };
-            let events: Vec<nurture::store::NewEvent> = (0..10)
-                .map(|i| nurture::store::NewEvent {
+            let events: Vec<nurture_store::NewEvent> = (0..10)
+                .map(|i| nurture_store::NewEvent {
                     id: format!("e{i}"),
                     contact: "c1".into(),
                     kind: if i % 2 == 0 {
@@ -595,7 +595,7 @@ fn units_read_only_the_history_their_conditions_need() {
                 })
                 .collect();
             store.insert_events(&[contact], &events).await.unwrap();
-            let read = nurture::store::HistoryRead {
+            let read = nurture_store::HistoryRead {
                 since: t0 - chrono::Duration::days(1),
                 types: Some(vec!["page.visited".into()]),
                 limit: 3,
@@ -607,7 +607,7 @@ fn units_read_only_the_history_their_conditions_need() {
                 ["e4", "e6", "e8"],
                 "{url}: the 3 most recent page visits"
             );
-            let all = nurture::store::HistoryRead {
+            let all = nurture_store::HistoryRead {
                 types: None,
                 limit: 1000,
                 ..read
@@ -624,9 +624,9 @@ fn units_read_only_the_history_their_conditions_need() {
         "workflow: hot\ntrigger: { event: page.visited }\nsteps:\n  - id: check\n    branch:\n      - if: 'activity(\"page.visited\", \"7d\") > 2'\n        next: mark\n      - else: other\n  - id: mark\n    tag: [x]\n  - id: other\n    tag: [y]\n",
     )
     .unwrap();
-    let loaded = nurture::project::load(&dir);
+    let loaded = nurture_core::project::load(&dir);
     let p = loaded.project.expect("a valid project");
-    let (window, types) = nurture::engine::history_read(&p).expect("activity is used");
+    let (window, types) = nurture_engine::history_read(&p).expect("activity is used");
     assert_eq!(window.num_days(), 7);
     assert_eq!(types, Some(vec!["page.visited".to_string()]));
 }

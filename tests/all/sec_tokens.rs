@@ -144,9 +144,9 @@ impl Proc {
         assert_eq!(r.status, 200);
     }
 
-    fn store(&self) -> std::sync::Arc<dyn nurture::store::Store> {
+    fn store(&self) -> std::sync::Arc<dyn nurture_store::Store> {
         let url = format!("sqlite://{}", self.dir.join("nurture.db").display());
-        rt().block_on(nurture::store::open(&url)).unwrap()
+        rt().block_on(nurture_server::open_store(&url)).unwrap()
     }
 
     /// Ana's stored events of `kind`.

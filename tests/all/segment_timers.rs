@@ -11,8 +11,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 
 use crate::util::rt_multi as rt;
-use nurture::engine::Engine;
-use nurture::store::Store;
+use nurture_engine::Engine;
+use nurture_store::Store;
 
 const SEGMENTS: &str = r#"
 - id: silent-3d
@@ -40,7 +40,7 @@ const BIG: &str =
 /// Mondays 09:00 UTC, to the silent segment.
 const WEEKLY: &str = "workflow: weekly\ntimezone: UTC\ntrigger:\n  schedule: \"0 9 * * MON\"\n  audience: silent-3d\nreentry: always\nsteps:\n  - id: mark\n    tag: [weekly]\n";
 
-fn project(root: &Path, segments: &str) -> Arc<nurture::project::Project> {
+fn project(root: &Path, segments: &str) -> Arc<nurture_core::project::Project> {
     std::fs::create_dir_all(root.join("workflows")).unwrap();
     std::fs::write(
         root.join("nurture.toml"),
@@ -59,7 +59,7 @@ fn project(root: &Path, segments: &str) -> Arc<nurture::project::Project> {
             std::fs::write(root.join("workflows").join(name), text).unwrap();
         }
     }
-    let loaded = nurture::project::load(root);
+    let loaded = nurture_core::project::load(root);
     assert_eq!(loaded.errors(), 0, "{}", loaded.render());
     Arc::new(loaded.project.unwrap())
 }
@@ -79,10 +79,10 @@ fn t0() -> DateTime<Utc> {
 /// The store at `url`, an engine of `project` on it, and `contact` imported at t0.
 async fn start(
     url: &str,
-    project: &Arc<nurture::project::Project>,
+    project: &Arc<nurture_core::project::Project>,
     contact: Value,
 ) -> (Arc<dyn Store>, Arc<Engine>) {
-    let store = nurture::store::open(url).await.unwrap();
+    let store = nurture_server::open_store(url).await.unwrap();
     let engine = Arc::new(Engine::new(project.clone(), store.clone()));
     engine
         .import_contacts(&[contact_row(contact)], t0())
@@ -91,14 +91,14 @@ async fn start(
     (store, engine)
 }
 
-fn contact_row(v: Value) -> nurture::input::ContactRow {
-    nurture::input::parse_contact(1, &v).unwrap()
+fn contact_row(v: Value) -> nurture_engine::input::ContactRow {
+    nurture_engine::input::parse_contact(1, &v).unwrap()
 }
 
-fn visit(contact: &str, id: &str, at: DateTime<Utc>) -> nurture::input::IncomingEvent {
-    nurture::input::parse_event(
+fn visit(contact: &str, id: &str, at: DateTime<Utc>) -> nurture_engine::input::IncomingEvent {
+    nurture_engine::input::parse_event(
         1,
-        &json!({"id": id, "type": "page.visited", "contact": contact, "at": nurture::store::ts_out(at), "data": {"url": "/"}}),
+        &json!({"id": id, "type": "page.visited", "contact": contact, "at": nurture_store::ts_out(at), "data": {"url": "/"}}),
     )
     .unwrap()
 }
@@ -234,11 +234,11 @@ fn a_contact_without_time_dependent_segments_gets_no_timer_row() {
 async fn api(engine: Arc<Engine>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = nurture::server::router(nurture::server::AppState::new(
+    let app = nurture_server::router(nurture_server::AppState::new(
         engine,
         Arc::new("k".into()),
         Arc::new(tokio::sync::Notify::new()),
-        Arc::new(nurture::email::Signer::new(b"test-tracking-key")),
+        Arc::new(nurture_channels::email::Signer::new(b"test-tracking-key")),
     ));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -254,7 +254,7 @@ fn a_contact_updated_through_the_api_enters_its_segment_in_the_same_commit() {
     let project = project(tmp.path(), SEGMENTS);
     for url in stores(tmp.path()) {
         rt().block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
+            let store = nurture_server::open_store(&url).await.unwrap();
             let engine = Arc::new(Engine::new(project.clone(), store.clone()));
             let base = api(engine.clone()).await;
             let http = reqwest::Client::new();
@@ -321,7 +321,7 @@ fn a_contact_updated_by_csv_import_enters_its_segment_in_the_same_commit() {
     for url in stores(root) {
         import(&url, "id,email,company.employees\ndi,di@example.com,10\n");
         rt().block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
+            let store = nurture_server::open_store(&url).await.unwrap();
             let engine = Arc::new(Engine::new(project.clone(), store.clone()));
             engine.tick(Utc::now()).await.unwrap();
             assert!(
@@ -331,7 +331,7 @@ fn a_contact_updated_by_csv_import_enters_its_segment_in_the_same_commit() {
         });
         import(&url, "id,company.employees\ndi,900\n");
         rt().block_on(async {
-            let store = nurture::store::open(&url).await.unwrap();
+            let store = nurture_server::open_store(&url).await.unwrap();
             assert!(
                 segments_of(&store, "di").await.contains(&"big".to_string()),
                 "{url}"
@@ -366,8 +366,8 @@ fn a_schedule_audience_is_the_stored_segment_membership() {
             engine.tick(t0).await.unwrap();
             // Behind the engine's back: a contact that would match, never evaluated.
             store
-                .commit(&nurture::store::UnitOfWork {
-                    contacts: vec![nurture::store::Contact {
+                .commit(&nurture_store::UnitOfWork {
+                    contacts: vec![nurture_store::Contact {
                         id: "ghost".into(),
                         ..Default::default()
                     }],

@@ -217,12 +217,12 @@ fn an_event_name_ingestion_refuses_is_a_validation_error() {
     );
     // The very rule ingestion applies.
     for name in ["go", "Deal.Won", "clicked", "visit"] {
-        let refused = nurture::input::parse_event(0, &json!({"type": name, "contact": "c"}))
+        let refused = nurture_engine::input::parse_event(0, &json!({"type": name, "contact": "c"}))
             .unwrap_err()
             .to_string();
         assert!(refused.contains("dotted lowercase"), "{refused}");
     }
-    let loaded = nurture::project::load(&dir);
+    let loaded = nurture_core::project::load(&dir);
     assert!(loaded.project.is_none(), "nothing half-valid is deployed");
     let found: Vec<(String, usize, usize)> = loaded
         .diagnostics
@@ -287,14 +287,14 @@ fn a_field_some_contacts_lack_is_a_warning_with_a_default_hint() {
             ),
         ],
     );
-    let loaded = nurture::project::load(&dir);
+    let loaded = nurture_core::project::load(&dir);
     assert_eq!(loaded.errors(), 0, "{}", loaded.render());
     assert!(loaded.project.is_some(), "warnings do not stop a project");
     let warnings: Vec<String> = loaded
         .diagnostics
         .iter()
         .map(|d| {
-            assert_eq!(d.severity, nurture::diag::Severity::Warning);
+            assert_eq!(d.severity, nurture_core::diag::Severity::Warning);
             assert_eq!(d.code.as_str(), "N0038");
             format!(
                 "{}:{}:{} {}",
@@ -350,7 +350,7 @@ fn a_field_some_contacts_lack_is_a_warning_with_a_default_hint() {
 
 #[test]
 fn example_project_validates_without_warnings() {
-    let loaded = nurture::project::load(&repo().join("workflows"));
+    let loaded = nurture_core::project::load(&repo().join("workflows"));
     assert!(loaded.diagnostics.is_empty(), "{}", loaded.render());
     let out = nurture(&["validate", "workflows/"]);
     assert!(out.status.success());
@@ -361,10 +361,10 @@ fn example_project_validates_without_warnings() {
 /// ticket, the SMS and the sequence go on (the step failed on `No such key: first_name`).
 #[test]
 fn demo_request_runs_for_a_contact_created_by_an_event() {
-    let loaded = nurture::project::load(&repo().join("workflows"));
+    let loaded = nurture_core::project::load(&repo().join("workflows"));
     let project = Arc::new(loaded.project.unwrap());
     let events = vec![
-        nurture::input::parse_event(
+        nurture_engine::input::parse_event(
             1,
             &json!({"type": "demo.requested", "email": "new@example.com", "at": "2026-03-02T09:00:00Z"}),
         )
@@ -372,13 +372,16 @@ fn demo_request_runs_for_a_contact_created_by_an_event() {
     ];
     let mut effects: Vec<Value> = Vec::new();
     let summary = rt()
-        .block_on(nurture::simulate::run(
+        .block_on(nurture_engine::simulate::run(
             project,
             &[],
             events,
             None,
             None,
-            |e| effects.push(serde_json::from_str(&nurture::simulate::effect_line(e)).unwrap()),
+            |e| {
+                effects
+                    .push(serde_json::from_str(&nurture_engine::simulate::effect_line(e)).unwrap())
+            },
         ))
         .unwrap();
     assert!(summary.rejected_events.is_empty());
@@ -437,19 +440,19 @@ fn scoring_project(tmp: &Path) -> PathBuf {
 }
 
 /// The API of `project` over `store_url`: (base URL, engine).
-async fn api(project: &Path, store_url: &str) -> (String, Arc<nurture::engine::Engine>) {
-    let loaded = nurture::project::load(project);
+async fn api(project: &Path, store_url: &str) -> (String, Arc<nurture_engine::Engine>) {
+    let loaded = nurture_core::project::load(project);
     assert_eq!(loaded.errors(), 0, "{}", loaded.render());
     let project = Arc::new(loaded.project.unwrap());
-    let store = nurture::store::open(store_url).await.unwrap();
-    let engine = Arc::new(nurture::engine::Engine::new(project, store));
+    let store = nurture_server::open_store(store_url).await.unwrap();
+    let engine = Arc::new(nurture_engine::Engine::new(project, store));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = nurture::server::router(nurture::server::AppState::new(
+    let app = nurture_server::router(nurture_server::AppState::new(
         engine.clone(),
         Arc::new("k".into()),
         Arc::new(tokio::sync::Notify::new()),
-        Arc::new(nurture::email::Signer::new(b"test-tracking-key")),
+        Arc::new(nurture_channels::email::Signer::new(b"test-tracking-key")),
     ));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -572,7 +575,7 @@ fn a_bounce_without_a_provider_id_posted_twice_is_recorded_once() {
 // Item 12: creation in simulations.
 
 /// A project whose workflow greets every new contact.
-fn welcome_project(tmp: &Path) -> Arc<nurture::project::Project> {
+fn welcome_project(tmp: &Path) -> Arc<nurture_core::project::Project> {
     let dir = project_with(
         tmp,
         &[(
@@ -580,17 +583,17 @@ fn welcome_project(tmp: &Path) -> Arc<nurture::project::Project> {
             "workflow: welcome\ntrigger: { event: contact.created }\nsteps:\n  - id: hi\n    tag: [welcomed]\n",
         )],
     );
-    let loaded = nurture::project::load(&dir);
+    let loaded = nurture_core::project::load(&dir);
     assert_eq!(loaded.errors(), 0, "{}", loaded.render());
     Arc::new(loaded.project.unwrap())
 }
 
 /// Simulates: (the `enter` effects as `AT CONTACT enter`, summary).
 fn sim(
-    project: Arc<nurture::project::Project>,
+    project: Arc<nurture_core::project::Project>,
     contacts: &[Value],
     events: &[Value],
-) -> (Vec<String>, nurture::simulate::Summary) {
+) -> (Vec<String>, nurture_engine::simulate::Summary) {
     let (effects, summary) =
         crate::simulate::simulate_with_summary(project, contacts, events, None);
     let enters = effects
@@ -665,7 +668,7 @@ fn an_explicit_contact_created_event_is_the_creation() {
             "2026-03-04T12:00:00Z b enter",
             &format!(
                 "2026-03-06T12:00:00Z {} enter",
-                nurture::input::id_for_email("c@example.com")
+                nurture_engine::input::id_for_email("c@example.com")
             ),
         ]
     );
@@ -701,14 +704,15 @@ fn a_second_creation_and_events_before_the_creation_are_rejected_with_reasons() 
 
 #[test]
 fn a_bad_created_at_is_rejected_with_its_line() {
-    let err = nurture::input::parse_contact(3, &json!({"id": "x", "created_at": "last week"}))
-        .unwrap_err()
-        .to_string();
+    let err =
+        nurture_engine::input::parse_contact(3, &json!({"id": "x", "created_at": "last week"}))
+            .unwrap_err()
+            .to_string();
     assert!(
         err.contains("`created_at` \"last week\" is not an RFC 3339 time"),
         "{err}"
     );
-    let err = nurture::input::parse_contact(3, &json!({"id": "x", "created_at": 5}))
+    let err = nurture_engine::input::parse_contact(3, &json!({"id": "x", "created_at": 5}))
         .unwrap_err()
         .to_string();
     assert!(err.contains("`created_at` must be a string"), "{err}");

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use crate::util::rt;
 use crate::util::{nurture, repo};
 
-fn project() -> Arc<nurture::project::Project> {
-    let loaded = nurture::project::load(&repo().join("workflows"));
+fn project() -> Arc<nurture_core::project::Project> {
+    let loaded = nurture_core::project::load(&repo().join("workflows"));
     Arc::new(loaded.project.expect("valid example project"))
 }
 
@@ -28,7 +28,7 @@ pub fn simulate(contacts: &[Value], events: &[Value], until: Option<&str>) -> Ve
 
 /// [`simulate`] on a given project.
 fn simulate_project(
-    project: Arc<nurture::project::Project>,
+    project: Arc<nurture_core::project::Project>,
     contacts: &[Value],
     events: &[Value],
     until: Option<&str>,
@@ -45,30 +45,30 @@ fn simulate_project(
 /// Runs the engine on a virtual clock; returns the effects as JSON and the summary
 /// (whatever it rejected).
 pub(crate) fn simulate_with_summary(
-    project: Arc<nurture::project::Project>,
+    project: Arc<nurture_core::project::Project>,
     contacts: &[Value],
     events: &[Value],
     until: Option<&str>,
-) -> (Vec<Value>, nurture::simulate::Summary) {
+) -> (Vec<Value>, nurture_engine::simulate::Summary) {
     let rows: Vec<_> = contacts
         .iter()
         .enumerate()
-        .map(|(i, c)| nurture::input::parse_contact(i + 1, c).unwrap())
+        .map(|(i, c)| nurture_engine::input::parse_contact(i + 1, c).unwrap())
         .collect();
     let evs: Vec<_> = events
         .iter()
         .enumerate()
-        .map(|(i, e)| nurture::input::parse_event(i + 1, e).unwrap())
+        .map(|(i, e)| nurture_engine::input::parse_event(i + 1, e).unwrap())
         .collect();
     let mut out = Vec::new();
     let summary = rt()
-        .block_on(nurture::simulate::run(
+        .block_on(nurture_engine::simulate::run(
             project,
             &rows,
             evs,
             None,
             until.map(time),
-            |e| out.push(serde_json::from_str(&nurture::simulate::effect_line(e)).unwrap()),
+            |e| out.push(serde_json::from_str(&nurture_engine::simulate::effect_line(e)).unwrap()),
         ))
         .unwrap();
     (out, summary)
@@ -611,7 +611,7 @@ fn simulate_reports_bad_events_and_keeps_the_good_ones() {
 /// A project in a temporary folder with these workflow files (name, YAML).
 fn temp_project(
     workflows: &[(String, String)],
-) -> (tempfile::TempDir, Arc<nurture::project::Project>) {
+) -> (tempfile::TempDir, Arc<nurture_core::project::Project>) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir_all(root.join("workflows")).unwrap();
@@ -623,7 +623,7 @@ fn temp_project(
     for (name, text) in workflows {
         std::fs::write(root.join("workflows").join(name), text).unwrap();
     }
-    let loaded = nurture::project::load(root);
+    let loaded = nurture_core::project::load(root);
     let project = loaded.project.expect("valid project");
     (dir, Arc::new(project))
 }
@@ -666,8 +666,9 @@ fn two_waits_of_one_contact_due_together_both_fire_on_time() {
 /// nothing calls `activity()`; a window that is not a literal reads the full 400 days.
 #[test]
 fn history_is_read_only_as_far_back_as_the_longest_activity_window() {
-    let window =
-        |p: &nurture::project::Project| nurture::engine::history_window(p).map(|d| d.num_days());
+    let window = |p: &nurture_core::project::Project| {
+        nurture_engine::history_window(p).map(|d| d.num_days())
+    };
     assert_eq!(window(&project()), Some(180));
     let plain =
         "workflow: plain\ntrigger: { event: signup.done }\nsteps:\n  - id: mark\n    tag: [x]\n";
@@ -701,10 +702,10 @@ fn a_new_run_is_stamped_after_the_latest_even_when_the_clock_is_behind() {
     let wf = "workflow: again\ntrigger: { event: app.ping }\nreentry: always\nsteps:\n  - id: pause\n    wait: 1d\n  - id: mark\n    tag: [x]\n";
     let (_dir, project) = temp_project(&[("again.yaml".into(), wf.to_string())]);
     rt().block_on(async {
-        let store = nurture::store::open("sqlite::memory:").await.unwrap();
-        let engine = std::sync::Arc::new(nurture::engine::Engine::new(project, store.clone()));
+        let store = nurture_server::open_store("sqlite::memory:").await.unwrap();
+        let engine = std::sync::Arc::new(nurture_engine::Engine::new(project, store.clone()));
         let ev = |id: &str, at: &str| {
-            nurture::input::parse_event(
+            nurture_engine::input::parse_event(
                 1,
                 &json!({"id": id, "type": "app.ping", "contact": "ana", "at": at}),
             )
@@ -712,7 +713,7 @@ fn a_new_run_is_stamped_after_the_latest_even_when_the_clock_is_behind() {
         };
         let later = time("2026-03-02T10:00:00Z");
         let earlier = time("2026-03-02T09:00:00Z");
-        let ana = nurture::input::parse_contact(1, &ana()).unwrap();
+        let ana = nurture_engine::input::parse_contact(1, &ana()).unwrap();
         engine
             .import_contacts(&[ana], earlier - chrono::Duration::days(1))
             .await

@@ -1,4 +1,4 @@
-//! The `Store` contract ([`nurture::store::contract`]), written once and run against
+//! The `Store` contract ([`nurture_store::contract`]), written once and run against
 //! every implementation, one test per check and backend (`store::sqlite_contract::*`,
 //! `store::postgres_contract::*`), each on a fresh database; then what one implementation
 //! does of its own.
@@ -9,10 +9,10 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::util::rt;
-use nurture::store::contract::{self, contact, event, outbox, run, t};
-use nurture::store::{
-    Contact, NewEvent, OutboxEntry, PostgresConfig, Run, SqliteConfig, Store, StoreConfig,
-    StoreError, Timer, UnitOfWork, Wait,
+use nurture_server::{PostgresConfig, SqliteConfig, StoreConfig};
+use nurture_store::contract::{self, contact, event, outbox, run, t};
+use nurture_store::{
+    Contact, NewEvent, OutboxEntry, Run, Store, StoreError, Timer, UnitOfWork, Wait,
 };
 
 /// A fresh SQLite store in a temporary directory (kept alive by the `TempDir`), with its
@@ -24,7 +24,12 @@ pub async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
         sqlite: SqliteConfig::default(),
         ..Default::default()
     };
-    (nurture::store::open_with(&url, &config).await.unwrap(), dir)
+    (
+        nurture_server::open_store_with(&url, &config)
+            .await
+            .unwrap(),
+        dir,
+    )
 }
 
 /// A fresh Postgres store on a database of its own, with its configuration spelled out;
@@ -36,7 +41,7 @@ pub async fn postgres_store() -> Option<Arc<dyn Store>> {
         ..Default::default()
     };
     Some(
-        nurture::store::open_with(&url, &config)
+        nurture_server::open_store_with(&url, &config)
             .await
             .expect("open postgres store"),
     )
@@ -143,7 +148,7 @@ fn postgres_claims_split_the_inbox_by_contact_and_fence_the_order() {
             // Each claim takes one contact's whole queue; the second claimer gets the other.
             let first = s.pending_events(1).await.unwrap();
             let second = s.pending_events(1).await.unwrap();
-            let ids = |v: &[nurture::store::StoredEvent]| -> Vec<String> {
+            let ids = |v: &[nurture_store::StoredEvent]| -> Vec<String> {
                 v.iter().map(|e| e.id.clone()).collect()
             };
             assert_eq!(ids(&first), ["a1", "a2"]);
@@ -238,11 +243,11 @@ fn the_engine_hands_the_due_entries_it_queues_to_its_own_deliverer() {
         )
         .unwrap();
         let project = Arc::new(
-            nurture::project::load(dir.path())
+            nurture_core::project::load(dir.path())
                 .project
                 .expect("valid project"),
         );
-        let ping = |id: &str, email: &str| nurture::input::IncomingEvent {
+        let ping = |id: &str, email: &str| nurture_engine::input::IncomingEvent {
             index: 0,
             id: Some(id.into()),
             kind: "test.ping".into(),
@@ -252,7 +257,7 @@ fn the_engine_hands_the_due_entries_it_queues_to_its_own_deliverer() {
             data: json!({}),
         };
         for (name, s, _d) in stores().await {
-            let engine = std::sync::Arc::new(nurture::engine::Engine::new(project.clone(), s.clone()));
+            let engine = std::sync::Arc::new(nurture_engine::Engine::new(project.clone(), s.clone()));
             let mut handed = engine.hand_off();
             let now = Utc::now();
             engine
@@ -274,7 +279,7 @@ fn the_engine_hands_the_due_entries_it_queues_to_its_own_deliverer() {
             // wait for a claim.
             handed
                 .held
-                .store(nurture::engine::HAND_OFF_CAP, std::sync::atomic::Ordering::Relaxed);
+                .store(nurture_engine::HAND_OFF_CAP, std::sync::atomic::Ordering::Relaxed);
             engine
                 .ingest(&[ping("e3", "a@example.com")], now)
                 .await
@@ -324,12 +329,12 @@ fn deliveries_do_not_start_once_their_lease_is_nearly_over() {
             .await
             .unwrap();
             // The receiver is on loopback: allowed explicitly (refused by default).
-            let loopback = nurture::egress::Settings {
+            let loopback = nurture_channels::egress::Settings {
                 allow: vec!["127.0.0.1".parse().unwrap()],
                 ..Default::default()
             };
-            let egress = nurture::egress::Egress::new(&loopback, "test").unwrap();
-            let d = nurture::deliver::Deliverer::new(s.clone())
+            let egress = nurture_channels::egress::Egress::new(&loopback, "test").unwrap();
+            let d = nurture_channels::deliver::Deliverer::new(s.clone())
                 .with_egress(std::sync::Arc::new(egress));
             let due = s.pending_outbox(Utc::now(), 10).await.unwrap();
             assert_eq!(due.len(), 2, "{name}");
@@ -366,7 +371,7 @@ fn deliveries_do_not_start_once_their_lease_is_nearly_over() {
 #[test]
 fn a_due_timer_comes_back_with_its_runs_contact() {
     on_fresh_postgres(|url| async move {
-        let s = nurture::store::open(&url).await.unwrap();
+        let s = nurture_server::open_store(&url).await.unwrap();
         s.commit(&UnitOfWork {
             contacts: vec![contact("c1"), contact("c2")],
             runs: vec![run("r1", "c1"), run("r2", "c2")],
@@ -429,7 +434,7 @@ fn a_due_timer_comes_back_with_its_runs_contact() {
 #[test]
 fn a_steps_updates_stay_on_their_rows_pages() {
     on_fresh_postgres(|url| async move {
-        let s = nurture::store::open(&url).await.unwrap();
+        let s = nurture_server::open_store(&url).await.unwrap();
         let n = 200;
         let ids: Vec<String> = (0..n).map(|i| format!("contact-{i:05}")).collect();
         // Documents of a size the benchmark's campaign stores (about 600 bytes a run).
@@ -527,9 +532,9 @@ fn a_steps_updates_stay_on_their_rows_pages() {
 fn a_keyed_statement_keeps_its_index_on_a_table_grown_since_it_was_planned() {
     on_fresh_postgres(|url| async move {
         // The schema, migrated.
-        nurture::store::open(&url).await.unwrap();
+        nurture_server::open_store(&url).await.unwrap();
         use sqlx::{Connection, Executor};
-        let opts = nurture::store::postgres::PostgresStore::session_options(
+        let opts = nurture_store_postgres::PostgresStore::session_options(
             &url,
             &PostgresConfig::default(),
         )
@@ -572,7 +577,7 @@ fn a_keyed_statement_keeps_its_index_on_a_table_grown_since_it_was_planned() {
 #[test]
 fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
     on_fresh_postgres(|url| async move {
-        let entry = |kind: &str, data: serde_json::Value| nurture::store::JournalEntry {
+        let entry = |kind: &str, data: serde_json::Value| nurture_store::JournalEntry {
             run_id: Some("r1".into()),
             contact: "c1".into(),
             at: t(2),
@@ -590,12 +595,12 @@ fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
                 "effect",
                 json!({"effect": "tag", "tags": ["vip"], "é": "\"q\""}),
             ),
-            nurture::store::JournalEntry {
+            nurture_store::JournalEntry {
                 at: t(3),
                 ..entry("effect", json!({"effect": "wait", "until": null}))
             },
         ];
-        let s = nurture::store::open(&url).await.unwrap();
+        let s = nurture_server::open_store(&url).await.unwrap();
         s.commit(&UnitOfWork {
             contacts: vec![c.clone()],
             runs: vec![run("r1", "c1")],
@@ -618,7 +623,7 @@ fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
         ] {
             sqlx::query(sql).execute(&mut conn).await.unwrap();
         }
-        let s = nurture::store::open(&url).await.unwrap();
+        let s = nurture_server::open_store(&url).await.unwrap();
         let types: Vec<String> = sqlx::query_scalar(
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
              WHERE (attrelid, attname) IN (('nurture.contacts'::regclass, 'doc'), \
@@ -659,7 +664,7 @@ fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
 #[test]
 fn inbox_claims_past_the_head_leave_nothing_behind() {
     on_fresh_postgres(|url| async move {
-        let s = nurture::store::open(&url).await.unwrap();
+        let s = nurture_server::open_store(&url).await.unwrap();
         s.insert_events(
             &[contact("a"), contact("b"), contact("c"), contact("d")],
             &[
@@ -670,7 +675,7 @@ fn inbox_claims_past_the_head_leave_nothing_behind() {
         )
         .await
         .unwrap();
-        let ids = |v: Vec<nurture::store::StoredEvent>| -> Vec<String> {
+        let ids = |v: Vec<nurture_store::StoredEvent>| -> Vec<String> {
             v.into_iter().map(|e| e.id).collect()
         };
         // The first claim starts at the head and fills its batch of one.

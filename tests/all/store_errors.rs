@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use crate::store::{postgres_store, sqlite_store};
 use crate::util::rt;
-use nurture::store::contract::{self, contact, event, t};
-use nurture::store::{
-    ConfigError, ConflictKind, PostgresConfig, SqliteConfig, Store, StoreConfig, StoreError, Timer,
-    Unavailability, UnitOfWork,
+use nurture_server::{PostgresConfig, SqliteConfig, StoreConfig};
+use nurture_store::contract::{self, contact, event, t};
+use nurture_store::{
+    ConfigError, ConflictKind, Store, StoreError, Timer, Unavailability, UnitOfWork,
 };
 
 /// Both backends, each on a fresh database.
@@ -149,7 +149,9 @@ fn a_sqlite_store_locked_by_another_writer_is_busy_and_retryable() {
             },
             ..Default::default()
         };
-        let s = nurture::store::open_with(&url, &config).await.unwrap();
+        let s = nurture_server::open_store_with(&url, &config)
+            .await
+            .unwrap();
         use sqlx::Connection;
         let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
         sqlx::query("BEGIN EXCLUSIVE")
@@ -195,7 +197,7 @@ fn a_sqlite_store_locked_by_another_writer_is_busy_and_retryable() {
 #[test]
 fn an_unreachable_postgres_is_retryable_and_unavailable() {
     rt().block_on(async {
-        let err = nurture::store::open("postgres://nurture@127.0.0.1:1/nowhere")
+        let err = nurture_server::open_store("postgres://nurture@127.0.0.1:1/nowhere")
             .await
             .err()
             .expect("nothing listens on port 1");
@@ -207,7 +209,7 @@ fn an_unreachable_postgres_is_retryable_and_unavailable() {
             .await
             .unwrap()
             .expect("a test cluster");
-        let s = nurture::store::open(&url).await.unwrap();
+        let s = nurture_server::open_store(&url).await.unwrap();
         s.probe_write().await.unwrap();
         let db = url.rsplit('/').next().unwrap().to_string();
         use sqlx::Connection;
@@ -248,7 +250,7 @@ fn a_postgres_store_in_its_own_schema_works_end_to_end() {
             },
             ..Default::default()
         };
-        let own = nurture::store::open_with(&url, &config("campaigns_2026"))
+        let own = nurture_server::open_store_with(&url, &config("campaigns_2026"))
             .await
             .unwrap();
         contract::events_are_idempotent_by_id_and_queued_once(&*own).await;
@@ -277,7 +279,7 @@ fn a_postgres_store_in_its_own_schema_works_end_to_end() {
                 .unwrap();
         assert_eq!(default, None, "nothing in the default schema");
         // A second store of the same database, in the default schema: its own tables.
-        let other = nurture::store::open_with(&url, &config("nurture"))
+        let other = nurture_server::open_store_with(&url, &config("nurture"))
             .await
             .unwrap();
         assert!(other.contact("c1").await.unwrap().is_none());
@@ -311,7 +313,7 @@ fn an_invalid_schema_name_is_refused() {
                 },
                 ..Default::default()
             };
-            let err = nurture::store::open_with(&url, &config)
+            let err = nurture_server::open_store_with(&url, &config)
                 .await
                 .err()
                 .unwrap_or_else(|| panic!("{bad:?} accepted"));
@@ -343,7 +345,9 @@ fn a_stores_lease_comes_from_its_configuration() {
             urls.push(pg);
         }
         for url in urls {
-            let s = nurture::store::open_with(&url, &config).await.unwrap();
+            let s = nurture_server::open_store_with(&url, &config)
+                .await
+                .unwrap();
             assert_eq!(s.lease(), lease, "{url}");
             s.commit(&UnitOfWork {
                 timers_set: vec![Timer {

@@ -4,8 +4,9 @@ use std::process::{Command, Output};
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("runtime/ has a parent")
+        .ancestors()
+        .nth(2)
+        .expect("crates/cli/ is two levels down")
         .to_path_buf()
 }
 
@@ -19,7 +20,7 @@ pub fn nurture(args: &[&str]) -> Output {
 }
 
 /// Renders diagnostics with paths relative to the repository root (stable snapshots).
-pub fn render_relative(loaded: &nurture::project::Loaded) -> String {
+pub fn render_relative(loaded: &nurture_core::project::Loaded) -> String {
     let root = repo();
     loaded
         .diagnostics
@@ -222,12 +223,12 @@ impl RecordingServer {
 }
 
 /// Builds the first-party and test plugins to wasm (once per test process) with
-/// `nurture::plugin::build`, the code behind `nurture plugins build`. Each component lands
+/// `nurture_channels::plugin::build`, the code behind `nurture plugins build`. Each component lands
 /// beside its `plugin.toml`: `plugins/<name>/` and `tests/plugins/<name>/`.
 pub fn built_plugins() -> &'static [(String, PathBuf)] {
     static BUILT: std::sync::OnceLock<Vec<(String, PathBuf)>> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
-        use nurture::plugin::build;
+        use nurture_channels::plugin::build;
         build::ensure_target().expect("the wasm32-wasip2 target");
         let target = std::env::var("CARGO_TARGET_DIR")
             .map(PathBuf::from)
@@ -253,7 +254,7 @@ pub fn built_plugins() -> &'static [(String, PathBuf)] {
 }
 
 /// A plugin folder's parsed `plugin.toml`.
-pub fn plugin_manifest(dir: &Path) -> nurture::project::PluginManifest {
+pub fn plugin_manifest(dir: &Path) -> nurture_core::project::PluginManifest {
     toml::from_str(&std::fs::read_to_string(dir.join("plugin.toml")).unwrap()).unwrap()
 }
 

@@ -1,0 +1,852 @@
+//! The `nurture` command: a thin layer over the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use nurture_core::project;
+
+mod bench;
+mod commands;
+
+/// mimalloc instead of the system allocator: the engine builds and drops many small JSON
+/// values per step, and glibc's malloc spent a fifth of the process's time on them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "nurture",
+    version,
+    about = "Durable runtime for marketing-automation campaigns kept as files in git",
+    long_about = "nurture loads a campaign project (nurture.toml, scoring.yaml, segments.yaml, \
+templates/, workflows/*.yaml), validates it, and runs its workflows durably.\n\n\
+Start with `nurture validate workflows/` on the example project in this repository.",
+    after_help = "Docs: README.md, docs/marketers.md (file format), docs/errors.md (error codes)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The parts of `nurture bench`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum BenchPart {
+    /// (a) durable steps/s on SQLite (and Postgres with --postgres), with the ceilings.
+    Steps,
+    /// (b) events/s over HTTP.
+    Http,
+    /// (c) event-to-effect latency at a fixed rate.
+    Latency,
+    /// (d) worker memory over pending waits.
+    Pending,
+    /// (e) speed-up from more worker processes (with --postgres).
+    Workers,
+    /// the wasm plugin host's per-call cost.
+    Plugin,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum OutputFormat {
+    /// For people: errors with the source line underlined.
+    Human,
+    /// For scripts and editors: one JSON document.
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    /// Graphviz: `nurture graph FILE | dot -Tsvg > flow.svg`.
+    Dot,
+    /// Mermaid flowchart, renders in GitHub and GitLab markdown.
+    Mermaid,
+    /// The compiled plan as JSON (nodes and labelled edges).
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a campaign project: every file, every reference, every expression.
+    ///
+    /// Reports all problems at once with file:line:column, a reason and a hint.
+    /// Exit status: 0 when valid, 1 when there are errors, 2 when nurture itself failed.
+    Validate {
+        /// The project folder (holds workflows/, templates/, nurture.toml...).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Draw a workflow's compiled graph (steps labelled with their kind, edges with
+    /// yes/no/timeout/variant).
+    Graph {
+        /// A workflow file inside a project's workflows/ folder.
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Dry-run a campaign: the real engine on a virtual clock, nothing sent.
+    ///
+    /// Prints one JSON object per effect on stdout, in time order (enter, email,
+    /// email_skipped, score, tag, untag, set, assign_owner, notify, webhook, plugin, wait,
+    /// exit). The same input gives the same output, byte for byte. A summary goes to
+    /// stderr. Runs from the first event to --until, or until nothing is pending.
+    Simulate {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Contacts: JSON Lines or CSV (id, email, first_name, timezone, consent, tags...).
+        #[arg(long)]
+        contacts: Option<PathBuf>,
+        /// Events: JSON Lines, one {"type", "contact" or "email", "at", "data"} per line.
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// Stop at this time (RFC 3339). Default: when nothing is pending.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Start at this time instead of the first event's.
+        #[arg(long, value_parser = parse_time)]
+        start: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Run the campaigns: the scheduler and the HTTP API on the project's store.
+    ///
+    /// Opens (or creates) the store (default: SQLite file nurture.db in the project),
+    /// applies incoming events, fires due waits and schedules, delivers the outbox, and
+    /// serves the HTTP API. Stops cleanly on Ctrl-C or SIGTERM.
+    Run {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Address for the HTTP API (default: [api].listen in nurture.toml, else 127.0.0.1:8025).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+        /// Longest sleep between scheduler passes, in milliseconds.
+        #[arg(long, default_value_t = 1000, hide = true)]
+        poll_ms: u64,
+    },
+    /// The HTTP API only (no step execution): scale ingestion apart from execution.
+    ///
+    /// Any number of `serve` and `worker` processes can share one Postgres store.
+    Serve {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        listen: Option<String>,
+        /// Store URL, e.g. postgres://nurture@db/nurture.
+        #[arg(long, alias = "database-url")]
+        store: Option<String>,
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Execute steps only (no HTTP API): events, timers, schedules and the outbox.
+    ///
+    /// Run as many as you need against one Postgres store; a unit of work another worker
+    /// committed first is skipped (fenced by row versions), never done twice.
+    Worker {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Store URL, e.g. postgres://nurture@db/nurture.
+        #[arg(long, alias = "database-url")]
+        store: Option<String>,
+        #[arg(long)]
+        log_json: bool,
+        #[arg(long, default_value_t = 1000, hide = true)]
+        poll_ms: u64,
+    },
+    /// List the workers executing steps against the store (Postgres): host, pid, when
+    /// started and last seen, and their share of the database's concurrent group commits.
+    ///
+    /// Each worker refreshes its entry every second; one not seen for 5 s counts as gone.
+    /// The database's concurrency (NURTURE_PG_LANES, default 4) is split among the live
+    /// workers, so adding workers never piles more transactions onto the database.
+    Workers {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Store URL, e.g. postgres://nurture@db/nurture.
+        #[arg(long, alias = "database-url")]
+        store: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Manage contacts in the project's store.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+    /// Send events into the project's store (the running scheduler picks them up).
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Inspect runs: one contact's walk through one workflow, with its journal.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Measure the engine: durable steps/s against the store's own commit ceiling,
+    /// HTTP ingestion and peak memory. Build with --release for meaningful figures.
+    Bench {
+        /// Contacts walking the 6-step benchmark campaign.
+        #[arg(long, default_value_t = 100_000)]
+        contacts: usize,
+        /// Also measure on this Postgres database (it gets a `nurture` schema).
+        #[arg(long)]
+        postgres: Option<String>,
+        /// Measure steps/s on SQLite too (`--sqlite false` for Postgres only).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        sqlite: bool,
+        /// Events posted over HTTP.
+        #[arg(long, default_value_t = 20_000)]
+        http_events: usize,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Plugin folder (built) whose per-call overhead to measure; `none` to skip.
+        /// Its `send` step is called with an empty phone number, so it returns before any
+        /// network: the figure is the host's own cost.
+        #[arg(long, default_value = "plugins/sms")]
+        plugin: String,
+        /// Plugin calls to time.
+        #[arg(long, default_value_t = 5_000)]
+        plugin_calls: usize,
+        /// (c) Events per second for the latency run (0 to skip).
+        #[arg(long, default_value_t = 1_000)]
+        latency_rate: u32,
+        /// (c) Seconds of the measured latency run, after a 1-second warm-up at the same
+        /// rate (reported apart, not counted).
+        #[arg(long, default_value_t = 10)]
+        latency_seconds: u32,
+        /// (d) Pending waits under a worker process (0 to skip).
+        #[arg(long, default_value_t = 1_000_000)]
+        pending_waits: usize,
+        /// (d) Seconds the worker fires due waits while its memory is watched.
+        #[arg(long, default_value_t = 15.0)]
+        pending_seconds: f64,
+        /// (e) Worker counts to compare (with --postgres).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        workers: Vec<usize>,
+        /// (e) Contacts per worker-count round.
+        #[arg(long, default_value_t = 50_000)]
+        worker_contacts: usize,
+        /// (e) Rounds per worker count (the figure is their median; each round starts
+        /// from empty tables).
+        #[arg(long, default_value_t = 3)]
+        worker_repeats: usize,
+        /// Measure only these parts (comma-separated); all of them by default.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<BenchPart>,
+    },
+    /// Email: preview a template as a contact would receive it.
+    #[command(subcommand)]
+    Email(EmailCommand),
+    /// The outbox: requeue an entry an operator has checked (`ambiguous` or `failed`).
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+    /// The plugins of a project: list them with their permissions, build them from source.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Plugin development: scaffold a new plugin crate.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Print the JSON Schema of workflow files (for editor autocompletion).
+    ///
+    /// Put `# yaml-language-server: $schema=../schema/workflow.schema.json` at the top of a
+    /// workflow file, or point your editor at the output of this command.
+    Schema,
+}
+
+#[derive(Subcommand)]
+enum EmailCommand {
+    /// Render TEMPLATE for a contact of the store: headers and text to stdout, or the
+    /// whole message to an .eml file, or the HTML part to an .html file.
+    Preview {
+        /// Template name (a file of templates/ without extension).
+        template: String,
+        /// Contact id or email address.
+        #[arg(long)]
+        contact: String,
+        #[arg(long, default_value = "workflows")]
+        dir: PathBuf,
+        #[arg(long)]
+        store: Option<String>,
+        /// Write to this file: `.eml` for the message, `.html` for the HTML part.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Put an `ambiguous` or `failed` entry back in the queue, e.g. after checking the
+    /// mail server's log for its Message-ID.
+    Retry {
+        key: String,
+        #[arg(long, default_value = "workflows")]
+        dir: PathBuf,
+        #[arg(long)]
+        store: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// List the project's plugins: version, interface, steps, the hosts each may call and
+    /// the secrets each reads (and whether they are set). Loads every component, so a
+    /// broken or stale build shows here.
+    List {
+        #[arg(default_value = "workflows")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Build every plugin that has sources (a Cargo.toml) to wasm32-wasip2 and put its
+    /// component beside its plugin.toml. Adds the Rust target with rustup if missing.
+    Build {
+        #[arg(default_value = "workflows")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a plugin crate: plugin.toml, a step that calls an HTTP API, and unit tests
+    /// that run it natively against a scripted host. Then: `cd NAME && cargo test`.
+    New {
+        /// Plugin name (lowercase letters, digits and dashes).
+        name: String,
+        /// Folder to create it in (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Path of the nurture-plugin-sdk crate (default: this checkout's `sdk/`).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContactsCommand {
+    /// Import contacts from JSON Lines or CSV: new ones are created, known ones updated.
+    ///
+    /// Columns/keys: id, email, first_name, last_name, timezone, consent (opted_in,
+    /// opted_out, unknown), tags (list or `a;b`), lifecycle, owner, and any other field
+    /// (`company.employees` becomes a nested field). Bad rows are listed with their line
+    /// and reason; good rows are kept. Exit status 1 when any row was rejected.
+    Import {
+        file: PathBuf,
+        /// The project folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Store events from a JSON Lines file (idempotent: an `id` seen before is ignored).
+    ///
+    /// Each line: {"id"?, "type", "contact" or "email", "at"?, "data"?}. An event for an
+    /// unknown email creates the contact; one for an unknown contact id is rejected. Bad
+    /// lines are listed with their reason; good ones are kept. Exit status 1 when any line
+    /// was rejected.
+    Send {
+        file: PathBuf,
+        /// The project folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        contact: Option<String>,
+        /// active, waiting, completed, converted, exited or failed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Show one run's timeline: steps, conditions with the values they read, effects,
+    /// waits, resumes and the exit.
+    Show {
+        run_id: String,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate { dir, format } => validate(&dir, format),
+        Command::Graph { file, format } => graph(&file, format),
+        Command::Simulate {
+            dir,
+            contacts,
+            events,
+            until,
+            start,
+        } => runtime()?.block_on(simulate(&dir, contacts, events, start, until)),
+        Command::Run {
+            dir,
+            listen,
+            store,
+            log_json,
+            poll_ms,
+        } => runtime()?.block_on(commands::run(
+            &dir,
+            listen,
+            store,
+            log_json,
+            poll_ms,
+            commands::Role::Both,
+        )),
+        Command::Serve {
+            dir,
+            listen,
+            store,
+            log_json,
+        } => runtime()?.block_on(commands::run(
+            &dir,
+            listen,
+            store,
+            log_json,
+            1000,
+            commands::Role::Api,
+        )),
+        Command::Worker {
+            dir,
+            store,
+            log_json,
+            poll_ms,
+        } => runtime()?.block_on(commands::run(
+            &dir,
+            None,
+            store,
+            log_json,
+            poll_ms,
+            commands::Role::Worker,
+        )),
+        Command::Workers { dir, store, format } => {
+            runtime()?.block_on(commands::workers(&dir, store, format == OutputFormat::Json))
+        }
+        Command::Contacts(ContactsCommand::Import {
+            file,
+            dir,
+            store,
+            format,
+        }) => runtime()?.block_on(commands::import(
+            &dir,
+            store,
+            &file,
+            format == OutputFormat::Json,
+        )),
+        Command::Events(EventsCommand::Send {
+            file,
+            dir,
+            store,
+            format,
+        }) => runtime()?.block_on(commands::send(
+            &dir,
+            store,
+            &file,
+            format == OutputFormat::Json,
+        )),
+        Command::Runs(RunsCommand::List {
+            dir,
+            store,
+            workflow,
+            contact,
+            status,
+            limit,
+            format,
+        }) => runtime()?.block_on(commands::list_runs(
+            &dir,
+            store,
+            workflow,
+            contact,
+            status,
+            limit,
+            format == OutputFormat::Json,
+        )),
+        Command::Runs(RunsCommand::Show {
+            run_id,
+            dir,
+            store,
+            format,
+        }) => runtime()?.block_on(commands::show_run(
+            &dir,
+            store,
+            &run_id,
+            format == OutputFormat::Json,
+        )),
+        Command::Bench {
+            contacts,
+            postgres,
+            sqlite,
+            http_events,
+            json,
+            plugin,
+            plugin_calls,
+            latency_rate,
+            latency_seconds,
+            pending_waits,
+            pending_seconds,
+            workers,
+            worker_contacts,
+            worker_repeats,
+            only,
+        } => {
+            // The in-process scheduler of (c) logs what goes wrong when asked to
+            // (`RUST_LOG=warn`); by default the table stays alone on the terminal.
+            if std::env::var_os("RUST_LOG").is_some() {
+                commands::init_logs(false);
+            }
+            let part = |p: BenchPart| only.is_empty() || only.contains(&p);
+            let rt = runtime()?;
+            let config = commands::store_config()?;
+            if let Some(url) = &postgres {
+                rt.block_on(crate::bench::check_bench_database(url, &config))?;
+            }
+            let mut report = rt.block_on(crate::bench::run(
+                &config,
+                if part(BenchPart::Steps) { contacts } else { 0 },
+                sqlite,
+                postgres.clone(),
+                if part(BenchPart::Http) {
+                    http_events
+                } else {
+                    0
+                },
+                true,
+            ))?;
+            let exe = std::env::current_exe()?;
+            if latency_rate > 0 && part(BenchPart::Latency) {
+                eprintln!("measuring event -> effect latency at {latency_rate} events/s ...");
+                report.latency = Some(rt.block_on(crate::bench::latency(
+                    postgres.as_deref(),
+                    &config,
+                    latency_rate,
+                    latency_seconds,
+                ))?);
+            }
+            if pending_waits > 0 && part(BenchPart::Pending) {
+                eprintln!("seeding {pending_waits} pending waits and measuring a worker ...");
+                report.pending = Some(rt.block_on(crate::bench::pending_waits(
+                    &config,
+                    pending_waits,
+                    pending_seconds,
+                    &exe,
+                ))?);
+            }
+            if let (Some(url), true) = (&postgres, part(BenchPart::Workers)) {
+                eprintln!("comparing {workers:?} workers ...");
+                report.workers = rt.block_on(crate::bench::worker_speedup(
+                    url,
+                    &config,
+                    worker_contacts,
+                    &workers,
+                    worker_repeats,
+                    &exe,
+                ))?;
+            }
+            if plugin != "none" && part(BenchPart::Plugin) {
+                let dir = PathBuf::from(&plugin);
+                let with = serde_json::json!({"to": "", "body": "bench"});
+                let announce = || {
+                    eprintln!(
+                        "building plugin {} for the plugin benchmark (cargo build --target {}) ...",
+                        dir.display(),
+                        nurture_channels::plugin::build::TARGET
+                    )
+                };
+                match rt.block_on(crate::bench::plugin_calls(
+                    &dir,
+                    "send",
+                    with,
+                    plugin_calls,
+                    announce,
+                )) {
+                    Ok(p) => report.plugin = Some(p),
+                    Err(e) => eprintln!(
+                        "plugin benchmark skipped: {e} (build it with `nurture plugins build`)"
+                    ),
+                }
+            }
+            print!("{}", crate::bench::table(&report));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Email(EmailCommand::Preview {
+            template,
+            contact,
+            dir,
+            store,
+            out,
+        }) => runtime()?.block_on(commands::email_preview(
+            &dir, store, &template, &contact, out,
+        )),
+        Command::Outbox(OutboxCommand::Retry { key, dir, store }) => {
+            runtime()?.block_on(commands::outbox_retry(&dir, store, &key))
+        }
+        Command::Plugins(PluginsCommand::List { dir, format }) => {
+            commands::plugins_list(&dir, format == OutputFormat::Json)
+        }
+        Command::Plugins(PluginsCommand::Build { dir }) => commands::plugins_build(&dir),
+        Command::Plugin(PluginCommand::New {
+            name,
+            dir,
+            sdk_path,
+        }) => commands::plugin_new(&name, dir, sdk_path),
+        Command::Schema => {
+            print!("{}", nurture_core::workflow_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time such as 2026-03-01T09:00:00Z"))
+}
+
+/// The runtime: one thread per core (tokio's default), which a worker's lanes spread
+/// over (it had been fixed at 2 threads, a ceiling on machines with more cores).
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Loads a project or prints its diagnostics.
+fn load_valid(dir: &Path) -> Result<std::sync::Arc<project::Project>, ExitCode> {
+    let loaded = project::load(dir);
+    match loaded.project {
+        Some(p) if loaded.errors() == 0 => Ok(std::sync::Arc::new(p)),
+        _ => {
+            eprint!("{}", loaded.render());
+            eprintln!(
+                "\nthe project in {} has errors; `nurture validate` lists them",
+                dir.display()
+            );
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+async fn simulate(
+    dir: &Path,
+    contacts: Option<PathBuf>,
+    events: Option<PathBuf>,
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<ExitCode> {
+    let project = match load_valid(dir) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let (rows, mut bad_contacts) = match &contacts {
+        Some(p) => nurture_engine::input::read_contacts(p)
+            .with_context(|| format!("cannot read {}", p.display()))?,
+        None => (Vec::new(), Vec::new()),
+    };
+    let (evs, bad_events) = match &events {
+        Some(p) => nurture_engine::input::read_events(p)
+            .with_context(|| format!("cannot read {}", p.display()))?,
+        None => (Vec::new(), Vec::new()),
+    };
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let summary = nurture_engine::simulate::run(project, &rows, evs, start, until, |e| {
+        let _ = writeln!(out, "{}", nurture_engine::simulate::effect_line(e));
+    })
+    .await?;
+    out.flush()?;
+    drop(out);
+    for r in &bad_events {
+        eprintln!(
+            "rejected event at {}:{}: {}",
+            events
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string()),
+            r.at,
+            r.reason
+        );
+    }
+    for (i, reason) in &summary.rejected_events {
+        eprintln!("rejected event at line {i}: {reason}");
+    }
+    bad_contacts.extend(summary.rejected_contacts.iter().map(|(at, reason)| {
+        nurture_engine::input::Rejected {
+            at: *at,
+            reason: reason.clone(),
+        }
+    }));
+    for r in &bad_contacts {
+        eprintln!(
+            "rejected contact at {}:{}: {}",
+            contacts
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string()),
+            r.at,
+            r.reason
+        );
+    }
+    eprintln!(
+        "simulated {} contacts and {} events from {} to {}: {} effects",
+        summary.contacts,
+        summary.events,
+        summary.start.map(nurture_store::ts_out).unwrap_or_default(),
+        summary.end.map(nurture_store::ts_out).unwrap_or_default(),
+        summary.effects
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(dir: &Path, format: OutputFormat) -> Result<ExitCode> {
+    if !dir.is_dir() {
+        bail!("{} is not a folder", dir.display());
+    }
+    let loaded = project::load(dir);
+    let errors = loaded.errors();
+    match format {
+        OutputFormat::Json => {
+            let out = serde_json::json!({
+                "ok": errors == 0,
+                "errors": errors,
+                "diagnostics": loaded.diagnostics.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
+                "workflows": loaded.project.as_ref().map(|p| p.plans.iter().map(|pl| serde_json::json!({
+                    "id": pl.id(),
+                    "file": pl.file.display().to_string(),
+                    "steps": pl.workflow.steps.len(),
+                })).collect::<Vec<_>>()),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        OutputFormat::Human => {
+            if errors > 0 {
+                eprint!("{}", loaded.render());
+                eprintln!(
+                    "\n{errors} error{} in {}; nothing was deployed",
+                    if errors == 1 { "" } else { "s" },
+                    dir.display()
+                );
+            } else if let Some(p) = &loaded.project {
+                let steps: usize = p.plans.iter().map(|pl| pl.workflow.steps.len()).sum();
+                println!(
+                    "ok: {} workflow{} ({steps} steps), {} template{}, {} segment{}, {} scoring rule{}, {} plugin{}",
+                    p.plans.len(),
+                    plural(p.plans.len()),
+                    p.templates.len(),
+                    plural(p.templates.len()),
+                    p.segments.len(),
+                    plural(p.segments.len()),
+                    p.scoring.rules.len(),
+                    plural(p.scoring.rules.len()),
+                    p.plugins.len(),
+                    plural(p.plugins.len()),
+                );
+                for pl in &p.plans {
+                    println!("  {:<28} {}", pl.id(), pl.file.display());
+                }
+                let warnings = loaded.diagnostics.len() - errors;
+                if warnings > 0 {
+                    eprint!("{}", loaded.render());
+                    eprintln!(
+                        "\n{warnings} warning{}: valid, but some contacts or events would fail there",
+                        plural(warnings)
+                    );
+                }
+            }
+        }
+    }
+    Ok(if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// The project folder of a workflow file: the parent of its `workflows/` folder.
+fn project_of(file: &Path) -> Result<PathBuf> {
+    let file = file
+        .canonicalize()
+        .with_context(|| format!("cannot open {}", file.display()))?;
+    let dir = file.parent().context("workflow file has no folder")?;
+    if dir.file_name().and_then(|n| n.to_str()) != Some("workflows") {
+        bail!(
+            "{} is not inside a project's workflows/ folder",
+            file.display()
+        );
+    }
+    Ok(dir.parent().context("no project folder")?.to_path_buf())
+}
+
+fn graph(file: &Path, format: GraphFormat) -> Result<ExitCode> {
+    let root = project_of(file)?;
+    let loaded = project::load(&root);
+    let wanted = file.canonicalize()?;
+    let Some(project) = &loaded.project else {
+        eprint!("{}", loaded.render());
+        eprintln!("\nthe project has errors; fix them to draw the graph");
+        return Ok(ExitCode::from(1));
+    };
+    let plan = project
+        .plans
+        .iter()
+        .find(|p| p.file.canonicalize().ok().as_deref() == Some(wanted.as_path()))
+        .context("this file defines no workflow")?;
+    match format {
+        GraphFormat::Dot => print!("{}", plan.to_dot()),
+        GraphFormat::Mermaid => print!("{}", plan.to_mermaid()),
+        GraphFormat::Json => println!("{}", serde_json::to_string_pretty(&plan.view())?),
+    }
+    Ok(ExitCode::SUCCESS)
+}

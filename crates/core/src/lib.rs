@@ -1,0 +1,50 @@
+//! # nurture-core: the campaign language
+//!
+//! The language half of nurture, a durable, plugin-extensible runtime for
+//! marketing-automation campaigns. No async runtime, database, wasm or network client here:
+//! validating a workflow compiles this crate alone.
+//!
+//! Marketers keep campaigns as files in git (a *project*: `nurture.toml`, `scoring.yaml`,
+//! `segments.yaml`, `templates/`, `workflows/*.yaml`). This crate loads such a project,
+//! validates it with precise diagnostics, and compiles each workflow into a [`plan::Plan`]:
+//! a petgraph DAG of steps that the engine executes.
+//!
+//! ```no_run
+//! let loaded = crate::project::load(std::path::Path::new("workflows"));
+//! if loaded.errors() > 0 {
+//!     eprintln!("{}", loaded.render());
+//! } else {
+//!     for plan in &loaded.project.unwrap().plans {
+//!         println!("{}", plan.to_mermaid());
+//!     }
+//! }
+//! ```
+//!
+//! Modules, from the bottom up:
+//! - [`yaml`]: a YAML tree that keeps line and column of every node;
+//! - [`model`]: the typed file format (serde + JSON Schema);
+//! - [`expr`]: CEL conditions and `${...}` interpolation checks;
+//! - [`project`]: loading a folder, collecting every diagnostic;
+//! - [`plan`]: compilation to a DAG, validation, DOT/Mermaid rendering;
+//! - [`diag`]: diagnostics with stable codes (see `docs/errors.md`);
+//! - [`lint`]: event names ingestion refuses, contact fields that may be missing;
+//! - [`events`]: the event type rule;
+//! - [`template`]: email templates (minijinja), rendering and checks.
+
+pub mod diag;
+pub mod events;
+pub mod expr;
+pub mod lint;
+pub mod model;
+pub mod plan;
+pub mod project;
+pub mod template;
+pub mod yaml;
+
+/// The JSON Schema of a workflow file, as committed in `schema/workflow.schema.json`.
+pub fn workflow_schema() -> String {
+    let schema = schemars::schema_for!(model::Workflow);
+    let mut s = serde_json::to_string_pretty(&schema).expect("schema serializes");
+    s.push('\n');
+    s
+}

@@ -1,0 +1,990 @@
+//! The campaign project model: workflows, steps, triggers, scoring, segments, settings.
+//!
+//! The serde representation of these types *is* the file format: `nurture schema` prints
+//! the JSON Schema derived from them (committed as `schema/workflow.schema.json`), and
+//! [`crate::project`] parses files into them with precise diagnostics.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+mod days;
+pub mod net;
+pub use days::{DayError, DaySpec};
+
+/// A marker that custom deserializers put in front of their messages so that the
+/// diagnostic gets a specific code. See [`crate::project`].
+pub(crate) const DURATION_ERR: &str = "invalid duration";
+pub(crate) const TIME_ERR: &str = "invalid time";
+
+/// One campaign workflow, one per file in `workflows/`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "nurture workflow")]
+pub struct Workflow {
+    /// Unique id in the project, `[a-z0-9-]+`.
+    pub workflow: String,
+    /// Human name, shown in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Bumped on every deployed change.
+    #[serde(default = "one")]
+    pub version: u32,
+    /// IANA time zone for `wait_until` and quiet hours; a contact's own timezone wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Emails due inside these local hours are deferred to their end, never dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
+    /// What enrols a contact: one trigger or a list of them.
+    pub trigger: OneOrMany<Trigger>,
+    /// May a contact enter again: `never` (default), `always`, or `after 30d`.
+    #[serde(default)]
+    pub reentry: Reentry,
+    /// Reaching it ends the run as converted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<Goal>,
+    /// CEL condition checked before every step; true ends the run as exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_if: Option<Expr>,
+    /// Which contacts may receive this workflow's marketing email.
+    #[serde(default)]
+    pub consent: ConsentPolicy,
+    /// The steps; the first is the entry.
+    pub steps: Vec<Step>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Either a single item or a list of them.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(t) => std::slice::from_ref(t),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHours {
+    /// Local time the quiet period starts, `HH:MM`.
+    pub from: TimeOfDay,
+    /// Local time it ends, `HH:MM` (may be earlier than `from`: overnight; equal to `from`
+    /// with `days`: the whole day).
+    pub to: TimeOfDay,
+    /// The days whose quiet period this is (a period belongs to the day it starts on):
+    /// names (`mon`, `tue`...) and ranges (`mon..fri`). Default: every day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<Vec<DaySpec>>,
+}
+
+/// Consent required to send marketing email from a workflow.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentPolicy {
+    /// Send unless the contact opted out (soft opt-in; the default).
+    #[default]
+    NotOptedOut,
+    /// Send only to contacts who opted in explicitly (double opt-in lists, GDPR).
+    OptedIn,
+}
+
+/// What enrols a contact into a workflow.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum Trigger {
+    Event(EventTrigger),
+    Segment(SegmentTrigger),
+    Score(ScoreTrigger),
+    Schedule(ScheduleTrigger),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventTrigger {
+    /// Event type, e.g. `form.submitted`.
+    pub event: String,
+    /// CEL filter over `event` and `contact`.
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Expr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentTrigger {
+    /// The contact enters this segment (from `segments.yaml`).
+    pub segment: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreTrigger {
+    pub score: ScoreThreshold,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreThreshold {
+    /// Fires when the score crosses this value upwards.
+    pub reaches: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleTrigger {
+    /// Cron expression (5 fields, or 6 with seconds) in the workflow's timezone.
+    pub schedule: String,
+    /// Segment whose members are enrolled at each firing.
+    pub audience: String,
+}
+
+/// Re-entry policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reentry {
+    #[default]
+    Never,
+    Always,
+    After(Duration),
+}
+
+impl Serialize for Reentry {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Reentry::Never => s.serialize_str("never"),
+            Reentry::Always => s.serialize_str("always"),
+            Reentry::After(d) => s.serialize_str(&format!("after {d}")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Reentry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim() {
+            "never" => Ok(Reentry::Never),
+            "always" => Ok(Reentry::Always),
+            other => match other.strip_prefix("after ") {
+                Some(dur) => dur
+                    .trim()
+                    .parse()
+                    .map(Reentry::After)
+                    .map_err(serde::de::Error::custom),
+                None => Err(serde::de::Error::custom(format!(
+                    "invalid reentry `{other}`: use `never`, `always` or `after DURATION` (e.g. `after 30d`)"
+                ))),
+            },
+        }
+    }
+}
+
+impl JsonSchema for Reentry {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Reentry".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "never | always | after DURATION (e.g. `after 30d`)",
+            "pattern": "^(never|always|after\\s+([0-9]+[smhdw])+)$"
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Goal {
+    /// Event type that counts as conversion (when its `if` holds). Without it, the goal
+    /// is a condition on the contact, reached as soon as `if` holds: checked before every
+    /// step and whenever the contact changes, also while the run waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Expr>,
+}
+
+/// A step of a workflow: an id, exactly one kind key, and an optional successor.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Step {
+    /// Unique in the workflow; referenced by `next`, `on_timeout` and branches.
+    pub id: String,
+    #[serde(flatten)]
+    pub kind: StepKind,
+    /// Config of a `plugin:` step, checked against the plugin's manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<BTreeMap<String, Value>>,
+    /// Explicit successor (`end` stops the run). Default: the next step in the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Where a `wait_for` goes when its timeout passes. Default: same as on the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<String>,
+    /// `webhook` and `plugin` steps: the run waits for the delivery's outcome (delivered,
+    /// or failed after its retries) before it goes on; later conditions read `outcome`
+    /// and `response`. Default false: fire and forget.
+    #[serde(rename = "await", default, skip_serializing_if = "std::ops::Not::not")]
+    pub await_outcome: bool,
+    /// With `await`: contact fields set from the outcome, `FIELD: EXPRESSION` (CEL reading
+    /// `response`, `outcome`, `contact`...), e.g. `crm_id: response.id`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub save: BTreeMap<String, Expr>,
+    /// With `await`: how long to wait for the outcome at most (default `1d`); then the run
+    /// goes on with `outcome.ok == false` and `outcome.error == "timed out"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// One item of an `actions:` list.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Action {
+    #[serde(flatten)]
+    pub kind: StepKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<BTreeMap<String, Value>>,
+}
+
+/// The kind of a step; the key that names it in the file.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Render a template and send it.
+    SendEmail(EmailRef),
+    /// Wait for a duration: `30m`, `2h`, `7d`, `3w`.
+    Wait(Duration),
+    /// Wait until the next matching local time.
+    WaitUntil(WaitUntil),
+    /// Wait for an event of this contact, or the timeout.
+    WaitFor(WaitFor),
+    /// First arm whose condition is true wins; `else` is required.
+    Branch(Vec<BranchArm>),
+    /// A/B(/n) split by a stable hash of (workflow, step, contact).
+    Split(Vec<SplitArm>),
+    /// Add (or with a minus sign remove) lead-score points.
+    Score(i64),
+    Tag(OneOrMany<String>),
+    Untag(OneOrMany<String>),
+    /// Set contact fields; `lifecycle` is one of them.
+    Set(BTreeMap<String, Value>),
+    /// Sales hand-off: pick an owner from a team in `nurture.toml`.
+    AssignOwner(AssignOwner),
+    /// Internal alert email.
+    Notify(Notify),
+    /// HTTP call with retries and an idempotency key.
+    Webhook(Webhook),
+    /// A wasm plugin step, `NAME/STEP`, configured by `with:`.
+    Plugin(String),
+    /// Several actions, in order.
+    Actions(Vec<Action>),
+}
+
+impl StepKind {
+    /// The file key of every kind, in declaration order.
+    pub const KEYS: &'static [&'static str] = &[
+        "send_email",
+        "wait",
+        "wait_until",
+        "wait_for",
+        "branch",
+        "split",
+        "score",
+        "tag",
+        "untag",
+        "set",
+        "assign_owner",
+        "notify",
+        "webhook",
+        "plugin",
+        "actions",
+    ];
+
+    pub fn key(&self) -> &'static str {
+        match self {
+            StepKind::SendEmail(_) => "send_email",
+            StepKind::Wait(_) => "wait",
+            StepKind::WaitUntil(_) => "wait_until",
+            StepKind::WaitFor(_) => "wait_for",
+            StepKind::Branch(_) => "branch",
+            StepKind::Split(_) => "split",
+            StepKind::Score(_) => "score",
+            StepKind::Tag(_) => "tag",
+            StepKind::Untag(_) => "untag",
+            StepKind::Set(_) => "set",
+            StepKind::AssignOwner(_) => "assign_owner",
+            StepKind::Notify(_) => "notify",
+            StepKind::Webhook(_) => "webhook",
+            StepKind::Plugin(_) => "plugin",
+            StepKind::Actions(_) => "actions",
+        }
+    }
+
+    /// Actions that interpolate expressions or send the contact along (their payload
+    /// carries its JSON view): the engine builds the expression scope for these alone.
+    pub fn uses_scope(&self) -> bool {
+        matches!(
+            self,
+            StepKind::SendEmail(_)
+                | StepKind::Set(_)
+                | StepKind::Notify(_)
+                | StepKind::Webhook(_)
+                | StepKind::Plugin(_)
+        )
+    }
+
+    /// Kinds that do something to the contact or the world and may stand in `actions:`.
+    pub fn is_action(&self) -> bool {
+        !matches!(
+            self,
+            StepKind::Wait(_)
+                | StepKind::WaitUntil(_)
+                | StepKind::WaitFor(_)
+                | StepKind::Branch(_)
+                | StepKind::Split(_)
+                | StepKind::Actions(_)
+        )
+    }
+}
+
+/// `send_email: TEMPLATE` or `{template, subject?, from?}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(
+    untagged,
+    expecting = "a template name, or a map {template, subject?, from?}"
+)]
+pub enum EmailRef {
+    Template(String),
+    Full(EmailSpec),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSpec {
+    pub template: String,
+    /// Overrides the template's subject (may interpolate `${...}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+impl EmailRef {
+    pub fn template(&self) -> &str {
+        match self {
+            EmailRef::Template(t) => t,
+            EmailRef::Full(s) => &s.template,
+        }
+    }
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            EmailRef::Template(_) => None,
+            EmailRef::Full(s) => s.subject.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WaitUntil {
+    /// Local time of day, `HH:MM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<TimeOfDay>,
+    /// Only on this weekday (`mon`..`sun`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekday: Option<Weekday>,
+    /// CEL expression giving a date or timestamp, e.g. `contact.webinar_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<Expr>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Weekday {
+    pub fn to_chrono(self) -> chrono::Weekday {
+        match self {
+            Weekday::Mon => chrono::Weekday::Mon,
+            Weekday::Tue => chrono::Weekday::Tue,
+            Weekday::Wed => chrono::Weekday::Wed,
+            Weekday::Thu => chrono::Weekday::Thu,
+            Weekday::Fri => chrono::Weekday::Fri,
+            Weekday::Sat => chrono::Weekday::Sat,
+            Weekday::Sun => chrono::Weekday::Sun,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WaitFor {
+    /// Event type to wait for, e.g. `email.opened`.
+    pub event: String,
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Expr>,
+    /// How long to wait before taking `on_timeout`.
+    pub timeout: Duration,
+}
+
+/// `{if: EXPR, next: STEP}` or `{else: STEP}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BranchArm {
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Expr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    #[serde(rename = "else", default, skip_serializing_if = "Option::is_none")]
+    pub otherwise: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SplitArm {
+    /// Relative weight, positive.
+    pub weight: i64,
+    pub next: String,
+    /// Variant name used in reports; defaults to the `next` step id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AssignOwner {
+    /// A team from `[teams]` in `nurture.toml`.
+    pub team: String,
+    #[serde(default)]
+    pub strategy: OwnerStrategy,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OwnerStrategy {
+    #[default]
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// `owner` (the contact's sales owner) or an email address.
+    pub to: String,
+    pub template: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: String,
+    #[serde(default = "post")]
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Follow redirects (at most 5 hops, each checked like the URL itself); default
+    /// false: a redirect answer fails the delivery.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_redirects: bool,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+
+/// A CEL expression, compiled when the project is loaded.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(transparent)]
+pub struct Expr(pub String);
+
+/// A duration written as `30m`, `2h`, `7d`, `3w` (or combined, `1d12h`; `s` for seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration(pub u64);
+
+impl Duration {
+    pub fn seconds(self) -> u64 {
+        self.0
+    }
+    pub fn to_chrono(self) -> chrono::Duration {
+        chrono::Duration::seconds(self.0 as i64)
+    }
+}
+
+/// A duration that is not numbers with units (`30m`, `1d12h`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{DURATION_ERR} `{0}`: write a number and a unit (m, h, d or w), e.g. 30m, 2h, 7d, 3w")]
+pub struct DurationError(pub String);
+
+impl FromStr for Duration {
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Self, DurationError> {
+        let bad = || DurationError(s.to_string());
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(bad());
+        }
+        let mut total: u64 = 0;
+        let mut num = String::new();
+        for c in t.chars() {
+            if c.is_ascii_digit() {
+                num.push(c);
+                continue;
+            }
+            let unit = match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                'w' => 604_800,
+                _ => return Err(bad()),
+            };
+            let n: u64 = num.parse().map_err(|_| bad())?;
+            total = n
+                .checked_mul(unit)
+                .and_then(|x| total.checked_add(x))
+                .ok_or_else(bad)?;
+            num.clear();
+        }
+        if !num.is_empty() || total == 0 {
+            return Err(bad());
+        }
+        Ok(Duration(total))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        for (unit, secs) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+            if rest >= secs {
+                write!(f, "{}{unit}", rest / secs)?;
+                rest %= secs;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match v {
+            Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!(
+                "{DURATION_ERR} `{other}`: write a number and a unit (m, h, d or w), e.g. 30m, 2h, 7d, 3w"
+            ))),
+        }
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "a number and a unit: 30m, 2h, 7d, 3w (combinations like 1d12h allowed)",
+            "pattern": "^([0-9]+[smhdw])+$"
+        })
+    }
+}
+
+/// A local time of day, `HH:MM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimeOfDay(pub chrono::NaiveTime);
+
+/// A time of day that is not `HH:MM`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{TIME_ERR} `{text}`: write a 24-hour local time as HH:MM, e.g. 09:00")]
+pub struct TimeError {
+    pub text: String,
+    #[source]
+    pub source: chrono::ParseError,
+}
+
+impl FromStr for TimeOfDay {
+    type Err = TimeError;
+    fn from_str(s: &str) -> Result<Self, TimeError> {
+        chrono::NaiveTime::parse_from_str(s.trim(), "%H:%M")
+            .map(TimeOfDay)
+            .map_err(|source| TimeError {
+                text: s.to_string(),
+                source,
+            })
+    }
+}
+
+impl Serialize for TimeOfDay {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.format("%H:%M").to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeOfDay {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        let s = match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for TimeOfDay {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TimeOfDay".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "24-hour local time, HH:MM",
+            "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"
+        })
+    }
+}
+
+/// `scoring.yaml`: lead-scoring rules and grades.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Scoring {
+    #[serde(default)]
+    pub rules: Vec<ScoreRule>,
+    /// Grade name to minimum score; a contact's grade is the highest threshold reached,
+    /// else `cold`.
+    #[serde(default)]
+    pub grades: BTreeMap<String, i64>,
+}
+
+/// Points for an event (each time) or for a profile condition (while it holds).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Expr>,
+    /// CEL condition over the contact; its points count while it holds (given when it
+    /// becomes true, taken back when it becomes false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Expr>,
+    pub points: i64,
+}
+
+/// One entry of `segments.yaml`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Segment {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "if")]
+    pub condition: Expr,
+}
+
+/// `nurture.toml`: project settings, all optional.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Store URL: `sqlite://nurture.db` (default, relative to the project) or `postgres://...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// Default time zone for workflows that do not set one (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Folders searched for plugins, relative to the project (default `plugins`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugin_dirs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<Sender>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<Smtp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
+    /// Sales teams for `assign_owner`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub teams: BTreeMap<String, Team>,
+    /// The email channel: links, tracking, rate limit, frequency cap, DKIM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSettings>,
+    /// Operator settings per plugin: `[plugins.sms]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugins: BTreeMap<String, PluginSettings>,
+    /// Outgoing HTTP of webhooks and plugins: allowed private destinations, limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressSettings>,
+    /// Tracking and unsubscribe links: expiry of open and click links, limits per client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<TrackingSettings>,
+    /// Limits of the channels plugins declare (`channel = "sms"`): `[channels.sms]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channels: BTreeMap<String, ChannelSettings>,
+}
+
+/// `[channels.NAME]` in nurture.toml: the limits of a plugin channel (see
+/// `nurture_store::limits`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSettings {
+    /// At most `max` messages of this channel per contact per `per` (default: the
+    /// `[email]` cap's numbers, counted for this channel apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<FrequencyCap>,
+    /// Messages per second on this channel, across all workers (default unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_sec: Option<f64>,
+}
+
+/// A channel name as a plugin manifest may declare it: 1 to 32 of `a-z`, `0-9`, `_`,
+/// starting with a letter; not `email` (the built-in channel).
+pub fn valid_channel(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+        && name != "email"
+}
+
+/// `[egress]` in nurture.toml (see `nurture_channels::egress`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSettings {
+    /// Host names, addresses and CIDR ranges webhooks and plugins may reach although
+    /// they are loopback, private, link-local...: `["127.0.0.1", "10.0.0.0/8",
+    /// "hooks.internal.test"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub allow: Vec<net::Allow>,
+    /// Total time of one webhook attempt: connect, headers and body (default 10s, at
+    /// most 15s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Webhook requests in flight at once per host and port (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_host: Option<u32>,
+    /// Consecutive failures (errors, timeouts, 429, 5xx) after which a host's webhooks
+    /// fail fast for `breaker_cooldown` (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_failures: Option<u32>,
+    /// How long a host's open circuit fails fast before one probe is let through
+    /// (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_cooldown: Option<Duration>,
+}
+
+/// `[tracking]` in nurture.toml.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingSettings {
+    /// Days an open pixel or click link keeps working after the send (default 365).
+    /// Unsubscribe links never expire (RFC 8058).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_ttl_days: Option<u32>,
+    /// Opens and clicks recorded per client address (IPv6: per /64) per minute (default
+    /// 120). Beyond it a hit is still answered (pixel, redirect) but not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hits_per_minute: Option<u32>,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a reverse
+    /// proxy that sets it; default false: the connection's peer address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_for: Option<bool>,
+}
+
+/// `[email]` in nurture.toml.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// Public base URL of the HTTP API, for tracking and unsubscribe links (default:
+    /// `http://` + the API's listen address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Open pixel and click redirects (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<bool>,
+    /// Marketing emails per second, across all workers (default unlimited); each process
+    /// also spaces its sends per sender address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_sec: Option<f64>,
+    /// Frequency cap: at most `max` marketing emails per contact per `per` (deferred,
+    /// never dropped, beyond it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<FrequencyCap>,
+    /// Folder (relative to the project) for the file transport (default `outbox`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<Dkim>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyCap {
+    pub max: u32,
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Dkim {
+    pub selector: String,
+    pub domain: String,
+    /// Private key file (relative to the project): RSA PKCS#1 PEM, or an Ed25519 key as
+    /// base64 with `algorithm = "ed25519"`.
+    pub key_file: String,
+    /// `rsa` (default) or `ed25519`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+}
+
+/// Operator settings of one plugin. Secret values never live in files: each secret is
+/// read from an environment variable, `NURTURE_SECRET_<PLUGIN>_<NAME>` unless
+/// `secrets_env` names another.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSettings {
+    /// Secret name -> environment variable holding its value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets_env: BTreeMap<String, String>,
+    /// Allowed host -> base URL to send its requests to instead (staging, local fakes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Sender {
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Name of the environment variable holding the password (never the password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// `starttls` (default), `tls` or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Address to listen on (default `127.0.0.1:8025`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Name of the environment variable holding the API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+    /// Time a client has to send a request's headers (default 10s); a connection that
+    /// has not finished them by then is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<Duration>,
+    /// Time a client has to send a request's whole body (default 30s): answered 408 after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_timeout: Option<Duration>,
+    /// Open connections at most (default 1024); more wait to be accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Largest request body in bytes (default 8 MiB): answered 413 beyond it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    /// Largest `data` of one event in bytes of JSON (default 64 KiB): the event is
+    /// rejected beyond it (413 for a request of that one event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_event_data_bytes: Option<usize>,
+    /// How far in the past an event's `at` may be (default 365d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_max_age: Option<Duration>,
+    /// How far in the future an event's `at` may be (default 1d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_max_ahead: Option<Duration>,
+}
+
+/// The lifecycle stages a contact's `lifecycle` may take, in order.
+pub const LIFECYCLE_STAGES: &[&str] = &[
+    "subscriber",
+    "lead",
+    "mql",
+    "sal",
+    "sql",
+    "opportunity",
+    "customer",
+    "evangelist",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Team {
+    /// Sales reps' email addresses, in round-robin order.
+    pub members: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!("30m".parse::<Duration>().unwrap().seconds(), 1800);
+        assert_eq!("7d".parse::<Duration>().unwrap().seconds(), 7 * 86_400);
+        assert_eq!("3w".parse::<Duration>().unwrap().to_string(), "21d");
+        assert_eq!("1d12h".parse::<Duration>().unwrap().to_string(), "1d12h");
+        for bad in ["", "7", "d", "7x", "0d", "-1d", "7 d"] {
+            assert!(
+                bad.parse::<Duration>().is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn reentry_forms() {
+        let r: Reentry = serde_json::from_value(Value::from("after 30d")).unwrap();
+        assert_eq!(r, Reentry::After(Duration(30 * 86_400)));
+        assert!(serde_json::from_value::<Reentry>(Value::from("sometimes")).is_err());
+    }
+
+    #[test]
+    fn time_of_day_rejects_out_of_range() {
+        assert!("09:00".parse::<TimeOfDay>().is_ok());
+        assert!("25:00".parse::<TimeOfDay>().is_err());
+    }
+}

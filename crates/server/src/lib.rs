@@ -1,0 +1,1193 @@
+//! The HTTP API and the scheduler loop of `nurture run`.
+//!
+//! | route | |
+//! | --- | --- |
+//! | `POST /v1/events` | one event or a list; answers which were accepted and why others were rejected |
+//! | `POST /v1/contacts` | one contact or a list (created or updated) |
+//! | `GET /v1/runs/{id}` | a run and its journal |
+//! | `POST /v1/bounces` | bounce and complaint notifications from the mail provider |
+//! | `GET /healthz` | liveness and store reachability (no API key needed) |
+//! | `GET /t/o/{token}` | open pixel: an `email.opened` event, answers a 1x1 GIF |
+//! | `GET /t/c/{token}` | click: an `email.clicked` event, redirects to the signed URL |
+//! | `GET /u/{token}` | the unsubscribe page: changes nothing, shows a button |
+//! | `POST /u/{token}` | RFC 8058 one-click unsubscribe: no cookie, no redirect, idempotent |
+//!
+//! Every `/v1` route needs the API key, as `Authorization: Bearer KEY` (the scheme name in
+//! any case) or `X-Api-Key: KEY`, compared in constant time.
+//! When the store cannot be reached the API answers 503 with `Retry-After`, and nothing is
+//! acknowledged that was not stored.
+//!
+//! Tracking tokens are checked for their purpose and expiry ([`nurture_channels::email::track`]);
+//! each token's open or click is stored once (its event id derives from the token), and
+//! hits are limited per client and per token ([`nurture_channels::email::hits`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::{json, Value};
+use tokio::sync::{watch, Notify};
+
+pub mod compose;
+pub use compose::{open_store, open_store_with, PostgresConfig, SqliteConfig, StoreConfig};
+
+use nurture_channels::deliver::Deliverer;
+use nurture_channels::email::track::{Purpose, TokenError};
+use nurture_engine::input;
+use nurture_engine::{Engine, EngineError};
+
+/// Group commit for the API: the events of concurrent requests are stored together in
+/// one transaction (one disk sync) while the previous batch commits. Under load this is
+/// what keeps an acknowledgement at a few milliseconds; alone, a request is stored at
+/// once. Every request still gets its own per-event answers, and none is acknowledged
+/// before its events are stored.
+#[derive(Clone)]
+pub struct Ingestor {
+    jobs: tokio::sync::mpsc::Sender<IngestJob>,
+}
+
+type IngestReply = Result<Vec<nurture_engine::ingest::EventOutcome>, EngineError>;
+
+struct IngestJob {
+    events: Vec<input::IncomingEvent>,
+    reply: tokio::sync::oneshot::Sender<IngestReply>,
+}
+
+/// Events stored per group commit, at most.
+const INGEST_BATCH: usize = 2000;
+
+impl Ingestor {
+    /// Starts the batching task (on the current tokio runtime); it wakes `wake` after
+    /// each batch is stored.
+    pub fn start(engine: Arc<Engine>, wake: Arc<Notify>) -> Self {
+        let (jobs, mut rx) = tokio::sync::mpsc::channel::<IngestJob>(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                let mut n = batch[0].events.len();
+                while n < INGEST_BATCH {
+                    match rx.try_recv() {
+                        Ok(j) => {
+                            n += j.events.len();
+                            batch.push(j);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let all: Vec<input::IncomingEvent> = batch
+                    .iter()
+                    .flat_map(|j| j.events.iter().cloned())
+                    .collect();
+                match engine.ingest(&all, Utc::now()).await {
+                    Ok(outcomes) => {
+                        let mut rest = outcomes.into_iter();
+                        for j in batch {
+                            let mine: Vec<_> = rest.by_ref().take(j.events.len()).collect();
+                            let _ = j.reply.send(Ok(mine));
+                        }
+                    }
+                    Err(e) if batch.len() == 1 => {
+                        let _ = batch.remove(0).reply.send(Err(e));
+                    }
+                    // One request's events may be what the database refused: each request
+                    // alone, so the others are stored. (Not when the database is down or
+                    // busy: every request then gets its 503 at once, not one timeout each.)
+                    Err(e) if !e.is_retryable() => {
+                        for j in batch {
+                            let r = engine.ingest(&j.events, Utc::now()).await;
+                            let _ = j.reply.send(r);
+                        }
+                    }
+                    Err(e) => {
+                        for j in batch {
+                            let _ = j.reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+                wake.notify_one();
+            }
+        });
+        Ingestor { jobs }
+    }
+
+    /// Stores `events` (with the events of concurrent calls); one outcome per event, in
+    /// order.
+    pub async fn ingest(&self, events: Vec<input::IncomingEvent>) -> IngestReply {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || EngineError::Invalid("the ingestion task stopped".into());
+        self.jobs
+            .send(IngestJob { events, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+/// The API's limits on clients: time to send headers and body, open connections, body
+/// and event sizes, event times (`[api]` in nurture.toml).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ApiLimits {
+    /// A connection that has not sent a request's headers within this is closed
+    /// (`header_timeout`, default 10 s).
+    pub header_timeout: Duration,
+    /// A request whose body has not arrived within this is answered 408
+    /// (`body_timeout`, default 30 s).
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog (`max_connections`,
+    /// default 1024).
+    pub max_connections: usize,
+    /// Largest request body in bytes; larger is answered 413 (`max_body_bytes`, default
+    /// 8 MiB).
+    pub max_body: usize,
+    /// What an event may carry (`max_event_data_bytes`, default 64 KiB; `event_max_age`,
+    /// default 365d; `event_max_ahead`, default 1d).
+    pub events: input::EventRules,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits::from_settings(None)
+    }
+}
+
+impl ApiLimits {
+    /// The limits set in `[api]`, defaults for the others.
+    pub fn from_settings(api: Option<&nurture_core::model::Api>) -> Self {
+        let secs = |d: Option<nurture_core::model::Duration>, default: u64| {
+            Duration::from_secs(d.map_or(default, |d| d.seconds()))
+        };
+        // (At most 100 years: any window is then representable around now.)
+        let days = |d: Option<nurture_core::model::Duration>, default: u64| {
+            let secs = d.map_or(default * 86_400, |d| d.seconds());
+            chrono::Duration::seconds(secs.min(100 * 365 * 86_400) as i64)
+        };
+        ApiLimits {
+            header_timeout: secs(api.and_then(|a| a.header_timeout), 10),
+            body_timeout: secs(api.and_then(|a| a.body_timeout), 30),
+            max_connections: api.and_then(|a| a.max_connections).unwrap_or(1024).max(1),
+            max_body: api.and_then(|a| a.max_body_bytes).unwrap_or(8 << 20),
+            events: input::EventRules {
+                max_data: api
+                    .and_then(|a| a.max_event_data_bytes)
+                    .unwrap_or(input::MAX_EVENT_DATA),
+                window: Some((
+                    days(api.and_then(|a| a.event_max_age), 365),
+                    days(api.and_then(|a| a.event_max_ahead), 1),
+                )),
+            },
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    /// Stores incoming events in group commits.
+    pub ingest: Ingestor,
+    pub api_key: Arc<String>,
+    /// Wakes the scheduler when new work arrives.
+    pub wake: Arc<Notify>,
+    /// Verifies tracking and unsubscribe tokens.
+    pub signer: Arc<nurture_channels::email::Signer>,
+    /// Limits on clients, from the project's `[api]`.
+    pub limits: ApiLimits,
+    /// Limits on recorded opens and clicks, per client and per token.
+    pub hits: Arc<nurture_channels::email::hits::HitGate>,
+}
+
+impl AppState {
+    /// The state of the API; starts its [`Ingestor`] (on the current tokio runtime).
+    pub fn new(
+        engine: Arc<Engine>,
+        api_key: Arc<String>,
+        wake: Arc<Notify>,
+        signer: Arc<nurture_channels::email::Signer>,
+    ) -> Self {
+        AppState {
+            ingest: Ingestor::start(engine.clone(), wake.clone()),
+            limits: ApiLimits::from_settings(engine.project.settings.api.as_ref()),
+            hits: Arc::new(nurture_channels::email::hits::HitGate::new(
+                engine.project.settings.tracking.as_ref(),
+            )),
+            engine,
+            api_key,
+            wake,
+            signer,
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits;
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/events", post(post_events))
+        .route("/v1/contacts", post(post_contacts))
+        .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/bounces", post(post_bounces))
+        .route("/t/o/{token}", get(track_open))
+        .route("/t/c/{token}", get(track_click))
+        .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(limits, read_body))
+        // Outside `read_body`: a client without the key is turned away before its body
+        // is read, so only authenticated clients can make the server hold bodies.
+        .layer(axum::middleware::from_fn_with_state(state, key_first))
+        // `read_body` enforces `max_body` (axum's own default is 2 MB).
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// Answers 401 to a `/v1` request without the right API key, before its body is read.
+async fn key_first(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path().starts_with("/v1/") && !authorized(&state, request.headers()) {
+        return closing(error(StatusCode::UNAUTHORIZED, "missing or wrong API key"));
+    }
+    next.run(request).await
+}
+
+/// Reads the whole request body before the handler runs: at most `max_body` bytes (413
+/// beyond, as soon as the excess is seen) within `body_timeout` (408 after: a client
+/// trickling its body cannot hold a connection and a task for ever).
+async fn read_body(
+    State(limits): State<ApiLimits>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use futures::StreamExt as _;
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        closing(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {} bytes", limits.max_body),
+        ))
+    };
+    if declared.is_some_and(|n| n > limits.max_body as u64) {
+        return too_large();
+    }
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                )
+            })?;
+            if buf.len() + chunk.len() > limits.max_body {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    };
+    match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok(buf)) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(buf));
+            next.run(request).await
+        }
+        Ok(Err(r)) => r,
+        Err(_) => closing(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                limits.body_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// `r`, closing the connection after it (the rest of the body is not read).
+fn closing(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert("connection", axum::http::HeaderValue::from_static("close"));
+    r
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then lets the requests under way
+/// finish (at most 30 s).
+///
+/// Unlike `axum::serve`: a connection that does not send a request's headers within
+/// `header_timeout` is closed (idle keep-alive connections too); at most
+/// `max_connections` are served at once (the others wait in the kernel's backlog); and
+/// when accepting fails (out of file descriptors: `EMFILE`, `ENFILE`) the loop waits a
+/// moment and goes on, logging at most every 10 s.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ApiLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (closing, _) = watch::channel(false);
+    let mut accept_errors = AcceptErrors::default();
+    while !*stop.borrow() {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = stop.changed() => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => break,
+        };
+        match stream {
+            Ok((stream, _)) => {
+                let conn = serve_connection(stream, app.clone(), limits, closing.subscribe());
+                tokio::spawn(async move {
+                    conn.await;
+                    drop(permit);
+                });
+            }
+            Err(e) => accept_errors.failed(&e).await,
+        }
+    }
+    let _ = closing.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(30), permits.acquire_many(all)).await;
+}
+
+/// One connection: HTTP/1 with the header read timeout; shut down gracefully when
+/// `closing` turns true.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    limits: ApiLimits,
+    mut closing: watch::Receiver<bool>,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    // The peer address feeds the tracking routes' per-client limit ([`peer`]).
+    let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
+    let app = tower::ServiceExt::map_request(
+        app,
+        move |mut r: axum::http::Request<hyper::body::Incoming>| {
+            if let Some(p) = peer {
+                r.extensions_mut().insert(p);
+            }
+            r
+        },
+    );
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = closing.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "connection ended");
+    }
+}
+
+/// Failed accepts: counted, logged at most every 10 s, and paced.
+#[derive(Default)]
+struct AcceptErrors {
+    last_log: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    /// Records a failed accept; waits 100 ms when the process or the system is out of
+    /// descriptors or memory (accepting again at once would spin), else not at all.
+    async fn failed(&mut self, e: &std::io::Error) {
+        self.unlogged += 1;
+        if self.last_log.is_none_or(|t| t.elapsed() >= Self::LOG_EVERY) {
+            tracing::warn!(error = %e, failures = self.unlogged, "cannot accept connections");
+            self.last_log = Some(std::time::Instant::now());
+            self.unlogged = 0;
+        }
+        let exhausted = matches!(e.raw_os_error(), Some(23 | 24 | 12 | 105))
+            || e.kind() == std::io::ErrorKind::OutOfMemory;
+        if exhausted {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The key a request presents: `Authorization: Bearer KEY` (scheme in any case), else
+/// `X-Api-Key: KEY`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
+    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    match presented_key(headers) {
+        Some(given) if !given.is_empty() && !state.api_key.is_empty() => {
+            keys_match(given, &state.api_key)
+        }
+        _ => false,
+    }
+}
+
+/// Constant time, whatever the lengths: compares the HMAC tags of both keys (the same
+/// fixed-length tag only for the same key) with `verify_slice`.
+fn keys_match(given: &str, key: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    let tag = |k: &str| {
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"nurture api key").expect("any length");
+        m.update(k.as_bytes());
+        m
+    };
+    tag(given)
+        .verify_slice(&tag(key).finalize().into_bytes())
+        .is_ok()
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({"error": msg.into()}))).into_response()
+}
+
+fn unavailable(e: &EngineError) -> Response {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("store unavailable, nothing was stored; retry: {e}"),
+    );
+    r.headers_mut()
+        .insert("retry-after", axum::http::HeaderValue::from_static("5"));
+    r
+}
+
+fn items(body: &Value) -> Vec<Value> {
+    match body {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+/// How long `/healthz` waits for the store to accept its write.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Healthy when the store accepts a write within [`HEALTH_TIMEOUT`] (a store that can be
+/// read but not written, e.g. on a full disk, is not healthy).
+async fn health(State(s): State<AppState>) -> Response {
+    match tokio::time::timeout(HEALTH_TIMEOUT, s.engine.store.probe_write()).await {
+        Ok(Ok(())) => Json(json!({"status": "ok"})).into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check: the store refused a write");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store: does not accept writes",
+            )
+        }
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "store: write timed out"),
+    }
+}
+
+/// Reads the body (one JSON object or a list, whatever the content type says) as a list
+/// of items. The API key was checked before the body was read ([`key_first`]).
+#[allow(clippy::result_large_err)]
+fn request_items(body: &[u8], what: &str) -> Result<Vec<Value>, Response> {
+    serde_json::from_slice(body)
+        .map(|b| items(&b))
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be a JSON {what} or a list of them: {e}"),
+            )
+        })
+}
+
+async fn post_events(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let body = match request_items(&body, "event") {
+        Ok(items) => items,
+        Err(r) => return r,
+    };
+    let (mut results, valid) = parse_events(&body, &s.limits.events);
+    match s.ingest.ingest(valid).await {
+        Ok(outcomes) => {
+            results.extend(outcomes.iter().map(|o| {
+                let mut v = serde_json::to_value(o).expect("json");
+                if o.status == "conflict" {
+                    v["code"] = Value::from(409);
+                }
+                v
+            }));
+            results.sort_by_key(|r| r["index"].as_u64());
+            let count = |st: &str| results.iter().filter(|r| r["status"] == st).count();
+            let (accepted, duplicates) = (count("accepted"), count("duplicate"));
+            let (rejected, conflicts) = (count("rejected"), count("conflict"));
+            (
+                events_status(&results, accepted + duplicates),
+                Json(json!({"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "conflicts": conflicts, "results": results})),
+            )
+                .into_response()
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// Validates a request's events: the rejected ones' results (with the code of each:
+/// 413 for an oversized `data`, 422 otherwise), and the valid events.
+fn parse_events(
+    items: &[Value],
+    rules: &input::EventRules,
+) -> (Vec<Value>, Vec<input::IncomingEvent>) {
+    let now = Utc::now();
+    // `data` is measured here, once, for its own code.
+    let rest = input::EventRules {
+        max_data: usize::MAX,
+        ..*rules
+    };
+    let mut results = Vec::new();
+    let mut valid = Vec::new();
+    for (i, v) in items.iter().enumerate() {
+        let parsed = match input::oversized_data(v, rules.max_data) {
+            Some(reason) => Err((413, reason)),
+            None => input::parse_event_with(i, v, &rest, now).map_err(|r| (422, r)),
+        };
+        match parsed {
+            Ok(e) => valid.push(e),
+            Err((code, reason)) => results
+                .push(json!({"index": i, "status": "rejected", "code": code, "reason": reason})),
+        }
+    }
+    (results, valid)
+}
+
+/// The status of an events answer: 200 when any event was stored (or was a duplicate),
+/// else the items' common code (413, 409 or 422), else 422.
+fn events_status(results: &[Value], stored: usize) -> StatusCode {
+    if stored > 0 || results.is_empty() {
+        return StatusCode::OK;
+    }
+    let first = results[0]["code"].as_u64();
+    let code = match first {
+        Some(c) if results.iter().all(|r| r["code"].as_u64() == Some(c)) => c as u16,
+        _ => 422,
+    };
+    StatusCode::from_u16(code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+}
+
+async fn post_contacts(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let body = match request_items(&body, "contact") {
+        Ok(items) => items,
+        Err(r) => return r,
+    };
+    let mut rejected = Vec::new();
+    let mut rows = Vec::new();
+    for (i, v) in body.iter().enumerate() {
+        match input::parse_contact(i, v) {
+            Ok(r) => rows.push(r),
+            Err(e) => rejected.push(input::Rejected {
+                at: i,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    match s.engine.import_contacts(&rows, Utc::now()).await {
+        Ok(mut summary) => {
+            summary.rejected.extend(rejected);
+            summary.rejected.sort_by_key(|r| r.at);
+            s.wake.notify_one();
+            // Every item refused: nothing was stored.
+            let status = if summary.created + summary.updated == 0 && !summary.rejected.is_empty() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(json!({
+                "created": summary.created,
+                "updated": summary.updated,
+                "rejected": summary.rejected.iter().map(|r| json!({"index": r.at, "reason": r.reason})).collect::<Vec<_>>(),
+            })))
+            .into_response()
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let store = &s.engine.store;
+    match store.run(&id).await {
+        Ok(Some(run)) => match store.journal(&id).await {
+            Ok(journal) => Json(json!({"run": run, "journal": journal})).into_response(),
+            Err(e) => unavailable(&e.into()),
+        },
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
+        Err(e) => unavailable(&e.into()),
+    }
+}
+
+/// Rounds per pass of the engine loop ([`Engine::tick_some`]): the first round is one
+/// lane (under a light load the pass ends there, and the outbox loop hears about new
+/// entries at once); a backlog gets all lanes for the other rounds. Short passes also let
+/// a shutdown request be seen quickly.
+const TICK_ROUNDS: usize = 4;
+
+/// The scheduler: three loops running side by side, and this worker's heartbeat.
+///
+/// - The **engine loop** applies events, fires timers and schedules, then sleeps until the
+///   next due instant, a wake-up (an event was stored), or at most `poll`.
+/// - The **hand-off loop** delivers the outbox entries the engine's commits claimed for
+///   this process ([`Engine::hand_off`]) as soon as each commit lands: no claim of their
+///   own, no waiting for a delivery pass to come round.
+/// - The **outbox loop** delivers whatever else is due (retries, deferrals, entries of
+///   workers that died, entries queued while the hand-off was full), claiming them; it is
+///   woken by every commit that queued entries it did not hand over
+///   ([`Engine::outbox_queued`]). Slow webhooks never hold up event processing, and a
+///   backlog of events never holds up delivery.
+/// - The **heartbeat** keeps this worker registered, which sizes its share of the
+///   database's lanes ([`nurture_store::Store::heartbeat`]).
+///
+/// At shutdown the engine loop ends its pass and stops the hand-off; what was handed over
+/// is still delivered and recorded before this returns.
+pub async fn scheduler(
+    engine: Arc<Engine>,
+    deliverer: Deliverer,
+    wake: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+    poll: Duration,
+) {
+    // Registered before the first step, so a worker joining others starts with its share
+    // of the database's lanes rather than the whole budget.
+    let me = worker_identity();
+    let alive = heartbeat(&engine, &me, 0).await;
+    let deliverer = Arc::new(deliverer.waking(wake.clone()));
+    let handed = engine.hand_off();
+    let engine_shutdown = shutdown.clone();
+    tokio::join!(
+        async {
+            engine_loop(engine.clone(), wake, engine_shutdown, poll).await;
+            // No more commits: the hand-off loop drains what it was sent, then ends.
+            engine.end_hand_off();
+        },
+        hand_off_loop(deliverer.clone(), handed),
+        outbox_loop(
+            engine.clone(),
+            deliverer,
+            engine.outbox_queued.clone(),
+            shutdown.clone(),
+            poll
+        ),
+        heartbeat_loop(engine.clone(), me, alive, shutdown),
+    );
+}
+
+fn worker_identity() -> (String, String, u32) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let pid = std::process::id();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (format!("{host}-{pid}-{nonce:08x}"), host, pid)
+}
+
+/// Keeps this worker registered (see [`heartbeat`]) until shutdown, then retires it.
+async fn heartbeat_loop(
+    engine: Arc<Engine>,
+    me: (String, String, u32),
+    mut alive: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Workers started together registered within moments of each other: a second look
+    // soon after the first corrects a share taken before the others arrived.
+    let mut every = Duration::from_millis(250);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            r = shutdown.changed() => if r.is_err() { break; },
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        alive = heartbeat(&engine, &me, alive).await;
+        every = nurture_store::HEARTBEAT;
+    }
+    if let Err(e) = engine.store.retire(&me.0).await {
+        tracing::warn!(error = %e, "could not retire this worker (it ages out)");
+    }
+}
+
+/// Refreshes this worker's registration ([`nurture_store::Store::heartbeat`]), which sizes
+/// its share of the database's concurrency; returns how many workers are alive (`alive`,
+/// the previous answer, when the store cannot be reached).
+async fn heartbeat(engine: &Engine, me: &(String, String, u32), alive: usize) -> usize {
+    match engine.store.heartbeat(&me.0, &me.1, me.2).await {
+        Ok(n) => {
+            if n != alive {
+                tracing::info!(
+                    worker = %me.0,
+                    workers = n,
+                    lanes = engine.store.parallelism(),
+                    "workers alive"
+                );
+            }
+            n
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "worker heartbeat failed");
+            alive
+        }
+    }
+}
+
+/// Waits `sleep`, or until woken or asked to stop.
+async fn pause(sleep: Duration, wake: &Notify, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(sleep) => {}
+        _ = wake.notified() => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// How long to sleep: until `next` is due, at most `poll`.
+fn until_next(next: Option<nurture_store::Ts>, poll: Duration) -> Duration {
+    next.map_or(poll, |n| {
+        poll.min((n - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+    })
+}
+
+/// Counts a failed pass and logs it; returns the backoff: 400 ms doubling up to 12.8 s.
+fn failed(failures: &mut u32, e: &dyn std::fmt::Display, what: &str) -> Duration {
+    *failures += 1;
+    let sleep = Duration::from_millis(200 * 2u64.pow((*failures).min(6)));
+    tracing::error!(error = %e, retry_in_ms = sleep.as_millis() as u64, "{what}");
+    sleep
+}
+
+async fn engine_loop(
+    engine: Arc<Engine>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+    poll: Duration,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let now = Utc::now();
+        let sleep = match engine.tick_some(now, TICK_ROUNDS).await {
+            Ok((effects, more)) => {
+                failures = 0;
+                for e in &effects {
+                    tracing::info!(
+                        contact = %e.contact,
+                        workflow = e.workflow.as_deref().unwrap_or("-"),
+                        step = e.step.as_deref().unwrap_or("-"),
+                        effect = e.effect,
+                        "{}",
+                        serde_json::Value::Object(e.extra.clone())
+                    );
+                }
+                // (Each commit that queued deliveries handed them over or woke the outbox.)
+                if more {
+                    continue;
+                }
+                let next = [
+                    engine.store.next_timer().await.ok().flatten(),
+                    engine.next_segment_timer().await.ok().flatten(),
+                    engine.next_schedule(now),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                until_next(next, poll)
+            }
+            Err(e) => failed(&mut failures, &e, "scheduler step failed"),
+        };
+        pause(sleep, &wake, &mut shutdown).await;
+    }
+}
+
+/// Entries claimed per pass of the outbox loop.
+const OUTBOX_BATCH: i64 = 256;
+
+/// Hand-off batches delivered at once: the next batch's deliveries start while the
+/// previous batch's outcomes are being committed.
+const HAND_OFF_PARALLEL: usize = 4;
+
+/// Delivers what the engine hands over ([`Engine::hand_off`]) until the engine ends the
+/// hand-off, then waits for the deliveries under way.
+///
+/// Each batch (what arrived together, up to [`OUTBOX_BATCH`] entries) is delivered by its
+/// own task, up to [`HAND_OFF_PARALLEL`] at once; a batch holding a contact that a running
+/// task holds waits for it, so a contact's entries still go one after another, each
+/// recorded before the next is attempted (order and frequency caps stay exact).
+async fn hand_off_loop(deliverer: Arc<Deliverer>, mut handed: nurture_engine::HandedOff) {
+    use std::collections::{HashMap, HashSet};
+    let mut running = tokio::task::JoinSet::new();
+    let mut busy: HashMap<tokio::task::Id, HashSet<String>> = HashMap::new();
+    let reaped = |r: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+                  busy: &mut HashMap<tokio::task::Id, HashSet<String>>| {
+        let id = match r {
+            Ok((id, ())) => id,
+            Err(e) => {
+                tracing::error!(error = %e, "a hand-off delivery task failed");
+                e.id()
+            }
+        };
+        busy.remove(&id);
+    };
+    loop {
+        let batch = tokio::select! {
+            b = handed.rx.recv() => b,
+            Some(r) = running.join_next_with_id() => {
+                reaped(r, &mut busy);
+                continue;
+            }
+        };
+        let Some((mut claimed_at, mut batch)) = batch else {
+            break;
+        };
+        while batch.len() < OUTBOX_BATCH as usize {
+            match handed.rx.try_recv() {
+                Ok((at, more)) => {
+                    claimed_at = claimed_at.min(at);
+                    batch.extend(more);
+                }
+                Err(_) => break,
+            }
+        }
+        let contacts: HashSet<String> = batch.iter().map(|e| e.contact.clone()).collect();
+        while running.len() >= HAND_OFF_PARALLEL
+            || busy.values().any(|held| !held.is_disjoint(&contacts))
+        {
+            match running.join_next_with_id().await {
+                Some(r) => reaped(r, &mut busy),
+                None => break,
+            }
+        }
+        let (d, held, n) = (deliverer.clone(), handed.held.clone(), batch.len());
+        let task = running.spawn(async move {
+            if let Err(e) = d.deliver(batch, claimed_at).await {
+                // Not recorded: the entries stay leased to this worker until the lease
+                // runs out, then they are delivered again (same idempotency keys).
+                tracing::error!(error = %e, entries = n, "handed-over deliveries not recorded");
+            }
+            held.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        });
+        busy.insert(task.id(), contacts);
+    }
+    while let Some(r) = running.join_next_with_id().await {
+        reaped(r, &mut busy);
+    }
+}
+
+async fn outbox_loop(
+    engine: Arc<Engine>,
+    deliverer: Arc<Deliverer>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+    poll: Duration,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let sleep = match deliverer.deliver_due(Utc::now(), OUTBOX_BATCH).await {
+            Ok(n) if n > 0 => {
+                failures = 0;
+                continue;
+            }
+            Ok(_) => {
+                failures = 0;
+                until_next(engine.store.next_outbox().await.ok().flatten(), poll)
+            }
+            Err(e) => failed(&mut failures, &e, "outbox delivery failed"),
+        };
+        pause(sleep, &wake, &mut shutdown).await;
+    }
+}
+
+/// Stores one event produced by the API itself (tracking, unsubscribe, bounces); without
+/// an `id`, ingestion derives it from the content, as for any event.
+async fn record(
+    s: &AppState,
+    kind: &str,
+    contact: Option<String>,
+    email: Option<String>,
+    id: Option<String>,
+    data: Value,
+) -> Result<(), EngineError> {
+    let event = input::IncomingEvent {
+        index: 0,
+        id,
+        kind: kind.to_string(),
+        contact,
+        email,
+        at: None,
+        data,
+    };
+    s.ingest.ingest(vec![event]).await?;
+    Ok(())
+}
+
+fn claims_data(c: &Value) -> Value {
+    json!({"key": c["k"], "workflow": c["w"], "step": c["s"]})
+}
+
+const PIXEL_GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// The event id of a tracking hit: one per token (and per bot flag, so a scanner's fetch
+/// does not hide the person's), so a replayed open or click is a duplicate, scored once.
+fn hit_id(kind: &str, claims: &Value, bot: bool) -> String {
+    let digest = nurture_engine::digest(&[kind, &claims.to_string()]);
+    format!("{kind}:{digest}{}", if bot { ":bot" } else { "" })
+}
+
+/// The connection's peer address (absent when the server was not started with it).
+fn peer(ext: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// A tracking hit: its event, with the bot flag when it looks automated. Not recorded
+/// beyond the client's rate, nor again for a token recorded within the hour
+/// ([`nurture_channels::email::hits`]); the store keeps one event per token anyway ([`hit_id`]).
+async fn track(
+    s: &AppState,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    claims: &Value,
+    kind: &str,
+) -> Result<(), EngineError> {
+    let ua = headers.get("user-agent").and_then(|v| v.to_str().ok());
+    let since = claims["t"].as_i64().map(|t| Utc::now().timestamp() - t);
+    let mut data = claims_data(claims);
+    if kind == "email.clicked" {
+        data["url"] = claims["u"].clone();
+    }
+    let bot = nurture_channels::email::track::bot_reason(ua, since, kind == "email.clicked");
+    let id = hit_id(kind, claims, bot.is_some());
+    if let Some(reason) = bot {
+        data["bot"] = Value::Bool(true);
+        data["bot_reason"] = Value::from(reason);
+    }
+    let now = std::time::Instant::now();
+    if !s.hits.admit(s.hits.client(peer, headers), now) {
+        tracing::debug!(kind, "tracking hit over the client's rate: not recorded");
+        return Ok(());
+    }
+    if !s.hits.first_in_window(&id, now) {
+        return Ok(());
+    }
+    let contact = claims["c"].as_str().map(str::to_string);
+    let stored = record(s, kind, contact, None, Some(id.clone()), data).await;
+    if stored.is_err() {
+        s.hits.forget(&id);
+    }
+    stored
+}
+
+async fn track_open(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+    Path(token): Path<String>,
+) -> Response {
+    let now = Utc::now().timestamp();
+    if let Ok(claims) = s.signer.check(&token, Purpose::Open, now) {
+        if let Err(e) = track(&s, &headers, peer(&ext), &claims, "email.opened").await {
+            tracing::warn!(error = %e, "open not recorded");
+        }
+    }
+    // Always the pixel: a bad token must not break the email's rendering.
+    (
+        [
+            ("content-type", "image/gif"),
+            ("cache-control", "no-store, max-age=0"),
+        ],
+        PIXEL_GIF,
+    )
+        .into_response()
+}
+
+async fn track_click(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+    Path(token): Path<String>,
+) -> Response {
+    let claims = match s
+        .signer
+        .check(&token, Purpose::Click, Utc::now().timestamp())
+    {
+        Ok(c) => c,
+        Err(TokenError::Expired) => return error(StatusCode::GONE, "this link has expired"),
+        Err(_) => return error(StatusCode::NOT_FOUND, "unknown link"),
+    };
+    let url = claims["u"].as_str().unwrap_or_default().to_string();
+    if let Err(e) = track(&s, &headers, peer(&ext), &claims, "email.clicked").await {
+        tracing::warn!(error = %e, "click not recorded");
+    }
+    (
+        StatusCode::FOUND,
+        [("location", url.as_str()), ("cache-control", "no-store")],
+    )
+        .into_response()
+}
+
+/// The claims of an unsubscribe token (never expires: RFC 8058).
+fn unsubscribe_claims(s: &AppState, token: &str) -> Option<Value> {
+    s.signer
+        .check(token, Purpose::Unsubscribe, Utc::now().timestamp())
+        .ok()
+}
+
+fn page(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store")],
+        format!("<!doctype html><html><head><meta name=\"robots\" content=\"noindex\"><title>Unsubscribe</title></head><body style=\"font-family:sans-serif;max-width:480px;margin:3em auto\">{body}</body></html>"),
+    )
+        .into_response()
+}
+
+/// GET changes nothing (link scanners prefetch it): it shows a button that POSTs.
+async fn unsubscribe_page(State(s): State<AppState>, Path(token): Path<String>) -> Response {
+    match unsubscribe_claims(&s, &token) {
+        Some(c) => page(
+            StatusCode::OK,
+            format!(
+                "<p>Stop receiving marketing email at <b>{}</b>?</p><form method=\"post\"><button type=\"submit\">Unsubscribe</button></form>",
+                c["a"].as_str().unwrap_or("").replace('<', "&lt;")
+            ),
+        ),
+        None => page(StatusCode::NOT_FOUND, "<p>This unsubscribe link is not valid.</p>".into()),
+    }
+}
+
+/// RFC 8058 one-click: the token is the only credential (no cookie), the answer is the
+/// result itself (no redirect), and repeating it changes nothing more.
+async fn unsubscribe(State(s): State<AppState>, Path(token): Path<String>) -> Response {
+    let Some(c) = unsubscribe_claims(&s, &token) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "<p>This unsubscribe link is not valid.</p>".into(),
+        );
+    };
+    let address = c["a"].as_str().unwrap_or("").to_string();
+    match s
+        .engine
+        .store
+        .suppress(&address, "unsubscribed", Utc::now())
+        .await
+    {
+        Ok(_) => {}
+        Err(e) => return unavailable(&e.into()),
+    }
+    // One event per address: a repeated POST is a duplicate, not a second unsubscribe.
+    let id = format!("email.unsubscribed:{address}");
+    if let Err(e) = record(
+        &s,
+        "email.unsubscribed",
+        c["c"].as_str().map(str::to_string),
+        None,
+        Some(id),
+        claims_data(&c),
+    )
+    .await
+    {
+        return unavailable(&e);
+    }
+    page(
+        StatusCode::OK,
+        format!(
+            "<p><b>{}</b> is unsubscribed. You will not receive marketing email from us again.</p>",
+            address.replace('<', "&lt;")
+        ),
+    )
+}
+
+/// Bounce and complaint notifications (a provider's webhook, or your MTA's bounce
+/// processor): `{"email", "type": "bounce"|"complaint", "permanent": bool, "reason"}`.
+/// Permanent bounces and complaints suppress the address; temporary bounces are only
+/// recorded.
+async fn post_bounces(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let items = match request_items(&body, "bounce") {
+        Ok(items) => items,
+        Err(r) => return r,
+    };
+    let mut results = Vec::new();
+    for (i, b) in items.iter().enumerate() {
+        let Some(email) = b["email"].as_str().filter(|e| input::valid_email(e)) else {
+            results.push(json!({"index": i, "status": "rejected", "reason": "`email` must be an email address"}));
+            continue;
+        };
+        let kind = b["type"].as_str().unwrap_or("bounce");
+        if kind != "bounce" && kind != "complaint" {
+            results.push(json!({"index": i, "status": "rejected", "reason": "`type` must be bounce or complaint"}));
+            continue;
+        }
+        let permanent = kind == "complaint" || b["permanent"].as_bool().unwrap_or(false);
+        let reason = b["reason"].as_str().unwrap_or(kind).to_string();
+        if permanent {
+            if let Err(e) = s
+                .engine
+                .store
+                .suppress(email, &format!("{kind}: {reason}"), Utc::now())
+                .await
+            {
+                return unavailable(&e.into());
+            }
+        }
+        let event = if kind == "complaint" {
+            "email.complained"
+        } else {
+            "email.bounced"
+        };
+        // The provider's id when it gives one; otherwise ingestion derives it from the
+        // content within the receive window (`engine::ingest::derived_event_id`), so a
+        // resent notification is one event.
+        let id = b["id"].as_str().map(str::to_string);
+        if let Some(Err(reason)) = id.as_deref().map(|i| input::check_id("id", i)) {
+            results.push(json!({"index": i, "status": "rejected", "reason": reason}));
+            continue;
+        }
+        if let Err(e) = record(
+            &s,
+            event,
+            None,
+            Some(email.to_lowercase()),
+            id,
+            json!({"permanent": permanent, "reason": reason}),
+        )
+        .await
+        {
+            return unavailable(&e);
+        }
+        results.push(json!({"index": i, "status": "accepted", "suppressed": permanent}));
+    }
+    Json(json!({"results": results})).into_response()
+}

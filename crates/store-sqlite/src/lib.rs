@@ -1,0 +1,1391 @@
+//! The embedded default store: one SQLite file in the project folder, through sqlx.
+//!
+//! WAL mode, `synchronous = FULL` (a committed step survives power loss), migrations
+//! embedded in the binary. Writers are serialised by SQLite; `busy_timeout` makes a
+//! second process (e.g. `nurture events send` while `nurture run` works) wait its turn.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
+
+use nurture_store::error::Unique;
+use nurture_store::*;
+
+/// How a [`SqliteStore`] runs. The defaults are those documented on each field; the
+/// binary sets [`SqliteConfig::lease`] from `NURTURE_LEASE_SECS`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqliteConfig {
+    /// Connections to the file (an in-memory database always has one): 4.
+    pub pool: u32,
+    /// How long a statement waits for another process's lock before failing busy: 30 s.
+    pub busy_timeout: Duration,
+    /// How long claims lease timers and outbox entries: [`DEFAULT_LEASE`] (60 s).
+    pub lease: Duration,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            pool: 4,
+            busy_timeout: Duration::from_secs(30),
+            lease: DEFAULT_LEASE,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// How long claims lease what they take.
+    lease: Duration,
+    /// What claims of outbox entries enforce ([`Store::set_send_limits`]).
+    limits: std::sync::RwLock<std::sync::Arc<limits::SendLimits>>,
+}
+
+/// Whether an error is SQLite's "database is locked" (or "busy"), by its result code:
+/// another process holds a lock it did not wait for.
+fn locked(error: &sqlx::Error) -> bool {
+    nurture_store::error::is_busy(error)
+}
+
+/// Whether a migration failed as the loser of two processes migrating a new file at once
+/// does: busy, or SQLite's generic error (`SQLITE_ERROR`, code 1: the table the other
+/// process just created "already exists"), after which the retry finds it applied.
+fn migration_race(error: &sqlx::migrate::MigrateError) -> bool {
+    use sqlx::migrate::MigrateError;
+    match error {
+        MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => {
+            locked(e)
+                || e.as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|c| c == "1")
+        }
+        _ => false,
+    }
+}
+
+/// Runs `attempt` until it succeeds, or fails in a way `again` does not accept, or 10
+/// retries (50 ms, 100 ms... apart, 2.75 s in all) have failed.
+async fn retrying<T, E, F: std::future::Future<Output = Result<T, E>>>(
+    mut attempt: impl FnMut() -> F,
+    again: impl Fn(&E) -> bool,
+) -> Result<T, E> {
+    let mut retries = 0;
+    loop {
+        match attempt().await {
+            Err(e) if retries < 10 && again(&e) => {
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(50 * retries)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// A write transaction (`BEGIN IMMEDIATE`) on a pooled connection that always leaves the
+/// pool clean.
+///
+/// sqlx's own transaction guard counts its depth beside SQLite's: when SQLite had already
+/// rolled back by itself (a full disk: `SQLITE_FULL` during a statement or the `COMMIT`),
+/// the guard's `ROLLBACK` failed, the count stayed at 1, and the connection went back to
+/// the pool stuck: every later transaction on it failed with "attempted to call
+/// begin_with at non-zero transaction depth", for ever. This guard issues the statements
+/// itself; dropped before a successful [`WriteTx::commit`] (any error path), it rolls back
+/// on a task, and a connection whose `ROLLBACK` fails is closed instead of pooled (SQLite
+/// rolls back whatever is left when it closes).
+pub(crate) struct WriteTx {
+    conn: Option<PoolConnection<Sqlite>>,
+}
+
+impl WriteTx {
+    /// Begins a write transaction on a connection of `pool`.
+    pub(crate) async fn begin(pool: &SqlitePool) -> Result<Self, StoreError> {
+        let mut conn = pool.acquire().await?;
+        match sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            Ok(_) => Ok(WriteTx { conn: Some(conn) }),
+            Err(e) => {
+                // Not in a transaction (BEGIN failed): still, a connection that cannot
+                // begin is not trusted again.
+                if !locked(&e) {
+                    drop(conn.detach());
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Commits; on failure the guard stays armed, so dropping it rolls back (or closes).
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        sqlx::query("COMMIT").execute(&mut *self).await?;
+        // Committed: the connection goes back to the pool as it is.
+        drop(self.conn.take());
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        self.conn.as_ref().expect("a live transaction")
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.conn.as_mut().expect("a live transaction")
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                        tracing::debug!(error = %e, "rollback failed; closing the connection");
+                        drop(conn.detach());
+                    }
+                });
+            }
+            Err(_) => drop(conn.detach()),
+        }
+    }
+}
+
+/// A stored JSON document (`what` it is, for the error).
+fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &'static str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::document(what, e))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `url`
+    /// (`sqlite://path/to/file.db` or `sqlite::memory:`), as `config` says.
+    pub async fn open(url: &str, config: &SqliteConfig) -> Result<Self, StoreError> {
+        if config.pool == 0 {
+            return Err(ConfigError::Zero("the SQLite pool").into());
+        }
+        let memory = url.contains(":memory:");
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(config.busy_timeout)
+            .foreign_keys(true);
+        // An in-memory database lives in one connection.
+        let pool_options = || {
+            SqlitePoolOptions::new()
+                .max_connections(if memory { 1 } else { config.pool })
+                .min_connections(if memory { 1 } else { 0 })
+                .idle_timeout(if memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(600))
+                })
+                .max_lifetime(if memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(3600))
+                })
+        };
+        // Two processes opening a new file at once (`nurture run` and `nurture events
+        // send`, started together) can meet in connecting, which sets the journal mode:
+        // seen once as "database is locked" with the busy timeout unused. And both may try
+        // to migrate; SQLite has no migration lock in sqlx, so the loser retries and then
+        // finds the migration applied.
+        let pool = retrying(|| pool_options().connect_with(opts.clone()), locked).await?;
+        retrying(|| sqlx::migrate!("./migrations").run(&pool), migration_race).await?;
+        Ok(SqliteStore {
+            pool,
+            lease: config.lease,
+            limits: Default::default(),
+        })
+    }
+
+    /// The send limits claims enforce now.
+    fn send_limits(&self) -> std::sync::Arc<limits::SendLimits> {
+        self.limits.read().expect("limits lock").clone()
+    }
+
+    /// [`Store::pending_outbox`], with the entries the send limits deferred instead of
+    /// claiming them (`nurture simulate` reports them).
+    pub async fn claim_outbox(
+        &self,
+        now: Ts,
+        limit: i64,
+    ) -> Result<(Vec<OutboxEntry>, Vec<(OutboxEntry, limits::Deferral)>), StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        skip_suppressed(&mut tx, now, None).await?;
+        let rows = sqlx::query(
+            "SELECT key, run_id, contact, workflow, step, kind, payload, created_at, due_at, \
+             attempts FROM outbox WHERE state = 'pending' AND due_at <= ? \
+             ORDER BY due_at, created_at, key LIMIT ?",
+        )
+        .bind(ts(now))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut entries: Vec<OutboxEntry> = rows
+            .iter()
+            .map(|r| {
+                Ok(OutboxEntry {
+                    key: r.try_get("key")?,
+                    run_id: r.try_get("run_id")?,
+                    contact: r.try_get("contact")?,
+                    workflow: r.try_get("workflow")?,
+                    step: r.try_get("step")?,
+                    kind: r.try_get::<String, _>("kind")?.into(),
+                    payload: from_json::<Value>(r.try_get::<&str, _>("payload")?, "payload")?,
+                    created_at: parse_ts(r.try_get::<&str, _>("created_at")?)?,
+                    due_at: parse_ts(r.try_get::<&str, _>("due_at")?)?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let limits = self.send_limits();
+        let deferred = if limits.is_empty() {
+            Vec::new()
+        } else {
+            let all: Vec<&OutboxEntry> = entries.iter().collect();
+            limits::enforce_sqlite(&mut tx, &limits, now, &all).await?
+        };
+        let mut later = Vec::with_capacity(deferred.len());
+        for d in deferred {
+            if let Some(i) = entries.iter().position(|e| e.key == d.key) {
+                later.push((entries.remove(i), d));
+            }
+        }
+        let until = ts(nurture_store::lease_end(now, self.lease));
+        for e in &entries {
+            sqlx::query("UPDATE outbox SET due_at = ? WHERE key = ?")
+                .bind(&until)
+                .bind(&e.key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((entries, later))
+    }
+
+    fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
+        let mut run: Run = from_json(row.try_get::<&str, _>("doc")?, "run")?;
+        run.rev = row.try_get("rev")?;
+        Ok(run)
+    }
+
+    fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
+        Ok(StoredEvent {
+            seq: row.try_get("seq")?,
+            id: row.try_get("id")?,
+            contact: row.try_get("contact")?,
+            kind: row.try_get("type")?,
+            at: parse_ts(row.try_get::<&str, _>("at")?)?,
+            data: from_json(row.try_get::<&str, _>("data")?, "event")?,
+        })
+    }
+
+    fn contact_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Contact, StoreError> {
+        let mut c: Contact = from_json(row.try_get::<&str, _>("doc")?, "contact")?;
+        c.version = row.try_get("version")?;
+        Ok(c)
+    }
+
+    /// [`Store::commit`], and with `claim` (now, until) [`Store::commit_claiming`]: the keys
+    /// of the outbox entries leased to the caller. One phase per table, in this order.
+    async fn commit_in(
+        &self,
+        uow: &UnitOfWork,
+        claim: Option<(Ts, Ts)>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        contacts_in(&mut tx, &uow.contacts).await?;
+        runs_in(&mut tx, &uow.runs).await?;
+        timers_in(&mut tx, uow).await?;
+        let mut claimed = outbox_in(&mut tx, &uow.outbox, claim).await?;
+        journal_in(&mut tx, &uow.journal).await?;
+        events_done_in(&mut tx, &uow.events_done).await?;
+        counters_in(&mut tx, &uow.counters).await?;
+        schedules_in(&mut tx, &uow.schedules).await?;
+        segments_in(&mut tx, uow).await?;
+        if let Some((now, _)) = claim {
+            self.claimed_checks_in(&mut tx, uow, now, &mut claimed)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// A claiming commit's checks of what it claimed, as at a claim: emails to suppressed
+    /// addresses are skipped (after the unit's own journal, which queued them), and the
+    /// send limits apply.
+    async fn claimed_checks_in(
+        &self,
+        tx: &mut SqliteConnection,
+        uow: &UnitOfWork,
+        now: Ts,
+        claimed: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let emails = nurture_store::claimed_emails(uow, claimed);
+        if !emails.is_empty() {
+            let skipped = skip_suppressed(&mut *tx, now, Some(&emails)).await?;
+            claimed.retain(|k| !skipped.contains(k));
+        }
+        let limits = self.send_limits();
+        if !limits.is_empty() && !claimed.is_empty() {
+            let entries: Vec<&OutboxEntry> = uow
+                .outbox
+                .iter()
+                .filter(|e| claimed.contains(&e.key))
+                .collect();
+            let deferred = limits::enforce_sqlite(&mut *tx, &limits, now, &entries).await?;
+            claimed.retain(|k| !deferred.iter().any(|d| &d.key == k));
+        }
+        Ok(())
+    }
+}
+
+/// A commit's contacts: inserts (version 0) and fenced updates.
+async fn contacts_in(tx: &mut SqliteConnection, contacts: &[Contact]) -> Result<(), StoreError> {
+    for c in contacts {
+        if c.version == 0 {
+            insert_contact(&mut *tx, c).await?;
+        } else {
+            let mut stored = c.clone();
+            stored.version = c.version + 1;
+            let r = sqlx::query(
+                "UPDATE contacts SET email = ?, doc = ?, version = version + 1 \
+                 WHERE id = ? AND version = ?",
+            )
+            .bind(&c.email)
+            .bind(to_json(&stored))
+            .bind(&c.id)
+            .bind(c.version)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::unique_as(e, |_| ConflictKind::ContactEmail, &c.id))?;
+            if r.rows_affected() != 1 {
+                return Err(StoreError::conflict_on(ConflictKind::Contact, &c.id));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A commit's runs: inserts (rev 0) and fenced updates.
+async fn runs_in(tx: &mut SqliteConnection, runs: &[Run]) -> Result<(), StoreError> {
+    for run in runs {
+        let mut stored = run.clone();
+        stored.rev = run.rev + 1;
+        let r = if run.rev == 0 {
+            sqlx::query(
+                "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, \
+                 started_at, rev) VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&run.id)
+            .bind(&run.workflow)
+            .bind(run.workflow_version as i64)
+            .bind(&run.contact)
+            .bind(run.status.as_str())
+            .bind(to_json(&stored))
+            .bind(ts(run.started_at))
+            .execute(&mut *tx)
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE runs SET status = ?, doc = ?, rev = rev + 1 WHERE id = ? AND rev = ?",
+            )
+            .bind(run.status.as_str())
+            .bind(to_json(&stored))
+            .bind(&run.id)
+            .bind(run.rev)
+            .execute(&mut *tx)
+            .await?
+        };
+        if r.rows_affected() != 1 {
+            return Err(StoreError::conflict_on(ConflictKind::Run, &run.id));
+        }
+    }
+    Ok(())
+}
+
+/// A commit's timers: clears, then sets (one timer per run: a set replaces it).
+async fn timers_in(tx: &mut SqliteConnection, uow: &UnitOfWork) -> Result<(), StoreError> {
+    for id in &uow.timers_clear {
+        sqlx::query("DELETE FROM timers WHERE run_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for t in &uow.timers_set {
+        sqlx::query(
+            "INSERT INTO timers (run_id, due_at) VALUES (?, ?) \
+             ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at",
+        )
+        .bind(&t.run_id)
+        .bind(ts(t.due_at))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A commit's outbox entries (a new key only: a repeated step adds nothing). With `claim`
+/// (now, until), the entries due by `now` are leased to this worker until `until`: their
+/// keys are returned.
+async fn outbox_in(
+    tx: &mut SqliteConnection,
+    outbox: &[OutboxEntry],
+    claim: Option<(Ts, Ts)>,
+) -> Result<Vec<String>, StoreError> {
+    let mut claimed = Vec::new();
+    for o in outbox {
+        let leased = claim.filter(|(now, _)| o.due_at <= *now).map(|c| c.1);
+        let r = sqlx::query(
+            "INSERT INTO outbox (key, run_id, contact, workflow, step, kind, payload, \
+             created_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&o.key)
+        .bind(&o.run_id)
+        .bind(&o.contact)
+        .bind(&o.workflow)
+        .bind(&o.step)
+        .bind(o.kind.as_str())
+        .bind(to_json(&o.payload))
+        .bind(ts(o.created_at))
+        .bind(ts(leased.unwrap_or(o.due_at)))
+        .execute(&mut *tx)
+        .await?;
+        if leased.is_some() && r.rows_affected() == 1 {
+            claimed.push(o.key.clone());
+        }
+    }
+    Ok(claimed)
+}
+
+/// A commit's journal: one statement for the whole journal of the batch, in order.
+async fn journal_in(tx: &mut SqliteConnection, journal: &[JournalEntry]) -> Result<(), StoreError> {
+    if journal.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Value> = pack_journal(journal)
+        .into_iter()
+        .map(|(run, contact, at, kind, data)| serde_json::json!([run, contact, ts(at), kind, data]))
+        .collect();
+    sqlx::query(
+        "INSERT INTO journal (run_id, contact, at, kind, data) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4 \
+         FROM json_each(?) ORDER BY key",
+    )
+    .bind(to_json(&rows))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A commit's applied events, off the queue (fenced: each must still be queued).
+async fn events_done_in(tx: &mut SqliteConnection, done: &[i64]) -> Result<(), StoreError> {
+    for seq in done {
+        let r = sqlx::query("DELETE FROM inbox WHERE seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() != 1 {
+            return Err(StoreError::conflict_on(
+                ConflictKind::QueuedEvent,
+                format!("#{seq}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A commit's counters: (name, expected value, new value), fenced by the expected value.
+async fn counters_in(
+    tx: &mut SqliteConnection,
+    counters: &[(String, i64, i64)],
+) -> Result<(), StoreError> {
+    for (name, expected, new) in counters {
+        let r = if *expected == 0 {
+            sqlx::query(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = ?2 WHERE counters.value = 0",
+            )
+            .bind(name)
+            .bind(new)
+            .execute(&mut *tx)
+            .await?
+        } else {
+            sqlx::query("UPDATE counters SET value = ? WHERE name = ? AND value = ?")
+                .bind(new)
+                .bind(name)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await?
+        };
+        if r.rows_affected() != 1 {
+            return Err(StoreError::conflict_on(ConflictKind::Counter, name));
+        }
+    }
+    Ok(())
+}
+
+/// A commit's schedule firings: (workflow, last firing).
+async fn schedules_in(
+    tx: &mut SqliteConnection,
+    schedules: &[(String, Ts)],
+) -> Result<(), StoreError> {
+    for (wf, at) in schedules {
+        sqlx::query(
+            "INSERT INTO schedules (workflow, last_fired) VALUES (?, ?) \
+             ON CONFLICT (workflow) DO UPDATE SET last_fired = excluded.last_fired",
+        )
+        .bind(wf)
+        .bind(ts(*at))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Turns the pending `email` entries whose address is on the suppression list into
+/// `skipped`, with an `email_skipped` effect in the journal, inside the claiming
+/// transaction (an unsubscribe committed before the claim always wins): those due at `now`,
+/// or with `keys`, those entries (just claimed). Returns their keys.
+async fn skip_suppressed(
+    tx: &mut sqlx::SqliteConnection,
+    now: Ts,
+    keys: Option<&[&str]>,
+) -> Result<Vec<String>, StoreError> {
+    const SQL: &str =
+        "UPDATE outbox SET state = 'skipped', last_error = 'suppressed: ' || s.reason \
+         FROM suppressions s WHERE outbox.state = 'pending' AND outbox.kind = 'email' \
+         AND s.address = lower(json_extract(outbox.payload, '$.to')) AND ";
+    const RETURNING: &str = " RETURNING key, run_id, contact, step, \
+         json_extract(payload, '$.template') AS template, last_error";
+    let skipped = match keys {
+        None => {
+            sqlx::query(&format!("{SQL}outbox.due_at <= ?{RETURNING}"))
+                .bind(ts(now))
+                .fetch_all(&mut *tx)
+                .await?
+        }
+        Some(keys) => {
+            sqlx::query(&format!(
+                "{SQL}outbox.key IN (SELECT value FROM json_each(?)){RETURNING}"
+            ))
+            .bind(to_json(&keys))
+            .fetch_all(&mut *tx)
+            .await?
+        }
+    };
+    let mut out = Vec::with_capacity(skipped.len());
+    for r in &skipped {
+        let key: String = r.try_get("key")?;
+        let data = serde_json::json!({
+            "effect": "email_skipped",
+            "step": r.try_get::<Option<String>, _>("step")?,
+            "template": r.try_get::<Option<String>, _>("template")?,
+            "reason": r.try_get::<String, _>("last_error")?,
+            "key": key,
+            "at_send": true,
+        });
+        sqlx::query(
+            "INSERT INTO journal (run_id, contact, at, kind, data) VALUES (?, ?, ?, 'effect', ?)",
+        )
+        .bind(r.try_get::<Option<String>, _>("run_id")?)
+        .bind(r.try_get::<String, _>("contact")?)
+        .bind(ts(now))
+        .bind(to_json(&data))
+        .execute(&mut *tx)
+        .await?;
+        out.push(key);
+    }
+    Ok(out)
+}
+
+/// The segment timers and memberships of a commit ([`UnitOfWork::segment_timers`],
+/// [`UnitOfWork::segment_members`]).
+async fn segments_in(tx: &mut sqlx::SqliteConnection, uow: &UnitOfWork) -> Result<(), StoreError> {
+    for (contact, due) in &uow.segment_timers {
+        let q = match due {
+            Some(t) => sqlx::query(
+                "INSERT INTO segment_timers (contact, due_at) VALUES (?, ?) \
+                 ON CONFLICT (contact) DO UPDATE SET due_at = excluded.due_at",
+            )
+            .bind(contact)
+            .bind(ts(*t)),
+            None => sqlx::query("DELETE FROM segment_timers WHERE contact = ?").bind(contact),
+        };
+        q.execute(&mut *tx).await?;
+    }
+    for (segment, contact, member) in &uow.segment_members {
+        let sql = match member {
+            true => "INSERT OR IGNORE INTO segment_members (segment, contact) VALUES (?, ?)",
+            false => "DELETE FROM segment_members WHERE segment = ? AND contact = ?",
+        };
+        sqlx::query(sql)
+            .bind(segment)
+            .bind(contact)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Stores `events` (idempotent by id) and queues the new ones, on `conn` (inside a write
+/// transaction).
+async fn insert_events_on<'e>(
+    conn: &mut SqliteConnection,
+    events: impl Iterator<Item = &'e NewEvent>,
+) -> Result<Vec<Inserted>, StoreError> {
+    let mut out = Vec::new();
+    for e in events {
+        let r = sqlx::query(
+            "INSERT INTO events (id, contact, type, at, data) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&e.id)
+        .bind(&e.contact)
+        .bind(&e.kind)
+        .bind(ts(e.at))
+        .bind(to_json(&e.data))
+        .execute(&mut *conn)
+        .await?;
+        if r.rows_affected() == 1 {
+            sqlx::query("INSERT INTO inbox (seq, at) VALUES (?, ?)")
+                .bind(r.last_insert_rowid())
+                .bind(ts(e.at))
+                .execute(&mut *conn)
+                .await?;
+            out.push(Inserted::New);
+        } else {
+            out.push(Inserted::Duplicate);
+        }
+    }
+    Ok(out)
+}
+
+/// Records the outcome of a delivery attempt on `conn` (inside a write transaction); a
+/// `Conflict`, before any write, for an entry completed elsewhere.
+async fn complete_on(
+    conn: &mut SqliteConnection,
+    key: &str,
+    outcome: &OutboxOutcome,
+    now: Ts,
+) -> Result<(), StoreError> {
+    let row = sqlx::query("SELECT kind, contact, state FROM outbox WHERE key = ?")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("no outbox entry {key}")))?;
+    let state: String = row.try_get("state")?;
+    if state != "pending" {
+        // Someone else completed it: a late (stale) completion changes nothing.
+        return Err(StoreError::conflict_on(
+            ConflictKind::OutboxEntry,
+            format!("{key} is {state}"),
+        ));
+    }
+    match outcome {
+        OutboxOutcome::Delivered { record } => {
+            sqlx::query(
+                "INSERT INTO deliveries (key, kind, contact, at, record) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(key)
+            .bind(row.try_get::<String, _>("kind")?)
+            .bind(row.try_get::<String, _>("contact")?)
+            .bind(ts(now))
+            .bind(to_json(record))
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1 WHERE key = ?",
+            )
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+        }
+        OutboxOutcome::Retry { reason, retry_at } => {
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, due_at = ? \
+                     WHERE key = ?",
+            )
+            .bind(reason)
+            .bind(ts(*retry_at))
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+        }
+        OutboxOutcome::Failed { reason } | OutboxOutcome::Ambiguous { reason } => {
+            let state = if matches!(outcome, OutboxOutcome::Failed { .. }) {
+                "failed"
+            } else {
+                "ambiguous"
+            };
+            sqlx::query(
+                "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ? \
+                     WHERE key = ?",
+            )
+            .bind(state)
+            .bind(reason)
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+        }
+        OutboxOutcome::Defer { reason, until } => {
+            sqlx::query("UPDATE outbox SET last_error = ?, due_at = ? WHERE key = ?")
+                .bind(reason)
+                .bind(ts(*until))
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    // Not sent (sent maybe: ambiguous, still counts): no longer counted by the cap.
+    if !matches!(
+        outcome,
+        OutboxOutcome::Delivered { .. } | OutboxOutcome::Ambiguous { .. }
+    ) {
+        sqlx::query("DELETE FROM contact_sends WHERE key = ?")
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn insert_contact(tx: &mut sqlx::SqliteConnection, c: &Contact) -> Result<(), StoreError> {
+    let mut stored = c.clone();
+    stored.version = 1;
+    let r = sqlx::query("INSERT INTO contacts (id, email, doc, version) VALUES (?, ?, ?, 1)")
+        .bind(&c.id)
+        .bind(&c.email)
+        .bind(to_json(&stored))
+        .execute(&mut *tx)
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        // By the result code: the id (primary key) or the address (unique) is taken.
+        Err(e) => Err(StoreError::unique_as(
+            e,
+            |key| match key {
+                Unique::PrimaryKey => ConflictKind::Contact,
+                Unique::Other => ConflictKind::ContactEmail,
+            },
+            &c.id,
+        )),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    /// A batch in three queries: the ids travel as one JSON array (`json_each`).
+    async fn load_units(
+        &self,
+        contacts: &[String],
+        history: Option<&HistoryRead>,
+    ) -> Result<Vec<UnitData>, StoreError> {
+        use std::collections::HashMap;
+        let ids = to_json(&contacts);
+        let mut by: HashMap<&str, UnitData> = contacts
+            .iter()
+            .map(|c| (c.as_str(), UnitData::default()))
+            .collect();
+        for row in sqlx::query(
+            "SELECT doc, version FROM contacts WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let c = Self::contact_from_row(&row)?;
+            if let Some(u) = by.get_mut(c.id.as_str()) {
+                u.contact = Some(c);
+            }
+        }
+        for row in sqlx::query(
+            // Per workflow one run (see `UnitData::runs`): the open one first, then the
+            // latest. For runs the engine stamps those are the same run; ranking the open
+            // one first also covers a database an older build wrote.
+            "SELECT doc, rev FROM (SELECT doc, rev, started_at, id, row_number() OVER (\
+               PARTITION BY contact, workflow ORDER BY status IN ('active', 'waiting') DESC, \
+               started_at DESC, id DESC) AS n \
+             FROM runs WHERE contact IN (SELECT value FROM json_each(?))) WHERE n = 1 \
+             ORDER BY started_at, id",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let r = Self::run_from_row(&row)?;
+            if let Some(u) = by.get_mut(r.contact.as_str()) {
+                u.runs.push(r);
+            }
+        }
+        let Some(h) = history else {
+            return Ok(nurture_store::in_order(contacts, by));
+        };
+        // Per contact, the most recent `limit` events of the types asked for.
+        for row in sqlx::query(
+            "SELECT seq, id, contact, type, at, data FROM (SELECT *, row_number() OVER (\
+               PARTITION BY contact ORDER BY at DESC, seq DESC) AS n FROM events \
+             WHERE contact IN (SELECT value FROM json_each(?1)) AND at >= ?2 \
+               AND (?3 IS NULL OR type IN (SELECT value FROM json_each(?3)))) \
+             WHERE n <= ?4 ORDER BY at, seq",
+        )
+        .bind(&ids)
+        .bind(ts(h.since))
+        .bind(h.types_json())
+        .bind(h.limit)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let e = Self::event_from_row(&row)?;
+            if let Some(u) = by.get_mut(e.contact.as_str()) {
+                u.events.push(e);
+            }
+        }
+        Ok(nurture_store::in_order(contacts, by))
+    }
+
+    async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
+        let row = sqlx::query("SELECT doc, version FROM contacts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::contact_from_row).transpose()
+    }
+
+    async fn contact_by_email(&self, email: &str) -> Result<Option<Contact>, StoreError> {
+        let row = sqlx::query("SELECT doc, version FROM contacts WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::contact_from_row).transpose()
+    }
+
+    async fn contact_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM contacts ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn insert_events(
+        &self,
+        new_contacts: &[Contact],
+        events: &[NewEvent],
+    ) -> Result<Vec<Inserted>, StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        for c in new_contacts {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = ?")
+                .bind(&c.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                insert_contact(&mut tx, c).await?;
+            }
+        }
+        let out = insert_events_on(&mut tx, events.iter()).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn event_owners(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_as(
+            "SELECT id, contact, type FROM events WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(to_json(ids))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            // The oldest `limit` queued events: a contact's older events come first, so
+            // each contact's events here are a prefix of its queue, in order.
+            "SELECT e.seq, e.id, e.contact, e.type, e.at, e.data \
+             FROM (SELECT seq FROM inbox ORDER BY at, seq LIMIT ?) i \
+             JOIN events e ON e.seq = i.seq ORDER BY e.at, e.seq",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::event_from_row).collect()
+    }
+
+    async fn contact_events(
+        &self,
+        contact: &str,
+        since: Ts,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, id, contact, type, at, data FROM events \
+             WHERE contact = ? AND at >= ? ORDER BY at, seq",
+        )
+        .bind(contact)
+        .bind(ts(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::event_from_row).collect()
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query("SELECT doc, rev FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::run_from_row).transpose()
+    }
+
+    async fn runs_of_contact(&self, contact: &str) -> Result<Vec<Run>, StoreError> {
+        let rows =
+            sqlx::query("SELECT doc, rev FROM runs WHERE contact = ? ORDER BY started_at, id")
+                .bind(contact)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(Self::run_from_row).collect()
+    }
+
+    async fn list_runs(&self, f: &RunFilter) -> Result<Vec<Run>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT doc, rev FROM runs WHERE (?1 IS NULL OR workflow = ?1) \
+             AND (?2 IS NULL OR contact = ?2) AND (?3 IS NULL OR status = ?3) \
+             ORDER BY started_at DESC, id LIMIT ?4",
+        )
+        .bind(&f.workflow)
+        .bind(&f.contact)
+        .bind(f.status.map(RunStatus::as_str))
+        .bind(if f.limit > 0 { f.limit } else { i64::MAX })
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::run_from_row).collect()
+    }
+
+    async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, contact, at, kind, data FROM journal WHERE run_id = ? ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            unpack_journal(
+                r.try_get("run_id")?,
+                r.try_get("contact")?,
+                parse_ts(r.try_get::<&str, _>("at")?)?,
+                r.try_get("kind")?,
+                from_json(r.try_get::<&str, _>("data")?, "journal entry")?,
+                &mut out,
+            )?;
+        }
+        Ok(out)
+    }
+
+    async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<DueTimer>, StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT t.run_id, t.due_at, r.contact FROM (SELECT run_id, due_at FROM timers \
+               WHERE due_at <= ? ORDER BY due_at, run_id LIMIT ?) t \
+             LEFT JOIN runs r ON r.id = t.run_id ORDER BY t.due_at, t.run_id",
+        )
+        .bind(ts(now))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let timers: Vec<DueTimer> = rows
+            .iter()
+            .map(|r| {
+                Ok(DueTimer {
+                    run_id: r.try_get("run_id")?,
+                    due_at: parse_ts(r.try_get::<&str, _>("due_at")?)?,
+                    contact: r.try_get("contact")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let until = ts(nurture_store::lease_end(now, self.lease));
+        for t in &timers {
+            sqlx::query("UPDATE timers SET due_at = ? WHERE run_id = ?")
+                .bind(&until)
+                .bind(&t.run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(timers)
+    }
+
+    async fn next_timer(&self) -> Result<Option<Ts>, StoreError> {
+        let t: Option<String> = sqlx::query_scalar("SELECT MIN(due_at) FROM timers")
+            .fetch_one(&self.pool)
+            .await?;
+        t.as_deref().map(parse_ts).transpose()
+    }
+
+    async fn due_segment_timers(
+        &self,
+        now: Ts,
+        limit: i64,
+    ) -> Result<Vec<(String, Ts)>, StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT contact, due_at FROM segment_timers WHERE due_at <= ? \
+             ORDER BY due_at, contact LIMIT ?",
+        )
+        .bind(ts(now))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let due = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("contact")?,
+                    parse_ts(r.try_get::<&str, _>("due_at")?)?,
+                ))
+            })
+            .collect::<Result<Vec<(String, Ts)>, StoreError>>()?;
+        let until = ts(nurture_store::lease_end(now, self.lease));
+        for (contact, _) in &due {
+            sqlx::query("UPDATE segment_timers SET due_at = ? WHERE contact = ?")
+                .bind(&until)
+                .bind(contact)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(due)
+    }
+
+    async fn next_segment_timer(&self) -> Result<Option<Ts>, StoreError> {
+        let t: Option<String> = sqlx::query_scalar("SELECT MIN(due_at) FROM segment_timers")
+            .fetch_one(&self.pool)
+            .await?;
+        t.as_deref().map(parse_ts).transpose()
+    }
+
+    async fn segment_timer(&self, contact: &str) -> Result<Option<Ts>, StoreError> {
+        let t: Option<String> =
+            sqlx::query_scalar("SELECT due_at FROM segment_timers WHERE contact = ?")
+                .bind(contact)
+                .fetch_optional(&self.pool)
+                .await?;
+        t.as_deref().map(parse_ts).transpose()
+    }
+
+    async fn segment_members(
+        &self,
+        segment: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT contact FROM segment_members WHERE segment = ? AND contact > ? \
+             ORDER BY contact LIMIT ?",
+        )
+        .bind(segment)
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn counter(&self, name: &str) -> Result<i64, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT value FROM counters WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn schedule_last(&self, workflow: &str) -> Result<Option<Ts>, StoreError> {
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT last_fired FROM schedules WHERE workflow = ?")
+                .bind(workflow)
+                .fetch_optional(&self.pool)
+                .await?;
+        v.as_deref().map(parse_ts).transpose()
+    }
+
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO counters (name, value) VALUES (?, 1) \
+             ON CONFLICT (name) DO UPDATE SET value = counters.value % 1000000 + 1",
+        )
+        .bind(HEALTH_ROW)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit(&self, uow: &UnitOfWork) -> Result<(), StoreError> {
+        self.commit_in(uow, None).await.map(drop)
+    }
+
+    async fn commit_claiming(
+        &self,
+        uow: &UnitOfWork,
+        now: Ts,
+        until: Ts,
+    ) -> Result<Vec<String>, StoreError> {
+        self.commit_in(uow, Some((now, until))).await
+    }
+
+    fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    fn set_send_limits(&self, limits: limits::SendLimits) {
+        *self.limits.write().expect("limits lock") = std::sync::Arc::new(limits);
+    }
+
+    async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self.claim_outbox(now, limit).await?.0)
+    }
+
+    async fn next_outbox(&self) -> Result<Option<Ts>, StoreError> {
+        let t: Option<String> =
+            sqlx::query_scalar("SELECT MIN(due_at) FROM outbox WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        t.as_deref().map(parse_ts).transpose()
+    }
+
+    async fn complete_outbox(
+        &self,
+        key: &str,
+        outcome: &OutboxOutcome,
+        now: Ts,
+    ) -> Result<(), StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        complete_on(&mut tx, key, outcome, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn complete_outbox_waking(
+        &self,
+        items: &[(String, OutboxOutcome)],
+        wakes: &[(String, NewEvent)],
+        now: Ts,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut woken = Vec::new();
+        for (key, outcome) in items {
+            match complete_on(&mut tx, key, outcome, now).await {
+                Ok(()) => {
+                    woken.extend(wakes.iter().filter(|(k, _)| k == key).map(|(_, e)| e));
+                    out.push(Ok(()));
+                }
+                // Stale: nothing of it was written; the others go on.
+                Err(e) if e.conflict().is_some() => out.push(Err(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        insert_events_on(&mut tx, woken.into_iter()).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn suppress(&self, address: &str, reason: &str, now: Ts) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO suppressions (address, reason, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(address.trim().to_lowercase())
+        .bind(reason)
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn suppression(&self, address: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT reason FROM suppressions WHERE address = ?")
+                .bind(address.trim().to_lowercase())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn emails_since(&self, contact: &str, since: Ts) -> Result<Vec<Ts>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT at FROM deliveries WHERE contact = ? AND kind = 'email' AND at >= ? ORDER BY at",
+        )
+        .bind(contact)
+        .bind(ts(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|t| parse_ts(t)).collect()
+    }
+
+    async fn requeue_outbox(&self, key: &str, now: Ts) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE outbox SET state = 'pending', due_at = ? WHERE key = ? \
+             AND state IN ('ambiguous', 'failed')",
+        )
+        .bind(ts(now))
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn deliveries(&self) -> Result<Vec<Delivery>, StoreError> {
+        let rows =
+            sqlx::query("SELECT key, kind, contact, at, record FROM deliveries ORDER BY at, key")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Delivery {
+                    key: r.try_get("key")?,
+                    kind: r.try_get::<String, _>("kind")?.into(),
+                    contact: r.try_get("contact")?,
+                    at: parse_ts(r.try_get::<&str, _>("at")?)?,
+                    record: from_json(r.try_get::<&str, _>("record")?, "delivery")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT state FROM outbox WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One connection, so the next transaction gets the connection the failed one used
+    /// (or its replacement).
+    async fn one_connection_pool(dir: &std::path::Path) -> SqlitePool {
+        let opts = SqliteConnectOptions::new()
+            .filename(dir.join("t.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool
+    }
+
+    /// A statement that makes SQLite roll the transaction back by itself (as `SQLITE_FULL`
+    /// does) used to leave sqlx's transaction depth at 1 on a pooled connection: every
+    /// later transaction failed with "attempted to call begin_with at non-zero
+    /// transaction depth". The next transaction must work.
+    #[tokio::test]
+    async fn failed_transaction_leaves_the_pool_clean() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pool = one_connection_pool(tmp.path()).await;
+        sqlx::query("INSERT INTO t (k) VALUES ('a')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let mut tx = WriteTx::begin(&pool).await.unwrap();
+            // `OR ROLLBACK`: SQLite ends the transaction itself on the conflict.
+            let failed = sqlx::query("INSERT OR ROLLBACK INTO t (k) VALUES ('a')")
+                .execute(&mut *tx)
+                .await;
+            assert!(failed.is_err());
+            drop(tx);
+            let mut tx = WriteTx::begin(&pool)
+                .await
+                .expect("the next transaction begins");
+            sqlx::query("INSERT INTO t (k) VALUES ('b') ON CONFLICT DO NOTHING")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.expect("and commits");
+        }
+        // A failed statement that leaves the transaction open: rolled back on drop.
+        let mut tx = WriteTx::begin(&pool).await.unwrap();
+        sqlx::query("INSERT INTO t (k) VALUES ('c')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        assert!(sqlx::query("INSERT INTO t (k) VALUES ('a')")
+            .execute(&mut *tx)
+            .await
+            .is_err());
+        drop(tx);
+        let tx = WriteTx::begin(&pool).await.unwrap();
+        tx.commit().await.unwrap();
+        let keys: Vec<String> = sqlx::query_scalar("SELECT k FROM t ORDER BY k")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            keys,
+            ["a", "b"],
+            "the failed transaction's `c` was rolled back"
+        );
+    }
+
+    /// The same through the store: a commit that fails (a conflict) and then one that
+    /// works, with the store's own pool.
+    #[tokio::test]
+    async fn store_commits_after_a_failed_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", tmp.path().join("s.db").display());
+        let store = SqliteStore::open(&url, &SqliteConfig::default())
+            .await
+            .unwrap();
+        let stale = UnitOfWork {
+            contacts: vec![Contact {
+                id: "ghost".into(),
+                version: 7,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        for _ in 0..8 {
+            assert!(matches!(
+                store.commit(&stale).await,
+                Err(StoreError::Conflict {
+                    what: ConflictKind::Contact,
+                    ..
+                })
+            ));
+        }
+        let fresh = UnitOfWork {
+            contacts: vec![Contact {
+                id: "c1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        store.commit(&fresh).await.unwrap();
+        store.probe_write().await.unwrap();
+        assert!(store.contact("c1").await.unwrap().is_some());
+    }
+}

@@ -39,6 +39,7 @@ pub mod lint;
 pub mod model;
 pub mod plan;
 pub mod plugin;
+pub mod problem;
 pub mod project;
 pub mod server;
 pub mod simulate;

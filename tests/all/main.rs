@@ -13,6 +13,7 @@ mod fuzz_smoke;
 mod graph;
 mod invalid;
 mod outcomes;
+mod problem_json;
 mod plugins;
 mod schema;
 mod sec_egress;

@@ -108,9 +108,28 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Unavailable(e.to_string())
             }
+            sqlx::Error::Database(d) if d.code().is_some_and(|c| unreachable_code(&c)) => {
+                StoreError::Unavailable(e.to_string())
+            }
             _ => StoreError::Database(e.to_string()),
         }
     }
+}
+
+/// Database error codes that mean the store cannot serve now but may soon (so the API
+/// answers 503, not 500): Postgres SQLSTATE classes 08 (connection), 53 (resources: disk
+/// full, too many connections), 57P01-57P03 (shutting down, starting) and 55000 (the
+/// database does not accept connections); SQLite result codes BUSY, LOCKED, IOERR, FULL
+/// and CANTOPEN (extended codes by their primary code).
+fn unreachable_code(code: &str) -> bool {
+    // A SQLSTATE has five characters; SQLite's codes (extended ones too) fewer digits.
+    if code.len() == 5 {
+        return code.starts_with("08")
+            || code.starts_with("53")
+            || matches!(code, "57P01" | "57P02" | "57P03" | "55000");
+    }
+    code.parse::<u32>()
+        .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14))
 }
 
 /// Consent to marketing email.

@@ -173,7 +173,9 @@ impl ApiError {
             tracing::warn!(correlation_id = %id, error = %chain, "store unavailable");
             ApiError::new(
                 ProblemKind::Unavailable,
-                format!("{detail}; the store is unavailable or busy: retry after {RETRY_AFTER_SECS} s"),
+                format!(
+                    "{detail}; the store is unavailable or busy: retry after {RETRY_AFTER_SECS} s"
+                ),
             )
             .header(
                 axum::http::header::RETRY_AFTER,

@@ -268,7 +268,10 @@ async fn key_first(
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         ProblemKind::NotFound,
-        format!("no route {}", uri.path().chars().take(200).collect::<String>()),
+        format!(
+            "no route {}",
+            uri.path().chars().take(200).collect::<String>()
+        ),
     )
 }
 
@@ -712,10 +715,9 @@ async fn post_contacts(
             Err(err.with_errors(errors))
         }
         Some((err, unconfirmed)) => {
-            answer["failed"] = serde_json::to_value(
-                unconfirmed.iter().map(|&i| err.item(i)).collect::<Vec<_>>(),
-            )
-            .expect("json");
+            answer["failed"] =
+                serde_json::to_value(unconfirmed.iter().map(|&i| err.item(i)).collect::<Vec<_>>())
+                    .expect("json");
             Ok(Json(answer).into_response())
         }
         // Every item refused: nothing was stored.
@@ -726,15 +728,16 @@ async fn post_contacts(
     }
 }
 
-async fn get_run(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let store = &s.engine.store;
-    let unread = |e: crate::store::StoreError| ApiError::from_engine(e.into(), "the run was not read");
+    let unread =
+        |e: crate::store::StoreError| ApiError::from_engine(e.into(), "the run was not read");
     let Some(run) = store.run(&id).await.map_err(unread)? else {
         let shown: String = id.chars().take(200).collect();
-        return Err(ApiError::new(ProblemKind::NotFound, format!("no run {shown}")));
+        return Err(ApiError::new(
+            ProblemKind::NotFound,
+            format!("no run {shown}"),
+        ));
     };
     let journal = store.journal(&id).await.map_err(unread)?;
     Ok(Json(json!({"run": run, "journal": journal})).into_response())
@@ -1243,7 +1246,10 @@ async fn unsubscribe(State(s): State<AppState>, Path(token): Path<String>) -> Re
     )
     .await
     {
-        return failure_page(ApiError::from_engine(e, "the unsubscription was not recorded"));
+        return failure_page(ApiError::from_engine(
+            e,
+            "the unsubscription was not recorded",
+        ));
     }
     page(
         StatusCode::OK,
@@ -1284,9 +1290,7 @@ fn parse_bounce(index: usize, b: &Value) -> Result<Bounce, String> {
     let permanent = kind == "complaint" || b["permanent"].as_bool().unwrap_or(false);
     let reason = b["reason"].as_str().unwrap_or(kind).to_string();
     if reason.len() > MAX_BOUNCE_REASON {
-        return Err(format!(
-            "`reason` is longer than {MAX_BOUNCE_REASON} bytes"
-        ));
+        return Err(format!("`reason` is longer than {MAX_BOUNCE_REASON} bytes"));
     }
     if reason
         .chars()
@@ -1363,7 +1367,9 @@ async fn post_bounces(
     for (b, o) in valid.iter().zip(&outcomes) {
         if o.status != "accepted" && o.status != "duplicate" {
             let code = if o.status == "conflict" { 409 } else { 422 };
-            results.push(json!({"index": b.index, "status": o.status, "code": code, "reason": o.reason}));
+            results.push(
+                json!({"index": b.index, "status": o.status, "code": code, "reason": o.reason}),
+            );
             continue;
         }
         if b.permanent && suppress_failed.is_none() {
@@ -1381,7 +1387,8 @@ async fn post_bounces(
                 results.push(json!({"index": b.index, "status": "failed", "code": p.status, "reason": p.reason}));
             }
             _ => {
-                let mut r = json!({"index": b.index, "status": "accepted", "suppressed": b.permanent});
+                let mut r =
+                    json!({"index": b.index, "status": "accepted", "suppressed": b.permanent});
                 if o.status == "duplicate" {
                     r["duplicate"] = Value::Bool(true);
                 }

@@ -58,7 +58,9 @@ impl Answer {
         let v: Value = serde_json::from_str(&self.text).expect("a JSON body");
         assert_eq!(v["status"], status, "{v}");
         assert!(
-            v["type"].as_str().is_some_and(|t| t.starts_with("urn:nurture:problem:")),
+            v["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("urn:nurture:problem:")),
             "{v}"
         );
         assert!(v["title"].as_str().is_some_and(|t| !t.is_empty()), "{v}");
@@ -110,7 +112,10 @@ fn each_error_status_is_a_problem_document() {
     let tmp = tempfile::tempdir().unwrap();
     for (n, url) in store_urls(tmp.path()).into_iter().enumerate() {
         let dir = tmp.path().join(format!("p{n}"));
-        project(&dir, "[api]\nmax_body_bytes = 20000\nbody_timeout = \"1s\"\n");
+        project(
+            &dir,
+            "[api]\nmax_body_bytes = 20000\nbody_timeout = \"1s\"\n",
+        );
         let mut serve = Serve::start(&dir, Some(&url));
         rt().block_on(async {
             let http = reqwest::Client::new();
@@ -168,16 +173,30 @@ fn each_error_status_is_a_problem_document() {
             let v = a.problem(409);
             assert_eq!(v["errors"][0]["index"], 0, "{v}");
             assert_eq!(v["errors"][0]["status"], 409, "{v}");
-            assert_eq!(v["results"][0]["status"], "conflict", "the batch answer stays: {v}");
+            assert_eq!(
+                v["results"][0]["status"], "conflict",
+                "the batch answer stays: {v}"
+            );
 
-            let invalid = json!([{"type": "signup.done"}, {"type": "signup.done", "contact": "nul\u{0}"}]);
+            let invalid =
+                json!([{"type": "signup.done"}, {"type": "signup.done", "contact": "nul\u{0}"}]);
             let a = Answer::of(post(&http, &serve, "/v1/events").json(&invalid)).await;
             let v = a.problem(422);
             assert_eq!(v["errors"].as_array().unwrap().len(), 2, "{v}");
             assert_eq!(v["errors"][1]["index"], 1, "{v}");
             assert_eq!(v["errors"][1]["status"], 422, "{v}");
-            assert!(v["errors"][0]["reason"].as_str().unwrap().contains("contact"), "{v}");
-            let a = Answer::of(post(&http, &serve, "/v1/contacts").json(&json!({"id": "c1", "lifecycle": "overlord"}))).await;
+            assert!(
+                v["errors"][0]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("contact"),
+                "{v}"
+            );
+            let a = Answer::of(
+                post(&http, &serve, "/v1/contacts")
+                    .json(&json!({"id": "c1", "lifecycle": "overlord"})),
+            )
+            .await;
             let v = a.problem(422);
             assert_eq!(v["errors"][0]["index"], 0, "{v}");
             assert_eq!(v["created"], 0, "{v}");
@@ -190,7 +209,10 @@ fn each_error_status_is_a_problem_document() {
         );
         let v = raw_problem(&answer, 413);
         assert_eq!(v["max_body_bytes"], 20000, "{v}");
-        assert!(v["detail"].as_str().unwrap().contains("max_body_bytes"), "{v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains("max_body_bytes"),
+            "{v}"
+        );
         // A body that does not come within `body_timeout`.
         let answer = raw(
             serve.port,
@@ -240,26 +262,48 @@ fn a_database_failure_answers_500_with_a_correlation_id_and_no_database_text() {
             let a = Answer::of(post(&http, &serve, "/v1/events").json(&event)).await;
             let v = a.problem(500);
             assert_eq!(a.header("retry-after"), None, "{url}");
-            let id = v["correlation_id"].as_str().expect("a correlation id").to_string();
+            let id = v["correlation_id"]
+                .as_str()
+                .expect("a correlation id")
+                .to_string();
             assert!(id.starts_with("err-"), "{v}");
             assert!(v["detail"].as_str().unwrap().contains(&id), "{v}");
             assert_eq!(v["errors"][0]["index"], 0, "{v}");
             assert_eq!(v["errors"][0]["status"], 500, "{v}");
-            for internal in ["no such table", "does not exist", "events_gone", "relation \"", "database error", "sqlite"] {
-                assert!(!a.text.contains(internal), "{url}: {internal:?} in {}", a.text);
+            for internal in [
+                "no such table",
+                "does not exist",
+                "events_gone",
+                "relation \"",
+                "database error",
+                "sqlite",
+            ] {
+                assert!(
+                    !a.text.contains(internal),
+                    "{url}: {internal:?} in {}",
+                    a.text
+                );
             }
             let log = serve.log_text();
-            let logged = log.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{id} not in the log: {log}"));
+            let logged = log
+                .lines()
+                .find(|l| l.contains(&id))
+                .unwrap_or_else(|| panic!("{id} not in the log: {log}"));
             assert!(
                 logged.contains("no such table") || logged.contains("does not exist"),
                 "the full error is logged with the id: {logged}"
             );
 
-            let bounce = json!([{"email": "gone@example.com", "type": "complaint", "reason": "abuse"}]);
+            let bounce =
+                json!([{"email": "gone@example.com", "type": "complaint", "reason": "abuse"}]);
             let a = Answer::of(post(&http, &serve, "/v1/bounces").json(&bounce)).await;
             let v = a.problem(500);
             assert_eq!(v["errors"][0]["index"], 0, "{v}");
-            assert!(!a.text.contains("no such table") && !a.text.contains("does not exist"), "{}", a.text);
+            assert!(
+                !a.text.contains("no such table") && !a.text.contains("does not exist"),
+                "{}",
+                a.text
+            );
             let store = nurture::store::open(&url).await.unwrap();
             assert_eq!(
                 store.suppression("gone@example.com").await.unwrap(),
@@ -270,10 +314,57 @@ fn a_database_failure_answers_500_with_a_correlation_id_and_no_database_text() {
     }
 }
 
+/// The events `/v1/events` answered while the store could not take them: 503 with
+/// `Retry-After`, as a problem without the database's text (`hidden`).
+async fn assert_503(http: &reqwest::Client, serve: &Serve, hidden: &[&str]) {
+    let event = json!({"id": "during", "type": "signup.done", "email": "during@example.com"});
+    let a = Answer::of(post(http, serve, "/v1/events").json(&event)).await;
+    let v = a.problem(503);
+    assert_eq!(a.header("retry-after"), Some("5"));
+    assert_eq!(v["type"], "urn:nurture:problem:store-unavailable");
+    assert_eq!(v["errors"][0]["status"], 503, "{v}");
+    for internal in hidden {
+        assert!(!a.text.contains(internal), "{internal:?} in {}", a.text);
+    }
+    let a = Answer::of(http.get(format!("{}/healthz", serve.base))).await;
+    a.problem(503);
+}
+
+/// A SQLite store another process holds locked for longer than its busy timeout (30 s)
+/// is busy: 503 with `Retry-After`, and nothing was stored. (Before: `application/json`
+/// with "database unavailable: ... database is locked".)
+#[test]
+fn a_locked_sqlite_store_answers_503_with_retry_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", tmp.path().join("locked.db").display());
+    let dir = tmp.path().join("p");
+    project(&dir, "");
+    let mut serve = Serve::start(&dir, Some(&url));
+    rt().block_on(async {
+        use sqlx::Connection;
+        let http = reqwest::Client::new();
+        serve.ready(&http).await;
+        let mut lock = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut lock)
+            .await
+            .unwrap();
+        assert_503(&http, &serve, &["locked", "database unavailable"]).await;
+        sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+        let store = nurture::store::open(&url).await.unwrap();
+        assert!(store
+            .contact_by_email("during@example.com")
+            .await
+            .unwrap()
+            .is_none());
+    });
+}
+
 /// The store cannot be reached (its Postgres database refuses connections): 503 with
 /// `Retry-After`, as a problem without the database's text; `/healthz` is 503 too, as a
 /// problem. (Before: `application/json` with "database unavailable: ..." and the driver's
-/// text.)
+/// text; and, with the store classifying only I/O and pool errors as unreachable, the
+/// refused connection would have been a 500.)
 #[test]
 fn an_unreachable_store_answers_503_with_retry_after() {
     let Some(url) = fresh_postgres() else {
@@ -291,23 +382,21 @@ fn an_unreachable_store_answers_503_with_retry_after() {
         let mut admin = sqlx::PgConnection::connect(&admin).await.unwrap();
         for sql in [
             format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"),
-            format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"),
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+            ),
         ] {
             sqlx::query(&sql).execute(&mut admin).await.unwrap();
         }
-        let event = json!({"id": "during", "type": "signup.done", "email": "during@example.com"});
         for _ in 0..2 {
-            let a = Answer::of(post(&http, &serve, "/v1/events").json(&event)).await;
-            let v = a.problem(503);
-            assert_eq!(a.header("retry-after"), Some("5"));
-            assert_eq!(v["type"], "urn:nurture:problem:store-unavailable");
-            assert_eq!(v["errors"][0]["status"], 503, "{v}");
-            for internal in ["accepting connections", "database unavailable", "pool", db.as_str()] {
-                assert!(!a.text.contains(internal), "{internal:?} in {}", a.text);
-            }
+            let hidden = [
+                "accepting connections",
+                "database unavailable",
+                "pool",
+                db.as_str(),
+            ];
+            assert_503(&http, &serve, &hidden).await;
         }
-        let a = Answer::of(http.get(format!("{}/healthz", serve.base))).await;
-        a.problem(503);
         sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
             .execute(&mut admin)
             .await

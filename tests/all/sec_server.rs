@@ -92,7 +92,12 @@ impl Serve {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub(crate) async fn post(&self, http: &reqwest::Client, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) async fn post(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value) {
         let r = http
             .post(format!("{}{path}", self.base))
             .bearer_auth("test-key-0123456789abcdef0123456789")

@@ -121,10 +121,16 @@ pub struct ItemProblem {
     pub reason: String,
 }
 
-/// An error answer of the API, as `application/problem+json`.
+/// An error answer of the API, as `application/problem+json` (boxed: handlers return it
+/// in their `Err`).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ApiError(Box<Problem>);
+
+/// What an [`ApiError`] holds.
 #[derive(Debug, thiserror::Error)]
 #[error("{} ({}): {detail}", .kind.title(), .kind.status())]
-pub struct ApiError {
+struct Problem {
     kind: ProblemKind,
     detail: String,
     errors: Vec<ItemProblem>,
@@ -139,7 +145,7 @@ pub struct ApiError {
 impl ApiError {
     /// A problem of `kind`; `detail` is for the client (never internal text).
     pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
-        ApiError {
+        ApiError(Box::new(Problem {
             kind,
             detail: detail.into(),
             errors: Vec::new(),
@@ -147,7 +153,7 @@ impl ApiError {
             headers: Vec::new(),
             correlation_id: None,
             source: None,
-        }
+        }))
     }
 
     /// 401 with `WWW-Authenticate: Bearer realm="nurture"`.
@@ -188,47 +194,47 @@ impl ApiError {
                 format!("{detail}; an internal error occurred: quote {id} when reporting it"),
             )
         };
-        err.correlation_id = Some(id);
-        err.source = Some(e);
+        err.0.correlation_id = Some(id);
+        err.0.source = Some(e);
         err
     }
 
     /// Adds a response header.
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.push((name, value));
+        self.0.headers.push((name, value));
         self
     }
 
     /// Sets the per-item problems of a batch.
     pub fn with_errors(mut self, errors: Vec<ItemProblem>) -> Self {
-        self.errors = errors;
+        self.0.errors = errors;
         self
     }
 
     /// Adds an extension member (e.g. a batch's counts and per-item results).
     pub fn with(mut self, key: &str, value: Value) -> Self {
-        self.extensions.insert(key.to_string(), value);
+        self.0.extensions.insert(key.to_string(), value);
         self
     }
 
     /// The kind of problem.
     pub fn kind(&self) -> ProblemKind {
-        self.kind
+        self.0.kind
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.kind.status()
+        self.0.kind.status()
     }
 
     /// The text for the client.
     pub fn detail(&self) -> &str {
-        &self.detail
+        &self.0.detail
     }
 
     /// The id logged with a 500's or 503's error.
     pub fn correlation_id(&self) -> Option<&str> {
-        self.correlation_id.as_deref()
+        self.0.correlation_id.as_deref()
     }
 
     /// This problem as the problem of item `index` of a batch.
@@ -236,7 +242,7 @@ impl ApiError {
         ItemProblem {
             index,
             status: self.status().as_u16(),
-            reason: self.detail.clone(),
+            reason: self.0.detail.clone(),
         }
     }
 
@@ -245,22 +251,22 @@ impl ApiError {
         let mut body = Map::new();
         body.insert(
             "type".into(),
-            Value::from(format!("urn:nurture:problem:{}", self.kind.slug())),
+            Value::from(format!("urn:nurture:problem:{}", self.0.kind.slug())),
         );
-        body.insert("title".into(), Value::from(self.kind.title()));
+        body.insert("title".into(), Value::from(self.0.kind.title()));
         body.insert("status".into(), Value::from(self.status().as_u16()));
-        body.insert("detail".into(), Value::from(self.detail.clone()));
-        if let Some(id) = &self.correlation_id {
+        body.insert("detail".into(), Value::from(self.0.detail.clone()));
+        if let Some(id) = &self.0.correlation_id {
             body.insert("instance".into(), Value::from(format!("urn:nurture:{id}")));
             body.insert("correlation_id".into(), Value::from(id.clone()));
         }
-        if !self.errors.is_empty() {
+        if !self.0.errors.is_empty() {
             body.insert(
                 "errors".into(),
-                serde_json::to_value(&self.errors).expect("item problems serialize"),
+                serde_json::to_value(&self.0.errors).expect("item problems serialize"),
             );
         }
-        for (k, v) in &self.extensions {
+        for (k, v) in &self.0.extensions {
             body.entry(k.clone()).or_insert_with(|| v.clone());
         }
         Value::Object(body)
@@ -276,7 +282,7 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        for (k, v) in self.headers {
+        for (k, v) in self.0.headers {
             r.headers_mut().insert(k, v);
         }
         r

@@ -24,6 +24,22 @@ fn store_urls(dir: &Path) -> Vec<String> {
     urls
 }
 
+/// Runs `test` against a `nurture serve` of a fresh project (`extra` in its nurture.toml)
+/// on each store, with the store's URL.
+fn on_each_store(extra: &str, test: impl AsyncFn(&reqwest::Client, &Serve, &str)) {
+    let tmp = tempfile::tempdir().unwrap();
+    for (n, url) in store_urls(tmp.path()).into_iter().enumerate() {
+        let dir = tmp.path().join(format!("p{n}"));
+        project(&dir, extra);
+        let mut serve = Serve::start(&dir, Some(&url));
+        rt().block_on(async {
+            let http = reqwest::Client::new();
+            serve.ready(&http).await;
+            test(&http, &serve, &url).await;
+        });
+    }
+}
+
 /// An answer: status, headers, body.
 struct Answer {
     status: u16,
@@ -109,22 +125,13 @@ fn post(http: &reqwest::Client, serve: &Serve, path: &str) -> reqwest::RequestBu
 /// and a scalar body was a 422.)
 #[test]
 fn each_error_status_is_a_problem_document() {
-    let tmp = tempfile::tempdir().unwrap();
-    for (n, url) in store_urls(tmp.path()).into_iter().enumerate() {
-        let dir = tmp.path().join(format!("p{n}"));
-        project(
-            &dir,
-            "[api]\nmax_body_bytes = 20000\nbody_timeout = \"1s\"\n",
-        );
-        let mut serve = Serve::start(&dir, Some(&url));
-        rt().block_on(async {
-            let http = reqwest::Client::new();
-            serve.ready(&http).await;
-
-            let a = Answer::of(post(&http, &serve, "/v1/events").body("nope")).await;
+    on_each_store(
+        "[api]\nmax_body_bytes = 20000\nbody_timeout = \"1s\"\n",
+        async |http, serve, url| {
+            let a = Answer::of(post(http, serve, "/v1/events").body("nope")).await;
             let v = a.problem(400);
             assert_eq!(v["type"], "urn:nurture:problem:bad-request", "{url}");
-            let a = Answer::of(post(&http, &serve, "/v1/events").body("42")).await;
+            let a = Answer::of(post(http, serve, "/v1/events").body("42")).await;
             a.problem(400);
 
             let a = Answer::of(
@@ -166,10 +173,10 @@ fn each_error_status_is_a_problem_document() {
             );
 
             let first = json!({"id": "ev-1", "type": "signup.done", "email": "first@example.com"});
-            let a = Answer::of(post(&http, &serve, "/v1/events").json(&first)).await;
+            let a = Answer::of(post(http, serve, "/v1/events").json(&first)).await;
             assert_eq!(a.status, 200, "{}", a.text);
             let reused = json!({"id": "ev-1", "type": "signup.done", "email": "other@example.com"});
-            let a = Answer::of(post(&http, &serve, "/v1/events").json(&reused)).await;
+            let a = Answer::of(post(http, serve, "/v1/events").json(&reused)).await;
             let v = a.problem(409);
             assert_eq!(v["errors"][0]["index"], 0, "{v}");
             assert_eq!(v["errors"][0]["status"], 409, "{v}");
@@ -180,7 +187,7 @@ fn each_error_status_is_a_problem_document() {
 
             let invalid =
                 json!([{"type": "signup.done"}, {"type": "signup.done", "contact": "nul\u{0}"}]);
-            let a = Answer::of(post(&http, &serve, "/v1/events").json(&invalid)).await;
+            let a = Answer::of(post(http, serve, "/v1/events").json(&invalid)).await;
             let v = a.problem(422);
             assert_eq!(v["errors"].as_array().unwrap().len(), 2, "{v}");
             assert_eq!(v["errors"][1]["index"], 1, "{v}");
@@ -193,33 +200,33 @@ fn each_error_status_is_a_problem_document() {
                 "{v}"
             );
             let a = Answer::of(
-                post(&http, &serve, "/v1/contacts")
+                post(http, serve, "/v1/contacts")
                     .json(&json!({"id": "c1", "lifecycle": "overlord"})),
             )
             .await;
             let v = a.problem(422);
             assert_eq!(v["errors"][0]["index"], 0, "{v}");
             assert_eq!(v["created"], 0, "{v}");
-        });
 
-        // Over the documented limit: refused before the body is read.
-        let answer = raw(
+            // Over the documented limit: refused before the body is read.
+            let answer = raw(
             serve.port,
             &format!("POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: 30000\r\n\r\n"),
         );
-        let v = raw_problem(&answer, 413);
-        assert_eq!(v["max_body_bytes"], 20000, "{v}");
-        assert!(
-            v["detail"].as_str().unwrap().contains("max_body_bytes"),
-            "{v}"
-        );
-        // A body that does not come within `body_timeout`.
-        let answer = raw(
+            let v = raw_problem(&answer, 413);
+            assert_eq!(v["max_body_bytes"], 20000, "{v}");
+            assert!(
+                v["detail"].as_str().unwrap().contains("max_body_bytes"),
+                "{v}"
+            );
+            // A body that does not come within `body_timeout`.
+            let answer = raw(
             serve.port,
             &format!("POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 100\r\n\r\n[{{"),
         );
-        raw_problem(&answer, 408);
-    }
+            raw_problem(&answer, 408);
+        },
+    );
 }
 
 /// Renames the `events` table under a running server (SQLite) or drops it (Postgres).
@@ -248,70 +255,61 @@ async fn break_events_table(url: &str) {
 /// answer said nothing was stored.)
 #[test]
 fn a_database_failure_answers_500_with_a_correlation_id_and_no_database_text() {
-    let tmp = tempfile::tempdir().unwrap();
-    for (n, url) in store_urls(tmp.path()).into_iter().enumerate() {
-        let dir = tmp.path().join(format!("p{n}"));
-        project(&dir, "");
-        let mut serve = Serve::start(&dir, Some(&url));
-        rt().block_on(async {
-            let http = reqwest::Client::new();
-            serve.ready(&http).await;
-            break_events_table(&url).await;
+    on_each_store("", async |http, serve, url| {
+        break_events_table(url).await;
 
-            let event = json!({"type": "signup.done", "email": "x@example.com"});
-            let a = Answer::of(post(&http, &serve, "/v1/events").json(&event)).await;
-            let v = a.problem(500);
-            assert_eq!(a.header("retry-after"), None, "{url}");
-            let id = v["correlation_id"]
-                .as_str()
-                .expect("a correlation id")
-                .to_string();
-            assert!(id.starts_with("err-"), "{v}");
-            assert!(v["detail"].as_str().unwrap().contains(&id), "{v}");
-            assert_eq!(v["errors"][0]["index"], 0, "{v}");
-            assert_eq!(v["errors"][0]["status"], 500, "{v}");
-            for internal in [
-                "no such table",
-                "does not exist",
-                "events_gone",
-                "relation \"",
-                "database error",
-                "sqlite",
-            ] {
-                assert!(
-                    !a.text.contains(internal),
-                    "{url}: {internal:?} in {}",
-                    a.text
-                );
-            }
-            let log = serve.log_text();
-            let logged = log
-                .lines()
-                .find(|l| l.contains(&id))
-                .unwrap_or_else(|| panic!("{id} not in the log: {log}"));
+        let event = json!({"type": "signup.done", "email": "x@example.com"});
+        let a = Answer::of(post(http, serve, "/v1/events").json(&event)).await;
+        let v = a.problem(500);
+        assert_eq!(a.header("retry-after"), None, "{url}");
+        let id = v["correlation_id"]
+            .as_str()
+            .expect("a correlation id")
+            .to_string();
+        assert!(id.starts_with("err-"), "{v}");
+        assert!(v["detail"].as_str().unwrap().contains(&id), "{v}");
+        assert_eq!(v["errors"][0]["index"], 0, "{v}");
+        assert_eq!(v["errors"][0]["status"], 500, "{v}");
+        for internal in [
+            "no such table",
+            "does not exist",
+            "events_gone",
+            "relation \"",
+            "database error",
+            "sqlite",
+        ] {
             assert!(
-                logged.contains("no such table") || logged.contains("does not exist"),
-                "the full error is logged with the id: {logged}"
-            );
-
-            let bounce =
-                json!([{"email": "gone@example.com", "type": "complaint", "reason": "abuse"}]);
-            let a = Answer::of(post(&http, &serve, "/v1/bounces").json(&bounce)).await;
-            let v = a.problem(500);
-            assert_eq!(v["errors"][0]["index"], 0, "{v}");
-            assert!(
-                !a.text.contains("no such table") && !a.text.contains("does not exist"),
-                "{}",
+                !a.text.contains(internal),
+                "{url}: {internal:?} in {}",
                 a.text
             );
-            let store = nurture::store::open(&url).await.unwrap();
-            assert_eq!(
-                store.suppression("gone@example.com").await.unwrap(),
-                None,
-                "{url}: nothing was stored, not even the suppression"
-            );
-        });
-    }
+        }
+        let log = serve.log_text();
+        let logged = log
+            .lines()
+            .find(|l| l.contains(&id))
+            .unwrap_or_else(|| panic!("{id} not in the log: {log}"));
+        assert!(
+            logged.contains("no such table") || logged.contains("does not exist"),
+            "the full error is logged with the id: {logged}"
+        );
+
+        let bounce = json!([{"email": "gone@example.com", "type": "complaint", "reason": "abuse"}]);
+        let a = Answer::of(post(http, serve, "/v1/bounces").json(&bounce)).await;
+        let v = a.problem(500);
+        assert_eq!(v["errors"][0]["index"], 0, "{v}");
+        assert!(
+            !a.text.contains("no such table") && !a.text.contains("does not exist"),
+            "{}",
+            a.text
+        );
+        let store = nurture::store::open(url).await.unwrap();
+        assert_eq!(
+            store.suppression("gone@example.com").await.unwrap(),
+            None,
+            "{url}: nothing was stored, not even the suppression"
+        );
+    });
 }
 
 /// The events `/v1/events` answered while the store could not take them: 503 with
@@ -411,56 +409,81 @@ fn an_unreachable_store_answers_503_with_retry_after() {
 /// after the first item's address had been suppressed; an all-bad batch was a 200.)
 #[test]
 fn a_bounce_batch_with_a_bad_item_stores_the_good_ones_and_says_so() {
-    let tmp = tempfile::tempdir().unwrap();
-    for (n, url) in store_urls(tmp.path()).into_iter().enumerate() {
-        let dir = tmp.path().join(format!("p{n}"));
-        project(&dir, "");
-        let mut serve = Serve::start(&dir, Some(&url));
-        rt().block_on(async {
-            let http = reqwest::Client::new();
-            serve.ready(&http).await;
-            let batch = json!([
-                {"email": "hard@example.com", "type": "bounce", "permanent": true, "reason": "550 no such user"},
-                {"email": "nul@example.com", "type": "bounce", "permanent": true, "reason": "550 \u{0} user"},
-                {"email": "lee@example.com", "type": "complaint", "reason": "abuse report"},
-                {"email": "not-an-address", "type": "bounce"},
-            ]);
-            let a = Answer::of(post(&http, &serve, "/v1/bounces").json(&batch)).await;
-            assert_eq!(a.status, 200, "{url}: {}", a.text);
-            let v: Value = serde_json::from_str(&a.text).unwrap();
-            assert_eq!((v["accepted"].clone(), v["rejected"].clone()), (json!(2), json!(2)), "{v}");
-            assert_eq!(v["results"][0]["status"], "accepted", "{v}");
-            assert_eq!(v["results"][0]["suppressed"], true, "{v}");
-            assert_eq!(v["results"][1]["status"], "rejected", "{v}");
-            assert_eq!(v["results"][1]["index"], 1, "{v}");
-            assert_eq!(v["results"][1]["code"], 422, "{v}");
-            assert!(v["results"][1]["reason"].as_str().unwrap().contains("`reason`"), "{v}");
-            assert_eq!(v["results"][2]["status"], "accepted", "{v}");
-            assert_eq!(v["results"][3]["status"], "rejected", "{v}");
-            assert!(v["results"][3]["reason"].as_str().unwrap().contains("`email`"), "{v}");
+    on_each_store("", async |http, serve, url| {
+        let batch = json!([
+            {"email": "hard@example.com", "type": "bounce", "permanent": true, "reason": "550 no such user"},
+            {"email": "nul@example.com", "type": "bounce", "permanent": true, "reason": "550 \u{0} user"},
+            {"email": "lee@example.com", "type": "complaint", "reason": "abuse report"},
+            {"email": "not-an-address", "type": "bounce"},
+        ]);
+        let a = Answer::of(post(http, serve, "/v1/bounces").json(&batch)).await;
+        assert_eq!(a.status, 200, "{url}: {}", a.text);
+        let v: Value = serde_json::from_str(&a.text).unwrap();
+        assert_eq!(
+            (v["accepted"].clone(), v["rejected"].clone()),
+            (json!(2), json!(2)),
+            "{v}"
+        );
+        assert_eq!(v["results"][0]["status"], "accepted", "{v}");
+        assert_eq!(v["results"][0]["suppressed"], true, "{v}");
+        assert_eq!(v["results"][1]["status"], "rejected", "{v}");
+        assert_eq!(v["results"][1]["index"], 1, "{v}");
+        assert_eq!(v["results"][1]["code"], 422, "{v}");
+        assert!(
+            v["results"][1]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("`reason`"),
+            "{v}"
+        );
+        assert_eq!(v["results"][2]["status"], "accepted", "{v}");
+        assert_eq!(v["results"][3]["status"], "rejected", "{v}");
+        assert!(
+            v["results"][3]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("`email`"),
+            "{v}"
+        );
 
-            let store = nurture::store::open(&url).await.unwrap();
-            for stored in ["hard@example.com", "lee@example.com"] {
-                assert!(store.suppression(stored).await.unwrap().is_some(), "{url}: {stored}");
-                let c = store.contact_by_email(stored).await.unwrap().expect("its contact");
-                let events = store
-                    .contact_events(&c.id, chrono::Utc::now() - chrono::Duration::days(1))
-                    .await
-                    .unwrap();
-                assert!(
-                    events.iter().any(|e| e.kind.starts_with("email.")),
-                    "{url}: {stored}'s event: {events:?}"
-                );
-            }
-            assert_eq!(store.suppression("nul@example.com").await.unwrap(), None);
-            assert!(store.contact_by_email("nul@example.com").await.unwrap().is_none());
+        let store = nurture::store::open(url).await.unwrap();
+        for stored in ["hard@example.com", "lee@example.com"] {
+            assert!(
+                store.suppression(stored).await.unwrap().is_some(),
+                "{url}: {stored}"
+            );
+            let c = store
+                .contact_by_email(stored)
+                .await
+                .unwrap()
+                .expect("its contact");
+            let events = store
+                .contact_events(&c.id, chrono::Utc::now() - chrono::Duration::days(1))
+                .await
+                .unwrap();
+            assert!(
+                events.iter().any(|e| e.kind.starts_with("email.")),
+                "{url}: {stored}'s event: {events:?}"
+            );
+        }
+        assert_eq!(store.suppression("nul@example.com").await.unwrap(), None);
+        assert!(store
+            .contact_by_email("nul@example.com")
+            .await
+            .unwrap()
+            .is_none());
 
-            let bad = json!([{"email": "nope"}, {"email": "x@example.com", "type": "spam"}]);
-            let a = Answer::of(post(&http, &serve, "/v1/bounces").json(&bad)).await;
-            let v = a.problem(422);
-            assert_eq!(v["errors"].as_array().unwrap().len(), 2, "{v}");
-            assert_eq!(v["errors"][1]["index"], 1, "{v}");
-            assert!(v["errors"][1]["reason"].as_str().unwrap().contains("`type`"), "{v}");
-        });
-    }
+        let bad = json!([{"email": "nope"}, {"email": "x@example.com", "type": "spam"}]);
+        let a = Answer::of(post(http, serve, "/v1/bounces").json(&bad)).await;
+        let v = a.problem(422);
+        assert_eq!(v["errors"].as_array().unwrap().len(), 2, "{v}");
+        assert_eq!(v["errors"][1]["index"], 1, "{v}");
+        assert!(
+            v["errors"][1]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("`type`"),
+            "{v}"
+        );
+    });
 }

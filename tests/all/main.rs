@@ -15,6 +15,7 @@ mod graph;
 mod invalid;
 mod outcomes;
 mod plugins;
+mod problem_json;
 mod schema;
 mod sec_egress;
 mod sec_lang;

@@ -15,7 +15,7 @@ use crate::util::free_port;
 use crate::util::rt;
 
 /// A minimal project: one workflow, `extra` appended to nurture.toml.
-fn project(dir: &Path, extra: &str) {
+pub(crate) fn project(dir: &Path, extra: &str) {
     std::fs::create_dir_all(dir.join("workflows")).unwrap();
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     std::fs::write(
@@ -31,15 +31,15 @@ fn project(dir: &Path, extra: &str) {
 }
 
 /// A `nurture serve` process, killed when dropped; its stderr goes to a file.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    base: String,
-    port: u16,
+    pub(crate) base: String,
+    pub(crate) port: u16,
     log: PathBuf,
 }
 
 impl Serve {
-    fn start(dir: &Path, store: Option<&str>) -> Serve {
+    pub(crate) fn start(dir: &Path, store: Option<&str>) -> Serve {
         let port = free_port();
         let log = dir.join("serve.log");
         let mut args = vec![
@@ -68,7 +68,7 @@ impl Serve {
     }
 
     /// Waits until `/healthz` answers 200.
-    async fn ready(&mut self, http: &reqwest::Client) {
+    pub(crate) async fn ready(&mut self, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = http.get(format!("{}/healthz", self.base)).send().await {
@@ -88,11 +88,16 @@ impl Serve {
         }
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    async fn post(&self, http: &reqwest::Client, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) async fn post(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value) {
         let r = http
             .post(format!("{}{path}", self.base))
             .bearer_auth("test-key-0123456789abcdef0123456789")
@@ -104,7 +109,7 @@ impl Serve {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn health(&self, http: &reqwest::Client) -> u16 {
+    pub(crate) async fn health(&self, http: &reqwest::Client) -> u16 {
         match http
             .get(format!("{}/healthz", self.base))
             .timeout(Duration::from_secs(10))

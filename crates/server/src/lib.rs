@@ -14,8 +14,12 @@
 //!
 //! Every `/v1` route needs the API key, as `Authorization: Bearer KEY` (the scheme name in
 //! any case) or `X-Api-Key: KEY`, compared in constant time.
-//! When the store cannot be reached the API answers 503 with `Retry-After`, and nothing is
-//! acknowledged that was not stored.
+//! Errors of the `/v1` routes and `/healthz` are RFC 9457 problem details
+//! (`application/problem+json`, [`crate::problem`]); the tracking and unsubscribe routes
+//! keep their pixel, redirects and HTML pages. A batch (events, contacts, bounces) is
+//! answered per item, and nothing is acknowledged that was not stored: 503 with
+//! `Retry-After` only when the store is unreachable or busy and nothing was stored, 500
+//! (with a correlation id, never the database's text) for failures a retry cannot mend.
 //!
 //! Tracking tokens are checked for their purpose and expiry ([`nurture_channels::email::track`]);
 //! each token's open or click is stored once (its event id derives from the token), and
@@ -34,12 +38,14 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 
 pub mod compose;
+pub mod problem;
 pub use compose::{open_store, open_store_with, PostgresConfig, SqliteConfig, StoreConfig};
 
 use nurture_channels::deliver::Deliverer;
 use nurture_channels::email::track::{Purpose, TokenError};
 use nurture_engine::input;
 use nurture_engine::{Engine, EngineError};
+use problem::{ApiError, ItemProblem, ProblemKind};
 
 /// Group commit for the API: the events of concurrent requests are stored together in
 /// one transaction (one disk sync) while the previous batch commits. Under load this is
@@ -236,6 +242,9 @@ pub fn router(state: AppState) -> Router {
         .route("/t/o/{token}", get(track_open))
         .route("/t/c/{token}", get(track_click))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
+        // (After the routes: it applies to the routes registered before it.)
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(limits, read_body))
         // Outside `read_body`: a client without the key is turned away before its body
@@ -252,9 +261,28 @@ async fn key_first(
     next: axum::middleware::Next,
 ) -> Response {
     if request.uri().path().starts_with("/v1/") && !authorized(&state, request.headers()) {
-        return closing(error(StatusCode::UNAUTHORIZED, "missing or wrong API key"));
+        return closing(ApiError::unauthorized().into_response());
     }
     next.run(request).await
+}
+
+/// 404 for a path no route serves.
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ProblemKind::NotFound,
+        format!(
+            "no route {}",
+            uri.path().chars().take(200).collect::<String>()
+        ),
+    )
+}
+
+/// 405 for a route without this method (axum adds the `Allow` header).
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        ProblemKind::MethodNotAllowed,
+        format!("this route does not answer {method}: see the `Allow` header"),
+    )
 }
 
 /// Reads the whole request body before the handler runs: at most `max_body` bytes (413
@@ -273,10 +301,17 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let too_large = || {
-        closing(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than {} bytes", limits.max_body),
-        ))
+        closing(
+            ApiError::new(
+                ProblemKind::PayloadTooLarge,
+                format!(
+                    "the request body is larger than {} bytes (`max_body_bytes` in `[api]`)",
+                    limits.max_body
+                ),
+            )
+            .with("max_body_bytes", Value::from(limits.max_body))
+            .into_response(),
+        )
     };
     if declared.is_some_and(|n| n > limits.max_body as u64) {
         return too_large();
@@ -286,10 +321,11 @@ async fn read_body(
         let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| {
-                error(
-                    StatusCode::BAD_REQUEST,
+                ApiError::new(
+                    ProblemKind::BadRequest,
                     "the request body could not be read",
                 )
+                .into_response()
             })?;
             if buf.len() + chunk.len() > limits.max_body {
                 return Err(too_large());
@@ -304,13 +340,16 @@ async fn read_body(
             next.run(request).await
         }
         Ok(Err(r)) => r,
-        Err(_) => closing(error(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the request body did not arrive within {} s",
-                limits.body_timeout.as_secs()
-            ),
-        )),
+        Err(_) => closing(
+            ApiError::new(
+                ProblemKind::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} s (`body_timeout` in `[api]`)",
+                    limits.body_timeout.as_secs()
+                ),
+            )
+            .into_response(),
+        ),
     }
 }
 
@@ -463,87 +502,129 @@ fn keys_match(given: &str, key: &str) -> bool {
         .is_ok()
 }
 
+/// A JSON error of the tracking routes (not API routes: their clients are mail readers).
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({"error": msg.into()}))).into_response()
-}
-
-fn unavailable(e: &EngineError) -> Response {
-    let mut r = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("store unavailable, nothing was stored; retry: {e}"),
-    );
-    r.headers_mut()
-        .insert("retry-after", axum::http::HeaderValue::from_static("5"));
-    r
-}
-
-fn items(body: &Value) -> Vec<Value> {
-    match body {
-        Value::Array(a) => a.clone(),
-        other => vec![other.clone()],
-    }
 }
 
 /// How long `/healthz` waits for the store to accept its write.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Healthy when the store accepts a write within [`HEALTH_TIMEOUT`] (a store that can be
-/// read but not written, e.g. on a full disk, is not healthy).
+/// read but not written, e.g. on a full disk, is not healthy): else 503, without the
+/// store's own text (it is logged).
 async fn health(State(s): State<AppState>) -> Response {
+    let down = |detail: &str| {
+        ApiError::new(ProblemKind::Unavailable, detail)
+            .header(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::problem::RETRY_AFTER_SECS),
+            )
+            .into_response()
+    };
     match tokio::time::timeout(HEALTH_TIMEOUT, s.engine.store.probe_write()).await {
         Ok(Ok(())) => Json(json!({"status": "ok"})).into_response(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "health check: the store refused a write");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store: does not accept writes",
-            )
+            down("the store does not accept writes")
         }
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "store: write timed out"),
+        Err(_) => down("the store did not accept a write within 2 s"),
     }
 }
 
 /// Reads the body (one JSON object or a list, whatever the content type says) as a list
-/// of items. The API key was checked before the body was read ([`key_first`]).
-#[allow(clippy::result_large_err)]
-fn request_items(body: &[u8], what: &str) -> Result<Vec<Value>, Response> {
-    serde_json::from_slice(body)
-        .map(|b| items(&b))
-        .map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("the body must be a JSON {what} or a list of them: {e}"),
-            )
-        })
+/// of items: 400 when it is not JSON, or neither an object nor a list. The API key was
+/// checked before the body was read ([`key_first`]).
+fn request_items(body: &[u8], what: &str) -> Result<Vec<Value>, ApiError> {
+    let shape = || format!("the body must be a JSON {what} (an object) or a list of them");
+    match serde_json::from_slice(body) {
+        Ok(Value::Array(items)) => Ok(items),
+        Ok(item @ Value::Object(_)) => Ok(vec![item]),
+        Ok(_) => Err(ApiError::new(ProblemKind::BadRequest, shape())),
+        Err(e) => Err(ApiError::new(
+            ProblemKind::BadRequest,
+            format!("{}: {e}", shape()),
+        )),
+    }
 }
 
-async fn post_events(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
-    let body = match request_items(&body, "event") {
-        Ok(items) => items,
-        Err(r) => return r,
+/// The problems of a batch's refused items, from their results (`code`, else 422).
+fn refused_items(results: &[Value]) -> Vec<ItemProblem> {
+    results
+        .iter()
+        .filter(|r| r["status"] == "rejected" || r["status"] == "conflict")
+        .map(|r| ItemProblem {
+            index: r["index"].as_u64().unwrap_or(0) as usize,
+            status: r["code"].as_u64().map_or(422, |c| c as u16),
+            reason: r["reason"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
+/// The answer to a batch of which nothing was stored because every item was refused: the
+/// items' common status (413, 409 or 422; 422 when they differ), each in `errors`, and the
+/// batch's usual answer (`summary`) as extension members.
+fn refused_batch(what: &str, refused: Vec<ItemProblem>, summary: Value) -> ApiError {
+    let status = match refused.first().map(|p| p.status) {
+        Some(c) if refused.iter().all(|p| p.status == c) => c,
+        _ => 422,
     };
-    let (mut results, valid) = parse_events(&body, &s.limits.events);
-    match s.ingest.ingest(valid).await {
-        Ok(outcomes) => {
-            results.extend(outcomes.iter().map(|o| {
-                let mut v = serde_json::to_value(o).expect("json");
-                if o.status == "conflict" {
-                    v["code"] = Value::from(409);
-                }
-                v
-            }));
-            results.sort_by_key(|r| r["index"].as_u64());
-            let count = |st: &str| results.iter().filter(|r| r["status"] == st).count();
-            let (accepted, duplicates) = (count("accepted"), count("duplicate"));
-            let (rejected, conflicts) = (count("rejected"), count("conflict"));
-            (
-                events_status(&results, accepted + duplicates),
-                Json(json!({"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "conflicts": conflicts, "results": results})),
-            )
-                .into_response()
+    let mut err = ApiError::new(
+        ProblemKind::of_item_code(status),
+        format!("no {what} was stored: every item was refused (see `errors`)"),
+    )
+    .with_errors(refused);
+    if let Value::Object(members) = summary {
+        for (k, v) in members {
+            err = err.with(&k, v);
         }
-        Err(e) => unavailable(&e),
     }
+    err
+}
+
+/// The answer to a batch of which nothing was stored because the store failed: 503 or
+/// 500 ([`ApiError::from_engine`]), with the refused items and each item that was to be
+/// stored (`pending`) in `errors`.
+fn failed_batch(
+    e: EngineError,
+    what: &str,
+    mut refused: Vec<ItemProblem>,
+    pending: impl IntoIterator<Item = usize>,
+) -> ApiError {
+    let err = ApiError::from_engine(e, &format!("no {what} was stored"));
+    refused.extend(pending.into_iter().map(|i| err.item(i)));
+    refused.sort_by_key(|p| p.index);
+    err.with_errors(refused)
+}
+
+async fn post_events(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body = request_items(&body, "event")?;
+    let (mut results, valid) = parse_events(&body, &s.limits.events);
+    let pending: Vec<usize> = valid.iter().map(|e| e.index).collect();
+    let outcomes = match s.ingest.ingest(valid).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => return Err(failed_batch(e, "event", refused_items(&results), pending)),
+    };
+    results.extend(outcomes.iter().map(|o| {
+        let mut v = serde_json::to_value(o).expect("json");
+        if o.status == "conflict" {
+            v["code"] = Value::from(409);
+        }
+        v
+    }));
+    results.sort_by_key(|r| r["index"].as_u64());
+    let count = |st: &str| results.iter().filter(|r| r["status"] == st).count();
+    let (accepted, duplicates) = (count("accepted"), count("duplicate"));
+    let (rejected, conflicts) = (count("rejected"), count("conflict"));
+    let refused = refused_items(&results);
+    let summary = json!({"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "conflicts": conflicts, "results": results});
+    if accepted + duplicates == 0 && !refused.is_empty() {
+        return Err(refused_batch("event", refused, summary));
+    }
+    Ok(Json(summary).into_response())
 }
 
 /// Validates a request's events: the rejected ones' results (with the code of each:
@@ -574,68 +655,97 @@ fn parse_events(
     (results, valid)
 }
 
-/// The status of an events answer: 200 when any event was stored (or was a duplicate),
-/// else the items' common code (413, 409 or 422), else 422.
-fn events_status(results: &[Value], stored: usize) -> StatusCode {
-    if stored > 0 || results.is_empty() {
-        return StatusCode::OK;
-    }
-    let first = results[0]["code"].as_u64();
-    let code = match first {
-        Some(c) if results.iter().all(|r| r["code"].as_u64() == Some(c)) => c as u16,
-        _ => 422,
-    };
-    StatusCode::from_u16(code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
-}
+/// Contacts imported per call of [`Engine::import_contacts`] by `/v1/contacts`: what
+/// precedes a failed chunk is known to be stored.
+const CONTACTS_CHUNK: usize = 500;
 
-async fn post_contacts(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
-    let body = match request_items(&body, "contact") {
-        Ok(items) => items,
-        Err(r) => return r,
-    };
-    let mut rejected = Vec::new();
+/// Contacts, chunk by chunk ([`CONTACTS_CHUNK`]). When the store fails, the answer says
+/// which items were stored (the chunks before) and which were not confirmed (`failed`:
+/// resending them is safe, importing a contact again changes nothing more).
+async fn post_contacts(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body = request_items(&body, "contact")?;
+    let mut summary = nurture_engine::ingest::ImportSummary::default();
     let mut rows = Vec::new();
     for (i, v) in body.iter().enumerate() {
         match input::parse_contact(i, v) {
             Ok(r) => rows.push(r),
-            Err(e) => rejected.push(input::Rejected {
+            Err(e) => summary.rejected.push(input::Rejected {
                 at: i,
                 reason: e.to_string(),
             }),
         }
     }
-    match s.engine.import_contacts(&rows, Utc::now()).await {
-        Ok(mut summary) => {
-            summary.rejected.extend(rejected);
-            summary.rejected.sort_by_key(|r| r.at);
-            s.wake.notify_one();
-            // Every item refused: nothing was stored.
-            let status = if summary.created + summary.updated == 0 && !summary.rejected.is_empty() {
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else {
-                StatusCode::OK
-            };
-            (status, Json(json!({
-                "created": summary.created,
-                "updated": summary.updated,
-                "rejected": summary.rejected.iter().map(|r| json!({"index": r.at, "reason": r.reason})).collect::<Vec<_>>(),
-            })))
-            .into_response()
+    let mut failed: Option<(ApiError, Vec<usize>)> = None;
+    for (k, chunk) in rows.chunks(CONTACTS_CHUNK).enumerate() {
+        match s.engine.import_contacts(chunk, Utc::now()).await {
+            Ok(part) => {
+                summary.created += part.created;
+                summary.updated += part.updated;
+                summary.rejected.extend(part.rejected);
+            }
+            Err(e) => {
+                let detail = "not confirmed stored (resending it is safe)";
+                let unconfirmed = rows[k * CONTACTS_CHUNK..].iter().map(|r| r.line);
+                failed = Some((ApiError::from_engine(e, detail), unconfirmed.collect()));
+                break;
+            }
         }
-        Err(e) => unavailable(&e),
+    }
+    s.wake.notify_one();
+    summary.rejected.sort_by_key(|r| r.at);
+    let refused: Vec<ItemProblem> = summary
+        .rejected
+        .iter()
+        .map(|r| ItemProblem {
+            index: r.at,
+            status: 422,
+            reason: r.reason.clone(),
+        })
+        .collect();
+    let stored = summary.created + summary.updated;
+    let mut answer = json!({
+        "created": summary.created,
+        "updated": summary.updated,
+        "rejected": summary.rejected.iter().map(|r| json!({"index": r.at, "reason": r.reason})).collect::<Vec<_>>(),
+    });
+    match failed {
+        // The first chunk failed: none was confirmed.
+        Some((err, unconfirmed)) if stored == 0 => {
+            let mut errors = refused;
+            errors.extend(unconfirmed.iter().map(|&i| err.item(i)));
+            errors.sort_by_key(|p| p.index);
+            Err(err.with_errors(errors))
+        }
+        Some((err, unconfirmed)) => {
+            answer["failed"] =
+                serde_json::to_value(unconfirmed.iter().map(|&i| err.item(i)).collect::<Vec<_>>())
+                    .expect("json");
+            Ok(Json(answer).into_response())
+        }
+        // Every item refused: nothing was stored.
+        None if stored == 0 && !refused.is_empty() => {
+            Err(refused_batch("contact", refused, answer))
+        }
+        None => Ok(Json(answer).into_response()),
     }
 }
 
-async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let store = &s.engine.store;
-    match store.run(&id).await {
-        Ok(Some(run)) => match store.journal(&id).await {
-            Ok(journal) => Json(json!({"run": run, "journal": journal})).into_response(),
-            Err(e) => unavailable(&e.into()),
-        },
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
-        Err(e) => unavailable(&e.into()),
-    }
+    let unread =
+        |e: nurture_store::StoreError| ApiError::from_engine(e.into(), "the run was not read");
+    let Some(run) = store.run(&id).await.map_err(unread)? else {
+        let shown: String = id.chars().take(200).collect();
+        return Err(ApiError::new(
+            ProblemKind::NotFound,
+            format!("no run {shown}"),
+        ));
+    };
+    let journal = store.journal(&id).await.map_err(unread)?;
+    Ok(Json(json!({"run": run, "journal": journal})).into_response())
 }
 
 /// Rounds per pass of the engine loop ([`Engine::tick_some`]): the first round is one
@@ -1074,6 +1184,28 @@ fn page(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
+/// The page of an unsubscription the store failed to record: try again later (503, with
+/// `Retry-After`), or the correlation id of the logged error (500).
+fn failure_page(err: ApiError) -> Response {
+    let retry = err.kind() == ProblemKind::Unavailable;
+    let body = if retry {
+        "<p>We could not unsubscribe you just now. Please try again in a minute.</p>".to_string()
+    } else {
+        format!(
+            "<p>Something went wrong: you are not unsubscribed yet. Please try again later (reference {}).</p>",
+            err.correlation_id().unwrap_or("-")
+        )
+    };
+    let mut r = page(err.status(), body);
+    if retry {
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(crate::problem::RETRY_AFTER_SECS),
+        );
+    }
+    r
+}
+
 /// GET changes nothing (link scanners prefetch it): it shows a button that POSTs.
 async fn unsubscribe_page(State(s): State<AppState>, Path(token): Path<String>) -> Response {
     match unsubscribe_claims(&s, &token) {
@@ -1105,7 +1237,7 @@ async fn unsubscribe(State(s): State<AppState>, Path(token): Path<String>) -> Re
         .await
     {
         Ok(_) => {}
-        Err(e) => return unavailable(&e.into()),
+        Err(e) => return failure_page(ApiError::from_engine(e.into(), "not unsubscribed")),
     }
     // One event per address: a repeated POST is a duplicate, not a second unsubscribe.
     let id = format!("email.unsubscribed:{address}");
@@ -1119,7 +1251,10 @@ async fn unsubscribe(State(s): State<AppState>, Path(token): Path<String>) -> Re
     )
     .await
     {
-        return unavailable(&e);
+        return failure_page(ApiError::from_engine(
+            e,
+            "the unsubscription was not recorded",
+        ));
     }
     page(
         StatusCode::OK,
@@ -1130,64 +1265,154 @@ async fn unsubscribe(State(s): State<AppState>, Path(token): Path<String>) -> Re
     )
 }
 
+/// The longest `reason` a bounce may carry, in bytes.
+const MAX_BOUNCE_REASON: usize = 2000;
+
+/// One valid item of a bounce batch.
+struct Bounce {
+    index: usize,
+    email: String,
+    kind: &'static str,
+    permanent: bool,
+    reason: String,
+    id: Option<String>,
+}
+
+/// Validates one bounce notification.
+fn parse_bounce(index: usize, b: &Value) -> Result<Bounce, String> {
+    if !b.is_object() {
+        return Err("a bounce is a JSON object".into());
+    }
+    let email = b["email"]
+        .as_str()
+        .filter(|e| input::valid_email(e))
+        .ok_or("`email` must be an email address")?;
+    let kind = match b["type"].as_str() {
+        None | Some("bounce") => "bounce",
+        Some("complaint") => "complaint",
+        Some(_) => return Err("`type` must be bounce or complaint".into()),
+    };
+    let permanent = kind == "complaint" || b["permanent"].as_bool().unwrap_or(false);
+    let reason = b["reason"].as_str().unwrap_or(kind).to_string();
+    if reason.len() > MAX_BOUNCE_REASON {
+        return Err(format!("`reason` is longer than {MAX_BOUNCE_REASON} bytes"));
+    }
+    if reason
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err("`reason` must be printable: no control characters or null bytes".into());
+    }
+    let id = b["id"].as_str().map(str::to_string);
+    if let Some(id) = &id {
+        input::check_id("id", id).map_err(|e| e.to_string())?;
+    }
+    Ok(Bounce {
+        index,
+        email: email.to_lowercase(),
+        kind,
+        permanent,
+        reason,
+        id,
+    })
+}
+
 /// Bounce and complaint notifications (a provider's webhook, or your MTA's bounce
 /// processor): `{"email", "type": "bounce"|"complaint", "permanent": bool, "reason"}`.
 /// Permanent bounces and complaints suppress the address; temporary bounces are only
 /// recorded.
-async fn post_bounces(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
-    let items = match request_items(&body, "bounce") {
-        Ok(items) => items,
-        Err(r) => return r,
-    };
-    let mut results = Vec::new();
+///
+/// Every item is validated first; the valid ones' events are stored together (all or
+/// none), then the addresses suppressed. The answer is per item: `accepted` (stored; a
+/// resent notification is one event), `rejected` or `conflict` (not stored, with `code`
+/// and `reason`), or `failed` (recorded but not suppressed: resend it). When nothing was
+/// stored the answer is a problem with every item in `errors`.
+async fn post_bounces(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let items = request_items(&body, "bounce")?;
+    let mut results: Vec<Value> = Vec::new();
+    let mut valid: Vec<Bounce> = Vec::new();
     for (i, b) in items.iter().enumerate() {
-        let Some(email) = b["email"].as_str().filter(|e| input::valid_email(e)) else {
-            results.push(json!({"index": i, "status": "rejected", "reason": "`email` must be an email address"}));
-            continue;
-        };
-        let kind = b["type"].as_str().unwrap_or("bounce");
-        if kind != "bounce" && kind != "complaint" {
-            results.push(json!({"index": i, "status": "rejected", "reason": "`type` must be bounce or complaint"}));
+        match parse_bounce(i, b) {
+            Ok(b) => valid.push(b),
+            Err(reason) => results
+                .push(json!({"index": i, "status": "rejected", "code": 422, "reason": reason})),
+        }
+    }
+    // The provider's id when it gives one; otherwise ingestion derives it from the
+    // content within the receive window (`engine::ingest::derived_event_id`), so a
+    // resent notification is one event.
+    let events: Vec<input::IncomingEvent> = valid
+        .iter()
+        .map(|b| input::IncomingEvent {
+            index: b.index,
+            id: b.id.clone(),
+            kind: if b.kind == "complaint" {
+                "email.complained"
+            } else {
+                "email.bounced"
+            }
+            .to_string(),
+            contact: None,
+            email: Some(b.email.clone()),
+            at: None,
+            data: json!({"permanent": b.permanent, "reason": b.reason}),
+        })
+        .collect();
+    let outcomes = match s.ingest.ingest(events).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            let pending = valid.iter().map(|b| b.index);
+            return Err(failed_batch(e, "bounce", refused_items(&results), pending));
+        }
+    };
+    let mut suppress_failed: Option<ApiError> = None;
+    for (b, o) in valid.iter().zip(&outcomes) {
+        if o.status != "accepted" && o.status != "duplicate" {
+            let code = if o.status == "conflict" { 409 } else { 422 };
+            results.push(
+                json!({"index": b.index, "status": o.status, "code": code, "reason": o.reason}),
+            );
             continue;
         }
-        let permanent = kind == "complaint" || b["permanent"].as_bool().unwrap_or(false);
-        let reason = b["reason"].as_str().unwrap_or(kind).to_string();
-        if permanent {
-            if let Err(e) = s
-                .engine
-                .store
-                .suppress(email, &format!("{kind}: {reason}"), Utc::now())
-                .await
-            {
-                return unavailable(&e.into());
+        if b.permanent && suppress_failed.is_none() {
+            let why = format!("{}: {}", b.kind, b.reason);
+            if let Err(e) = s.engine.store.suppress(&b.email, &why, Utc::now()).await {
+                suppress_failed = Some(ApiError::from_engine(
+                    e.into(),
+                    "the bounce was recorded but its address is not suppressed: resend this item",
+                ));
             }
         }
-        let event = if kind == "complaint" {
-            "email.complained"
-        } else {
-            "email.bounced"
-        };
-        // The provider's id when it gives one; otherwise ingestion derives it from the
-        // content within the receive window (`engine::ingest::derived_event_id`), so a
-        // resent notification is one event.
-        let id = b["id"].as_str().map(str::to_string);
-        if let Some(Err(reason)) = id.as_deref().map(|i| input::check_id("id", i)) {
-            results.push(json!({"index": i, "status": "rejected", "reason": reason}));
-            continue;
+        match &suppress_failed {
+            Some(err) if b.permanent => {
+                let p = err.item(b.index);
+                results.push(json!({"index": b.index, "status": "failed", "code": p.status, "reason": p.reason}));
+            }
+            _ => {
+                let mut r =
+                    json!({"index": b.index, "status": "accepted", "suppressed": b.permanent});
+                if o.status == "duplicate" {
+                    r["duplicate"] = Value::Bool(true);
+                }
+                results.push(r);
+            }
         }
-        if let Err(e) = record(
-            &s,
-            event,
-            None,
-            Some(email.to_lowercase()),
-            id,
-            json!({"permanent": permanent, "reason": reason}),
-        )
-        .await
-        {
-            return unavailable(&e);
-        }
-        results.push(json!({"index": i, "status": "accepted", "suppressed": permanent}));
     }
-    Json(json!({"results": results})).into_response()
+    results.sort_by_key(|r| r["index"].as_u64());
+    let count = |st: &str| results.iter().filter(|r| r["status"] == st).count();
+    let (accepted, failed) = (count("accepted"), count("failed"));
+    let summary = json!({
+        "accepted": accepted,
+        "rejected": count("rejected"),
+        "conflicts": count("conflict"),
+        "failed": failed,
+        "results": results,
+    });
+    if accepted + failed == 0 && !results.is_empty() {
+        return Err(refused_batch("bounce", refused_items(&results), summary));
+    }
+    Ok(Json(summary).into_response())
 }

@@ -274,6 +274,7 @@ mod sqlite_code {
     pub const NOMEM: i64 = 7;
     pub const IOERR: i64 = 10;
     pub const FULL: i64 = 13;
+    pub const CANTOPEN: i64 = 14;
     pub const CONSTRAINT_PRIMARYKEY: i64 = 1555;
     pub const CONSTRAINT_UNIQUE: i64 = 2067;
 }
@@ -322,6 +323,7 @@ fn unavailability(code: &DbCode) -> Option<Unavailability> {
                 sqlite_code::FULL | sqlite_code::NOMEM | sqlite_code::IOERR => {
                     Some(Unavailability::Resources)
                 }
+                sqlite_code::CANTOPEN => Some(Unavailability::Unreachable),
                 _ => None,
             }
         }
@@ -331,8 +333,9 @@ fn unavailability(code: &DbCode) -> Option<Unavailability> {
     match code {
         "40001" | "40P01" => Some(Unavailability::Contention),
         "55P03" | "57014" => Some(Unavailability::Busy),
-        // The server shutting down, starting, or the database gone (dropped).
-        "57P01" | "57P02" | "57P03" | "3D000" => Some(Unavailability::Unreachable),
+        // The server shutting down, starting, the database gone (dropped), or not
+        // accepting connections (55000: `ALLOW_CONNECTIONS false`).
+        "57P01" | "57P02" | "57P03" | "3D000" | "55000" => Some(Unavailability::Unreachable),
         "58030" => Some(Unavailability::Resources),
         c if c.starts_with("08") => Some(Unavailability::Unreachable),
         c if c.starts_with("53") => Some(Unavailability::Resources),

@@ -69,9 +69,10 @@ macro_rules! failed_from {
 failed_from!(
     DeliveryError,
     crate::deliver::WebhookError,
-    crate::email::SendError,
-    crate::plugin::StepError
+    crate::email::SendError
 );
+#[cfg(feature = "plugins")]
+failed_from!(crate::plugin::StepError);
 
 /// Why a delivery attempt failed. [`DeliveryError::is_retryable`] says whether another
 /// attempt can help; it alone decides retry or give-up ([`RetryPolicy::outcome`]).
@@ -84,6 +85,7 @@ pub enum DeliveryError {
     #[error(transparent)]
     Email(#[from] crate::email::SendError),
     /// A plugin step failed.
+    #[cfg(feature = "plugins")]
     #[error(transparent)]
     Plugin(#[from] crate::plugin::StepError),
     /// No channel delivers this kind in this process.
@@ -121,6 +123,7 @@ impl DeliveryError {
         match self {
             DeliveryError::Webhook(e) => e.is_retryable(),
             DeliveryError::Email(e) => e.is_retryable(),
+            #[cfg(feature = "plugins")]
             DeliveryError::Plugin(e) => e.is_retryable(),
             DeliveryError::NoChannel { .. } | DeliveryError::UnknownKind(_) => false,
         }
@@ -131,6 +134,7 @@ impl DeliveryError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             DeliveryError::Webhook(e) => e.retry_after(),
+            #[cfg(feature = "plugins")]
             DeliveryError::Plugin(e) => e.retry_after(),
             _ => None,
         }

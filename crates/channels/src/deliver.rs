@@ -22,6 +22,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use crate::channel::{Attempt, Channel, DeliveryError, Record, RetryPolicy};
+#[cfg(feature = "plugins")]
 use crate::plugin::PluginHost;
 use nurture_store::{OutboxEntry, OutboxKind, OutboxOutcome, Store, StoreError, Ts};
 
@@ -126,6 +127,7 @@ impl Deliverer {
     }
 
     /// Runs `plugin` entries in this host.
+    #[cfg(feature = "plugins")]
     pub fn with_plugins(self, host: Arc<PluginHost>) -> Self {
         self.with_channel(OutboxKind::Plugin, host)
     }

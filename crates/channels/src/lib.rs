@@ -15,4 +15,5 @@ pub mod channel;
 pub mod deliver;
 pub mod egress;
 pub mod email;
+#[cfg(feature = "plugins")]
 pub mod plugin;

@@ -724,28 +724,20 @@ pub async fn latency(
         let _ = sqlx::query("CHECKPOINT").execute(&pool).await;
     }
     let engine = Arc::new(Engine::new(project, store.clone()));
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let state = nurture_server::AppState::new(
-        engine.clone(),
-        Arc::new("bench".into()),
-        wake.clone(),
-        Arc::new(nurture_channels::email::Signer::new(b"bench")),
-    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| err(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| err(e.to_string()))?;
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, nurture_server::router(state)).await;
-    });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let scheduler = tokio::spawn(nurture_server::scheduler(
-        engine,
-        nurture_channels::deliver::Deliverer::new(store).with_egress(bench_egress()?),
-        wake,
-        stop_rx,
-        Duration::from_millis(1000),
-    ));
+    let api = nurture_server::compose::Api {
+        listener,
+        key: Arc::new("bench".into()),
+        signer: Arc::new(nurture_channels::email::Signer::new(b"bench")),
+    };
+    let scheduler = nurture_server::compose::Scheduler {
+        deliverer: nurture_channels::deliver::Deliverer::new(store).with_egress(bench_egress()?),
+        poll: Duration::from_millis(1000),
+    };
+    let running = nurture_server::compose::start(engine, Some(api), Some(scheduler));
     // The warm-up's events first, then the measured ones, all at the one rate.
     let warm = (rate * LATENCY_WARMUP_SECS) as usize;
     let total = warm + (rate * seconds) as usize;
@@ -780,9 +772,7 @@ pub async fn latency(
     while arrivals.lock().expect("lock").len() < total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = stop_tx.send(true);
-    let _ = scheduler.await;
-    server.abort();
+    running.stop().await;
     recv_task.abort();
     let got = arrivals.lock().expect("lock").clone();
     let (mut lat, mut warm_lat): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());

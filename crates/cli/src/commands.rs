@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use chrono::Utc;
 use serde_json::json;
 
+use nurture_channels::email::Signer;
 use nurture_core::project::Project;
 use nurture_engine::Engine;
 use nurture_store::{RunFilter, RunStatus, Store};
@@ -128,84 +129,86 @@ pub async fn run(
     let (project, store) = open(dir, store_flag.clone()).await?;
     let url = store_url(dir, Some(&project), store_flag);
     let engine = Arc::new(Engine::new(project.clone(), store));
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut tasks = Vec::new();
-    let mut api = String::from("-");
-    let mut key_note = String::from("-");
     let signer = Arc::new(
-        nurture_channels::email::Signer::for_project(dir, project.settings.tracking.as_ref())
-            .context("the tracking key")?,
+        Signer::for_project(dir, project.settings.tracking.as_ref()).context("the tracking key")?,
     );
     let listen = listen
         .or_else(|| project.settings.api.as_ref().and_then(|a| a.listen.clone()))
         .unwrap_or_else(|| "127.0.0.1:8025".into());
-    let mut api_base = format!("http://{listen}");
-    if role != Role::Worker {
-        let (key, key_from) = api_key(dir, &project)?;
-        key_note = key_from;
-        let listener = tokio::net::TcpListener::bind(&listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        api = format!("http://{}", listener.local_addr()?);
-        api_base = api.clone();
-        let state = nurture_server::AppState::new(
-            engine.clone(),
-            Arc::new(key),
-            wake.clone(),
-            signer.clone(),
-        );
-        let limits = state.limits;
-        let app = nurture_server::router(state);
-        tasks.push(tokio::spawn(nurture_server::serve(
-            listener,
-            app,
-            limits,
-            stop_rx.clone(),
-        )));
-    }
-    if role != Role::Api {
-        let email = nurture_channels::email::EmailChannel::for_project(
-            &project,
-            engine.store.clone(),
-            (*signer).clone(),
-            &api_base,
-        )?;
-        let egress =
-            nurture_channels::egress::Settings::from_model(project.settings.egress.as_ref());
-        let egress =
-            nurture_channels::egress::Egress::new(&egress, nurture_channels::deliver::USER_AGENT)
-                .context("the HTTP client")?;
-        let mut deliverer = nurture_channels::deliver::Deliverer::new(engine.store.clone())
-            .with_email(Arc::new(email))
-            .with_egress(Arc::new(egress));
-        if let Some(host) = start_plugins(dir, &project)? {
-            deliverer = deliverer.with_plugins(host);
+    let (api, api_url, key_note) = match role {
+        Role::Worker => (None, "-".to_string(), "-".to_string()),
+        _ => {
+            let (api, url, key_from) = bind_api(dir, &project, &listen, signer.clone()).await?;
+            (Some(api), url, key_from)
         }
-        tasks.push(tokio::spawn(nurture_server::scheduler(
-            engine,
-            deliverer,
-            wake,
-            stop_rx.clone(),
-            Duration::from_millis(poll_ms),
-        )));
-    }
+    };
+    let api_base = if api.is_some() {
+        api_url.clone()
+    } else {
+        format!("http://{listen}")
+    };
+    let scheduler = match role {
+        Role::Api => None,
+        _ => Some(scheduler_parts(
+            dir, &project, &engine, &signer, &api_base, poll_ms,
+        )?),
+    };
+    let running = nurture_server::compose::start(engine, api, scheduler);
     tracing::info!(
         workflows = project.plans.len(),
         store = %nurture_store::redact_url(&url),
-        api = %api,
+        api = %api_url,
         api_key = %key_note,
         scheduler = role != Role::Api,
         "nurture is running"
     );
     shutdown_signal().await;
     tracing::info!("stopping: finishing the current unit of work");
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
+    running.stop().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The API of `run` and `serve`: its key and its listener bound to `listen`; with the URL
+/// it answers on and where the key came from.
+async fn bind_api(
+    dir: &Path,
+    project: &Project,
+    listen: &str,
+    signer: Arc<Signer>,
+) -> Result<(nurture_server::compose::Api, String, String)> {
+    let (key, key_from) = api_key(dir, project)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let api = nurture_server::compose::Api {
+        listener,
+        key: Arc::new(key),
+        signer,
+    };
+    Ok((api, url, key_from))
+}
+
+/// The scheduler of `run` and `worker`: the project's deliverer (email, webhooks, and
+/// its plugins, built from source when missing).
+fn scheduler_parts(
+    dir: &Path,
+    project: &Project,
+    engine: &Engine,
+    signer: &Signer,
+    api_base: &str,
+    poll_ms: u64,
+) -> Result<nurture_server::compose::Scheduler> {
+    let mut deliverer =
+        nurture_server::compose::deliverer(project, engine.store.clone(), signer, api_base)?;
+    if let Some(host) = start_plugins(dir, project)? {
+        deliverer = deliverer.with_plugins(host);
+    }
+    Ok(nurture_server::compose::Scheduler {
+        deliverer,
+        poll: Duration::from_millis(poll_ms),
+    })
 }
 
 /// Starts the plugin host for a project; builds from source the plugins whose component

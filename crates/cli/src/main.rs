@@ -189,57 +189,7 @@ enum Command {
     Runs(RunsCommand),
     /// Measure the engine: durable steps/s against the store's own commit ceiling,
     /// HTTP ingestion and peak memory. Build with --release for meaningful figures.
-    Bench {
-        /// Contacts walking the 6-step benchmark campaign.
-        #[arg(long, default_value_t = 100_000)]
-        contacts: usize,
-        /// Also measure on this Postgres database (it gets a `nurture` schema).
-        #[arg(long)]
-        postgres: Option<String>,
-        /// Measure steps/s on SQLite too (`--sqlite false` for Postgres only).
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-        sqlite: bool,
-        /// Events posted over HTTP.
-        #[arg(long, default_value_t = 20_000)]
-        http_events: usize,
-        /// Also write the figures as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Plugin folder (built) whose per-call overhead to measure; `none` to skip.
-        /// Its `send` step is called with an empty phone number, so it returns before any
-        /// network: the figure is the host's own cost.
-        #[arg(long, default_value = "plugins/sms")]
-        plugin: String,
-        /// Plugin calls to time.
-        #[arg(long, default_value_t = 5_000)]
-        plugin_calls: usize,
-        /// (c) Events per second for the latency run (0 to skip).
-        #[arg(long, default_value_t = 1_000)]
-        latency_rate: u32,
-        /// (c) Seconds of the measured latency run, after a 1-second warm-up at the same
-        /// rate (reported apart, not counted).
-        #[arg(long, default_value_t = 10)]
-        latency_seconds: u32,
-        /// (d) Pending waits under a worker process (0 to skip).
-        #[arg(long, default_value_t = 1_000_000)]
-        pending_waits: usize,
-        /// (d) Seconds the worker fires due waits while its memory is watched.
-        #[arg(long, default_value_t = 15.0)]
-        pending_seconds: f64,
-        /// (e) Worker counts to compare (with --postgres).
-        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
-        workers: Vec<usize>,
-        /// (e) Contacts per worker-count round.
-        #[arg(long, default_value_t = 50_000)]
-        worker_contacts: usize,
-        /// (e) Rounds per worker count (the figure is their median; each round starts
-        /// from empty tables).
-        #[arg(long, default_value_t = 3)]
-        worker_repeats: usize,
-        /// Measure only these parts (comma-separated); all of them by default.
-        #[arg(long, value_enum, value_delimiter = ',')]
-        only: Vec<BenchPart>,
-    },
+    Bench(BenchArgs),
     /// Email: preview a template as a contact would receive it.
     #[command(subcommand)]
     Email(EmailCommand),
@@ -257,6 +207,60 @@ enum Command {
     /// Put `# yaml-language-server: $schema=../schema/workflow.schema.json` at the top of a
     /// workflow file, or point your editor at the output of this command.
     Schema,
+}
+
+/// The options of `nurture bench`.
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Contacts walking the 6-step benchmark campaign.
+    #[arg(long, default_value_t = 100_000)]
+    contacts: usize,
+    /// Also measure on this Postgres database (it gets a `nurture` schema).
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Measure steps/s on SQLite too (`--sqlite false` for Postgres only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    sqlite: bool,
+    /// Events posted over HTTP.
+    #[arg(long, default_value_t = 20_000)]
+    http_events: usize,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Plugin folder (built) whose per-call overhead to measure; `none` to skip.
+    /// Its `send` step is called with an empty phone number, so it returns before any
+    /// network: the figure is the host's own cost.
+    #[arg(long, default_value = "plugins/sms")]
+    plugin: String,
+    /// Plugin calls to time.
+    #[arg(long, default_value_t = 5_000)]
+    plugin_calls: usize,
+    /// (c) Events per second for the latency run (0 to skip).
+    #[arg(long, default_value_t = 1_000)]
+    latency_rate: u32,
+    /// (c) Seconds of the measured latency run, after a 1-second warm-up at the same
+    /// rate (reported apart, not counted).
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u32,
+    /// (d) Pending waits under a worker process (0 to skip).
+    #[arg(long, default_value_t = 1_000_000)]
+    pending_waits: usize,
+    /// (d) Seconds the worker fires due waits while its memory is watched.
+    #[arg(long, default_value_t = 15.0)]
+    pending_seconds: f64,
+    /// (e) Worker counts to compare (with --postgres).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    workers: Vec<usize>,
+    /// (e) Contacts per worker-count round.
+    #[arg(long, default_value_t = 50_000)]
+    worker_contacts: usize,
+    /// (e) Rounds per worker count (the figure is their median; each round starts
+    /// from empty tables).
+    #[arg(long, default_value_t = 3)]
+    worker_repeats: usize,
+    /// Measure only these parts (comma-separated); all of them by default.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<BenchPart>,
 }
 
 #[derive(Subcommand)]
@@ -515,105 +519,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             &run_id,
             format == OutputFormat::Json,
         )),
-        Command::Bench {
-            contacts,
-            postgres,
-            sqlite,
-            http_events,
-            json,
-            plugin,
-            plugin_calls,
-            latency_rate,
-            latency_seconds,
-            pending_waits,
-            pending_seconds,
-            workers,
-            worker_contacts,
-            worker_repeats,
-            only,
-        } => {
-            // The in-process scheduler of (c) logs what goes wrong when asked to
-            // (`RUST_LOG=warn`); by default the table stays alone on the terminal.
-            if std::env::var_os("RUST_LOG").is_some() {
-                commands::init_logs(false);
-            }
-            let part = |p: BenchPart| only.is_empty() || only.contains(&p);
-            let rt = runtime()?;
-            let config = commands::store_config()?;
-            if let Some(url) = &postgres {
-                rt.block_on(crate::bench::check_bench_database(url, &config))?;
-            }
-            let mut report = rt.block_on(crate::bench::run(
-                &config,
-                if part(BenchPart::Steps) { contacts } else { 0 },
-                sqlite,
-                postgres.clone(),
-                if part(BenchPart::Http) {
-                    http_events
-                } else {
-                    0
-                },
-                true,
-            ))?;
-            let exe = std::env::current_exe()?;
-            if latency_rate > 0 && part(BenchPart::Latency) {
-                eprintln!("measuring event -> effect latency at {latency_rate} events/s ...");
-                report.latency = Some(rt.block_on(crate::bench::latency(
-                    postgres.as_deref(),
-                    &config,
-                    latency_rate,
-                    latency_seconds,
-                ))?);
-            }
-            if pending_waits > 0 && part(BenchPart::Pending) {
-                eprintln!("seeding {pending_waits} pending waits and measuring a worker ...");
-                report.pending = Some(rt.block_on(crate::bench::pending_waits(
-                    &config,
-                    pending_waits,
-                    pending_seconds,
-                    &exe,
-                ))?);
-            }
-            if let (Some(url), true) = (&postgres, part(BenchPart::Workers)) {
-                eprintln!("comparing {workers:?} workers ...");
-                report.workers = rt.block_on(crate::bench::worker_speedup(
-                    url,
-                    &config,
-                    worker_contacts,
-                    &workers,
-                    worker_repeats,
-                    &exe,
-                ))?;
-            }
-            if plugin != "none" && part(BenchPart::Plugin) {
-                let dir = PathBuf::from(&plugin);
-                let with = serde_json::json!({"to": "", "body": "bench"});
-                let announce = || {
-                    eprintln!(
-                        "building plugin {} for the plugin benchmark (cargo build --target {}) ...",
-                        dir.display(),
-                        nurture_channels::plugin::build::TARGET
-                    )
-                };
-                match rt.block_on(crate::bench::plugin_calls(
-                    &dir,
-                    "send",
-                    with,
-                    plugin_calls,
-                    announce,
-                )) {
-                    Ok(p) => report.plugin = Some(p),
-                    Err(e) => eprintln!(
-                        "plugin benchmark skipped: {e} (build it with `nurture plugins build`)"
-                    ),
-                }
-            }
-            print!("{}", crate::bench::table(&report));
-            if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Bench(args) => bench(args),
         Command::Email(EmailCommand::Preview {
             template,
             contact,
@@ -638,6 +544,108 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Schema => {
             print!("{}", nurture_core::workflow_schema());
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `nurture bench`: each part asked for, then the table (and the JSON).
+fn bench(a: BenchArgs) -> Result<ExitCode> {
+    // The in-process scheduler of (c) logs what goes wrong when asked to
+    // (`RUST_LOG=warn`); by default the table stays alone on the terminal.
+    if std::env::var_os("RUST_LOG").is_some() {
+        commands::init_logs(false);
+    }
+    let part = |p: BenchPart| a.only.is_empty() || a.only.contains(&p);
+    let rt = runtime()?;
+    let config = commands::store_config()?;
+    if let Some(url) = &a.postgres {
+        rt.block_on(crate::bench::check_bench_database(url, &config))?;
+    }
+    let mut report = rt.block_on(crate::bench::run(
+        &config,
+        if part(BenchPart::Steps) {
+            a.contacts
+        } else {
+            0
+        },
+        a.sqlite,
+        a.postgres.clone(),
+        if part(BenchPart::Http) {
+            a.http_events
+        } else {
+            0
+        },
+        true,
+    ))?;
+    let exe = std::env::current_exe()?;
+    if a.latency_rate > 0 && part(BenchPart::Latency) {
+        eprintln!(
+            "measuring event -> effect latency at {} events/s ...",
+            a.latency_rate
+        );
+        report.latency = Some(rt.block_on(crate::bench::latency(
+            a.postgres.as_deref(),
+            &config,
+            a.latency_rate,
+            a.latency_seconds,
+        ))?);
+    }
+    if a.pending_waits > 0 && part(BenchPart::Pending) {
+        eprintln!(
+            "seeding {} pending waits and measuring a worker ...",
+            a.pending_waits
+        );
+        report.pending = Some(rt.block_on(crate::bench::pending_waits(
+            &config,
+            a.pending_waits,
+            a.pending_seconds,
+            &exe,
+        ))?);
+    }
+    if let (Some(url), true) = (&a.postgres, part(BenchPart::Workers)) {
+        eprintln!("comparing {:?} workers ...", a.workers);
+        report.workers = rt.block_on(crate::bench::worker_speedup(
+            url,
+            &config,
+            a.worker_contacts,
+            &a.workers,
+            a.worker_repeats,
+            &exe,
+        ))?;
+    }
+    if a.plugin != "none" && part(BenchPart::Plugin) {
+        report.plugin = bench_plugin(&rt, &a.plugin, a.plugin_calls);
+    }
+    print!("{}", crate::bench::table(&report));
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// (b) The plugin part of `nurture bench`: skipped with a note when the plugin cannot be
+/// built or loaded.
+fn bench_plugin(
+    rt: &tokio::runtime::Runtime,
+    plugin: &str,
+    calls: usize,
+) -> Option<crate::bench::PluginFigures> {
+    let dir = PathBuf::from(plugin);
+    let with = serde_json::json!({"to": "", "body": "bench"});
+    let announce = || {
+        eprintln!(
+            "building plugin {} for the plugin benchmark (cargo build --target {}) ...",
+            dir.display(),
+            nurture_channels::plugin::build::TARGET
+        )
+    };
+    match rt.block_on(crate::bench::plugin_calls(
+        &dir, "send", with, calls, announce,
+    )) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("plugin benchmark skipped: {e} (build it with `nurture plugins build`)");
+            None
         }
     }
 }

@@ -10,7 +10,7 @@
 //! a petgraph DAG of steps that the engine executes.
 //!
 //! ```no_run
-//! let loaded = crate::project::load(std::path::Path::new("workflows"));
+//! let loaded = nurture_core::project::load(std::path::Path::new("workflows"));
 //! if loaded.errors() > 0 {
 //!     eprintln!("{}", loaded.render());
 //! } else {

@@ -3,12 +3,19 @@
 //! `serve`, `worker` and the benchmark all build through here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use nurture_channels::deliver::Deliverer;
+use nurture_channels::egress;
+use nurture_channels::email::{EmailChannel, Signer};
+use nurture_core::project::Project;
+use nurture_engine::Engine;
 use nurture_store::{redact_url, ConfigError, Store, StoreError};
 pub use nurture_store_postgres::PostgresConfig;
 use nurture_store_postgres::PostgresStore;
 pub use nurture_store_sqlite::SqliteConfig;
 use nurture_store_sqlite::SqliteStore;
+use tokio::sync::{watch, Notify};
 
 /// How to open a store of either kind ([`open_store_with`]): the configuration of each, the one
 /// the URL names is used. The library reads no environment variables; the binary builds
@@ -45,4 +52,103 @@ pub async fn open_store_with(
         Err(ConfigError::UnsupportedUrl(redact_url(url)).into())
     };
     opened.map_err(|e| e.redacted(url))
+}
+
+/// Why the parts of a process could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// The email channel (sender, SMTP settings, DKIM key).
+    #[error("the email channel: {0}")]
+    Email(#[from] nurture_channels::email::EmailError),
+    /// The HTTP client of webhooks.
+    #[error("the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The plugin host could not start at all (one bad plugin only fails its own steps).
+    #[cfg(feature = "plugins")]
+    #[error("the plugin host: {0}")]
+    Plugins(#[from] nurture_channels::plugin::PluginError),
+}
+
+/// The deliverer of a project's outbox: email (SMTP or files) with tracking links that
+/// point at `api_base`, webhooks through the project's egress rules, and `plugins` when
+/// given.
+pub fn deliverer(
+    project: &Project,
+    store: Arc<dyn Store>,
+    signer: &Signer,
+    api_base: &str,
+) -> Result<Deliverer, ComposeError> {
+    let email = EmailChannel::for_project(project, store.clone(), signer.clone(), api_base)?;
+    let egress = egress::Settings::from_model(project.settings.egress.as_ref());
+    let egress = egress::Egress::new(&egress, nurture_channels::deliver::USER_AGENT)?;
+    Ok(Deliverer::new(store)
+        .with_email(Arc::new(email))
+        .with_egress(Arc::new(egress)))
+}
+
+/// The API half of a process: a bound listener, the API key, and the tracking links'
+/// signer.
+pub struct Api {
+    /// Where the API listens (already bound: the caller reports bind errors).
+    pub listener: tokio::net::TcpListener,
+    /// The key `/v1` requests must present.
+    pub key: Arc<String>,
+    /// Signs and checks tracking and unsubscribe tokens.
+    pub signer: Arc<Signer>,
+}
+
+/// The scheduler half of a process: the deliverer and how often to look for due work
+/// when nothing wakes it.
+pub struct Scheduler {
+    /// Delivers the outbox.
+    pub deliverer: Deliverer,
+    /// The longest sleep between passes.
+    pub poll: Duration,
+}
+
+/// The tasks of a running process; [`Running::stop`] ends them after their current unit
+/// of work.
+pub struct Running {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Asks every task to stop and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Starts `api` and `scheduler` (either may be absent: `nurture serve`, `nurture worker`)
+/// over one engine, sharing the wake-up signal (an API write wakes the scheduler). The
+/// one place `run`, `serve`, `worker` and the benchmark start from.
+pub fn start(engine: Arc<Engine>, api: Option<Api>, scheduler: Option<Scheduler>) -> Running {
+    let wake = Arc::new(Notify::new());
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(api) = api {
+        let state = crate::AppState::new(engine.clone(), api.key, wake.clone(), api.signer);
+        let limits = state.limits;
+        let app = crate::router(state);
+        tasks.push(tokio::spawn(crate::serve(
+            api.listener,
+            app,
+            limits,
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(s) = scheduler {
+        tasks.push(tokio::spawn(crate::scheduler(
+            engine,
+            s.deliverer,
+            wake,
+            stop_rx,
+            s.poll,
+        )));
+    }
+    Running { stop, tasks }
 }

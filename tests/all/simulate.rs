@@ -22,7 +22,7 @@ fn time(s: &str) -> chrono::DateTime<chrono::Utc> {
 }
 
 /// Runs the engine on a virtual clock; returns the effects as JSON.
-pub fn simulate(contacts: &[Value], events: &[Value], until: Option<&str>) -> Vec<Value> {
+pub(crate) fn simulate(contacts: &[Value], events: &[Value], until: Option<&str>) -> Vec<Value> {
     simulate_project(project(), contacts, events, until)
 }
 

@@ -17,7 +17,7 @@ use nurture_store::{
 
 /// A fresh SQLite store in a temporary directory (kept alive by the `TempDir`), with its
 /// configuration spelled out.
-pub async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
+pub(crate) async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let config = StoreConfig {
@@ -34,7 +34,7 @@ pub async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
 
 /// A fresh Postgres store on a database of its own, with its configuration spelled out;
 /// `None` without a Postgres to test against (see [`crate::util::fresh_postgres`]).
-pub async fn postgres_store() -> Option<Arc<dyn Store>> {
+pub(crate) async fn postgres_store() -> Option<Arc<dyn Store>> {
     let url = fresh_postgres().await?;
     let config = StoreConfig {
         postgres: PostgresConfig::default(),

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The repository root.
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .nth(2)
@@ -11,7 +11,7 @@ pub fn repo() -> PathBuf {
 }
 
 /// Runs the `nurture` binary built for these tests, from the repository root.
-pub fn nurture(args: &[&str]) -> Output {
+pub(crate) fn nurture(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nurture"))
         .args(args)
         .current_dir(repo())
@@ -20,7 +20,7 @@ pub fn nurture(args: &[&str]) -> Output {
 }
 
 /// Renders diagnostics with paths relative to the repository root (stable snapshots).
-pub fn render_relative(loaded: &nurture_core::project::Loaded) -> String {
+pub(crate) fn render_relative(loaded: &nurture_core::project::Loaded) -> String {
     let root = repo();
     loaded
         .diagnostics
@@ -39,7 +39,7 @@ pub fn render_relative(loaded: &nurture_core::project::Loaded) -> String {
 
 /// A fresh, empty Postgres database for one test, when the suite has Postgres
 /// (`./scripts/test` always does: it sets NURTURE_REQUIRE_POSTGRES and starts a cluster).
-pub fn fresh_postgres() -> Option<String> {
+pub(crate) fn fresh_postgres() -> Option<String> {
     let admin = match std::env::var("NURTURE_TEST_DATABASE_URL") {
         Ok(u) if !u.is_empty() => u,
         _ => {
@@ -114,25 +114,25 @@ fn test_process_alive(name: &str) -> bool {
 
 /// One request seen by a [`RecordingServer`].
 #[derive(Debug, Clone)]
-pub struct Recorded {
-    pub method: String,
-    pub path: String,
+pub(crate) struct Recorded {
+    pub(crate) method: String,
+    pub(crate) path: String,
     /// Header names lower-cased.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Recorded {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
@@ -141,13 +141,13 @@ type Answer = dyn Fn(&Recorded) -> (u16, String) + Send + Sync;
 
 /// A real local HTTP/1.1 server playing a third-party provider: records every request
 /// and answers what `answer` says (status, JSON body).
-pub struct RecordingServer {
-    pub port: u16,
-    pub seen: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>,
+pub(crate) struct RecordingServer {
+    pub(crate) port: u16,
+    pub(crate) seen: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>,
 }
 
 impl RecordingServer {
-    pub fn start(answer: impl Fn(&Recorded) -> (u16, String) + Send + Sync + 'static) -> Self {
+    pub(crate) fn start(answer: impl Fn(&Recorded) -> (u16, String) + Send + Sync + 'static) -> Self {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -213,11 +213,11 @@ impl RecordingServer {
         RecordingServer { port, seen }
     }
 
-    pub fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub fn requests(&self) -> Vec<Recorded> {
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -225,7 +225,7 @@ impl RecordingServer {
 /// Builds the first-party and test plugins to wasm (once per test process) with
 /// `nurture_channels::plugin::build`, the code behind `nurture plugins build`. Each component lands
 /// beside its `plugin.toml`: `plugins/<name>/` and `tests/plugins/<name>/`.
-pub fn built_plugins() -> &'static [(String, PathBuf)] {
+pub(crate) fn built_plugins() -> &'static [(String, PathBuf)] {
     static BUILT: std::sync::OnceLock<Vec<(String, PathBuf)>> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
         use nurture_channels::plugin::build;
@@ -254,12 +254,12 @@ pub fn built_plugins() -> &'static [(String, PathBuf)] {
 }
 
 /// A plugin folder's parsed `plugin.toml`.
-pub fn plugin_manifest(dir: &Path) -> nurture_core::project::PluginManifest {
+pub(crate) fn plugin_manifest(dir: &Path) -> nurture_core::project::PluginManifest {
     toml::from_str(&std::fs::read_to_string(dir.join("plugin.toml")).unwrap()).unwrap()
 }
 
 /// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -268,7 +268,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Copies a project folder, leaving out its runtime state (store, `.nurture/`, outbox).
-pub fn copy_project(from: &Path, to: &Path) {
+pub(crate) fn copy_project(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -286,7 +286,7 @@ pub fn copy_project(from: &Path, to: &Path) {
 
 /// The example project copied to `tmp/project`, its plugin folder pointed at the
 /// repository's `plugins/`, with `extra_toml` appended to its `nurture.toml`.
-pub fn example_project(tmp: &Path, extra_toml: &str) -> PathBuf {
+pub(crate) fn example_project(tmp: &Path, extra_toml: &str) -> PathBuf {
     let dir = tmp.join("project");
     copy_project(&repo().join("workflows"), &dir);
     let toml = std::fs::read_to_string(dir.join("nurture.toml"))
@@ -300,7 +300,7 @@ pub fn example_project(tmp: &Path, extra_toml: &str) -> PathBuf {
 }
 
 /// A single-threaded Tokio runtime for one test.
-pub fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -308,7 +308,7 @@ pub fn rt() -> tokio::runtime::Runtime {
 }
 
 /// A two-worker Tokio runtime, for tests whose tasks must run side by side.
-pub fn rt_multi() -> tokio::runtime::Runtime {
+pub(crate) fn rt_multi() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

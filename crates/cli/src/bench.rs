@@ -26,52 +26,52 @@ const WORKFLOW: &str = "workflow: bench\ntrigger: { event: bench.start }\nreentr
 const STEPS: usize = 6;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct StoreFigures {
-    pub store: String,
-    pub contacts: usize,
-    pub steps: usize,
-    pub seconds: f64,
-    pub steps_per_sec: f64,
-    pub ceiling_single_commits_per_sec: f64,
-    pub ceiling_bulk_rows_per_sec: f64,
+pub(crate) struct StoreFigures {
+    pub(crate) store: String,
+    pub(crate) contacts: usize,
+    pub(crate) steps: usize,
+    pub(crate) seconds: f64,
+    pub(crate) steps_per_sec: f64,
+    pub(crate) ceiling_single_commits_per_sec: f64,
+    pub(crate) ceiling_bulk_rows_per_sec: f64,
     /// steps/s divided by single-row commits/s: how far past one-commit-per-step we are.
-    pub steps_per_single_commit: f64,
-    pub ingest_direct_events_per_sec: f64,
+    pub(crate) steps_per_single_commit: f64,
+    pub(crate) ingest_direct_events_per_sec: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub machine: String,
-    pub stores: Vec<StoreFigures>,
-    pub http_events_per_sec: f64,
-    pub peak_rss_mb: f64,
-    pub plugin: Option<PluginFigures>,
-    pub latency: Option<LatencyFigures>,
-    pub pending: Option<PendingFigures>,
-    pub workers: Vec<WorkerFigures>,
+pub(crate) struct Report {
+    pub(crate) machine: String,
+    pub(crate) stores: Vec<StoreFigures>,
+    pub(crate) http_events_per_sec: f64,
+    pub(crate) peak_rss_mb: f64,
+    pub(crate) plugin: Option<PluginFigures>,
+    pub(crate) latency: Option<LatencyFigures>,
+    pub(crate) pending: Option<PendingFigures>,
+    pub(crate) workers: Vec<WorkerFigures>,
 }
 
 /// Per-call overhead of the wasm plugin host.
 #[derive(Debug, Clone, Serialize)]
-pub struct PluginFigures {
-    pub plugin: String,
-    pub step: String,
-    pub calls: usize,
+pub(crate) struct PluginFigures {
+    pub(crate) plugin: String,
+    pub(crate) step: String,
+    pub(crate) calls: usize,
     /// First load: compile the component with Cranelift (and write the cache).
-    pub compile_ms: f64,
+    pub(crate) compile_ms: f64,
     /// Later loads: read the cached artifact, link, `InstancePre` (median of 5).
-    pub cold_start_cached_ms: f64,
+    pub(crate) cold_start_cached_ms: f64,
     /// Instantiate + call + drop, one at a time.
-    pub call_median_us: f64,
-    pub call_p99_us: f64,
+    pub(crate) call_median_us: f64,
+    pub(crate) call_p99_us: f64,
     /// Calls per second with 2 concurrent callers.
-    pub calls_per_sec: f64,
+    pub(crate) calls_per_sec: f64,
 }
 
 /// Measures the plugin host on the plugin in `dir`, calling `step` with `with`. A plugin
 /// without its component is built from source first (after `announce_build`), as `nurture
 /// run` builds a project's, so that the benchmark from a fresh clone measures the host.
-pub async fn plugin_calls(
+pub(crate) async fn plugin_calls(
     dir: &std::path::Path,
     step: &str,
     with: serde_json::Value,
@@ -177,7 +177,7 @@ fn machine() -> String {
 }
 
 /// Peak resident set size of this process, in MB.
-pub fn peak_rss_mb() -> f64 {
+pub(crate) fn peak_rss_mb() -> f64 {
     peak_rss_mb_of("self")
 }
 
@@ -213,7 +213,7 @@ fn events(n: usize, at: Ts) -> Vec<IncomingEvent> {
 }
 
 /// Durable steps per second on the store at `url`.
-pub async fn steps(
+pub(crate) async fn steps(
     url: &str,
     config: &StoreConfig,
     contacts: usize,
@@ -348,7 +348,7 @@ async fn ceiling(url: &str) -> Result<(f64, f64), EngineError> {
 }
 
 /// Events per second through the HTTP API (SQLite store, batches of 100, 4 clients).
-pub async fn http_ingest(total: usize, config: &StoreConfig) -> Result<f64, EngineError> {
+pub(crate) async fn http_ingest(total: usize, config: &StoreConfig) -> Result<f64, EngineError> {
     let dir = tempfile_dir()?;
     let project = project(&dir)?;
     let url = format!("sqlite://{}", dir.join("http.db").display());
@@ -404,7 +404,7 @@ pub async fn http_ingest(total: usize, config: &StoreConfig) -> Result<f64, Engi
 /// benchmark writes hundreds of thousands of contacts into it, and (e) empties its
 /// `nurture` tables between rounds. Every contact the benchmark makes has an address at
 /// `bench.test`.
-pub async fn check_bench_database(url: &str, config: &StoreConfig) -> Result<(), EngineError> {
+pub(crate) async fn check_bench_database(url: &str, config: &StoreConfig) -> Result<(), EngineError> {
     let db = |e: sqlx::Error| EngineError::Store(e.into());
     let schema = config.postgres.schema_name().map_err(StoreError::from)?;
     let pool = sqlx::PgPool::connect(url).await.map_err(db)?;
@@ -434,7 +434,7 @@ pub async fn check_bench_database(url: &str, config: &StoreConfig) -> Result<(),
     }
 }
 
-pub async fn run(
+pub(crate) async fn run(
     config: &StoreConfig,
     contacts: usize,
     sqlite: bool,
@@ -494,7 +494,7 @@ pub async fn run(
 }
 
 /// The report as a table for people.
-pub fn table(r: &Report) -> String {
+pub(crate) fn table(r: &Report) -> String {
     let mut out = format!("machine: {}\n", r.machine);
     if !r.stores.is_empty() {
         out.push_str(&format!(
@@ -576,21 +576,21 @@ pub fn table(r: &Report) -> String {
 
 /// (c) Event-to-effect latency at a fixed rate.
 #[derive(Debug, Clone, Serialize)]
-pub struct LatencyFigures {
-    pub store: String,
-    pub rate_per_sec: u32,
-    pub events: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
+pub(crate) struct LatencyFigures {
+    pub(crate) store: String,
+    pub(crate) rate_per_sec: u32,
+    pub(crate) events: usize,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
     /// The API's answer (the event stored and acknowledged), from the same send instant.
-    pub ack_p50_ms: f64,
-    pub ack_p99_ms: f64,
+    pub(crate) ack_p50_ms: f64,
+    pub(crate) ack_p99_ms: f64,
     /// Events sent at the same rate before the measured ones, while the process warms up
     /// (connections opened, statements prepared), and their own figures: not counted above.
-    pub warmup_events: usize,
-    pub warmup_p99_ms: f64,
-    pub warmup_max_ms: f64,
+    pub(crate) warmup_events: usize,
+    pub(crate) warmup_p99_ms: f64,
+    pub(crate) warmup_max_ms: f64,
 }
 
 /// Seconds of events sent, at the measured rate, before the measured ones (see
@@ -601,29 +601,29 @@ const LATENCY_WARMUP_SECS: u32 = 1;
 
 /// (d) Memory of a worker process over a store with many pending waits.
 #[derive(Debug, Clone, Serialize)]
-pub struct PendingFigures {
-    pub pending_waits: usize,
-    pub seed_seconds: f64,
+pub(crate) struct PendingFigures {
+    pub(crate) pending_waits: usize,
+    pub(crate) seed_seconds: f64,
     /// Peak RSS of a `nurture worker` process, idle over the pending waits.
-    pub worker_idle_peak_rss_mb: f64,
+    pub(crate) worker_idle_peak_rss_mb: f64,
     /// Peak RSS of a worker firing due waits for `firing_seconds`.
-    pub worker_firing_peak_rss_mb: f64,
-    pub firing_seconds: f64,
-    pub fired_steps: usize,
+    pub(crate) worker_firing_peak_rss_mb: f64,
+    pub(crate) firing_seconds: f64,
+    pub(crate) fired_steps: usize,
 }
 
 /// (e) Throughput with N worker processes on one Postgres.
 #[derive(Debug, Clone, Serialize)]
-pub struct WorkerFigures {
-    pub workers: usize,
-    pub contacts: usize,
-    pub steps: usize,
+pub(crate) struct WorkerFigures {
+    pub(crate) workers: usize,
+    pub(crate) contacts: usize,
+    pub(crate) steps: usize,
     /// The whole median round, from starting the workers to the last run completed.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// The median of the rounds' steady rates (between 10% and 90% of the runs done).
-    pub steps_per_sec: f64,
+    pub(crate) steps_per_sec: f64,
     /// Every round's figure, in the order measured.
-    pub rounds_steps_per_sec: Vec<f64>,
+    pub(crate) rounds_steps_per_sec: Vec<f64>,
 }
 
 pub(crate) fn write_project(
@@ -660,44 +660,15 @@ fn bench_egress() -> Result<Arc<nurture_channels::egress::Egress>, EngineError> 
 /// (c): `rate` events per second for `seconds`, each POSTed alone to the HTTP API with
 /// a scheduler running; its effect is a webhook to a local receiver. Latency is from
 /// the moment the client sends the event to the moment the receiver gets the webhook.
-pub async fn latency(
+pub(crate) async fn latency(
     url: Option<&str>,
     config: &StoreConfig,
     rate: u32,
     seconds: u32,
 ) -> Result<LatencyFigures, EngineError> {
-    use std::sync::Mutex;
     let err = |e: String| EngineError::Invalid(e);
     let dir = tempfile_dir()?;
-    // The receiver: arrival time by event number.
-    let arrivals: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
-    let recv_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    let recv_port = recv_listener
-        .local_addr()
-        .map_err(|e| err(e.to_string()))?
-        .port();
-    let a = arrivals.clone();
-    let receiver = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
-            let a = a.clone();
-            async move {
-                let n = body["n"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-                    .or(body["n"].as_u64().map(|n| n as usize));
-                if let Some(n) = n {
-                    a.lock().expect("lock").push((n, Instant::now()));
-                }
-                "ok"
-            }
-        }),
-    );
-    let recv_task = tokio::spawn(async move {
-        let _ = axum::serve(recv_listener, receiver).await;
-    });
+    let (arrivals, recv_port, recv_task) = receiver().await?;
     let workflow = format!(
         "workflow: ping\ntrigger: {{ event: bench.ping }}\nreentry: always\nsteps:\n  - id: hook\n    webhook: {{ url: \"http://127.0.0.1:{recv_port}/hook\", body: {{ n: \"${{event.data.n}}\" }} }}\n"
     );
@@ -819,10 +790,45 @@ pub async fn latency(
     })
 }
 
+/// Arrival instants by event number, as (c)'s webhook receiver records them.
+type Arrivals = Arc<std::sync::Mutex<Vec<(usize, Instant)>>>;
+
+/// (c)'s webhook receiver on a free loopback port: records each body's `n` with its
+/// arrival instant. Its port and task (abort it when done).
+async fn receiver() -> Result<(Arrivals, u16, tokio::task::JoinHandle<()>), EngineError> {
+    let err = |e: std::io::Error| EngineError::Invalid(e.to_string());
+    let arrivals: Arrivals = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(err)?;
+    let port = listener.local_addr().map_err(err)?.port();
+    let a = arrivals.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            let a = a.clone();
+            async move {
+                let n = body["n"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .or(body["n"].as_u64().map(|n| n as usize));
+                if let Some(n) = n {
+                    a.lock().expect("lock").push((n, Instant::now()));
+                }
+                "ok"
+            }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((arrivals, port, task))
+}
+
 /// (d): seeds a SQLite store with `pending` runs waiting on timers (1,000 made by the
 /// engine, then cloned in SQL), and measures a `nurture worker` process over it: idle
 /// while the waits are in the future, then while they come due and fire.
-pub async fn pending_waits(
+pub(crate) async fn pending_waits(
     config: &StoreConfig,
     pending: usize,
     firing_seconds: f64,
@@ -936,7 +942,7 @@ const SPEED_WORKFLOW: &str = "workflow: speed\ntrigger: { event: bench.speed }\n
 /// count is measured `repeats` times, the passes alternating in direction (1, 2, 4, then
 /// 4, 2, 1...) so that drift in the machine does not favour one count; the figure is the
 /// median, with every round's kept.
-pub async fn worker_speedup(
+pub(crate) async fn worker_speedup(
     url: &str,
     config: &StoreConfig,
     contacts: usize,
@@ -989,7 +995,7 @@ pub async fn worker_speedup(
 /// and each contact's score exactly the campaign's two `score: +1` steps. A unit applied
 /// twice (a stale worker's commit let through, an event claimed by two workers) shows in
 /// one or the other. `Err` says what was found. The store's tables are in `schema`.
-pub async fn exactly_once(
+pub(crate) async fn exactly_once(
     pool: &sqlx::PgPool,
     schema: &str,
     contacts: usize,

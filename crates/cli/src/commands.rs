@@ -16,7 +16,7 @@ use nurture_store::{RunFilter, RunStatus, Store};
 
 /// The store URL of a project: `--store`, else `store` in nurture.toml, else
 /// `sqlite://DIR/nurture.db`. Relative SQLite paths are relative to the project.
-pub fn store_url(dir: &Path, project: Option<&Project>, flag: Option<String>) -> String {
+pub(crate) fn store_url(dir: &Path, project: Option<&Project>, flag: Option<String>) -> String {
     let url = flag
         .or_else(|| project.and_then(|p| p.settings.store.clone()))
         .unwrap_or_else(|| "sqlite://nurture.db".to_string());
@@ -34,7 +34,7 @@ pub fn store_url(dir: &Path, project: Option<&Project>, flag: Option<String>) ->
 /// - `NURTURE_PG_SCHEMA`: the Postgres schema of the tables (`nurture`);
 /// - `NURTURE_PG_POOL`: Postgres connections per process (16);
 /// - `NURTURE_PG_LANES`: the database's concurrent group commits, shared by the workers (4).
-pub fn store_config() -> Result<nurture_server::StoreConfig> {
+pub(crate) fn store_config() -> Result<nurture_server::StoreConfig> {
     fn var<T: std::str::FromStr>(name: &str) -> Result<Option<T>>
     where
         T::Err: std::error::Error + Send + Sync + 'static,
@@ -89,7 +89,7 @@ fn api_key(dir: &Path, project: &Project) -> Result<(String, String)> {
     Ok(nurture_core::project::local_secret(dir, "api-key", &var)?)
 }
 
-pub fn init_logs(json: bool) {
+pub(crate) fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // sqlx warns about a store URL's unknown parameters with their values (which may
         // be secrets): not by default.
@@ -108,7 +108,7 @@ pub fn init_logs(json: bool) {
 
 /// What a `nurture run` process does.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// API and scheduler (`nurture run`).
     Both,
     /// API only (`nurture serve`).
@@ -117,7 +117,7 @@ pub enum Role {
     Worker,
 }
 
-pub async fn run(
+pub(crate) async fn run(
     dir: &Path,
     listen: Option<String>,
     store_flag: Option<String>,
@@ -214,7 +214,7 @@ fn scheduler_parts(
 /// Starts the plugin host for a project; builds from source the plugins whose component
 /// is missing. A plugin that cannot be loaded is reported and its steps fail with the
 /// reason; the others run.
-pub fn start_plugins(
+pub(crate) fn start_plugins(
     dir: &Path,
     project: &nurture_core::project::Project,
 ) -> Result<Option<Arc<nurture_channels::plugin::PluginHost>>> {
@@ -270,7 +270,7 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-pub async fn import(
+pub(crate) async fn import(
     dir: &Path,
     store_flag: Option<String>,
     file: &Path,
@@ -340,7 +340,7 @@ fn summary(
     }
 }
 
-pub async fn send(
+pub(crate) async fn send(
     dir: &Path,
     store_flag: Option<String>,
     file: &Path,
@@ -373,7 +373,7 @@ pub async fn send(
     ))
 }
 
-pub async fn list_runs(
+pub(crate) async fn list_runs(
     dir: &Path,
     store_flag: Option<String>,
     workflow: Option<String>,
@@ -423,7 +423,7 @@ pub async fn list_runs(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn workers(dir: &Path, store_flag: Option<String>, json_out: bool) -> Result<ExitCode> {
+pub(crate) async fn workers(dir: &Path, store_flag: Option<String>, json_out: bool) -> Result<ExitCode> {
     let (_, store) = open(dir, store_flag).await?;
     let workers = store.workers().await?;
     if json_out {
@@ -453,7 +453,7 @@ pub async fn workers(dir: &Path, store_flag: Option<String>, json_out: bool) -> 
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn show_run(
+pub(crate) async fn show_run(
     dir: &Path,
     store_flag: Option<String>,
     id: &str,
@@ -544,7 +544,7 @@ fn describe(kind: &str, d: &serde_json::Value) -> String {
 }
 
 /// `nurture plugins list`.
-pub fn plugins_list(dir: &Path, json_out: bool) -> Result<ExitCode> {
+pub(crate) fn plugins_list(dir: &Path, json_out: bool) -> Result<ExitCode> {
     use nurture_channels::plugin::{build, secret_var, Limits, PluginConfig, PluginHost};
     let project = match super::load_valid(dir) {
         Ok(p) => p,
@@ -635,7 +635,7 @@ pub fn plugins_list(dir: &Path, json_out: bool) -> Result<ExitCode> {
 }
 
 /// `nurture plugins build`.
-pub fn plugins_build(dir: &Path) -> Result<ExitCode> {
+pub(crate) fn plugins_build(dir: &Path) -> Result<ExitCode> {
     use nurture_channels::plugin::build;
     let project = match super::load_valid(dir) {
         Ok(p) => p,
@@ -684,7 +684,7 @@ pub fn plugins_build(dir: &Path) -> Result<ExitCode> {
 }
 
 /// `nurture plugin new NAME`.
-pub fn plugin_new(name: &str, dir: Option<PathBuf>, sdk_path: Option<PathBuf>) -> Result<ExitCode> {
+pub(crate) fn plugin_new(name: &str, dir: Option<PathBuf>, sdk_path: Option<PathBuf>) -> Result<ExitCode> {
     let valid = !name.is_empty()
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -750,7 +750,7 @@ pub fn plugin_new(name: &str, dir: Option<PathBuf>, sdk_path: Option<PathBuf>) -
 }
 
 /// `nurture email preview`.
-pub async fn email_preview(
+pub(crate) async fn email_preview(
     dir: &Path,
     store_flag: Option<String>,
     template: &str,
@@ -820,7 +820,7 @@ pub async fn email_preview(
 }
 
 /// `nurture outbox retry`.
-pub async fn outbox_retry(dir: &Path, store_flag: Option<String>, key: &str) -> Result<ExitCode> {
+pub(crate) async fn outbox_retry(dir: &Path, store_flag: Option<String>, key: &str) -> Result<ExitCode> {
     let (_, store) = open(dir, store_flag).await?;
     if store.requeue_outbox(key, Utc::now()).await? {
         println!("requeued {key}: the scheduler sends it at its next pass");

@@ -6,6 +6,8 @@
 //! Per-contact order: an event is only applied when it is the oldest queued event of its
 //! contact (checked in the commit), so workers sharing the queue never apply a contact's
 //! events out of order.
+#![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -92,6 +94,8 @@ impl PostgresConfig {
     }
 }
 
+/// The [`Store`] in a Postgres database that any number of workers share:
+/// [`PostgresStore::open`] it.
 pub struct PostgresStore {
     pool: PgPool,
     /// How long claims lease what they take.

@@ -3,6 +3,8 @@
 //! WAL mode, `synchronous = FULL` (a committed step survives power loss), migrations
 //! embedded in the binary. Writers are serialised by SQLite; `busy_timeout` makes a
 //! second process (e.g. `nurture events send` while `nurture run` works) wait its turn.
+#![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -38,6 +40,7 @@ impl Default for SqliteConfig {
     }
 }
 
+/// The [`Store`] in one SQLite file (or in memory): [`SqliteStore::open`] it.
 pub struct SqliteStore {
     pool: SqlitePool,
     /// How long claims lease what they take.

@@ -35,6 +35,7 @@ pub enum ConflictKind {
 }
 
 impl ConflictKind {
+    /// The conflict as error messages name it (`contact`, `contact email`, `run`...).
     pub fn as_str(self) -> &'static str {
         match self {
             ConflictKind::Contact => "contact",
@@ -129,6 +130,7 @@ pub enum StoreError {
     /// is taken: reload, retry.
     #[error("conflict: {what} {detail}")]
     Conflict {
+        /// What conflicted.
         what: ConflictKind,
         /// Which one (an id, a key), or how many rows of a batch were current.
         detail: String,
@@ -140,7 +142,9 @@ pub enum StoreError {
     /// stored.
     #[error("database unavailable ({reason}){}", code_suffix(source))]
     Unavailable {
+        /// Why, as the error's code or sqlx's variant tells.
         reason: Unavailability,
+        /// The driver's error.
         #[source]
         source: Arc<sqlx::Error>,
     },
@@ -150,14 +154,18 @@ pub enum StoreError {
     /// A stored document is not the JSON its type expects.
     #[error("corrupt data: a stored {what} does not decode")]
     Document {
+        /// What the document should be (e.g. `contact`, `run`).
         what: &'static str,
+        /// Why it does not decode.
         #[source]
         source: Arc<serde_json::Error>,
     },
     /// A stored timestamp is not RFC 3339.
     #[error("corrupt data: bad timestamp {value:?}")]
     Timestamp {
+        /// The stored text.
         value: String,
+        /// Why it does not parse.
         #[source]
         source: chrono::ParseError,
     },
@@ -171,6 +179,7 @@ pub enum StoreError {
     /// that does not decode): a retry does not help.
     #[error("database error{}", code_suffix(source))]
     Database {
+        /// The driver's error.
         #[source]
         source: Arc<sqlx::Error>,
     },
@@ -178,8 +187,11 @@ pub enum StoreError {
     /// driver's error cannot be edited, so it is replaced by its cleaned text).
     #[error("{message}")]
     Redacted {
+        /// The whole error chain's text, the secrets masked.
         message: String,
+        /// What [`StoreError::is_retryable`] said of the original error.
         retryable: bool,
+        /// What [`StoreError::is_unavailable`] said of the original error.
         unavailable: bool,
     },
 }
@@ -269,14 +281,14 @@ pub enum Unique {
 
 /// SQLite extended result codes (<https://www.sqlite.org/rescode.html>).
 mod sqlite_code {
-    pub const BUSY: i64 = 5;
-    pub const LOCKED: i64 = 6;
-    pub const NOMEM: i64 = 7;
-    pub const IOERR: i64 = 10;
-    pub const FULL: i64 = 13;
-    pub const CANTOPEN: i64 = 14;
-    pub const CONSTRAINT_PRIMARYKEY: i64 = 1555;
-    pub const CONSTRAINT_UNIQUE: i64 = 2067;
+    pub(super) const BUSY: i64 = 5;
+    pub(super) const LOCKED: i64 = 6;
+    pub(super) const NOMEM: i64 = 7;
+    pub(super) const IOERR: i64 = 10;
+    pub(super) const FULL: i64 = 13;
+    pub(super) const CANTOPEN: i64 = 14;
+    pub(super) const CONSTRAINT_PRIMARYKEY: i64 = 1555;
+    pub(super) const CONSTRAINT_UNIQUE: i64 = 2067;
 }
 
 /// A database error's code, by backend (a SQLSTATE may be all digits: `40001`).

@@ -7,6 +7,8 @@
 //! rejected with [`StoreError::Conflict`] (fencing), so a stale worker cannot overwrite
 //! newer state. Implementations: `nurture-store-sqlite` (the embedded default) and
 //! `nurture-store-postgres`; both pass the same contract suite ([`contract`]).
+#![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
 pub mod contract;
 pub mod error;
@@ -24,6 +26,7 @@ use serde_json::{Map, Value};
 
 pub use kinds::{JournalKind, OutboxKind, UnknownKind};
 
+/// A point in time as the store keeps it: UTC.
 pub type Ts = DateTime<Utc>;
 
 /// How long a worker holds the timers and outbox entries it claimed, unless its store's
@@ -60,6 +63,7 @@ pub fn ts_out(t: Ts) -> String {
     }
 }
 
+/// Reads a stored timestamp (RFC 3339); anything else is [`StoreError::Timestamp`].
 pub fn parse_ts(s: &str) -> Result<Ts, StoreError> {
     DateTime::parse_from_rfc3339(s)
         .map(|d| d.with_timezone(&Utc))
@@ -77,13 +81,18 @@ pub const HEALTH_ROW: &str = "nurture:healthz";
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Consent {
+    /// The contact agreed to marketing email.
     OptedIn,
+    /// The contact refused or withdrew it.
     OptedOut,
+    /// Never stated (the default): a workflow whose consent policy is `opted_in` sends
+    /// such a contact no marketing email.
     #[default]
     Unknown,
 }
 
 impl Consent {
+    /// The consent as stored and shown: `opted_in`, `opted_out` or `unknown`.
     pub fn as_str(self) -> &'static str {
         match self {
             Consent::OptedIn => "opted_in",
@@ -96,22 +105,30 @@ impl Consent {
 /// A contact and everything the engine tracks about it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Contact {
+    /// The contact's id (events name their contact by it).
     pub id: String,
+    /// Its email address, unique among contacts; none for a contact known by id alone.
     #[serde(default)]
     pub email: Option<String>,
     /// Any other field: first_name, last_name, title, company {name, employees}...
     #[serde(default)]
     pub fields: Map<String, Value>,
+    /// Tags set by `tag` actions (and removed by `untag`).
     #[serde(default)]
     pub tags: BTreeSet<String>,
+    /// Lead score: the points of the scoring rules and `score` actions so far.
     #[serde(default)]
     pub score: i64,
+    /// Consent to marketing email, as last stated.
     #[serde(default)]
     pub consent: Consent,
+    /// Lifecycle stage (one of `nurture_core::model::LIFECYCLE_STAGES`), if set.
     #[serde(default)]
     pub lifecycle: Option<String>,
+    /// Sales owner, as `assign_owner` picked from a team or an import set.
     #[serde(default)]
     pub owner: Option<String>,
+    /// IANA time zone (e.g. `Europe/Sofia`) its quiet hours are counted in.
     #[serde(default)]
     pub timezone: Option<String>,
     /// Unsubscribed from marketing email (one-click or event).
@@ -140,25 +157,36 @@ pub struct Contact {
 pub struct StoredEvent {
     /// Insertion order, used to apply a contact's events in order.
     pub seq: i64,
+    /// The event's id (its idempotency key).
     pub id: String,
+    /// The id of the contact it is about.
     pub contact: String,
+    /// Its type, e.g. `page.visited` (`type` in JSON).
     #[serde(rename = "type")]
     pub kind: String,
+    /// When it happened (as its sender says, not when it was stored).
     pub at: Ts,
+    /// Its payload, as sent.
     pub data: Value,
 }
 
 /// An event to store (the id is the idempotency key).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NewEvent {
+    /// The event's id: a second event with the same id is a duplicate, not stored again.
     pub id: String,
+    /// The id of the contact it is about.
     pub contact: String,
+    /// Its type, e.g. `page.visited` (`type` in JSON).
     #[serde(rename = "type")]
     pub kind: String,
+    /// When it happened.
     pub at: Ts,
+    /// Its payload, as sent.
     pub data: Value,
 }
 
+/// Where a run is in its life: open (active, waiting) or ended, and how it ended.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
@@ -177,6 +205,8 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// The status as stored: `active`, `waiting`, `completed`, `converted`, `exited` or
+    /// `failed`.
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Active => "active",
@@ -187,6 +217,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
         }
     }
+    /// Reads a stored status; any other text is [`StoreError::Corrupt`].
     pub fn parse(s: &str) -> Result<Self, StoreError> {
         Ok(match s {
             "active" => RunStatus::Active,
@@ -198,6 +229,7 @@ impl RunStatus {
             other => return Err(StoreError::Corrupt(format!("run status {other:?}"))),
         })
     }
+    /// Whether the run has not ended yet (active or waiting).
     pub fn is_open(self) -> bool {
         matches!(self, RunStatus::Active | RunStatus::Waiting)
     }
@@ -211,25 +243,37 @@ pub enum Wait {
     Timer,
     /// `wait_for`: an event of this type (the step's `if` is checked on arrival), or the
     /// timer (timeout).
-    Event { event: String },
+    Event {
+        /// The event type awaited.
+        event: String,
+    },
     /// An email step deferred by quiet hours: run the step again at the timer.
     QuietHours,
     /// A `webhook` or `plugin` step with `await: true`: the delivery of the outbox entry
     /// `key` ends (its completion queues an `outcome` event, see
     /// `nurture_engine::outcome`), or the timer (the step's `timeout`).
-    Outcome { key: String },
+    Outcome {
+        /// The idempotency key of the awaited outbox entry.
+        key: String,
+    },
 }
 
 /// One contact's walk through one workflow.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Run {
+    /// The run's id.
     pub id: String,
+    /// The id of the workflow it walks.
     pub workflow: String,
+    /// The version of the workflow the run started on.
     pub workflow_version: u32,
+    /// The id of the contact it walks.
     pub contact: String,
+    /// Open (active, waiting) or how it ended.
     pub status: RunStatus,
     /// The step the run is at (executing, or waiting in).
     pub step: Option<String>,
+    /// What it waits for, while waiting.
     pub wait: Option<Wait>,
     /// The event that enrolled the contact, if any.
     pub trigger_event: Option<Value>,
@@ -240,9 +284,13 @@ pub struct Run {
     /// in conditions): `{ok, status, error, response}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Value>,
+    /// When the contact entered the workflow.
     pub started_at: Ts,
+    /// When the run last changed.
     pub updated_at: Ts,
+    /// When it ended, once it has.
     pub ended_at: Option<Ts>,
+    /// Why it ended (e.g. `goal`, `error`), once it has.
     pub exit_reason: Option<String>,
     /// Row version; 0 for a run not stored yet.
     pub rev: i64,
@@ -251,10 +299,12 @@ pub struct Run {
 /// A pending timer of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timer {
+    /// The run it resumes.
     pub run_id: String,
     /// The run's contact, handed back with the timer when it comes due (the Postgres
     /// store keeps it in the timer's row; a timer stored without it looks the run up).
     pub contact: String,
+    /// When it fires.
     pub due_at: Ts,
 }
 
@@ -401,35 +451,51 @@ pub fn unpack_journal(
 /// is gone), so a batch of timers is grouped by contact without a lookup per timer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DueTimer {
+    /// The run it resumes.
     pub run_id: String,
+    /// When it was due.
     pub due_at: Ts,
+    /// The run's contact; `None` when the run is gone.
     pub contact: Option<String>,
 }
 
 /// A line of a run's (or a contact's) journal.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JournalEntry {
+    /// The run that wrote it; `None` for a line about the contact alone.
     pub run_id: Option<String>,
+    /// The contact it is about.
     pub contact: String,
+    /// When it was written (the engine's clock at the step).
     pub at: Ts,
+    /// What it records.
     pub kind: JournalKind,
+    /// The details, shaped by the kind (see [`JournalKind`]).
     pub data: Value,
 }
 
 /// An effect to deliver, with its idempotency key.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OutboxEntry {
+    /// Idempotency key: an entry is stored and delivered at most once per key.
     pub key: String,
+    /// The run whose step queued it, if a run did.
     pub run_id: Option<String>,
+    /// The contact it is for (or about, for a notification to its owner).
     pub contact: String,
+    /// The workflow of that run.
     pub workflow: Option<String>,
+    /// The step that queued it.
     pub step: Option<String>,
     /// Which channel delivers it (stored as `email`, `notify`, `webhook`, `plugin`).
     pub kind: OutboxKind,
+    /// What the channel needs to deliver it (template and variables, URL and body...).
     pub payload: Value,
+    /// When it was queued.
     pub created_at: Ts,
     /// When it may be (re)tried.
     pub due_at: Ts,
+    /// Delivery attempts made so far (deferrals do not count).
     pub attempts: i64,
 }
 
@@ -437,25 +503,49 @@ pub struct OutboxEntry {
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutboxOutcome {
     /// Delivered; `record` is kept in `deliveries` (same transaction).
-    Delivered { record: Value },
+    Delivered {
+        /// What the channel reports of the delivery (e.g. the provider's message id).
+        record: Value,
+    },
     /// Failed; try again at `retry_at`.
-    Retry { reason: String, retry_at: Ts },
+    Retry {
+        /// Why the attempt failed.
+        reason: String,
+        /// When to try again.
+        retry_at: Ts,
+    },
     /// Failed for good.
-    Failed { reason: String },
+    Failed {
+        /// Why it failed.
+        reason: String,
+    },
     /// Not attempted now (e.g. the frequency cap): due again at `until`; not an attempt.
-    Defer { reason: String, until: Ts },
+    Defer {
+        /// Why it was not attempted.
+        reason: String,
+        /// When it is due again.
+        until: Ts,
+    },
     /// The send was interrupted after the server may have accepted it: not retried
     /// blindly. An operator checks and requeues it (`nurture outbox retry KEY`).
-    Ambiguous { reason: String },
+    Ambiguous {
+        /// What interrupted the send.
+        reason: String,
+    },
 }
 
 /// A delivered outbox entry.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Delivery {
+    /// The outbox entry's key.
     pub key: String,
+    /// The channel that delivered it.
     pub kind: OutboxKind,
+    /// The contact it was for.
     pub contact: String,
+    /// When it was delivered.
     pub at: Ts,
+    /// What the channel reported ([`OutboxOutcome::Delivered`]).
     pub record: Value,
 }
 
@@ -468,10 +558,15 @@ pub const WORKER_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
 /// A live worker, as registered by [`Store::heartbeat`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkerInfo {
+    /// The worker's id, unique per process start.
     pub id: String,
+    /// The host name it runs on.
     pub host: String,
+    /// Its process id on that host.
     pub pid: u32,
+    /// When it first registered.
     pub started_at: Ts,
+    /// Its last heartbeat.
     pub seen_at: Ts,
     /// Its concurrent group commits ([`Store::parallelism`]) when last seen.
     pub lanes: usize,
@@ -480,9 +575,13 @@ pub struct WorkerInfo {
 /// Filter for listing runs.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
+    /// Only runs of this workflow.
     pub workflow: Option<String>,
+    /// Only runs of this contact.
     pub contact: Option<String>,
+    /// Only runs in this status.
     pub status: Option<RunStatus>,
+    /// At most this many runs.
     pub limit: i64,
 }
 
@@ -494,9 +593,13 @@ pub struct UnitOfWork {
     pub contacts: Vec<Contact>,
     /// Runs to insert (rev 0) or update (expected rev); stored with rev + 1.
     pub runs: Vec<Run>,
+    /// Timers to set (a run has one: setting replaces it).
     pub timers_set: Vec<Timer>,
+    /// Runs whose timer to remove, by run id.
     pub timers_clear: Vec<String>,
+    /// Effects to deliver; an entry whose key is already stored is left as it is.
     pub outbox: Vec<OutboxEntry>,
+    /// Journal lines to append.
     pub journal: Vec<JournalEntry>,
     /// Pending events now processed.
     pub events_done: Vec<i64>,
@@ -526,6 +629,7 @@ impl UnitOfWork {
         self.segment_members.extend(other.segment_members);
     }
 
+    /// Whether the unit writes nothing at all.
     pub fn is_empty(&self) -> bool {
         self.contacts.is_empty()
             && self.runs.is_empty()
@@ -544,13 +648,16 @@ impl UnitOfWork {
 /// Result of storing one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
+    /// Stored and queued for processing.
     New,
+    /// Its id was already stored: nothing stored or queued.
     Duplicate,
 }
 
 /// What a unit of work reads about one contact.
 #[derive(Debug, Clone, Default)]
 pub struct UnitData {
+    /// The contact as stored; `None` if it is not.
     pub contact: Option<Contact>,
     /// Its runs, oldest first: at least, per workflow, its latest run (by `started_at`,
     /// then id). That is all a unit of work reads: a contact has at most one open run per
@@ -603,6 +710,8 @@ impl HistoryRead {
     }
 }
 
+/// A durable store of contacts, events, runs, timers, the outbox and the journal: see
+/// the crate documentation. Shared by the engine's tasks (`Arc<dyn Store>`).
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Loads what the units of work of `contacts` read, in the same order: with their
@@ -628,8 +737,9 @@ pub trait Store: Send + Sync {
         Ok(out)
     }
 
-    /// Contacts.
+    /// The contact `id`, if stored.
     async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
+    /// The contact with the address `email`, if any.
     async fn contact_by_email(&self, email: &str) -> Result<Option<Contact>, StoreError>;
     /// The stored contacts among `ids`, and those whose address is among `emails`, as
     /// `(id, email)` pairs: what ingestion needs to resolve a batch of events at once.
@@ -651,6 +761,7 @@ pub trait Store: Send + Sync {
         }
         Ok(out)
     }
+    /// The ids of all stored contacts.
     async fn contact_ids(&self) -> Result<Vec<String>, StoreError>;
 
     /// Stores events (idempotent by id) and queues the new ones for processing, in one
@@ -679,15 +790,19 @@ pub trait Store: Send + Sync {
         since: Ts,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Runs.
+    /// The run `id`, if stored.
     async fn run(&self, id: &str) -> Result<Option<Run>, StoreError>;
+    /// Every run of `contact`, oldest first.
     async fn runs_of_contact(&self, contact: &str) -> Result<Vec<Run>, StoreError>;
+    /// The runs `filter` selects, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError>;
+    /// The journal of run `run_id`, in the order it was written (packed rows unpacked).
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError>;
     /// Claims the timers due at or before `now`, earliest first: they are not due again
     /// for a lease (60 s), so concurrent workers do not take the same ones and a crashed
     /// worker's timers come back. Committing the unit that fired one clears it.
     async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<DueTimer>, StoreError>;
+    /// When the earliest timer is due, if there is one.
     async fn next_timer(&self) -> Result<Option<Ts>, StoreError>;
     /// Claims the segment timers due at or before `now` (one row per contact: when its
     /// segment membership may change by the clock alone), earliest first, for a lease as
@@ -711,7 +826,10 @@ pub trait Store: Send + Sync {
         limit: i64,
     ) -> Result<Vec<String>, StoreError>;
 
+    /// The value of counter `name` (0 if never written): e.g. a team's round-robin
+    /// position, `owner:TEAM`.
     async fn counter(&self, name: &str) -> Result<i64, StoreError>;
+    /// When the schedule trigger of `workflow` last fired, if it has.
     async fn schedule_last(&self, workflow: &str) -> Result<Option<Ts>, StoreError>;
 
     /// How many group commits the engine should run at once: 1 where writers are
@@ -798,6 +916,7 @@ pub trait Store: Send + Sync {
     /// list become `skipped` with an `email_skipped` effect in the journal instead: an
     /// unsubscribe committed before the claim always wins over a queued send.
     async fn pending_outbox(&self, now: Ts, limit: i64) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// When the earliest pending outbox entry is due, if there is one.
     async fn next_outbox(&self) -> Result<Option<Ts>, StoreError>;
     /// Records the outcome of a delivery attempt (a delivery row and the outbox state
     /// change in one transaction: delivered at most once per key).
@@ -835,6 +954,7 @@ pub trait Store: Send + Sync {
         wakes: &[(String, NewEvent)],
         now: Ts,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
+    /// Every delivery recorded, oldest first.
     async fn deliveries(&self) -> Result<Vec<Delivery>, StoreError>;
     /// Adds an address to the suppression list; false if it was already there.
     async fn suppress(&self, address: &str, reason: &str, now: Ts) -> Result<bool, StoreError>;

@@ -25,13 +25,16 @@ use super::{OutboxEntry, Ts};
 /// Frequency cap of one channel.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cap {
+    /// At most this many sends to one contact...
     pub max: u32,
+    /// ...in any window this long.
     pub per: chrono::Duration,
 }
 
 /// The limits of one channel.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ChannelLimits {
+    /// Sends per contact in a window, if capped.
     pub cap: Option<Cap>,
     /// Sends per second across all workers.
     pub rate_per_sec: Option<f64>,
@@ -40,6 +43,8 @@ pub struct ChannelLimits {
 /// The limits of every limited channel, by channel name.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SendLimits {
+    /// The limits by channel name (`email`, or a plugin's channel such as `sms`); a
+    /// channel not here is not limited.
     pub channels: BTreeMap<String, ChannelLimits>,
 }
 
@@ -106,6 +111,7 @@ impl SendLimits {
             .retain(|_, l| l.cap.is_some() || l.rate_per_sec.is_some());
     }
 
+    /// Whether no channel is limited (a claim then enforces nothing).
     pub fn is_empty(&self) -> bool {
         self.channels.is_empty()
     }
@@ -142,8 +148,11 @@ pub use nurture_core::model::valid_channel;
 /// Why and until when a claim left an entry for later.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Deferral {
+    /// The outbox entry's key.
     pub key: String,
+    /// When it is due again.
     pub until: Ts,
+    /// Why, for the entry's `last_error` (the cap or rate and the new due time).
     pub reason: String,
     /// `frequency_cap` or `rate_limit`.
     pub cause: &'static str,
@@ -152,9 +161,13 @@ pub struct Deferral {
 /// One entry a claim is about to take, of a limited channel.
 #[derive(Debug, Clone)]
 pub struct Candidate<'a> {
+    /// The outbox entry's key.
     pub key: &'a str,
+    /// Its contact (whose sends the cap counts).
     pub contact: &'a str,
+    /// Its channel.
     pub channel: &'a str,
+    /// That channel's limits.
     pub limits: ChannelLimits,
 }
 

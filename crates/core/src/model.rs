@@ -71,6 +71,7 @@ pub enum OneOrMany<T> {
 }
 
 impl<T> OneOrMany<T> {
+    /// The items, one or many alike.
     pub fn as_slice(&self) -> &[T] {
         match self {
             OneOrMany::One(t) => std::slice::from_ref(t),
@@ -156,9 +157,12 @@ pub struct ScheduleTrigger {
 /// Re-entry policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Reentry {
+    /// Enter once, ever (the default).
     #[default]
     Never,
+    /// Enter again each time the trigger fires, once the previous run has ended.
     Always,
+    /// Enter again once this long has passed since the last run started.
     After(Duration),
 }
 
@@ -311,6 +315,7 @@ impl StepKind {
         "actions",
     ];
 
+    /// The file key of this kind, e.g. `send_email`.
     pub fn key(&self) -> &'static str {
         match self {
             StepKind::SendEmail(_) => "send_email",
@@ -381,12 +386,14 @@ pub struct EmailSpec {
 }
 
 impl EmailRef {
+    /// The template's name, in either form.
     pub fn template(&self) -> &str {
         match self {
             EmailRef::Template(t) => t,
             EmailRef::Full(s) => &s.template,
         }
     }
+    /// The subject override, if the long form gives one.
     pub fn subject(&self) -> Option<&str> {
         match self {
             EmailRef::Template(_) => None,
@@ -422,6 +429,7 @@ pub enum Weekday {
 }
 
 impl Weekday {
+    /// The same day as chrono's weekday.
     pub fn to_chrono(self) -> chrono::Weekday {
         match self {
             Weekday::Mon => chrono::Weekday::Mon,
@@ -523,9 +531,11 @@ pub struct Expr(pub String);
 pub struct Duration(pub u64);
 
 impl Duration {
+    /// The length in seconds.
     pub fn seconds(self) -> u64 {
         self.0
     }
+    /// The length as a chrono duration.
     pub fn to_chrono(self) -> chrono::Duration {
         chrono::Duration::seconds(self.0 as i64)
     }
@@ -625,7 +635,9 @@ pub struct TimeOfDay(pub chrono::NaiveTime);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{TIME_ERR} `{text}`: write a 24-hour local time as HH:MM, e.g. 09:00")]
 pub struct TimeError {
+    /// The text as written.
     pub text: String,
+    /// Why chrono refused it.
     #[source]
     pub source: chrono::ParseError,
 }
@@ -676,6 +688,7 @@ impl JsonSchema for TimeOfDay {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Scoring {
+    /// Points rules, checked against each event and each contact change.
     #[serde(default)]
     pub rules: Vec<ScoreRule>,
     /// Grade name to minimum score; a contact's grade is the highest threshold reached,
@@ -688,14 +701,17 @@ pub struct Scoring {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreRule {
+    /// Event type whose every occurrence earns the points, e.g. `email.clicked`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// CEL filter over `event` and `contact`: the event only earns the points when it holds.
     #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Expr>,
     /// CEL condition over the contact; its points count while it holds (given when it
     /// becomes true, taken back when it becomes false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<Expr>,
+    /// Points given (negative to take away).
     pub points: i64,
 }
 
@@ -703,9 +719,12 @@ pub struct ScoreRule {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Segment {
+    /// Unique id, referenced by segment triggers and schedule audiences.
     pub id: String,
+    /// Human name, shown in reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// CEL condition over the contact: members are the contacts for which it holds.
     #[serde(rename = "if")]
     pub condition: Expr,
 }
@@ -723,10 +742,13 @@ pub struct Settings {
     /// Folders searched for plugins, relative to the project (default `plugins`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugin_dirs: Vec<String>,
+    /// Default sender of marketing email (`[sender]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<Sender>,
+    /// The SMTP server that sends the email (`[smtp]`); without it, the file transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<Smtp>,
+    /// The HTTP API (`[api]`): listen address, key, limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<Api>,
     /// Sales teams for `assign_owner`.
@@ -842,21 +864,28 @@ pub struct EmailSettings {
     /// Folder (relative to the project) for the file transport (default `outbox`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox_dir: Option<String>,
+    /// DKIM signing of outgoing email (`[email.dkim]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dkim: Option<Dkim>,
 }
 
+/// A frequency cap: at most `max` messages per contact in any window of `per`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FrequencyCap {
+    /// Messages allowed per window.
     pub max: u32,
+    /// Length of the sliding window.
     pub per: Duration,
 }
 
+/// DKIM signing key and where its public half is published.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Dkim {
+    /// DNS selector: the public key is at `SELECTOR._domainkey.DOMAIN`.
     pub selector: String,
+    /// Signing domain (`d=`), normally the sender's domain.
     pub domain: String,
     /// Private key file (relative to the project): RSA PKCS#1 PEM, or an Ed25519 key as
     /// base64 with `algorithm = "ed25519"`.
@@ -880,20 +909,27 @@ pub struct PluginSettings {
     pub routes: BTreeMap<String, String>,
 }
 
+/// `[sender]` in nurture.toml: the default From and Reply-To of marketing email.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Sender {
+    /// From address, e.g. `"Acme <news@acme.test>"`.
     pub from: String,
+    /// Reply-To address, when replies should go elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
 }
 
+/// `[smtp]` in nurture.toml: the SMTP relay that sends email.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Smtp {
+    /// Host name of the relay.
     pub host: String,
+    /// Port (default by `tls`: 587 for `starttls`, 465 for `tls`, 25 for `none`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// User name for SMTP authentication, if the relay wants one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Name of the environment variable holding the password (never the password).
@@ -904,6 +940,7 @@ pub struct Smtp {
     pub tls: Option<String>,
 }
 
+/// `[api]` in nurture.toml: the HTTP API server.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
@@ -950,6 +987,7 @@ pub const LIFECYCLE_STAGES: &[&str] = &[
     "evangelist",
 ];
 
+/// A sales team of `[teams]` in nurture.toml.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Team {

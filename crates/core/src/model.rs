@@ -66,7 +66,9 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(untagged)]
 pub enum OneOrMany<T> {
+    /// A single item, written without a list.
     One(T),
+    /// A list of items.
     Many(Vec<T>),
 }
 
@@ -80,6 +82,7 @@ impl<T> OneOrMany<T> {
     }
 }
 
+/// Local hours in which messages are not sent: those due wait for the period's end.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct QuietHours {
@@ -109,12 +112,17 @@ pub enum ConsentPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(untagged)]
 pub enum Trigger {
+    /// An event of the contact enrols it.
     Event(EventTrigger),
+    /// Entering a segment enrols the contact.
     Segment(SegmentTrigger),
+    /// The lead score reaching a threshold enrols the contact.
     Score(ScoreTrigger),
+    /// A cron schedule enrols a segment's members at each firing.
     Schedule(ScheduleTrigger),
 }
 
+/// `trigger: {event: TYPE, if?: CONDITION}`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EventTrigger {
@@ -125,6 +133,7 @@ pub struct EventTrigger {
     pub condition: Option<Expr>,
 }
 
+/// `trigger: {segment: ID}`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentTrigger {
@@ -132,12 +141,15 @@ pub struct SegmentTrigger {
     pub segment: String,
 }
 
+/// `trigger: {score: {reaches: N}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreTrigger {
+    /// The threshold.
     pub score: ScoreThreshold,
 }
 
+/// A score threshold of a score trigger.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreThreshold {
@@ -145,6 +157,7 @@ pub struct ScoreThreshold {
     pub reaches: i64,
 }
 
+/// `trigger: {schedule: CRON, audience: SEGMENT}`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleTrigger {
@@ -209,6 +222,7 @@ impl JsonSchema for Reentry {
     }
 }
 
+/// The conversion goal of a workflow: an event, a condition on the contact, or both.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Goal {
@@ -217,6 +231,7 @@ pub struct Goal {
     /// step and whenever the contact changes, also while the run waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// CEL condition over `contact` (and `event` with an `event` goal) that must hold.
     #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Expr>,
 }
@@ -226,6 +241,7 @@ pub struct Goal {
 pub struct Step {
     /// Unique in the workflow; referenced by `next`, `on_timeout` and branches.
     pub id: String,
+    /// The kind key and its value, e.g. `wait: 2d`.
     #[serde(flatten)]
     pub kind: StepKind,
     /// Config of a `plugin:` step, checked against the plugin's manifest.
@@ -255,8 +271,10 @@ pub struct Step {
 /// One item of an `actions:` list.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct Action {
+    /// The kind key and its value, e.g. `tag: vip`.
     #[serde(flatten)]
     pub kind: StepKind,
+    /// Config of a `plugin:` action, checked against the plugin's manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub with: Option<BTreeMap<String, Value>>,
 }
@@ -279,7 +297,9 @@ pub enum StepKind {
     Split(Vec<SplitArm>),
     /// Add (or with a minus sign remove) lead-score points.
     Score(i64),
+    /// Add tags to the contact.
     Tag(OneOrMany<String>),
+    /// Remove tags from the contact.
     Untag(OneOrMany<String>),
     /// Set contact fields; `lifecycle` is one of them.
     Set(BTreeMap<String, Value>),
@@ -370,17 +390,22 @@ impl StepKind {
     expecting = "a template name, or a map {template, subject?, from?}"
 )]
 pub enum EmailRef {
+    /// The short form: just the template's name.
     Template(String),
+    /// The long form, with overrides.
     Full(EmailSpec),
 }
 
+/// The long form of `send_email`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EmailSpec {
+    /// Name of a template in `templates/`.
     pub template: String,
     /// Overrides the template's subject (may interpolate `${...}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// Overrides the From address of the template and of `[sender]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
 }
@@ -402,6 +427,7 @@ impl EmailRef {
     }
 }
 
+/// `wait_until`: the next local time matching all the given parts.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WaitUntil {
@@ -416,8 +442,12 @@ pub struct WaitUntil {
     pub date: Option<Expr>,
 }
 
+/// A day of the week, `mon` to `sun`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+// The variants are the days themselves (and docs on them would turn the schema's `enum`
+// into a `oneOf`).
+#[allow(missing_docs)]
 pub enum Weekday {
     Mon,
     Tue,
@@ -443,11 +473,13 @@ impl Weekday {
     }
 }
 
+/// `wait_for`: an event of this contact, or the timeout.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WaitFor {
     /// Event type to wait for, e.g. `email.opened`.
     pub event: String,
+    /// CEL filter over `event` and `contact`: only a matching event ends the wait.
     #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Expr>,
     /// How long to wait before taking `on_timeout`.
@@ -458,57 +490,74 @@ pub struct WaitFor {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BranchArm {
+    /// CEL condition; the first arm whose condition holds is taken.
     #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Expr>,
+    /// Step the `if` arm leads to (`end` stops the run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// Step of the `else` arm, taken when no condition holds.
     #[serde(rename = "else", default, skip_serializing_if = "Option::is_none")]
     pub otherwise: Option<String>,
 }
 
+/// One arm of a `split`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SplitArm {
     /// Relative weight, positive.
     pub weight: i64,
+    /// Step this variant leads to.
     pub next: String,
     /// Variant name used in reports; defaults to the `next` step id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
+/// `assign_owner`: pick a sales owner for the contact from a team.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AssignOwner {
     /// A team from `[teams]` in `nurture.toml`.
     pub team: String,
+    /// How the owner is picked (default `round-robin`).
     #[serde(default)]
     pub strategy: OwnerStrategy,
 }
 
+/// How `assign_owner` picks a team member.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum OwnerStrategy {
+    /// Each member in turn, in the order of `members`.
     #[default]
     RoundRobin,
 }
 
+/// `notify`: an internal alert email.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Notify {
     /// `owner` (the contact's sales owner) or an email address.
     pub to: String,
+    /// Name of a template in `templates/` for the alert.
     pub template: String,
 }
 
+/// `webhook`: an HTTP request to another system.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
+    /// Target URL; `${...}` interpolations are percent-encoded.
     pub url: String,
+    /// HTTP method (default `POST`).
     #[serde(default = "post")]
     pub method: String,
+    /// JSON body, with `${...}` interpolated (default: the contact, the workflow id and
+    /// the step id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
+    /// Extra request headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// Follow redirects (at most 5 hops, each checked like the URL itself); default

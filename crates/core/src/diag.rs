@@ -71,6 +71,7 @@ pub enum Code {
 }
 
 impl Code {
+    /// The stable code as printed, e.g. `N0021`.
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Syntax => "N0001",
@@ -103,20 +104,30 @@ impl Code {
     }
 }
 
+/// How bad a diagnostic is: errors stop the project from loading, warnings do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// The project cannot load until it is fixed.
     Error,
+    /// Worth a look; the project loads anyway.
     Warning,
 }
 
+/// One problem in a project file: what, where, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// The stable code, explained in `docs/errors.md`.
     pub code: Code,
+    /// Error or warning.
     pub severity: Severity,
+    /// The file it is in, as given to the loader.
     pub file: PathBuf,
+    /// Where in the file: 1-based line and column, and the length to underline.
     pub span: Span,
+    /// One line saying what is wrong.
     pub message: String,
+    /// How to fix it, when there is something useful to say.
     pub hint: Option<String>,
 }
 
@@ -132,6 +143,7 @@ struct JsonDiagnostic<'a> {
 }
 
 impl Diagnostic {
+    /// An error without a hint.
     pub fn error(code: Code, file: &Path, span: Span, message: impl Into<String>) -> Self {
         Diagnostic {
             code,
@@ -143,6 +155,7 @@ impl Diagnostic {
         }
     }
 
+    /// A warning without a hint.
     pub fn warning(code: Code, file: &Path, span: Span, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Warning,
@@ -150,11 +163,13 @@ impl Diagnostic {
         }
     }
 
+    /// The same diagnostic with this hint.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
 
+    /// The same diagnostic with this hint, or none.
     pub fn with_opt_hint(mut self, hint: Option<String>) -> Self {
         self.hint = hint;
         self
@@ -170,6 +185,7 @@ impl Diagnostic {
         )
     }
 
+    /// The JSON form for scripts and editors: code, severity, file, line, column, message, hint.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(JsonDiagnostic {
             code: self.code.as_str(),

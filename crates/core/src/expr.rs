@@ -17,11 +17,15 @@ pub const FUNCTIONS: &[&str] = &["activity"];
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ExprError {
+    /// What is wrong, in one line.
     pub message: String,
+    /// 1-based line inside the expression.
     pub line: usize,
+    /// 0-based column inside that line.
     pub col: usize,
     /// Whether it is an unknown name (vs. a syntax error).
     pub unknown_name: bool,
+    /// A suggestion, e.g. the closest known variable.
     pub hint: Option<String>,
 }
 

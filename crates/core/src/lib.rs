@@ -31,6 +31,9 @@
 //! - [`events`]: the event type rule;
 //! - [`template`]: email templates (minijinja), rendering and checks.
 
+#![warn(missing_docs)]
+#![warn(unreachable_pub)]
+
 pub mod diag;
 pub mod events;
 pub mod expr;

@@ -43,11 +43,15 @@ pub const ALWAYS_PRESENT: &[&str] = &[
 /// (`contact.first_name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldUse {
+    /// 1-based line in the text.
     pub line: usize,
+    /// 1-based column, in characters.
     pub col: usize,
     /// Byte offset in the text.
     pub offset: usize,
+    /// The field after `contact.`, e.g. `first_name`.
     pub field: String,
+    /// The whole path as written, e.g. `contact.first_name`.
     pub path: String,
 }
 

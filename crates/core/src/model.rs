@@ -66,11 +66,14 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(untagged)]
 pub enum OneOrMany<T> {
+    /// A single item, written without a list.
     One(T),
+    /// A list of items.
     Many(Vec<T>),
 }
 
 impl<T> OneOrMany<T> {
+    /// The items, one or many alike.
     pub fn as_slice(&self) -> &[T] {
         match self {
             OneOrMany::One(t) => std::slice::from_ref(t),
@@ -79,6 +82,7 @@ impl<T> OneOrMany<T> {
     }
 }
 
+/// Local hours in which messages are not sent: those due wait for the period's end.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct QuietHours {
@@ -108,12 +112,17 @@ pub enum ConsentPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(untagged)]
 pub enum Trigger {
+    /// An event of the contact enrols it.
     Event(EventTrigger),
+    /// Entering a segment enrols the contact.
     Segment(SegmentTrigger),
+    /// The lead score reaching a threshold enrols the contact.
     Score(ScoreTrigger),
+    /// A cron schedule enrols a segment's members at each firing.
     Schedule(ScheduleTrigger),
 }
 
+/// `trigger: {event: TYPE, if?: CONDITION}`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EventTrigger {
@@ -124,6 +133,7 @@ pub struct EventTrigger {
     pub condition: Option<Expr>,
 }
 
+/// `trigger: {segment: ID}`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentTrigger {
@@ -131,12 +141,15 @@ pub struct SegmentTrigger {
     pub segment: String,
 }
 
+/// `trigger: {score: {reaches: N}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreTrigger {
+    /// The threshold.
     pub score: ScoreThreshold,
 }
 
+/// A score threshold of a score trigger.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreThreshold {
@@ -144,6 +157,7 @@ pub struct ScoreThreshold {
     pub reaches: i64,
 }
 
+/// `trigger: {schedule: CRON, audience: SEGMENT}`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleTrigger {
@@ -156,9 +170,12 @@ pub struct ScheduleTrigger {
 /// Re-entry policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Reentry {
+    /// Enter once, ever (the default).
     #[default]
     Never,
+    /// Enter again each time the trigger fires, once the previous run has ended.
     Always,
+    /// Enter again once this long has passed since the last run started.
     After(Duration),
 }
 
@@ -205,6 +222,7 @@ impl JsonSchema for Reentry {
     }
 }
 
+/// The conversion goal of a workflow: an event, a condition on the contact, or both.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Goal {
@@ -213,6 +231,7 @@ pub struct Goal {
     /// step and whenever the contact changes, also while the run waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// CEL condition over `contact` (and `event` with an `event` goal) that must hold.
     #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Expr>,
 }
@@ -222,6 +241,7 @@ pub struct Goal {
 pub struct Step {
     /// Unique in the workflow; referenced by `next`, `on_timeout` and branches.
     pub id: String,
+    /// The kind key and its value, e.g. `wait: 2d`.
     #[serde(flatten)]
     pub kind: StepKind,
     /// Config of a `plugin:` step, checked against the plugin's manifest.
@@ -251,8 +271,10 @@ pub struct Step {
 /// One item of an `actions:` list.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct Action {
+    /// The kind key and its value, e.g. `tag: vip`.
     #[serde(flatten)]
     pub kind: StepKind,
+    /// Config of a `plugin:` action, checked against the plugin's manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub with: Option<BTreeMap<String, Value>>,
 }
@@ -275,7 +297,9 @@ pub enum StepKind {
     Split(Vec<SplitArm>),
     /// Add (or with a minus sign remove) lead-score points.
     Score(i64),
+    /// Add tags to the contact.
     Tag(OneOrMany<String>),
+    /// Remove tags from the contact.
     Untag(OneOrMany<String>),
     /// Set contact fields; `lifecycle` is one of them.
     Set(BTreeMap<String, Value>),
@@ -311,6 +335,7 @@ impl StepKind {
         "actions",
     ];
 
+    /// The file key of this kind, e.g. `send_email`.
     pub fn key(&self) -> &'static str {
         match self {
             StepKind::SendEmail(_) => "send_email",
@@ -365,28 +390,35 @@ impl StepKind {
     expecting = "a template name, or a map {template, subject?, from?}"
 )]
 pub enum EmailRef {
+    /// The short form: just the template's name.
     Template(String),
+    /// The long form, with overrides.
     Full(EmailSpec),
 }
 
+/// The long form of `send_email`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EmailSpec {
+    /// Name of a template in `templates/`.
     pub template: String,
     /// Overrides the template's subject (may interpolate `${...}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// Overrides the From address of the template and of `[sender]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
 }
 
 impl EmailRef {
+    /// The template's name, in either form.
     pub fn template(&self) -> &str {
         match self {
             EmailRef::Template(t) => t,
             EmailRef::Full(s) => &s.template,
         }
     }
+    /// The subject override, if the long form gives one.
     pub fn subject(&self) -> Option<&str> {
         match self {
             EmailRef::Template(_) => None,
@@ -395,6 +427,7 @@ impl EmailRef {
     }
 }
 
+/// `wait_until`: the next local time matching all the given parts.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WaitUntil {
@@ -409,8 +442,12 @@ pub struct WaitUntil {
     pub date: Option<Expr>,
 }
 
+/// A day of the week, `mon` to `sun`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+// The variants are the days themselves (and docs on them would turn the schema's `enum`
+// into a `oneOf`).
+#[allow(missing_docs)]
 pub enum Weekday {
     Mon,
     Tue,
@@ -422,6 +459,7 @@ pub enum Weekday {
 }
 
 impl Weekday {
+    /// The same day as chrono's weekday.
     pub fn to_chrono(self) -> chrono::Weekday {
         match self {
             Weekday::Mon => chrono::Weekday::Mon,
@@ -435,11 +473,13 @@ impl Weekday {
     }
 }
 
+/// `wait_for`: an event of this contact, or the timeout.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WaitFor {
     /// Event type to wait for, e.g. `email.opened`.
     pub event: String,
+    /// CEL filter over `event` and `contact`: only a matching event ends the wait.
     #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Expr>,
     /// How long to wait before taking `on_timeout`.
@@ -450,57 +490,74 @@ pub struct WaitFor {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BranchArm {
+    /// CEL condition; the first arm whose condition holds is taken.
     #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Expr>,
+    /// Step the `if` arm leads to (`end` stops the run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// Step of the `else` arm, taken when no condition holds.
     #[serde(rename = "else", default, skip_serializing_if = "Option::is_none")]
     pub otherwise: Option<String>,
 }
 
+/// One arm of a `split`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SplitArm {
     /// Relative weight, positive.
     pub weight: i64,
+    /// Step this variant leads to.
     pub next: String,
     /// Variant name used in reports; defaults to the `next` step id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
+/// `assign_owner`: pick a sales owner for the contact from a team.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AssignOwner {
     /// A team from `[teams]` in `nurture.toml`.
     pub team: String,
+    /// How the owner is picked (default `round-robin`).
     #[serde(default)]
     pub strategy: OwnerStrategy,
 }
 
+/// How `assign_owner` picks a team member.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum OwnerStrategy {
+    /// Each member in turn, in the order of `members`.
     #[default]
     RoundRobin,
 }
 
+/// `notify`: an internal alert email.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Notify {
     /// `owner` (the contact's sales owner) or an email address.
     pub to: String,
+    /// Name of a template in `templates/` for the alert.
     pub template: String,
 }
 
+/// `webhook`: an HTTP request to another system.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
+    /// Target URL; `${...}` interpolations are percent-encoded.
     pub url: String,
+    /// HTTP method (default `POST`).
     #[serde(default = "post")]
     pub method: String,
+    /// JSON body, with `${...}` interpolated (default: the contact, the workflow id and
+    /// the step id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
+    /// Extra request headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// Follow redirects (at most 5 hops, each checked like the URL itself); default
@@ -523,9 +580,11 @@ pub struct Expr(pub String);
 pub struct Duration(pub u64);
 
 impl Duration {
+    /// The length in seconds.
     pub fn seconds(self) -> u64 {
         self.0
     }
+    /// The length as a chrono duration.
     pub fn to_chrono(self) -> chrono::Duration {
         chrono::Duration::seconds(self.0 as i64)
     }
@@ -625,7 +684,9 @@ pub struct TimeOfDay(pub chrono::NaiveTime);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{TIME_ERR} `{text}`: write a 24-hour local time as HH:MM, e.g. 09:00")]
 pub struct TimeError {
+    /// The text as written.
     pub text: String,
+    /// Why chrono refused it.
     #[source]
     pub source: chrono::ParseError,
 }
@@ -676,6 +737,7 @@ impl JsonSchema for TimeOfDay {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Scoring {
+    /// Points rules, checked against each event and each contact change.
     #[serde(default)]
     pub rules: Vec<ScoreRule>,
     /// Grade name to minimum score; a contact's grade is the highest threshold reached,
@@ -688,14 +750,17 @@ pub struct Scoring {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreRule {
+    /// Event type whose every occurrence earns the points, e.g. `email.clicked`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// CEL filter over `event` and `contact`: the event only earns the points when it holds.
     #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Expr>,
     /// CEL condition over the contact; its points count while it holds (given when it
     /// becomes true, taken back when it becomes false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<Expr>,
+    /// Points given (negative to take away).
     pub points: i64,
 }
 
@@ -703,9 +768,12 @@ pub struct ScoreRule {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Segment {
+    /// Unique id, referenced by segment triggers and schedule audiences.
     pub id: String,
+    /// Human name, shown in reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// CEL condition over the contact: members are the contacts for which it holds.
     #[serde(rename = "if")]
     pub condition: Expr,
 }
@@ -723,10 +791,13 @@ pub struct Settings {
     /// Folders searched for plugins, relative to the project (default `plugins`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugin_dirs: Vec<String>,
+    /// Default sender of marketing email (`[sender]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<Sender>,
+    /// The SMTP server that sends the email (`[smtp]`); without it, the file transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<Smtp>,
+    /// The HTTP API (`[api]`): listen address, key, limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<Api>,
     /// Sales teams for `assign_owner`.
@@ -842,21 +913,28 @@ pub struct EmailSettings {
     /// Folder (relative to the project) for the file transport (default `outbox`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox_dir: Option<String>,
+    /// DKIM signing of outgoing email (`[email.dkim]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dkim: Option<Dkim>,
 }
 
+/// A frequency cap: at most `max` messages per contact in any window of `per`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FrequencyCap {
+    /// Messages allowed per window.
     pub max: u32,
+    /// Length of the sliding window.
     pub per: Duration,
 }
 
+/// DKIM signing key and where its public half is published.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Dkim {
+    /// DNS selector: the public key is at `SELECTOR._domainkey.DOMAIN`.
     pub selector: String,
+    /// Signing domain (`d=`), normally the sender's domain.
     pub domain: String,
     /// Private key file (relative to the project): RSA PKCS#1 PEM, or an Ed25519 key as
     /// base64 with `algorithm = "ed25519"`.
@@ -880,20 +958,27 @@ pub struct PluginSettings {
     pub routes: BTreeMap<String, String>,
 }
 
+/// `[sender]` in nurture.toml: the default From and Reply-To of marketing email.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Sender {
+    /// From address, e.g. `"Acme <news@acme.test>"`.
     pub from: String,
+    /// Reply-To address, when replies should go elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
 }
 
+/// `[smtp]` in nurture.toml: the SMTP relay that sends email.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Smtp {
+    /// Host name of the relay.
     pub host: String,
+    /// Port (default by `tls`: 587 for `starttls`, 465 for `tls`, 25 for `none`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// User name for SMTP authentication, if the relay wants one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Name of the environment variable holding the password (never the password).
@@ -904,6 +989,7 @@ pub struct Smtp {
     pub tls: Option<String>,
 }
 
+/// `[api]` in nurture.toml: the HTTP API server.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
@@ -950,6 +1036,7 @@ pub const LIFECYCLE_STAGES: &[&str] = &[
     "evangelist",
 ];
 
+/// A sales team of `[teams]` in nurture.toml.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Team {

@@ -32,9 +32,13 @@ use edges::Wiring;
 
 /// What the compiler may refer to outside the workflow file.
 pub struct Context<'a> {
+    /// Project settings: teams, time zone, plugin channels.
     pub settings: &'a Settings,
+    /// The segments of `segments.yaml`, for segment triggers and audiences.
     pub segments: &'a [Segment],
+    /// The templates, for `send_email` and `notify`.
     pub templates: &'a BTreeMap<String, Template>,
+    /// The installed plugins, for `plugin:` steps and their `with:`.
     pub plugins: &'a BTreeMap<String, PluginManifest>,
 }
 
@@ -58,18 +62,27 @@ pub enum Edge {
     /// A `wait_for` timed out.
     Timeout,
     /// Branch arm `index` was the first true condition.
-    Yes { index: usize, condition: String },
+    Yes {
+        /// 0-based position of the arm in the `branch` list.
+        index: usize,
+        /// The arm's CEL condition, as written.
+        condition: String,
+    },
     /// No branch condition held.
     Else,
     /// Split variant.
     Variant {
+        /// 0-based position of the arm in the `split` list.
         index: usize,
+        /// The variant's name: its `name`, else the `next` step id.
         name: String,
+        /// Its relative weight.
         weight: i64,
     },
 }
 
 impl Edge {
+    /// Short text for diagrams: empty for `next`, `yes: COND`, `variant NAME (WEIGHT)`...
     pub fn label(&self) -> String {
         match self {
             Edge::Next => String::new(),
@@ -85,21 +98,29 @@ impl Edge {
 /// A compiled workflow.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The workflow file it was compiled from.
     pub file: PathBuf,
+    /// The workflow as parsed.
     pub workflow: Workflow,
+    /// The steps and the end node, joined by the edges the engine may follow.
     pub graph: DiGraph<PlanNode, Edge>,
+    /// The first step's node, where every run starts.
     pub entry: NodeIndex,
+    /// The node that ends the run (`next: end`, or after the last step).
     pub end: NodeIndex,
+    /// Step id to its node.
     pub index: BTreeMap<String, NodeIndex>,
     /// Every CEL expression of the workflow, compiled, keyed by its source.
     pub programs: HashMap<String, Arc<cel::Program>>,
 }
 
 impl Plan {
+    /// The workflow's id.
     pub fn id(&self) -> &str {
         &self.workflow.workflow
     }
 
+    /// The step with this id.
     pub fn step(&self, id: &str) -> Option<&Step> {
         match self.graph[*self.index.get(id)?] {
             PlanNode::Step(i) => self.workflow.steps.get(i),
@@ -267,27 +288,42 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// A plan as data: `nurture graph --format json` and snapshot tests.
 #[derive(Debug, Serialize)]
 pub struct PlanView {
+    /// The workflow's id.
     pub workflow: String,
+    /// The workflow's version.
     pub version: u32,
+    /// The id of the first step.
     pub entry: String,
+    /// One line per trigger, e.g. `event form.submitted`.
     pub triggers: Vec<String>,
+    /// The steps, in file order.
     pub nodes: Vec<NodeView>,
+    /// The edges, by source step in file order.
     pub edges: Vec<EdgeView>,
 }
 
+/// A step of a [`PlanView`].
 #[derive(Debug, Serialize)]
 pub struct NodeView {
+    /// The step's id.
     pub id: String,
+    /// The step's kind key, e.g. `wait_for`.
     pub kind: &'static str,
+    /// Its main argument in short: template, duration, event...
     pub detail: String,
 }
 
+/// An edge of a [`PlanView`].
 #[derive(Debug, Serialize)]
 pub struct EdgeView {
+    /// Source step id (`end` for the end node).
     pub from: String,
+    /// Target step id, or `end`.
     pub to: String,
+    /// [`Edge::label`] of the edge.
     pub label: String,
 }
 

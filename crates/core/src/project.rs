@@ -27,27 +27,37 @@ use crate::yaml::{self, Node, Span};
 /// A loaded, validated project.
 #[derive(Debug)]
 pub struct Project {
+    /// The project folder.
     pub root: PathBuf,
+    /// `nurture.toml`, or the defaults when there is none.
     pub settings: Settings,
+    /// `scoring.yaml`, or no rules when there is none.
     pub scoring: Scoring,
+    /// `segments.yaml`, in file order.
     pub segments: Vec<Segment>,
+    /// The templates of `templates/`, by name.
     pub templates: BTreeMap<String, Template>,
+    /// The installed plugins' manifests, by plugin name.
     pub plugins: BTreeMap<String, PluginManifest>,
     /// The folder of each plugin (where its `plugin.toml` and component are).
     pub plugin_dirs: BTreeMap<String, PathBuf>,
+    /// One compiled plan per workflow file.
     pub plans: Vec<Plan>,
 }
 
 /// The result of loading: the project when valid, and every diagnostic either way.
 #[derive(Debug)]
 pub struct Loaded {
+    /// The project, only when no diagnostic is an error.
     pub project: Option<Project>,
+    /// Every diagnostic found, sorted by file and position.
     pub diagnostics: Vec<Diagnostic>,
     /// The text of every file read, for rendering diagnostics.
     pub sources: HashMap<PathBuf, String>,
 }
 
 impl Loaded {
+    /// How many diagnostics are errors.
     pub fn errors(&self) -> usize {
         self.diagnostics
             .iter()
@@ -68,11 +78,17 @@ impl Loaded {
 /// An email template from `templates/`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Template {
+    /// The file name without extension: `welcome` for `welcome.html` and `welcome.txt`.
     pub name: String,
+    /// Subject from the front matter (a template itself).
     pub subject: Option<String>,
+    /// Preview text from the front matter (a template itself).
     pub preheader: Option<String>,
+    /// From address from the front matter, overriding `[sender]`.
     pub from: Option<String>,
+    /// Body of `NAME.html`, after its front matter.
     pub html: Option<String>,
+    /// Body of `NAME.txt`, after its front matter.
     pub text: Option<String>,
 }
 
@@ -80,10 +96,13 @@ pub struct Template {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginManifest {
+    /// Plugin name, as steps write it before the `/` (`sms/send`).
     pub name: String,
+    /// The plugin's own release version, independent of `api`.
     pub version: String,
     /// The plugin interface version it was built against, e.g. `1.0`.
     pub api: String,
+    /// One line saying what the plugin does.
     #[serde(default)]
     pub description: Option<String>,
     /// Hosts the plugin may call over HTTP; empty means none.
@@ -100,13 +119,16 @@ pub struct PluginManifest {
     /// and rate limit (see `engine::channels`). A short lowercase name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// The steps it offers, by step name.
     #[serde(default)]
     pub steps: BTreeMap<String, PluginStep>,
 }
 
+/// One step a plugin offers, as declared in its manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginStep {
+    /// One line saying what the step does.
     #[serde(default)]
     pub description: Option<String>,
     /// JSON Schema (object with `properties` and `required`) of the step's `with:`.
@@ -117,10 +139,13 @@ pub struct PluginStep {
 /// One parsed workflow file, before compilation.
 #[derive(Debug, Clone)]
 pub struct WorkflowFile {
+    /// The file it was read from.
     pub path: PathBuf,
     /// Some steps failed to parse and are placeholders: compile only to find more errors.
     pub partial: bool,
+    /// The file's YAML tree, to point diagnostics at.
     pub root: Node,
+    /// The workflow as parsed.
     pub workflow: Workflow,
 }
 
@@ -157,14 +182,20 @@ pub(crate) struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    pub fn error(&mut self, code: Code, span: Span, msg: impl Into<String>, hint: Option<String>) {
+    pub(crate) fn error(
+        &mut self,
+        code: Code,
+        span: Span,
+        msg: impl Into<String>,
+        hint: Option<String>,
+    ) {
         self.diags
             .push(Diagnostic::error(code, self.file, span, msg).with_opt_hint(hint));
     }
 
     /// Deserializes `json` (built from `base` or a part of it) and maps a failure back to
     /// the node it concerns.
-    pub fn typed<T: DeserializeOwned>(&mut self, base: &Node, json: Value) -> Option<T> {
+    pub(crate) fn typed<T: DeserializeOwned>(&mut self, base: &Node, json: Value) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(json) {
             Ok(v) => Some(v),
             Err(err) => {
@@ -292,12 +323,16 @@ pub const MAX_FILE_BYTES: u64 = 4 << 20;
 /// Why a campaign file was not read. The message names the file, never its content.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The path resolves outside the project folder.
     #[error("`{0}` leads outside the project folder (a link?); nurture does not follow it")]
     Outside(String),
+    /// The path is a folder, a device or something else that is not a regular file.
     #[error("`{0}` is not a regular file")]
     NotAFile(String),
+    /// The file is larger than [`MAX_FILE_BYTES`] (its size in bytes).
     #[error("`{0}` is {1} bytes, more than the 4 MiB a campaign file may have")]
     TooLarge(String, u64),
+    /// The file could not be opened or read.
     #[error("cannot read file: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -1041,17 +1076,28 @@ pub const MIN_SECRET_LEN: usize = 32;
 /// Why a secret of the running project cannot be used. No variant holds the secret.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
+    /// The variable `var` is set to an empty or blank value.
     #[error("${var} is set but empty: set it to a key of at least {MIN_SECRET_LEN} characters (e.g. `openssl rand -hex 32`), or unset it")]
-    EmptyVar { var: String },
+    EmptyVar {
+        /// The environment variable's name.
+        var: String,
+    },
+    /// The key is shorter than [`MIN_SECRET_LEN`].
     #[error("the key {from} is too short ({len} characters, at least {MIN_SECRET_LEN} are needed): {fix}")]
     Short {
+        /// Where it came from (`from $VAR` or `from PATH`).
         from: String,
+        /// Its length in characters.
         len: usize,
+        /// What to do about it.
         fix: String,
     },
+    /// The key file could not be read or created.
     #[error("the key file {path}: {reason}")]
     Io {
+        /// The key file.
         path: String,
+        /// The I/O error.
         reason: std::io::Error,
     },
 }

@@ -26,10 +26,15 @@ pub const ROOT_VARIABLES: &[&str] = &[
 /// A rendered email.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {
+    /// The subject line, trimmed.
     pub subject: String,
+    /// The preview text, trimmed; also hidden at the top of the HTML body.
     pub preheader: Option<String>,
+    /// The From address of the template's front matter, if it sets one.
     pub from: Option<String>,
+    /// The HTML part, if the template has one.
     pub html: Option<String>,
+    /// The text part: the `.txt` template, or else derived from the HTML.
     pub text: String,
 }
 
@@ -40,15 +45,24 @@ pub struct TemplateProblem {
     pub source: String,
     /// 1-based line within that source, when known.
     pub line: Option<usize>,
+    /// What is wrong.
     pub message: String,
 }
 
+/// Why a template did not render.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
+    /// No template of that name.
     #[error("no template `{0}`")]
     Unknown(String),
+    /// The template (or its subject or preheader) failed.
     #[error("template `{template}`: {source}")]
-    Render { template: String, source: TextError },
+    Render {
+        /// The template's name.
+        template: String,
+        /// Why the text failed.
+        source: TextError,
+    },
 }
 
 /// Why a text (a template, a subject) did not render.
@@ -62,12 +76,15 @@ pub enum TextError {
     /// Rendering failed; `place` says where (` (NAME, line N)`) when known.
     #[error("{}{place}", describe(.source))]
     Failed {
+        /// minijinja's error.
         source: minijinja::Error,
+        /// ` (NAME, line N)`, or empty when unknown.
         place: String,
     },
     /// A text does not compile as a template.
     #[error(transparent)]
     Syntax(minijinja::Error),
+    /// The rendered bytes are not UTF-8.
     #[error("the rendered text is not UTF-8")]
     NotUtf8(#[from] std::string::FromUtf8Error),
 }
@@ -242,6 +259,7 @@ impl Renderer {
         )
     }
 
+    /// The template of that name, as loaded.
     pub fn template(&self, name: &str) -> Option<&Template> {
         self.templates.get(name)
     }

@@ -12,29 +12,45 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 /// Where a node starts in its file (1-based line and column) and how long its first line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Span {
+    /// 1-based line.
     pub line: usize,
+    /// 1-based column, in characters.
     pub col: usize,
     /// Length in characters of the underline, at least 1.
     pub len: usize,
 }
 
+/// What a node holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeKind {
-    Scalar { text: String, quoted: bool },
+    /// A scalar, kept as written.
+    Scalar {
+        /// The text, without quotes.
+        text: String,
+        /// Whether it was quoted (then it is always a string).
+        quoted: bool,
+    },
+    /// A sequence, its items in order.
     Seq(Vec<Node>),
+    /// A mapping, its key and value nodes in file order.
     Map(Vec<(Node, Node)>),
 }
 
+/// A YAML node and where it was written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
+    /// Where it starts.
     pub span: Span,
+    /// Its content.
     pub kind: NodeKind,
 }
 
 /// A YAML syntax error with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError {
+    /// Where the parser stopped.
     pub span: Span,
+    /// What the parser says is wrong.
     pub message: String,
     /// How to fix it, when the parser knows better than "check the indentation".
     pub hint: Option<String>,
@@ -53,6 +69,7 @@ const ALIAS_HINT: &str = "anchors and aliases may repeat at most 100000 nodes an
      in a file (1000 aliases); write the repeated part out, or reuse it less";
 
 impl Node {
+    /// The entries, if this is a mapping.
     pub fn as_map(&self) -> Option<&[(Node, Node)]> {
         match &self.kind {
             NodeKind::Map(m) => Some(m),
@@ -60,6 +77,7 @@ impl Node {
         }
     }
 
+    /// The items, if this is a sequence.
     pub fn as_seq(&self) -> Option<&[Node]> {
         match &self.kind {
             NodeKind::Seq(s) => Some(s),
@@ -67,6 +85,7 @@ impl Node {
         }
     }
 
+    /// The text, if this is a scalar (quoted or not).
     pub fn as_str(&self) -> Option<&str> {
         match &self.kind {
             NodeKind::Scalar { text, .. } => Some(text),

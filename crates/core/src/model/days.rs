@@ -9,7 +9,9 @@ use serde_json::Value;
 /// may wrap: `fri..mon`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DaySpec {
+    /// The first day of the range (the day itself for a single day).
     pub first: Weekday,
+    /// The last day, included; before `first` in the week when the range wraps.
     pub last: Weekday,
 }
 

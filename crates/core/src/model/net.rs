@@ -49,10 +49,18 @@ impl Net {
 /// An `[egress] allow` entry that is not a host name, an address or a range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AllowError {
+    /// Not an IP address (with or without a prefix).
     #[error("`{0}` is not an IP address or CIDR range")]
     Address(String),
+    /// A prefix length beyond the address's bits.
     #[error("`{text}`: the prefix length must be 0 to {max}")]
-    Prefix { text: String, max: u8 },
+    Prefix {
+        /// The entry as written.
+        text: String,
+        /// The longest prefix for its family: 32 or 128.
+        max: u8,
+    },
+    /// Not a valid host name either.
     #[error("`{0}` is not a host name, IP address or CIDR range")]
     Host(String),
 }

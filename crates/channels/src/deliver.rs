@@ -264,35 +264,47 @@ pub enum WebhookError {
     Refused {
         /// The URL, redacted.
         url: String,
+        /// Which rule refused it.
         source: crate::egress::EgressError,
     },
     /// The host's circuit is open after repeated failures.
     #[error("webhook to {url} not attempted: {source}")]
     CircuitOpen {
+        /// The URL, redacted.
         url: String,
+        /// The host's gate.
         source: crate::egress::Closed,
     },
     /// The request failed (connection, TLS, reading the answer).
     #[error("request to {url} failed: {reason}")]
     Request {
+        /// The URL, redacted.
         url: String,
         /// The error and its causes, without the URL.
         reason: String,
+        /// The client's error.
         source: reqwest::Error,
     },
     /// No answer within the egress timeout.
     #[error("request to {url} failed: timed out")]
-    TimedOut { url: String },
+    TimedOut {
+        /// The URL, redacted.
+        url: String,
+    },
     /// Answered with a status that is not a success.
     #[error("HTTP {status} from {url}")]
     Status {
+        /// The URL, redacted.
         url: String,
+        /// The status answered.
         status: reqwest::StatusCode,
     },
     /// Answered with a redirect the step does not follow.
     #[error("HTTP {status} from {url}: redirects are not followed (a step may set `follow_redirects: true`)")]
     Redirect {
+        /// The URL, redacted.
         url: String,
+        /// The redirect status answered.
         status: reqwest::StatusCode,
     },
 }

@@ -49,20 +49,38 @@ const MAX_TRACKED_HOSTS: usize = 4096;
 /// Why a request was not sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EgressError {
+    /// The URL's scheme is not `http` or `https`.
     #[error("not an http(s) URL")]
     NotHttp,
+    /// The URL names no host.
     #[error("the URL has no host")]
     NoHost,
+    /// Every address of the host is in a refused range (loopback, private...) that
+    /// `[egress] allow` does not open.
     #[error("address {addr} of `{host}` is refused ({why}); an operator can allow it in nurture.toml: [egress] allow = [\"{addr}\"]")]
     Refused {
+        /// The host of the URL.
         host: String,
+        /// The refused address it resolved to.
         addr: IpAddr,
+        /// The range's name, e.g. `loopback` or `private`.
         why: &'static str,
     },
+    /// The host resolved to no address at all.
     #[error("`{host}` resolves to no address")]
-    NoAddress { host: String },
+    NoAddress {
+        /// The URL's host.
+        host: String,
+    },
+    /// Resolving the host failed.
     #[error("looking up `{host}` failed: {error}")]
-    Lookup { host: String, error: String },
+    Lookup {
+        /// The URL's host.
+        host: String,
+        /// The resolver's error.
+        error: String,
+    },
+    /// A followed redirect chain went on past its limit.
     #[error("more than {MAX_HOPS} redirects")]
     TooManyRedirects,
 }
@@ -259,6 +277,7 @@ impl Resolve for Resolver {
 /// Operator settings of outgoing HTTP (`[egress]` in nurture.toml, with defaults).
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Hosts and networks let through although their addresses are refused by default.
     pub allow: Vec<Allow>,
     /// Total time of one webhook attempt.
     pub timeout: Duration,
@@ -380,12 +399,22 @@ impl Egress {
 /// Why a host's gate did not let an attempt through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Closed {
+    /// The host already has its limit of requests in flight (the attempt is deferred).
     #[error("{limit} requests to `{host}` already in flight")]
-    Busy { host: String, limit: usize },
+    Busy {
+        /// The URL's host.
+        host: String,
+        /// Requests allowed in flight per host.
+        limit: usize,
+    },
+    /// The host failed too often in a row; its circuit fails fast until it cools down.
     #[error("`{host}` failed {failures} times in a row: circuit open for {}s more", .remaining.as_secs().max(1))]
     Open {
+        /// The URL's host.
         host: String,
+        /// Its consecutive failures.
         failures: u32,
+        /// How long the circuit stays open.
         remaining: Duration,
     },
 }

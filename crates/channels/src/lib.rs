@@ -11,6 +11,9 @@
 //! - [`plugin`]: the sandboxed wasm plugin host (wasmtime), behind the default-on cargo
 //!   feature `plugins`.
 
+#![warn(missing_docs)]
+#![warn(unreachable_pub)]
+
 pub mod channel;
 pub mod deliver;
 pub mod egress;

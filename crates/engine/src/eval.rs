@@ -67,8 +67,11 @@ pub fn event_view(e: &StoredEvent) -> Value {
 
 /// Everything a condition can read.
 pub struct Scope<'a> {
+    /// The contact as JSON (`contact`).
     pub contact: &'a Value,
+    /// The event being applied (`event`), if any.
     pub event: Option<&'a Value>,
+    /// The time it is for the expression (`now`; simulated under `nurture simulate`).
     pub now: Ts,
     /// The contact's events, oldest first, for `activity()`.
     pub history: Arc<Vec<StoredEvent>>,
@@ -82,6 +85,7 @@ fn parse_window(s: &str) -> Result<chrono::Duration, nurture_core::model::Durati
         .map(|d| d.to_chrono())
 }
 
+/// A CEL value as JSON; `null` for one JSON cannot hold.
 pub fn to_json(v: &CelValue) -> Value {
     v.json().unwrap_or(Value::Null)
 }
@@ -123,7 +127,9 @@ pub enum EvalError {
     /// The expression `src` of a `${...}` failed.
     #[error("in ${{{src}}}: {source}")]
     In {
+        /// The text inside `${...}`.
         src: String,
+        /// Why it failed.
         #[source]
         source: Box<EvalError>,
     },

@@ -14,12 +14,15 @@ use nurture_store::{Contact, Inserted, NewEvent, Ts};
 pub struct EventOutcome {
     /// Index in the request (API) or line (file).
     pub index: usize,
+    /// The event's id, given or derived; `None` for an event rejected before it had one.
     pub id: Option<String>,
     /// `accepted`, `duplicate` (seen before, ignored), `conflict` (its id is another
     /// event's) or `rejected`.
     pub status: &'static str,
+    /// The contact it was stored for (created from its `email` when new).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
+    /// Why it was rejected or conflicts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -27,8 +30,11 @@ pub struct EventOutcome {
 /// Summary of a contacts import.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ImportSummary {
+    /// Contacts the import created.
     pub created: usize,
+    /// Stored contacts it changed.
     pub updated: usize,
+    /// Rows not imported, each with its line and reason.
     pub rejected: Vec<Rejected>,
 }
 

@@ -19,39 +19,67 @@ pub enum InputError {
     /// A fixed complaint about the item's shape, e.g. "missing `type`".
     #[error("{0}")]
     Shape(&'static str),
+    /// An event key that is not one of `id`, `type`, `contact`, `email`, `at`, `data`.
     #[error("unknown field `{field}`{hint}")]
-    UnknownField { field: String, hint: String },
+    UnknownField {
+        /// The key as sent.
+        field: String,
+        /// A `; did you mean ...?` suggestion, or empty.
+        hint: String,
+    },
+    /// The named event field is blank or not a string.
     #[error("`{0}` must be a non-empty string")]
     EmptyText(String),
+    /// The named contact field must be a string (or null) and is not.
     #[error("`{0}` must be a string")]
     NotText(String),
+    /// The named id is longer than [`MAX_ID_LEN`] bytes.
     #[error("`{0}` is longer than {MAX_ID_LEN} bytes")]
     IdTooLong(String),
+    /// The named id has control characters, or blanks other than inner spaces.
     #[error("`{0}` must be printable: no control characters, tabs, line breaks or null bytes")]
     IdNotPrintable(String),
+    /// `email` is not an address ([`valid_email`]).
     #[error("`email` {} is not an email address", shown(.0))]
     Email(String),
+    /// `type` is not a well-formed event type.
     #[error(transparent)]
     EventType(#[from] EventTypeError),
+    /// A time (field `what`) that is not RFC 3339.
     #[error("`{what}` {} is not an RFC 3339 time such as 2026-03-01T09:00:00Z", shown(.text))]
     Time {
+        /// The field: `at` or `created_at`.
         what: &'static str,
+        /// The text as sent.
         text: String,
+        /// The parser's complaint.
         #[source]
         source: chrono::ParseError,
     },
+    /// `at` is further in the past than the API accepts (the limit, in days).
     #[error("`at` is more than {0} days in the past")]
     TooOld(i64),
+    /// `at` is further in the future than the API accepts (the limit, in hours).
     #[error("`at` is more than {0} hours in the future")]
     TooNew(i64),
+    /// `data` is over [`EventRules::max_data`].
     #[error("`data` is {size} bytes of JSON, more than the {max} allowed")]
-    DataTooLarge { size: usize, max: usize },
+    DataTooLarge {
+        /// Bytes of JSON sent.
+        size: usize,
+        /// Bytes allowed.
+        max: usize,
+    },
+    /// `lifecycle` is not a lifecycle stage (its first 40 characters).
     #[error("`lifecycle` {0:?} is not a lifecycle stage ({stages})", stages = nurture_core::model::LIFECYCLE_STAGES.join(", "))]
     Lifecycle(String),
+    /// `consent` is not `opted_in`, `opted_out` or `unknown`.
     #[error("`consent` {0:?} must be opted_in, opted_out or unknown")]
     Consent(String),
+    /// A field nurture computes (`score`, `grade`, `segments`, `unsubscribed`, `suppressed`).
     #[error("`{0}` is computed by nurture and cannot be imported")]
     Computed(String),
+    /// `timezone` is not an IANA time zone.
     #[error("`timezone` {0:?} is not an IANA time zone such as Europe/Sofia")]
     Timezone(String),
 }
@@ -68,20 +96,30 @@ impl serde::Serialize for InputError {
 pub struct Rejected {
     /// 1-based line (files) or 0-based index (API batches).
     pub at: usize,
+    /// Why, in words that say what to send instead.
     pub reason: String,
 }
 
 /// A contact row to import: what the file said, before merging with the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContactRow {
+    /// Its line in the file (1-based), or its index in an API batch.
     pub line: usize,
+    /// The contact's id; `None`: the id derives from `email` ([`id_for_email`]).
     pub id: Option<String>,
+    /// Its email address, lowercased.
     pub email: Option<String>,
+    /// Other columns, dotted names nested (`company.employees`).
     pub fields: Map<String, Value>,
+    /// Tags to add to those stored; `None`: none given.
     pub tags: Option<BTreeSet<String>>,
+    /// The consent to set; `None`: keep the stored one.
     pub consent: Option<Consent>,
+    /// An IANA time zone to set.
     pub timezone: Option<String>,
+    /// A lifecycle stage to set.
     pub lifecycle: Option<String>,
+    /// An owner to set.
     pub owner: Option<String>,
     /// When the contact was created (`created_at`): the time of its `contact.created`
     /// event when this row creates it; ignored for a contact that exists.
@@ -92,19 +130,28 @@ pub struct ContactRow {
 /// data (`created_at` gives the time; a simulated `contact.created` event both).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Creation {
+    /// When the contact is created.
     pub at: Ts,
+    /// The `data` of its `contact.created` event.
     pub data: Value,
 }
 
 /// A validated incoming event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncomingEvent {
+    /// Its line in the file (1-based), or its index in an API batch.
     pub index: usize,
+    /// The id given; `None`: ingestion derives one from the content.
     pub id: Option<String>,
+    /// Its type, e.g. `form.submitted`.
     pub kind: String,
+    /// The contact id given.
     pub contact: Option<String>,
+    /// The email address given (lowercased), to find or create the contact by.
     pub email: Option<String>,
+    /// When it happened; `None`: when it is stored (or the simulation's start).
     pub at: Option<Ts>,
+    /// Its `data`, always an object (`{}` when not given).
     pub data: Value,
 }
 

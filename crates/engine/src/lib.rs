@@ -9,6 +9,9 @@
 //! notifications, webhooks, plugin calls) go to the outbox with an idempotency key derived
 //! from (run, step, action), and are delivered by [`nurture_channels::deliver`].
 
+#![warn(missing_docs)]
+#![warn(unreachable_pub)]
+
 mod actions;
 pub mod channels;
 pub mod contact;
@@ -46,13 +49,16 @@ pub use steps::StepError;
 /// Errors of the engine. [`EngineError::is_retryable`] says whether trying again can help.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
+    /// The store failed; retryable when the store error is ([`StoreError::is_retryable`]).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A request the engine cannot do, or a task of it that stopped; says why.
     #[error("invalid input: {0}")]
     Invalid(String),
 }
 
 impl EngineError {
+    /// Whether the same work may succeed if tried again (a busy or unreachable store).
     pub fn is_retryable(&self) -> bool {
         matches!(self, EngineError::Store(e) if e.is_retryable())
     }
@@ -61,11 +67,17 @@ impl EngineError {
 /// One observable effect, as `nurture simulate` prints it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effect {
+    /// When it happened (simulated time under `nurture simulate`).
     pub at: Ts,
+    /// The contact it happened to.
     pub contact: String,
+    /// The workflow of the run that did it; `None` for scoring and other work outside runs.
     pub workflow: Option<String>,
+    /// The step that did it, if a step did.
     pub step: Option<String>,
+    /// Its kind: `enter`, `exit`, `email`, `set`, `score`, `save`, `sent`, `deferred`...
     pub effect: &'static str,
+    /// Details of the kind (template, fields set, reason...), printed beside the fixed keys.
     pub extra: Map<String, Value>,
 }
 
@@ -188,8 +200,12 @@ struct Lane {
     timers_empty: bool,
 }
 
+/// Executes one project's compiled plans over one store: ingests events, imports
+/// contacts, fires timers and schedules, each change to a contact in one unit of work.
 pub struct Engine {
+    /// The project whose plans, scoring and segments it runs.
     pub project: Arc<Project>,
+    /// Where contacts, runs, timers and the outbox live.
     pub store: Arc<dyn Store>,
     plans: Vec<usize>,
     /// See [`history_read`].
@@ -223,6 +239,7 @@ struct HandOff {
 /// process, to be delivered at once, each with the instant it was claimed (its lease runs
 /// from then).
 pub struct HandedOff {
+    /// Batches of claimed entries, each with the instant of its claim.
     pub rx: tokio::sync::mpsc::UnboundedReceiver<(std::time::Instant, Vec<OutboxEntry>)>,
     /// Entries handed over and not yet recorded: the receiver subtracts those it has
     /// recorded (delivered, to retry, failed).
@@ -230,6 +247,7 @@ pub struct HandedOff {
 }
 
 impl Engine {
+    /// An engine for `project` over `store`, its scoring and segment conditions compiled once.
     pub fn new(project: Arc<Project>, store: Arc<dyn Store>) -> Self {
         let mut scoring_programs = HashMap::new();
         let mut add = |src: &str| {

@@ -95,12 +95,19 @@ fn effect(
 /// What a simulation did, for the closing summary.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Summary {
+    /// The simulated start: `--start`, or the earliest event or creation.
     pub start: Option<Ts>,
+    /// The simulated time it stopped at.
     pub end: Option<Ts>,
+    /// Contact rows given.
     pub contacts: usize,
+    /// Events given.
     pub events: usize,
+    /// Effects emitted.
     pub effects: usize,
+    /// Events refused: (line, reason).
     pub rejected_events: Vec<(usize, String)>,
+    /// Contact rows refused: (line, reason).
     pub rejected_contacts: Vec<(usize, String)>,
 }
 

@@ -23,7 +23,9 @@ use tokio::sync::{watch, Notify};
 /// `NURTURE_PG_SCHEMA` (docs/operators.md).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreConfig {
+    /// Used when the URL is `sqlite:...`.
     pub sqlite: SqliteConfig,
+    /// Used when the URL is `postgres://...` or `postgresql://...`.
     pub postgres: PostgresConfig,
 }
 

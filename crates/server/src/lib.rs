@@ -25,6 +25,9 @@
 //! each token's open or click is stored once (its event id derives from the token), and
 //! hits are limited per client and per token ([`nurture_channels::email::hits`]).
 
+#![warn(missing_docs)]
+#![warn(unreachable_pub)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -193,11 +196,15 @@ impl ApiLimits {
     }
 }
 
+/// What every route handler shares: the engine, the ingestion task, the API key, the
+/// token signer and the limits.
 #[derive(Clone)]
 pub struct AppState {
+    /// The engine of the project served.
     pub engine: Arc<Engine>,
     /// Stores incoming events in group commits.
     pub ingest: Ingestor,
+    /// The key every `/v1` route needs.
     pub api_key: Arc<String>,
     /// Wakes the scheduler when new work arrives.
     pub wake: Arc<Notify>,
@@ -231,6 +238,8 @@ impl AppState {
     }
 }
 
+/// The API's routes (the table in the crate docs) over `state`: the API key is checked
+/// before a `/v1` body is read, and bodies are limited in size and time (`[api]`).
 pub fn router(state: AppState) -> Router {
     let limits = state.limits;
     Router::new()

@@ -116,8 +116,11 @@ impl ProblemKind {
 /// code its problem would have alone) and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ItemProblem {
+    /// Its index in the request.
     pub index: usize,
+    /// The HTTP status its problem would have alone.
     pub status: u16,
+    /// Why it was not stored.
     pub reason: String,
 }
 

@@ -44,12 +44,20 @@ pub use nurture_core::template::{Rendered, Renderer};
 use nurture_store::{OutboxEntry, OutboxKind, Store, StoreError, Ts};
 pub use track::{Purpose, Signer};
 
+/// Why the email channel could not be set up from the settings.
 #[derive(Debug, thiserror::Error)]
 pub enum EmailError {
+    /// The SMTP or sender settings are incomplete or wrong; says which.
     #[error("email settings: {0}")]
     Config(String),
+    /// The DKIM key could not be read or used.
     #[error("DKIM key {path}: {reason}")]
-    Dkim { path: String, reason: String },
+    Dkim {
+        /// Where the key was read from.
+        path: String,
+        /// What went wrong with it.
+        reason: String,
+    },
 }
 
 impl EmailError {
@@ -62,22 +70,32 @@ impl EmailError {
 /// Why a message could not be built (the same every time: a fix is needed).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The contact (its id) has no email address.
     #[error("contact {0} has no email address")]
     NoAddress(String),
+    /// The template did not render for this contact.
     #[error(transparent)]
     Render(#[from] nurture_core::template::RenderError),
+    /// Neither the entry, its template nor `[sender]` gives a from address.
     #[error("no sender: set [sender] from in nurture.toml")]
     NoSender,
+    /// The from address is not an address.
     #[error("sender `{from}`: {source}")]
     Sender {
+        /// The address as configured.
         from: String,
+        /// Why it is not one.
         source: lettre::address::AddressError,
     },
+    /// The recipient's address is not one lettre accepts.
     #[error("recipient `{to}`: {source}")]
     Recipient {
+        /// The recipient's address as given.
         to: String,
+        /// Why it is not one.
         source: lettre::address::AddressError,
     },
+    /// lettre could not assemble the message.
     #[error("building the message: {0}")]
     Message(#[source] lettre::error::Error),
 }
@@ -86,6 +104,7 @@ pub enum BuildError {
 /// whether it is tried again.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
+    /// The entry names no address to send to.
     #[error("no recipient address")]
     NoRecipient,
     /// The address was suppressed after the entry was claimed.
@@ -94,12 +113,15 @@ pub enum SendError {
     /// Looking up the suppression list failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The message could not be built.
     #[error(transparent)]
     Build(#[from] BuildError),
     /// Writing the `.eml` file failed.
     #[error("writing {path}: {source}")]
     Write {
+        /// The `.eml` file it was writing.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
     /// The SMTP server refused the message for good (5xx): the address is suppressed.
@@ -128,6 +150,7 @@ impl SendError {
 pub enum Transport {
     /// `.eml` files in a folder, one per outbox key (the default for `nurture run`).
     Files(PathBuf),
+    /// An SMTP server (`[email] smtp`).
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
 }
 
@@ -262,6 +285,7 @@ impl EmailChannel {
         })
     }
 
+    /// The renderer of the project's templates the channel builds its messages with.
     pub fn renderer(&self) -> &Renderer {
         &self.renderer
     }

@@ -76,16 +76,21 @@ impl Purpose {
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// Not the shape of a token (two base64url parts, claims in JSON with their fields).
     #[error("the token is malformed")]
     Malformed,
+    /// The tag does not match the claims under this key.
     #[error("the token's signature does not verify")]
     Forged,
+    /// The token was issued for another route.
     #[error("the token is for another purpose")]
     WrongPurpose,
+    /// An open or click token past the link TTL.
     #[error("the link has expired")]
     Expired,
 }
 
+/// Signs and checks tracking and unsubscribe tokens with the tracking key.
 #[derive(Clone)]
 pub struct Signer {
     key: Vec<u8>,

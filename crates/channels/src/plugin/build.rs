@@ -8,22 +8,46 @@ use std::process::Command;
 
 use nurture_core::project::PluginManifest;
 
+/// The Rust target plugins are built for.
 pub const TARGET: &str = "wasm32-wasip2";
 
+/// Why building a plugin from source failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The plugin's folder has no `Cargo.toml`.
     #[error("plugin `{plugin}` has no Cargo.toml in {dir}: nothing to build from")]
-    NoSource { plugin: String, dir: PathBuf },
+    NoSource {
+        /// The plugin's name, as its `plugin.toml` gives it.
+        plugin: String,
+        /// Its folder, where `Cargo.toml` was looked for.
+        dir: PathBuf,
+    },
+    /// A tool (`cargo`, `rustup`) could not be run, or failed.
     #[error("could not run {program}: {reason}")]
-    Tool { program: String, reason: String },
+    Tool {
+        /// The program as run.
+        program: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// `cargo build` failed.
     #[error("building plugin `{plugin}` failed (cargo exit {status}):\n{stderr}")]
     Cargo {
+        /// The plugin's name, as its `plugin.toml` gives it.
         plugin: String,
+        /// Cargo's exit code.
         status: i32,
+        /// What cargo printed on stderr.
         stderr: String,
     },
+    /// Reading the package's name or copying the component failed.
     #[error("plugin `{plugin}`: {message}")]
-    Other { plugin: String, message: String },
+    Other {
+        /// The plugin's name, as its `plugin.toml` gives it.
+        plugin: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 impl BuildError {

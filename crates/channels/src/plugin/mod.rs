@@ -66,33 +66,66 @@ const EXPORT_PREFIX: &str = "nurture:plugin/step@";
 /// a call never returns an error, it returns a [`CallOutcome`].
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
+    /// The plugin's component file is missing.
     #[error("plugin `{plugin}`: component {path} not found; build it with `nurture plugins build` (or `cargo build --release --target wasm32-wasip2` in its folder)")]
-    NotBuilt { plugin: String, path: PathBuf },
+    NotBuilt {
+        /// The plugin's name, as its `plugin.toml` gives it.
+        plugin: String,
+        /// Where the component was looked for.
+        path: PathBuf,
+    },
+    /// The component targets a plugin interface version this host does not run.
     #[error("plugin `{plugin}` was built for plugin interface {found}, but this nurture supports {supported}; rebuild it against a nurture-plugin-sdk for interface {supported}")]
     UnsupportedInterface {
+        /// The plugin's name, as its `plugin.toml` gives it.
         plugin: String,
+        /// The interface version of the component.
         found: String,
+        /// The interface version of this host.
         supported: String,
     },
+    /// The component exports no `nurture:plugin/step` interface.
     #[error(
         "plugin `{plugin}` is not a nurture plugin: it exports no `nurture:plugin/step` interface"
     )]
-    NotAPlugin { plugin: String },
+    NotAPlugin {
+        /// The plugin's name, as its `plugin.toml` gives it.
+        plugin: String,
+    },
+    /// The component's own manifest disagrees with `plugin.toml`.
     #[error("plugin `{plugin}`: its component disagrees with plugin.toml ({what}); rebuild the component")]
-    Stale { plugin: String, what: String },
+    Stale {
+        /// The plugin's name, as its `plugin.toml` gives it.
+        plugin: String,
+        /// What disagrees.
+        what: String,
+    },
+    /// Reading, compiling or configuring the plugin failed.
     #[error("plugin `{plugin}`: {message}")]
-    Load { plugin: String, message: String },
+    Load {
+        /// The plugin's name, as its `plugin.toml` gives it.
+        plugin: String,
+        /// What failed.
+        message: String,
+    },
+    /// Calling the component's `manifest` export failed.
     #[error("plugin `{plugin}`: its `manifest` export failed: {source}")]
     Manifest {
+        /// The plugin's name, as its `plugin.toml` gives it.
         plugin: String,
+        /// How the call failed.
         source: ManifestCallError,
     },
+    /// Setting up the plugin host failed otherwise (its folders, its cache); says how.
     #[error("plugin engine: {0}")]
     Engine(String),
+    /// wasmtime failed to start the engine.
     #[error("plugin engine: {0:#}")]
     Wasmtime(#[source] wasmtime::Error),
+    /// The thread that ticks the epochs (deadlines) did not start.
     #[error("plugin engine: starting its epoch thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// The HTTP client plugins call out through could not be built.
     #[error("plugin engine: its HTTP client: {0}")]
     Client(#[source] reqwest::Error),
 }
@@ -100,10 +133,13 @@ pub enum PluginError {
 /// Why calling a component's `manifest` export at load failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestCallError {
+    /// The async runtime for the call did not start.
     #[error("starting its runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// Instantiating or calling the component failed (a trap, a missing export).
     #[error("{0:#}")]
     Wasm(#[from] wasmtime::Error),
+    /// The thread making the call panicked.
     #[error("the manifest check panicked")]
     Panicked,
 }
@@ -198,16 +234,21 @@ pub fn cache_dir(project_root: &Path) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CallOutcome {
+    /// Done: the step succeeded.
     Ok {
+        /// What the step returned, kept in the delivery record.
         output: Value,
     },
     /// Temporary: retry no earlier than `after`.
     Retry {
+        /// The earliest the next attempt may start.
         after: Duration,
+        /// Why, from the plugin or the host.
         reason: String,
     },
     /// Permanent: the step fails.
     Failed {
+        /// Why, from the plugin or the host.
         reason: String,
     },
 }
@@ -219,11 +260,19 @@ pub enum StepError {
     /// Temporary (the plugin answered `retry-after`, or its call ran past its deadline):
     /// retried no earlier than `after`.
     #[error("{reason}")]
-    Retry { reason: String, after: Duration },
+    Retry {
+        /// Why, from the plugin or the host.
+        reason: String,
+        /// The earliest the next attempt may start.
+        after: Duration,
+    },
     /// Permanent: the plugin failed the step, or could not run it (not loaded, no such
     /// step, trapped, over its memory limit).
     #[error("{reason}")]
-    Failed { reason: String },
+    Failed {
+        /// Why, from the plugin or the host.
+        reason: String,
+    },
 }
 
 impl StepError {
@@ -273,12 +322,19 @@ impl crate::channel::Channel for PluginHost {
 /// One step call.
 #[derive(Debug, Clone)]
 pub struct StepCall<'a> {
+    /// The plugin's name.
     pub plugin: &'a str,
+    /// The step of the plugin to run.
     pub step: &'a str,
+    /// The step's `with` settings.
     pub config: &'a Value,
+    /// The contact as JSON.
     pub contact: &'a Value,
+    /// The event that started the run, if any.
     pub event: Option<&'a Value>,
+    /// The outbox key, the same for every attempt: the plugin dedupes with it.
     pub idempotency_key: &'a str,
+    /// Which attempt this is, from 1.
     pub attempt: u32,
 }
 
@@ -455,14 +511,23 @@ pub fn secret_env_var(plugin: &str, name: &str) -> String {
 /// What `nurture plugins list` shows about a loaded plugin.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginSummary {
+    /// Its name.
     pub name: String,
+    /// Its version, from its manifest.
     pub version: String,
+    /// The plugin interface version it was built for.
     pub api: String,
+    /// The steps it offers.
     pub steps: Vec<String>,
+    /// The hosts it may call.
     pub hosts: Vec<String>,
+    /// The secrets it declares.
     pub secrets: Vec<String>,
+    /// The declared secrets set in the environment.
     pub secrets_set: Vec<String>,
+    /// Milliseconds it took to load.
     pub load_ms: f64,
+    /// Whether its compiled code came from the cache.
     pub from_cache: bool,
 }
 
@@ -793,6 +858,7 @@ impl PluginHost {
         out
     }
 
+    /// Whether `plugin` loaded (its steps can run).
     pub fn is_loaded(&self, plugin: &str) -> bool {
         self.plugins.contains_key(plugin)
     }

@@ -1,5 +1,7 @@
 //! nurture's integration tests: one binary, one module per area.
 
+#![warn(unreachable_pub)]
+
 mod util;
 
 mod bench;

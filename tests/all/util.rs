@@ -147,7 +147,9 @@ pub(crate) struct RecordingServer {
 }
 
 impl RecordingServer {
-    pub(crate) fn start(answer: impl Fn(&Recorded) -> (u16, String) + Send + Sync + 'static) -> Self {
+    pub(crate) fn start(
+        answer: impl Fn(&Recorded) -> (u16, String) + Send + Sync + 'static,
+    ) -> Self {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();

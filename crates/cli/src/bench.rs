@@ -404,7 +404,10 @@ pub(crate) async fn http_ingest(total: usize, config: &StoreConfig) -> Result<f6
 /// benchmark writes hundreds of thousands of contacts into it, and (e) empties its
 /// `nurture` tables between rounds. Every contact the benchmark makes has an address at
 /// `bench.test`.
-pub(crate) async fn check_bench_database(url: &str, config: &StoreConfig) -> Result<(), EngineError> {
+pub(crate) async fn check_bench_database(
+    url: &str,
+    config: &StoreConfig,
+) -> Result<(), EngineError> {
     let db = |e: sqlx::Error| EngineError::Store(e.into());
     let schema = config.postgres.schema_name().map_err(StoreError::from)?;
     let pool = sqlx::PgPool::connect(url).await.map_err(db)?;

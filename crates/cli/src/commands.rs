@@ -423,7 +423,11 @@ pub(crate) async fn list_runs(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn workers(dir: &Path, store_flag: Option<String>, json_out: bool) -> Result<ExitCode> {
+pub(crate) async fn workers(
+    dir: &Path,
+    store_flag: Option<String>,
+    json_out: bool,
+) -> Result<ExitCode> {
     let (_, store) = open(dir, store_flag).await?;
     let workers = store.workers().await?;
     if json_out {
@@ -684,7 +688,11 @@ pub(crate) fn plugins_build(dir: &Path) -> Result<ExitCode> {
 }
 
 /// `nurture plugin new NAME`.
-pub(crate) fn plugin_new(name: &str, dir: Option<PathBuf>, sdk_path: Option<PathBuf>) -> Result<ExitCode> {
+pub(crate) fn plugin_new(
+    name: &str,
+    dir: Option<PathBuf>,
+    sdk_path: Option<PathBuf>,
+) -> Result<ExitCode> {
     let valid = !name.is_empty()
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -820,7 +828,11 @@ pub(crate) async fn email_preview(
 }
 
 /// `nurture outbox retry`.
-pub(crate) async fn outbox_retry(dir: &Path, store_flag: Option<String>, key: &str) -> Result<ExitCode> {
+pub(crate) async fn outbox_retry(
+    dir: &Path,
+    store_flag: Option<String>,
+    key: &str,
+) -> Result<ExitCode> {
     let (_, store) = open(dir, store_flag).await?;
     if store.requeue_outbox(key, Utc::now()).await? {
         println!("requeued {key}: the scheduler sends it at its next pass");

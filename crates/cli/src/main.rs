@@ -1,5 +1,7 @@
 //! The `nurture` command: a thin layer over the library.
 
+#![warn(unreachable_pub)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -27,6 +27,7 @@
 //! - [`project`]: loading a folder, collecting every diagnostic;
 //! - [`plan`]: compilation to a DAG, validation, DOT/Mermaid rendering;
 //! - [`diag`]: diagnostics with stable codes (see `docs/errors.md`);
+//! - [`versions`]: content hashes, diffs between versions, where a deploy moves runs;
 //! - [`lint`]: event names ingestion refuses, contact fields that may be missing;
 //! - [`events`]: the event type rule;
 //! - [`template`]: email templates (minijinja), rendering and checks.
@@ -42,6 +43,7 @@ pub mod model;
 pub mod plan;
 pub mod project;
 pub mod template;
+pub mod versions;
 pub mod yaml;
 
 /// The JSON Schema of a workflow file, as committed in `schema/workflow.schema.json`.

@@ -54,6 +54,12 @@ pub struct Workflow {
     /// Which contacts may receive this workflow's marketing email.
     #[serde(default)]
     pub consent: ConsentPolicy,
+    /// What happens to open runs of older versions when this version is deployed:
+    /// `keep` (default: they finish on their version), `exit` (they end, reason
+    /// `superseded`) or `migrate` (they move to this version, a step id kept where it is;
+    /// `{ migrate: { OLD_STEP: NEW_STEP } }` maps renamed or removed steps).
+    #[serde(default, skip_serializing_if = "OnNewVersion::is_keep")]
+    pub on_new_version: OnNewVersion,
     /// The steps; the first is the entry.
     pub steps: Vec<Step>,
 }
@@ -165,6 +171,52 @@ pub struct ScheduleTrigger {
     pub schedule: String,
     /// Segment whose members are enrolled at each firing.
     pub audience: String,
+}
+
+/// What a deploy does with the open runs of older versions of a workflow
+/// (`on_new_version`), as the new version's file says.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNewVersion {
+    /// They finish on the version they started on (the default).
+    #[default]
+    Keep,
+    /// They end with reason `superseded`.
+    Exit,
+    /// They move to the new version: a run at step `OLD` goes to the step the map names
+    /// for `OLD`, else to the step of the same id; with neither it would be stranded (and
+    /// the deploy is refused).
+    Migrate(BTreeMap<String, String>),
+}
+
+impl OnNewVersion {
+    fn is_keep(&self) -> bool {
+        *self == OnNewVersion::Keep
+    }
+}
+
+impl<'de> Deserialize<'de> for OnNewVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case", deny_unknown_fields)]
+        enum Raw {
+            Keep,
+            Exit,
+            Migrate(BTreeMap<String, String>),
+        }
+        let v = Value::deserialize(d)?;
+        if v == "migrate" {
+            return Ok(OnNewVersion::Migrate(BTreeMap::new()));
+        }
+        match Raw::deserialize(v) {
+            Ok(Raw::Keep) => Ok(OnNewVersion::Keep),
+            Ok(Raw::Exit) => Ok(OnNewVersion::Exit),
+            Ok(Raw::Migrate(map)) => Ok(OnNewVersion::Migrate(map)),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected `keep`, `exit`, `migrate` or `{ migrate: { OLD_STEP: NEW_STEP } }`",
+            )),
+        }
+    }
 }
 
 /// Re-entry policy.

@@ -43,6 +43,8 @@ pub struct Project {
     pub plugin_dirs: BTreeMap<String, PathBuf>,
     /// One compiled plan per workflow file.
     pub plans: Vec<Plan>,
+    /// The text of each workflow's file, by workflow id (what a deploy stores).
+    pub workflow_sources: BTreeMap<String, String>,
 }
 
 /// The result of loading: the project when valid, and every diagnostic either way.
@@ -161,6 +163,7 @@ pub const WORKFLOW_KEYS: &[&str] = &[
     "goal",
     "exit_if",
     "consent",
+    "on_new_version",
     "steps",
 ];
 
@@ -1457,7 +1460,12 @@ pub fn load(root: &Path) -> Loaded {
     }
     diag::sort(&mut loaded.diagnostics);
     if loaded.errors() == 0 {
+        let workflow_sources = plans
+            .iter()
+            .filter_map(|p| Some((p.id().to_string(), loaded.sources.get(&p.file)?.clone())))
+            .collect();
         loaded.project = Some(Project {
+            workflow_sources,
             root: root.to_path_buf(),
             settings,
             scoring,

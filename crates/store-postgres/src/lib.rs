@@ -538,6 +538,49 @@ async fn schedules_in(
     Ok(())
 }
 
+// TEMPORARY (issue 19 in progress): replaced by the real implementation.
+#[async_trait]
+impl nurture_store::VersionStore for PostgresStore {
+    async fn deploy(
+        &self,
+        _versions: &[nurture_store::WorkflowVersion],
+        _expected: &[nurture_store::Expected],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn latest_versions(&self) -> Result<Vec<nurture_store::LatestVersion>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn workflow_version(
+        &self,
+        _workflow: &str,
+        _version: u32,
+    ) -> Result<Option<nurture_store::WorkflowVersion>, StoreError> {
+        Ok(None)
+    }
+    async fn workflow_versions(
+        &self,
+        _workflow: Option<&str>,
+    ) -> Result<Vec<nurture_store::WorkflowVersion>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn open_runs(
+        &self,
+        _workflow: &str,
+    ) -> Result<Vec<nurture_store::OpenRunCount>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn open_runs_below(
+        &self,
+        _workflow: &str,
+        _below: u32,
+        _after: Option<&str>,
+        _limit: i64,
+    ) -> Result<Vec<nurture_store::OpenRunRef>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn load_units(
@@ -1005,6 +1048,7 @@ impl Store for PostgresStore {
                     started_at: r.try_get("started_at")?,
                     seen_at: r.try_get("seen_at")?,
                     lanes: r.try_get::<i32, _>("lanes")? as usize,
+                    note: None,
                 })
             })
             .collect()

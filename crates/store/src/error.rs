@@ -30,6 +30,9 @@ pub enum ConflictKind {
     /// An outbox entry was completed elsewhere (its lease ran out and another worker took
     /// it): a stale completion.
     OutboxEntry,
+    /// A deploy planned against a workflow's latest version that another deploy moved
+    /// on, or a version already stored with other content.
+    WorkflowVersion,
     /// A unique key this store does not name.
     Other,
 }
@@ -45,6 +48,7 @@ impl ConflictKind {
             ConflictKind::QueuedEvent => "queued event",
             ConflictKind::Counter => "counter",
             ConflictKind::OutboxEntry => "outbox entry",
+            ConflictKind::WorkflowVersion => "workflow version",
             ConflictKind::Other => "row",
         }
     }
@@ -58,6 +62,7 @@ impl ConflictKind {
             "inbox_pkey" => ConflictKind::QueuedEvent,
             "runs_pkey" => ConflictKind::Run,
             "counters_pkey" => ConflictKind::Counter,
+            "workflow_versions_pkey" => ConflictKind::WorkflowVersion,
             "outbox_pkey" | "outbox_pending_pkey" | "deliveries_pkey" | "contact_sends_pkey" => {
                 ConflictKind::OutboxEntry
             }

@@ -14,6 +14,7 @@ pub mod contract;
 pub mod error;
 pub mod kinds;
 pub mod limits;
+pub mod versions;
 
 pub use error::{ConfigError, ConflictKind, StoreError, Unavailability};
 
@@ -25,6 +26,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use kinds::{JournalKind, OutboxKind, UnknownKind};
+pub use versions::{
+    Expected, LatestVersion, OpenRunCount, OpenRunRef, VersionStore, WorkflowVersion,
+};
 
 /// A point in time as the store keeps it: UTC.
 pub type Ts = DateTime<Utc>;
@@ -570,6 +574,8 @@ pub struct WorkerInfo {
     pub seen_at: Ts,
     /// Its concurrent group commits ([`Store::parallelism`]) when last seen.
     pub lanes: usize,
+    /// What it refuses to do and why ([`VersionStore::set_worker_note`]), if anything.
+    pub note: Option<String>,
 }
 
 /// Filter for listing runs.
@@ -713,7 +719,7 @@ impl HistoryRead {
 /// A durable store of contacts, events, runs, timers, the outbox and the journal: see
 /// the crate documentation. Shared by the engine's tasks (`Arc<dyn Store>`).
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: VersionStore + Send + Sync {
     /// Loads what the units of work of `contacts` read, in the same order: with their
     /// events as `history` says, or none when it is `None` (nothing in the project reads
     /// a contact's history). The default makes three calls per contact; a store may answer

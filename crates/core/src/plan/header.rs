@@ -3,7 +3,7 @@
 
 use super::{at, is_valid_id, parse_cron, Compiler};
 use crate::diag::Code;
-use crate::model::{Goal, Trigger, Workflow};
+use crate::model::{Goal, OnNewVersion, Trigger, Workflow};
 use crate::yaml::Node;
 
 impl Compiler<'_, '_> {
@@ -40,6 +40,30 @@ impl Compiler<'_, '_> {
         }
         if let Some(x) = &w.exit_if {
             self.expr(at(root, &["exit_if"]), &x.0);
+        }
+        if let OnNewVersion::Migrate(map) = &w.on_new_version {
+            self.migrate_map(w, map);
+        }
+    }
+
+    /// Every step a `migrate` map moves runs to must be a step of this workflow.
+    fn migrate_map(&mut self, w: &Workflow, map: &std::collections::BTreeMap<String, String>) {
+        let ids: Vec<&str> = w.steps.iter().map(|s| s.id.as_str()).collect();
+        for (old, new) in map {
+            if ids.contains(&new.as_str()) {
+                continue;
+            }
+            let node = at(self.root, &["on_new_version", "migrate", old]);
+            let hint = match crate::diag::did_you_mean(new, ids.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`? runs at `{old}` move to a step of this version"),
+                None => format!("map `{old}` to one of: {}", ids.join(", ")),
+            };
+            self.sink.error(
+                Code::UnknownStep,
+                node.span,
+                format!("`on_new_version` moves runs at `{old}` to `{new}`, which is not a step of this workflow"),
+                Some(hint),
+            );
         }
     }
 

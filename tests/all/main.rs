@@ -28,3 +28,4 @@ mod semantics_content;
 mod simulate;
 mod store;
 mod store_errors;
+mod versions;

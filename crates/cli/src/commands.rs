@@ -65,7 +65,10 @@ pub(crate) fn store_config() -> Result<nurture_server::StoreConfig> {
     Ok(config)
 }
 
-async fn open(dir: &Path, flag: Option<String>) -> Result<(Arc<Project>, Arc<dyn Store>)> {
+pub(crate) async fn open(
+    dir: &Path,
+    flag: Option<String>,
+) -> Result<(Arc<Project>, Arc<dyn Store>)> {
     let project = match super::load_valid(dir) {
         Ok(p) => p,
         Err(_) => bail!("the project in {} is not valid", dir.display()),
@@ -129,6 +132,12 @@ pub(crate) async fn run(
     let (project, store) = open(dir, store_flag.clone()).await?;
     let url = store_url(dir, Some(&project), store_flag);
     let engine = Arc::new(Engine::new(project.clone(), store));
+    let command = match role {
+        Role::Both => "run",
+        Role::Api => "serve",
+        Role::Worker => "worker",
+    };
+    crate::deploy::deploy_at_start(&engine, command).await?;
     let signer = Arc::new(
         Signer::for_project(dir, project.settings.tracking.as_ref()).context("the tracking key")?,
     );
@@ -439,19 +448,21 @@ pub(crate) async fn workers(
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<40} {:<20} {:>8} {:>5} {:<20} LAST SEEN",
-        "WORKER", "HOST", "PID", "LANES", "STARTED"
+        "{:<40} {:<20} {:>8} {:>5} {:<20} {:<12} NOTE",
+        "WORKER", "HOST", "PID", "LANES", "STARTED", "LAST SEEN"
     );
     let now = chrono::Utc::now();
     for w in workers {
+        let seen = (now - w.seen_at).num_milliseconds().max(0) as f64 / 1000.0;
         println!(
-            "{:<40} {:<20} {:>8} {:>5} {:<20} {:.1} s ago",
+            "{:<40} {:<20} {:>8} {:>5} {:<20} {:<12} {}",
             w.id,
             w.host,
             w.pid,
             w.lanes,
             nurture_store::ts_out(w.started_at),
-            (now - w.seen_at).num_milliseconds().max(0) as f64 / 1000.0
+            format!("{seen:.1} s ago"),
+            w.note.as_deref().unwrap_or("-")
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -12,6 +12,7 @@ use nurture_core::project;
 
 mod bench;
 mod commands;
+mod deploy;
 
 /// mimalloc instead of the system allocator: the engine builds and drops many small JSON
 /// values per step, and glibc's malloc spent a fifth of the process's time on them.
@@ -175,6 +176,44 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
         /// Store URL, e.g. postgres://nurture@db/nurture.
+        #[arg(long, alias = "database-url")]
+        store: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Publish the project's workflows to the store as new versions.
+    ///
+    /// Every workflow whose `version` is not deployed yet is stored, all at once or not
+    /// at all; running `run`, `serve` and `worker` processes pick the new versions up
+    /// within seconds. Open runs of older versions then keep their version, end as
+    /// `superseded`, or move to the new one, as each workflow's `on_new_version` says.
+    /// Prints, per workflow, the steps added, removed and changed and what happens to
+    /// the open runs at each step. Refused (exit 1, nothing stored) when a `version` is
+    /// already deployed with other content, when the project is older than what is
+    /// deployed, when runs would be stranded at a step the new version lacks, or when
+    /// runs stay on a version whose templates the project no longer has.
+    Deploy {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long, alias = "database-url")]
+        store: Option<String>,
+        /// Show what the deploy would do and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// List the deployed versions of the workflows (or of one) with their open runs.
+    ///
+    /// `*` marks the version new enrolments use; runs stay on the version they started on.
+    Versions {
+        /// Only this workflow.
+        workflow: Option<String>,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
         #[arg(long, alias = "database-url")]
         store: Option<String>,
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
@@ -467,6 +506,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             log_json,
             poll_ms,
             commands::Role::Worker,
+        )),
+        Command::Deploy {
+            dir,
+            store,
+            dry_run,
+            format,
+        } => runtime()?.block_on(deploy::deploy_command(
+            &dir,
+            store,
+            dry_run,
+            format == OutputFormat::Json,
+        )),
+        Command::Versions {
+            workflow,
+            dir,
+            store,
+            format,
+        } => runtime()?.block_on(deploy::versions_command(
+            &dir,
+            store,
+            workflow,
+            format == OutputFormat::Json,
         )),
         Command::Workers { dir, store, format } => {
             runtime()?.block_on(commands::workers(&dir, store, format == OutputFormat::Json))

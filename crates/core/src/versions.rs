@@ -136,7 +136,10 @@ mod tests {
     #[test]
     fn the_hash_ignores_version_layout_and_comments() {
         let a = workflow(V1);
-        let b = workflow(&format!("# a comment\n{}", V1.replace("version: 1", "version: 7")));
+        let b = workflow(&format!(
+            "# a comment\n{}",
+            V1.replace("version: 1", "version: 7")
+        ));
         assert_eq!(content_hash(&a), content_hash(&b));
         let c = workflow(&V1.replace("40s", "41s"));
         assert_ne!(content_hash(&a), content_hash(&c));
@@ -168,6 +171,9 @@ mod tests {
         assert_eq!(fate(&OnNewVersion::Keep, Some("gone"), &new), Fate::Stay);
         assert_eq!(fate(&OnNewVersion::Exit, Some("first"), &new), Fate::Exit);
         let bare = workflow(&V1.replace("version: 1", "version: 2\non_new_version: migrate"));
-        assert_eq!(bare.on_new_version, OnNewVersion::Migrate(Default::default()));
+        assert_eq!(
+            bare.on_new_version,
+            OnNewVersion::Migrate(Default::default())
+        );
     }
 }

@@ -45,7 +45,7 @@ impl<'e> Work<'e> {
     pub(super) fn action(
         &mut self,
         i: usize,
-        plan: &'e Plan,
+        plan: &Plan,
         step: &str,
         index: usize,
         kind: &StepKind,

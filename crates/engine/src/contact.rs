@@ -71,14 +71,14 @@ impl Work<'_> {
     /// is cleared and the journal says why. Conditions are evaluated quietly; only the
     /// one that ends a run is journaled (with what it read).
     pub(super) fn recheck_open_runs(&mut self) {
-        let engine = self.engine;
         for i in 0..self.runs.len() {
             if !self.runs[i].status.is_open() {
                 continue;
             }
-            let Some(plan) = engine.plan(&self.runs[i].workflow) else {
+            let Some(plan) = self.run_plan(i) else {
                 continue;
             };
+            let plan = &*plan;
             let checks = [
                 (contact_goal(plan), RunStatus::Converted, "goal"),
                 (

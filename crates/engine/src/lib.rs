@@ -15,6 +15,7 @@
 mod actions;
 pub mod channels;
 pub mod contact;
+pub mod deploy;
 pub mod eval;
 pub mod ids;
 pub mod ingest;
@@ -24,6 +25,7 @@ pub mod segments;
 pub mod simulate;
 mod steps;
 pub mod time;
+pub mod versions;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +38,7 @@ use serde_json::{json, Map, Value};
 use nurture_core::model::{Reentry, StepKind, Trigger};
 use nurture_core::plan::{Edge, Plan};
 use nurture_core::project::Project;
+use nurture_core::versions::Fate;
 use nurture_store::{
     Contact, DueTimer, JournalEntry, OutboxEntry, Run, RunStatus, Store, StoreError, StoredEvent,
     Ts, UnitOfWork, Wait,
@@ -207,7 +210,8 @@ pub struct Engine {
     pub project: Arc<Project>,
     /// Where contacts, runs, timers and the outbox live.
     pub store: Arc<dyn Store>,
-    plans: Vec<usize>,
+    /// The plans runs execute and new enrolments use (see [`versions`]).
+    pub plans: versions::Plans,
     /// See [`history_read`].
     history: Option<(chrono::Duration, Option<Vec<String>>)>,
     /// Notified after every commit that queued outbox entries, so a delivery loop starts
@@ -267,8 +271,7 @@ impl Engine {
             add(&s.condition.0);
         }
         // Workflows in id order: enrolment order is deterministic.
-        let mut plans: Vec<usize> = (0..project.plans.len()).collect();
-        plans.sort_by(|a, b| project.plans[*a].id().cmp(project.plans[*b].id()));
+        let plans = versions::Plans::new(&project);
         Engine {
             history: history_read(&project),
             clock: segments::Clock::new(&project),
@@ -389,12 +392,16 @@ impl Engine {
             })
     }
 
-    fn plans(&self) -> impl Iterator<Item = &Plan> {
-        self.plans.iter().map(|&i| &self.project.plans[i])
+    /// Makes the latest deployed versions current (see [`versions::Plans::refresh`]);
+    /// returns what changed. Schedulers call it every few seconds.
+    pub async fn refresh_versions(&self) -> Result<Vec<versions::Change>, EngineError> {
+        self.plans.refresh(&*self.store, &self.project).await
     }
 
-    fn plan(&self, id: &str) -> Option<&Plan> {
-        self.plans().find(|p| p.id() == id)
+    /// Loads the plans of the versions the open runs of `data` are pinned to.
+    async fn ensure_plans(&self, data: &[nurture_store::UnitData]) -> Result<(), EngineError> {
+        let runs = data.iter().flat_map(|d| d.runs.iter());
+        self.plans.ensure(&*self.store, &self.project, runs).await
     }
 
     /// Applies queued events, oldest first; returns how many and their effects.
@@ -501,6 +508,7 @@ impl Engine {
                 .store
                 .load_units(&ids, self.history_since(now).as_ref())
                 .await?;
+            self.ensure_plans(&data).await?;
             let counters = self.load_counters().await?;
             for ((contact, item), data) in batch.iter().zip(data) {
                 let mut w = Work::from_data(self, contact, now, data, counters.clone());
@@ -527,6 +535,7 @@ impl Engine {
     /// The next firing of any schedule trigger strictly after `after`.
     pub fn next_schedule(&self, after: Ts) -> Option<Ts> {
         self.schedules()
+            .into_iter()
             .filter_map(|(p, cron, _)| {
                 let tz = nurture_core::plan::workflow_tz(&p.workflow, &self.project.settings);
                 cron.after(&after.with_timezone(&tz))
@@ -536,19 +545,20 @@ impl Engine {
             .min()
     }
 
-    fn schedules(&self) -> impl Iterator<Item = (&Plan, cron::Schedule, &str)> {
-        self.plans().flat_map(|p| {
-            p.workflow
-                .trigger
-                .as_slice()
-                .iter()
-                .filter_map(move |t| match t {
-                    Trigger::Schedule(s) => nurture_core::plan::parse_cron(&s.schedule)
-                        .ok()
-                        .map(|c| (p, c, s.audience.as_str())),
-                    _ => None,
-                })
-        })
+    /// The schedule triggers of the current plans: plan, schedule, audience.
+    fn schedules(&self) -> Vec<(Arc<Plan>, cron::Schedule, String)> {
+        let current = self.plans.current();
+        let mut out = Vec::new();
+        for p in current.plans() {
+            for t in p.workflow.trigger.as_slice() {
+                if let Trigger::Schedule(s) = t {
+                    if let Ok(c) = nurture_core::plan::parse_cron(&s.schedule) {
+                        out.push((p.clone(), c, s.audience.clone()));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Fires schedule triggers due at `now`: every member of the audience is enrolled.
@@ -580,9 +590,9 @@ impl Engine {
             // Missed firings (downtime) collapse into the latest: one newsletter, not ten.
             let key = format!("schedule:{}", nurture_store::ts(latest));
             // The audience's stored members (kept current by segment timers), not a scan.
-            for contact in self.audience(audience).await? {
+            for contact in self.audience(&audience).await? {
                 let r = self
-                    .with_retry(&contact, latest, |w| w.schedule_enrol(&id, audience, &key))
+                    .with_retry(&contact, latest, |w| w.schedule_enrol(&id, &audience, &key))
                     .await;
                 match r {
                     Ok(e) => effects.extend(e),
@@ -763,6 +773,40 @@ impl Engine {
         Ok((effects, ne > 0 || nt > 0, full))
     }
 
+    /// Moves or ends, in batches of [`BATCH`] runs each one group commit (fenced like any
+    /// unit of work), the open runs of `workflow` on versions older than its current one,
+    /// as the current version's `on_new_version` says. Returns the effects (`migrated`,
+    /// `exit` with reason `superseded`, and whatever moved runs did at once).
+    pub async fn migrate_runs(&self, workflow: &str, now: Ts) -> Result<Vec<Effect>, EngineError> {
+        let current = self.plans.current();
+        let Some(plan) = current.get(workflow) else {
+            return Ok(Vec::new());
+        };
+        if plan.workflow.on_new_version == nurture_core::model::OnNewVersion::Keep {
+            return Ok(Vec::new());
+        }
+        let to = plan.workflow.version;
+        let mut effects = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .open_runs_below(workflow, to, after.as_deref(), BATCH)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(effects);
+            };
+            after = Some(last.run.clone());
+            let units = nurture_store::by_contact(page, |r| &r.contact);
+            let (_, e) = self
+                .run_units(units, now, |w, refs: &Vec<nurture_store::OpenRunRef>| {
+                    w.in_turn(refs, Work::migrate_run)
+                })
+                .await?;
+            effects.extend(e);
+        }
+    }
+
     /// Runs `f` in a unit of work for `contact`, committing it; on a conflict (a concurrent
     /// writer), reloads and tries again a few times.
     async fn with_retry<F>(&self, contact: &str, now: Ts, f: F) -> Result<Vec<Effect>, EngineError>
@@ -792,6 +836,8 @@ impl Engine {
 /// One unit of work for one contact.
 pub struct Work<'e> {
     engine: &'e Engine,
+    /// The plans new enrolments of this unit use.
+    current: Arc<versions::Current>,
     now: Ts,
     contact: Contact,
     contact_exists: bool,
@@ -828,6 +874,7 @@ impl<'e> Work<'e> {
             .store
             .load_units(&ids, engine.history_since(now).as_ref())
             .await?;
+        engine.ensure_plans(&data).await?;
         let counters = engine.load_counters().await?;
         let data = data.into_iter().next().unwrap_or_default();
         Ok(Work::from_data(engine, contact_id, now, data, counters))
@@ -855,6 +902,7 @@ impl<'e> Work<'e> {
         let history = data.events.into_iter().filter(|e| e.at <= now).collect();
         Work {
             engine,
+            current: engine.plans.current(),
             now,
             contact,
             contact_exists: exists,
@@ -886,6 +934,11 @@ impl<'e> Work<'e> {
             self.uow.counters.push((name, expected, new));
         }
         (self.uow, self.effects)
+    }
+
+    /// The plan run `i` executes (its version's).
+    fn run_plan(&self, i: usize) -> Option<Arc<Plan>> {
+        self.engine.plans.of_run(&self.current, &self.runs[i])
     }
 
     fn contact_view(&self) -> Value {
@@ -953,7 +1006,7 @@ impl<'e> Work<'e> {
         let after = before + delta;
         self.contact.score = after;
         self.contact_changed = true;
-        for p in self.engine.plans() {
+        for p in self.current.plans() {
             for t in p.workflow.trigger.as_slice() {
                 if let Trigger::Score(s) = t {
                     if before < s.score.reaches && after >= s.score.reaches {
@@ -1073,9 +1126,10 @@ impl<'e> Work<'e> {
             if !self.runs[i].status.is_open() {
                 continue;
             }
-            let Some(plan) = self.engine.plan(&self.runs[i].workflow) else {
+            let Some(plan) = self.run_plan(i) else {
                 continue;
             };
+            let plan = &*plan;
             let Some(goal) = &plan.workflow.goal else {
                 continue;
             };
@@ -1098,9 +1152,10 @@ impl<'e> Work<'e> {
             if *event != e.kind || self.runs[i].status != RunStatus::Waiting {
                 continue;
             }
-            let Some(plan) = self.engine.plan(&self.runs[i].workflow) else {
+            let Some(plan) = self.run_plan(i) else {
                 continue;
             };
+            let plan = &*plan;
             let step_id = self.runs[i].step.clone().unwrap_or_default();
             let Some(step) = plan.step(&step_id) else {
                 continue;
@@ -1129,9 +1184,8 @@ impl<'e> Work<'e> {
             self.advance(i, next)?;
         }
         // Event triggers enrol.
-        let ids: Vec<String> = self.engine.plans().map(|p| p.id().to_string()).collect();
-        for id in ids {
-            let plan = self.engine.plan(&id).expect("plan");
+        let current = self.current.clone();
+        for plan in current.plans() {
             for t in plan.workflow.trigger.as_slice() {
                 let Trigger::Event(et) = t else { continue };
                 if et.event != e.kind {
@@ -1171,6 +1225,50 @@ impl<'e> Work<'e> {
         Ok(())
     }
 
+    /// Applies the current version's `on_new_version` to open run `r` of an older version
+    /// (a deploy's migration pass): it stays, ends as `superseded`, or moves to the mapped
+    /// step, which it executes at once unless it is the step it waits at (then its wait
+    /// goes on). Journaled per run: the effect `migrated` (from, to, from_step, step), or
+    /// `superseded` (from, to, step) before the run's `exit`.
+    fn migrate_run(&mut self, r: &nurture_store::OpenRunRef) -> Result<(), EngineError> {
+        let Some(i) = self.runs.iter().position(|x| x.id == r.run) else {
+            return Ok(());
+        };
+        let current = self.current.clone();
+        let Some(plan) = current.get(&self.runs[i].workflow) else {
+            return Ok(());
+        };
+        let (from, to) = (self.runs[i].workflow_version, plan.workflow.version);
+        if !self.runs[i].status.is_open() || from >= to {
+            return Ok(());
+        }
+        let step = self.runs[i].step.clone();
+        let policy = &plan.workflow.on_new_version;
+        match nurture_core::versions::fate(policy, step.as_deref(), &plan.workflow) {
+            Fate::Stay | Fate::Stranded => Ok(()),
+            Fate::Exit => {
+                let data = json!({"from": from, "to": to, "step": step});
+                self.journal(Some(i), "superseded", data);
+                self.end_run(i, RunStatus::Exited, "superseded");
+                Ok(())
+            }
+            Fate::Move(target) => {
+                self.runs[i].workflow_version = to;
+                self.runs[i].updated_at = self.now;
+                self.changed_runs.insert(i);
+                let extra = json!({"from": from, "to": to, "from_step": step});
+                self.effect(Some(i), Some(&target), "migrated", extra);
+                if step.as_deref() == Some(target.as_str()) {
+                    return Ok(());
+                }
+                self.uow.timers_clear.push(self.runs[i].id.clone());
+                self.runs[i].wait = None;
+                self.runs[i].status = RunStatus::Active;
+                self.advance(i, plan.index.get(&target).copied())
+            }
+        }
+    }
+
     fn fire_timer(&mut self, t: &DueTimer) -> Result<(), EngineError> {
         self.uow.timers_clear.push(t.run_id.clone());
         let Some(i) = self.runs.iter().position(|r| r.id == t.run_id) else {
@@ -1179,10 +1277,11 @@ impl<'e> Work<'e> {
         if self.runs[i].status != RunStatus::Waiting {
             return Ok(());
         }
-        let Some(plan) = self.engine.plan(&self.runs[i].workflow) else {
+        let Some(plan) = self.run_plan(i) else {
             self.end_run(i, RunStatus::Failed, "error");
             return Ok(());
         };
+        let plan = &*plan;
         let step_id = self.runs[i].step.clone().unwrap_or_default();
         let wait = self.runs[i].wait.take();
         self.runs[i].status = RunStatus::Active;
@@ -1226,8 +1325,10 @@ impl<'e> Work<'e> {
         let src = seg.condition.0.clone();
         let empty = HashMap::new();
         if self.condition(None, &empty, &src, None, "audience") {
-            let plan = self.engine.plan(workflow).expect("plan");
-            self.enrol(plan, key, json!({"schedule": audience}), None)?;
+            let current = self.current.clone();
+            if let Some(plan) = current.get(workflow) {
+                self.enrol(plan, key, json!({"schedule": audience}), None)?;
+            }
         }
         Ok(())
     }
@@ -1261,9 +1362,8 @@ impl<'e> Work<'e> {
                 self.contact_changed = true;
             }
             let crossed: Vec<i64> = std::mem::take(&mut self.crossed).into_iter().collect();
-            let ids: Vec<String> = self.engine.plans().map(|p| p.id().to_string()).collect();
-            for id in ids {
-                let plan = self.engine.plan(&id).expect("plan");
+            let current = self.current.clone();
+            for plan in current.plans() {
                 for t in plan.workflow.trigger.as_slice() {
                     let fire = match t {
                         Trigger::Segment(s) if entered.contains(&s.segment) => Some((
@@ -1294,7 +1394,7 @@ impl<'e> Work<'e> {
     /// Enrols the contact in `plan` if re-entry allows; returns whether it did.
     fn enrol(
         &mut self,
-        plan: &'e Plan,
+        plan: &Plan,
         key: &str,
         trigger: Value,
         event: Option<Value>,

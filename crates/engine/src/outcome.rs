@@ -137,8 +137,8 @@ impl<'e> Work<'e> {
     pub(super) fn await_outcome(
         &mut self,
         i: usize,
-        plan: &'e Plan,
-        step: &'e Step,
+        plan: &Plan,
+        step: &Step,
     ) -> Result<Flow, StepError> {
         let key = outbox_key(&self.runs[i].id, &step.id, 0);
         self.runs[i].outcome = None;
@@ -183,9 +183,10 @@ impl<'e> Work<'e> {
             );
             return Ok(());
         };
-        let Some(plan) = self.engine.plan(&self.runs[i].workflow) else {
+        let Some(plan) = self.run_plan(i) else {
             return Ok(());
         };
+        let plan = &*plan;
         let step_id = self.runs[i].step.clone().unwrap_or_default();
         let Some(step) = plan.step(&step_id) else {
             return Ok(());
@@ -205,7 +206,7 @@ impl<'e> Work<'e> {
     pub(super) fn outcome_timeout(
         &mut self,
         i: usize,
-        plan: &'e Plan,
+        plan: &Plan,
         step_id: &str,
     ) -> Result<(), EngineError> {
         let Some(step) = plan.step(step_id) else {
@@ -220,8 +221,8 @@ impl<'e> Work<'e> {
     fn resume(
         &mut self,
         i: usize,
-        plan: &'e Plan,
-        step: &'e Step,
+        plan: &Plan,
+        step: &Step,
         outcome: Value,
         why: &str,
     ) -> Result<(), EngineError> {
@@ -240,8 +241,8 @@ impl<'e> Work<'e> {
     fn take_outcome(
         &mut self,
         i: usize,
-        plan: &'e Plan,
-        step: &'e Step,
+        plan: &Plan,
+        step: &Step,
         outcome: Value,
         why: &str,
     ) -> Result<Flow, StepError> {

@@ -59,10 +59,11 @@ impl<'e> Work<'e> {
         mut node: Option<NodeIndex>,
         mut quiet_ok: bool,
     ) -> Result<(), EngineError> {
-        let Some(plan) = self.engine.plan(&self.runs[i].workflow) else {
+        let Some(plan) = self.run_plan(i) else {
             self.end_run(i, RunStatus::Failed, "error");
             return Ok(());
         };
+        let plan = &*plan;
         for _ in 0..=plan.workflow.steps.len() + 1 {
             let Some(n) = node else {
                 self.end_run(i, RunStatus::Failed, "error");
@@ -166,7 +167,7 @@ impl<'e> Work<'e> {
     fn execute(
         &mut self,
         i: usize,
-        plan: &'e Plan,
+        plan: &Plan,
         si: usize,
         quiet_ok: bool,
     ) -> Result<Flow, StepError> {
@@ -206,8 +207,8 @@ impl<'e> Work<'e> {
     fn wait_until(
         &mut self,
         i: usize,
-        plan: &'e Plan,
-        step: &'e Step,
+        plan: &Plan,
+        step: &Step,
         wu: &WaitUntil,
     ) -> Result<Flow, StepError> {
         let tz = self.tz(plan);
@@ -268,7 +269,7 @@ impl<'e> Work<'e> {
     fn branch(
         &mut self,
         i: usize,
-        plan: &'e Plan,
+        plan: &Plan,
         step: &Step,
         arms: &[BranchArm],
     ) -> Result<Flow, StepError> {
@@ -302,7 +303,7 @@ impl<'e> Work<'e> {
     fn split(
         &mut self,
         i: usize,
-        plan: &'e Plan,
+        plan: &Plan,
         si: usize,
         arms: &[SplitArm],
     ) -> Result<Flow, StepError> {

@@ -143,6 +143,10 @@ pub fn start(engine: Arc<Engine>, api: Option<Api>, scheduler: Option<Scheduler>
             stop_rx.clone(),
         )));
     }
+    tasks.push(tokio::spawn(crate::versions_loop(
+        engine.clone(),
+        stop_rx.clone(),
+    )));
     if let Some(s) = scheduler {
         tasks.push(tokio::spawn(crate::scheduler(
             engine,

@@ -812,6 +812,55 @@ pub async fn scheduler(
     );
 }
 
+/// How often a process looks for newly deployed workflow versions.
+pub const VERSIONS_POLL: Duration = Duration::from_secs(2);
+
+/// Keeps the engine's current plans in step with the deployed versions (see
+/// [`nurture_engine::versions`]) until shutdown: a `nurture deploy` reaches running
+/// processes within [`VERSIONS_POLL`], without a restart. Each change is logged; a
+/// deployed version this process cannot compile is a warning (and the worker's note in
+/// `nurture workers`, see [`heartbeat_loop`]).
+pub async fn versions_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(VERSIONS_POLL) => {}
+            r = shutdown.changed() => if r.is_err() { break; },
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        match engine.refresh_versions().await {
+            Ok(changes) => log_version_changes(&changes),
+            Err(e) => tracing::warn!(error = %e, "could not read the deployed versions"),
+        }
+    }
+}
+
+fn log_version_changes(changes: &[nurture_engine::versions::Change]) {
+    use nurture_engine::versions::Change;
+    for c in changes {
+        match c {
+            Change::Current { workflow, version } => {
+                tracing::info!(%workflow, version, "new enrolments now use this version")
+            }
+            Change::Refused { workflow, reason } => {
+                tracing::warn!(%workflow, %reason, "not enrolling into this workflow")
+            }
+        }
+    }
+}
+
+/// This worker's note: the workflows it does not enrol into, and why.
+fn refused_note(engine: &Engine) -> Option<String> {
+    let current = engine.plans.current();
+    let parts: Vec<String> = current
+        .refused
+        .iter()
+        .map(|(w, why)| format!("not enrolling into {w}: {why}"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 fn worker_identity() -> (String, String, u32) {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -836,6 +885,7 @@ async fn heartbeat_loop(
     // Workers started together registered within moments of each other: a second look
     // soon after the first corrects a share taken before the others arrived.
     let mut every = Duration::from_millis(250);
+    let mut note: Option<String> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -845,6 +895,13 @@ async fn heartbeat_loop(
             break;
         }
         alive = heartbeat(&engine, &me, alive).await;
+        let now = refused_note(&engine);
+        if now != note {
+            match engine.store.set_worker_note(&me.0, now.as_deref()).await {
+                Ok(()) => note = now,
+                Err(e) => tracing::warn!(error = %e, "could not record this worker's note"),
+            }
+        }
         every = nurture_store::HEARTBEAT;
     }
     if let Err(e) = engine.store.retire(&me.0).await {

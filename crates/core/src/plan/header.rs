@@ -55,7 +55,9 @@ impl Compiler<'_, '_> {
             }
             let node = at(self.root, &["on_new_version", "migrate", old]);
             let hint = match crate::diag::did_you_mean(new, ids.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`? runs at `{old}` move to a step of this version"),
+                Some(s) => {
+                    format!("did you mean `{s}`? runs at `{old}` move to a step of this version")
+                }
                 None => format!("map `{old}` to one of: {}", ids.join(", ")),
             };
             self.sink.error(

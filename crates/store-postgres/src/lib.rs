@@ -542,17 +542,11 @@ async fn schedules_in(
 /// database (deploys into other schemas of it wait for each other too; they are rare).
 const DEPLOY_LOCK: i64 = 0x6e75_7274_7572_6519;
 
-/// A stored version number (`BIGINT`, or the runs' `INTEGER`) as the `u32` it was
-/// written from.
-fn version_of(v: i64) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("workflow version {v}")))
-}
-
 /// A row of `workflow_versions`, all columns.
 fn version_from_row(row: &sqlx::postgres::PgRow) -> Result<WorkflowVersion, StoreError> {
     Ok(WorkflowVersion {
         workflow: row.try_get("workflow")?,
-        version: version_of(row.try_get("version")?)?,
+        version: versions::stored_version(row.try_get("version")?)?,
         hash: row.try_get("hash")?,
         source: row.try_get("source")?,
         path: row.try_get("path")?,
@@ -593,7 +587,7 @@ impl VersionStore for PostgresStore {
                 let now = latest
                     .get(&e.workflow)
                     .copied()
-                    .map(version_of)
+                    .map(versions::stored_version)
                     .transpose()?;
                 if now != e.version {
                     return Err(versions::version_conflict(&e.workflow));
@@ -663,7 +657,7 @@ impl VersionStore for PostgresStore {
             .map(|r| {
                 Ok(LatestVersion {
                     workflow: r.try_get("workflow")?,
-                    version: version_of(r.try_get("version")?)?,
+                    version: versions::stored_version(r.try_get("version")?)?,
                     hash: r.try_get("hash")?,
                 })
             })
@@ -716,7 +710,7 @@ impl VersionStore for PostgresStore {
         rows.iter()
             .map(|r| {
                 Ok(OpenRunCount {
-                    version: version_of(r.try_get("version")?)?,
+                    version: versions::stored_version(r.try_get("version")?)?,
                     step: r.try_get("step")?,
                     runs: r.try_get("n")?,
                 })

@@ -791,16 +791,11 @@ async fn insert_contact(tx: &mut sqlx::SqliteConnection, c: &Contact) -> Result<
     }
 }
 
-/// A stored version number (`INTEGER`) as the `u32` it was written from.
-fn version_of(v: i64) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("workflow version {v}")))
-}
-
 /// A row of `workflow_versions`, all columns.
 fn version_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<WorkflowVersion, StoreError> {
     Ok(WorkflowVersion {
         workflow: row.try_get("workflow")?,
-        version: version_of(row.try_get("version")?)?,
+        version: versions::stored_version(row.try_get("version")?)?,
         hash: row.try_get("hash")?,
         source: row.try_get("source")?,
         path: row.try_get("path")?,
@@ -831,7 +826,7 @@ impl VersionStore for SqliteStore {
                     .bind(&e.workflow)
                     .fetch_one(&mut *tx)
                     .await?;
-            if latest.map(version_of).transpose()? != e.version {
+            if latest.map(versions::stored_version).transpose()? != e.version {
                 return Err(versions::version_conflict(&e.workflow));
             }
         }
@@ -880,7 +875,7 @@ impl VersionStore for SqliteStore {
             .map(|r| {
                 Ok(LatestVersion {
                     workflow: r.try_get("workflow")?,
-                    version: version_of(r.try_get("version")?)?,
+                    version: versions::stored_version(r.try_get("version")?)?,
                     hash: r.try_get("hash")?,
                 })
             })
@@ -931,7 +926,7 @@ impl VersionStore for SqliteStore {
         rows.iter()
             .map(|r| {
                 Ok(OpenRunCount {
-                    version: version_of(r.try_get("workflow_version")?)?,
+                    version: versions::stored_version(r.try_get("workflow_version")?)?,
                     step: r.try_get("step")?,
                     runs: r.try_get("n")?,
                 })

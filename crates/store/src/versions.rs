@@ -42,6 +42,12 @@ pub fn open_statuses() -> Vec<&'static str> {
         .collect()
 }
 
+/// A stored version number (an SQL integer) as the `u32` it was written from; anything
+/// else is [`StoreError::Corrupt`].
+pub fn stored_version(v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("workflow version {v}")))
+}
+
 /// Checks the sizes of the versions a deploy would store (before any write):
 /// [`StoreError::TooLarge`] for a source over [`MAX_SOURCE`] or another text over
 /// [`MAX_LABEL`].

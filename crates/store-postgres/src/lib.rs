@@ -599,6 +599,7 @@ impl VersionStore for PostgresStore {
         }
         let names: Vec<&str> = versions.iter().map(|v| v.workflow.as_str()).collect();
         let numbers: Vec<i64> = versions.iter().map(|v| i64::from(v.version)).collect();
+        use std::collections::hash_map::Entry;
         let stored: std::collections::HashMap<(String, i64), String> = sqlx::query_as(
             "SELECT w.workflow, w.version, w.hash FROM UNNEST($1::text[], $2::bigint[]) \
              AS u(workflow, version) JOIN workflow_versions w \
@@ -611,13 +612,18 @@ impl VersionStore for PostgresStore {
         .into_iter()
         .map(|(w, v, h): (String, i64, String)| ((w, v), h))
         .collect();
+        // As one by one: a version given twice is stored once, and a conflict the second
+        // time with another hash.
+        let mut stored = stored;
         let mut new: Vec<&WorkflowVersion> = Vec::with_capacity(versions.len());
         for v in versions {
-            match stored.get(&(v.workflow.clone(), i64::from(v.version))) {
-                Some(h) if *h == v.hash => {}
-                Some(_) => return Err(versions::version_conflict(&v.workflow)),
-                // (The same version twice in one deploy: the insert's key conflicts.)
-                None => new.push(v),
+            match stored.entry((v.workflow.clone(), i64::from(v.version))) {
+                Entry::Occupied(h) if *h.get() == v.hash => {}
+                Entry::Occupied(_) => return Err(versions::version_conflict(&v.workflow)),
+                Entry::Vacant(slot) => {
+                    slot.insert(v.hash.clone());
+                    new.push(v);
+                }
             }
         }
         if !new.is_empty() {

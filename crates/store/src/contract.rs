@@ -721,6 +721,15 @@ pub async fn a_version_deployed_again_is_kept_unless_its_content_differs(s: &dyn
         [("a".to_string(), 1, "h1".to_string())],
         "-"
     );
+    // One version given twice in a deploy: stored once; with two hashes, a conflict.
+    let twice = s
+        .deploy(&[version("b", 1, "x"), version("b", 1, "y")], &[])
+        .await;
+    assert!(version_conflict_on(&twice, "b"), "{twice:?}");
+    s.deploy(&[version("b", 1, "x"), version("b", 1, "x")], &[])
+        .await
+        .unwrap();
+    assert_eq!(s.workflow_versions(Some("b")).await.unwrap().len(), 1);
     // The same version unchanged beside a new one: the new one is stored.
     s.deploy(
         &[version("a", 1, "h1"), version("a", 2, "h3")],
@@ -730,7 +739,10 @@ pub async fn a_version_deployed_again_is_kept_unless_its_content_differs(s: &dyn
     .unwrap();
     assert_eq!(
         latest(s).await,
-        [("a".to_string(), 2, "h3".to_string())],
+        [
+            ("a".to_string(), 2, "h3".to_string()),
+            ("b".to_string(), 1, "x".to_string())
+        ],
         "-"
     );
 }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::json;
 
-use crate::util::rt;
+use crate::util::{rt, rt_multi};
 use nurture_server::{PostgresConfig, SqliteConfig, StoreConfig};
-use nurture_store::contract::{self, contact, event, outbox, run, t};
+use nurture_store::contract::{self, contact, event, expect, outbox, run, t, version};
 use nurture_store::{
-    Contact, NewEvent, OutboxEntry, Run, Store, StoreError, Timer, UnitOfWork, Wait,
+    ConflictKind, Contact, NewEvent, OutboxEntry, Run, Store, StoreError, Timer, UnitOfWork, Wait,
 };
 
 /// A fresh SQLite store in a temporary directory (kept alive by the `TempDir`), with its
@@ -103,6 +103,11 @@ contract_tests!(
     a_wave_of_completions_keeps_the_good_ones_when_one_is_stale,
     a_wave_of_mixed_outcomes_records_each_its_own_way,
     units_load_the_open_or_latest_run_of_each_workflow,
+    a_deploy_is_fenced_by_the_expected_latest_versions_and_all_or_nothing,
+    a_version_deployed_again_is_kept_unless_its_content_differs,
+    versions_list_by_workflow_then_version_and_the_latest_of_each,
+    open_runs_count_per_version_and_step_ignoring_ended_runs,
+    open_runs_below_a_version_page_by_run_id,
 );
 
 /// A fresh Postgres database's URL (see [`crate::util::fresh_postgres`]), from async code.
@@ -697,5 +702,110 @@ fn inbox_claims_past_the_head_leave_nothing_behind() {
         assert!(s.pending_events(1).await.unwrap().is_empty());
         // Which sends the next one to the head: what the cursor passed by, in order.
         assert_eq!(ids(s.pending_events(10).await.unwrap()), ["d0", "a1"]);
+    });
+}
+
+/// Two deploys planned against the same latest version (v1), one storing v2 and the other
+/// v3, race through two stores on one database (as two processes would): exactly one
+/// wins and the other is a `WorkflowVersion` conflict, and the latest is the winner's.
+/// Deploys are serialised (Postgres: an advisory lock; SQLite: the write lock taken at
+/// `BEGIN`); without that both read v1 and both store (Postgres), or one fails busy
+/// (SQLite). Twenty rounds, each on a workflow of its own.
+#[test]
+fn racing_deploys_planned_against_one_latest_version_end_one_won_one_conflicted() {
+    rt_multi().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut urls = vec![(
+            "sqlite",
+            format!("sqlite://{}", dir.path().join("t.db").display()),
+        )];
+        if let Some(url) = fresh_postgres().await {
+            urls.push(("postgres", url));
+        }
+        for (name, url) in urls {
+            let a = nurture_server::open_store(&url).await.unwrap();
+            let b = nurture_server::open_store(&url).await.unwrap();
+            for round in 0..20 {
+                let wf = format!("w{round}");
+                a.deploy(&[version(&wf, 1, "h1")], &[expect(&wf, None)])
+                    .await
+                    .unwrap();
+                let go = |s: Arc<dyn Store>, v: u32| {
+                    let wf = wf.clone();
+                    tokio::spawn(async move {
+                        s.deploy(
+                            &[version(&wf, v, &format!("h{v}"))],
+                            &[expect(&wf, Some(1))],
+                        )
+                        .await
+                    })
+                };
+                let (ra, rb) = (go(a.clone(), 2), go(b.clone(), 3));
+                let (ra, rb) = (ra.await.unwrap(), rb.await.unwrap());
+                let conflict = |r: &Result<(), StoreError>| {
+                    matches!(r, Err(e) if e.conflict() == Some(ConflictKind::WorkflowVersion))
+                };
+                let winner = match (&ra, &rb) {
+                    (Ok(()), r) if conflict(r) => 2,
+                    (r, Ok(())) if conflict(r) => 3,
+                    _ => panic!("{name} round {round}: {ra:?} and {rb:?}"),
+                };
+                let latest = a.latest_versions().await.unwrap();
+                assert_eq!(latest.len(), round + 1, "{name}: {latest:?}");
+                let mine = latest.iter().find(|l| l.workflow == wf).unwrap();
+                assert_eq!(mine.version, winner, "{name} round {round}");
+                assert_eq!(
+                    a.workflow_versions(Some(&wf)).await.unwrap().len(),
+                    2,
+                    "{name} round {round}: v1 and the winner's only"
+                );
+            }
+        }
+    });
+}
+
+/// A worker's note (what it refuses to do and why) shows in the list of workers until it
+/// is cleared, through heartbeats; a note over the bound is refused. SQLite keeps no
+/// registry: the note is accepted and there is still no worker to show.
+#[test]
+fn a_workers_note_shows_in_the_list_of_workers_until_cleared() {
+    rt().block_on(async {
+        for (name, s, _d) in stores().await {
+            s.heartbeat("a", "h", 1).await.unwrap();
+            s.heartbeat("b", "h", 2).await.unwrap();
+            let note = "refuses to enrol into `welcome`: its project has v1, v2 is deployed";
+            s.set_worker_note("a", Some(note)).await.unwrap();
+            if name == "sqlite" {
+                assert!(s.workers().await.unwrap().is_empty());
+                continue;
+            }
+            let notes = || async {
+                s.workers()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|w| (w.id, w.note))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                notes().await,
+                [
+                    ("a".to_string(), Some(note.to_string())),
+                    ("b".to_string(), None)
+                ]
+            );
+            s.heartbeat("a", "h", 1).await.unwrap();
+            assert_eq!(
+                notes().await[0].1.as_deref(),
+                Some(note),
+                "kept by heartbeats"
+            );
+            s.set_worker_note("a", None).await.unwrap();
+            assert_eq!(notes().await[0].1, None);
+            let long = "x".repeat(nurture_store::versions::MAX_LABEL + 1);
+            let r = s.set_worker_note("b", Some(&long)).await;
+            assert!(matches!(r, Err(StoreError::TooLarge { .. })), "{r:?}");
+            assert_eq!(notes().await[1].1, None);
+        }
     });
 }

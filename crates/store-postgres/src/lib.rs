@@ -538,46 +538,232 @@ async fn schedules_in(
     Ok(())
 }
 
-// TEMPORARY (issue 19 in progress): replaced by the real implementation.
+/// The advisory lock (transaction-scoped) that serialises deploys: one fixed key for the
+/// database (deploys into other schemas of it wait for each other too; they are rare).
+const DEPLOY_LOCK: i64 = 0x6e75_7274_7572_6519;
+
+/// A row of `workflow_versions`, all columns.
+fn version_from_row(row: &sqlx::postgres::PgRow) -> Result<WorkflowVersion, StoreError> {
+    Ok(WorkflowVersion {
+        workflow: row.try_get("workflow")?,
+        version: versions::stored_version(row.try_get("version")?)?,
+        hash: row.try_get("hash")?,
+        source: row.try_get("source")?,
+        path: row.try_get("path")?,
+        deployed_at: row.try_get("deployed_at")?,
+        deployed_by: row.try_get("deployed_by")?,
+    })
+}
+
+/// Deploys are serialised by an advisory lock ([`DEPLOY_LOCK`]) taken first in their
+/// transaction: under `READ COMMITTED` each later statement sees what the deploy before it
+/// committed, so two deploys planned against the same latest version cannot both pass
+/// the check.
 #[async_trait]
-impl nurture_store::VersionStore for PostgresStore {
+impl VersionStore for PostgresStore {
     async fn deploy(
         &self,
-        _versions: &[nurture_store::WorkflowVersion],
-        _expected: &[nurture_store::Expected],
+        versions: &[WorkflowVersion],
+        expected: &[Expected],
     ) -> Result<(), StoreError> {
-        Ok(())
+        versions::check_sizes(versions)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(DEPLOY_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        if !expected.is_empty() {
+            let names: Vec<&str> = expected.iter().map(|e| e.workflow.as_str()).collect();
+            let latest: std::collections::HashMap<String, i64> = sqlx::query_as(
+                "SELECT workflow, MAX(version) FROM workflow_versions \
+                 WHERE workflow = ANY($1) GROUP BY workflow",
+            )
+            .bind(&names)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            for e in expected {
+                let now = latest
+                    .get(&e.workflow)
+                    .copied()
+                    .map(versions::stored_version)
+                    .transpose()?;
+                if now != e.version {
+                    return Err(versions::version_conflict(&e.workflow));
+                }
+            }
+        }
+        if versions.is_empty() {
+            return Ok(tx.commit().await?);
+        }
+        let names: Vec<&str> = versions.iter().map(|v| v.workflow.as_str()).collect();
+        let numbers: Vec<i64> = versions.iter().map(|v| i64::from(v.version)).collect();
+        use std::collections::hash_map::Entry;
+        let stored: std::collections::HashMap<(String, i64), String> = sqlx::query_as(
+            "SELECT w.workflow, w.version, w.hash FROM UNNEST($1::text[], $2::bigint[]) \
+             AS u(workflow, version) JOIN workflow_versions w \
+             ON w.workflow = u.workflow AND w.version = u.version",
+        )
+        .bind(&names)
+        .bind(&numbers)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(w, v, h): (String, i64, String)| ((w, v), h))
+        .collect();
+        // As one by one: a version given twice is stored once, and a conflict the second
+        // time with another hash.
+        let mut stored = stored;
+        let mut new: Vec<&WorkflowVersion> = Vec::with_capacity(versions.len());
+        for v in versions {
+            match stored.entry((v.workflow.clone(), i64::from(v.version))) {
+                Entry::Occupied(h) if *h.get() == v.hash => {}
+                Entry::Occupied(_) => return Err(versions::version_conflict(&v.workflow)),
+                Entry::Vacant(slot) => {
+                    slot.insert(v.hash.clone());
+                    new.push(v);
+                }
+            }
+        }
+        if !new.is_empty() {
+            sqlx::query(
+                "INSERT INTO workflow_versions (workflow, version, hash, source, path, \
+                 deployed_at, deployed_by) SELECT * FROM UNNEST($1::text[], $2::bigint[], \
+                 $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])",
+            )
+            .bind(new.iter().map(|v| v.workflow.as_str()).collect::<Vec<_>>())
+            .bind(new.iter().map(|v| i64::from(v.version)).collect::<Vec<_>>())
+            .bind(new.iter().map(|v| v.hash.as_str()).collect::<Vec<_>>())
+            .bind(new.iter().map(|v| v.source.as_str()).collect::<Vec<_>>())
+            .bind(new.iter().map(|v| v.path.as_str()).collect::<Vec<_>>())
+            .bind(new.iter().map(|v| v.deployed_at).collect::<Vec<_>>())
+            .bind(
+                new.iter()
+                    .map(|v| v.deployed_by.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                StoreError::unique_as(e, |_| ConflictKind::WorkflowVersion, &new[0].workflow)
+            })?;
+        }
+        Ok(tx.commit().await?)
     }
-    async fn latest_versions(&self) -> Result<Vec<nurture_store::LatestVersion>, StoreError> {
-        Ok(Vec::new())
+
+    async fn latest_versions(&self) -> Result<Vec<LatestVersion>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT ON (workflow) workflow, version, hash FROM workflow_versions \
+             ORDER BY workflow, version DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LatestVersion {
+                    workflow: r.try_get("workflow")?,
+                    version: versions::stored_version(r.try_get("version")?)?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect()
     }
+
     async fn workflow_version(
         &self,
-        _workflow: &str,
-        _version: u32,
-    ) -> Result<Option<nurture_store::WorkflowVersion>, StoreError> {
-        Ok(None)
+        workflow: &str,
+        version: u32,
+    ) -> Result<Option<WorkflowVersion>, StoreError> {
+        let row = sqlx::query(
+            "SELECT workflow, version, hash, source, path, deployed_at, deployed_by \
+             FROM workflow_versions WHERE workflow = $1 AND version = $2",
+        )
+        .bind(workflow)
+        .bind(i64::from(version))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(version_from_row).transpose()
     }
+
     async fn workflow_versions(
         &self,
-        _workflow: Option<&str>,
-    ) -> Result<Vec<nurture_store::WorkflowVersion>, StoreError> {
-        Ok(Vec::new())
+        workflow: Option<&str>,
+    ) -> Result<Vec<WorkflowVersion>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT workflow, version, hash, source, path, deployed_at, deployed_by \
+             FROM workflow_versions WHERE $1::text IS NULL OR workflow = $1 \
+             ORDER BY workflow, version",
+        )
+        .bind(workflow)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
     }
-    async fn open_runs(
-        &self,
-        _workflow: &str,
-    ) -> Result<Vec<nurture_store::OpenRunCount>, StoreError> {
-        Ok(Vec::new())
+
+    /// Through `runs_workflow` (the runs of the workflow), filtered by status; steps in
+    /// byte order, a run at no step first (as SQLite orders them).
+    async fn open_runs(&self, workflow: &str) -> Result<Vec<OpenRunCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT workflow_version::bigint AS version, (doc->>'step') COLLATE \"C\" AS step, \
+             count(*) AS n FROM runs WHERE workflow = $1 AND status = ANY($2) \
+             GROUP BY 1, 2 ORDER BY 1, 2 NULLS FIRST",
+        )
+        .bind(workflow)
+        .bind(versions::open_statuses())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OpenRunCount {
+                    version: versions::stored_version(r.try_get("version")?)?,
+                    step: r.try_get("step")?,
+                    runs: r.try_get("n")?,
+                })
+            })
+            .collect()
     }
+
     async fn open_runs_below(
         &self,
-        _workflow: &str,
-        _below: u32,
-        _after: Option<&str>,
-        _limit: i64,
-    ) -> Result<Vec<nurture_store::OpenRunRef>, StoreError> {
-        Ok(Vec::new())
+        workflow: &str,
+        below: u32,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OpenRunRef>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, contact FROM runs WHERE workflow = $1 AND workflow_version < $2 \
+             AND status = ANY($3) AND id > $4 ORDER BY id LIMIT $5",
+        )
+        .bind(workflow)
+        .bind(i64::from(below))
+        .bind(versions::open_statuses())
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OpenRunRef {
+                    run: r.try_get("id")?,
+                    contact: r.try_get("contact")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_worker_note(&self, id: &str, note: Option<&str>) -> Result<(), StoreError> {
+        if let Some(n) = note {
+            versions::bounded(n, versions::MAX_LABEL, || {
+                format!("the note of worker {id:?}")
+            })?;
+        }
+        sqlx::query("UPDATE workers SET note = $2 WHERE id = $1")
+            .bind(id)
+            .bind(note)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
@@ -1033,7 +1219,7 @@ impl Store for PostgresStore {
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, host, pid, started_at, seen_at, lanes FROM workers \
+            "SELECT id, host, pid, started_at, seen_at, lanes, note FROM workers \
              WHERE seen_at > now() - $1 * interval '1 second' ORDER BY started_at, id",
         )
         .bind(WORKER_ALIVE.as_secs_f64())
@@ -1048,7 +1234,7 @@ impl Store for PostgresStore {
                     started_at: r.try_get("started_at")?,
                     seen_at: r.try_get("seen_at")?,
                     lanes: r.try_get::<i32, _>("lanes")? as usize,
-                    note: None,
+                    note: r.try_get("note")?,
                 })
             })
             .collect()

@@ -791,46 +791,175 @@ async fn insert_contact(tx: &mut sqlx::SqliteConnection, c: &Contact) -> Result<
     }
 }
 
-// TEMPORARY (issue 19 in progress): replaced by the real implementation.
+/// A row of `workflow_versions`, all columns.
+fn version_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<WorkflowVersion, StoreError> {
+    Ok(WorkflowVersion {
+        workflow: row.try_get("workflow")?,
+        version: versions::stored_version(row.try_get("version")?)?,
+        hash: row.try_get("hash")?,
+        source: row.try_get("source")?,
+        path: row.try_get("path")?,
+        deployed_at: parse_ts(row.try_get::<&str, _>("deployed_at")?)?,
+        deployed_by: row.try_get("deployed_by")?,
+    })
+}
+
+/// The stored statuses of open runs, as a JSON array for `json_each`.
+fn open_statuses_json() -> String {
+    to_json(&versions::open_statuses())
+}
+
+/// Deploys are serialised by SQLite's write lock, taken before anything is read
+/// (`BEGIN IMMEDIATE`, [`WriteTx`]): a second deploy reads the versions the first stored.
 #[async_trait]
-impl nurture_store::VersionStore for SqliteStore {
+impl VersionStore for SqliteStore {
     async fn deploy(
         &self,
-        _versions: &[nurture_store::WorkflowVersion],
-        _expected: &[nurture_store::Expected],
+        versions: &[WorkflowVersion],
+        expected: &[Expected],
     ) -> Result<(), StoreError> {
-        Ok(())
+        versions::check_sizes(versions)?;
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        for e in expected {
+            let latest: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(version) FROM workflow_versions WHERE workflow = ?")
+                    .bind(&e.workflow)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if latest.map(versions::stored_version).transpose()? != e.version {
+                return Err(versions::version_conflict(&e.workflow));
+            }
+        }
+        for v in versions {
+            let stored: Option<String> = sqlx::query_scalar(
+                "SELECT hash FROM workflow_versions WHERE workflow = ? AND version = ?",
+            )
+            .bind(&v.workflow)
+            .bind(i64::from(v.version))
+            .fetch_optional(&mut *tx)
+            .await?;
+            match stored {
+                Some(h) if h == v.hash => continue,
+                Some(_) => return Err(versions::version_conflict(&v.workflow)),
+                None => {}
+            }
+            sqlx::query(
+                "INSERT INTO workflow_versions (workflow, version, hash, source, path, \
+                 deployed_at, deployed_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&v.workflow)
+            .bind(i64::from(v.version))
+            .bind(&v.hash)
+            .bind(&v.source)
+            .bind(&v.path)
+            .bind(ts(v.deployed_at))
+            .bind(&v.deployed_by)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                StoreError::unique_as(e, |_| ConflictKind::WorkflowVersion, &v.workflow)
+            })?;
+        }
+        tx.commit().await
     }
-    async fn latest_versions(&self) -> Result<Vec<nurture_store::LatestVersion>, StoreError> {
-        Ok(Vec::new())
+
+    async fn latest_versions(&self) -> Result<Vec<LatestVersion>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT workflow, MAX(version) AS version, hash FROM workflow_versions \
+             GROUP BY workflow ORDER BY workflow",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        // (SQLite takes the bare `hash` from the row holding the MAX.)
+        rows.iter()
+            .map(|r| {
+                Ok(LatestVersion {
+                    workflow: r.try_get("workflow")?,
+                    version: versions::stored_version(r.try_get("version")?)?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect()
     }
+
     async fn workflow_version(
         &self,
-        _workflow: &str,
-        _version: u32,
-    ) -> Result<Option<nurture_store::WorkflowVersion>, StoreError> {
-        Ok(None)
+        workflow: &str,
+        version: u32,
+    ) -> Result<Option<WorkflowVersion>, StoreError> {
+        let row = sqlx::query(
+            "SELECT workflow, version, hash, source, path, deployed_at, deployed_by \
+             FROM workflow_versions WHERE workflow = ? AND version = ?",
+        )
+        .bind(workflow)
+        .bind(i64::from(version))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(version_from_row).transpose()
     }
+
     async fn workflow_versions(
         &self,
-        _workflow: Option<&str>,
-    ) -> Result<Vec<nurture_store::WorkflowVersion>, StoreError> {
-        Ok(Vec::new())
+        workflow: Option<&str>,
+    ) -> Result<Vec<WorkflowVersion>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT workflow, version, hash, source, path, deployed_at, deployed_by \
+             FROM workflow_versions WHERE ?1 IS NULL OR workflow = ?1 ORDER BY workflow, version",
+        )
+        .bind(workflow)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
     }
-    async fn open_runs(
-        &self,
-        _workflow: &str,
-    ) -> Result<Vec<nurture_store::OpenRunCount>, StoreError> {
-        Ok(Vec::new())
+
+    /// Through `runs_workflow` (the runs of the workflow), filtered by status.
+    async fn open_runs(&self, workflow: &str) -> Result<Vec<OpenRunCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT workflow_version, json_extract(doc, '$.step') AS step, count(*) AS n \
+             FROM runs WHERE workflow = ? AND status IN (SELECT value FROM json_each(?)) \
+             GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .bind(workflow)
+        .bind(open_statuses_json())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OpenRunCount {
+                    version: versions::stored_version(r.try_get("workflow_version")?)?,
+                    step: r.try_get("step")?,
+                    runs: r.try_get("n")?,
+                })
+            })
+            .collect()
     }
+
     async fn open_runs_below(
         &self,
-        _workflow: &str,
-        _below: u32,
-        _after: Option<&str>,
-        _limit: i64,
-    ) -> Result<Vec<nurture_store::OpenRunRef>, StoreError> {
-        Ok(Vec::new())
+        workflow: &str,
+        below: u32,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OpenRunRef>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, contact FROM runs WHERE workflow = ? AND workflow_version < ? \
+             AND status IN (SELECT value FROM json_each(?)) AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(workflow)
+        .bind(i64::from(below))
+        .bind(open_statuses_json())
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OpenRunRef {
+                    run: r.try_get("id")?,
+                    contact: r.try_get("contact")?,
+                })
+            })
+            .collect()
     }
 }
 

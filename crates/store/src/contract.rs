@@ -12,8 +12,9 @@ use chrono::{Duration, TimeZone, Utc};
 use serde_json::json;
 
 use super::{
-    Contact, Inserted, NewEvent, OutboxEntry, OutboxOutcome, Run, RunStatus, Store, StoreError,
-    Timer, UnitOfWork, Wait,
+    ConflictKind, Contact, Expected, Inserted, LatestVersion, NewEvent, OpenRunCount, OpenRunRef,
+    OutboxEntry, OutboxOutcome, Run, RunStatus, Store, StoreError, Timer, UnitOfWork, Wait,
+    WorkflowVersion,
 };
 
 /// The names of the checks of this module, in order (what a backend's tests must cover).
@@ -26,6 +27,11 @@ pub const CHECKS: &[&str] = &[
     "a_wave_of_completions_keeps_the_good_ones_when_one_is_stale",
     "a_wave_of_mixed_outcomes_records_each_its_own_way",
     "units_load_the_open_or_latest_run_of_each_workflow",
+    "a_deploy_is_fenced_by_the_expected_latest_versions_and_all_or_nothing",
+    "a_version_deployed_again_is_kept_unless_its_content_differs",
+    "versions_list_by_workflow_then_version_and_the_latest_of_each",
+    "open_runs_count_per_version_and_step_ignoring_ended_runs",
+    "open_runs_below_a_version_page_by_run_id",
 ];
 
 /// 1 March 2026 at `h` o'clock, UTC.
@@ -73,6 +79,28 @@ pub fn run(id: &str, contact: &str) -> Run {
         ended_at: None,
         exit_reason: None,
         rev: 0,
+    }
+}
+
+/// Version `version` of workflow `workflow`, content hash `hash`, deployed at
+/// [`t`]`(1)`, not stored yet.
+pub fn version(workflow: &str, version: u32, hash: &str) -> WorkflowVersion {
+    WorkflowVersion {
+        workflow: workflow.into(),
+        version,
+        hash: hash.into(),
+        source: format!("workflow: {workflow}\nversion: {version}\n"),
+        path: format!("workflows/{workflow}.yaml"),
+        deployed_at: t(1),
+        deployed_by: "nurture deploy (test@host)".into(),
+    }
+}
+
+/// A deploy's expectation: `workflow`'s latest version is `version`.
+pub fn expect(workflow: &str, version: Option<u32>) -> Expected {
+    Expected {
+        workflow: workflow.into(),
+        version,
     }
 }
 
@@ -573,4 +601,318 @@ pub async fn units_load_the_open_or_latest_run_of_each_workflow(s: &dyn Store) {
     let units = s.load_units(&["c1".into()], None).await.unwrap();
     assert_eq!(units[0].runs.len(), 2);
     assert!(units[0].events.is_empty());
+}
+
+/// The latest versions as (workflow, version, hash).
+async fn latest(s: &dyn Store) -> Vec<(String, u32, String)> {
+    s.latest_versions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(
+            |LatestVersion {
+                 workflow,
+                 version,
+                 hash,
+             }| (workflow, version, hash),
+        )
+        .collect()
+}
+
+/// Whether `r` is the conflict of a deploy on `workflow`.
+fn version_conflict_on(r: &Result<(), StoreError>, workflow: &str) -> bool {
+    matches!(r, Err(StoreError::Conflict { what: ConflictKind::WorkflowVersion, detail, .. })
+        if detail == workflow)
+}
+
+/// A deploy names the latest version of each workflow it planned against; when one of
+/// them moved on (or was stored since it was planned as none), the deploy is a
+/// `WorkflowVersion` conflict and stores nothing, not even the versions of the workflows
+/// whose expectation held. A source over the bound is refused, typed, before any write.
+pub async fn a_deploy_is_fenced_by_the_expected_latest_versions_and_all_or_nothing(s: &dyn Store) {
+    s.deploy(
+        &[version("a", 1, "a1"), version("b", 1, "b1")],
+        &[expect("a", None), expect("b", None)],
+    )
+    .await
+    .unwrap();
+    let before = vec![
+        ("a".to_string(), 1, "a1".to_string()),
+        ("b".to_string(), 1, "b1".to_string()),
+    ];
+    assert_eq!(latest(s).await, before);
+    // The second workflow's expectation is stale (b has v1 now): neither is stored.
+    let r = s
+        .deploy(
+            &[version("a", 2, "a2"), version("b", 2, "b2")],
+            &[expect("a", Some(1)), expect("b", None)],
+        )
+        .await;
+    assert!(version_conflict_on(&r, "b"), "{r:?}");
+    assert!(
+        r.as_ref().unwrap_err().is_retryable(),
+        "a conflict: plan again"
+    );
+    assert_eq!(
+        s.workflow_version("a", 2).await.unwrap(),
+        None,
+        "all or nothing"
+    );
+    assert_eq!(latest(s).await, before);
+    // Planned against an older latest version than the stored one.
+    let r = s
+        .deploy(&[version("a", 3, "a3")], &[expect("a", Some(0))])
+        .await;
+    assert!(version_conflict_on(&r, "a"), "{r:?}");
+    // Planned against the current latest: stored.
+    s.deploy(
+        &[version("a", 2, "a2"), version("b", 2, "b2")],
+        &[expect("a", Some(1)), expect("b", Some(1))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        latest(s).await,
+        [
+            ("a".to_string(), 2, "a2".to_string()),
+            ("b".to_string(), 2, "b2".to_string())
+        ]
+    );
+    // Too large a source: typed, not retryable, nothing stored.
+    let big = WorkflowVersion {
+        source: "#".repeat(crate::versions::MAX_SOURCE + 1),
+        ..version("a", 3, "a3")
+    };
+    let r = s.deploy(&[big], &[expect("a", Some(2))]).await;
+    assert!(matches!(r, Err(StoreError::TooLarge { .. })), "{r:?}");
+    assert!(!r.unwrap_err().is_retryable());
+    assert_eq!(s.workflow_version("a", 3).await.unwrap(), None);
+}
+
+/// Deploying a version again with the same content changes nothing (its first deploy is
+/// kept); with other content it is a `WorkflowVersion` conflict: the file must bump its
+/// version.
+pub async fn a_version_deployed_again_is_kept_unless_its_content_differs(s: &dyn Store) {
+    s.deploy(&[version("a", 1, "h1")], &[expect("a", None)])
+        .await
+        .unwrap();
+    let again = WorkflowVersion {
+        deployed_at: t(5),
+        deployed_by: "nurture run (host pid 42)".into(),
+        ..version("a", 1, "h1")
+    };
+    s.deploy(&[again], &[expect("a", Some(1))]).await.unwrap();
+    assert_eq!(
+        s.workflow_versions(Some("a")).await.unwrap(),
+        [version("a", 1, "h1")],
+        "the first deploy is kept"
+    );
+    let other = s
+        .deploy(&[version("a", 1, "h2")], &[expect("a", Some(1))])
+        .await;
+    assert!(version_conflict_on(&other, "a"), "{other:?}");
+    // Without an expectation too, and with a new version beside it: nothing stored.
+    let other = s
+        .deploy(&[version("a", 2, "h3"), version("a", 1, "h2")], &[])
+        .await;
+    assert!(version_conflict_on(&other, "a"), "{other:?}");
+    assert_eq!(
+        latest(s).await,
+        [("a".to_string(), 1, "h1".to_string())],
+        "-"
+    );
+    // One version given twice in a deploy: stored once; with two hashes, a conflict.
+    let twice = s
+        .deploy(&[version("b", 1, "x"), version("b", 1, "y")], &[])
+        .await;
+    assert!(version_conflict_on(&twice, "b"), "{twice:?}");
+    s.deploy(&[version("b", 1, "x"), version("b", 1, "x")], &[])
+        .await
+        .unwrap();
+    assert_eq!(s.workflow_versions(Some("b")).await.unwrap().len(), 1);
+    // The same version unchanged beside a new one: the new one is stored.
+    s.deploy(
+        &[version("a", 1, "h1"), version("a", 2, "h3")],
+        &[expect("a", Some(1))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        latest(s).await,
+        [
+            ("a".to_string(), 2, "h3".to_string()),
+            ("b".to_string(), 1, "x".to_string())
+        ],
+        "-"
+    );
+}
+
+/// Versions are listed by workflow, then by version as a number (10 after 9), with all
+/// they were stored with; the latest of each workflow is its highest version.
+pub async fn versions_list_by_workflow_then_version_and_the_latest_of_each(s: &dyn Store) {
+    assert!(s.latest_versions().await.unwrap().is_empty());
+    s.deploy(
+        &[
+            version("zeta", 1, "z1"),
+            version("alpha", 10, "a10"),
+            version("alpha", 9, "a9"),
+            version("alpha", 2, "a2"),
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    let all: Vec<(String, u32)> = s
+        .workflow_versions(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.workflow, v.version))
+        .collect();
+    assert_eq!(
+        all,
+        [
+            ("alpha".to_string(), 2),
+            ("alpha".to_string(), 9),
+            ("alpha".to_string(), 10),
+            ("zeta".to_string(), 1)
+        ]
+    );
+    let zeta = s.workflow_versions(Some("zeta")).await.unwrap();
+    assert_eq!(zeta, [version("zeta", 1, "z1")]);
+    assert_eq!(
+        latest(s).await,
+        [
+            ("alpha".to_string(), 10, "a10".to_string()),
+            ("zeta".to_string(), 1, "z1".to_string())
+        ]
+    );
+    let v9 = WorkflowVersion {
+        source: "workflow: alpha\nsteps: [] # é, \"quoted\"\n".into(),
+        deployed_at: t(7) + Duration::milliseconds(250),
+        ..version("alpha", 11, "a11")
+    };
+    s.deploy(std::slice::from_ref(&v9), &[expect("alpha", Some(10))])
+        .await
+        .unwrap();
+    assert_eq!(s.workflow_version("alpha", 11).await.unwrap(), Some(v9));
+    assert_eq!(s.workflow_version("alpha", 3).await.unwrap(), None);
+    assert_eq!(s.workflow_version("beta", 1).await.unwrap(), None);
+}
+
+/// Open runs of a workflow (active or waiting), counted per version and step, by version
+/// then step (a run at no step first); ended runs and other workflows' runs are not
+/// counted.
+pub async fn open_runs_count_per_version_and_step_ignoring_ended_runs(s: &dyn Store) {
+    let mk = |id: &str, wf: &str, v: u32, status: RunStatus, step: Option<&str>| Run {
+        workflow: wf.into(),
+        workflow_version: v,
+        status,
+        step: step.map(Into::into),
+        ..run(id, &format!("c-{id}"))
+    };
+    s.commit(&UnitOfWork {
+        runs: vec![
+            mk("r1", "w", 1, RunStatus::Waiting, Some("pause")),
+            mk("r2", "w", 1, RunStatus::Waiting, Some("pause")),
+            mk("r3", "w", 1, RunStatus::Active, Some("first")),
+            mk("r4", "w", 2, RunStatus::Waiting, Some("pause")),
+            mk("r5", "w", 2, RunStatus::Active, None),
+            mk("r6", "w", 1, RunStatus::Completed, Some("pause")),
+            mk("r7", "w", 1, RunStatus::Failed, Some("first")),
+            mk("r8", "w", 3, RunStatus::Exited, Some("pause")),
+            mk("r9", "w", 1, RunStatus::Converted, Some("second")),
+            mk("x1", "x", 1, RunStatus::Waiting, Some("pause")),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let count = |version: u32, step: Option<&str>, runs: i64| OpenRunCount {
+        version,
+        step: step.map(Into::into),
+        runs,
+    };
+    assert_eq!(
+        s.open_runs("w").await.unwrap(),
+        [
+            count(1, Some("first"), 1),
+            count(1, Some("pause"), 2),
+            count(2, None, 1),
+            count(2, Some("pause"), 1),
+        ]
+    );
+    // A run that ends is no longer counted.
+    let mut r3 = s.run("r3").await.unwrap().unwrap();
+    r3.status = RunStatus::Completed;
+    s.commit(&UnitOfWork {
+        runs: vec![r3],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.open_runs("w").await.unwrap(),
+        [
+            count(1, Some("pause"), 2),
+            count(2, None, 1),
+            count(2, Some("pause"), 1),
+        ]
+    );
+    assert!(s.open_runs("nope").await.unwrap().is_empty());
+}
+
+/// The open runs of a workflow pinned below a version, walked in pages by run id: each
+/// page starts after the last id of the one before; ended runs, runs at or above the
+/// version and other workflows' runs are not in any page.
+pub async fn open_runs_below_a_version_page_by_run_id(s: &dyn Store) {
+    let mk = |id: &str, wf: &str, v: u32, status: RunStatus| Run {
+        workflow: wf.into(),
+        workflow_version: v,
+        status,
+        ..run(id, &format!("c-{id}"))
+    };
+    s.commit(&UnitOfWork {
+        runs: vec![
+            mk("r05", "w", 1, RunStatus::Waiting),
+            mk("r01", "w", 1, RunStatus::Waiting),
+            mk("r03", "w", 2, RunStatus::Active),
+            mk("r02", "w", 1, RunStatus::Completed),
+            mk("r04", "w", 1, RunStatus::Active),
+            mk("r06", "w", 3, RunStatus::Waiting),
+            mk("r07", "w", 2, RunStatus::Exited),
+            mk("r00", "x", 1, RunStatus::Waiting),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let page = |after: Option<&'static str>, limit: i64| async move {
+        s.open_runs_below("w", 3, after, limit)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|OpenRunRef { run, contact }| {
+                assert_eq!(contact, format!("c-{run}"));
+                run
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(page(None, 2).await, ["r01", "r03"]);
+    assert_eq!(page(Some("r03"), 2).await, ["r04", "r05"]);
+    assert!(page(Some("r05"), 2).await.is_empty());
+    assert_eq!(page(None, 10).await, ["r01", "r03", "r04", "r05"]);
+    let below_2: Vec<String> = s
+        .open_runs_below("w", 2, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run)
+        .collect();
+    assert_eq!(below_2, ["r01", "r04", "r05"]);
+    assert!(s
+        .open_runs_below("w", 1, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }

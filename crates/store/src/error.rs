@@ -174,6 +174,18 @@ pub enum StoreError {
         #[source]
         source: chrono::ParseError,
     },
+    /// A value to store is over the store's bound for it (e.g. a workflow version's
+    /// source over [`crate::versions::MAX_SOURCE`]): refused before any write, nothing
+    /// stored. A retry does not help.
+    #[error("{what} is too large: {size} bytes, at most {limit}")]
+    TooLarge {
+        /// What is too large (e.g. `workflow source of welcome v2`).
+        what: String,
+        /// Its size in bytes.
+        size: usize,
+        /// The bound, in bytes.
+        limit: usize,
+    },
     /// The configuration is refused.
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -12,7 +12,71 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{ConflictKind, StoreError, Ts};
+use crate::{ConflictKind, RunStatus, StoreError, Ts};
+
+/// The largest workflow source a deploy stores, in bytes (1 MiB): a bigger one is
+/// [`StoreError::TooLarge`].
+pub const MAX_SOURCE: usize = 1 << 20;
+
+/// The largest workflow id, content hash, path or `deployed_by` a deploy stores, and the
+/// largest worker note, in bytes (4 KiB): a bigger one is [`StoreError::TooLarge`].
+pub const MAX_LABEL: usize = 4 << 10;
+
+/// Every run status, in the order of [`RunStatus`]'s variants.
+const STATUSES: [RunStatus; 6] = [
+    RunStatus::Active,
+    RunStatus::Waiting,
+    RunStatus::Completed,
+    RunStatus::Converted,
+    RunStatus::Exited,
+    RunStatus::Failed,
+];
+
+/// The stored statuses of open runs ([`RunStatus::is_open`]), as the queries of open
+/// runs filter `runs.status`.
+pub fn open_statuses() -> Vec<&'static str> {
+    STATUSES
+        .into_iter()
+        .filter(|s| s.is_open())
+        .map(RunStatus::as_str)
+        .collect()
+}
+
+/// A stored version number (an SQL integer) as the `u32` it was written from; anything
+/// else is [`StoreError::Corrupt`].
+pub fn stored_version(v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("workflow version {v}")))
+}
+
+/// Checks the sizes of the versions a deploy would store (before any write):
+/// [`StoreError::TooLarge`] for a source over [`MAX_SOURCE`] or another text over
+/// [`MAX_LABEL`].
+pub fn check_sizes(versions: &[WorkflowVersion]) -> Result<(), StoreError> {
+    for v in versions {
+        let of = |field: &str| {
+            let id: String = v.workflow.chars().take(64).collect();
+            format!("{field} of workflow {id:?} v{}", v.version)
+        };
+        bounded(&v.source, MAX_SOURCE, || of("the source"))?;
+        bounded(&v.workflow, MAX_LABEL, || of("the id"))?;
+        bounded(&v.hash, MAX_LABEL, || of("the hash"))?;
+        bounded(&v.path, MAX_LABEL, || of("the path"))?;
+        bounded(&v.deployed_by, MAX_LABEL, || of("deployed_by"))?;
+    }
+    Ok(())
+}
+
+/// [`StoreError::TooLarge`] (naming `what`) when `text` is over `limit` bytes.
+pub fn bounded(text: &str, limit: usize, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+    if text.len() > limit {
+        return Err(StoreError::TooLarge {
+            what: what(),
+            size: text.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
 
 /// One deployed version of one workflow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,5 +193,54 @@ pub fn version_conflict(workflow: &str) -> StoreError {
         what: ConflictKind::WorkflowVersion,
         detail: workflow.to_string(),
         source: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The open statuses are exactly those [`RunStatus::is_open`] says, and
+    /// `STATUSES` lists every variant (a new one must be added there).
+    #[test]
+    fn open_statuses_are_the_open_run_statuses() {
+        assert_eq!(open_statuses(), ["active", "waiting"]);
+        for s in STATUSES {
+            // Exhaustive: a new variant fails to compile here; list it in STATUSES too.
+            match s {
+                RunStatus::Active
+                | RunStatus::Waiting
+                | RunStatus::Completed
+                | RunStatus::Converted
+                | RunStatus::Exited
+                | RunStatus::Failed => {}
+            }
+            assert_eq!(RunStatus::parse(s.as_str()).unwrap(), s);
+        }
+    }
+
+    /// A source over 1 MiB is refused with a typed, non-retryable error naming it.
+    #[test]
+    fn an_oversized_source_is_refused_before_any_write() {
+        let v = WorkflowVersion {
+            workflow: "welcome".into(),
+            version: 2,
+            hash: "h".into(),
+            source: "x".repeat(MAX_SOURCE + 1),
+            path: "workflows/welcome.yaml".into(),
+            deployed_at: chrono::DateTime::UNIX_EPOCH,
+            deployed_by: "test".into(),
+        };
+        let e = check_sizes(std::slice::from_ref(&v)).unwrap_err();
+        assert!(
+            matches!(e, StoreError::TooLarge { size, limit: MAX_SOURCE, .. } if size == MAX_SOURCE + 1)
+        );
+        assert!(!e.is_retryable() && !e.is_unavailable(), "{e:?}");
+        assert!(e.to_string().contains("welcome"), "{e}");
+        let fits = WorkflowVersion {
+            source: "x".repeat(MAX_SOURCE),
+            ..v
+        };
+        check_sizes(&[fits]).unwrap();
     }
 }

@@ -21,7 +21,7 @@ const V1: &str = "workflow: nurture\nversion: 1\ntrigger: { event: form.submitte
 
 /// Version 2 without `pause`, with `POLICY` lines above its steps, and a `final` step.
 fn v2(policy: &str) -> String {
-    format!("workflow: nurture\nversion: 2\n{policy}trigger: {{ event: form.submitted }}\nsteps:\n  - id: first\n    send_email: first\n  - id: second\n    send_email: second\n    next: end\n  - id: final\n    send_email: final\n")
+    format!("workflow: nurture\nversion: 2\n{policy}trigger: {{ event: form.submitted }}\nsteps:\n  - id: first\n    send_email: first\n  - id: second\n    send_email: second\n  - id: final\n    send_email: final\n")
 }
 
 /// A project of one workflow file, loaded.
@@ -77,8 +77,8 @@ async fn deployed(
     engine
 }
 
-/// Version 1 deployed, three contacts waiting at `pause`.
-async fn three_waiting(dir: &Path, url: &str) -> Arc<dyn Store> {
+/// Version 1 deployed, three contacts waiting at `pause`: the store and their ids.
+async fn three_waiting(dir: &Path, url: &str) -> (Arc<dyn Store>, Vec<String>) {
     let store = nurture_server::open_store(url).await.unwrap();
     let engine = deployed(&project(&dir.join("v1"), V1), &store, t0()).await;
     let events: Vec<_> = (1..=3)
@@ -86,20 +86,21 @@ async fn three_waiting(dir: &Path, url: &str) -> Arc<dyn Store> {
             index: i,
             id: Some(format!("e{i}")),
             kind: "form.submitted".into(),
-            contact: Some(format!("c{i}")),
+            contact: None,
             email: Some(format!("c{i}@example.test")),
             at: Some(t0()),
             data: json!({}),
         })
         .collect();
-    engine.ingest(&events, t0()).await.unwrap();
-    engine.tick(t0()).await.unwrap();
+    let outcomes = engine.ingest(&events, t0()).await.unwrap();
+    let effects = engine.tick(t0()).await.unwrap();
     let runs = open_runs(&store).await;
-    assert_eq!(runs.len(), 3);
+    assert_eq!(runs.len(), 3, "{outcomes:?} {effects:?}");
     assert!(runs
         .iter()
         .all(|r| r.step.as_deref() == Some("pause") && r.workflow_version == 1));
-    store
+    let contacts = outcomes.into_iter().map(|o| o.contact.unwrap()).collect();
+    (store, contacts)
 }
 
 async fn open_runs(store: &Arc<dyn Store>) -> Vec<nurture_store::Run> {
@@ -123,14 +124,15 @@ async fn sent(store: &Arc<dyn Store>, contact: &str) -> Vec<String> {
 #[test]
 fn keep_finishes_open_runs_on_their_version() {
     let dir = tempfile::tempdir().unwrap();
+    let urls = stores(dir.path());
     rt().block_on(async {
-        for (k, url) in stores(dir.path()).iter().enumerate() {
+        for (k, url) in urls.iter().enumerate() {
             let d = dir.path().join(k.to_string());
-            let store = three_waiting(&d, url).await;
+            let (store, contacts) = three_waiting(&d, url).await;
             // Version 2 (no `pause`) deployed by a restarted process, default policy.
             let engine = deployed(&project(&d.join("v2"), &v2("")), &store, t0()).await;
             engine.tick(t0() + Duration::seconds(41)).await.unwrap();
-            for c in ["c1", "c2", "c3"] {
+            for c in &contacts {
                 let runs = store.runs_of_contact(c).await.unwrap();
                 assert_eq!(runs.len(), 1);
                 assert_eq!(runs[0].status, RunStatus::Completed, "{url}: {:?}", runs[0]);
@@ -144,13 +146,14 @@ fn keep_finishes_open_runs_on_their_version() {
 #[test]
 fn migrate_moves_open_runs_to_the_mapped_step() {
     let dir = tempfile::tempdir().unwrap();
+    let urls = stores(dir.path());
     rt().block_on(async {
-        for (k, url) in stores(dir.path()).iter().enumerate() {
+        for (k, url) in urls.iter().enumerate() {
             let d = dir.path().join(k.to_string());
-            let store = three_waiting(&d, url).await;
+            let (store, contacts) = three_waiting(&d, url).await;
             let policy = "on_new_version: { migrate: { pause: final } }\n";
             deployed(&project(&d.join("v2"), &v2(policy)), &store, t0()).await;
-            for c in ["c1", "c2", "c3"] {
+            for c in &contacts {
                 let runs = store.runs_of_contact(c).await.unwrap();
                 assert_eq!(runs[0].workflow_version, 2, "{url}");
                 assert_eq!(runs[0].status, RunStatus::Completed, "{url}: {:?}", runs[0]);
@@ -172,10 +175,11 @@ fn migrate_moves_open_runs_to_the_mapped_step() {
 #[test]
 fn exit_ends_open_runs_as_superseded() {
     let dir = tempfile::tempdir().unwrap();
+    let urls = stores(dir.path());
     rt().block_on(async {
-        for (k, url) in stores(dir.path()).iter().enumerate() {
+        for (k, url) in urls.iter().enumerate() {
             let d = dir.path().join(k.to_string());
-            let store = three_waiting(&d, url).await;
+            let (store, contacts) = three_waiting(&d, url).await;
             let engine = deployed(
                 &project(&d.join("v2"), &v2("on_new_version: exit\n")),
                 &store,
@@ -183,7 +187,7 @@ fn exit_ends_open_runs_as_superseded() {
             )
             .await;
             engine.tick(t0() + Duration::seconds(41)).await.unwrap();
-            for c in ["c1", "c2", "c3"] {
+            for c in &contacts {
                 let runs = store.runs_of_contact(c).await.unwrap();
                 assert_eq!(runs[0].status, RunStatus::Exited, "{url}");
                 assert_eq!(runs[0].exit_reason.as_deref(), Some("superseded"));
@@ -196,10 +200,11 @@ fn exit_ends_open_runs_as_superseded() {
 #[test]
 fn a_deploy_that_would_strand_runs_is_refused_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    let urls = stores(dir.path());
     rt().block_on(async {
-        for (k, url) in stores(dir.path()).iter().enumerate() {
+        for (k, url) in urls.iter().enumerate() {
             let d = dir.path().join(k.to_string());
-            let store = three_waiting(&d, url).await;
+            let (store, _) = three_waiting(&d, url).await;
             let p2 = project(&d.join("v2"), &v2("on_new_version: migrate\n"));
             let engine = Arc::new(Engine::new(p2.clone(), store.clone()));
             let plan = deploy::plan(&*store, &p2, "test", t0()).await.unwrap();
@@ -223,7 +228,7 @@ fn dry_run_of_the_scenario() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let shown = rt().block_on(async {
-        let store = three_waiting(dir.path(), &url).await;
+        let (store, _) = three_waiting(dir.path(), &url).await;
         let mut out = String::new();
         for policy in [
             "",

@@ -49,12 +49,10 @@ pub fn diff(old: &Workflow, new: &Workflow) -> WorkflowDiff {
     let old_ids: BTreeSet<&str> = old.steps.iter().map(|s| s.id.as_str()).collect();
     let new_ids: BTreeSet<&str> = new.steps.iter().map(|s| s.id.as_str()).collect();
     let mut d = WorkflowDiff::default();
-    for s in &new.steps {
-        match old.steps.iter().find(|o| o.id == s.id) {
+    for (i, s) in new.steps.iter().enumerate() {
+        match old.steps.iter().position(|o| o.id == s.id) {
             None => d.added.push(s.id.clone()),
-            Some(o) if serde_json::to_value(o).ok() != serde_json::to_value(s).ok() => {
-                d.changed.push(s.id.clone())
-            }
+            Some(j) if step_value(old, j) != step_value(new, i) => d.changed.push(s.id.clone()),
             Some(_) => {}
         }
     }
@@ -69,7 +67,23 @@ pub fn diff(old: &Workflow, new: &Workflow) -> WorkflowDiff {
     d
 }
 
-/// The top-level keys other than `version` and `steps` whose values differ.
+/// Step `i` of `w` as compared: its definition with its successor made explicit (a step
+/// without `next` goes on to the one after it, which an edit elsewhere may change).
+fn step_value(w: &Workflow, i: usize) -> Option<Value> {
+    let mut v = serde_json::to_value(&w.steps[i]).ok()?;
+    let next = w.steps[i].next.clone().unwrap_or_else(|| {
+        w.steps
+            .get(i + 1)
+            .map_or_else(|| "end".to_string(), |s| s.id.clone())
+    });
+    if let Value::Object(m) = &mut v {
+        m.insert("next".into(), Value::String(next));
+    }
+    Some(v)
+}
+
+/// The top-level keys other than `version`, `steps` and `on_new_version` (which says what
+/// a deploy does, not what runs do) whose values differ.
 fn header_changes(old: &Workflow, new: &Workflow) -> Vec<String> {
     let obj = |w: &Workflow| match serde_json::to_value(w) {
         Ok(Value::Object(m)) => m,
@@ -78,7 +92,8 @@ fn header_changes(old: &Workflow, new: &Workflow) -> Vec<String> {
     let (a, b) = (obj(old), obj(new));
     let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     keys.into_iter()
-        .filter(|k| *k != "version" && *k != "steps" && a.get(*k) != b.get(*k))
+        .filter(|k| !["version", "steps", "on_new_version"].contains(&k.as_str()))
+        .filter(|k| a.get(*k) != b.get(*k))
         .cloned()
         .collect()
 }
@@ -154,7 +169,8 @@ mod tests {
         let d = diff(&old, &new);
         assert_eq!(d.added, ["last"]);
         assert_eq!(d.removed, ["pause"]);
-        assert_eq!(d.changed, ["first"]);
+        // `second` now goes on to `last` instead of ending.
+        assert_eq!(d.changed, ["first", "second"]);
         assert!(d.settings.is_empty());
         assert!(diff(&old, &old).is_empty());
     }

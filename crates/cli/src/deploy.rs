@@ -15,9 +15,7 @@ use nurture_store::Store;
 /// Who deploys: the command, the user and the host.
 pub(crate) fn deployed_by(command: &str) -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
+    let host = nurture_server::host_name();
     format!(
         "nurture {command} ({user}@{host}, pid {})",
         std::process::id()
@@ -57,7 +55,7 @@ pub(crate) async fn deploy_command(
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", plan.to_string());
+        print!("{plan}");
         match &done {
             Some(d) => println!("{}", summary(d)),
             None if dry_run => println!("dry run: nothing was changed"),
@@ -102,7 +100,7 @@ pub(crate) async fn deploy_at_start(engine: &Arc<Engine>, command: &str) -> Resu
             tracing::warn!("{b}; running the deployed version");
         }
         if !plan.ok() {
-            eprint!("{}", plan.to_string());
+            eprint!("{plan}");
             anyhow::bail!("refusing to start: the project cannot be deployed as it is (see above; `nurture deploy --dry-run` shows the same)");
         }
         for c in &plan.changes {

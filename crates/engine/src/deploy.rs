@@ -289,19 +289,20 @@ async fn still_used(
 ) -> Result<Vec<Problem>, DeployError> {
     let mut out = Vec::new();
     for l in latest {
-        let change = changes.iter().find(|c| c.workflow == l.workflow);
+        // A changed workflow's open runs were read by `change`, each with its fate; every
+        // open run of another workflow stays.
         let mut staying: BTreeMap<u32, i64> = BTreeMap::new();
-        for r in store.open_runs(&l.workflow).await? {
-            let stays = match change {
-                Some(c) => c
-                    .runs
-                    .iter()
-                    .any(|x| x.version == r.version && x.step == r.step && x.fate == Fate::Stay),
-                None => true,
-            };
-            if stays {
-                *staying.entry(r.version).or_default() += r.runs;
-            }
+        match changes.iter().find(|c| c.workflow == l.workflow) {
+            Some(c) => c
+                .runs
+                .iter()
+                .filter(|r| r.fate == Fate::Stay)
+                .for_each(|r| *staying.entry(r.version).or_default() += r.runs),
+            None => store
+                .open_runs(&l.workflow)
+                .await?
+                .iter()
+                .for_each(|r| *staying.entry(r.version).or_default() += r.runs),
         }
         for (version, runs) in staying {
             let Some(v) = store.workflow_version(&l.workflow, version).await? else {

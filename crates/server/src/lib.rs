@@ -861,13 +861,19 @@ fn refused_note(engine: &Engine) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
-fn worker_identity() -> (String, String, u32) {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// This machine's host name (`localhost` when it cannot be read): how workers and
+/// deploys say where they ran.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn worker_identity() -> (String, String, u32) {
+    let host = host_name();
     let pid = std::process::id();
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -26,6 +26,20 @@ fn v2(policy: &str) -> String {
 
 /// A project of one workflow file, loaded.
 fn project(root: &Path, workflow: &str) -> Arc<Project> {
+    project_with(root, workflow, &["first", "second", "final"])
+}
+
+/// A project of one workflow file and the `templates` named, loaded.
+fn project_with(root: &Path, workflow: &str, templates: &[&str]) -> Arc<Project> {
+    write_project(root, workflow, templates);
+    let loaded = nurture_core::project::load(root);
+    assert_eq!(loaded.errors(), 0, "{}", loaded.render());
+    Arc::new(loaded.project.unwrap())
+}
+
+/// Writes a project of one workflow file and the `templates` named to `root`.
+fn write_project(root: &Path, workflow: &str, templates: &[&str]) {
+    let _ = std::fs::remove_dir_all(root.join("templates"));
     std::fs::create_dir_all(root.join("workflows")).unwrap();
     std::fs::create_dir_all(root.join("templates")).unwrap();
     std::fs::write(
@@ -33,7 +47,7 @@ fn project(root: &Path, workflow: &str) -> Arc<Project> {
         "[sender]\nfrom = \"Team <team@example.test>\"\n",
     )
     .unwrap();
-    for t in ["first", "second", "final"] {
+    for t in templates {
         std::fs::write(
             root.join(format!("templates/{t}.html")),
             format!("---\nsubject: {t}\n---\n<p>{t}</p>\n"),
@@ -41,9 +55,6 @@ fn project(root: &Path, workflow: &str) -> Arc<Project> {
         .unwrap();
     }
     std::fs::write(root.join("workflows/nurture.yaml"), workflow).unwrap();
-    let loaded = nurture_core::project::load(root);
-    assert_eq!(loaded.errors(), 0, "{}", loaded.render());
-    Arc::new(loaded.project.unwrap())
 }
 
 fn stores(dir: &Path) -> Vec<String> {
@@ -243,4 +254,270 @@ fn dry_run_of_the_scenario() {
         out
     });
     insta::assert_snapshot!("dry_run_scenario", shown);
+}
+
+/// Templates stay live, so a template that open runs' version still sends cannot be
+/// removed while they stay on it: the deploy is refused until they are let go (`exit`).
+#[test]
+fn removing_a_template_open_runs_still_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let urls = stores(dir.path());
+    let v2_without_second = "workflow: nurture\nversion: 2\n{policy}trigger: { event: form.submitted }\nsteps:\n  - id: first\n    send_email: first\n  - id: final\n    send_email: final\n";
+    rt().block_on(async {
+        for (k, url) in urls.iter().enumerate() {
+            let d = dir.path().join(k.to_string());
+            let (store, _) = three_waiting(&d, url).await;
+            let keep = v2_without_second.replace("{policy}", "");
+            let p2 = project_with(&d.join("v2"), &keep, &["first", "final"]);
+            let engine = Arc::new(Engine::new(p2.clone(), store.clone()));
+            let plan = deploy::plan(&*store, &p2, "test", t0()).await.unwrap();
+            let used: Vec<_> = plan
+                .problems
+                .iter()
+                .filter_map(|p| match p {
+                    deploy::Problem::StillUsed {
+                        version,
+                        runs,
+                        reason,
+                        ..
+                    } => Some((*version, *runs, reason.clone())),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(used.len(), 1, "{url}: {:?}", plan.problems);
+            assert_eq!((used[0].0, used[0].1), (1, 3));
+            assert!(used[0].2.contains("second"), "{}", used[0].2);
+            assert!(deploy::apply(&engine, &plan, t0()).await.is_err());
+            assert_eq!(store.latest_versions().await.unwrap()[0].version, 1);
+            // Letting the runs go makes the same removal deployable.
+            let exit = v2_without_second.replace("{policy}", "on_new_version: exit\n");
+            let p2 = project_with(&d.join("v2"), &exit, &["first", "final"]);
+            let plan = deploy::plan(&*store, &p2, "test", t0()).await.unwrap();
+            assert!(plan.ok(), "{url}: {:?}", plan.problems);
+        }
+    });
+}
+
+/// A `nurture` process over the store at `url` for the project in `dir`.
+fn spawn(command: &str, dir: &Path, url: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args([command, dir.to_str().unwrap(), "--store", url])
+        .args(["--poll-ms", "100"])
+        .env("NURTURE_LEASE_SECS", "2")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Stops `child` with SIGTERM; it must exit 0.
+fn stop(child: &mut std::process::Child) {
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// `nurture ARGS` (run from `dir`); stdout, asserting the exit code is `code`.
+fn cli(dir: &Path, args: &[&str], code: i32) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `nurture events send` of one `form.submitted` per address in `emails`.
+fn send_forms(dir: &Path, url: &str, emails: &[String]) {
+    let lines: String = emails
+        .iter()
+        .map(|e| format!("{{\"id\":\"f-{e}\",\"type\":\"form.submitted\",\"email\":\"{e}\"}}\n"))
+        .collect();
+    let file = dir.join("events.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    let (d, f) = (dir.to_str().unwrap(), file.to_str().unwrap());
+    cli(dir, &["events", "send", f, "--dir", d, "--store", url], 0);
+}
+
+/// Polls the store at `url` until `done` holds for its runs (30 s at most).
+fn wait_runs(url: &str, what: &str, done: impl Fn(&[nurture_store::Run]) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    rt().block_on(async {
+        let store = nurture_server::open_store(url).await.unwrap();
+        loop {
+            let runs = store.list_runs(&RunFilter::default()).await.unwrap();
+            if done(&runs) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {runs:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+}
+
+/// The scenario with processes: a worker on version 1 (a 3 s pause) is stopped while
+/// three runs wait, and restarted with the version 2 project. It deploys version 2 and
+/// finishes the three runs on version 1: each contact gets `first` then `second`.
+#[test]
+fn a_worker_restarted_with_a_newer_project_finishes_old_runs_on_their_version() {
+    let Some(url) = crate::util::fresh_postgres() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (d1, d2) = (tmp.path().join("v1"), tmp.path().join("v2"));
+    let all = ["first", "second", "final"];
+    write_project(&d1, &V1.replace("wait: 40s", "wait: 3s"), &all);
+    write_project(&d2, &v2(""), &all);
+    let mut worker = spawn("worker", &d1, &url);
+    let emails: Vec<String> = (1..=3).map(|i| format!("c{i}@example.test")).collect();
+    send_forms(&d1, &url, &emails);
+    wait_runs(&url, "three runs waiting at pause", |runs| {
+        runs.len() == 3 && runs.iter().all(|r| r.step.as_deref() == Some("pause"))
+    });
+    stop(&mut worker);
+    let mut worker = spawn("worker", &d2, &url);
+    wait_runs(&url, "three runs completed", |runs| {
+        runs.iter().all(|r| r.status == RunStatus::Completed)
+    });
+    stop(&mut worker);
+    rt().block_on(async {
+        let store = nurture_server::open_store(&url).await.unwrap();
+        assert_eq!(store.latest_versions().await.unwrap()[0].version, 2);
+        for r in store.list_runs(&RunFilter::default()).await.unwrap() {
+            assert_eq!(r.workflow_version, 1);
+            assert_eq!(sent(&store, &r.contact).await, ["first", "second"]);
+        }
+    });
+}
+
+/// A rolling deploy: version 2 is deployed, then a worker still on the version 1 project
+/// starts (alone, then beside a worker on version 2). Every run enrols into version 2.
+#[test]
+fn workers_with_different_project_versions_enrol_only_into_the_latest() {
+    let Some(url) = crate::util::fresh_postgres() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (d1, d2) = (tmp.path().join("v1"), tmp.path().join("v2"));
+    let all = ["first", "second", "final"];
+    write_project(&d1, &V1.replace("wait: 40s", "wait: 1s"), &all);
+    write_project(&d2, &v2(""), &all);
+    let deploy = |d: &Path| cli(d, &["deploy", d.to_str().unwrap(), "--store", &url], 0);
+    deploy(&d1);
+    deploy(&d2);
+    let mut old = spawn("worker", &d1, &url);
+    let batch = |from: usize| -> Vec<String> {
+        (from..from + 10)
+            .map(|i| format!("c{i}@example.test"))
+            .collect()
+    };
+    send_forms(&d1, &url, &batch(0));
+    let done = |n: usize| {
+        move |runs: &[nurture_store::Run]| {
+            runs.len() == n && runs.iter().all(|r| r.status == RunStatus::Completed)
+        }
+    };
+    wait_runs(&url, "the old worker alone", done(10));
+    let mut new = spawn("worker", &d2, &url);
+    send_forms(&d2, &url, &batch(10));
+    wait_runs(&url, "both workers", done(20));
+    stop(&mut old);
+    stop(&mut new);
+    rt().block_on(async {
+        let store = nurture_server::open_store(&url).await.unwrap();
+        for r in store.list_runs(&RunFilter::default()).await.unwrap() {
+            assert_eq!(r.workflow_version, 2, "{r:?}");
+            assert_eq!(sent(&store, &r.contact).await, ["first", "second", "final"]);
+        }
+    });
+}
+
+/// `nurture deploy` and `nurture versions` as people and scripts see them.
+#[test]
+fn deploy_and_versions_commands_human_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", tmp.path().join("t.db").display());
+    rt().block_on(three_waiting(&tmp.path().join("setup"), &url));
+    let d2 = tmp.path().join("v2");
+    let all = ["first", "second", "final"];
+    let dir = d2.to_str().unwrap();
+    // A stranding policy: refused, exit 1, nothing stored.
+    write_project(&d2, &v2("on_new_version: migrate\n"), &all);
+    let out = cli(&d2, &["deploy", dir, "--store", &url], 1);
+    assert!(
+        out.contains("STRANDED") && out.contains("nothing was deployed"),
+        "{out}"
+    );
+    let out = cli(
+        &d2,
+        &["deploy", dir, "--store", &url, "--format", "json"],
+        1,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["deployed"], false);
+    assert_eq!(v["plan"]["problems"][0]["problem"], "stranded");
+    assert_eq!(v["plan"]["problems"][0]["runs"], 3);
+    // Mapped: the dry run changes nothing, the deploy moves the runs.
+    write_project(
+        &d2,
+        &v2("on_new_version: { migrate: { pause: final } }\n"),
+        &all,
+    );
+    let out = cli(&d2, &["deploy", dir, "--store", &url, "--dry-run"], 0);
+    assert!(
+        out.contains("move to `final`") && out.contains("dry run"),
+        "{out}"
+    );
+    let out = cli(
+        &d2,
+        &[
+            "versions", "--dir", dir, "--store", &url, "--format", "json",
+        ],
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(v[0]["open_runs"], 3);
+    let out = cli(&d2, &["deploy", dir, "--store", &url], 0);
+    assert!(
+        out.contains("deployed: nurture v2; 3 run(s) migrated"),
+        "{out}"
+    );
+    let out = cli(&d2, &["versions", "--dir", dir, "--store", &url], 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("WORKFLOW") && lines.len() == 4,
+        "{out}"
+    );
+    assert!(lines.iter().any(|l| l.contains(" 2* ")), "{out}");
+    let out = cli(
+        &d2,
+        &[
+            "versions", "nurture", "--dir", dir, "--store", &url, "--format", "json",
+        ],
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let latest: Vec<_> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["latest"] == true)
+        .collect();
+    assert_eq!(
+        (latest.len(), &latest[0]["version"]),
+        (1, &json!(2)),
+        "{out}"
+    );
 }

@@ -17,6 +17,8 @@ fuzz_target!(|data: &[u8]| {
         from: None,
         html: Some(text.to_string()),
         text: None,
+        html_line: 1,
+        text_line: 1,
     };
     let templates = BTreeMap::from([("t".to_string(), template)]);
     let (renderer, problems) = nurture_core::template::Renderer::new(&templates);

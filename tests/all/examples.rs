@@ -118,3 +118,40 @@ fn every_step_kind_and_trigger_kind_is_exercised_by_the_examples() {
         assert!(triggers.contains(t), "no example with a {t} trigger");
     }
 }
+
+/// The README's quoted outputs of `validate` and `simulate` are what the commands print.
+#[test]
+fn readme_tour_outputs_are_what_the_commands_print() {
+    let readme = std::fs::read_to_string(crate::util::repo().join("README.md")).unwrap();
+    let quoted = |prefix: &str| -> String {
+        readme
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("README quotes no `{prefix}...` line"))
+            .to_string()
+    };
+    let o = crate::util::nurture(&["validate", "workflows/"]);
+    let printed = String::from_utf8_lossy(&o.stdout);
+    let ok = printed
+        .lines()
+        .find(|l| l.starts_with("ok: "))
+        .unwrap_or("");
+    assert_eq!(ok, quoted("ok: "), "{printed}");
+    let o = crate::util::nurture(&[
+        "simulate",
+        "workflows",
+        "--contacts",
+        "workflows/sample/contacts.jsonl",
+        "--events",
+        "workflows/sample/events.jsonl",
+        "--until",
+        "2026-03-31T00:00:00Z",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let summary = err
+        .lines()
+        .find(|l| l.starts_with("simulated "))
+        .unwrap_or_default();
+    assert_eq!(summary, quoted("simulated "), "{err}");
+}

@@ -15,6 +15,7 @@ mod examples;
 mod fuzz_smoke;
 mod graph;
 mod invalid;
+mod operate;
 mod outcomes;
 mod plugins;
 mod problem_json;

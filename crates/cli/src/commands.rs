@@ -17,8 +17,13 @@ use nurture_store::{RunFilter, RunStatus, Store};
 /// The store URL of a project: `--store`, else `store` in nurture.toml, else
 /// `sqlite://DIR/nurture.db`. Relative SQLite paths are relative to the project.
 pub(crate) fn store_url(dir: &Path, project: Option<&Project>, flag: Option<String>) -> String {
+    store_url_from(dir, project.and_then(|p| p.settings.store.clone()), flag)
+}
+
+/// [`store_url`] with the configured `store` given.
+fn store_url_from(dir: &Path, configured: Option<String>, flag: Option<String>) -> String {
     let url = flag
-        .or_else(|| project.and_then(|p| p.settings.store.clone()))
+        .or(configured)
         .unwrap_or_else(|| "sqlite://nurture.db".to_string());
     match url.strip_prefix("sqlite://") {
         Some(path) if !path.starts_with('/') => {
@@ -80,6 +85,24 @@ pub(crate) async fn open(
     Ok((project, store))
 }
 
+/// The store of the project in `dir` for a command that only reads it: works when the
+/// project has errors (with a warning), using `nurture.toml`'s `store` if it parses.
+pub(crate) async fn open_read(dir: &Path, flag: Option<String>) -> Result<Arc<dyn Store>> {
+    let loaded = nurture_core::project::load(dir);
+    if loaded.errors() > 0 {
+        eprintln!(
+            "warning: the project in {} has {} error(s) (`nurture validate` lists them); reading its store anyway",
+            dir.display(),
+            loaded.errors()
+        );
+    }
+    let configured = nurture_core::project::settings(dir).store;
+    let url = store_url_from(dir, configured, flag);
+    nurture_server::open_store_with(&url, &store_config()?)
+        .await
+        .with_context(|| format!("cannot open the store {}", nurture_store::redact_url(&url)))
+}
+
 /// The API key: from the environment variable named in nurture.toml (default
 /// NURTURE_API_KEY), else generated once and kept in DIR/.nurture/api-key.
 fn api_key(dir: &Path, project: &Project) -> Result<(String, String)> {
@@ -131,6 +154,10 @@ pub(crate) async fn run(
     init_logs(log_json);
     let (project, store) = open(dir, store_flag.clone()).await?;
     let url = store_url(dir, Some(&project), store_flag);
+    let _lock = match role {
+        Role::Api => None,
+        _ => scheduler_lock(&url)?,
+    };
     let engine = Arc::new(Engine::new(project.clone(), store));
     let command = match role {
         Role::Both => "run",
@@ -176,6 +203,47 @@ pub(crate) async fn run(
     running.stop().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// One scheduler per SQLite store: an exclusive lock on `DB.scheduler.lock` beside the
+/// database, held while the process runs (the OS releases it when the process dies).
+/// Two schedulers on one SQLite file would compete for its single writer; several
+/// workers need Postgres. `None` for other stores.
+fn scheduler_lock(url: &str) -> Result<Option<std::fs::File>> {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Ok(None);
+    };
+    let db = rest.split('?').next().unwrap_or(rest);
+    if db.is_empty() || db.contains(":memory:") {
+        return Ok(None);
+    }
+    let path = PathBuf::from(format!("{db}.scheduler.lock"));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the scheduler lock {}", path.display()))?;
+    if let Err(e) = file.try_lock() {
+        let mut holder = String::new();
+        use std::io::Read as _;
+        let _ = file.read_to_string(&mut holder);
+        let pid = holder.trim().chars().take(20).collect::<String>();
+        anyhow::bail!(
+            "another nurture scheduler (pid {}) already runs on the SQLite store {db} ({e}): \
+             stop it first; several workers need a Postgres store",
+            if pid.is_empty() { "unknown" } else { &pid }
+        );
+    }
+    use std::io::{Seek as _, Write as _};
+    file.set_len(0)?;
+    file.seek(std::io::SeekFrom::Start(0))?;
+    write!(file, "{}", std::process::id())?;
+    Ok(Some(file))
 }
 
 /// The API of `run` and `serve`: its key and its listener bound to `listen`; with the URL
@@ -391,7 +459,17 @@ pub(crate) async fn list_runs(
     limit: i64,
     json_out: bool,
 ) -> Result<ExitCode> {
-    let (_, store) = open(dir, store_flag).await?;
+    let store = open_read(dir, store_flag).await?;
+    let contact = match contact {
+        Some(c) => match crate::outbox::contact_id(&*store, &c).await? {
+            Some(id) => Some(id),
+            None => {
+                eprintln!("no contact with the address {c}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => None,
+    };
     let status = status
         .map(|s| RunStatus::parse(&s).map_err(|_| anyhow::anyhow!("unknown status {s:?}: use active, waiting, completed, converted, exited or failed")))
         .transpose()?;
@@ -437,7 +515,7 @@ pub(crate) async fn workers(
     store_flag: Option<String>,
     json_out: bool,
 ) -> Result<ExitCode> {
-    let (_, store) = open(dir, store_flag).await?;
+    let store = open_read(dir, store_flag).await?;
     let workers = store.workers().await?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&workers)?);
@@ -474,16 +552,23 @@ pub(crate) async fn show_run(
     id: &str,
     json_out: bool,
 ) -> Result<ExitCode> {
-    let (_, store) = open(dir, store_flag).await?;
+    let store = open_read(dir, store_flag).await?;
     let Some(run) = store.run(id).await? else {
         eprintln!("no run {id}; `nurture runs list` shows the runs");
         return Ok(ExitCode::from(1));
     };
     let journal = store.journal(id).await?;
+    let keys: Vec<String> = journal
+        .iter()
+        .filter_map(|j| j.data.get("key").and_then(|k| k.as_str()).map(String::from))
+        .collect();
+    let outbox = store.outbox_entries(&keys).await?;
     if json_out {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"run": run, "journal": journal}))?
+            serde_json::to_string_pretty(
+                &json!({"run": run, "journal": journal, "outbox": outbox})
+            )?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -506,8 +591,14 @@ pub(crate) async fn show_run(
     }
     println!();
     for j in &journal {
+        let state = j
+            .data
+            .get("key")
+            .and_then(|k| outbox.iter().find(|o| Some(o.key.as_str()) == k.as_str()))
+            .map(|o| format!("  {}", crate::outbox::state_note(o)))
+            .unwrap_or_default();
         println!(
-            "{}  {}",
+            "{}  {}{state}",
             nurture_store::ts_out(j.at),
             describe(j.kind.as_str(), &j.data)
         );
@@ -554,6 +645,7 @@ fn describe(kind: &str, d: &serde_json::Value) -> String {
         "branch_else" => "  no condition held: else".to_string(),
         "quiet_hours_over" => "  quiet hours over".to_string(),
         "error" => format!("  error at {}: {}", s("step"), s("message")),
+        "undone" => format!("  taken back (the step failed): {}", d["effects"]),
         other => format!("{other} {d}"),
     }
 }
@@ -844,7 +936,7 @@ pub(crate) async fn outbox_retry(
     store_flag: Option<String>,
     key: &str,
 ) -> Result<ExitCode> {
-    let (_, store) = open(dir, store_flag).await?;
+    let store = open_read(dir, store_flag).await?;
     if store.requeue_outbox(key, Utc::now()).await? {
         println!("requeued {key}: the scheduler sends it at its next pass");
         Ok(ExitCode::SUCCESS)

@@ -129,7 +129,7 @@ pub(crate) async fn versions_command(
     workflow: Option<String>,
     json_out: bool,
 ) -> Result<ExitCode> {
-    let (_, store) = crate::commands::open(dir, store_flag).await?;
+    let store = crate::commands::open_read(dir, store_flag).await?;
     let rows = version_rows(&*store, workflow.as_deref()).await?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&rows)?);

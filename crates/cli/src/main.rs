@@ -13,6 +13,8 @@ use nurture_core::project;
 mod bench;
 mod commands;
 mod deploy;
+mod init;
+mod outbox;
 
 /// mimalloc instead of the system allocator: the engine builds and drops many small JSON
 /// values per step, and glibc's malloc spent a fifth of the process's time on them.
@@ -71,14 +73,24 @@ enum GraphFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create a campaign project: settings, a welcome workflow and its template,
+    /// segments, scoring, the workflow schema for editors, and a .gitignore that keeps
+    /// the store, the outbox and the keys in .nurture/ out of git.
+    ///
+    /// Refuses a folder that already holds a project (nothing is overwritten).
+    Init {
+        /// The folder to create it in (created if missing).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Check a campaign project: every file, every reference, every expression.
     ///
     /// Reports all problems at once with file:line:column, a reason and a hint.
     /// Exit status: 0 when valid, 1 when there are errors, 2 when nurture itself failed.
     Validate {
-        /// The project folder (holds workflows/, templates/, nurture.toml...).
-        #[arg(default_value = ".")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        dir: Option<PathBuf>,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
@@ -87,6 +99,7 @@ enum Command {
     Graph {
         /// A workflow file inside a project's workflows/ folder.
         file: PathBuf,
+        /// `dot` (Graphviz), `mermaid` (markdown), or `json` (the compiled plan).
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
@@ -97,9 +110,8 @@ enum Command {
     /// exit). The same input gives the same output, byte for byte. A summary goes to
     /// stderr. Runs from the first event to --until, or until nothing is pending.
     Simulate {
-        /// The project folder.
-        #[arg(default_value = ".")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        dir: Option<PathBuf>,
         /// Contacts: JSON Lines or CSV (id, email, first_name, timezone, consent, tags...).
         #[arg(long)]
         contacts: Option<PathBuf>,
@@ -119,9 +131,8 @@ enum Command {
     /// applies incoming events, fires due waits and schedules, delivers the outbox, and
     /// serves the HTTP API. Stops cleanly on Ctrl-C or SIGTERM.
     Run {
-        /// The project folder.
-        #[arg(default_value = ".")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        dir: Option<PathBuf>,
         /// Address for the HTTP API (default: [api].listen in nurture.toml, else 127.0.0.1:8025).
         #[arg(long)]
         listen: Option<String>,
@@ -139,14 +150,15 @@ enum Command {
     ///
     /// Any number of `serve` and `worker` processes can share one Postgres store.
     Serve {
-        /// The project folder.
-        #[arg(default_value = ".")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        dir: Option<PathBuf>,
+        /// Address for the HTTP API (default: [api].listen in nurture.toml, else 127.0.0.1:8025).
         #[arg(long)]
         listen: Option<String>,
         /// Store URL, e.g. postgres://nurture@db/nurture.
         #[arg(long, alias = "database-url")]
         store: Option<String>,
+        /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
     },
@@ -155,12 +167,12 @@ enum Command {
     /// Run as many as you need against one Postgres store; a unit of work another worker
     /// committed first is skipped (fenced by row versions), never done twice.
     Worker {
-        /// The project folder.
-        #[arg(default_value = ".")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        dir: Option<PathBuf>,
         /// Store URL, e.g. postgres://nurture@db/nurture.
         #[arg(long, alias = "database-url")]
         store: Option<String>,
+        /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
         #[arg(long, default_value_t = 1000, hide = true)]
@@ -173,11 +185,13 @@ enum Command {
     /// The database's concurrency (NURTURE_PG_LANES, default 4) is split among the live
     /// workers, so adding workers never piles more transactions onto the database.
     Workers {
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
         /// Store URL, e.g. postgres://nurture@db/nurture.
         #[arg(long, alias = "database-url")]
         store: Option<String>,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
@@ -193,15 +207,15 @@ enum Command {
     /// deployed, when runs would be stranded at a step the new version lacks, or when
     /// runs stay on a version whose templates the project no longer has.
     Deploy {
-        /// The project folder.
-        #[arg(default_value = ".")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        dir: Option<PathBuf>,
         /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
         #[arg(long, alias = "database-url")]
         store: Option<String>,
         /// Show what the deploy would do and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
@@ -211,11 +225,13 @@ enum Command {
     Versions {
         /// Only this workflow.
         workflow: Option<String>,
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
         /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
         #[arg(long, alias = "database-url")]
         store: Option<String>,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
@@ -234,7 +250,8 @@ enum Command {
     /// Email: preview a template as a contact would receive it.
     #[command(subcommand)]
     Email(EmailCommand),
-    /// The outbox: requeue an entry an operator has checked (`ambiguous` or `failed`).
+    /// The outbox: what was queued, sent, deferred or failed, and why; requeue an entry an
+    /// operator has checked (`ambiguous` or `failed`).
     #[command(subcommand)]
     Outbox(OutboxCommand),
     /// The plugins of a project: list them with their permissions, build them from source.
@@ -314,8 +331,10 @@ enum EmailCommand {
         /// Contact id or email address.
         #[arg(long)]
         contact: String,
-        #[arg(long, default_value = "workflows")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
         #[arg(long)]
         store: Option<String>,
         /// Write to this file: `.eml` for the message, `.html` for the HTML part.
@@ -326,12 +345,42 @@ enum EmailCommand {
 
 #[derive(Subcommand)]
 enum OutboxCommand {
+    /// List outbox entries, newest first: key, channel, state (queued, retrying,
+    /// deferred, sent, failed, ambiguous), contact, workflow and step, when due, and why.
+    ///
+    /// The keys of failed and ambiguous entries are what `nurture outbox retry` takes.
+    List {
+        /// Only entries in this state: queued, retrying, deferred, sent, failed, ambiguous.
+        #[arg(long)]
+        state: Option<nurture_store::OutboxState>,
+        /// Only for this contact: its id or email address.
+        #[arg(long)]
+        contact: Option<String>,
+        /// Only entries queued by this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
     /// Put an `ambiguous` or `failed` entry back in the queue, e.g. after checking the
     /// mail server's log for its Message-ID.
     Retry {
+        /// The entry's key (`nurture outbox list --state failed` shows them).
         key: String,
-        #[arg(long, default_value = "workflows")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
         #[arg(long)]
         store: Option<String>,
     },
@@ -343,16 +392,17 @@ enum PluginsCommand {
     /// the secrets each reads (and whether they are set). Loads every component, so a
     /// broken or stale build shows here.
     List {
-        #[arg(default_value = "workflows")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        dir: Option<PathBuf>,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
     /// Build every plugin that has sources (a Cargo.toml) to wasm32-wasip2 and put its
     /// component beside its plugin.toml. Adds the Rust target with rustup if missing.
     Build {
-        #[arg(default_value = "workflows")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        dir: Option<PathBuf>,
     },
 }
 
@@ -381,12 +431,30 @@ enum ContactsCommand {
     /// (`company.employees` becomes a nested field). Bad rows are listed with their line
     /// and reason; good rows are kept. Exit status 1 when any row was rejected.
     Import {
+        /// The contacts: JSON Lines, or CSV with a header row.
         file: PathBuf,
-        /// The project folder.
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
         #[arg(long)]
         store: Option<String>,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Show a contact: score, lifecycle, owner, consent, tags, segments, fields, and its
+    /// runs. Works on a project with errors (it only reads the store).
+    Show {
+        /// The contact's id or email address.
+        contact: String,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// `human` for people, `json` for scripts.
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
@@ -401,12 +469,15 @@ enum EventsCommand {
     /// lines are listed with their reason; good ones are kept. Exit status 1 when any line
     /// was rejected.
     Send {
+        /// The events: JSON Lines, one event per line.
         file: PathBuf,
-        /// The project folder.
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
         #[arg(long)]
         store: Option<String>,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
@@ -416,30 +487,40 @@ enum EventsCommand {
 enum RunsCommand {
     /// List runs, newest first.
     List {
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
         #[arg(long)]
         store: Option<String>,
+        /// Only runs of this workflow (its id).
         #[arg(long)]
         workflow: Option<String>,
+        /// Only runs of this contact: its id or email address.
         #[arg(long)]
         contact: Option<String>,
         /// active, waiting, completed, converted, exited or failed.
         #[arg(long)]
         status: Option<String>,
+        /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
     /// Show one run's timeline: steps, conditions with the values they read, effects,
     /// waits, resumes and the exit.
     Show {
+        /// The run's id (`nurture runs list` shows them).
         run_id: String,
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
         #[arg(long)]
         store: Option<String>,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
@@ -458,7 +539,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Validate { dir, format } => validate(&dir, format),
+        Command::Init { dir } => init::init(&dir),
+        Command::Validate { dir, format } => validate(&project_dir(dir)?, format),
         Command::Graph { file, format } => graph(&file, format),
         Command::Simulate {
             dir,
@@ -466,7 +548,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             events,
             until,
             start,
-        } => runtime()?.block_on(simulate(&dir, contacts, events, start, until)),
+        } => runtime()?.block_on(simulate(&project_dir(dir)?, contacts, events, start, until)),
         Command::Run {
             dir,
             listen,
@@ -474,7 +556,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             log_json,
             poll_ms,
         } => runtime()?.block_on(commands::run(
-            &dir,
+            &project_dir(dir)?,
             listen,
             store,
             log_json,
@@ -487,7 +569,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             store,
             log_json,
         } => runtime()?.block_on(commands::run(
-            &dir,
+            &project_dir(dir)?,
             listen,
             store,
             log_json,
@@ -500,7 +582,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             log_json,
             poll_ms,
         } => runtime()?.block_on(commands::run(
-            &dir,
+            &project_dir(dir)?,
             None,
             store,
             log_json,
@@ -513,7 +595,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             format,
         } => runtime()?.block_on(deploy::deploy_command(
-            &dir,
+            &project_dir(dir)?,
             store,
             dry_run,
             format == OutputFormat::Json,
@@ -524,23 +606,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
             store,
             format,
         } => runtime()?.block_on(deploy::versions_command(
-            &dir,
+            &project_dir(dir)?,
             store,
             workflow,
             format == OutputFormat::Json,
         )),
-        Command::Workers { dir, store, format } => {
-            runtime()?.block_on(commands::workers(&dir, store, format == OutputFormat::Json))
-        }
+        Command::Workers { dir, store, format } => runtime()?.block_on(commands::workers(
+            &project_dir(dir)?,
+            store,
+            format == OutputFormat::Json,
+        )),
         Command::Contacts(ContactsCommand::Import {
             file,
             dir,
             store,
             format,
         }) => runtime()?.block_on(commands::import(
-            &dir,
+            &project_dir(dir)?,
             store,
             &file,
+            format == OutputFormat::Json,
+        )),
+        Command::Contacts(ContactsCommand::Show {
+            contact,
+            dir,
+            store,
+            format,
+        }) => runtime()?.block_on(outbox::show_contact(
+            &project_dir(dir)?,
+            store,
+            &contact,
             format == OutputFormat::Json,
         )),
         Command::Events(EventsCommand::Send {
@@ -549,7 +644,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             store,
             format,
         }) => runtime()?.block_on(commands::send(
-            &dir,
+            &project_dir(dir)?,
             store,
             &file,
             format == OutputFormat::Json,
@@ -563,7 +658,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             limit,
             format,
         }) => runtime()?.block_on(commands::list_runs(
-            &dir,
+            &project_dir(dir)?,
             store,
             workflow,
             contact,
@@ -577,7 +672,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             store,
             format,
         }) => runtime()?.block_on(commands::show_run(
-            &dir,
+            &project_dir(dir)?,
             store,
             &run_id,
             format == OutputFormat::Json,
@@ -590,15 +685,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
             store,
             out,
         }) => runtime()?.block_on(commands::email_preview(
-            &dir, store, &template, &contact, out,
+            &project_dir(dir)?,
+            store,
+            &template,
+            &contact,
+            out,
         )),
+        Command::Outbox(OutboxCommand::List {
+            state,
+            contact,
+            workflow,
+            limit,
+            dir,
+            store,
+            format,
+        }) => {
+            let filter = nurture_store::OutboxFilter {
+                state,
+                contact,
+                workflow,
+                limit,
+            };
+            runtime()?.block_on(outbox::list(
+                &project_dir(dir)?,
+                store,
+                filter,
+                format == OutputFormat::Json,
+            ))
+        }
         Command::Outbox(OutboxCommand::Retry { key, dir, store }) => {
-            runtime()?.block_on(commands::outbox_retry(&dir, store, &key))
+            runtime()?.block_on(commands::outbox_retry(&project_dir(dir)?, store, &key))
         }
         Command::Plugins(PluginsCommand::List { dir, format }) => {
-            commands::plugins_list(&dir, format == OutputFormat::Json)
+            commands::plugins_list(&project_dir(dir)?, format == OutputFormat::Json)
         }
-        Command::Plugins(PluginsCommand::Build { dir }) => commands::plugins_build(&dir),
+        Command::Plugins(PluginsCommand::Build { dir }) => {
+            commands::plugins_build(&project_dir(dir)?)
+        }
         Command::Plugin(PluginCommand::New {
             name,
             dir,
@@ -728,6 +851,49 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Loads a project or prints its diagnostics.
+/// The project a command works on, found as cargo finds `Cargo.toml`: the nearest of
+/// `given` (default: the current folder) and the folders above it that holds
+/// `nurture.toml`, said on stderr when it is not `given` itself. Without one anywhere, a
+/// given folder is used as it is (its own errors say what is missing); with none given,
+/// the current folder when it has a `workflows/` folder, else an error.
+fn project_dir(given: Option<PathBuf>) -> Result<PathBuf> {
+    let start = given.clone().unwrap_or_else(|| PathBuf::from("."));
+    let abs = start
+        .canonicalize()
+        .with_context(|| format!("{} is not a folder", start.display()))?;
+    if let Some(found) = abs.ancestors().find(|d| d.join("nurture.toml").is_file()) {
+        if found != abs {
+            eprintln!("note: using the project in {}", found.display());
+            return Ok(found.to_path_buf());
+        }
+        return Ok(start);
+    }
+    // A project needs no nurture.toml: a folder with `workflows/` of workflow files is
+    // one, unless that `workflows/` is itself a project (this repository's root).
+    let workflows_here =
+        abs.join("workflows").is_dir() && !abs.join("workflows/nurture.toml").is_file();
+    if given.is_some() || workflows_here {
+        return Ok(start);
+    }
+    let below: Vec<String> = std::fs::read_dir(&abs)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("nurture.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let hint = match below.first() {
+        Some(d) => format!(
+            "the folder `{d}` here holds one: give it (`--dir {d}`, or `nurture validate {d}/`)"
+        ),
+        None => "give the project folder, or create a project with `nurture init DIR`".into(),
+    };
+    bail!(
+        "no campaign project found: no nurture.toml in {} or a folder above it; {hint}",
+        abs.display()
+    )
+}
+
 fn load_valid(dir: &Path) -> Result<std::sync::Arc<project::Project>, ExitCode> {
     let loaded = project::load(dir);
     match loaded.project {
@@ -767,7 +933,9 @@ async fn simulate(
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut failed = 0usize;
     let summary = nurture_engine::simulate::run(project, &rows, evs, start, until, |e| {
+        failed += usize::from(e.effect == "failed");
         let _ = writeln!(out, "{}", nurture_engine::simulate::effect_line(e));
     })
     .await?;
@@ -810,6 +978,10 @@ async fn simulate(
         summary.end.map(nurture_store::ts_out).unwrap_or_default(),
         summary.effects
     );
+    if failed > 0 {
+        eprintln!("{failed} deliveries failed (the `failed` lines say why): a live run would fail them too");
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -920,4 +1092,36 @@ fn graph(file: &Path, format: GraphFormat) -> Result<ExitCode> {
         GraphFormat::Json => println!("{}", serde_json::to_string_pretty(&plan.view())?),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every command, at any depth, has a description in `--help`
+    /// (clap's own `--help`/`--version` aside).
+    #[test]
+    fn every_argument_of_every_command_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && !cmd.is_hide_set() {
+                missing.push(format!("{path}: the command"));
+            }
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if ["help", "version"].contains(&id) || a.is_hide_set() {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path}: {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no help text:\n{}", missing.join("\n"));
+    }
 }

@@ -92,6 +92,11 @@ pub struct Template {
     pub html: Option<String>,
     /// Body of `NAME.txt`, after its front matter.
     pub text: Option<String>,
+    /// The line of `NAME.html` its body starts on (1 without front matter), so errors
+    /// and warnings in the body give lines of the file.
+    pub html_line: usize,
+    /// The same for `NAME.txt`.
+    pub text_line: usize,
 }
 
 /// A plugin's `plugin.toml`: who it is, what steps it offers and what it may touch.
@@ -822,7 +827,10 @@ fn parse_templates(root: &Path, dir: &Path, loaded: &mut Loaded) -> BTreeMap<Str
             from: None,
             html: None,
             text: None,
+            html_line: 1,
+            text_line: 1,
         });
+        let body_line = 1 + text[..text.len() - body.len()].matches('\n').count();
         if let Some(front) = front {
             match yaml::parse(front) {
                 Ok(node) => {
@@ -858,8 +866,10 @@ fn parse_templates(root: &Path, dir: &Path, loaded: &mut Loaded) -> BTreeMap<Str
         }
         if ext == "html" {
             t.html = Some(body.to_string());
+            t.html_line = body_line;
         } else {
             t.text = Some(body.to_string());
+            t.text_line = body_line;
         }
         loaded.sources.insert(path.clone(), text.clone());
     }
@@ -922,6 +932,18 @@ pub fn split_front_matter(text: &str) -> (Option<&str>, &str) {
         offset += line.len();
     }
     (None, text)
+}
+
+/// The settings of the project in `root` alone (`nurture.toml`, or the defaults when it
+/// is missing or invalid), for commands that only read the store of a project that may
+/// have errors elsewhere.
+pub fn settings(root: &Path) -> Settings {
+    let mut loaded = Loaded {
+        project: None,
+        diagnostics: Vec::new(),
+        sources: HashMap::new(),
+    };
+    load_settings(root, &mut loaded)
 }
 
 fn load_settings(root: &Path, loaded: &mut Loaded) -> Settings {

@@ -135,6 +135,7 @@ impl std::io::Write for Capped {
 fn render_bounded(
     tmpl: &minijinja::Template<'_, '_>,
     ctx: minijinja::Value,
+    first_line: usize,
 ) -> Result<String, TextError> {
     let mut out = Capped::default();
     let result = tmpl.render_captured_to(ctx, &mut out);
@@ -143,7 +144,11 @@ fn render_bounded(
     }
     result.map_err(|source| {
         let place = match source.line() {
-            Some(l) => format!(" ({}, line {l})", source.name().unwrap_or(tmpl.name())),
+            Some(l) => format!(
+                " ({}, line {})",
+                source.name().unwrap_or(tmpl.name()),
+                l + first_line - 1
+            ),
             None => String::new(),
         };
         TextError::Failed { source, place }
@@ -271,7 +276,7 @@ impl Renderer {
             .env
             .template_from_str(text)
             .map_err(TextError::Syntax)?;
-        render_bounded(&tmpl, context(ctx))
+        render_bounded(&tmpl, context(ctx), 1)
     }
 
     /// Renders a template with `ctx` (an object with `contact`, `owner`, `event`,
@@ -292,7 +297,9 @@ impl Renderer {
         };
         let one = |source: String, ctx: &Value| -> Result<Option<String>, RenderError> {
             match self.env.get_template(&source) {
-                Ok(tmpl) => render_bounded(&tmpl, context(ctx)).map(Some).map_err(err),
+                Ok(tmpl) => render_bounded(&tmpl, context(ctx), first_line(t, &source))
+                    .map(Some)
+                    .map_err(err),
                 Err(_) => Ok(None),
             }
         };
@@ -356,6 +363,18 @@ pub fn maybe_missing(templates: &BTreeMap<String, Template>) -> Vec<TemplateProb
         }
     }
     out
+}
+
+/// The file line a part of `t` starts on: `part` is `html`, `txt` or a source name
+/// ending so (`NAME.html`); 1 for the subject and preheader (their own texts).
+fn first_line(t: &Template, part: &str) -> usize {
+    if part.ends_with("html") {
+        t.html_line.max(1)
+    } else if part.ends_with("txt") {
+        t.text_line.max(1)
+    } else {
+        1
+    }
 }
 
 /// The hidden preheader element: inbox previews show its text next to the subject, the
@@ -524,6 +543,8 @@ mod render_tests {
         t.insert(
             "t".to_string(),
             Template {
+                html_line: 1,
+                text_line: 1,
                 name: "t".into(),
                 subject: Some("Hi {{ contact.first_name | default(\"there\") }}".into()),
                 preheader: None,
@@ -562,6 +583,8 @@ mod render_tests {
         t.insert(
             "t".to_string(),
             Template {
+                html_line: 1,
+                text_line: 1,
                 name: "t".into(),
                 subject: Some("x".into()),
                 preheader: Some("For {{ contact.first_name | default('you') }} <b>& co</b>".into()),
@@ -601,6 +624,8 @@ mod render_tests {
         t.insert(
             "t".to_string(),
             Template {
+                html_line: 1,
+                text_line: 1,
                 name: "t".into(),
                 subject: Some("x".into()),
                 preheader: None,

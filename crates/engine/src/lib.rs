@@ -1269,6 +1269,15 @@ impl<'e> Work<'e> {
         }
     }
 
+    /// Why run `i` has no plan here.
+    fn no_plan(&self, i: usize) -> String {
+        let r = &self.runs[i];
+        format!(
+            "version {} of workflow `{}` is not available in this process (see its log)",
+            r.workflow_version, r.workflow
+        )
+    }
+
     fn fire_timer(&mut self, t: &DueTimer) -> Result<(), EngineError> {
         self.uow.timers_clear.push(t.run_id.clone());
         let Some(i) = self.runs.iter().position(|r| r.id == t.run_id) else {
@@ -1278,7 +1287,7 @@ impl<'e> Work<'e> {
             return Ok(());
         }
         let Some(plan) = self.run_plan(i) else {
-            self.end_run(i, RunStatus::Failed, "error");
+            self.fail(i, None, &self.no_plan(i));
             return Ok(());
         };
         let plan = &*plan;
@@ -1463,6 +1472,19 @@ impl<'e> Work<'e> {
     }
 
     fn end_run(&mut self, i: usize, status: RunStatus, reason: &str) {
+        self.end_run_noting(i, status, reason, json!({"reason": reason}));
+    }
+
+    /// Fails run `i`: journals `message` (at `step`) and ends the run with it, so the log
+    /// line of its exit says why.
+    fn fail(&mut self, i: usize, step: Option<&str>, message: &str) {
+        self.journal(Some(i), "error", json!({"step": step, "message": message}));
+        let exit = json!({"reason": "error", "message": message});
+        self.end_run_noting(i, RunStatus::Failed, "error", exit);
+    }
+
+    /// [`Work::end_run`] with `exit` as the exit effect's data.
+    fn end_run_noting(&mut self, i: usize, status: RunStatus, reason: &str, exit: Value) {
         let run = &mut self.runs[i];
         run.status = status;
         run.wait = None;
@@ -1475,7 +1497,7 @@ impl<'e> Work<'e> {
         // A timer this unit set for the run (it waited, then ended) is not written.
         self.uow.timers_set.retain(|t| t.run_id != id);
         self.uow.timers_clear.push(id);
-        self.effect(Some(i), None, "exit", json!({"reason": reason}));
+        self.effect(Some(i), None, "exit", exit);
     }
 }
 

@@ -210,7 +210,11 @@ impl<'e> Work<'e> {
         step_id: &str,
     ) -> Result<(), EngineError> {
         let Some(step) = plan.step(step_id) else {
-            self.end_run(i, RunStatus::Failed, "error");
+            self.fail(
+                i,
+                Some(step_id),
+                "the awaited step is not in the run's version",
+            );
             return Ok(());
         };
         let outcome = json!({"ok": false, "status": null, "error": "timed out", "response": null});
@@ -230,9 +234,7 @@ impl<'e> Work<'e> {
             Ok(Flow::Goto(next)) => self.advance(i, Some(next)),
             Ok(Flow::Wait) => Ok(()),
             Err(e) => {
-                let msg = e.to_string();
-                self.journal(Some(i), "error", json!({"step": step.id, "message": msg}));
-                self.end_run(i, RunStatus::Failed, "error");
+                self.fail(i, Some(&step.id), &e.to_string());
                 Ok(())
             }
         }

@@ -25,10 +25,12 @@ use nurture_store_sqlite::SqliteStore;
 /// The simulated delivery of the outbox: everything due is "sent" at once (recorded, as
 /// by a deliverer without channels), except what a frequency cap defers, which is
 /// reported (`deferred`) and sent when the cap allows (`sent`).
-#[derive(Default)]
 struct Outbox {
     /// Keys of entries deferred at least once.
     deferred: std::collections::HashSet<String>,
+    /// The project's templates: every email and notification is rendered as it would be
+    /// sent, and one that does not render fails (`failed`, with why).
+    renderer: nurture_core::template::Renderer,
 }
 
 impl Outbox {
@@ -48,19 +50,56 @@ impl Outbox {
             }
             let items: Vec<(String, OutboxOutcome)> = due
                 .iter()
-                .map(|e| {
-                    let record = serde_json::json!({"channel": "simulate"});
-                    (e.key.clone(), OutboxOutcome::Delivered { record })
-                })
+                .map(|e| (e.key.clone(), self.outcome(e)))
                 .collect();
             store.complete_outbox_many(&items, now).await?;
-            for e in due {
-                if self.deferred.remove(&e.key) {
-                    effects.push(effect(&e, now, "sent", what(&e)));
+            for (e, (_, outcome)) in due.iter().zip(&items) {
+                if let OutboxOutcome::Failed { reason } = outcome {
+                    let mut extra = what(e);
+                    extra.insert("reason".into(), reason.clone().into());
+                    effects.push(effect(e, now, "failed", extra));
+                } else if self.deferred.remove(&e.key) {
+                    effects.push(effect(e, now, "sent", what(e)));
                 }
             }
         }
         Ok(effects)
+    }
+}
+
+impl Outbox {
+    fn new(project: &Project) -> Outbox {
+        let (renderer, _) = nurture_core::template::Renderer::new(&project.templates);
+        Outbox {
+            deferred: Default::default(),
+            renderer,
+        }
+    }
+
+    /// The simulated outcome of delivering `e`: delivered, unless it is an email or a
+    /// notification whose template does not render for its contact.
+    fn outcome(&self, e: &OutboxEntry) -> OutboxOutcome {
+        let p = &e.payload;
+        let Some(template) = p["template"].as_str() else {
+            return OutboxOutcome::Delivered {
+                record: serde_json::json!({"channel": "simulate"}),
+            };
+        };
+        let contact = p.get("contact").cloned().unwrap_or_default();
+        let ctx = serde_json::json!({
+            "contact": contact,
+            "owner": {"email": contact.get("owner").cloned().unwrap_or_default()},
+            "event": p.get("event").cloned().unwrap_or_default(),
+            "unsubscribe_url": "https://simulated.invalid/u/TOKEN",
+        });
+        match self.renderer.render(template, &ctx, p["subject"].as_str()) {
+            Ok(_) => OutboxOutcome::Delivered {
+                record: serde_json::json!({"channel": "simulate"}),
+            },
+            Err(e) => OutboxOutcome::Failed {
+                reason: e.to_string(),
+            },
+        }
     }
 }
 
@@ -131,8 +170,8 @@ pub async fn run(
     let store: Arc<dyn Store> = sqlite.clone();
     // The frequency caps apply as in a live run (rate limits are about throughput).
     store.set_send_limits(SendLimits::for_project(&project).caps_only());
+    let mut outbox = Outbox::new(&project);
     let engine = Arc::new(Engine::new(project, store.clone()).simulating_outcomes());
-    let mut outbox = Outbox::default();
     let first = events
         .iter()
         .filter_map(|e| e.at)

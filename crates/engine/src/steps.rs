@@ -60,13 +60,17 @@ impl<'e> Work<'e> {
         mut quiet_ok: bool,
     ) -> Result<(), EngineError> {
         let Some(plan) = self.run_plan(i) else {
-            self.end_run(i, RunStatus::Failed, "error");
+            self.fail(i, None, &self.no_plan(i));
             return Ok(());
         };
         let plan = &*plan;
         for _ in 0..=plan.workflow.steps.len() + 1 {
             let Some(n) = node else {
-                self.end_run(i, RunStatus::Failed, "error");
+                self.fail(
+                    i,
+                    self.runs[i].step.clone().as_deref(),
+                    "no step to go on to",
+                );
                 return Ok(());
             };
             let PlanNode::Step(si) = plan.graph[n] else {
@@ -109,15 +113,13 @@ impl<'e> Work<'e> {
                 Ok(Flow::Goto(next)) => node = Some(next),
                 Ok(Flow::Wait) => return Ok(()),
                 Err(e) => {
-                    let msg = e.to_string();
-                    self.journal(Some(i), "error", json!({"step": step.id, "message": msg}));
-                    self.end_run(i, RunStatus::Failed, "error");
+                    self.fail(i, Some(&step.id), &e.to_string());
                     return Ok(());
                 }
             }
             quiet_ok = false;
         }
-        self.end_run(i, RunStatus::Failed, "error");
+        self.fail(i, None, "more steps than the workflow has in one go");
         Ok(())
     }
 
@@ -126,8 +128,7 @@ impl<'e> Work<'e> {
         let Some(msg) = self.aborted.take() else {
             return false;
         };
-        self.journal(Some(i), "error", json!({"step": step, "message": msg}));
-        self.end_run(i, RunStatus::Failed, "error");
+        self.fail(i, Some(step), &msg);
         true
     }
 
@@ -179,11 +180,16 @@ impl<'e> Work<'e> {
             StepKind::Branch(arms) => self.branch(i, plan, step, arms),
             StepKind::Split(arms) => self.split(i, plan, si, arms),
             StepKind::Actions(actions) => {
+                // All or nothing: a failing action takes back what the others did.
+                let saved = self.checkpoint(i);
                 for (j, a) in actions.iter().enumerate() {
-                    if let Some(f) =
-                        self.action(i, plan, &step.id, j, &a.kind, a.with.as_ref(), quiet_ok)?
-                    {
-                        return Ok(f);
+                    match self.action(i, plan, &step.id, j, &a.kind, a.with.as_ref(), quiet_ok) {
+                        Ok(Some(f)) => return Ok(f),
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.restore(i, &step.id, saved);
+                            return Err(e);
+                        }
                     }
                 }
                 next(plan, step)
@@ -199,6 +205,49 @@ impl<'e> Work<'e> {
                 }
                 next(plan, step)
             }
+        }
+    }
+
+    /// What a step's actions may change in run `i`'s unit, before they run.
+    fn checkpoint(&self, i: usize) -> Checkpoint {
+        Checkpoint {
+            contact: self.contact.clone(),
+            contact_changed: self.contact_changed,
+            crossed: self.crossed.clone(),
+            counters: self.counters.clone(),
+            run: self.runs[i].clone(),
+            run_changed: self.changed_runs.contains(&i),
+            effects: self.effects.len(),
+            journal: self.uow.journal.len(),
+            outbox: self.uow.outbox.len(),
+            timers_set: self.uow.timers_set.len(),
+            timers_clear: self.uow.timers_clear.len(),
+        }
+    }
+
+    /// Puts back what run `i`'s step `step` changed since `saved`, and journals which of
+    /// its effects were taken back.
+    fn restore(&mut self, i: usize, step: &str, saved: Checkpoint) {
+        let undone: Vec<Value> = self.uow.journal[saved.journal..]
+            .iter()
+            .filter(|j| j.kind == "effect")
+            .map(|j| j.data["effect"].clone())
+            .collect();
+        self.contact = saved.contact;
+        self.contact_changed = saved.contact_changed;
+        self.crossed = saved.crossed;
+        self.counters = saved.counters;
+        self.runs[i] = saved.run;
+        if !saved.run_changed {
+            self.changed_runs.remove(&i);
+        }
+        self.effects.truncate(saved.effects);
+        self.uow.journal.truncate(saved.journal);
+        self.uow.outbox.truncate(saved.outbox);
+        self.uow.timers_set.truncate(saved.timers_set);
+        self.uow.timers_clear.truncate(saved.timers_clear);
+        if !undone.is_empty() {
+            self.journal(Some(i), "undone", json!({"step": step, "effects": undone}));
         }
     }
 
@@ -335,6 +384,22 @@ impl<'e> Work<'e> {
             .map(|e| Flow::Goto(e.target()))
             .ok_or(StepError::NoVariant)
     }
+}
+
+/// What [`Work::checkpoint`] saves: the contact, the run, and how far the unit's lists
+/// went.
+struct Checkpoint {
+    contact: nurture_store::Contact,
+    contact_changed: bool,
+    crossed: std::collections::BTreeSet<i64>,
+    counters: std::collections::HashMap<String, (i64, i64)>,
+    run: nurture_store::Run,
+    run_changed: bool,
+    effects: usize,
+    journal: usize,
+    outbox: usize,
+    timers_set: usize,
+    timers_clear: usize,
 }
 
 /// The `next` edge of `step`.

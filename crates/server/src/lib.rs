@@ -962,6 +962,18 @@ fn failed(failures: &mut u32, e: &dyn std::fmt::Display, what: &str) -> Duration
     sleep
 }
 
+/// Logs an effect: a failed run at WARN (with why), the rest at INFO.
+fn log_effect(e: &nurture_engine::Effect) {
+    let workflow = e.workflow.as_deref().unwrap_or("-");
+    let step = e.step.as_deref().unwrap_or("-");
+    let data = serde_json::Value::Object(e.extra.clone());
+    if e.effect == "exit" && e.extra.get("reason").and_then(|r| r.as_str()) == Some("error") {
+        tracing::warn!(contact = %e.contact, workflow, step, effect = e.effect, "run failed: {data}");
+    } else {
+        tracing::info!(contact = %e.contact, workflow, step, effect = e.effect, "{data}");
+    }
+}
+
 async fn engine_loop(
     engine: Arc<Engine>,
     wake: Arc<Notify>,
@@ -977,16 +989,7 @@ async fn engine_loop(
         let sleep = match engine.tick_some(now, TICK_ROUNDS).await {
             Ok((effects, more)) => {
                 failures = 0;
-                for e in &effects {
-                    tracing::info!(
-                        contact = %e.contact,
-                        workflow = e.workflow.as_deref().unwrap_or("-"),
-                        step = e.step.as_deref().unwrap_or("-"),
-                        effect = e.effect,
-                        "{}",
-                        serde_json::Value::Object(e.extra.clone())
-                    );
-                }
+                effects.iter().for_each(log_effect);
                 // (Each commit that queued deliveries handed them over or woke the outbox.)
                 if more {
                     continue;

@@ -555,6 +555,53 @@ fn version_from_row(row: &sqlx::postgres::PgRow) -> Result<WorkflowVersion, Stor
     })
 }
 
+/// The columns of an [`OutboxRow`].
+const OUTBOX_ROW: &str = "SELECT key, kind, contact, run_id, workflow, step, state, attempts, \
+     last_error, created_at, due_at FROM outbox";
+
+fn outbox_row(r: &sqlx::postgres::PgRow) -> Result<OutboxRow, StoreError> {
+    let attempts: i64 = r.try_get("attempts")?;
+    let reason: Option<String> = r.try_get("last_error")?;
+    let state: &str = r.try_get("state")?;
+    Ok(OutboxRow {
+        key: r.try_get("key")?,
+        kind: r.try_get::<String, _>("kind")?.into(),
+        contact: r.try_get("contact")?,
+        run_id: r.try_get("run_id")?,
+        workflow: r.try_get("workflow")?,
+        step: r.try_get("step")?,
+        state: OutboxState::of_row(state, attempts, reason.as_deref()),
+        reason,
+        attempts,
+        created_at: r.try_get("created_at")?,
+        due_at: r.try_get("due_at")?,
+    })
+}
+
+#[async_trait]
+impl OutboxView for PostgresStore {
+    async fn outbox_entries(&self, keys: &[String]) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql = format!("{OUTBOX_ROW} WHERE key = ANY($1) ORDER BY key");
+        let rows = sqlx::query(&sql).bind(keys).fetch_all(&self.pool).await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    async fn list_outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxRow>, StoreError> {
+        let state = filter.state.map_or("TRUE", OutboxState::sql);
+        let sql = format!(
+            "{OUTBOX_ROW} WHERE {state} AND ($1::text IS NULL OR contact = $1) \
+             AND ($2::text IS NULL OR workflow = $2) ORDER BY created_at DESC, key LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&filter.contact)
+            .bind(&filter.workflow)
+            .bind(filter.limit.clamp(0, outbox::MAX_LIST))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+}
+
 /// Deploys are serialised by an advisory lock ([`DEPLOY_LOCK`]) taken first in their
 /// transaction: under `READ COMMITTED` each later statement sees what the deploy before it
 /// committed, so two deploys planned against the same latest version cannot both pass

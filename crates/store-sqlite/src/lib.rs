@@ -809,6 +809,57 @@ fn open_statuses_json() -> String {
     to_json(&versions::open_statuses())
 }
 
+/// The columns of an [`OutboxRow`].
+const OUTBOX_ROW: &str = "SELECT key, kind, contact, run_id, workflow, step, state, attempts, \
+     last_error, created_at, due_at FROM outbox";
+
+fn outbox_row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
+    let attempts: i64 = r.try_get("attempts")?;
+    let reason: Option<String> = r.try_get("last_error")?;
+    let state: &str = r.try_get("state")?;
+    Ok(OutboxRow {
+        key: r.try_get("key")?,
+        kind: r.try_get::<String, _>("kind")?.into(),
+        contact: r.try_get("contact")?,
+        run_id: r.try_get("run_id")?,
+        workflow: r.try_get("workflow")?,
+        step: r.try_get("step")?,
+        state: OutboxState::of_row(state, attempts, reason.as_deref()),
+        reason,
+        attempts,
+        created_at: parse_ts(r.try_get::<&str, _>("created_at")?)?,
+        due_at: parse_ts(r.try_get::<&str, _>("due_at")?)?,
+    })
+}
+
+#[async_trait]
+impl OutboxView for SqliteStore {
+    async fn outbox_entries(&self, keys: &[String]) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql =
+            format!("{OUTBOX_ROW} WHERE key IN (SELECT value FROM json_each(?)) ORDER BY key");
+        let rows = sqlx::query(&sql)
+            .bind(to_json(keys))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    async fn list_outbox(&self, filter: &OutboxFilter) -> Result<Vec<OutboxRow>, StoreError> {
+        let state = filter.state.map_or("1 = 1", OutboxState::sql);
+        let sql = format!(
+            "{OUTBOX_ROW} WHERE {state} AND (?1 IS NULL OR contact = ?1) \
+             AND (?2 IS NULL OR workflow = ?2) ORDER BY created_at DESC, key LIMIT ?3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&filter.contact)
+            .bind(&filter.workflow)
+            .bind(filter.limit.clamp(0, outbox::MAX_LIST))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+}
+
 /// Deploys are serialised by SQLite's write lock, taken before anything is read
 /// (`BEGIN IMMEDIATE`, [`WriteTx`]): a second deploy reads the versions the first stored.
 #[async_trait]

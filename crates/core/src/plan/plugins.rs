@@ -63,9 +63,13 @@ impl<'a> Compiler<'a, '_> {
         let Some(m) = plugins.get(plugin) else {
             let hint = match did_you_mean(plugin, plugins.keys().map(String::as_str)) {
                 Some(s) => format!("did you mean `{s}`?"),
-                None if plugins.is_empty() => {
-                    "no plugins are installed; set `plugin_dirs` in nurture.toml".into()
+                None if plugins.is_empty() && self.ctx.settings.plugin_dirs.is_empty() => {
+                    "no plugins are installed: put plugin folders in `plugins/`, or set `plugin_dirs` in nurture.toml".into()
                 }
+                None if plugins.is_empty() => format!(
+                    "no plugins found in `plugin_dirs = {:?}` (nurture.toml; relative to the project folder): that folder is missing or holds no plugin; copy the plugins there or fix `plugin_dirs`",
+                    self.ctx.settings.plugin_dirs
+                ),
                 None => format!(
                     "installed plugins: {}",
                     plugins.keys().cloned().collect::<Vec<_>>().join(", ")

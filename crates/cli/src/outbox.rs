@@ -1,0 +1,157 @@
+//! `nurture outbox list`, the outbox states `nurture runs show` prints beside effects,
+//! and `nurture contacts show`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use nurture_store::{OutboxFilter, OutboxRow, OutboxState, Store};
+
+/// A contact given as an id or an email address: its id (`None`: no such address).
+pub(crate) async fn contact_id(store: &dyn Store, given: &str) -> Result<Option<String>> {
+    if !given.contains('@') {
+        return Ok(Some(given.to_string()));
+    }
+    Ok(store.contact_by_email(given).await?.map(|c| c.id))
+}
+
+/// `nurture outbox list`.
+pub(crate) async fn list(
+    dir: &Path,
+    store_flag: Option<String>,
+    mut filter: OutboxFilter,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let store = crate::commands::open_read(dir, store_flag).await?;
+    if let Some(c) = filter.contact.take() {
+        match contact_id(&*store, &c).await? {
+            Some(id) => filter.contact = Some(id),
+            None => {
+                eprintln!("no contact with the address {c}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    let rows = store.list_outbox(&filter).await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no outbox entries");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<26} {:<8} {:<10} {:<26} {:<20} {:<24} REASON",
+        "KEY", "KIND", "STATE", "CONTACT", "WORKFLOW/STEP", "DUE"
+    );
+    for r in &rows {
+        let at = format!(
+            "{}/{}",
+            r.workflow.as_deref().unwrap_or("-"),
+            r.step.as_deref().unwrap_or("-")
+        );
+        println!(
+            "{:<26} {:<8} {:<10} {:<26} {:<20} {:<24} {}",
+            r.key,
+            r.kind.as_str(),
+            r.state.as_str(),
+            r.contact,
+            at,
+            nurture_store::ts_out(r.due_at),
+            r.reason.as_deref().unwrap_or("")
+        );
+    }
+    if rows.iter().any(|r| r.state == OutboxState::Ambiguous) {
+        println!(
+            "(check an ambiguous entry with the mail server, then `nurture outbox retry KEY`)"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What became of an outbox entry, for a `runs show` line: `[sent]`,
+/// `[deferred until T: why]`, `[failed: why]`...
+pub(crate) fn state_note(r: &OutboxRow) -> String {
+    let why = r.reason.as_deref().unwrap_or("");
+    match r.state {
+        OutboxState::Sent | OutboxState::Queued => format!("[{}]", r.state.as_str()),
+        OutboxState::Deferred | OutboxState::Retrying => format!(
+            "[{} until {}: {why}]",
+            r.state.as_str(),
+            nurture_store::ts_out(r.due_at)
+        ),
+        OutboxState::Failed | OutboxState::Ambiguous => {
+            format!("[{}: {why}; key {}]", r.state.as_str(), r.key)
+        }
+    }
+}
+
+/// `nurture contacts show`: a contact (by id or address) and its runs.
+pub(crate) async fn show_contact(
+    dir: &Path,
+    store_flag: Option<String>,
+    given: &str,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let store = crate::commands::open_read(dir, store_flag).await?;
+    let found = match given.contains('@') {
+        true => store.contact_by_email(given).await?,
+        false => store.contact(given).await?,
+    };
+    let Some(c) = found else {
+        eprintln!("no contact {given}; `nurture runs list` shows the contacts of runs");
+        return Ok(ExitCode::from(1));
+    };
+    let runs = store.runs_of_contact(&c.id).await?;
+    if json_out {
+        let v = serde_json::json!({"contact": c, "runs": runs});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let list = |v: &std::collections::BTreeSet<String>| {
+        let all: Vec<&str> = v.iter().map(String::as_str).collect();
+        if all.is_empty() {
+            "-".to_string()
+        } else {
+            all.join(", ")
+        }
+    };
+    println!("contact    {}", c.id);
+    println!("email      {}", opt(&c.email));
+    println!("score      {}", c.score);
+    println!("lifecycle  {}", opt(&c.lifecycle));
+    println!("owner      {}", opt(&c.owner));
+    println!(
+        "consent    {}",
+        serde_json::to_value(c.consent)?.as_str().unwrap_or("-")
+    );
+    println!("tags       {}", list(&c.tags));
+    println!("segments   {}", list(&c.segments));
+    println!("fields     {}", serde_json::Value::Object(c.fields.clone()));
+    if c.unsubscribed || c.suppressed {
+        println!(
+            "mail       unsubscribed: {}, suppressed: {}",
+            c.unsubscribed, c.suppressed
+        );
+    }
+    println!();
+    for r in &runs {
+        println!(
+            "{:<28} {:<22} v{:<4} {:<10} {}",
+            r.id,
+            r.workflow,
+            r.workflow_version,
+            r.status.as_str(),
+            r.step
+                .as_deref()
+                .or(r.exit_reason.as_deref())
+                .unwrap_or("-")
+        );
+    }
+    if runs.is_empty() {
+        println!("no runs");
+    }
+    Ok(ExitCode::SUCCESS)
+}

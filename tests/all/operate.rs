@@ -1,0 +1,416 @@
+//! Operating nurture day to day (issue 26): a step is all or nothing, failed deliveries
+//! are visible in `runs show` and `outbox list`, `init` makes a project that validates,
+//! commands find their project from a subfolder, read-only commands work on a project
+//! with errors, contacts are looked up by address, and one SQLite store has at most one
+//! scheduler.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use serde_json::{json, Value};
+
+use crate::util::rt_multi as rt;
+use nurture_store::RunStatus;
+
+/// `nurture ARGS` run from `cwd`.
+fn nurture_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A project in `dir` with one workflow file and a `hello` template.
+fn project(dir: &Path, settings: &str, workflow: &str) {
+    std::fs::create_dir_all(dir.join("workflows")).unwrap();
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    let toml = format!("[sender]\nfrom = \"Team <team@example.test>\"\n{settings}");
+    std::fs::write(dir.join("nurture.toml"), toml).unwrap();
+    std::fs::write(
+        dir.join("templates/hello.html"),
+        "---\nsubject: hello\n---\n<p>hello</p>\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("workflows/w.yaml"), workflow).unwrap();
+}
+
+/// The step of the issue: lifecycle, tag and score, then an action that fails for a
+/// contact without `first_name`.
+const MARK_SAL: &str = "workflow: mark\ntrigger: { event: demo.requested }\nsteps:\n  - id: mark-sal\n    actions:\n      - set: { lifecycle: sal }\n      - tag: [demo-requested]\n      - score: +30\n      - set: { greeting: \"Hi ${contact.first_name}\" }\n";
+
+#[test]
+fn a_failing_action_takes_back_the_whole_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir, "", MARK_SAL);
+    let loaded = nurture_core::project::load(dir);
+    assert_eq!(loaded.errors(), 0, "{}", loaded.render());
+    let project = std::sync::Arc::new(loaded.project.unwrap());
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    let t0 = Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
+    rt().block_on(async {
+        let store = nurture_server::open_store(&url).await.unwrap();
+        let engine = std::sync::Arc::new(nurture_engine::Engine::new(project, store.clone()));
+        let event = nurture_engine::input::IncomingEvent {
+            index: 0,
+            id: Some("d1".into()),
+            kind: "demo.requested".into(),
+            contact: None,
+            email: Some("noname@example.test".into()),
+            at: Some(t0),
+            data: json!({}),
+        };
+        let out = engine.ingest(&[event], t0).await.unwrap();
+        let effects = engine.tick(t0).await.unwrap();
+        let contact_id = out[0].contact.clone().unwrap();
+        let c = store.contact(&contact_id).await.unwrap().unwrap();
+        assert_eq!(c.lifecycle, None, "{effects:?}");
+        assert!(c.tags.is_empty(), "{:?}", c.tags);
+        assert_eq!(c.score, 0);
+        let runs = store.runs_of_contact(&contact_id).await.unwrap();
+        assert_eq!(runs[0].status, RunStatus::Failed);
+        let journal = store.journal(&runs[0].id).await.unwrap();
+        let undone = journal.iter().find(|j| j.kind == "undone").expect("undone");
+        assert_eq!(undone.data["effects"], json!(["set", "tag", "score"]));
+        let error = journal.iter().find(|j| j.kind == "error").expect("error");
+        let msg = error.data["message"].as_str().unwrap();
+        assert!(msg.contains("first_name"), "{msg}");
+        // The exit effect carries the reason, so the log line of a failed run says why.
+        let exit = effects.iter().find(|e| e.effect == "exit").unwrap();
+        assert_eq!(exit.extra["message"], msg);
+        // Effects of the failed step are not reported either.
+        assert!(!effects.iter().any(|e| e.effect == "tag"), "{effects:?}");
+    });
+}
+
+/// A local HTTP server answering every request `400 Bad Request`.
+fn refusing_receiver() -> u16 {
+    let bad = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbad";
+    crate::util::http_receiver(bad).0
+}
+
+fn spawn_run(dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(["run", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--poll-ms", "100"])
+        .env("NURTURE_API_KEY", "test-key-0123456789abcdef0123456789")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn stop(child: &mut Child) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}
+
+/// Polls `f` every 200 ms until it gives a value (20 s at most).
+fn eventually<T>(what: &str, f: impl Fn() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn send_event(dir: &Path, line: &str) {
+    std::fs::write(dir.join("e.jsonl"), format!("{line}\n")).unwrap();
+    let d = dir.to_str().unwrap();
+    let o = nurture_in(dir, &["events", "send", "e.jsonl", "--dir", d]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn a_failed_delivery_shows_in_runs_show_and_outbox_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = refusing_receiver();
+    let workflow = format!("workflow: hook\ntrigger: {{ event: form.submitted }}\nsteps:\n  - id: tell-crm\n    webhook: {{ url: \"http://127.0.0.1:{port}/hook\" }}\n");
+    project(dir, "[egress]\nallow = [\"127.0.0.1\"]\n", &workflow);
+    let mut run = spawn_run(dir);
+    send_event(
+        dir,
+        r#"{"id":"f1","type":"form.submitted","email":"maria@example.com"}"#,
+    );
+    let d = dir.to_str().unwrap();
+    let rows: Vec<Value> = eventually("a failed outbox entry", || {
+        let o = nurture_in(
+            dir,
+            &[
+                "outbox", "list", "--dir", d, "--state", "failed", "--format", "json",
+            ],
+        );
+        let v: Vec<Value> = serde_json::from_slice(&o.stdout).ok()?;
+        (!v.is_empty()).then_some(v)
+    });
+    stop(&mut run);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["kind"], "webhook");
+    assert_eq!(rows[0]["workflow"], "hook");
+    assert!(
+        rows[0]["reason"].as_str().unwrap().contains("400"),
+        "{rows:?}"
+    );
+    // By the contact's address too; other states hold nothing.
+    let o = nurture_in(
+        dir,
+        &[
+            "outbox",
+            "list",
+            "--dir",
+            d,
+            "--contact",
+            "maria@example.com",
+        ],
+    );
+    let human = text(&o);
+    assert!(
+        human.contains("failed") && human.contains("hook/tell-crm"),
+        "{human}"
+    );
+    let o = nurture_in(dir, &["outbox", "list", "--dir", d, "--state", "queued"]);
+    assert!(text(&o).contains("no outbox entries"), "{}", text(&o));
+    // `runs list --contact ADDRESS` finds the run; `runs show` puts the state beside the
+    // effect.
+    let o = nurture_in(
+        dir,
+        &[
+            "runs",
+            "list",
+            "--dir",
+            d,
+            "--contact",
+            "maria@example.com",
+            "--format",
+            "json",
+        ],
+    );
+    let runs: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(runs.len(), 1, "{}", text(&o));
+    let id = runs[0]["id"].as_str().unwrap();
+    let o = nurture_in(dir, &["runs", "show", id, "--dir", d]);
+    let shown = text(&o);
+    let key = rows[0]["key"].as_str().unwrap();
+    assert!(
+        shown.contains("[failed: ") && shown.contains(key),
+        "{shown}"
+    );
+    let o = nurture_in(
+        dir,
+        &[
+            "runs",
+            "list",
+            "--dir",
+            d,
+            "--contact",
+            "nobody@example.com",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+#[test]
+fn init_makes_a_project_that_validates_and_the_example_copies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let new = tmp.path().join("new");
+    let o = nurture_in(tmp.path(), &["init", "new"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = nurture_in(tmp.path(), &["validate", "new"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ignore = std::fs::read_to_string(new.join(".gitignore")).unwrap();
+    for kept_out in ["nurture.db*", "outbox/", ".nurture/"] {
+        assert!(ignore.lines().any(|l| l == kept_out), "{ignore}");
+    }
+    let wf = std::fs::read_to_string(new.join("workflows/welcome.yaml")).unwrap();
+    assert!(wf.starts_with("# yaml-language-server: $schema=../schema/workflow.schema.json"));
+    assert!(new.join("schema/workflow.schema.json").is_file());
+    // A second init changes nothing.
+    let before = std::fs::read_to_string(new.join("nurture.toml")).unwrap();
+    let o = nurture_in(tmp.path(), &["init", "new"]);
+    assert!(!o.status.success() && text(&o).contains("already holds a project"));
+    assert_eq!(
+        std::fs::read_to_string(new.join("nurture.toml")).unwrap(),
+        before
+    );
+    // The README's copy of the example, with its plugins beside it, validates.
+    let repo = crate::util::repo();
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    let o = Command::new("cp")
+        .args(["-r", "workflows", "plugins"])
+        .arg(&copy)
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = nurture_in(&copy, &["validate", "workflows"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Without the plugins the hint says where they were looked for.
+    std::fs::remove_dir_all(copy.join("plugins")).unwrap();
+    let o = nurture_in(&copy, &["validate", "workflows"]);
+    assert!(
+        text(&o).contains("plugin_dirs = [\"../plugins\"]"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn commands_find_the_project_from_a_subfolder_and_say_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("campaigns");
+    project(&dir, "", "workflow: w\ntrigger: { event: form.submitted }\nsteps:\n  - id: hi\n    send_email: hello\n");
+    let o = nurture_in(&dir.join("workflows"), &["validate"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let canon = dir.canonicalize().unwrap();
+    assert!(
+        text(&o).contains(&format!("using the project in {}", canon.display())),
+        "{}",
+        text(&o)
+    );
+    // From the folder above: none found, and the folder holding one is named.
+    let o = nurture_in(tmp.path(), &["runs", "list"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--dir campaigns"), "{}", text(&o));
+    // Every command defaults the same way: `outbox list` and `plugins list` too.
+    for args in [
+        &["outbox", "list"][..],
+        &["plugins", "list"],
+        &["runs", "list"],
+    ] {
+        let o = nurture_in(&dir.join("templates"), args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    }
+}
+
+#[test]
+fn read_only_commands_work_on_a_project_with_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir, "", "workflow: w\ntrigger: { event: form.submitted }\nsteps:\n  - id: hi\n    send_email: hello\n");
+    send_event(
+        dir,
+        r#"{"id":"f1","type":"form.submitted","email":"ana@example.com"}"#,
+    );
+    std::fs::write(
+        dir.join("workflows/broken.yaml"),
+        "workflow: broken\nsteps: 3\n",
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    for args in [
+        &["runs", "list", "--dir", d][..],
+        &["outbox", "list", "--dir", d],
+        &["contacts", "show", "ana@example.com", "--dir", d],
+        &["versions", "--dir", d],
+    ] {
+        let o = nurture_in(dir, args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("warning: the project"),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+    let o = nurture_in(
+        dir,
+        &[
+            "contacts",
+            "show",
+            "ana@example.com",
+            "--dir",
+            d,
+            "--format",
+            "json",
+        ],
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["contact"]["email"], "ana@example.com");
+}
+
+#[test]
+fn a_second_scheduler_on_one_sqlite_store_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir, "", "workflow: w\ntrigger: { event: form.submitted }\nsteps:\n  - id: hi\n    send_email: hello\n");
+    let mut first = spawn_run(dir);
+    let lock: PathBuf = dir.join("nurture.db.scheduler.lock");
+    let pid = first.id().to_string();
+    eventually("the first scheduler holds the lock", || {
+        (std::fs::read_to_string(&lock).ok()? == pid).then_some(())
+    });
+    let o = nurture_in(
+        dir,
+        &["run", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("another nurture scheduler (pid {pid})")),
+        "{}",
+        text(&o)
+    );
+    // Readers are not schedulers: they still work beside it.
+    let o = nurture_in(dir, &["runs", "list", "--dir", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    stop(&mut first);
+    // Once it has stopped, the next one starts.
+    let mut again = spawn_run(dir);
+    let pid = again.id().to_string();
+    eventually("the next scheduler holds the lock", || {
+        (std::fs::read_to_string(&lock).ok()? == pid).then_some(())
+    });
+    stop(&mut again);
+}
+
+/// A typo in a template: `validate` warns at the file's line (front matter counted), and
+/// `simulate` fails the email for a contact without the field, at that line, exit 1.
+#[test]
+fn template_typos_are_found_at_file_lines_before_anything_is_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir, "", "workflow: w\ntrigger: { event: form.submitted }\nsteps:\n  - id: hi\n    send_email: typo\n");
+    std::fs::write(
+        dir.join("templates/typo.html"),
+        "---\nsubject: hi\n---\n<p>Hello</p>\n<p>{{ contact.fist_name }}</p>\n",
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    let o = nurture_in(dir, &["validate", d]);
+    assert!(text(&o).contains("typo.html:5:"), "{}", text(&o));
+    let events = dir.join("e.jsonl");
+    std::fs::write(
+        &events,
+        "{\"type\":\"form.submitted\",\"email\":\"a@example.com\",\"at\":\"2026-03-02T09:00:00Z\"}\n",
+    )
+    .unwrap();
+    let o = nurture_in(dir, &["simulate", d, "--events", events.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let failed: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["effect"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", text(&o));
+    let reason = failed[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("typo.html, line 5"), "{reason}");
+}

@@ -414,3 +414,167 @@ fn template_typos_are_found_at_file_lines_before_anything_is_sent() {
     let reason = failed[0]["reason"].as_str().unwrap();
     assert!(reason.contains("typo.html, line 5"), "{reason}");
 }
+
+/// `runs start` and `runs cancel`, by the CLI and the HTTP API: journaled with who and
+/// why; refused (exit 1, 404 or 409) for what does not exist or does not fit.
+#[test]
+fn runs_are_started_and_cancelled_by_hand_with_who_and_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir, "", "workflow: w\ntrigger: { event: form.submitted }\nsteps:\n  - id: hi\n    send_email: hello\n  - id: pause\n    wait: 1d\n");
+    std::fs::write(
+        dir.join("c.jsonl"),
+        "{\"id\":\"ana\",\"email\":\"ana@example.com\"}\n",
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    let ok = |args: &[&str]| {
+        let o = nurture_in(dir, args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        text(&o)
+    };
+    let refused = |args: &[&str], why: &str| {
+        let o = nurture_in(dir, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(why), "{args:?}: {}", text(&o));
+    };
+    ok(&["contacts", "import", "c.jsonl", "--dir", d]);
+    let started = ok(&[
+        "runs",
+        "start",
+        "w",
+        "--contact",
+        "ana@example.com",
+        "--reason",
+        "VIP",
+        "--dir",
+        d,
+    ]);
+    assert!(started.contains("\"effect\":\"enter\""), "{started}");
+    refused(
+        &["runs", "start", "w", "--contact", "ana", "--dir", d],
+        "open run of `w` already",
+    );
+    refused(
+        &["runs", "start", "nope", "--contact", "ana", "--dir", d],
+        "no workflow `nope`",
+    );
+    refused(
+        &["runs", "start", "w", "--contact", "ghost", "--dir", d],
+        "no contact `ghost`",
+    );
+    let list = ok(&[
+        "runs",
+        "list",
+        "--contact",
+        "ana",
+        "--format",
+        "json",
+        "--dir",
+        d,
+    ]);
+    let runs: Vec<Value> = serde_json::from_str(&list).unwrap();
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(runs[0]["step"], "pause");
+    ok(&[
+        "runs",
+        "cancel",
+        &id,
+        "--reason",
+        "asked us to stop",
+        "--dir",
+        d,
+    ]);
+    let shown = ok(&["runs", "show", &id, "--dir", d]);
+    assert!(shown.contains("exited (cancelled)"), "{shown}");
+    assert!(
+        shown.contains("cancelled by nurture runs cancel") && shown.contains("asked us to stop"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\"by_hand\"") && shown.contains("VIP"),
+        "{shown}"
+    );
+    refused(
+        &["runs", "cancel", &id, "--reason", "again", "--dir", d],
+        "has ended already",
+    );
+
+    // The same through the HTTP API.
+    let port = crate::util::free_port();
+    let key = "test-key-0123456789abcdef0123456789";
+    let mut server = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(["run", d, "--listen", &format!("127.0.0.1:{port}")])
+        .env("NURTURE_API_KEY", key)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    rt().block_on(async {
+        let http = reqwest::Client::new();
+        let up = || async { http.get(format!("{base}/healthz")).send().await.is_ok() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !up().await {
+            assert!(Instant::now() < deadline, "the server did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let post = |path: &str, body: Value| {
+            http.post(format!("{base}{path}"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+        };
+        let r = post(
+            "/v1/runs",
+            json!({"workflow": "w", "contact": "ana", "reason": "api test"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: Value = r.json().await.unwrap();
+        let run = v["run"]["id"].as_str().unwrap().to_string();
+        assert_ne!(run, id);
+        let again = post(
+            "/v1/runs",
+            json!({"workflow": "w", "contact": "ana", "reason": "x"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again.status(), 409);
+        let cancel = format!("/v1/runs/{run}/cancel");
+        assert_eq!(
+            post(&cancel, json!({"reason": "done"}))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            post(&cancel, json!({"reason": "done"}))
+                .await
+                .unwrap()
+                .status(),
+            409
+        );
+        let ghost = post("/v1/runs/ghost/cancel", json!({"reason": "x"}))
+            .await
+            .unwrap();
+        assert_eq!(ghost.status(), 404);
+        let no_reason = post(&cancel, json!({"reason": " "})).await.unwrap();
+        assert_eq!(no_reason.status(), 422);
+        let unknown_key = post(&cancel, json!({"reason": "x", "sql": "drop"}))
+            .await
+            .unwrap();
+        assert_eq!(unknown_key.status(), 400);
+        let r = http
+            .post(format!("{base}{cancel}"))
+            .json(&json!({"reason": "no key"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    });
+    stop(&mut server);
+}

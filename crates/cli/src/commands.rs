@@ -646,6 +646,7 @@ fn describe(kind: &str, d: &serde_json::Value) -> String {
         "quiet_hours_over" => "  quiet hours over".to_string(),
         "error" => format!("  error at {}: {}", s("step"), s("message")),
         "undone" => format!("  taken back (the step failed): {}", d["effects"]),
+        "cancelled" => format!("  cancelled by {}: {}", s("by"), s("reason")),
         other => format!("{other} {d}"),
     }
 }

@@ -14,6 +14,7 @@ mod bench;
 mod commands;
 mod deploy;
 mod init;
+mod manual;
 mod outbox;
 
 /// mimalloc instead of the system allocator: the engine builds and drops many small JSON
@@ -509,6 +510,43 @@ enum RunsCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
+    /// Cancel a run, or every open run of a contact: it ends `exited`, reason
+    /// `cancelled`, with who and why in its journal (`runs show`).
+    Cancel {
+        /// The run's id (`nurture runs list` shows them); or give --contact.
+        #[arg(required_unless_present = "contact")]
+        run_id: Option<String>,
+        /// Cancel every open run of this contact instead: its id or email address.
+        #[arg(long, conflicts_with = "run_id")]
+        contact: Option<String>,
+        /// Why: kept in the run's journal.
+        #[arg(long)]
+        reason: String,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Start a run of WORKFLOW for a contact now, whatever its triggers and re-entry
+    /// say (refused while the contact is in it already); journaled with who and why.
+    Start {
+        /// The workflow's id.
+        workflow: String,
+        /// The contact: its id or email address.
+        #[arg(long)]
+        contact: String,
+        /// Why: kept in the run's journal.
+        #[arg(long, default_value = "started by hand")]
+        reason: String,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// Show one run's timeline: steps, conditions with the values they read, effects,
     /// waits, resumes and the exit.
     Show {
@@ -676,6 +714,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             store,
             &run_id,
             format == OutputFormat::Json,
+        )),
+        Command::Runs(RunsCommand::Cancel {
+            run_id,
+            contact,
+            reason,
+            dir,
+            store,
+        }) => runtime()?.block_on(manual::cancel(
+            &project_dir(dir)?,
+            store,
+            run_id,
+            contact,
+            &reason,
+        )),
+        Command::Runs(RunsCommand::Start {
+            workflow,
+            contact,
+            reason,
+            dir,
+            store,
+        }) => runtime()?.block_on(manual::start(
+            &project_dir(dir)?,
+            store,
+            &workflow,
+            &contact,
+            &reason,
         )),
         Command::Bench(args) => bench(args),
         Command::Email(EmailCommand::Preview {

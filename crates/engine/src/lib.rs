@@ -20,6 +20,7 @@ pub mod eval;
 pub mod ids;
 pub mod ingest;
 pub mod input;
+pub mod manual;
 pub mod outcome;
 pub mod segments;
 pub mod simulate;
@@ -1428,6 +1429,24 @@ impl<'e> Work<'e> {
         if !allowed {
             return Ok(false);
         }
+        self.start(plan, key, trigger, event)?;
+        Ok(true)
+    }
+
+    /// Starts a run of `plan` for the contact (re-entry already allowed) and executes it
+    /// until it waits or ends.
+    fn start(
+        &mut self,
+        plan: &Plan,
+        key: &str,
+        trigger: Value,
+        event: Option<Value>,
+    ) -> Result<(), EngineError> {
+        let mine: Vec<&Run> = self
+            .runs
+            .iter()
+            .filter(|r| r.workflow == plan.id())
+            .collect();
         // A new run starts after every earlier run of the workflow, even when this unit's
         // clock is behind the one that stamped the latest (workers' clocks differ, and a
         // long pass keeps the time it began with): the latest run of a workflow is then
@@ -1467,8 +1486,7 @@ impl<'e> Work<'e> {
         let i = self.runs.len() - 1;
         self.changed_runs.insert(i);
         self.effect(Some(i), None, "enter", json!({"trigger": trigger}));
-        self.advance(i, Some(plan.entry))?;
-        Ok(true)
+        self.advance(i, Some(plan.entry))
     }
 
     fn end_run(&mut self, i: usize, status: RunStatus, reason: &str) {

@@ -246,7 +246,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health))
         .route("/v1/events", post(post_events))
         .route("/v1/contacts", post(post_contacts))
+        .route("/v1/runs", post(post_run))
         .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/bounces", post(post_bounces))
         .route("/t/o/{token}", get(track_open))
         .route("/t/c/{token}", get(track_click))
@@ -755,6 +757,97 @@ async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Re
     };
     let journal = store.journal(&id).await.map_err(unread)?;
     Ok(Json(json!({"run": run, "journal": journal})).into_response())
+}
+
+/// The body of `POST /v1/runs/{id}/cancel` and `POST /v1/runs`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ByHand {
+    /// `POST /v1/runs`: the workflow to start.
+    workflow: Option<String>,
+    /// `POST /v1/runs`: the contact id.
+    contact: Option<String>,
+    /// Why (journaled).
+    reason: String,
+}
+
+/// The most characters of a reason kept in the journal.
+const MAX_REASON: usize = 500;
+
+fn by_hand(body: &[u8]) -> Result<ByHand, ApiError> {
+    let mut b: ByHand = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ProblemKind::BadRequest,
+            format!(
+                "expected {{\"reason\": ...}}: {}",
+                e.to_string().chars().take(200).collect::<String>()
+            ),
+        )
+    })?;
+    if b.reason.trim().is_empty() {
+        return Err(ApiError::new(ProblemKind::Unprocessable, "give a `reason`"));
+    }
+    b.reason = b.reason.chars().take(MAX_REASON).collect();
+    Ok(b)
+}
+
+/// A manual action's refusal as a problem: 404 for what does not exist, 409 for a state
+/// that forbids it.
+fn manual_problem(e: nurture_engine::manual::ManualError) -> ApiError {
+    use nurture_engine::manual::ManualError as M;
+    let shown = |s: String| s.chars().take(300).collect::<String>();
+    match e {
+        M::NoRun(_) | M::NoContact(_) | M::NoWorkflow(_) => {
+            ApiError::new(ProblemKind::NotFound, shown(e.to_string()))
+        }
+        M::Ended(..) | M::AlreadyIn(_) => {
+            ApiError::new(ProblemKind::Conflict, shown(e.to_string()))
+        }
+        M::Engine(e) => ApiError::from_engine(e, "nothing was changed"),
+    }
+}
+
+/// `POST /v1/runs/{id}/cancel` `{"reason"}`: ends an open run as `cancelled`.
+async fn cancel_run(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b = by_hand(&body)?;
+    s.engine
+        .cancel_run(&id, "api", &b.reason, Utc::now())
+        .await
+        .map_err(manual_problem)?;
+    Ok(Json(json!({"run": id, "status": "exited", "reason": "cancelled"})).into_response())
+}
+
+/// `POST /v1/runs` `{"workflow", "contact", "reason"}`: starts a run by hand.
+async fn post_run(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b = by_hand(&body)?;
+    let (Some(workflow), Some(contact)) = (&b.workflow, &b.contact) else {
+        return Err(ApiError::new(
+            ProblemKind::Unprocessable,
+            "give `workflow` and `contact` (an id)",
+        ));
+    };
+    s.engine
+        .start_run(workflow, contact, "api", &b.reason, Utc::now())
+        .await
+        .map_err(manual_problem)?;
+    let runs = s
+        .engine
+        .store
+        .runs_of_contact(contact)
+        .await
+        .map_err(|e| ApiError::from_engine(e.into(), "the run was started"))?;
+    let run = runs
+        .into_iter()
+        .filter(|r| &r.workflow == workflow)
+        .max_by_key(|r| r.started_at);
+    Ok((StatusCode::CREATED, Json(json!({"run": run}))).into_response())
 }
 
 /// Rounds per pass of the engine loop ([`Engine::tick_some`]): the first round is one

@@ -166,6 +166,11 @@ kinds!(
         OutcomeIgnored => "outcome_ignored",
         /// The contact's segment timer was set (`{due}`).
         SegmentTimer => "segment_timer",
+        /// A step's action failed, and what the step had done was taken back
+        /// (`{step, effects}`).
+        Undone => "undone",
+        /// An operator cancelled the run (`{by, reason}`).
+        Cancelled => "cancelled",
     }
 );
 

@@ -578,3 +578,177 @@ fn runs_are_started_and_cancelled_by_hand_with_who_and_why() {
     });
     stop(&mut server);
 }
+
+/// Pausing a workflow (CLI) reaches the running scheduler: nobody enrols, a run's due
+/// timer is held, and so is a send queued before the pause; resumed, they go out (late).
+/// The same through the HTTP API, and `enabled: false` in the file pauses it too.
+#[test]
+fn a_paused_workflow_enrols_nobody_and_holds_timers_and_sends_until_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+    let (port, seen) = crate::util::http_receiver(ok);
+    let hits = move || seen.lock().unwrap().values().sum::<usize>();
+    let workflow = format!("workflow: w\ntrigger: {{ event: form.submitted }}\nreentry: always\nsteps:\n  - id: hi\n    webhook: {{ url: \"http://127.0.0.1:{port}/hi\" }}\n  - id: pause\n    wait: 6s\n  - id: bye\n    webhook: {{ url: \"http://127.0.0.1:{port}/bye\" }}\n");
+    project(dir, "[egress]\nallow = [\"127.0.0.1\"]\n", &workflow);
+    let d = dir.to_str().unwrap();
+    let api_port = crate::util::free_port();
+    let key = "test-key-0123456789abcdef0123456789";
+    let mut server = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args([
+            "run",
+            d,
+            "--listen",
+            &format!("127.0.0.1:{api_port}"),
+            "--poll-ms",
+            "100",
+        ])
+        .env("NURTURE_API_KEY", key)
+        .env("NURTURE_HOLD_SECS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    send_event(
+        dir,
+        r#"{"id":"a","type":"form.submitted","email":"ana@example.com"}"#,
+    );
+    eventually("ana's first webhook", || (hits() == 1).then_some(()));
+    let o = nurture_in(
+        dir,
+        &[
+            "workflows",
+            "pause",
+            "w",
+            "--reason",
+            "fixing a typo",
+            "--dir",
+            d,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // The scheduler sees the pause within 2 s, before ana's timer (6 s) is due; wait
+    // past it.
+    std::thread::sleep(Duration::from_millis(7000));
+    send_event(
+        dir,
+        r#"{"id":"b","type":"form.submitted","email":"bo@example.com"}"#,
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(hits(), 1, "nothing goes out while paused");
+    let list = nurture_in(dir, &["workflows", "list", "--dir", d, "--format", "json"]);
+    let rows: Vec<Value> = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(
+        rows[0]["paused"]
+            .as_str()
+            .unwrap()
+            .contains("fixing a typo"),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0]["open_runs"], 1, "bo was not enrolled: {rows:?}");
+    let o = nurture_in(dir, &["workflows", "resume", "w", "--dir", d]);
+    assert!(o.status.success(), "{}", text(&o));
+    eventually("ana's held step after the resume", || {
+        (hits() == 2).then_some(())
+    });
+    // The same controls through the HTTP API.
+    let base = format!("http://127.0.0.1:{api_port}");
+    rt().block_on(async {
+        let http = reqwest::Client::new();
+        let post = |path: &str, body: Value| {
+            http.post(format!("{base}{path}"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+        };
+        let r = post("/v1/workflows/w/pause", json!({"reason": "api"}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["paused"], true);
+        let r = post("/v1/workflows/nope/pause", json!({"reason": "api"}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let r = post("/v1/workflows/w/resume", json!({"reason": "api"}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    });
+    stop(&mut server);
+    // `enabled: false` in the file: listed as paused without any command.
+    let off = workflow.replace("reentry: always\n", "reentry: always\nenabled: false\n");
+    std::fs::write(dir.join("workflows/w.yaml"), off).unwrap();
+    let list = nurture_in(dir, &["workflows", "list", "--dir", d]);
+    assert!(
+        text(&list).contains("paused `enabled: false`"),
+        "{}",
+        text(&list)
+    );
+}
+
+/// A send queued before its workflow was paused is held by the deliverer (deferred, not
+/// attempted, with why) and goes out once the workflow is resumed.
+#[test]
+fn a_send_queued_before_the_pause_is_held_until_the_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+    let (port, seen) = crate::util::http_receiver(ok);
+    let workflow = format!("workflow: w\ntrigger: {{ event: form.submitted }}\nsteps:\n  - id: hi\n    webhook: {{ url: \"http://127.0.0.1:{port}/hi\" }}\n");
+    project(dir, "[egress]\nallow = [\"127.0.0.1\"]\n", &workflow);
+    let loaded = nurture_core::project::load(dir);
+    let project = std::sync::Arc::new(loaded.project.unwrap());
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    rt().block_on(async {
+        let store = nurture_server::open_store(&url).await.unwrap();
+        let engine = std::sync::Arc::new(
+            nurture_engine::Engine::new(project.clone(), store.clone())
+                .holding_for(chrono::Duration::seconds(5)),
+        );
+        let now = Utc::now();
+        let event = nurture_engine::input::IncomingEvent {
+            index: 0,
+            id: Some("a".into()),
+            kind: "form.submitted".into(),
+            contact: None,
+            email: Some("ana@example.com".into()),
+            at: Some(now),
+            data: json!({}),
+        };
+        engine.ingest(&[event], now).await.unwrap();
+        engine.tick(now).await.unwrap();
+        engine
+            .set_paused("w", true, "test", "hold it", now)
+            .await
+            .unwrap();
+        let signer = nurture_channels::email::Signer::for_project(dir, None).unwrap();
+        let deliverer = nurture_server::compose::deliverer(
+            &project,
+            store.clone(),
+            &signer,
+            "http://127.0.0.1:1",
+        )
+        .unwrap()
+        .holding(engine.clone());
+        assert_eq!(deliverer.deliver_due(now, 100).await.unwrap(), 1);
+        assert_eq!(seen.lock().unwrap().len(), 0, "not attempted while paused");
+        let filter = nurture_store::OutboxFilter {
+            state: Some(nurture_store::OutboxState::Deferred),
+            limit: 10,
+            ..Default::default()
+        };
+        let held = store.list_outbox(&filter).await.unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].reason.as_deref(), Some("workflow `w` is paused"));
+        engine
+            .set_paused("w", false, "test", "go", now)
+            .await
+            .unwrap();
+        let later = now + chrono::Duration::seconds(6);
+        assert_eq!(deliverer.deliver_due(later, 100).await.unwrap(), 1);
+        assert_eq!(seen.lock().unwrap().values().sum::<usize>(), 1);
+    });
+}

@@ -64,6 +64,9 @@ pub struct Deliverer {
     /// Woken when an outcome that a run awaits was recorded (the engine loop's wake-up;
     /// the durable wake-up is the `outcome` event itself).
     wake: Option<Arc<tokio::sync::Notify>>,
+    /// The engine whose paused workflows' sends are held (deferred by its
+    /// [`nurture_engine::Engine::hold`] at a time) rather than attempted.
+    holding: Option<Arc<nurture_engine::Engine>>,
 }
 
 impl Deliverer {
@@ -78,6 +81,7 @@ impl Deliverer {
             channels: HashMap::new(),
             policy: RetryPolicy::default(),
             wake: None,
+            holding: None,
         };
         let record: Arc<dyn Channel> = Arc::new(Record);
         d.with_egress(Arc::new(crate::egress::Egress::strict(USER_AGENT)))
@@ -93,6 +97,7 @@ impl Deliverer {
             channels: HashMap::new(),
             policy: RetryPolicy::default(),
             wake: None,
+            holding: None,
         }
     }
 
@@ -100,6 +105,13 @@ impl Deliverer {
     /// at once rather than at the engine's next poll.
     pub fn waking(mut self, engine: Arc<tokio::sync::Notify>) -> Self {
         self.wake = Some(engine);
+        self
+    }
+
+    /// Holds the sends of `engine`'s paused workflows: deferred, not attempted, until
+    /// the workflow is resumed.
+    pub fn holding(mut self, engine: Arc<nurture_engine::Engine>) -> Self {
+        self.holding = Some(engine);
         self
     }
 
@@ -243,6 +255,16 @@ impl Deliverer {
 
     /// One attempt of `entry` through its kind's channel, and its outcome to record.
     async fn attempt(&self, entry: &OutboxEntry) -> OutboxOutcome {
+        let paused = |e: &Arc<nurture_engine::Engine>| {
+            let w = entry.workflow.as_deref().filter(|w| e.is_paused(w))?;
+            Some((w.to_string(), e.hold()))
+        };
+        if let Some((w, hold)) = self.holding.as_ref().and_then(paused) {
+            return OutboxOutcome::Defer {
+                reason: format!("workflow `{w}` is paused"),
+                until: Utc::now() + hold,
+            };
+        }
         let attempt = match &entry.kind {
             OutboxKind::Unknown(kind) => DeliveryError::UnknownKind(kind.clone()).into(),
             kind => match self.channels.get(kind) {

@@ -158,7 +158,7 @@ pub(crate) async fn run(
         Role::Api => None,
         _ => scheduler_lock(&url)?,
     };
-    let engine = Arc::new(Engine::new(project.clone(), store));
+    let engine = Arc::new(Engine::new(project.clone(), store).holding_for(hold()?));
     let command = match role {
         Role::Both => "run",
         Role::Api => "serve",
@@ -203,6 +203,19 @@ pub(crate) async fn run(
     running.stop().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long held work of a paused workflow waits between looks: `NURTURE_HOLD_SECS`
+/// (default 30, at least 1).
+fn hold() -> Result<chrono::Duration> {
+    let secs = match std::env::var("NURTURE_HOLD_SECS") {
+        Ok(v) => v
+            .trim()
+            .parse::<u32>()
+            .with_context(|| format!("NURTURE_HOLD_SECS={v:?} is not a number of seconds"))?,
+        Err(_) => nurture_engine::HOLD.num_seconds() as u32,
+    };
+    Ok(chrono::Duration::seconds(i64::from(secs.max(1))))
 }
 
 /// One scheduler per SQLite store: an exclusive lock on `DB.scheduler.lock` beside the

@@ -16,6 +16,7 @@ mod deploy;
 mod init;
 mod manual;
 mod outbox;
+mod workflows;
 
 /// mimalloc instead of the system allocator: the engine builds and drops many small JSON
 /// values per step, and glibc's malloc spent a fifth of the process's time on them.
@@ -236,6 +237,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
+    /// The workflows: deployed version, paused or running, open runs per step; pause
+    /// and resume them.
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
     /// Manage contacts in the project's store.
     #[command(subcommand)]
     Contacts(ContactsCommand),
@@ -341,6 +346,54 @@ enum EmailCommand {
         /// Write to this file: `.eml` for the message, `.html` for the HTML part.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkflowsCommand {
+    /// Each workflow: its latest deployed version, running or paused (by whom, when,
+    /// why), and its open runs per step and version.
+    List {
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Pause a workflow for every process of the store: it enrols nobody, and its runs'
+    /// timers and sends are held (they go out, late, after `resume`, with quiet hours
+    /// and caps applied then). Recorded with who and why.
+    Pause {
+        /// The workflow's id.
+        workflow: String,
+        /// Why: shown by `workflows list` and in the logs.
+        #[arg(long)]
+        reason: String,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Resume a paused workflow: enrolments start again and held timers and sends go
+    /// out within 30 s.
+    Resume {
+        /// The workflow's id.
+        workflow: String,
+        /// Why: recorded with the resume.
+        #[arg(long, default_value = "resumed")]
+        reason: String,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
     },
 }
 
@@ -739,6 +792,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
             store,
             &workflow,
             &contact,
+            &reason,
+        )),
+        Command::Workflows(WorkflowsCommand::List { dir, store, format }) => runtime()?.block_on(
+            workflows::list(&project_dir(dir)?, store, format == OutputFormat::Json),
+        ),
+        Command::Workflows(WorkflowsCommand::Pause {
+            workflow,
+            reason,
+            dir,
+            store,
+        }) => runtime()?.block_on(workflows::set_paused(
+            &project_dir(dir)?,
+            store,
+            &workflow,
+            true,
+            &reason,
+        )),
+        Command::Workflows(WorkflowsCommand::Resume {
+            workflow,
+            reason,
+            dir,
+            store,
+        }) => runtime()?.block_on(workflows::set_paused(
+            &project_dir(dir)?,
+            store,
+            &workflow,
+            false,
             &reason,
         )),
         Command::Bench(args) => bench(args),

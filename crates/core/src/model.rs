@@ -60,8 +60,21 @@ pub struct Workflow {
     /// `{ migrate: { OLD_STEP: NEW_STEP } }` maps renamed or removed steps).
     #[serde(default, skip_serializing_if = "OnNewVersion::is_keep")]
     pub on_new_version: OnNewVersion,
+    /// `false` pauses the workflow (deployed like any edit): it enrols nobody and holds
+    /// its runs' timers and sends until it is `true` again, as `nurture workflows pause`
+    /// does without an edit. Default `true`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
     /// The steps; the first is the entry.
     pub steps: Vec<Step>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn one() -> u32 {

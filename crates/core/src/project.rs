@@ -169,6 +169,7 @@ pub const WORKFLOW_KEYS: &[&str] = &[
     "exit_if",
     "consent",
     "on_new_version",
+    "enabled",
     "steps",
 ];
 

@@ -226,6 +226,8 @@ pub struct Engine {
     clock: Option<segments::Clock>,
     /// `nurture simulate`: awaited steps go on at once as delivered (nothing is sent).
     simulated_outcomes: bool,
+    /// How long held work of a paused workflow waits before it is looked at again.
+    hold: chrono::Duration,
 }
 
 /// Outbox entries handed over and not yet recorded, beyond which commits stop claiming
@@ -283,6 +285,7 @@ impl Engine {
             plans,
             scoring_programs,
             simulated_outcomes: false,
+            hold: HOLD,
         }
     }
 
@@ -291,6 +294,19 @@ impl Engine {
     pub fn simulating_outcomes(mut self) -> Self {
         self.simulated_outcomes = true;
         self
+    }
+
+    /// Held timers and sends of a paused workflow are looked at again after `hold`
+    /// (default [`HOLD`]): resumed work goes out within it; shorter costs more units of
+    /// work while paused.
+    pub fn holding_for(mut self, hold: chrono::Duration) -> Self {
+        self.hold = hold.max(chrono::Duration::seconds(1));
+        self
+    }
+
+    /// See [`Engine::holding_for`].
+    pub fn hold(&self) -> chrono::Duration {
+        self.hold
     }
 
     /// The round-robin counters of the teams (read before a batch; commits are fenced on
@@ -391,6 +407,35 @@ impl Engine {
                 types: types.clone(),
                 limit: HISTORY_LIMIT,
             })
+    }
+
+    /// Whether `workflow` is paused (see [`versions::Current::paused`]).
+    pub fn is_paused(&self, workflow: &str) -> bool {
+        self.plans.current().paused.contains_key(workflow)
+    }
+
+    /// Pauses (or resumes) `workflow` for every process of the store: recorded with who
+    /// and why, effective here at once and elsewhere at their next refresh (2 s).
+    pub async fn set_paused(
+        &self,
+        workflow: &str,
+        paused: bool,
+        by: &str,
+        reason: &str,
+        now: Ts,
+    ) -> Result<Vec<versions::Change>, EngineError> {
+        if self.plans.current().get(workflow).is_none() {
+            return Err(EngineError::Invalid(format!("no workflow `{workflow}`")));
+        }
+        let c = nurture_store::WorkflowControl {
+            workflow: workflow.to_string(),
+            paused,
+            by: by.to_string(),
+            at: now,
+            reason: reason.to_string(),
+        };
+        self.store.set_control(&c).await?;
+        self.refresh_versions().await
     }
 
     /// Makes the latest deployed versions current (see [`versions::Plans::refresh`]);
@@ -833,6 +878,11 @@ impl Engine {
         }
     }
 }
+
+/// How long a held timer or send of a paused workflow waits, by default, before it is
+/// looked at again: a resumed workflow's held work goes out within this
+/// ([`Engine::holding_for`]).
+pub const HOLD: chrono::Duration = chrono::Duration::seconds(30);
 
 /// One unit of work for one contact.
 pub struct Work<'e> {
@@ -1292,6 +1342,14 @@ impl<'e> Work<'e> {
             return Ok(());
         };
         let plan = &*plan;
+        if self.current.paused.contains_key(plan.id()) {
+            // Held: the timer comes due again after HOLD, and fires for real (late, with
+            // quiet hours and caps applied then) once the workflow is resumed.
+            let wait = self.runs[i].wait.clone().unwrap_or(Wait::Timer);
+            self.set_timer(i, self.now + self.engine.hold, wait);
+            self.changed_runs.insert(i);
+            return Ok(());
+        }
         let step_id = self.runs[i].step.clone().unwrap_or_default();
         let wait = self.runs[i].wait.take();
         self.runs[i].status = RunStatus::Active;
@@ -1414,7 +1472,7 @@ impl<'e> Work<'e> {
             .iter()
             .filter(|r| r.workflow == plan.id())
             .collect();
-        if mine.iter().any(|r| r.status.is_open()) {
+        if mine.iter().any(|r| r.status.is_open()) || self.current.paused.contains_key(plan.id()) {
             return Ok(false);
         }
         let allowed = match plan.workflow.reentry {

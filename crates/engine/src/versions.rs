@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 use nurture_core::plan::Plan;
 use nurture_core::project::Project;
 use nurture_core::versions::content_hash;
-use nurture_store::{Run, Store};
+use nurture_store::{Run, Store, WorkflowControl};
 
 use crate::EngineError;
 
@@ -31,6 +31,9 @@ pub struct Current {
     plans: Vec<Arc<Plan>>,
     /// Workflows this process does not enrol into, with the reason.
     pub refused: BTreeMap<String, String>,
+    /// Paused workflows (`enabled: false`, or `nurture workflows pause`), with why: they
+    /// enrol nobody, and their runs' timers and sends are held.
+    pub paused: BTreeMap<String, String>,
 }
 
 impl Current {
@@ -76,6 +79,13 @@ pub enum Change {
         /// Why.
         reason: String,
     },
+    /// `workflow` is now paused (`Some(why)`) or running again (`None`).
+    Paused {
+        /// The workflow.
+        workflow: String,
+        /// Why it is paused; `None`: resumed.
+        reason: Option<String>,
+    },
 }
 
 /// The plans of one engine: see the module documentation.
@@ -97,10 +107,12 @@ impl Plans {
             .iter()
             .map(|p| (p.id().to_string(), content_hash(&p.workflow)))
             .collect();
+        let paused = paused_in(&plans, &[]);
         Plans {
             current: RwLock::new(Arc::new(Current {
                 plans,
                 refused: BTreeMap::new(),
+                paused,
             })),
             pinned: RwLock::new(HashMap::new()),
             local_hash,
@@ -205,9 +217,15 @@ impl Plans {
             }
         }
         plans.sort_by(|a, b| a.id().cmp(b.id()));
-        let changes = changes(&before, &plans, &refused);
+        let paused = paused_in(&plans, &store.controls().await?);
+        let mut changes = changes(&before, &plans, &refused);
+        changes.extend(pause_changes(&before.paused, &paused));
         if !changes.is_empty() {
-            *self.current.write().expect("plans lock") = Arc::new(Current { plans, refused });
+            *self.current.write().expect("plans lock") = Arc::new(Current {
+                plans,
+                refused,
+                paused,
+            });
         }
         Ok(changes)
     }
@@ -271,6 +289,48 @@ fn changes(
             });
         }
     }
+    out
+}
+
+/// The paused workflows among `plans`: `enabled: false` in the file, or paused by an
+/// operator (the last control of each workflow).
+fn paused_in(plans: &[Arc<Plan>], controls: &[WorkflowControl]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for p in plans.iter().filter(|p| !p.workflow.enabled) {
+        let why = format!("`enabled: false` in version {}", p.workflow.version);
+        out.insert(p.id().to_string(), why);
+    }
+    for c in controls.iter().filter(|c| c.paused) {
+        let why = format!(
+            "paused by {} at {}: {}",
+            c.by,
+            nurture_store::ts_out(c.at),
+            c.reason
+        );
+        out.insert(c.workflow.clone(), why);
+    }
+    out
+}
+
+/// The workflows paused or resumed between `before` and `now`.
+fn pause_changes(before: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<Change> {
+    let mut out: Vec<Change> = now
+        .iter()
+        .filter(|(w, why)| before.get(*w) != Some(*why))
+        .map(|(w, why)| Change::Paused {
+            workflow: w.clone(),
+            reason: Some(why.clone()),
+        })
+        .collect();
+    out.extend(
+        before
+            .keys()
+            .filter(|w| !now.contains_key(*w))
+            .map(|w| Change::Paused {
+                workflow: w.clone(),
+                reason: None,
+            }),
+    );
     out
 }
 

@@ -249,6 +249,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs", post(post_run))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/workflows/{id}/pause", post(pause_workflow))
+        .route("/v1/workflows/{id}/resume", post(resume_workflow))
         .route("/v1/bounces", post(post_bounces))
         .route("/t/o/{token}", get(track_open))
         .route("/t/c/{token}", get(track_click))
@@ -821,6 +823,48 @@ async fn cancel_run(
     Ok(Json(json!({"run": id, "status": "exited", "reason": "cancelled"})).into_response())
 }
 
+/// `POST /v1/workflows/{id}/pause` `{"reason"}`.
+async fn pause_workflow(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    set_paused(&s, &id, true, &body).await
+}
+
+/// `POST /v1/workflows/{id}/resume` `{"reason"}`.
+async fn resume_workflow(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    set_paused(&s, &id, false, &body).await
+}
+
+/// Pauses or resumes workflow `id` (404 for an unknown one); answers its state.
+async fn set_paused(
+    s: &AppState,
+    id: &str,
+    paused: bool,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let b = by_hand(body)?;
+    match s
+        .engine
+        .set_paused(id, paused, "api", &b.reason, Utc::now())
+        .await
+    {
+        Ok(_) => {
+            Ok(Json(json!({"workflow": id, "paused": s.engine.is_paused(id)})).into_response())
+        }
+        Err(nurture_engine::EngineError::Invalid(why)) => Err(ApiError::new(
+            ProblemKind::NotFound,
+            why.chars().take(300).collect::<String>(),
+        )),
+        Err(e) => Err(ApiError::from_engine(e, "nothing was changed")),
+    }
+}
+
 /// `POST /v1/runs` `{"workflow", "contact", "reason"}`: starts a run by hand.
 async fn post_run(
     State(s): State<AppState>,
@@ -884,7 +928,7 @@ pub async fn scheduler(
     // of the database's lanes rather than the whole budget.
     let me = worker_identity();
     let alive = heartbeat(&engine, &me, 0).await;
-    let deliverer = Arc::new(deliverer.waking(wake.clone()));
+    let deliverer = Arc::new(deliverer.waking(wake.clone()).holding(engine.clone()));
     let handed = engine.hand_off();
     let engine_shutdown = shutdown.clone();
     tokio::join!(
@@ -939,6 +983,14 @@ fn log_version_changes(changes: &[nurture_engine::versions::Change]) {
             Change::Refused { workflow, reason } => {
                 tracing::warn!(%workflow, %reason, "not enrolling into this workflow")
             }
+            Change::Paused {
+                workflow,
+                reason: Some(reason),
+            } => tracing::warn!(%workflow, %reason, "paused: no enrolments, timers and sends held"),
+            Change::Paused {
+                workflow,
+                reason: None,
+            } => tracing::info!(%workflow, "resumed: held timers and sends go out now"),
         }
     }
 }

@@ -602,6 +602,46 @@ impl OutboxView for PostgresStore {
     }
 }
 
+#[async_trait]
+impl ControlStore for PostgresStore {
+    async fn set_control(&self, c: &WorkflowControl) -> Result<(), StoreError> {
+        controls::check_control(c)?;
+        sqlx::query(
+            "INSERT INTO workflow_controls (workflow, paused, by_whom, at, reason) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workflow) DO UPDATE SET \
+             paused = excluded.paused, by_whom = excluded.by_whom, at = excluded.at, \
+             reason = excluded.reason",
+        )
+        .bind(&c.workflow)
+        .bind(c.paused)
+        .bind(&c.by)
+        .bind(c.at)
+        .bind(&c.reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn controls(&self) -> Result<Vec<WorkflowControl>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT workflow, paused, by_whom, at, reason FROM workflow_controls ORDER BY workflow",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WorkflowControl {
+                    workflow: r.try_get("workflow")?,
+                    paused: r.try_get("paused")?,
+                    by: r.try_get("by_whom")?,
+                    at: r.try_get("at")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Deploys are serialised by an advisory lock ([`DEPLOY_LOCK`]) taken first in their
 /// transaction: under `READ COMMITTED` each later statement sees what the deploy before it
 /// committed, so two deploys planned against the same latest version cannot both pass

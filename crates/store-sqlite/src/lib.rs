@@ -860,6 +860,46 @@ impl OutboxView for SqliteStore {
     }
 }
 
+#[async_trait]
+impl ControlStore for SqliteStore {
+    async fn set_control(&self, c: &WorkflowControl) -> Result<(), StoreError> {
+        controls::check_control(c)?;
+        sqlx::query(
+            "INSERT INTO workflow_controls (workflow, paused, by_whom, at, reason) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (workflow) DO UPDATE SET \
+             paused = excluded.paused, by_whom = excluded.by_whom, at = excluded.at, \
+             reason = excluded.reason",
+        )
+        .bind(&c.workflow)
+        .bind(c.paused)
+        .bind(&c.by)
+        .bind(ts(c.at))
+        .bind(&c.reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn controls(&self) -> Result<Vec<WorkflowControl>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT workflow, paused, by_whom, at, reason FROM workflow_controls ORDER BY workflow",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WorkflowControl {
+                    workflow: r.try_get("workflow")?,
+                    paused: r.try_get("paused")?,
+                    by: r.try_get("by_whom")?,
+                    at: parse_ts(r.try_get::<&str, _>("at")?)?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Deploys are serialised by SQLite's write lock, taken before anything is read
 /// (`BEGIN IMMEDIATE`, [`WriteTx`]): a second deploy reads the versions the first stored.
 #[async_trait]

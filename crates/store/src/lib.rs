@@ -11,6 +11,7 @@
 #![warn(unreachable_pub)]
 
 pub mod contract;
+pub mod controls;
 pub mod error;
 pub mod kinds;
 pub mod limits;
@@ -26,6 +27,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use controls::{ControlStore, WorkflowControl};
 pub use kinds::{JournalKind, OutboxKind, UnknownKind};
 pub use outbox::{OutboxFilter, OutboxRow, OutboxState, OutboxView};
 pub use versions::{
@@ -721,7 +723,7 @@ impl HistoryRead {
 /// A durable store of contacts, events, runs, timers, the outbox and the journal: see
 /// the crate documentation. Shared by the engine's tasks (`Arc<dyn Store>`).
 #[async_trait]
-pub trait Store: VersionStore + OutboxView + Send + Sync {
+pub trait Store: VersionStore + OutboxView + ControlStore + Send + Sync {
     /// Loads what the units of work of `contacts` read, in the same order: with their
     /// events as `history` says, or none when it is `None` (nothing in the project reads
     /// a contact's history). The default makes three calls per contact; a store may answer

@@ -208,6 +208,15 @@ fn a_failed_delivery_shows_in_runs_show_and_outbox_list() {
     let runs: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(runs.len(), 1, "{}", text(&o));
     let id = runs[0]["id"].as_str().unwrap();
+    // The contact column fits a 26-character id: the columns after it line up.
+    let o = nurture_in(dir, &["runs", "list", "--dir", d]);
+    let listed = String::from_utf8_lossy(&o.stdout).to_string();
+    let (head, row) = (
+        listed.lines().next().unwrap(),
+        listed.lines().nth(1).unwrap(),
+    );
+    assert_eq!(runs[0]["contact"].as_str().unwrap().len(), 26);
+    assert_eq!(head.find("STATUS"), row.find("completed"), "{listed}");
     let o = nurture_in(dir, &["runs", "show", id, "--dir", d]);
     let shown = text(&o);
     let key = rows[0]["key"].as_str().unwrap();
@@ -498,6 +507,10 @@ fn runs_are_started_and_cancelled_by_hand_with_who_and_why() {
     refused(
         &["runs", "cancel", &id, "--reason", "again", "--dir", d],
         "has ended already",
+    );
+    refused(
+        &["runs", "list", "--workflow", "nope", "--dir", d],
+        "no workflow `nope`",
     );
 
     // The same through the HTTP API.

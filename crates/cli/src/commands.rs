@@ -218,6 +218,21 @@ fn hold() -> Result<chrono::Duration> {
     Ok(chrono::Duration::seconds(i64::from(secs.max(1))))
 }
 
+/// Whether `workflow` is one of the project's (when it loads) or was ever deployed.
+async fn known_workflow(store: &dyn Store, dir: &Path, workflow: &str) -> Result<bool> {
+    let loaded = nurture_core::project::load(dir);
+    let in_project = loaded
+        .project
+        .as_ref()
+        .is_some_and(|p| p.plans.iter().any(|pl| pl.id() == workflow));
+    let deployed = store
+        .latest_versions()
+        .await?
+        .iter()
+        .any(|l| l.workflow == workflow);
+    Ok(in_project || deployed)
+}
+
 /// One scheduler per SQLite store: an exclusive lock on `DB.scheduler.lock` beside the
 /// database, held while the process runs (the OS releases it when the process dies).
 /// Two schedulers on one SQLite file would compete for its single writer; several
@@ -486,6 +501,7 @@ pub(crate) async fn list_runs(
     let status = status
         .map(|s| RunStatus::parse(&s).map_err(|_| anyhow::anyhow!("unknown status {s:?}: use active, waiting, completed, converted, exited or failed")))
         .transpose()?;
+    let filter_workflow = workflow.clone();
     let runs = store
         .list_runs(&RunFilter {
             workflow,
@@ -499,16 +515,22 @@ pub(crate) async fn list_runs(
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
+        if let Some(w) = &filter_workflow {
+            if !known_workflow(&*store, dir, w).await? {
+                eprintln!("no workflow `{w}` in the project or the store; `nurture workflows list` shows them");
+                return Ok(ExitCode::from(1));
+            }
+        }
         println!("no runs");
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<28} {:<22} {:<16} {:<10} {:<18} STARTED",
+        "{:<28} {:<22} {:<26} {:<10} {:<18} STARTED",
         "RUN", "WORKFLOW", "CONTACT", "STATUS", "STEP"
     );
     for r in runs {
         println!(
-            "{:<28} {:<22} {:<16} {:<10} {:<18} {}",
+            "{:<28} {:<22} {:<26} {:<10} {:<18} {}",
             r.id,
             r.workflow,
             r.contact,

@@ -268,8 +268,11 @@ enum Command {
     Plugin(PluginCommand),
     /// Print the JSON Schema of workflow files (for editor autocompletion).
     ///
-    /// Put `# yaml-language-server: $schema=../schema/workflow.schema.json` at the top of a
-    /// workflow file, or point your editor at the output of this command.
+    /// The examples start with `# yaml-language-server:
+    /// $schema=../../schema/workflow.schema.json` (the repository's `schema/` folder, two
+    /// levels up from `workflows/workflows/`); a project made by `nurture init` has its
+    /// own copy, `$schema=../schema/workflow.schema.json`. Or point your editor at the
+    /// output of this command: `nurture schema > workflow.schema.json`.
     Schema,
 }
 

@@ -301,6 +301,21 @@ fn commands_find_the_project_from_a_subfolder_and_say_so() {
     let o = nurture_in(tmp.path(), &["runs", "list"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("--dir campaigns"), "{}", text(&o));
+    // A folder of workflows without nurture.toml inside that project is a project of
+    // its own, not replaced by the one above.
+    let inner = dir.join("inner");
+    std::fs::create_dir_all(inner.join("workflows")).unwrap();
+    std::fs::write(
+        inner.join("workflows/t.yaml"),
+        "workflow: t\ntrigger: { event: form.submitted }\nsteps:\n  - id: mark\n    tag: [x]\n",
+    )
+    .unwrap();
+    let o = nurture_in(&inner, &["validate"]);
+    assert!(
+        o.status.success() && !text(&o).contains("using the project"),
+        "{}",
+        text(&o)
+    );
     // Every command defaults the same way: `outbox list` and `plugins list` too.
     for args in [
         &["outbox", "list"][..],
@@ -737,6 +752,11 @@ fn a_send_queued_before_the_pause_is_held_until_the_resume() {
             .set_paused("w", true, "test", "hold it", now)
             .await
             .unwrap();
+        let by_hand = engine.start_run("w", "nobody", "test", "x", now).await;
+        assert!(
+            matches!(by_hand, Err(nurture_engine::manual::ManualError::Paused(_))),
+            "{by_hand:?}"
+        );
         let signer = nurture_channels::email::Signer::for_project(dir, None).unwrap();
         let deliverer = nurture_server::compose::deliverer(
             &project,
@@ -763,5 +783,53 @@ fn a_send_queued_before_the_pause_is_held_until_the_resume() {
         let later = now + chrono::Duration::seconds(6);
         assert_eq!(deliverer.deliver_due(later, 100).await.unwrap(), 1);
         assert_eq!(seen.lock().unwrap().values().sum::<usize>(), 1);
+    });
+}
+
+/// Quiet hours stop a step at its email, after a score action: the score is taken back
+/// and the whole step runs once when they end (it was added twice before).
+#[test]
+fn a_step_held_by_quiet_hours_midway_is_applied_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir, "", "workflow: w\ntimezone: UTC\nquiet_hours: { from: \"20:00\", to: \"09:00\" }\ntrigger: { event: form.submitted }\nsteps:\n  - id: both\n    actions:\n      - score: +5\n      - send_email: hello\n");
+    let project = std::sync::Arc::new(nurture_core::project::load(dir).project.unwrap());
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    let night = Utc.with_ymd_and_hms(2026, 3, 2, 22, 0, 0).unwrap();
+    rt().block_on(async {
+        let store = nurture_server::open_store(&url).await.unwrap();
+        let engine = std::sync::Arc::new(nurture_engine::Engine::new(project, store.clone()));
+        let event = nurture_engine::input::IncomingEvent {
+            index: 0,
+            id: Some("q".into()),
+            kind: "form.submitted".into(),
+            contact: None,
+            email: Some("q@example.test".into()),
+            at: Some(night),
+            data: json!({}),
+        };
+        let out = engine.ingest(&[event], night).await.unwrap();
+        engine.tick(night).await.unwrap();
+        let id = out[0].contact.clone().unwrap();
+        assert_eq!(
+            store.contact(&id).await.unwrap().unwrap().score,
+            0,
+            "held whole"
+        );
+        let morning = Utc.with_ymd_and_hms(2026, 3, 3, 9, 0, 1).unwrap();
+        engine.tick(morning).await.unwrap();
+        assert_eq!(store.contact(&id).await.unwrap().unwrap().score, 5);
+        let runs = store.runs_of_contact(&id).await.unwrap();
+        assert_eq!(runs[0].status, RunStatus::Completed);
+        let journal = store.journal(&runs[0].id).await.unwrap();
+        let emails = journal
+            .iter()
+            .filter(|j| j.data["effect"] == "email")
+            .count();
+        let scores = journal
+            .iter()
+            .filter(|j| j.data["effect"] == "score")
+            .count();
+        assert_eq!((emails, scores), (1, 1), "{journal:?}");
     });
 }

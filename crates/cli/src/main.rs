@@ -407,7 +407,8 @@ enum OutboxCommand {
     ///
     /// The keys of failed and ambiguous entries are what `nurture outbox retry` takes.
     List {
-        /// Only entries in this state: queued, retrying, deferred, sent, failed, ambiguous.
+        /// Only entries in this state: queued, retrying, deferred, sent, failed, ambiguous,
+        /// skipped (suppressed address).
         #[arg(long)]
         state: Option<nurture_store::OutboxState>,
         /// Only for this contact: its id or email address.
@@ -1008,6 +1009,12 @@ fn project_dir(given: Option<PathBuf>) -> Result<PathBuf> {
     let abs = start
         .canonicalize()
         .with_context(|| format!("{} is not a folder", start.display()))?;
+    // A folder of workflows without nurture.toml is a project of its own: not replaced
+    // by a project found above it.
+    let own = abs.join("workflows").is_dir() && !abs.join("workflows/nurture.toml").is_file();
+    if own && !abs.join("nurture.toml").is_file() {
+        return Ok(start);
+    }
     if let Some(found) = abs.ancestors().find(|d| d.join("nurture.toml").is_file()) {
         if found != abs {
             eprintln!("note: using the project in {}", found.display());

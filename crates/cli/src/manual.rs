@@ -31,6 +31,9 @@ pub(crate) async fn cancel(
 ) -> Result<ExitCode> {
     let (project, store) = crate::commands::open(dir, store_flag).await?;
     let engine = Engine::new(project, store);
+    // What the unit enrols afterwards (segment and score triggers) follows the deployed
+    // versions and the pauses, as the scheduler's would.
+    engine.refresh_versions().await?;
     let by = crate::deploy::deployed_by("runs cancel");
     let now = Utc::now();
     let done = match (run_id, contact) {

@@ -81,6 +81,7 @@ pub(crate) fn state_note(r: &OutboxRow) -> String {
             r.state.as_str(),
             nurture_store::ts_out(r.due_at)
         ),
+        OutboxState::Skipped => format!("[skipped: {why}]"),
         OutboxState::Failed | OutboxState::Ambiguous => {
             format!("[{}: {why}; key {}]", r.state.as_str(), r.key)
         }

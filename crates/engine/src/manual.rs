@@ -25,6 +25,9 @@ pub enum ManualError {
     /// The contact is in the workflow already.
     #[error("the contact has an open run of `{0}` already")]
     AlreadyIn(String),
+    /// The workflow is paused: nobody is enrolled, by hand neither.
+    #[error("workflow `{0}` is paused; resume it first (`nurture workflows resume`)")]
+    Paused(String),
     /// The store or the engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -54,11 +57,20 @@ impl Engine {
         if !run.status.is_open() {
             return Err(ManualError::Ended(run.id, run.status.as_str()));
         }
+        let done = std::sync::atomic::AtomicBool::new(false);
         let f = |w: &mut Work<'_>| {
-            w.cancel(run_id, by, why);
+            done.store(
+                w.cancel(run_id, by, why),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             Ok(())
         };
-        Ok(self.with_retry(&run.contact, now, f).await?)
+        let effects = self.with_retry(&run.contact, now, f).await?;
+        if !done.into_inner() {
+            // It ended between the read above and the unit of work.
+            return Err(ManualError::Ended(run.id, "ended meanwhile"));
+        }
+        Ok(effects)
     }
 
     /// Cancels every open run of `contact` (none is not an error).
@@ -76,7 +88,9 @@ impl Engine {
             .map(|r| r.id)
             .collect();
         let f = |w: &mut Work<'_>| {
-            open.iter().for_each(|id| w.cancel(id, by, why));
+            for id in &open {
+                w.cancel(id, by, why);
+            }
             Ok(())
         };
         Ok(self.with_retry(contact, now, f).await?)
@@ -95,6 +109,9 @@ impl Engine {
         if self.plans.current().get(workflow).is_none() {
             return Err(ManualError::NoWorkflow(workflow.to_string()));
         }
+        if self.is_paused(workflow) {
+            return Err(ManualError::Paused(workflow.to_string()));
+        }
         if self.store.contact(contact).await?.is_none() {
             return Err(ManualError::NoContact(contact.to_string()));
         }
@@ -105,38 +122,51 @@ impl Engine {
         {
             return Err(ManualError::AlreadyIn(workflow.to_string()));
         }
-        let f = |w: &mut Work<'_>| w.start_by_hand(workflow, by, why);
-        Ok(self.with_retry(contact, now, f).await?)
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let f = |w: &mut Work<'_>| {
+            let s = w.start_by_hand(workflow, by, why)?;
+            started.store(s, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        };
+        let effects = self.with_retry(contact, now, f).await?;
+        if !started.into_inner() {
+            // Another start (or an enrolment) opened a run meanwhile.
+            return Err(ManualError::AlreadyIn(workflow.to_string()));
+        }
+        Ok(effects)
     }
 }
 
 impl Work<'_> {
-    /// Ends run `run_id` of this unit's contact as cancelled, if it is open.
-    fn cancel(&mut self, run_id: &str, by: &str, why: &str) {
+    /// Ends run `run_id` of this unit's contact as cancelled, if it is open; whether it did.
+    fn cancel(&mut self, run_id: &str, by: &str, why: &str) -> bool {
         let Some(i) = self.runs.iter().position(|r| r.id == run_id) else {
-            return;
+            return false;
         };
         if !self.runs[i].status.is_open() {
-            return;
+            return false;
         }
         self.journal(Some(i), "cancelled", json!({"by": by, "reason": why}));
         self.end_run(i, RunStatus::Exited, "cancelled");
+        true
     }
 
-    /// Starts a run of `workflow` by hand, unless one is open (a concurrent start).
-    fn start_by_hand(&mut self, workflow: &str, by: &str, why: &str) -> Result<(), EngineError> {
+    /// Starts a run of `workflow` by hand, unless one is open (a concurrent start);
+    /// whether it did.
+    fn start_by_hand(&mut self, workflow: &str, by: &str, why: &str) -> Result<bool, EngineError> {
         let current = self.current.clone();
         let Some(plan) = current.get(workflow) else {
-            return Ok(());
+            return Ok(false);
         };
         if self
             .runs
             .iter()
             .any(|r| r.workflow == workflow && r.status.is_open())
         {
-            return Ok(());
+            return Ok(false);
         }
         let trigger = json!({"by_hand": {"by": by, "reason": why}});
-        self.start(plan, &format!("by-hand:{by}"), trigger, None)
+        self.start(plan, &format!("by-hand:{by}"), trigger, None)?;
+        Ok(true)
     }
 }

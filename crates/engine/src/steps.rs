@@ -184,10 +184,17 @@ impl<'e> Work<'e> {
                 let saved = self.checkpoint(i);
                 for (j, a) in actions.iter().enumerate() {
                     match self.action(i, plan, &step.id, j, &a.kind, a.with.as_ref(), quiet_ok) {
+                        // Quiet hours stop the step at action `j`: the step runs again,
+                        // whole, when they end; what the actions before `j` did now is
+                        // taken back so that it is not done twice.
+                        Ok(Some(f)) if j > 0 => {
+                            self.restore(i, &step.id, saved, false);
+                            return Ok(self.quiet_hours(i, plan, &step.id, quiet_ok).unwrap_or(f));
+                        }
                         Ok(Some(f)) => return Ok(f),
                         Ok(None) => {}
                         Err(e) => {
-                            self.restore(i, &step.id, saved);
+                            self.restore(i, &step.id, saved, true);
                             return Err(e);
                         }
                     }
@@ -195,9 +202,13 @@ impl<'e> Work<'e> {
                 next(plan, step)
             }
             kind => {
-                if let Some(f) =
-                    self.action(i, plan, &step.id, 0, kind, step.with.as_ref(), quiet_ok)?
-                {
+                // `set` changes fields one by one: all or none of them.
+                let saved = matches!(kind, StepKind::Set(_)).then(|| self.checkpoint(i));
+                let done = self.action(i, plan, &step.id, 0, kind, step.with.as_ref(), quiet_ok);
+                if let (Err(_), Some(saved)) = (&done, saved) {
+                    self.restore(i, &step.id, saved, true);
+                }
+                if let Some(f) = done? {
                     return Ok(f);
                 }
                 if outcome::awaits(step) {
@@ -226,8 +237,8 @@ impl<'e> Work<'e> {
     }
 
     /// Puts back what run `i`'s step `step` changed since `saved`, and journals which of
-    /// its effects were taken back.
-    fn restore(&mut self, i: usize, step: &str, saved: Checkpoint) {
+    /// its effects were taken back when `journaled`.
+    fn restore(&mut self, i: usize, step: &str, saved: Checkpoint, journaled: bool) {
         let undone: Vec<Value> = self.uow.journal[saved.journal..]
             .iter()
             .filter(|j| j.kind == "effect")
@@ -246,7 +257,7 @@ impl<'e> Work<'e> {
         self.uow.outbox.truncate(saved.outbox);
         self.uow.timers_set.truncate(saved.timers_set);
         self.uow.timers_clear.truncate(saved.timers_clear);
-        if !undone.is_empty() {
+        if journaled && !undone.is_empty() {
             self.journal(Some(i), "undone", json!({"step": step, "effects": undone}));
         }
     }

@@ -802,7 +802,7 @@ fn manual_problem(e: nurture_engine::manual::ManualError) -> ApiError {
         M::NoRun(_) | M::NoContact(_) | M::NoWorkflow(_) => {
             ApiError::new(ProblemKind::NotFound, shown(e.to_string()))
         }
-        M::Ended(..) | M::AlreadyIn(_) => {
+        M::Ended(..) | M::AlreadyIn(_) | M::Paused(_) => {
             ApiError::new(ProblemKind::Conflict, shown(e.to_string()))
         }
         M::Engine(e) => ApiError::from_engine(e, "nothing was changed"),

@@ -27,17 +27,20 @@ pub enum OutboxState {
     /// Interrupted after the server may have accepted it; `nurture outbox retry KEY`
     /// requeues it once checked.
     Ambiguous,
+    /// Not sent, for good: the address is on the suppression list.
+    Skipped,
 }
 
 impl OutboxState {
     /// Every state, in the order above.
-    pub const ALL: [OutboxState; 6] = [
+    pub const ALL: [OutboxState; 7] = [
         OutboxState::Queued,
         OutboxState::Retrying,
         OutboxState::Deferred,
         OutboxState::Sent,
         OutboxState::Failed,
         OutboxState::Ambiguous,
+        OutboxState::Skipped,
     ];
 
     /// Its name, as listed and filtered.
@@ -49,6 +52,7 @@ impl OutboxState {
             OutboxState::Sent => "sent",
             OutboxState::Failed => "failed",
             OutboxState::Ambiguous => "ambiguous",
+            OutboxState::Skipped => "skipped",
         }
     }
 
@@ -58,6 +62,7 @@ impl OutboxState {
             ("delivered", _, _) => OutboxState::Sent,
             ("failed", _, _) => OutboxState::Failed,
             ("ambiguous", _, _) => OutboxState::Ambiguous,
+            ("skipped", _, _) => OutboxState::Skipped,
             (_, 0, Some(_)) => OutboxState::Deferred,
             (_, n, _) if n > 0 => OutboxState::Retrying,
             _ => OutboxState::Queued,
@@ -71,17 +76,12 @@ impl OutboxState {
             OutboxState::Sent => "state = 'delivered'",
             OutboxState::Failed => "state = 'failed'",
             OutboxState::Ambiguous => "state = 'ambiguous'",
+            OutboxState::Skipped => "state = 'skipped'",
             OutboxState::Deferred => {
-                "state NOT IN ('delivered', 'failed', 'ambiguous') AND attempts = 0 \
-                 AND last_error IS NOT NULL"
+                "state = 'pending' AND attempts = 0 AND last_error IS NOT NULL"
             }
-            OutboxState::Retrying => {
-                "state NOT IN ('delivered', 'failed', 'ambiguous') AND attempts > 0"
-            }
-            OutboxState::Queued => {
-                "state NOT IN ('delivered', 'failed', 'ambiguous') AND attempts = 0 \
-                 AND last_error IS NULL"
-            }
+            OutboxState::Retrying => "state = 'pending' AND attempts > 0",
+            OutboxState::Queued => "state = 'pending' AND attempts = 0 AND last_error IS NULL",
         }
     }
 }

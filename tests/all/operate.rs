@@ -46,6 +46,24 @@ fn project(dir: &Path, settings: &str, workflow: &str) {
     std::fs::write(dir.join("workflows/w.yaml"), workflow).unwrap();
 }
 
+/// An event `id` of type `kind` for the contact of address `email`, at `at`.
+fn event(
+    id: &str,
+    kind: &str,
+    email: &str,
+    at: chrono::DateTime<Utc>,
+) -> nurture_engine::input::IncomingEvent {
+    nurture_engine::input::IncomingEvent {
+        index: 0,
+        id: Some(id.into()),
+        kind: kind.into(),
+        contact: None,
+        email: Some(email.into()),
+        at: Some(at),
+        data: json!({}),
+    }
+}
+
 /// The step of the issue: lifecycle, tag and score, then an action that fails for a
 /// contact without `first_name`.
 const MARK_SAL: &str = "workflow: mark\ntrigger: { event: demo.requested }\nsteps:\n  - id: mark-sal\n    actions:\n      - set: { lifecycle: sal }\n      - tag: [demo-requested]\n      - score: +30\n      - set: { greeting: \"Hi ${contact.first_name}\" }\n";
@@ -63,15 +81,7 @@ fn a_failing_action_takes_back_the_whole_step() {
     rt().block_on(async {
         let store = nurture_server::open_store(&url).await.unwrap();
         let engine = std::sync::Arc::new(nurture_engine::Engine::new(project, store.clone()));
-        let event = nurture_engine::input::IncomingEvent {
-            index: 0,
-            id: Some("d1".into()),
-            kind: "demo.requested".into(),
-            contact: None,
-            email: Some("noname@example.test".into()),
-            at: Some(t0),
-            data: json!({}),
-        };
+        let event = event("d1", "demo.requested", "noname@example.test", t0);
         let out = engine.ingest(&[event], t0).await.unwrap();
         let effects = engine.tick(t0).await.unwrap();
         let contact_id = out[0].contact.clone().unwrap();
@@ -737,15 +747,7 @@ fn a_send_queued_before_the_pause_is_held_until_the_resume() {
                 .holding_for(chrono::Duration::seconds(5)),
         );
         let now = Utc::now();
-        let event = nurture_engine::input::IncomingEvent {
-            index: 0,
-            id: Some("a".into()),
-            kind: "form.submitted".into(),
-            contact: None,
-            email: Some("ana@example.com".into()),
-            at: Some(now),
-            data: json!({}),
-        };
+        let event = event("a", "form.submitted", "ana@example.com", now);
         engine.ingest(&[event], now).await.unwrap();
         engine.tick(now).await.unwrap();
         engine
@@ -799,15 +801,7 @@ fn a_step_held_by_quiet_hours_midway_is_applied_once() {
     rt().block_on(async {
         let store = nurture_server::open_store(&url).await.unwrap();
         let engine = std::sync::Arc::new(nurture_engine::Engine::new(project, store.clone()));
-        let event = nurture_engine::input::IncomingEvent {
-            index: 0,
-            id: Some("q".into()),
-            kind: "form.submitted".into(),
-            contact: None,
-            email: Some("q@example.test".into()),
-            at: Some(night),
-            data: json!({}),
-        };
+        let event = event("q", "form.submitted", "q@example.test", night);
         let out = engine.ingest(&[event], night).await.unwrap();
         engine.tick(night).await.unwrap();
         let id = out[0].contact.clone().unwrap();

@@ -490,11 +490,8 @@ pub(crate) async fn list_runs(
     let store = open_read(dir, store_flag).await?;
     let contact = match contact {
         Some(c) => match crate::outbox::contact_id(&*store, &c).await? {
-            Some(id) => Some(id),
-            None => {
-                eprintln!("no contact with the address {c}");
-                return Ok(ExitCode::from(1));
-            }
+            Ok(id) => Some(id),
+            Err(code) => return Ok(code),
         },
         None => None,
     };

@@ -39,9 +39,9 @@ pub(crate) async fn cancel(
     let done = match (run_id, contact) {
         (Some(id), _) => engine.cancel_run(&id, &by, reason, now).await,
         (None, Some(c)) => {
-            let Some(id) = crate::outbox::contact_id(&*engine.store, &c).await? else {
-                eprintln!("error: no contact with the address {c}");
-                return Ok(ExitCode::from(1));
+            let id = match crate::outbox::contact_id(&*engine.store, &c).await? {
+                Ok(id) => id,
+                Err(code) => return Ok(code),
             };
             engine.cancel_contact(&id, &by, reason, now).await
         }
@@ -69,9 +69,9 @@ pub(crate) async fn start(
     let engine = Engine::new(project, store);
     // New runs use the deployed version, as the scheduler's would.
     engine.refresh_versions().await?;
-    let Some(id) = crate::outbox::contact_id(&*engine.store, contact).await? else {
-        eprintln!("error: no contact with the address {contact}");
-        return Ok(ExitCode::from(1));
+    let id = match crate::outbox::contact_id(&*engine.store, contact).await? {
+        Ok(id) => id,
+        Err(code) => return Ok(code),
     };
     let by = crate::deploy::deployed_by("runs start");
     match engine

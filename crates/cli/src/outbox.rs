@@ -7,12 +7,19 @@ use std::process::ExitCode;
 use anyhow::Result;
 use nurture_store::{OutboxFilter, OutboxRow, OutboxState, Store};
 
-/// A contact given as an id or an email address: its id (`None`: no such address).
-pub(crate) async fn contact_id(store: &dyn Store, given: &str) -> Result<Option<String>> {
+/// A contact given as an id or an email address: its id, or (an address nobody has) the
+/// exit status 1 after saying so on stderr.
+pub(crate) async fn contact_id(store: &dyn Store, given: &str) -> Result<Result<String, ExitCode>> {
     if !given.contains('@') {
-        return Ok(Some(given.to_string()));
+        return Ok(Ok(given.to_string()));
     }
-    Ok(store.contact_by_email(given).await?.map(|c| c.id))
+    Ok(match store.contact_by_email(given).await? {
+        Some(c) => Ok(c.id),
+        None => {
+            eprintln!("error: no contact with the address {given}");
+            Err(ExitCode::from(1))
+        }
+    })
 }
 
 /// `nurture outbox list`.
@@ -25,11 +32,8 @@ pub(crate) async fn list(
     let store = crate::commands::open_read(dir, store_flag).await?;
     if let Some(c) = filter.contact.take() {
         match contact_id(&*store, &c).await? {
-            Some(id) => filter.contact = Some(id),
-            None => {
-                eprintln!("no contact with the address {c}");
-                return Ok(ExitCode::from(1));
-            }
+            Ok(id) => filter.contact = Some(id),
+            Err(code) => return Ok(code),
         }
     }
     let rows = store.list_outbox(&filter).await?;

@@ -676,6 +676,14 @@ async fn bounces_are_classified_and_a_cut_session_is_ambiguous() {
         w.store.outbox_state(&drop_key).await.unwrap().as_deref(),
         Some("pending")
     );
+    // With a fresh budget: shown as queued, not as retrying with the old error.
+    let queued = nurture_store::OutboxFilter {
+        state: Some(nurture_store::OutboxState::Queued),
+        limit: 100,
+        ..Default::default()
+    };
+    let listed = w.store.list_outbox(&queued).await.unwrap();
+    assert!(listed.iter().any(|e| e.key == drop_key), "{listed:?}");
 
     // The inbound bounce/complaint webhook.
     let http = reqwest::Client::new();

@@ -827,3 +827,91 @@ fn a_step_held_by_quiet_hours_midway_is_applied_once() {
         assert_eq!((emails, scores), (1, 1), "{journal:?}");
     });
 }
+
+/// The event a `wait_for` of a paused workflow awaits comes while paused: the run keeps
+/// it and stays put (nothing after the wait runs), then takes the event path once
+/// resumed; a workflow paused and then removed from the project can still be resumed.
+#[test]
+fn an_event_for_a_paused_wait_for_is_kept_and_followed_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir, "", "workflow: w\ntrigger: { event: form.submitted }\nsteps:\n  - id: await\n    wait_for: { event: trial.used, timeout: 7d }\n    on_timeout: late\n  - id: used\n    tag: [used]\n    next: end\n  - id: late\n    tag: [late]\n");
+    let project = std::sync::Arc::new(nurture_core::project::load(dir).project.unwrap());
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    let hold = chrono::Duration::seconds(30);
+    rt().block_on(async {
+        let store = nurture_server::open_store(&url).await.unwrap();
+        let engine = std::sync::Arc::new(
+            nurture_engine::Engine::new(project, store.clone()).holding_for(hold),
+        );
+        let t0 = Utc::now();
+        let out = engine
+            .ingest(&[event("a", "form.submitted", "ana@example.com", t0)], t0)
+            .await
+            .unwrap();
+        engine.tick(t0).await.unwrap();
+        let id = out[0].contact.clone().unwrap();
+        engine
+            .set_paused("w", true, "test", "hold", t0)
+            .await
+            .unwrap();
+        let t1 = t0 + chrono::Duration::seconds(1);
+        engine
+            .ingest(&[event("b", "trial.used", "ana@example.com", t1)], t1)
+            .await
+            .unwrap();
+        engine.tick(t1).await.unwrap();
+        let t2 = t1 + hold + chrono::Duration::seconds(1);
+        engine.tick(t2).await.unwrap();
+        let run = store.runs_of_contact(&id).await.unwrap().remove(0);
+        assert_eq!(run.status, RunStatus::Waiting, "held while paused");
+        assert!(store.contact(&id).await.unwrap().unwrap().tags.is_empty());
+        let journal = store.journal(&run.id).await.unwrap();
+        assert!(
+            journal.iter().any(|j| j.kind.as_str() == "event_held"),
+            "{journal:?}"
+        );
+        engine
+            .set_paused("w", false, "test", "go", t2)
+            .await
+            .unwrap();
+        engine
+            .tick(t2 + hold + chrono::Duration::seconds(1))
+            .await
+            .unwrap();
+        let run = store.runs_of_contact(&id).await.unwrap().remove(0);
+        assert_eq!(run.status, RunStatus::Completed);
+        let tags = store.contact(&id).await.unwrap().unwrap().tags;
+        assert_eq!(
+            tags.into_iter().collect::<Vec<_>>(),
+            ["used"],
+            "the event path, not the timeout"
+        );
+
+        // Paused, then removed from the project: resume still works, pause does not.
+        engine
+            .set_paused("w", true, "test", "again", t2)
+            .await
+            .unwrap();
+        let other = tmp.path().join("other");
+        project_at(&other);
+        let p2 = std::sync::Arc::new(nurture_core::project::load(&other).project.unwrap());
+        let e2 = nurture_engine::Engine::new(p2, store.clone());
+        assert!(e2.set_paused("w", true, "test", "x", t2).await.is_err());
+        e2.set_paused("w", false, "test", "removed", t2)
+            .await
+            .unwrap();
+        let controls = store.controls().await.unwrap();
+        assert!(controls.iter().all(|c| !c.paused), "{controls:?}");
+    });
+}
+
+/// A project with only a workflow `v`.
+fn project_at(dir: &Path) {
+    project(
+        dir,
+        "",
+        "workflow: v\ntrigger: { event: form.submitted }\nsteps:\n  - id: t\n    tag: [x]\n",
+    );
+    std::fs::rename(dir.join("workflows/w.yaml"), dir.join("workflows/v.yaml")).unwrap();
+}

@@ -134,7 +134,8 @@ pub(crate) async fn set_paused(
         Ok(_) => {
             let still = engine.is_paused(workflow);
             println!(
-                "resumed {workflow}: held timers and sends go out within {} s",
+                "resumed {workflow}: held timers and sends go out within the schedulers' \
+                 hold ({} s unless NURTURE_HOLD_SECS says otherwise)",
                 nurture_engine::HOLD.num_seconds()
             );
             if still {

@@ -424,7 +424,16 @@ impl Engine {
         reason: &str,
         now: Ts,
     ) -> Result<Vec<versions::Change>, EngineError> {
-        if self.plans.current().get(workflow).is_none() {
+        // A workflow paused and then removed from the project can still be resumed.
+        let known = self.plans.current().get(workflow).is_some()
+            || (!paused
+                && self
+                    .store
+                    .controls()
+                    .await?
+                    .iter()
+                    .any(|c| c.workflow == workflow));
+        if !known {
             return Err(EngineError::Invalid(format!("no workflow `{workflow}`")));
         }
         let c = nurture_store::WorkflowControl {
@@ -1221,6 +1230,10 @@ impl<'e> Work<'e> {
             if !ok {
                 continue;
             }
+            if self.current.paused.contains_key(plan.id()) {
+                self.hold_event(i, &step_id, e, ev.clone());
+                continue;
+            }
             self.uow.timers_clear.push(self.runs[i].id.clone());
             self.runs[i].wait = None;
             self.runs[i].status = RunStatus::Active;
@@ -1346,7 +1359,17 @@ impl<'e> Work<'e> {
             // Held: the timer comes due again after HOLD, and fires for real (late, with
             // quiet hours and caps applied then) once the workflow is resumed.
             let wait = self.runs[i].wait.clone().unwrap_or(Wait::Timer);
-            self.set_timer(i, self.now + self.engine.hold, wait);
+            let mut until = self.now + self.engine.hold;
+            if let (Wait::Outcome { .. }, Some(step)) = (
+                &wait,
+                plan.step(&self.runs[i].step.clone().unwrap_or_default()),
+            ) {
+                // Its send is held too: the step's timeout counts again from the resume.
+                until += step
+                    .timeout
+                    .map_or(outcome::DEFAULT_TIMEOUT, |d| d.to_chrono());
+            }
+            self.set_timer(i, until, wait);
             self.changed_runs.insert(i);
             return Ok(());
         }
@@ -1371,8 +1394,33 @@ impl<'e> Work<'e> {
                 self.advance_from(i, node, true)
             }
             Some(Wait::Outcome { .. }) => self.outcome_timeout(i, plan, &step_id),
+            Some(Wait::EventHeld { event }) => {
+                self.journal(
+                    Some(i),
+                    "resume",
+                    json!({"step": step_id, "event": {"type": event}, "held": true}),
+                );
+                let next = edge_target(plan, &step_id, |e| *e == Edge::Event);
+                self.advance(i, next)
+            }
             None => Ok(()),
         }
+    }
+
+    /// The event a `wait_for` of a paused workflow awaited came: the run keeps it and
+    /// goes on along the event edge once the workflow is resumed (see [`Wait::EventHeld`]).
+    fn hold_event(&mut self, i: usize, step_id: &str, e: &StoredEvent, ev: Value) {
+        self.runs[i].event = Some(ev);
+        let wait = Wait::EventHeld {
+            event: e.kind.clone(),
+        };
+        self.set_timer(i, self.now + self.engine.hold, wait);
+        self.changed_runs.insert(i);
+        self.journal(
+            Some(i),
+            "event_held",
+            json!({"step": step_id, "event": {"id": e.id, "type": e.kind}, "why": "workflow paused"}),
+        );
     }
 
     fn schedule_enrol(

@@ -1512,7 +1512,8 @@ impl Store for PostgresStore {
     async fn requeue_outbox(&self, key: &str, now: Ts) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
-            "UPDATE outbox SET state = 'pending', due_at = $2 WHERE key = $1 \
+            "UPDATE outbox SET state = 'pending', due_at = $2, attempts = 0, last_error = NULL \
+             WHERE key = $1 \
              AND state IN ('ambiguous', 'failed')",
         )
         .bind(key)

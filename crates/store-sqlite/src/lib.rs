@@ -1505,7 +1505,8 @@ impl Store for SqliteStore {
 
     async fn requeue_outbox(&self, key: &str, now: Ts) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "UPDATE outbox SET state = 'pending', due_at = ? WHERE key = ? \
+            "UPDATE outbox SET state = 'pending', due_at = ?, attempts = 0, last_error = NULL \
+             WHERE key = ? \
              AND state IN ('ambiguous', 'failed')",
         )
         .bind(ts(now))

@@ -171,6 +171,9 @@ kinds!(
         Undone => "undone",
         /// An operator cancelled the run (`{by, reason}`).
         Cancelled => "cancelled",
+        /// The event a waiting run awaited came while its workflow was paused: the run
+        /// keeps it and goes on once resumed (`{step, event, why}`).
+        EventHeld => "event_held",
     }
 );
 

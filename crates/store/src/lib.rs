@@ -257,6 +257,12 @@ pub enum Wait {
     },
     /// An email step deferred by quiet hours: run the step again at the timer.
     QuietHours,
+    /// A `wait_for` whose event came while its workflow was paused (the run keeps the
+    /// event): it goes on along the event edge at the timer, once the workflow runs.
+    EventHeld {
+        /// The event type that came.
+        event: String,
+    },
     /// A `webhook` or `plugin` step with `await: true`: the delivery of the outbox entry
     /// `key` ends (its completion queues an `outcome` event, see
     /// `nurture_engine::outcome`), or the timer (the step's `timeout`).
@@ -972,7 +978,8 @@ pub trait Store: VersionStore + OutboxView + ControlStore + Send + Sync {
     async fn suppression(&self, address: &str) -> Result<Option<String>, StoreError>;
     /// When the contact's emails delivered since `since` were sent (frequency cap).
     async fn emails_since(&self, contact: &str, since: Ts) -> Result<Vec<Ts>, StoreError>;
-    /// Puts an `ambiguous` or `failed` entry back in the queue; false if it is neither.
+    /// Puts an `ambiguous` or `failed` entry back in the queue with a fresh budget of
+    /// attempts (attempts and last error cleared); false if it is neither.
     async fn requeue_outbox(&self, key: &str, now: Ts) -> Result<bool, StoreError>;
     /// Outbox state of a key: `pending`, `delivered`, `failed`, `ambiguous` or `skipped`.
     async fn outbox_state(&self, key: &str) -> Result<Option<String>, StoreError>;

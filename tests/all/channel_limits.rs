@@ -139,7 +139,8 @@ async fn sms_step_obeys_weekday_quiet_hours_and_sms_consent() {
         for c in ["yes", "unknown", "no", "stop"] {
             effects.extend(go(&engine, c, fri).await);
         }
-        let wait = json!({"until": "2026-03-07T08:00:00Z", "reason": "quiet_hours"});
+        let wait =
+            json!({"until": "2026-03-07T08:00:00Z", "reason": "quiet_hours", "timezone": "UTC"});
         let held: Vec<_> = summary(&effects)
             .into_iter()
             .filter(|e| ["wait", "plugin", "plugin_skipped"].contains(&e.1.as_str()))

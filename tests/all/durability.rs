@@ -504,6 +504,22 @@ fn http_api_accepts_good_events_rejects_bad_ones_and_serves_runs() {
             .unwrap()
             .iter()
             .any(|j| j["data"]["effect"] == "email"));
+        // Its story, behind the same key; unknown runs are 404.
+        let explain = format!("{base}/v1/runs/{run_id}/explain");
+        let key = "test-key-0123456789abcdef0123456789";
+        let r = http.get(&explain).bearer_auth(key).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["lines"][0]["kind"], "entered", "{v}");
+        let r = http.get(&explain).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let r = http
+            .get(format!("{base}/v1/runs/nope/explain"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
     });
     // SIGTERM: a clean stop with exit status 0.
     let pid = child.id().to_string();

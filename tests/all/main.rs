@@ -12,6 +12,7 @@ mod contacts;
 mod durability;
 mod email;
 mod examples;
+mod explain;
 mod fuzz_smoke;
 mod graph;
 mod invalid;

@@ -218,7 +218,7 @@ fn quiet_hours_defer_email_across_the_dst_change() {
         lines(&effects, of_workflow("ebook-nurture")),
         &[
             r#"2026-03-28T20:30:00Z ana ebook-nurture/- enter {"trigger":{"event":"form.submitted"}}"#,
-            r#"2026-03-28T20:30:00Z ana ebook-nurture/deliver wait {"until":"2026-03-29T05:00:00Z","reason":"quiet_hours"}"#,
+            r#"2026-03-28T20:30:00Z ana ebook-nurture/deliver wait {"until":"2026-03-29T05:00:00Z","reason":"quiet_hours","timezone":"Europe/Sofia"}"#,
             r#"2026-03-29T05:00:00Z ana ebook-nurture/deliver email {"template":"ebook-delivery"}"#,
             r#"2026-03-29T05:00:00Z ana ebook-nurture/wait-open wait {"until":"2026-04-05T05:00:00Z","for":"email.opened"}"#,
         ],

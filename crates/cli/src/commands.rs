@@ -638,6 +638,26 @@ pub(crate) async fn show_run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `nurture runs explain RUN_ID`.
+pub(crate) async fn explain_run(
+    dir: &Path,
+    store_flag: Option<String>,
+    id: &str,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let store = open_read(dir, store_flag).await?;
+    let Some(story) = nurture_engine::explain::explain_run(&*store, id).await? else {
+        eprintln!("no run {id}; `nurture runs list` shows the runs");
+        return Ok(ExitCode::from(1));
+    };
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&story)?);
+    } else {
+        print!("{}", story.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// One journal line for people.
 fn describe(kind: &str, d: &serde_json::Value) -> String {
     let s = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();

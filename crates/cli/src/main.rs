@@ -604,6 +604,23 @@ enum RunsCommand {
         #[arg(long)]
         store: Option<String>,
     },
+    /// Explain a run in plain words, one line per decision: why the contact entered,
+    /// each branch with the values it read, how each wait ended (and the events that
+    /// came but did not count, and why), each send and what held it back, how it ended.
+    /// Works on a project with errors (it only reads the store).
+    Explain {
+        /// The run's id (`nurture runs list` shows them).
+        run_id: String,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
     /// Show one run's timeline: steps, conditions with the values they read, effects,
     /// waits, resumes and the exit.
     Show {
@@ -759,6 +776,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             contact,
             status,
             limit,
+            format == OutputFormat::Json,
+        )),
+        Command::Runs(RunsCommand::Explain {
+            run_id,
+            dir,
+            store,
+            format,
+        }) => runtime()?.block_on(commands::explain_run(
+            &project_dir(dir)?,
+            store,
+            &run_id,
             format == OutputFormat::Json,
         )),
         Command::Runs(RunsCommand::Show {

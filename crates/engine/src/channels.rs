@@ -97,7 +97,7 @@ impl<'e> Work<'e> {
             Some(i),
             Some(step),
             "wait",
-            json!({"until": nurture_store::ts_out(until), "reason": "quiet_hours"}),
+            json!({"until": nurture_store::ts_out(until), "reason": "quiet_hours", "timezone": tz.name()}),
         );
         Some(Flow::Wait)
     }

@@ -17,6 +17,7 @@ pub mod channels;
 pub mod contact;
 pub mod deploy;
 pub mod eval;
+pub mod explain;
 pub mod ids;
 pub mod ingest;
 pub mod input;

@@ -5,6 +5,7 @@
 //! | `POST /v1/events` | one event or a list; answers which were accepted and why others were rejected |
 //! | `POST /v1/contacts` | one contact or a list (created or updated) |
 //! | `GET /v1/runs/{id}` | a run and its journal |
+//! | `GET /v1/runs/{id}/explain` | the run's story, one line per decision (JSON) |
 //! | `POST /v1/bounces` | bounce and complaint notifications from the mail provider |
 //! | `GET /healthz` | liveness and store reachability (no API key needed) |
 //! | `GET /t/o/{token}` | open pixel: an `email.opened` event, answers a 1x1 GIF |
@@ -248,6 +249,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/contacts", post(post_contacts))
         .route("/v1/runs", post(post_run))
         .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/explain", get(explain_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/workflows/{id}/pause", post(pause_workflow))
         .route("/v1/workflows/{id}/resume", post(resume_workflow))
@@ -759,6 +761,26 @@ async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Re
     };
     let journal = store.journal(&id).await.map_err(unread)?;
     Ok(Json(json!({"run": run, "journal": journal})).into_response())
+}
+
+/// `GET /v1/runs/{id}/explain`: the run's story ([`nurture_engine::explain`]).
+async fn explain_run(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let story = nurture_engine::explain::explain_run(&*s.engine.store, &id)
+        .await
+        .map_err(|e| ApiError::from_engine(e, "the run was not read"))?;
+    match story {
+        Some(x) => Ok(Json(x).into_response()),
+        None => {
+            let shown: String = id.chars().take(200).collect();
+            Err(ApiError::new(
+                ProblemKind::NotFound,
+                format!("no run {shown}"),
+            ))
+        }
+    }
 }
 
 /// The body of `POST /v1/runs/{id}/cancel` and `POST /v1/runs`.

@@ -179,6 +179,16 @@ fn migrate_moves_open_runs_to_the_mapped_step() {
                 assert_eq!(m.data["from_step"], "pause");
                 assert_eq!(m.data["step"], "final");
             }
+            // The story of a migrated run (the same on every store).
+            let run = &store.runs_of_contact(&contacts[0]).await.unwrap()[0];
+            let story = nurture_engine::explain::explain_run(&*store, &run.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .render()
+                .replace(&run.id, "[RUN]")
+                .replace(&contacts[0], "[CONTACT]");
+            insta::assert_snapshot!("explain_migrated", story);
         }
     });
 }

@@ -247,7 +247,14 @@ impl Story<'_, '_> {
                 );
                 self.push(j, step, "action", text);
             }
-            "migrated" => self.push(j, step, "action", format!("moved to a new version: {d}")),
+            "migrated" => {
+                let from_step = d.get("from_step").and_then(Value::as_str).unwrap_or("-");
+                let text = format!(
+                    "moved from version {} (at `{from_step}`) to version {} by `on_new_version: migrate`",
+                    d["from"], d["to"]
+                );
+                self.push(j, step, "action", text);
+            }
             other => {
                 let text = format!("{}{}", action_text(other, d), self.outbox_note(d));
                 self.push(j, step, "action", text);

@@ -499,6 +499,7 @@ fn http_api_accepts_good_events_rejects_bad_ones_and_serves_runs() {
         assert_eq!(r.status(), 200);
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["run"]["workflow"], "crash");
+        let contact = v["run"]["contact"].as_str().unwrap().to_string();
         assert!(v["journal"]
             .as_array()
             .unwrap()
@@ -520,6 +521,41 @@ fn http_api_accepts_good_events_rejects_bad_ones_and_serves_runs() {
             .await
             .unwrap();
         assert_eq!(r.status(), 404);
+        // The contact, with its runs and recent events; by address too.
+        let r = http
+            .get(format!("{base}/v1/contacts/{contact}"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let c: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(c["runs"][0]["id"], run_id.as_str(), "{c}");
+        assert_eq!(c["grade"], "cold", "{c}");
+        assert!(!c["recent_events"].as_array().unwrap().is_empty(), "{c}");
+        let email = c["contact"]["email"].as_str().unwrap();
+        let r = http
+            .get(format!("{base}/v1/contacts/{email}"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        for (path, status) in [("c-nobody", 404), ("nobody@example.com", 404)] {
+            let r = http
+                .get(format!("{base}/v1/contacts/{path}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), status);
+        }
+        let r = http
+            .get(format!("{base}/v1/contacts/{contact}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
     });
     // SIGTERM: a clean stop with exit status 0.
     let pid = child.id().to_string();

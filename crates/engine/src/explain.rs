@@ -553,8 +553,47 @@ impl Explanation {
         );
         for l in &self.lines {
             let step = l.step.as_deref().unwrap_or("-");
-            out.push_str(&format!("{}  {step:<14} {}\n", when(l.at), l.text));
+            let line = format!("{}  {step:<14} {}", when(l.at), l.text);
+            out.push_str(&printable(&line));
+            out.push('\n');
         }
         out
+    }
+}
+
+/// `text` safe for a terminal: control characters (escape sequences a reason or an
+/// error message given through the API could carry) are shown as `\u{..}`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_unicode().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_stories_carry_no_terminal_escapes() {
+        let x = Explanation {
+            run: "r".into(),
+            workflow: "w".into(),
+            version: 1,
+            contact: "c".into(),
+            status: "exited (cancelled)".into(),
+            lines: vec![Line {
+                at: chrono::DateTime::UNIX_EPOCH,
+                step: None,
+                kind: "ended",
+                text: "cancelled by ops: \u{1b}[2Jgone\r\nforged line".into(),
+            }],
+        };
+        let out = x.render();
+        assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+        assert!(out.contains("\\u{1b}[2Jgone"), "{out:?}");
+        assert_eq!(out.lines().count(), 2, "one line per decision: {out:?}");
     }
 }

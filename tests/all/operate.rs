@@ -515,11 +515,25 @@ fn runs_are_started_and_cancelled_by_hand_with_who_and_why() {
         "cancel",
         &id,
         "--reason",
-        "asked us to stop",
+        "asked us to stop\u{1b}[2J",
         "--dir",
         d,
     ]);
     let shown = ok(&["runs", "show", &id, "--dir", d]);
+    assert!(
+        !shown.contains('\u{1b}'),
+        "no terminal escapes reach it: {shown:?}"
+    );
+    let raw = ok(&["runs", "show", &id, "--format", "json", "--dir", d]);
+    assert!(
+        raw.contains("stop\\u001b[2J"),
+        "stored as given, escaped in JSON: {raw}"
+    );
+    let story = ok(&["runs", "explain", &id, "--dir", d]);
+    assert!(
+        !story.contains('\u{1b}') && story.contains("asked us to stop"),
+        "{story:?}"
+    );
     assert!(shown.contains("exited (cancelled)"), "{shown}");
     assert!(
         shown.contains("cancelled by nurture runs cancel") && shown.contains("asked us to stop"),

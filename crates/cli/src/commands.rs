@@ -629,11 +629,9 @@ pub(crate) async fn show_run(
             .and_then(|k| outbox.iter().find(|o| Some(o.key.as_str()) == k.as_str()))
             .map(|o| format!("  {}", crate::outbox::state_note(o)))
             .unwrap_or_default();
-        println!(
-            "{}  {}{state}",
-            nurture_store::ts_out(j.at),
-            describe(j.kind.as_str(), &j.data)
-        );
+        let line = describe(j.kind.as_str(), &j.data);
+        let line = nurture_engine::explain::printable(&line);
+        println!("{}  {line}{state}", nurture_store::ts_out(j.at));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -563,7 +563,7 @@ impl Explanation {
 
 /// `text` safe for a terminal: control characters (escape sequences a reason or an
 /// error message given through the API could carry) are shown as `\u{..}`.
-fn printable(text: &str) -> String {
+pub fn printable(text: &str) -> String {
     text.chars()
         .map(|c| match c.is_control() {
             true => c.escape_unicode().to_string(),

@@ -578,6 +578,12 @@ pub(crate) async fn workers(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Says that run `id` does not exist, and where the runs are: exit code 1.
+fn no_run(id: &str) -> ExitCode {
+    eprintln!("no run {id}; `nurture runs list` shows the runs");
+    ExitCode::from(1)
+}
+
 pub(crate) async fn show_run(
     dir: &Path,
     store_flag: Option<String>,
@@ -586,8 +592,7 @@ pub(crate) async fn show_run(
 ) -> Result<ExitCode> {
     let store = open_read(dir, store_flag).await?;
     let Some(run) = store.run(id).await? else {
-        eprintln!("no run {id}; `nurture runs list` shows the runs");
-        return Ok(ExitCode::from(1));
+        return Ok(no_run(id));
     };
     let journal = store.journal(id).await?;
     let keys: Vec<String> = journal
@@ -645,8 +650,7 @@ pub(crate) async fn explain_run(
 ) -> Result<ExitCode> {
     let store = open_read(dir, store_flag).await?;
     let Some(story) = nurture_engine::explain::explain_run(&*store, id).await? else {
-        eprintln!("no run {id}; `nurture runs list` shows the runs");
-        return Ok(ExitCode::from(1));
+        return Ok(no_run(id));
     };
     if json_out {
         println!("{}", serde_json::to_string_pretty(&story)?);

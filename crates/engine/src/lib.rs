@@ -1361,14 +1361,10 @@ impl<'e> Work<'e> {
             // quiet hours and caps applied then) once the workflow is resumed.
             let wait = self.runs[i].wait.clone().unwrap_or(Wait::Timer);
             let mut until = self.now + self.engine.hold;
-            if let (Wait::Outcome { .. }, Some(step)) = (
-                &wait,
-                plan.step(&self.runs[i].step.clone().unwrap_or_default()),
-            ) {
+            let step = self.runs[i].step.as_deref().and_then(|s| plan.step(s));
+            if let (Wait::Outcome { .. }, Some(step)) = (&wait, step) {
                 // Its send is held too: the step's timeout counts again from the resume.
-                until += step
-                    .timeout
-                    .map_or(outcome::DEFAULT_TIMEOUT, |d| d.to_chrono());
+                until += outcome::timeout_of(step);
             }
             self.set_timer(i, until, wait);
             self.changed_runs.insert(i);

@@ -32,6 +32,13 @@ pub const DEFAULT_TIMEOUT: chrono::Duration = match chrono::Duration::try_days(1
     Some(d) => d,
     None => panic!("1 day"),
 };
+
+/// How long awaited step `step` waits for its outcome: its `timeout`, else
+/// [`DEFAULT_TIMEOUT`].
+pub(crate) fn timeout_of(step: &Step) -> chrono::Duration {
+    step.timeout.map_or(DEFAULT_TIMEOUT, |d| d.to_chrono())
+}
+
 /// At most this many `save:` fields are set per outcome.
 pub const MAX_SAVE_FIELDS: usize = 32;
 /// The largest value (bytes of JSON) a `save:` field may set.
@@ -151,8 +158,7 @@ impl<'e> Work<'e> {
             let outcome = json!({"ok": true, "status": null, "error": null, "response": null});
             return self.take_outcome(i, plan, step, outcome, "simulated");
         }
-        let timeout = step.timeout.map_or(DEFAULT_TIMEOUT, |d| d.to_chrono());
-        let until = self.now + timeout;
+        let until = self.now + timeout_of(step);
         self.set_timer(i, until, Wait::Outcome { key: key.clone() });
         self.effect(
             Some(i),

@@ -755,14 +755,16 @@ async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Re
     let unread =
         |e: nurture_store::StoreError| ApiError::from_engine(e.into(), "the run was not read");
     let Some(run) = store.run(&id).await.map_err(unread)? else {
-        let shown: String = id.chars().take(200).collect();
-        return Err(ApiError::new(
-            ProblemKind::NotFound,
-            format!("no run {shown}"),
-        ));
+        return Err(no_such("run", &id));
     };
     let journal = store.journal(&id).await.map_err(unread)?;
     Ok(Json(json!({"run": run, "journal": journal})).into_response())
+}
+
+/// A 404 problem for the `what` of id `id` (shown cut to 200 characters).
+fn no_such(what: &str, id: &str) -> ApiError {
+    let shown: String = id.chars().take(200).collect();
+    ApiError::new(ProblemKind::NotFound, format!("no {what} {shown}"))
 }
 
 /// How far back `GET /v1/contacts/{id}` lists events, and how many at most.
@@ -782,11 +784,7 @@ async fn get_contact(
         false => store.contact(&id).await,
     };
     let Some(c) = found.map_err(unread)? else {
-        let shown: String = id.chars().take(200).collect();
-        return Err(ApiError::new(
-            ProblemKind::NotFound,
-            format!("no contact {shown}"),
-        ));
+        return Err(no_such("contact", &id));
     };
     let runs = store.runs_of_contact(&c.id).await.map_err(unread)?;
     let since = chrono::Utc::now() - chrono::Duration::days(RECENT_EVENTS.0);
@@ -810,13 +808,7 @@ async fn explain_run(
         .map_err(|e| ApiError::from_engine(e, "the run was not read"))?;
     match story {
         Some(x) => Ok(Json(x).into_response()),
-        None => {
-            let shown: String = id.chars().take(200).collect();
-            Err(ApiError::new(
-                ProblemKind::NotFound,
-                format!("no run {shown}"),
-            ))
-        }
+        None => Err(no_such("run", &id)),
     }
 }
 

@@ -20,6 +20,7 @@ mod operate;
 mod outcomes;
 mod plugins;
 mod problem_json;
+mod replay;
 mod schema;
 mod sec_egress;
 mod sec_lang;

@@ -49,6 +49,7 @@ pub(crate) struct Report {
     pub(crate) latency: Option<LatencyFigures>,
     pub(crate) pending: Option<PendingFigures>,
     pub(crate) workers: Vec<WorkerFigures>,
+    pub(crate) replay: Option<ReplayFigures>,
 }
 
 /// Per-call overhead of the wasm plugin host.
@@ -210,6 +211,100 @@ fn events(n: usize, at: Ts) -> Vec<IncomingEvent> {
             data: json!({}),
         })
         .collect()
+}
+
+/// The campaign of the replay part: a `wait_for` that half the contacts end with an
+/// event, a branch on the score, a timer wait.
+const REPLAY_WORKFLOW: &str = "workflow: replayed\ntrigger: { event: bench.start }\nsteps:\n  - id: s1\n    tag: [a]\n  - id: w1\n    wait_for: { event: bench.opened, timeout: 1d }\n    on_timeout: quiet\n  - id: keen\n    score: +5\n  - id: quiet\n    branch:\n      - if: contact.score >= 5\n        next: w2\n      - else: s3\n  - id: s3\n    set: { stage: b }\n  - id: w2\n    wait: 1d\n  - id: s4\n    untag: [a]\n";
+
+/// (f) Bulk replay: runs recorded on an in-memory store, loaded back and replayed.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ReplayFigures {
+    pub(crate) runs: usize,
+    pub(crate) entries: usize,
+    pub(crate) entries_per_run: f64,
+    /// Mean size of a run's exported recording (journal, input, events, source), bytes.
+    pub(crate) recording_bytes_per_run: f64,
+    pub(crate) load_seconds: f64,
+    pub(crate) replay_seconds: f64,
+    pub(crate) entries_per_sec: f64,
+    pub(crate) identical: usize,
+}
+
+/// (f) Records `runs` runs of [`REPLAY_WORKFLOW`] (half end their wait with an event),
+/// loads their recordings and replays them all in this process.
+pub(crate) async fn replay(runs: usize) -> Result<ReplayFigures, EngineError> {
+    let dir = tempfile_dir()?;
+    let project = write_project(&dir, &[("replayed.yaml", REPLAY_WORKFLOW.to_string())])?;
+    let store = nurture_server::open_store("sqlite::memory:").await?;
+    let engine = Arc::new(Engine::new(project.clone(), store.clone()));
+    let t0 = chrono::Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
+    let plan = nurture_engine::deploy::plan(&*store, &project, "bench", t0)
+        .await
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    nurture_engine::deploy::apply(&engine, &plan, t0)
+        .await
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    engine.ingest(&events(runs, t0), t0).await?;
+    engine.tick(t0).await?;
+    let opened = t0 + chrono::Duration::hours(1);
+    let opens: Vec<IncomingEvent> = events(runs, opened)
+        .into_iter()
+        .step_by(2)
+        .map(|mut e| {
+            e.kind = "bench.opened".into();
+            e.id = e.id.map(|id| format!("{id}-open"));
+            e
+        })
+        .collect();
+    engine.ingest(&opens, opened).await?;
+    for t in [
+        opened,
+        t0 + chrono::Duration::days(1),
+        t0 + chrono::Duration::days(2),
+        t0 + chrono::Duration::days(3),
+    ] {
+        engine.tick(t).await?;
+    }
+    let started = Instant::now();
+    let filter = nurture_store::RunFilter {
+        limit: runs as i64,
+        ..Default::default()
+    };
+    let mut recordings = Vec::with_capacity(runs);
+    for r in store.list_runs(&filter).await? {
+        let rec = nurture_engine::replay::Recording::load(&*store, &project, &r.id)
+            .await
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        recordings.push(rec);
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    let entries: usize = recordings.iter().map(|r| r.journal.len()).sum();
+    let bytes: usize = recordings
+        .iter()
+        .map(|r| serde_json::to_vec(r).map_or(0, |v| v.len()))
+        .sum();
+    let target = nurture_engine::replay::Target {
+        project: &project,
+        against: None,
+    };
+    let started = Instant::now();
+    let reports = nurture_engine::replay::replay(&target, &recordings, |_| {})
+        .await
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let replay_seconds = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    let n = recordings.len().max(1) as f64;
+    Ok(ReplayFigures {
+        runs: recordings.len(),
+        entries,
+        entries_per_run: entries as f64 / n,
+        recording_bytes_per_run: bytes as f64 / n,
+        load_seconds,
+        replay_seconds,
+        entries_per_sec: entries as f64 / replay_seconds.max(1e-9),
+        identical: reports.iter().filter(|r| r.identical()).count(),
+    })
 }
 
 /// Durable steps per second on the store at `url`.
@@ -493,6 +588,7 @@ pub(crate) async fn run(
         latency: None,
         pending: None,
         workers: Vec::new(),
+        replay: None,
     })
 }
 
@@ -541,6 +637,12 @@ pub(crate) fn table(r: &Report) -> String {
         out.push_str(&format!(
             "\nevent -> effect latency ({}, {} events/s over HTTP, {} events after {} of warm-up, effect = webhook received):\n  p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (of which the API's acknowledgement: p50 {:.1} ms, p99 {:.1} ms)\n  warm-up (not counted above): p99 {:.1} ms, max {:.1} ms\n",
             l.store, l.rate_per_sec, l.events, l.warmup_events, l.p50_ms, l.p99_ms, l.max_ms, l.ack_p50_ms, l.ack_p99_ms, l.warmup_p99_ms, l.warmup_max_ms
+        ));
+    }
+    if let Some(f) = &r.replay {
+        out.push_str(&format!(
+            "\nreplay (one process, in-memory SQLite per batch of 512): {} runs, {} journal entries ({:.1} per run, recording {:.0} bytes per run): {:.0} entries/s replayed ({:.2} s; loading the recordings {:.2} s); {} identical\n",
+            f.runs, f.entries, f.entries_per_run, f.recording_bytes_per_run, f.entries_per_sec, f.replay_seconds, f.load_seconds, f.identical
         ));
     }
     if let Some(p) = &r.pending {

@@ -579,7 +579,7 @@ pub(crate) async fn workers(
 }
 
 /// Says that run `id` does not exist, and where the runs are: exit code 1.
-fn no_run(id: &str) -> ExitCode {
+pub(crate) fn no_run(id: &str) -> ExitCode {
     eprintln!("no run {id}; `nurture runs list` shows the runs");
     ExitCode::from(1)
 }
@@ -684,6 +684,8 @@ fn describe(kind: &str, d: &serde_json::Value) -> String {
             if let Some(m) = rest.as_object_mut() {
                 m.remove("effect");
                 m.remove("step");
+                // The run's input (the contact as it entered): `runs export` shows it.
+                m.remove("input");
             }
             format!("  {} {}", s("effect"), rest)
         }

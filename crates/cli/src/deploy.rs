@@ -27,12 +27,17 @@ pub(crate) async fn deploy_command(
     dir: &Path,
     store_flag: Option<String>,
     dry_run: bool,
+    replay: Option<i64>,
     json_out: bool,
 ) -> Result<ExitCode> {
     let (project, store) = crate::commands::open(dir, store_flag).await?;
     let engine = Engine::new(project.clone(), store);
     let now = Utc::now();
     let plan = deploy::plan(&*engine.store, &project, &deployed_by("deploy"), now).await?;
+    let replays = match replay {
+        Some(n) => replay_changes(&engine, &plan, n, json_out).await?,
+        None => Vec::new(),
+    };
     let refused = !plan.ok() || !plan.behind.is_empty();
     let done = if dry_run || refused {
         None
@@ -52,10 +57,14 @@ pub(crate) async fn deploy_command(
             "dry_run": dry_run,
             "deployed": done.is_some(),
             "result": done,
+            "replay": replays,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{plan}");
+        for r in &replays {
+            print!("{}", r.render());
+        }
         match &done {
             Some(d) => println!("{}", summary(d)),
             None if dry_run => println!("dry run: nothing was changed"),
@@ -67,6 +76,32 @@ pub(crate) async fn deploy_command(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `deploy --dry-run --replay N`: the latest `n` runs of each workflow the deploy
+/// changes, replayed on its new version (the project being deployed).
+async fn replay_changes(
+    engine: &Engine,
+    plan: &deploy::DeployPlan,
+    n: i64,
+    json_out: bool,
+) -> Result<Vec<crate::replay::Summary>> {
+    let target = nurture_engine::replay::Target {
+        project: &engine.project,
+        against: Some(&engine.project),
+    };
+    let mut out = Vec::new();
+    for c in plan.changes.iter().filter(|c| c.from.is_some()) {
+        let sel = crate::replay::Selection {
+            workflow: c.workflow.clone(),
+            version: None,
+            since: None,
+            limit: n,
+        };
+        let bar = crate::replay::bar(json_out);
+        out.push(crate::replay::replay_selection(&*engine.store, &target, &sel, &bar).await?);
+    }
+    Ok(out)
 }
 
 fn summary(d: &Deployed) -> String {

@@ -16,6 +16,7 @@ mod deploy;
 mod init;
 mod manual;
 mod outbox;
+mod replay;
 mod workflows;
 
 /// mimalloc instead of the system allocator: the engine builds and drops many small JSON
@@ -53,6 +54,8 @@ enum BenchPart {
     Workers,
     /// the wasm plugin host's per-call cost.
     Plugin,
+    /// (f) journal entries replayed per second (bulk replay in one process).
+    Replay,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -217,6 +220,10 @@ enum Command {
         /// Show what the deploy would do and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: replay the latest N runs of each changed workflow on the new
+        /// version and say which would now take another path, and where.
+        #[arg(long, value_name = "N", requires = "dry_run")]
+        replay: Option<i64>,
         /// Output: `human` for people, `json` (one JSON document) for scripts.
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
@@ -250,6 +257,37 @@ enum Command {
     /// Inspect runs: one contact's walk through one workflow, with its journal.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Replay many runs of a workflow from their journals (nothing is sent, the store is
+    /// only read) and say which would now take another path: identical, diverged
+    /// (grouped by the step of the first divergence) or failed. Exit 1 unless all are
+    /// identical. `nurture runs replay` replays one run and shows its divergence.
+    Replay {
+        /// The workflow whose runs to replay.
+        #[arg(long)]
+        workflow: String,
+        /// Only runs pinned to this version.
+        #[arg(long)]
+        version: Option<u32>,
+        /// Only runs started at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// At most this many runs (the latest).
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        /// Replay on this project's version of the workflow instead of the recorded one:
+        /// what these runs would have done under the edited workflow.
+        #[arg(long, value_name = "DIR")]
+        against: Option<PathBuf>,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
     /// Measure the engine: durable steps/s against the store's own commit ceiling,
     /// HTTP ingestion and peak memory. Build with --release for meaningful figures.
     Bench(BenchArgs),
@@ -325,6 +363,9 @@ struct BenchArgs {
     /// from empty tables).
     #[arg(long, default_value_t = 3)]
     worker_repeats: usize,
+    /// (f) Runs recorded and then replayed (0 to skip).
+    #[arg(long, default_value_t = 20_000)]
+    replay_runs: usize,
     /// Measure only these parts (comma-separated); all of them by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<BenchPart>,
@@ -501,11 +542,16 @@ enum ContactsCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
-    /// Show a contact: score, lifecycle, owner, consent, tags, segments, fields, and its
-    /// runs. Works on a project with errors (it only reads the store).
+    /// Show a contact: profile, consent, score with the history and reason of each
+    /// change, segments and since when, lifecycle history, recent events and its runs.
+    /// Works on a project with errors (it only reads the store).
     Show {
         /// The contact's id or email address.
         contact: String,
+        /// Everything in one list in time order: events, runs entered and left, score,
+        /// segment, lifecycle and consent changes, sends.
+        #[arg(long)]
+        timeline: bool,
         /// The project folder (default: the nearest folder holding nurture.toml, from here up).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -621,6 +667,47 @@ enum RunsCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
+    /// Re-execute a run from its journal with the engine as it is now, on a private
+    /// in-memory store (nothing is sent, the store is only read), and compare entry by
+    /// entry: exit 0 with "identical (N entries)", exit 1 with the first divergence
+    /// (what was recorded, what the engine does now, and the input it followed).
+    Replay {
+        /// The run's id (`nurture runs list` shows them); or give --file.
+        #[arg(required_unless_present = "file")]
+        run_id: Option<String>,
+        /// Replay an exported recording (`nurture runs export`) instead of a stored run.
+        #[arg(long, conflicts_with = "run_id")]
+        file: Option<PathBuf>,
+        /// Replay on this project's version of the workflow instead of the recorded one:
+        /// what this run would have done under the edited workflow.
+        #[arg(long, value_name = "DIR")]
+        against: Option<PathBuf>,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Write a run's recording (its journal, workflow version source, contact as it
+    /// entered and the events it consumed) to one self-contained JSON file, which
+    /// `nurture runs replay --file` replays anywhere: a regression fixture.
+    Export {
+        /// The run's id (`nurture runs list` shows them).
+        run_id: String,
+        /// Write here (default: stdout).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// Show one run's timeline: steps, conditions with the values they read, effects,
     /// waits, resumes and the exit.
     Show {
@@ -705,11 +792,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             store,
             dry_run,
+            replay,
             format,
         } => runtime()?.block_on(deploy::deploy_command(
             &project_dir(dir)?,
             store,
             dry_run,
+            replay,
+            format == OutputFormat::Json,
+        )),
+        Command::Replay {
+            workflow,
+            version,
+            since,
+            limit,
+            against,
+            dir,
+            store,
+            format,
+        } => runtime()?.block_on(replay::replay_bulk(
+            &project_dir(dir)?,
+            store,
+            replay::Selection {
+                workflow,
+                version,
+                since,
+                limit,
+            },
+            against,
             format == OutputFormat::Json,
         )),
         Command::Versions {
@@ -741,6 +851,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         )),
         Command::Contacts(ContactsCommand::Show {
             contact,
+            timeline,
             dir,
             store,
             format,
@@ -748,6 +859,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             &project_dir(dir)?,
             store,
             &contact,
+            timeline,
             format == OutputFormat::Json,
         )),
         Command::Events(EventsCommand::Send {
@@ -788,6 +900,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             store,
             &run_id,
             format == OutputFormat::Json,
+        )),
+        Command::Runs(RunsCommand::Replay {
+            run_id,
+            file,
+            against,
+            dir,
+            store,
+            format,
+        }) => runtime()?.block_on(replay::replay_run(
+            &project_dir(dir)?,
+            store,
+            run_id.as_deref(),
+            file.as_deref(),
+            against.as_deref(),
+            format == OutputFormat::Json,
+        )),
+        Command::Runs(RunsCommand::Export {
+            run_id,
+            output,
+            dir,
+            store,
+        }) => runtime()?.block_on(replay::export_run(
+            &project_dir(dir)?,
+            store,
+            &run_id,
+            output.as_deref(),
         )),
         Command::Runs(RunsCommand::Show {
             run_id,
@@ -977,6 +1115,10 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     }
     if a.plugin != "none" && part(BenchPart::Plugin) {
         report.plugin = bench_plugin(&rt, &a.plugin, a.plugin_calls);
+    }
+    if a.replay_runs > 0 && part(BenchPart::Replay) {
+        eprintln!("recording {} runs and replaying them ...", a.replay_runs);
+        report.replay = Some(rt.block_on(crate::bench::replay(a.replay_runs))?);
     }
     print!("{}", crate::bench::table(&report));
     if let Some(path) = a.json {

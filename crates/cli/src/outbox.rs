@@ -97,52 +97,32 @@ pub(crate) async fn show_contact(
     dir: &Path,
     store_flag: Option<String>,
     given: &str,
+    timeline: bool,
     json_out: bool,
 ) -> Result<ExitCode> {
     let store = crate::commands::open_read(dir, store_flag).await?;
-    let found = match given.contains('@') {
-        true => store.contact_by_email(given).await?,
-        false => store.contact(given).await?,
-    };
-    let Some(c) = found else {
+    let now = chrono::Utc::now();
+    let Some(story) = nurture_engine::story::contact_story(&*store, given, now).await? else {
         eprintln!("no contact {given}; `nurture runs list` shows the contacts of runs");
         return Ok(ExitCode::from(1));
     };
-    let runs = store.runs_of_contact(&c.id).await?;
     if json_out {
-        let v = serde_json::json!({"contact": c, "runs": runs});
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&story)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let list = |v: &std::collections::BTreeSet<String>| {
-        let all: Vec<&str> = v.iter().map(String::as_str).collect();
-        if all.is_empty() {
-            "-".to_string()
-        } else {
-            all.join(", ")
+    if timeline {
+        for m in &story.timeline {
+            println!("{}  {:<9} {}", nurture_store::ts_out(m.at), m.what, m.text);
         }
-    };
-    println!("contact    {}", c.id);
-    println!("email      {}", opt(&c.email));
-    println!("score      {}", c.score);
-    println!("lifecycle  {}", opt(&c.lifecycle));
-    println!("owner      {}", opt(&c.owner));
-    println!(
-        "consent    {}",
-        serde_json::to_value(c.consent)?.as_str().unwrap_or("-")
-    );
-    println!("tags       {}", list(&c.tags));
-    println!("segments   {}", list(&c.segments));
-    println!("fields     {}", serde_json::Value::Object(c.fields.clone()));
-    if c.unsubscribed || c.suppressed {
-        println!(
-            "mail       unsubscribed: {}, suppressed: {}",
-            c.unsubscribed, c.suppressed
-        );
+        if story.timeline.is_empty() {
+            println!("nothing recorded");
+        }
+        return Ok(ExitCode::SUCCESS);
     }
+    print_profile(&story.contact)?;
+    print_histories(&story);
     println!();
-    for r in &runs {
+    for r in &story.runs {
         println!(
             "{:<28} {:<22} v{:<4} {:<10} {}",
             r.id,
@@ -155,8 +135,78 @@ pub(crate) async fn show_contact(
                 .unwrap_or("-")
         );
     }
-    if runs.is_empty() {
+    if story.runs.is_empty() {
         println!("no runs");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_profile(c: &nurture_store::Contact) -> Result<()> {
+    let p = nurture_engine::explain::printable;
+    let opt = |v: &Option<String>| p(v.as_deref().unwrap_or("-"));
+    let list = |v: &std::collections::BTreeSet<String>| {
+        let all: Vec<&str> = v.iter().map(String::as_str).collect();
+        if all.is_empty() {
+            "-".to_string()
+        } else {
+            p(&all.join(", "))
+        }
+    };
+    println!("contact    {}", p(&c.id));
+    println!("email      {}", opt(&c.email));
+    println!("score      {}", c.score);
+    println!("lifecycle  {}", opt(&c.lifecycle));
+    println!("owner      {}", opt(&c.owner));
+    println!(
+        "consent    {}",
+        serde_json::to_value(c.consent)?.as_str().unwrap_or("-")
+    );
+    println!("tags       {}", list(&c.tags));
+    println!(
+        "fields     {}",
+        p(&serde_json::Value::Object(c.fields.clone()).to_string())
+    );
+    if c.unsubscribed || c.suppressed {
+        println!(
+            "mail       unsubscribed: {}, suppressed: {}",
+            c.unsubscribed, c.suppressed
+        );
+    }
+    Ok(())
+}
+
+/// Segments with since when, the score's changes, lifecycle and consent changes.
+fn print_histories(s: &nurture_engine::story::ContactStory) {
+    let p = nurture_engine::explain::printable;
+    let when = |t: Option<nurture_store::Ts>| t.map_or("-".into(), nurture_store::ts_out);
+    println!("segments");
+    for m in &s.segments {
+        println!("  {:<28} since {}", p(&m.segment), when(m.since));
+    }
+    println!("score history");
+    for c in &s.score_history {
+        println!(
+            "  {}  {:>+5} = {:<5} {}",
+            nurture_store::ts_out(c.at),
+            c.delta,
+            c.score,
+            p(&c.reason)
+        );
+    }
+    for (name, list) in [
+        ("lifecycle", &s.lifecycle_history),
+        ("consent", &s.consent_history),
+    ] {
+        println!("{name} history");
+        for c in list {
+            let from = c.from.as_ref().map_or("-".into(), |v| v.to_string());
+            println!(
+                "  {}  {} -> {} ({})",
+                nurture_store::ts_out(c.at),
+                p(&from),
+                p(&c.to.to_string()),
+                p(&c.cause)
+            );
+        }
+    }
 }

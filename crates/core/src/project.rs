@@ -25,7 +25,7 @@ use crate::plan::{self, Plan};
 use crate::yaml::{self, Node, Span};
 
 /// A loaded, validated project.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Project {
     /// The project folder.
     pub root: PathBuf,

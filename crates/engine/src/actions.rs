@@ -242,6 +242,10 @@ impl<'e> Work<'e> {
             "assign_owner",
             json!({"team": a.team, "owner": owner}),
         );
+        // The counter read, for replay: in the journal line only.
+        if let Some(line) = self.uow.journal.last_mut() {
+            line.data["counter"] = json!(current);
+        }
         Ok(())
     }
 

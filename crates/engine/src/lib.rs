@@ -23,9 +23,11 @@ pub mod ingest;
 pub mod input;
 pub mod manual;
 pub mod outcome;
+pub mod replay;
 pub mod segments;
 pub mod simulate;
 mod steps;
+pub mod story;
 pub mod time;
 pub mod versions;
 
@@ -229,6 +231,9 @@ pub struct Engine {
     simulated_outcomes: bool,
     /// How long held work of a paused workflow waits before it is looked at again.
     hold: chrono::Duration,
+    /// Under [`replay`]: the values the conditions of the replayed runs read when they
+    /// were recorded, which the replay's conditions read in turn.
+    replay_reads: Option<replay::Reads>,
 }
 
 /// Outbox entries handed over and not yet recorded, beyond which commits stop claiming
@@ -287,6 +292,7 @@ impl Engine {
             scoring_programs,
             simulated_outcomes: false,
             hold: HOLD,
+            replay_reads: None,
         }
     }
 
@@ -901,6 +907,9 @@ pub struct Work<'e> {
     current: Arc<versions::Current>,
     now: Ts,
     contact: Contact,
+    /// The contact as this unit loaded it: a run started here journals it as its input
+    /// (see [`replay`]).
+    loaded_contact: Contact,
     contact_exists: bool,
     contact_changed: bool,
     history: Arc<Vec<StoredEvent>>,
@@ -965,6 +974,7 @@ impl<'e> Work<'e> {
             engine,
             current: engine.plans.current(),
             now,
+            loaded_contact: contact.clone(),
             contact,
             contact_exists: exists,
             contact_changed: false,
@@ -1111,7 +1121,10 @@ impl<'e> Work<'e> {
         let Some(program) = program else {
             return false;
         };
-        let c = self.contact_view();
+        let mut c = self.contact_view();
+        if let (Some(i), Some(book)) = (run, &self.engine.replay_reads) {
+            book.apply(&self.runs[i].id, what, source, &mut c);
+        }
         let out = run.and_then(|i| self.runs[i].outcome.clone());
         let scope = Scope {
             contact: &c,
@@ -1589,6 +1602,12 @@ impl<'e> Work<'e> {
         let i = self.runs.len() - 1;
         self.changed_runs.insert(i);
         self.effect(Some(i), None, "enter", json!({"trigger": trigger}));
+        // The run's input, for replay: in its journal line only (not in the effect
+        // reported to logs and `simulate`).
+        let input = replay::input(&self.loaded_contact, key, self.uow.events_done.first());
+        if let Some(line) = self.uow.journal.last_mut() {
+            line.data["input"] = input;
+        }
         self.advance(i, Some(plan.entry))
     }
 

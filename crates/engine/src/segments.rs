@@ -307,10 +307,19 @@ impl Engine {
     ) -> Result<usize, EngineError> {
         let (n, _) = self
             .run_units(rows, now, |w, rows: &Vec<ContactRow>| {
+                let before = w.contact.clone();
                 for r in rows {
                     crate::input::merge(r, &mut w.contact);
                 }
                 w.contact_changed = true;
+                let changes = changes(&before, &w.contact);
+                if !changes.is_empty() {
+                    w.journal(
+                        None,
+                        "contact_updated",
+                        json!({"changes": changes, "cause": "import"}),
+                    );
+                }
                 Ok(())
             })
             .await?;
@@ -325,15 +334,21 @@ impl Work<'_> {
         let now_in = &self.contact.segments;
         if *now_in != self.loaded_segments {
             let id = &self.contact.id;
+            let mut changes = Vec::new();
             for s in now_in.difference(&self.loaded_segments) {
                 self.uow.segment_members.push((s.clone(), id.clone(), true));
+                changes.push(json!({"segment": s, "entered": true}));
             }
             for s in self.loaded_segments.difference(now_in) {
                 self.uow
                     .segment_members
                     .push((s.clone(), id.clone(), false));
+                changes.push(json!({"segment": s, "entered": false}));
             }
             self.loaded_segments = now_in.clone();
+            for c in changes {
+                self.journal(None, "segment", c);
+            }
         }
         let due = match &self.engine.clock {
             None if self.contact.segment_due.is_none() && !self.segment_fired => return,
@@ -351,6 +366,31 @@ impl Work<'_> {
         }
         self.uow.segment_timers.push((self.contact.id.clone(), due));
     }
+}
+
+/// What an import changed: `{name: {from, to}}` for the contact's own attributes (email,
+/// lifecycle, owner, timezone, consent, tags) and each field.
+fn changes(
+    a: &nurture_store::Contact,
+    b: &nurture_store::Contact,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    let mut note = |name: &str, from: serde_json::Value, to: serde_json::Value| {
+        if from != to {
+            out.insert(name.to_string(), json!({"from": from, "to": to}));
+        }
+    };
+    note("email", json!(a.email), json!(b.email));
+    note("lifecycle", json!(a.lifecycle), json!(b.lifecycle));
+    note("owner", json!(a.owner), json!(b.owner));
+    note("timezone", json!(a.timezone), json!(b.timezone));
+    note("consent", json!(a.consent), json!(b.consent));
+    note("tags", json!(a.tags), json!(b.tags));
+    let keys: BTreeSet<&String> = a.fields.keys().chain(b.fields.keys()).collect();
+    for k in keys {
+        note(k, json!(a.fields.get(k)), json!(b.fields.get(k)));
+    }
+    out
 }
 
 /// The segments a contact was loaded with (to write membership changes).

@@ -5,7 +5,7 @@
 //! | `POST /v1/events` | one event or a list; answers which were accepted and why others were rejected |
 //! | `POST /v1/contacts` | one contact or a list (created or updated) |
 //! | `GET /v1/runs/{id}` | a run and its journal |
-//! | `GET /v1/contacts/{id}` | a contact (by id or address), its grade, runs and recent events |
+//! | `GET /v1/contacts/{id}` | a contact (by id or address): grade, score history, segments, lifecycle and consent histories, recent events, runs, timeline |
 //! | `GET /v1/runs/{id}/explain` | the run's story, one line per decision (JSON) |
 //! | `POST /v1/bounces` | bounce and complaint notifications from the mail provider |
 //! | `GET /healthz` | liveness and store reachability (no API key needed) |
@@ -767,35 +767,22 @@ fn no_such(what: &str, id: &str) -> ApiError {
     ApiError::new(ProblemKind::NotFound, format!("no {what} {shown}"))
 }
 
-/// How far back `GET /v1/contacts/{id}` lists events, and how many at most.
-const RECENT_EVENTS: (i64, usize) = (90, 100);
-
 /// `GET /v1/contacts/{id}` (an id, or an email address): the contact, its grade, its
 /// runs, and its events of the last 90 days (the newest 100).
 async fn get_contact(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let store = &s.engine.store;
-    let unread =
-        |e: nurture_store::StoreError| ApiError::from_engine(e.into(), "the contact was not read");
-    let found = match id.contains('@') {
-        true => store.contact_by_email(&id).await,
-        false => store.contact(&id).await,
-    };
-    let Some(c) = found.map_err(unread)? else {
+    let story = nurture_engine::story::contact_story(&*s.engine.store, &id, chrono::Utc::now())
+        .await
+        .map_err(|e| ApiError::from_engine(e.into(), "the contact was not read"))?;
+    let Some(story) = story else {
         return Err(no_such("contact", &id));
     };
-    let runs = store.runs_of_contact(&c.id).await.map_err(unread)?;
-    let since = chrono::Utc::now() - chrono::Duration::days(RECENT_EVENTS.0);
-    let mut events = store.contact_events(&c.id, since).await.map_err(unread)?;
-    let skip = events.len().saturating_sub(RECENT_EVENTS.1);
-    events.drain(..skip);
-    let grade = nurture_engine::eval::grade(&s.engine.project.scoring, c.score);
-    Ok(
-        Json(json!({"contact": c, "grade": grade, "runs": runs, "recent_events": events}))
-            .into_response(),
-    )
+    let grade = nurture_engine::eval::grade(&s.engine.project.scoring, story.contact.score);
+    let mut v = json!(story);
+    v["grade"] = json!(grade);
+    Ok(Json(v).into_response())
 }
 
 /// `GET /v1/runs/{id}/explain`: the run's story ([`nurture_engine::explain`]).

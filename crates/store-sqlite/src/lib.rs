@@ -1244,6 +1244,33 @@ impl Store for SqliteStore {
         rows.iter().map(Self::run_from_row).collect()
     }
 
+    async fn contact_lines(
+        &self,
+        contact: &str,
+        limit: i64,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, contact, at, kind, data FROM (SELECT id, run_id, contact, at, kind, data \
+             FROM journal WHERE contact = ? AND run_id IS NULL ORDER BY id DESC LIMIT ?) j ORDER BY id",
+        )
+        .bind(contact)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            unpack_journal(
+                r.try_get("run_id")?,
+                r.try_get("contact")?,
+                parse_ts(r.try_get::<&str, _>("at")?)?,
+                r.try_get("kind")?,
+                from_json(r.try_get::<&str, _>("data")?, "journal entry")?,
+                &mut out,
+            )?;
+        }
+        Ok(out)
+    }
+
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT run_id, contact, at, kind, data FROM journal WHERE run_id = ? ORDER BY id",

@@ -174,6 +174,10 @@ kinds!(
         /// The event a waiting run awaited came while its workflow was paused: the run
         /// keeps it and goes on once resumed (`{step, event, why}`).
         EventHeld => "event_held",
+        /// The contact entered or left a segment (`{segment, entered}`; no run).
+        Segment => "segment",
+        /// An import changed the contact (`{changes: {field: {from, to}}, cause}`; no run).
+        ContactUpdated => "contact_updated",
     }
 );
 

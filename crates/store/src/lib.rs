@@ -814,6 +814,13 @@ pub trait Store: VersionStore + OutboxView + ControlStore + Send + Sync {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError>;
     /// The journal of run `run_id`, in the order it was written (packed rows unpacked).
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError>;
+    /// The newest `limit` journal lines about `contact` alone (no run: scoring rules,
+    /// segment changes, imports), oldest first.
+    async fn contact_lines(
+        &self,
+        contact: &str,
+        limit: i64,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
     /// Claims the timers due at or before `now`, earliest first: they are not due again
     /// for a lease (60 s), so concurrent workers do not take the same ones and a crashed
     /// worker's timers come back. Committing the unit that fired one clears it.

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
+use futures::StreamExt;
 use serde::Serialize;
 
 use nurture_core::project::Project;
@@ -236,8 +237,12 @@ pub(crate) async fn replay_selection(
     bar.set_message("loading");
     let mut recordings = Vec::with_capacity(runs.len());
     let mut failed = Vec::new();
-    for run in &runs {
-        match Recording::load(store, target.project, &run.id).await {
+    // Several at once: each is four small reads.
+    let mut loads = futures::stream::iter(&runs)
+        .map(|run| async move { (run, Recording::load(store, target.project, &run.id).await) })
+        .buffered(16);
+    while let Some((run, loaded)) = loads.next().await {
+        match loaded {
             Ok(r) => recordings.push(r),
             Err(e @ (ReplayError::NoInput(_) | ReplayError::NoVersion { .. })) => {
                 failed.push(Report {

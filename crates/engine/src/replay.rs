@@ -38,7 +38,10 @@ pub const FORMAT: u32 = 1;
 pub const FILE_FORMAT: &str = "nurture-run/1";
 
 /// Most recordings replayed together on one private store.
-pub const BATCH: usize = 512;
+pub const BATCH: usize = 256;
+
+/// Batches replayed at once.
+const PARALLEL: usize = 8;
 
 /// Most rounds one recording may take: a replay that does not settle fails.
 const MAX_ROUNDS: usize = 10_000;
@@ -490,15 +493,25 @@ pub async fn replay(
         let (x, y) = (&recordings[*a].workflow, &recordings[*b].workflow);
         (&x.workflow, x.version).cmp(&(&y.workflow, y.version))
     });
+    use futures::StreamExt;
     let mut out: Vec<Option<Report>> = vec![None; recordings.len()];
     let mut done = 0;
-    for batch in batches(recordings, &order) {
-        let recs: Vec<&Recording> = batch.iter().map(|i| &recordings[*i]).collect();
-        let reports = replay_batch(target, &recs).await?;
-        for (i, r) in batch.iter().zip(reports) {
-            out[*i] = Some(r);
-        }
+    // A few batches at once: each private store answers on a thread of its own, so one
+    // batch's engine work overlaps another's queries.
+    let mut replays = futures::stream::iter(batches(recordings, &order))
+        .map(|batch| async move {
+            let recs: Vec<&Recording> = batch.iter().map(|i| &recordings[*i]).collect();
+            replay_batch(target, &recs)
+                .await
+                .map(|reports| (batch, reports))
+        })
+        .buffer_unordered(PARALLEL);
+    while let Some(r) = replays.next().await {
+        let (batch, reports) = r?;
         done += batch.len();
+        for (i, r) in batch.into_iter().zip(reports) {
+            out[i] = Some(r);
+        }
         progress(done);
     }
     Ok(out.into_iter().flatten().collect())
@@ -651,17 +664,12 @@ struct Live<'r> {
 }
 
 impl Live<'_> {
-    /// The next instant this contact has something due at, if it is within the run's.
+    /// The next recorded instant of this contact, if any is left.
     fn next(&self) -> Option<Ts> {
         let end = *self.instants.last()?;
-        let t = [
-            self.instants.get(self.pos).copied(),
-            self.timers.values().min().copied(),
-            self.segment_due,
-        ]
-        .into_iter()
-        .flatten()
-        .min()?;
+        // A worker ticks when it can: the replay ticks at the recorded instants, and a
+        // timer fires at the first of them at or after it is due (as it did, late or not).
+        let t = *self.instants.get(self.pos)?;
         let t = self.now.map_or(t, |now| t.max(now));
         (t <= end).then_some(t)
     }

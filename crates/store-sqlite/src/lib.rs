@@ -357,8 +357,16 @@ impl SqliteStore {
     }
 }
 
-/// A commit's contacts: inserts (version 0) and fenced updates.
+/// A commit's contacts: inserts (version 0) and fenced updates; a group commit's updates
+/// in two statements ([`contact_updates_in`]).
 async fn contacts_in(tx: &mut SqliteConnection, contacts: &[Contact]) -> Result<(), StoreError> {
+    let updates: Vec<&Contact> = contacts.iter().filter(|c| c.version > 0).collect();
+    if updates.len() > 1 && contact_updates_in(&mut *tx, &updates).await? {
+        for c in contacts.iter().filter(|c| c.version == 0) {
+            insert_contact(&mut *tx, c).await?;
+        }
+        return Ok(());
+    }
     for c in contacts {
         if c.version == 0 {
             insert_contact(&mut *tx, c).await?;
@@ -384,8 +392,46 @@ async fn contacts_in(tx: &mut SqliteConnection, contacts: &[Contact]) -> Result<
     Ok(())
 }
 
-/// A commit's runs: inserts (rev 0) and fenced updates.
+/// Several fenced contact updates in two statements: the first stale version found is a
+/// conflict; `false` (nothing written) when the update fails otherwise (an address taken),
+/// so that the row-by-row path names the contact.
+async fn contact_updates_in(
+    tx: &mut SqliteConnection,
+    cs: &[&Contact],
+) -> Result<bool, StoreError> {
+    let rows: Vec<Value> = cs
+        .iter()
+        .map(|c| {
+            let mut stored = (*c).clone();
+            stored.version = c.version + 1;
+            serde_json::json!([c.id, c.email, to_json(&stored), c.version])
+        })
+        .collect();
+    let rows = to_json(&rows);
+    let stale: Option<String> = sqlx::query_scalar(
+        "SELECT j.value->>0 FROM json_each(?) j LEFT JOIN contacts c          ON c.id = j.value->>0 AND c.version = j.value->>3 WHERE c.id IS NULL LIMIT 1",
+    )
+    .bind(&rows)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = stale {
+        return Err(StoreError::conflict_on(ConflictKind::Contact, &id));
+    }
+    let r = sqlx::query(
+        "UPDATE contacts SET email = j.value->>1, doc = j.value->>2, version = version + 1          FROM json_each(?) j WHERE contacts.id = j.value->>0",
+    )
+    .bind(&rows)
+    .execute(&mut *tx)
+    .await;
+    Ok(r.is_ok())
+}
+
+/// A commit's runs: inserts (rev 0) and fenced updates; a group commit's in a few
+/// statements ([`runs_batch_in`]).
 async fn runs_in(tx: &mut SqliteConnection, runs: &[Run]) -> Result<(), StoreError> {
+    if runs.len() > 1 {
+        return runs_batch_in(tx, runs).await;
+    }
     for run in runs {
         let mut stored = run.clone();
         stored.rev = run.rev + 1;
@@ -421,8 +467,54 @@ async fn runs_in(tx: &mut SqliteConnection, runs: &[Run]) -> Result<(), StoreErr
     Ok(())
 }
 
-/// A commit's timers: clears, then sets (one timer per run: a set replaces it).
+/// Many runs: a check that names the first one whose insert or fenced update would not
+/// apply (a conflict), then one statement for the inserts and one for the updates.
+async fn runs_batch_in(tx: &mut SqliteConnection, runs: &[Run]) -> Result<(), StoreError> {
+    let row = |r: &Run| {
+        let mut stored = r.clone();
+        stored.rev = r.rev + 1;
+        serde_json::json!([
+            r.id,
+            r.rev,
+            r.status.as_str(),
+            to_json(&stored),
+            r.workflow,
+            r.workflow_version,
+            r.contact,
+            ts(r.started_at)
+        ])
+    };
+    let rows = to_json(&runs.iter().map(row).collect::<Vec<_>>());
+    let stale: Option<String> = sqlx::query_scalar(
+        "SELECT j.value->>0 FROM json_each(?) j LEFT JOIN runs r ON r.id = j.value->>0          WHERE CASE WHEN j.value->>1 = 0 THEN r.id IS NOT NULL                     ELSE r.id IS NULL OR r.rev != j.value->>1 END LIMIT 1",
+    )
+    .bind(&rows)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = stale {
+        return Err(StoreError::conflict_on(ConflictKind::Run, &id));
+    }
+    sqlx::query(
+        "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, started_at, rev)          SELECT value->>0, value->>4, value->>5, value->>6, value->>2, value->>3, value->>7, 1          FROM json_each(?) WHERE value->>1 = 0 ORDER BY key",
+    )
+    .bind(&rows)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE runs SET status = j.value->>2, doc = j.value->>3, rev = rev + 1          FROM json_each(?) j WHERE j.value->>1 != 0 AND runs.id = j.value->>0",
+    )
+    .bind(&rows)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A commit's timers: clears, then sets (one timer per run: a set replaces it); a group
+/// commit's in two statements.
 async fn timers_in(tx: &mut SqliteConnection, uow: &UnitOfWork) -> Result<(), StoreError> {
+    if uow.timers_clear.len() + uow.timers_set.len() > 2 {
+        return timers_batch_in(tx, uow).await;
+    }
     for id in &uow.timers_clear {
         sqlx::query("DELETE FROM timers WHERE run_id = ?")
             .bind(id)
@@ -436,6 +528,29 @@ async fn timers_in(tx: &mut SqliteConnection, uow: &UnitOfWork) -> Result<(), St
         )
         .bind(&t.run_id)
         .bind(ts(t.due_at))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn timers_batch_in(tx: &mut SqliteConnection, uow: &UnitOfWork) -> Result<(), StoreError> {
+    if !uow.timers_clear.is_empty() {
+        sqlx::query("DELETE FROM timers WHERE run_id IN (SELECT value FROM json_each(?))")
+            .bind(to_json(&uow.timers_clear))
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !uow.timers_set.is_empty() {
+        let rows: Vec<Value> = uow
+            .timers_set
+            .iter()
+            .map(|t| serde_json::json!([t.run_id, ts(t.due_at)]))
+            .collect();
+        sqlx::query(
+            "INSERT INTO timers (run_id, due_at) SELECT value->>0, value->>1 FROM json_each(?)              WHERE true ORDER BY key ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at",
+        )
+        .bind(to_json(&rows))
         .execute(&mut *tx)
         .await?;
     }
@@ -496,8 +611,30 @@ async fn journal_in(tx: &mut SqliteConnection, journal: &[JournalEntry]) -> Resu
     Ok(())
 }
 
-/// A commit's applied events, off the queue (fenced: each must still be queued).
+/// A commit's applied events, off the queue (fenced: each must still be queued); a group
+/// commit's in two statements.
 async fn events_done_in(tx: &mut SqliteConnection, done: &[i64]) -> Result<(), StoreError> {
+    if done.len() > 1 {
+        let seqs = to_json(&done);
+        let gone: Option<i64> = sqlx::query_scalar(
+            "SELECT j.value FROM json_each(?) j LEFT JOIN inbox i ON i.seq = j.value              WHERE i.seq IS NULL LIMIT 1",
+        )
+        .bind(&seqs)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let r = sqlx::query("DELETE FROM inbox WHERE seq IN (SELECT value FROM json_each(?))")
+            .bind(&seqs)
+            .execute(&mut *tx)
+            .await?;
+        return match gone {
+            None if r.rows_affected() == done.len() as u64 => Ok(()),
+            // A seq twice in the list, or one no longer queued.
+            _ => Err(StoreError::conflict_on(
+                ConflictKind::QueuedEvent,
+                format!("#{}", gone.unwrap_or(done[0])),
+            )),
+        };
+    }
     for seq in done {
         let r = sqlx::query("DELETE FROM inbox WHERE seq = ?")
             .bind(seq)
@@ -644,6 +781,46 @@ async fn segments_in(tx: &mut sqlx::SqliteConnection, uow: &UnitOfWork) -> Resul
             .await?;
     }
     Ok(())
+}
+
+/// [`insert_events_on`] for a batch, in two statements: the events (a stored id is left
+/// as it is), then the queue rows of those inserted.
+async fn insert_many_events(
+    conn: &mut SqliteConnection,
+    events: &[NewEvent],
+) -> Result<Vec<Inserted>, StoreError> {
+    let rows: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::json!([e.id, e.contact, e.kind, ts(e.at), to_json(&e.data)]))
+        .collect();
+    let inserted = sqlx::query(
+        "INSERT INTO events (id, contact, type, at, data)          SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?)          WHERE true ORDER BY key ON CONFLICT (id) DO NOTHING RETURNING seq, id, at",
+    )
+    .bind(to_json(&rows))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut queue = Vec::with_capacity(inserted.len());
+    let mut new = std::collections::HashSet::new();
+    for r in &inserted {
+        let seq: i64 = r.try_get("seq")?;
+        let at: String = r.try_get("at")?;
+        queue.push(serde_json::json!([seq, at]));
+        new.insert(r.try_get::<String, _>("id")?);
+    }
+    if !queue.is_empty() {
+        sqlx::query("INSERT INTO inbox (seq, at) SELECT value->>0, value->>1 FROM json_each(?)")
+            .bind(to_json(&queue))
+            .execute(&mut *conn)
+            .await?;
+    }
+    // The first of two events with one id is the new one.
+    Ok(events
+        .iter()
+        .map(|e| match new.remove(&e.id) {
+            true => Inserted::New,
+            false => Inserted::Duplicate,
+        })
+        .collect())
 }
 
 /// Stores `events` (idempotent by id) and queues the new ones, on `conn` (inside a write
@@ -1162,7 +1339,10 @@ impl Store for SqliteStore {
                 insert_contact(&mut tx, c).await?;
             }
         }
-        let out = insert_events_on(&mut tx, events.iter()).await?;
+        let out = match events.len() {
+            0 | 1 => insert_events_on(&mut tx, events.iter()).await?,
+            _ => insert_many_events(&mut tx, events).await?,
+        };
         tx.commit().await?;
         Ok(out)
     }

@@ -1135,18 +1135,7 @@ impl Store for PostgresStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            unpack_journal(
-                r.try_get("run_id")?,
-                r.try_get("contact")?,
-                r.try_get("at")?,
-                r.try_get("kind")?,
-                r.try_get("data")?,
-                &mut out,
-            )?;
-        }
-        Ok(out)
+        journal_rows(&rows)
     }
 
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
@@ -1156,18 +1145,7 @@ impl Store for PostgresStore {
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            unpack_journal(
-                r.try_get("run_id")?,
-                r.try_get("contact")?,
-                r.try_get("at")?,
-                r.try_get("kind")?,
-                r.try_get("data")?,
-                &mut out,
-            )?;
-        }
-        Ok(out)
+        journal_rows(&rows)
     }
 
     /// Claims due timers for a lease ([`nurture_store::lease`]): their due time moves past the lease, so other
@@ -1847,6 +1825,22 @@ async fn complete_in(
             .bind(&unsent)
             .execute(&mut **tx)
             .await?;
+    }
+    Ok(out)
+}
+
+/// Journal rows (`run_id, contact, at, kind, data`) as entries.
+fn journal_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<JournalEntry>, StoreError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        unpack_journal(
+            r.try_get("run_id")?,
+            r.try_get("contact")?,
+            r.try_get("at")?,
+            r.try_get("kind")?,
+            r.try_get("data")?,
+            &mut out,
+        )?;
     }
     Ok(out)
 }

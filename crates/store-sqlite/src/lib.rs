@@ -1437,18 +1437,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            unpack_journal(
-                r.try_get("run_id")?,
-                r.try_get("contact")?,
-                parse_ts(r.try_get::<&str, _>("at")?)?,
-                r.try_get("kind")?,
-                from_json(r.try_get::<&str, _>("data")?, "journal entry")?,
-                &mut out,
-            )?;
-        }
-        Ok(out)
+        journal_rows(&rows)
     }
 
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
@@ -1458,18 +1447,7 @@ impl Store for SqliteStore {
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            unpack_journal(
-                r.try_get("run_id")?,
-                r.try_get("contact")?,
-                parse_ts(r.try_get::<&str, _>("at")?)?,
-                r.try_get("kind")?,
-                from_json(r.try_get::<&str, _>("data")?, "journal entry")?,
-                &mut out,
-            )?;
-        }
-        Ok(out)
+        journal_rows(&rows)
     }
 
     async fn due_timers(&self, now: Ts, limit: i64) -> Result<Vec<DueTimer>, StoreError> {
@@ -1747,6 +1725,22 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?)
     }
+}
+
+/// Journal rows (`run_id, contact, at, kind, data`) as entries.
+fn journal_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<JournalEntry>, StoreError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        unpack_journal(
+            r.try_get("run_id")?,
+            r.try_get("contact")?,
+            parse_ts(r.try_get::<&str, _>("at")?)?,
+            r.try_get("kind")?,
+            from_json(r.try_get::<&str, _>("data")?, "journal entry")?,
+            &mut out,
+        )?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -747,3 +747,72 @@ fn a_contacts_story_has_its_histories_and_timeline() {
         "not in time order:\n{text}"
     );
 }
+
+/// A file that is not a recording (another JSON document, another format, a workflow
+/// source that is a YAML alias bomb) is refused with a reason, exit 1, and nothing runs
+/// away; a file over the size limit is refused before it is read.
+#[test]
+fn a_replay_file_that_is_not_a_recording_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = crate::util::example_project(tmp.path(), "");
+    let (_, ana) = fixtures()
+        .into_iter()
+        .find(|(p, _)| p.ends_with("ebook-nurture--ana--1.json"))
+        .unwrap();
+    let run = |name: &str, text: &str| {
+        let f = tmp.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        let o = nurture(&dir, &["runs", "replay", "--file", f.to_str().unwrap()]);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (code, err) = run("other.json", r#"{"hello": "world"}"#);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not a recording"), "{err}");
+    let mut newer = serde_json::to_value(&ana).unwrap();
+    newer["format"] = json!("nurture-run/9");
+    let (code, err) = run("newer.json", &newer.to_string());
+    assert_eq!(code, Some(1));
+    assert!(err.contains("this version reads `nurture-run/1`"), "{err}");
+    // A billion laughs as the workflow's source: refused by the YAML reader's alias limit.
+    let mut bomb = serde_json::to_value(&ana).unwrap();
+    let mut src = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for k in 1..12 {
+        src += &format!(
+            "{}: &{} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n",
+            (b'a' + k) as char,
+            (b'a' + k) as char,
+            p = (b'a' + k - 1) as char
+        );
+    }
+    bomb["workflow"]["source"] = json!(src);
+    let f = tmp.path().join("bomb.json");
+    std::fs::write(&f, bomb.to_string()).unwrap();
+    let o = nurture(
+        &dir,
+        &[
+            "runs",
+            "replay",
+            "--file",
+            f.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verdict"], "failed", "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("does not compile"),
+        "{v}"
+    );
+    // Over the limit: refused by its size.
+    let big = tmp.path().join("big.json");
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len(65 << 20).unwrap();
+    let o = nurture(&dir, &["runs", "replay", "--file", big.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a recording is at most"));
+}

@@ -14,6 +14,10 @@ use nurture_core::project::Project;
 use nurture_engine::replay::{self, Recording, ReplayError, Report, Target, Verdict};
 use nurture_store::{RunFilter, Store, Ts};
 
+/// The largest recording `runs replay --file` reads (64 MiB): a run's journal, its
+/// workflow source (at most 1 MiB when deployed) and its events.
+const MAX_FILE: u64 = 64 << 20;
+
 /// The project in `dir` for a replay `--against` (must be valid).
 fn against_project(dir: Option<&Path>) -> Result<Option<Project>> {
     let Some(dir) = dir else { return Ok(None) };
@@ -39,9 +43,25 @@ pub(crate) async fn replay_run(
         Some(f) => {
             let project = crate::load_valid(dir)
                 .map_err(|_| anyhow::anyhow!("the project in {} is not valid", dir.display()))?;
+            let size = std::fs::metadata(f)
+                .with_context(|| format!("cannot read {}", f.display()))?
+                .len();
+            if size > MAX_FILE {
+                eprintln!(
+                    "error: {} is {size} bytes: a recording is at most {MAX_FILE} bytes",
+                    f.display()
+                );
+                return Ok(ExitCode::from(1));
+            }
             let text = std::fs::read_to_string(f)
                 .with_context(|| format!("cannot read {}", f.display()))?;
-            (project, Recording::from_json(&text)?)
+            match Recording::from_json(&text) {
+                Ok(r) => (project, r),
+                Err(e) => {
+                    eprintln!("error: {}: {e}", f.display());
+                    return Ok(ExitCode::from(1));
+                }
+            }
         }
         None => {
             let id = id.context("give a run id or --file")?;

@@ -816,3 +816,53 @@ fn a_replay_file_that_is_not_a_recording_is_refused() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("a recording is at most"));
 }
+
+/// The sample files sent at once, months after the times their events carry (as
+/// `nurture contacts import` and `nurture events send` do on a fresh project): events with
+/// an old `at` applied now, and two workflows started in one unit (lee's demo request and
+/// the hand-off its score reached, which counts the demo workflow's `score: +30`). Each
+/// run replays identical: a replay reads the contact's whole history and runs the whole
+/// project (regression: all four diverged at their first entry).
+#[test]
+fn runs_of_late_events_and_of_one_unit_replay_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = crate::util::example_project(tmp.path(), "");
+    let url = format!("sqlite://{}", tmp.path().join("late.db").display());
+    rt().block_on(async {
+        let project = Arc::new(nurture_core::project::load(&dir).project.unwrap());
+        let store = nurture_server::open_store(&url).await.unwrap();
+        let engine = Arc::new(Engine::new(project.clone(), store.clone()));
+        let now = Utc.with_ymd_and_hms(2026, 12, 3, 15, 0, 0).unwrap();
+        let plan = nurture_engine::deploy::plan(&*store, &project, "test", now)
+            .await
+            .unwrap();
+        nurture_engine::deploy::apply(&engine, &plan, now)
+            .await
+            .unwrap();
+        let (rows, _) =
+            nurture_engine::input::read_contacts(&dir.join("sample/contacts.jsonl")).unwrap();
+        engine.import_contacts(&rows, now).await.unwrap();
+        let text = std::fs::read_to_string(dir.join("sample/events.jsonl")).unwrap();
+        let events: Vec<IncomingEvent> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                nurture_engine::input::parse_event(i + 1, &serde_json::from_str(l).unwrap())
+                    .unwrap()
+            })
+            .collect();
+        engine.ingest(&events, now).await.unwrap();
+        engine.tick(now).await.unwrap();
+        let recs = recordings(&*store, &project).await;
+        let workflows: BTreeSet<&str> = recs.iter().map(|r| r.run.workflow.as_str()).collect();
+        assert!(
+            workflows.contains("hot-lead-handoff") && workflows.contains("demo-request"),
+            "{workflows:?}"
+        );
+        let target = Target {
+            project: &project,
+            against: None,
+        };
+        assert_identical(&replay::replay(&target, &recs, |_| {}).await.unwrap());
+    });
+}

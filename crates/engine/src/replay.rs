@@ -200,6 +200,10 @@ pub struct Recording {
     pub events: Vec<Fed>,
     /// Round-robin counters as the run read them.
     pub counters: BTreeMap<String, i64>,
+    /// The contact's runs (of any workflow) that had ended when this one started, as
+    /// they ended: re-entry rules read them.
+    #[serde(default)]
+    pub prior_runs: Vec<Run>,
     /// The run's journal.
     pub journal: Vec<JournalEntry>,
 }
@@ -231,12 +235,20 @@ impl Recording {
             })?;
         let start = journal.first().map_or(run.started_at, |j| j.at);
         let window = crate::history_window(project).unwrap_or_default();
-        let since = start - window - chrono::Duration::days(1);
-        let stored = store.contact_events(&run.contact, since).await?;
+        // All of the contact's events: one sent with an old `at` (an import, a late
+        // client) may still have been applied while the run was open.
+        let stored = store.contact_events(&run.contact, Ts::UNIX_EPOCH).await?;
         let (history, events) = split_events(&run, &input, &journal, stored, start - window);
+        let prior_runs = store
+            .runs_of_contact(&run.contact)
+            .await?
+            .into_iter()
+            .filter(|r| r.id != run.id && r.ended_at.is_some_and(|e| e <= start))
+            .collect();
         Ok(Recording {
             format: FILE_FORMAT.into(),
             counters: counters(&journal),
+            prior_runs,
             run,
             workflow,
             input,
@@ -579,9 +591,12 @@ async fn replay_batch(
                 .collect())
         }
     };
+    // The whole project, the replayed workflow's version swapped in: what the contact's
+    // other workflows did meanwhile (a score, a lifecycle) happens on replay too.
     let mut project = target.against.unwrap_or(target.project).clone();
-    project.workflow_sources.retain(|id, _| id == plan.id());
-    project.plans = vec![plan.clone()];
+    project.plans.retain(|p| p.id() != plan.id());
+    project.plans.push(plan.clone());
+    project.plans.sort_by(|a, b| a.id().cmp(b.id()));
     let store =
         nurture_store_sqlite::SqliteStore::open("sqlite::memory:", &Default::default()).await?;
     let store: Arc<dyn Store> = Arc::new(store);
@@ -614,7 +629,8 @@ fn report(r: &Recording, verdict: Verdict) -> Report {
     }
 }
 
-/// Stores the contacts as their runs' units loaded them, with their history applied.
+/// Stores the contacts as their runs' units loaded them, with their history applied and
+/// their runs that had ended.
 async fn seed(store: &dyn Store, recs: &[&Recording]) -> Result<(), ReplayError> {
     let contacts: Vec<Contact> = recs
         .iter()
@@ -629,6 +645,22 @@ async fn seed(store: &dyn Store, recs: &[&Recording]) -> Result<(), ReplayError>
         .flat_map(|r| r.history.iter().cloned())
         .collect();
     store.insert_events(&contacts, &history).await?;
+    let runs: Vec<Run> = recs
+        .iter()
+        .flat_map(|r| r.prior_runs.iter())
+        .map(|r| Run {
+            rev: 0,
+            ..r.clone()
+        })
+        .collect();
+    if !runs.is_empty() {
+        store
+            .commit(&UnitOfWork {
+                runs,
+                ..Default::default()
+            })
+            .await?;
+    }
     loop {
         let pending = store.pending_events(10_000).await?;
         if pending.is_empty() {

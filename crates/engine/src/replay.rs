@@ -691,7 +691,7 @@ struct Live<'r> {
     rounds: usize,
     done: bool,
     failed: Option<String>,
-    /// What the replay journaled for the contact's runs.
+    /// What the replay journaled for the contact's runs of the replayed workflow.
     journal: Vec<JournalEntry>,
 }
 
@@ -920,8 +920,21 @@ fn track(l: &mut Live<'_>, uow: &UnitOfWork) {
     for (_, due) in &uow.segment_timers {
         l.segment_due = *due;
     }
-    l.journal
-        .extend(uow.journal.iter().filter(|j| j.run_id.is_some()).cloned());
+    // Only the replayed workflow's runs: the project's other workflows run too (their
+    // effects count), but their journals are not compared. A run that journals is
+    // among the unit's changed runs.
+    let mine: std::collections::HashSet<&str> = uow
+        .runs
+        .iter()
+        .filter(|r| r.workflow == l.rec.run.workflow)
+        .map(|r| r.id.as_str())
+        .collect();
+    l.journal.extend(
+        uow.journal
+            .iter()
+            .filter(|j| j.run_id.as_deref().is_some_and(|id| mine.contains(id)))
+            .cloned(),
+    );
 }
 
 /// The audience and key of a run a schedule started.
@@ -973,7 +986,7 @@ fn step_of(l: &Line) -> Option<String> {
 }
 
 /// Compares the recording's journal with the replay's entries of the same run (or, when
-/// the replay started none by that id, of the first run it started).
+/// the replay started none by that id, of the first run of the workflow it started).
 fn compare(
     r: &Recording,
     replayed: &[JournalEntry],

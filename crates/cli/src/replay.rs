@@ -66,13 +66,9 @@ pub(crate) async fn replay_run(
         None => {
             let id = id.context("give a run id or --file")?;
             let (project, store) = crate::commands::open(dir, store_flag).await?;
-            match Recording::load(&*store, &project, id).await {
+            match load(&*store, &project, id).await {
                 Ok(r) => (project, r),
-                Err(ReplayError::NotFound(_)) => return Ok(crate::commands::no_run(id)),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::from(1));
-                }
+                Err(code) => return Ok(code),
             }
         }
     };
@@ -91,6 +87,19 @@ pub(crate) async fn replay_run(
     Ok(exit(report.identical()))
 }
 
+/// Run `id`'s recording; or, said on stderr, why there is none (exit 1): no such run, or
+/// one that cannot be replayed or read.
+async fn load(store: &dyn Store, project: &Project, id: &str) -> Result<Recording, ExitCode> {
+    match Recording::load(store, project, id).await {
+        Ok(r) => Ok(r),
+        Err(ReplayError::NotFound(_)) => Err(crate::commands::no_run(id)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
 fn exit(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS
@@ -107,13 +116,9 @@ pub(crate) async fn export_run(
     out: Option<&Path>,
 ) -> Result<ExitCode> {
     let (project, store) = crate::commands::open(dir, store_flag).await?;
-    let recording = match Recording::load(&*store, &project, id).await {
+    let recording = match load(&*store, &project, id).await {
         Ok(r) => r,
-        Err(ReplayError::NotFound(_)) => return Ok(crate::commands::no_run(id)),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(1));
-        }
+        Err(code) => return Ok(code),
     };
     let text = serde_json::to_string_pretty(&recording)? + "\n";
     match out {
@@ -265,15 +270,12 @@ pub(crate) async fn replay_selection(
         match loaded {
             Ok(r) => recordings.push(r),
             Err(e @ (ReplayError::NoInput(_) | ReplayError::NoVersion { .. })) => {
-                failed.push(Report {
-                    run: run.id.clone(),
-                    workflow: run.workflow.clone(),
-                    version: run.workflow_version,
-                    contact: run.contact.clone(),
-                    verdict: Verdict::Failed {
+                failed.push(Report::of(
+                    run,
+                    Verdict::Failed {
                         reason: e.to_string(),
                     },
-                })
+                ))
             }
             Err(e) => return Err(e.into()),
         }

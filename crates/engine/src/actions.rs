@@ -236,16 +236,15 @@ impl<'e> Work<'e> {
         }
         self.contact.owner = Some(owner.clone());
         self.contact_changed = true;
-        self.effect(
+        // The counter read is an input of the run (for replay).
+        let recorded = Map::from_iter([("counter".to_string(), json!(current))]);
+        self.effect_recording(
             Some(at.i),
             Some(at.step),
             "assign_owner",
             json!({"team": a.team, "owner": owner}),
+            recorded,
         );
-        // The counter read, for replay: in the journal line only.
-        if let Some(line) = self.uow.journal.last_mut() {
-            line.data["counter"] = json!(current);
-        }
         Ok(())
     }
 

@@ -1017,6 +1017,19 @@ impl<'e> Work<'e> {
     }
 
     fn effect(&mut self, run: Option<usize>, step: Option<&str>, kind: &'static str, extra: Value) {
+        self.effect_recording(run, step, kind, extra, Map::new());
+    }
+
+    /// [`Work::effect`], with `recorded` in its journal line only (not in the effect that
+    /// logs and `simulate` report): the inputs a replay reads ([`replay`]).
+    fn effect_recording(
+        &mut self,
+        run: Option<usize>,
+        step: Option<&str>,
+        kind: &'static str,
+        extra: Value,
+        recorded: Map<String, Value>,
+    ) {
         let extra = match extra {
             Value::Object(m) => m,
             _ => Map::new(),
@@ -1033,6 +1046,7 @@ impl<'e> Work<'e> {
         if let Some(s) = step {
             data.insert("step".into(), Value::from(s));
         }
+        data.extend(recorded);
         self.uow.journal.push(JournalEntry {
             run_id,
             contact: self.contact.id.clone(),
@@ -1601,13 +1615,15 @@ impl<'e> Work<'e> {
         self.runs.push(run);
         let i = self.runs.len() - 1;
         self.changed_runs.insert(i);
-        self.effect(Some(i), None, "enter", json!({"trigger": trigger}));
-        // The run's input, for replay: in its journal line only (not in the effect
-        // reported to logs and `simulate`).
         let input = replay::input(&self.loaded_contact, key, self.uow.events_done.first());
-        if let Some(line) = self.uow.journal.last_mut() {
-            line.data["input"] = input;
-        }
+        let recorded = Map::from_iter([("input".to_string(), input)]);
+        self.effect_recording(
+            Some(i),
+            None,
+            "enter",
+            json!({"trigger": trigger}),
+            recorded,
+        );
         self.advance(i, Some(plan.entry))
     }
 

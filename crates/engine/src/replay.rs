@@ -274,7 +274,6 @@ impl Recording {
     /// The instants of the run's journal, in order, each once.
     fn instants(&self) -> Vec<Ts> {
         let mut out: Vec<Ts> = self.journal.iter().map(|j| j.at).collect();
-        out.dedup();
         out.sort();
         out.dedup();
         out
@@ -440,6 +439,17 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report of `run`'s replay.
+    pub fn of(run: &Run, verdict: Verdict) -> Report {
+        Report {
+            run: run.id.clone(),
+            workflow: run.workflow.clone(),
+            version: run.workflow_version,
+            contact: run.contact.clone(),
+            verdict,
+        }
+    }
+
     /// Whether the replay matched the recording.
     pub fn identical(&self) -> bool {
         matches!(self.verdict, Verdict::Identical { .. })
@@ -581,8 +591,8 @@ async fn replay_batch(
             return Ok(recs
                 .iter()
                 .map(|r| {
-                    report(
-                        r,
+                    Report::of(
+                        &r.run,
                         Verdict::Failed {
                             reason: reason.clone(),
                         },
@@ -614,19 +624,9 @@ async fn replay_batch(
                 Some(reason) => Verdict::Failed { reason },
                 None => compare(r, &live.journal, recorded_plan.as_ref(), &plan),
             };
-            report(r, verdict)
+            Report::of(&r.run, verdict)
         })
         .collect())
-}
-
-fn report(r: &Recording, verdict: Verdict) -> Report {
-    Report {
-        run: r.run.id.clone(),
-        workflow: r.run.workflow.clone(),
-        version: r.run.workflow_version,
-        contact: r.run.contact.clone(),
-        verdict,
-    }
 }
 
 /// Stores the contacts as their runs' units loaded them, with their history applied and
@@ -684,6 +684,10 @@ struct Live<'r> {
     fed: usize,
     /// The clock of this contact.
     now: Option<Ts>,
+    /// The round-robin counters its units read (the recording's).
+    counters: HashMap<String, i64>,
+    /// The audience and key of its run's schedule firing, if a schedule started it.
+    schedule: Option<(String, String)>,
     /// Its timers: run id, due.
     timers: BTreeMap<String, Ts>,
     segment_due: Option<Ts>,
@@ -696,14 +700,11 @@ struct Live<'r> {
 }
 
 impl Live<'_> {
-    /// The next recorded instant of this contact, if any is left.
+    /// The next recorded instant of this contact, if any is left. A worker ticks when it
+    /// can: the replay ticks at the recorded instants, and a timer fires at the first of
+    /// them at or after it is due (as it did, late or not).
     fn next(&self) -> Option<Ts> {
-        let end = *self.instants.last()?;
-        // A worker ticks when it can: the replay ticks at the recorded instants, and a
-        // timer fires at the first of them at or after it is due (as it did, late or not).
-        let t = *self.instants.get(self.pos)?;
-        let t = self.now.map_or(t, |now| t.max(now));
-        (t <= end).then_some(t)
+        self.instants.get(self.pos).copied()
     }
 }
 
@@ -733,6 +734,8 @@ impl<'e, 'r> Driver<'e, 'r> {
                 pos: 0,
                 fed: 0,
                 now: None,
+                counters: r.counters.clone().into_iter().collect(),
+                schedule: schedule_of(r),
                 timers: BTreeMap::new(),
                 segment_due: None,
                 scheduled: false,
@@ -828,7 +831,7 @@ impl<'e, 'r> Driver<'e, 'r> {
                 Phase::Timers => l.timers.values().any(|t| *t <= now),
                 Phase::Segments => l.segment_due.is_some_and(|t| t <= now),
                 Phase::Schedule => {
-                    !l.scheduled && schedule_of(l.rec).is_some() && l.instants.first() == Some(&now)
+                    !l.scheduled && l.schedule.is_some() && l.instants.first() == Some(&now)
                 }
             };
             if has {
@@ -857,16 +860,15 @@ impl<'e, 'r> Driver<'e, 'r> {
         for (i, data) in units.into_iter().zip(data) {
             let l = &mut self.lives[i];
             let now = l.now.expect("active");
-            let counters: HashMap<String, i64> = l.rec.counters.clone().into_iter().collect();
             let contact = l.rec.run.contact.clone();
-            let mut w = Work::from_data(self.engine, &contact, now, data, counters);
+            let mut w = Work::from_data(self.engine, &contact, now, data, l.counters.clone());
             let r = match phase {
                 Phase::Events => {
                     let evs = pending.remove(&contact).unwrap_or_default();
                     w.in_turn(&evs, Work::apply_event)
                 }
                 Phase::Timers => {
-                    let due: Vec<DueTimer> = l
+                    let mut due: Vec<DueTimer> = l
                         .timers
                         .iter()
                         .filter(|(_, t)| **t <= now)
@@ -876,7 +878,6 @@ impl<'e, 'r> Driver<'e, 'r> {
                             contact: Some(contact.clone()),
                         })
                         .collect();
-                    let mut due = due;
                     due.sort_by_key(|t| t.due_at);
                     w.in_turn(&due, Work::fire_timer)
                 }
@@ -888,8 +889,8 @@ impl<'e, 'r> Driver<'e, 'r> {
                 }
                 Phase::Schedule => {
                     l.scheduled = true;
-                    let (audience, key) = schedule_of(l.rec).expect("a schedule");
-                    w.schedule_enrol(&l.rec.run.workflow, &audience, &key)
+                    let (audience, key) = l.schedule.as_ref().expect("a schedule");
+                    w.schedule_enrol(&l.rec.run.workflow, audience, key)
                 }
             };
             let r = r.and_then(|()| w.settle());
@@ -1100,11 +1101,10 @@ fn reads_differ(then: &Value, now: &Value) -> String {
         then.as_object().unwrap_or(&empty),
         now.as_object().unwrap_or(&empty),
     );
-    for (k, v) in a.iter().chain(b.iter()) {
+    for k in a.keys().chain(b.keys()) {
         let (x, y) = (a.get(k), b.get(k));
         if x != y {
             let show = |v: Option<&Value>| v.map_or("nothing".to_string(), Value::to_string);
-            let _ = v;
             return format!(
                 "the condition read `{k}` as {} when recorded and {} on replay",
                 show(x),

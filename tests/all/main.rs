@@ -21,6 +21,7 @@ mod outcomes;
 mod plugins;
 mod problem_json;
 mod replay;
+mod reports;
 mod schema;
 mod sec_egress;
 mod sec_lang;

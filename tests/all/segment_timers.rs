@@ -230,22 +230,6 @@ fn a_contact_without_time_dependent_segments_gets_no_timer_row() {
     }
 }
 
-/// Starts the API on `engine`; returns its base URL.
-async fn api(engine: Arc<Engine>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = nurture_server::router(nurture_server::AppState::new(
-        engine,
-        Arc::new("k".into()),
-        Arc::new(tokio::sync::Notify::new()),
-        Arc::new(nurture_channels::email::Signer::new(b"test-tracking-key")),
-    ));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    base
-}
-
 /// `POST /v1/contacts` that updates a contact (employees 10 -> 900) enters its segment
 /// and fires the segment trigger in the commit of the update: no event, no tick.
 #[test]
@@ -256,7 +240,7 @@ fn a_contact_updated_through_the_api_enters_its_segment_in_the_same_commit() {
         rt().block_on(async {
             let store = nurture_server::open_store(&url).await.unwrap();
             let engine = Arc::new(Engine::new(project.clone(), store.clone()));
-            let base = api(engine.clone()).await;
+            let base = crate::util::api(engine.clone()).await;
             let http = reqwest::Client::new();
             let post = |body: Value| {
                 http.post(format!("{base}/v1/contacts"))

@@ -365,3 +365,20 @@ pub(crate) fn http_receiver(response: &'static [u8]) -> (u16, Seen) {
     });
     (port, seen)
 }
+
+/// Starts the API (key `k`) on `engine`; returns its base URL.
+pub(crate) async fn api(engine: std::sync::Arc<nurture_engine::Engine>) -> String {
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = nurture_server::router(nurture_server::AppState::new(
+        engine,
+        Arc::new("k".into()),
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(nurture_channels::email::Signer::new(b"test-tracking-key")),
+    ));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}

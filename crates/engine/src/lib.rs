@@ -24,10 +24,12 @@ pub mod input;
 pub mod manual;
 pub mod outcome;
 pub mod replay;
+pub mod report;
 pub mod segments;
 pub mod simulate;
 mod steps;
 pub mod story;
+mod tally;
 pub mod time;
 pub mod versions;
 
@@ -995,6 +997,7 @@ impl<'e> Work<'e> {
 
     fn finish(mut self) -> (UnitOfWork, Vec<Effect>) {
         self.segment_bookkeeping();
+        self.tally();
         if self.contact_changed || !self.contact_exists {
             self.uow.contacts.push(self.contact.clone());
         }
@@ -1100,6 +1103,15 @@ impl<'e> Work<'e> {
                 }
             }
         }
+        let source = match note.get("rule").and_then(Value::as_str) {
+            Some(rule) => format!("{reason} `{rule}`"),
+            None => reason.to_string(),
+        };
+        let points = self.contact.points.entry(source.clone()).or_default();
+        *points += delta;
+        if *points == 0 {
+            self.contact.points.remove(&source);
+        }
         let mut extra = json!({"delta": delta, "score": after, "reason": reason});
         if let Value::Object(m) = &mut extra {
             m.extend(note);
@@ -1171,6 +1183,7 @@ impl<'e> Work<'e> {
         if e.kind == outcome::EVENT {
             return self.apply_outcome(e);
         }
+        self.engagement_tally(&e.kind, &e.data, e.at);
         // An open or click flagged as a scanner's or a prefetcher's stays in the history
         // (visible, countable) but moves nothing: no trigger, score or `wait_for`.
         if e.data.get("bot") == Some(&Value::Bool(true)) {
@@ -1610,6 +1623,7 @@ impl<'e> Work<'e> {
             updated_at: self.now,
             ended_at: None,
             exit_reason: None,
+            variants: Default::default(),
             rev: 0,
         };
         self.runs.push(run);

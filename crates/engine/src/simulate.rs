@@ -161,11 +161,25 @@ pub struct Summary {
 pub async fn run(
     project: Arc<Project>,
     contacts: &[ContactRow],
+    events: Vec<IncomingEvent>,
+    start: Option<Ts>,
+    until: Option<Ts>,
+    emit: impl FnMut(&Effect),
+) -> Result<Summary, EngineError> {
+    Ok(run_keeping(project, contacts, events, start, until, emit)
+        .await?
+        .0)
+}
+
+/// [`run`], also handing back the simulation's in-memory store (for its reports).
+pub async fn run_keeping(
+    project: Arc<Project>,
+    contacts: &[ContactRow],
     mut events: Vec<IncomingEvent>,
     start: Option<Ts>,
     until: Option<Ts>,
     mut emit: impl FnMut(&Effect),
-) -> Result<Summary, EngineError> {
+) -> Result<(Summary, Arc<dyn Store>), EngineError> {
     let sqlite = Arc::new(SqliteStore::open("sqlite::memory:", &Default::default()).await?);
     let store: Arc<dyn Store> = sqlite.clone();
     // The frequency caps apply as in a live run (rate limits are about throughput).
@@ -301,7 +315,7 @@ pub async fn run(
         effects.iter().for_each(&mut emit);
     }
     summary.end = Some(clock);
-    Ok(summary)
+    Ok((summary, store))
 }
 
 /// The id a row's contact gets in the simulation's empty store.

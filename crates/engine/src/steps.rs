@@ -384,6 +384,7 @@ impl<'e> Work<'e> {
             .name
             .clone()
             .unwrap_or_else(|| arms[chosen].next.clone());
+        self.runs[i].variants.insert(step.id.clone(), name.clone());
         self.journal(
             Some(i),
             "split",

@@ -7,6 +7,7 @@
 //! | `GET /v1/runs/{id}` | a run and its journal |
 //! | `GET /v1/contacts/{id}` | a contact (by id or address): grade, score history, segments, lifecycle and consent histories, recent events, runs, timeline |
 //! | `GET /v1/runs/{id}/explain` | the run's story, one line per decision (JSON) |
+//! | `GET /v1/reports/...` | campaign reports: workflows, emails, splits, lead funnel ([`reports`]) |
 //! | `POST /v1/bounces` | bounce and complaint notifications from the mail provider |
 //! | `GET /healthz` | liveness and store reachability (no API key needed) |
 //! | `GET /t/o/{token}` | open pixel: an `email.opened` event, answers a 1x1 GIF |
@@ -44,6 +45,7 @@ use tokio::sync::{watch, Notify};
 
 pub mod compose;
 pub mod problem;
+pub mod reports;
 pub use compose::{open_store, open_store_with, PostgresConfig, SqliteConfig, StoreConfig};
 
 use nurture_channels::deliver::Deliverer;
@@ -256,6 +258,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workflows/{id}/pause", post(pause_workflow))
         .route("/v1/workflows/{id}/resume", post(resume_workflow))
         .route("/v1/bounces", post(post_bounces))
+        .route("/v1/reports/workflows", get(reports::workflows))
+        .route("/v1/reports/workflows/{id}", get(reports::workflow))
+        .route("/v1/reports/workflows/{id}/emails", get(reports::emails))
+        .route("/v1/reports/workflows/{id}/splits", get(reports::splits))
+        .route("/v1/reports/funnel", get(reports::funnel))
         .route("/t/o/{token}", get(track_open))
         .route("/t/c/{token}", get(track_click))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
@@ -762,7 +769,7 @@ async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Re
 }
 
 /// A 404 problem for the `what` of id `id` (shown cut to 200 characters).
-fn no_such(what: &str, id: &str) -> ApiError {
+pub(crate) fn no_such(what: &str, id: &str) -> ApiError {
     let shown: String = id.chars().take(200).collect();
     ApiError::new(ProblemKind::NotFound, format!("no {what} {shown}"))
 }

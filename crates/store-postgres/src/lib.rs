@@ -19,6 +19,8 @@ use sqlx::{PgPool, Row};
 
 use nurture_store::*;
 
+mod counts;
+
 /// Group commits the engine runs at once against one Postgres database, shared among the
 /// workers alive (each gets `PARALLELISM / workers`, at least 1): the default of
 /// [`PostgresConfig::lanes`] (the binary's `NURTURE_PG_LANES`). Measured on 2 cores: 4 lanes in one process, or 2 in each of two, or 1 in
@@ -235,6 +237,7 @@ impl PostgresStore {
         counters_in(&mut tx, &uow.counters).await?;
         schedules_in(&mut tx, &uow.schedules).await?;
         segments_in(&mut tx, uow).await?;
+        counts::tallies_in(&mut tx, &uow.tallies).await?;
         if let Some((now, _)) = claim {
             self.claimed_checks_in(&mut tx, uow, now, &mut claimed)
                 .await?;
@@ -266,10 +269,43 @@ impl PostgresStore {
                 .filter(|e| claimed.contains(&e.key))
                 .collect();
             let deferred = limits::enforce_postgres(tx, &limits, now, &entries).await?;
+            let held = nurture_store::counts::deferrals(entries.iter().copied(), &deferred, now);
+            counts::tallies_in(tx, &held).await?;
             claimed.retain(|k| !deferred.iter().any(|d| &d.key == k));
         }
         Ok(())
     }
+}
+
+/// The report counts of the email outcomes among `items` whose completion `claimed`
+/// holds ([`nurture_store::counts::outcome_metric`]).
+async fn outcome_tallies(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    items: &[(String, OutboxOutcome)],
+    claimed: &std::collections::HashSet<&str>,
+    now: Ts,
+) -> Result<(), StoreError> {
+    use nurture_store::counts::{message, outcome_metric};
+    let counted: Vec<(&str, &str)> = items
+        .iter()
+        .filter(|(k, _)| claimed.contains(k.as_str()))
+        .filter_map(|(k, o)| Some((k.as_str(), outcome_metric(o)?)))
+        .collect();
+    if counted.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = counted.iter().map(|(k, _)| *k).collect();
+    let emails: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM outbox WHERE key = ANY($1) AND kind = 'email'")
+            .bind(&keys)
+            .fetch_all(&mut **tx)
+            .await?;
+    let tallies: Vec<_> = counted
+        .iter()
+        .filter(|(k, _)| emails.iter().any(|e| e == k))
+        .map(|(k, m)| message(k, *m, now))
+        .collect();
+    counts::tallies_in(tx, &tallies).await
 }
 
 /// Fencing of a set-based statement: `got` rows touched of the `want` it was given.
@@ -1412,6 +1448,8 @@ impl Store for PostgresStore {
         if !limits.is_empty() {
             let all: Vec<&OutboxEntry> = out.iter().collect();
             let deferred = limits::enforce_postgres(&mut tx, &limits, now, &all).await?;
+            let held = nurture_store::counts::deferrals(all.iter().copied(), &deferred, now);
+            counts::tallies_in(&mut tx, &held).await?;
             out.retain(|e| !deferred.iter().any(|d| d.key == e.key));
         }
         tx.commit().await?;
@@ -1637,7 +1675,7 @@ async fn skip_suppressed(
     keys: &[&str],
     now: Ts,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
+    let skipped: Vec<String> = sqlx::query_scalar(
         "WITH sup AS (SELECT o.key, s.reason FROM outbox o \
            JOIN suppressions s ON s.address = lower(o.payload->>'to') WHERE o.key = ANY($1)), \
          gone AS (DELETE FROM outbox_pending p USING sup WHERE p.key = sup.key), \
@@ -1652,7 +1690,13 @@ async fn skip_suppressed(
     .bind(keys)
     .bind(now)
     .fetch_all(&mut **tx)
-    .await?)
+    .await?;
+    let tallies: Vec<_> = skipped
+        .iter()
+        .map(|k| nurture_store::counts::message(k, "email.skipped.suppressed", now))
+        .collect();
+    counts::tallies_in(tx, &tallies).await?;
+    Ok(skipped)
 }
 
 /// Stores `events` (idempotent by id) and queues the new ones, inside `tx`, in one
@@ -1710,6 +1754,7 @@ async fn complete_in(
             .into_iter()
             .collect()
     };
+    outcome_tallies(tx, items, &claimed, now).await?;
     let mut delivered: (Vec<&str>, Vec<&Value>) = Default::default();
     // Retries and deferrals: key, reason, due again at, attempts added.
     let mut again: (Vec<&str>, Vec<&str>, Vec<Ts>, Vec<i32>) = Default::default();

@@ -18,6 +18,9 @@ use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 use nurture_store::error::Unique;
 use nurture_store::*;
 
+mod counts;
+use nurture_store::counts::{message, outcome_metric};
+
 /// How a [`SqliteStore`] runs. The defaults are those documented on each field; the
 /// binary sets [`SqliteConfig::lease`] from `NURTURE_LEASE_SECS`.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +170,31 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &'static str) -> Res
     serde_json::from_str(s).map_err(|e| StoreError::document(what, e))
 }
 
+/// A stored document with its version column (`rev` of a run, `version` of a contact).
+#[derive(serde::Deserialize)]
+struct Versioned<T> {
+    doc: T,
+    v: i64,
+}
+
+impl SqliteStore {
+    /// The one row of `sql` (a `json_group_array`), bound to the ids `?1` and, with
+    /// `history`, its since, types and limit (`?2`..`?4`), read as a list of `T`.
+    async fn json_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        ids: &str,
+        history: Option<&HistoryRead>,
+        what: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut q = sqlx::query_scalar::<_, String>(sql).bind(ids);
+        if let Some(h) = history {
+            q = q.bind(ts(h.since)).bind(h.types_json()).bind(h.limit);
+        }
+        from_json(&q.fetch_one(&self.pool).await?, what)
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `url`
     /// (`sqlite://path/to/file.db` or `sqlite::memory:`), as `config` says.
@@ -262,6 +290,11 @@ impl SqliteStore {
             let all: Vec<&OutboxEntry> = entries.iter().collect();
             limits::enforce_sqlite(&mut tx, &limits, now, &all).await?
         };
+        counts::tallies_in(
+            &mut tx,
+            &nurture_store::counts::deferrals(&entries, &deferred, now),
+        )
+        .await?;
         let mut later = Vec::with_capacity(deferred.len());
         for d in deferred {
             if let Some(i) = entries.iter().position(|e| e.key == d.key) {
@@ -320,6 +353,7 @@ impl SqliteStore {
         counters_in(&mut tx, &uow.counters).await?;
         schedules_in(&mut tx, &uow.schedules).await?;
         segments_in(&mut tx, uow).await?;
+        counts::tallies_in(&mut tx, &uow.tallies).await?;
         if let Some((now, _)) = claim {
             self.claimed_checks_in(&mut tx, uow, now, &mut claimed)
                 .await?;
@@ -351,6 +385,8 @@ impl SqliteStore {
                 .filter(|e| claimed.contains(&e.key))
                 .collect();
             let deferred = limits::enforce_sqlite(&mut *tx, &limits, now, &entries).await?;
+            let held = nurture_store::counts::deferrals(entries.iter().copied(), &deferred, now);
+            counts::tallies_in(&mut *tx, &held).await?;
             claimed.retain(|k| !deferred.iter().any(|d| &d.key == k));
         }
         Ok(())
@@ -749,6 +785,7 @@ async fn skip_suppressed(
         .bind(to_json(&data))
         .execute(&mut *tx)
         .await?;
+        counts::tallies_in(tx, &[message(&key, "email.skipped.suppressed", now)]).await?;
         out.push(key);
     }
     Ok(out)
@@ -941,6 +978,10 @@ async fn complete_on(
             .bind(key)
             .execute(&mut *conn)
             .await?;
+    }
+    let is_email = row.try_get::<&str, _>("kind")? == "email";
+    if let Some(metric) = outcome_metric(outcome).filter(|_| is_email) {
+        counts::tallies_in(conn, &[message(key, metric, now)]).await?;
     }
     Ok(())
 }
@@ -1233,7 +1274,9 @@ impl VersionStore for SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    /// A batch in three queries: the ids travel as one JSON array (`json_each`).
+    /// A batch in three queries: the ids travel as one JSON array (`json_each`), and each
+    /// query answers one row (its rows as a JSON array): a row crosses from SQLite's
+    /// thread to the caller's one hand-off at a time, and a batch has hundreds.
     async fn load_units(
         &self,
         contacts: &[String],
@@ -1245,56 +1288,64 @@ impl Store for SqliteStore {
             .iter()
             .map(|c| (c.as_str(), UnitData::default()))
             .collect();
-        for row in sqlx::query(
-            "SELECT doc, version FROM contacts WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?
-        {
-            let c = Self::contact_from_row(&row)?;
-            if let Some(u) = by.get_mut(c.id.as_str()) {
-                u.contact = Some(c);
+        let found: Vec<Versioned<Contact>> = self
+            .json_rows(
+                "SELECT json_group_array(json_object('doc', json(doc), 'v', version)) \
+                 FROM contacts WHERE id IN (SELECT value FROM json_each(?1))",
+                &ids,
+                None,
+                "contact",
+            )
+            .await?;
+        for Versioned { mut doc, v } in found {
+            doc.version = v;
+            if let Some(u) = by.get_mut(doc.id.as_str()) {
+                u.contact = Some(doc);
             }
         }
-        for row in sqlx::query(
-            // Per workflow one run (see `UnitData::runs`): the open one first, then the
-            // latest. For runs the engine stamps those are the same run; ranking the open
-            // one first also covers a database an older build wrote.
-            "SELECT doc, rev FROM (SELECT doc, rev, started_at, id, row_number() OVER (\
-               PARTITION BY contact, workflow ORDER BY status IN ('active', 'waiting') DESC, \
-               started_at DESC, id DESC) AS n \
-             FROM runs WHERE contact IN (SELECT value FROM json_each(?))) WHERE n = 1 \
-             ORDER BY started_at, id",
-        )
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?
-        {
-            let r = Self::run_from_row(&row)?;
-            if let Some(u) = by.get_mut(r.contact.as_str()) {
-                u.runs.push(r);
+        let mut runs: Vec<Versioned<Run>> = self
+            .json_rows(
+                // Per workflow one run (see `UnitData::runs`): the open one first, then
+                // the latest. For runs the engine stamps those are the same run; ranking
+                // the open one first also covers a database an older build wrote.
+                "SELECT json_group_array(json_object('doc', json(doc), 'v', rev)) FROM (\
+                   SELECT doc, rev, row_number() OVER (PARTITION BY contact, workflow \
+                     ORDER BY status IN ('active', 'waiting') DESC, started_at DESC, \
+                     id DESC) AS n \
+                   FROM runs WHERE contact IN (SELECT value FROM json_each(?1))) \
+                 WHERE n = 1",
+                &ids,
+                None,
+                "run",
+            )
+            .await?;
+        runs.sort_by(|a, b| (a.doc.started_at, &a.doc.id).cmp(&(b.doc.started_at, &b.doc.id)));
+        for Versioned { mut doc, v } in runs {
+            doc.rev = v;
+            if let Some(u) = by.get_mut(doc.contact.as_str()) {
+                u.runs.push(doc);
             }
         }
         let Some(h) = history else {
             return Ok(nurture_store::in_order(contacts, by));
         };
         // Per contact, the most recent `limit` events of the types asked for.
-        for row in sqlx::query(
-            "SELECT seq, id, contact, type, at, data FROM (SELECT *, row_number() OVER (\
-               PARTITION BY contact ORDER BY at DESC, seq DESC) AS n FROM events \
-             WHERE contact IN (SELECT value FROM json_each(?1)) AND at >= ?2 \
-               AND (?3 IS NULL OR type IN (SELECT value FROM json_each(?3)))) \
-             WHERE n <= ?4 ORDER BY at, seq",
-        )
-        .bind(&ids)
-        .bind(ts(h.since))
-        .bind(h.types_json())
-        .bind(h.limit)
-        .fetch_all(&self.pool)
-        .await?
-        {
-            let e = Self::event_from_row(&row)?;
+        let mut events: Vec<StoredEvent> = self
+            .json_rows(
+                "SELECT json_group_array(json_object('seq', seq, 'id', id, 'contact', \
+                   contact, 'type', type, 'at', at, 'data', json(data))) FROM (\
+                   SELECT *, row_number() OVER (PARTITION BY contact \
+                     ORDER BY at DESC, seq DESC) AS n FROM events \
+                   WHERE contact IN (SELECT value FROM json_each(?1)) AND at >= ?2 \
+                     AND (?3 IS NULL OR type IN (SELECT value FROM json_each(?3)))) \
+                 WHERE n <= ?4",
+                &ids,
+                Some(h),
+                "event",
+            )
+            .await?;
+        events.sort_by_key(|e| (e.at, e.seq));
+        for e in events {
             if let Some(u) = by.get_mut(e.contact.as_str()) {
                 u.events.push(e);
             }

@@ -78,6 +78,7 @@ pub fn run(id: &str, contact: &str) -> Run {
         updated_at: t(1),
         ended_at: None,
         exit_reason: None,
+        variants: Default::default(),
         rev: 0,
     }
 }

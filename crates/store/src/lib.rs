@@ -12,6 +12,7 @@
 
 pub mod contract;
 pub mod controls;
+pub mod counts;
 pub mod error;
 pub mod kinds;
 pub mod limits;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use controls::{ControlStore, WorkflowControl};
+pub use counts::{CountFilter, CountRow, CountView, Scope, Tally};
 pub use kinds::{JournalKind, OutboxKind, UnknownKind};
 pub use outbox::{OutboxFilter, OutboxRow, OutboxState, OutboxView};
 pub use versions::{
@@ -133,6 +135,14 @@ pub struct Contact {
     /// Lifecycle stage (one of `nurture_core::model::LIFECYCLE_STAGES`), if set.
     #[serde(default)]
     pub lifecycle: Option<String>,
+    /// When a workflow last changed its lifecycle stage (the lead funnel counts the time
+    /// between stages from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_since: Option<Ts>,
+    /// The points its score got so far from each reason (a scoring rule's event or
+    /// profile rule, a workflow's `score` step): what made it an MQL, in reports.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub points: std::collections::BTreeMap<String, i64>,
     /// Sales owner, as `assign_owner` picked from a team or an import set.
     #[serde(default)]
     pub owner: Option<String>,
@@ -306,6 +316,10 @@ pub struct Run {
     pub ended_at: Option<Ts>,
     /// Why it ended (e.g. `goal`, `error`), once it has.
     pub exit_reason: Option<String>,
+    /// The variant the run took at each split it passed (split step -> variant name),
+    /// so a goal reached later counts for that variant.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub variants: std::collections::BTreeMap<String, String>,
     /// Row version; 0 for a run not stored yet.
     pub rev: i64,
 }
@@ -627,6 +641,8 @@ pub struct UnitOfWork {
     pub segment_timers: Vec<(String, Option<Ts>)>,
     /// Segment membership: (segment, contact, member) adds or removes a row.
     pub segment_members: Vec<(String, String, bool)>,
+    /// Report counts to add ([`counts`]), in the same transaction as what they count.
+    pub tallies: Vec<Tally>,
 }
 
 impl UnitOfWork {
@@ -643,6 +659,7 @@ impl UnitOfWork {
         self.schedules.extend(other.schedules);
         self.segment_timers.extend(other.segment_timers);
         self.segment_members.extend(other.segment_members);
+        self.tallies.extend(other.tallies);
     }
 
     /// Whether the unit writes nothing at all.
@@ -658,6 +675,7 @@ impl UnitOfWork {
             && self.schedules.is_empty()
             && self.segment_timers.is_empty()
             && self.segment_members.is_empty()
+            && self.tallies.is_empty()
     }
 }
 
@@ -729,7 +747,7 @@ impl HistoryRead {
 /// A durable store of contacts, events, runs, timers, the outbox and the journal: see
 /// the crate documentation. Shared by the engine's tasks (`Arc<dyn Store>`).
 #[async_trait]
-pub trait Store: VersionStore + OutboxView + ControlStore + Send + Sync {
+pub trait Store: VersionStore + OutboxView + ControlStore + CountView + Send + Sync {
     /// Loads what the units of work of `contacts` read, in the same order: with their
     /// events as `history` says, or none when it is `None` (nothing in the project reads
     /// a contact's history). The default makes three calls per contact; a store may answer

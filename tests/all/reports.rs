@@ -530,21 +530,20 @@ fn a_live_run_reports_the_same_figures_on_each_store_by_cli_and_http() {
     let mut urls = vec![format!("sqlite://{}", tmp.path().join("live.db").display())];
     urls.extend(crate::util::fresh_postgres());
     for url in &urls {
-        let store = rt().block_on(live(&dir, url));
-        let (w, f) =
-            rt().block_on(async { reports(&*store, &load(&dir), &Options::default()).await });
-        assert_eq!(w, want, "{url}");
-        assert_eq!(f, want_funnel, "{url}");
-        let got = rt().block_on(http(
-            &dir,
-            store,
-            &[
+        // One runtime for the store's whole use: its pool lives on it.
+        let (w, f, got) = rt().block_on(async {
+            let store = live(&dir, url).await;
+            let (w, f) = reports(&*store, &load(&dir), &Options::default()).await;
+            let paths = [
                 "/v1/reports/workflows/offer-test",
                 "/v1/reports/funnel",
                 "/v1/reports/workflows/offer-test/splits",
                 "/v1/reports/workflows/offer-test/emails",
-            ],
-        ));
+            ];
+            (w, f, http(&dir, store, &paths).await)
+        });
+        assert_eq!(w, want, "{url}");
+        assert_eq!(f, want_funnel, "{url}");
         assert_eq!(got[0], want, "{url}: HTTP");
         assert_eq!(got[1], want_funnel, "{url}: HTTP");
         assert_eq!(got[2]["splits"], want["splits"], "{url}: HTTP");

@@ -10,6 +10,9 @@
 //!   4 concurrent clients.
 //! - **peak RSS** of the process (VmHWM).
 
+#[path = "bench/report.rs"]
+pub(crate) mod report;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +54,7 @@ pub(crate) struct Report {
     pub(crate) pending: Option<PendingFigures>,
     pub(crate) workers: Vec<WorkerFigures>,
     pub(crate) replay: Option<ReplayFigures>,
+    pub(crate) reports: Vec<report::ReportFigures>,
 }
 
 /// Per-call overhead of the wasm plugin host.
@@ -369,7 +373,7 @@ pub(crate) async fn steps(
     })
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf, EngineError> {
+pub(crate) fn tempfile_dir() -> Result<std::path::PathBuf, EngineError> {
     let dir = std::env::temp_dir().join(format!(
         "nurture-bench-{}-{}",
         std::process::id(),
@@ -597,6 +601,7 @@ pub(crate) async fn run(
         pending: None,
         workers: Vec::new(),
         replay: None,
+        reports: Vec::new(),
     })
 }
 
@@ -649,9 +654,18 @@ pub(crate) fn table(r: &Report) -> String {
     }
     if let Some(f) = &r.replay {
         out.push_str(&format!(
-            "\nreplay (one process, in-memory SQLite per batch of 256, 16 batches at once): {} runs, {} journal entries ({:.1} per run, recording {:.0} bytes per run): {:.0} entries/s replayed ({:.2} s; loading the recordings {:.2} s); {} identical\n",
-            f.runs, f.entries, f.entries_per_run, f.recording_bytes_per_run, f.entries_per_sec, f.replay_seconds, f.load_seconds, f.identical
+            "\nreplay (one process, in-memory SQLite per batch of {}, {} batches at once): {} runs, {} journal entries ({:.1} per run, recording {:.0} bytes per run): {:.0} entries/s replayed ({:.2} s; loading the recordings {:.2} s); {} identical\n",
+            nurture_engine::replay::BATCH, nurture_engine::replay::PARALLEL, f.runs, f.entries, f.entries_per_run, f.recording_bytes_per_run, f.entries_per_sec, f.replay_seconds, f.load_seconds, f.identical
         ));
+    }
+    if !r.reports.is_empty() {
+        out.push_str("\nreport latency (a workflow's report over 90 days, its last 7 days, the lead funnel; median of 5; 5% of runs open):\n");
+        for f in &r.reports {
+            out.push_str(&format!(
+                "  {:<8} {:>10} runs ({} open, {} count rows, filled in {:.0} s): workflow {:.1} ms, last 7 days {:.1} ms, funnel {:.1} ms\n",
+                f.store, f.runs, f.open_runs, f.count_rows, f.fill_seconds, f.workflow_all_ms, f.workflow_7d_ms, f.funnel_ms
+            ));
+        }
     }
     if let Some(p) = &r.pending {
         out.push_str(&format!(

@@ -57,6 +57,8 @@ enum BenchPart {
     Plugin,
     /// (f) journal entries replayed per second (bulk replay in one process).
     Replay,
+    /// (g) report latency on a store with many runs.
+    Report,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -410,6 +412,10 @@ struct BenchArgs {
     /// (f) Runs recorded and then replayed (0 to skip).
     #[arg(long, default_value_t = 20_000)]
     replay_runs: usize,
+    /// (g) Runs in the store whose report latency is measured (comma-separated; 0 to
+    /// skip): SQLite, and Postgres with --postgres (its tables are emptied).
+    #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+    report_runs: Vec<usize>,
     /// Measure only these parts (comma-separated); all of them by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<BenchPart>,
@@ -1171,6 +1177,20 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     if a.replay_runs > 0 && part(BenchPart::Replay) {
         eprintln!("recording {} runs and replaying them ...", a.replay_runs);
         report.replay = Some(rt.block_on(crate::bench::replay(a.replay_runs))?);
+    }
+    if part(BenchPart::Report) {
+        for &n in a.report_runs.iter().filter(|n| **n > 0) {
+            eprintln!("filling stores with {n} runs and reading reports ...");
+            let dir = crate::bench::tempfile_dir()?;
+            let sqlite = format!("sqlite://{}", dir.join("report.db").display());
+            let urls = std::iter::once(sqlite).chain(a.postgres.clone());
+            for url in urls {
+                report
+                    .reports
+                    .push(rt.block_on(crate::bench::report::measure(&url, n, &config))?);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
     print!("{}", crate::bench::table(&report));
     if let Some(path) = a.json {

@@ -41,7 +41,7 @@ pub const FILE_FORMAT: &str = "nurture-run/1";
 pub const BATCH: usize = 256;
 
 /// Batches replayed at once.
-const PARALLEL: usize = 16;
+pub const PARALLEL: usize = 16;
 
 /// Most rounds one recording may take: a replay that does not settle fails.
 const MAX_ROUNDS: usize = 10_000;

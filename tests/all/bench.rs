@@ -43,8 +43,14 @@ fn bench_command_prints_its_table_and_json() {
         "2",
         "--plugin",
         "none",
+        "--report-runs",
+        "4000",
     ]);
     assert!(table.starts_with("machine: "), "{table}");
+    // (g) read reports on a store of 4,000 runs, 200 of them waiting.
+    assert_eq!(v["reports"][0]["runs"], 4000);
+    assert_eq!(v["reports"][0]["open_runs"], 200);
+    assert!(table.contains("report latency"), "{table}");
     assert!(table.contains("1-row commits/s"), "{table}");
     assert!(table.contains("HTTP ingestion"), "{table}");
     assert_eq!(v["stores"][0]["store"], "sqlite");

@@ -444,6 +444,49 @@ fn a_report_by_day_and_a_period_count_what_happened_in_them() {
     );
 }
 
+/// Who waits where three hours in: the 15 contacts who clicked at T0+2h (5 of discount,
+/// 10 of bonus) at `linger`, the other 185 at `wait-click`; the gauge the commits keep
+/// equals the open runs the store counts.
+#[test]
+fn waiting_at_each_step_follows_the_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(tmp.path());
+    rt().block_on(async {
+        let project = load(&dir);
+        let until = Some(t0() + Duration::hours(3));
+        let (_, store) = nurture_engine::simulate::run_keeping(
+            project.clone(),
+            &rows(),
+            events(),
+            None,
+            until,
+            |_| {},
+        )
+        .await
+        .unwrap();
+        let w = report::workflow(&*store, &project.plans[0], &Options::default())
+            .await
+            .unwrap();
+        let waiting: BTreeMap<String, i64> = w
+            .steps
+            .iter()
+            .filter(|s| s.waiting != 0)
+            .map(|s| (s.step.clone(), s.waiting))
+            .collect();
+        let want: BTreeMap<String, i64> =
+            [("linger".to_string(), 15), ("wait-click".to_string(), 185)].into();
+        assert_eq!(waiting, want);
+        let open: BTreeMap<String, i64> = store
+            .open_runs("offer-test")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.step.unwrap_or_default(), c.runs))
+            .collect();
+        assert_eq!(open, want, "the store's own count of open runs");
+    });
+}
+
 /// Drives the scenario live on the store at `url`: the real engine on a virtual clock,
 /// the outbox delivered through the store as a deliverer records it.
 async fn live(dir: &Path, url: &str) -> Arc<dyn Store> {

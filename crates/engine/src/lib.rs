@@ -930,6 +930,9 @@ pub struct Work<'e> {
     loaded_segments: BTreeSet<String>,
     segment_fired: bool,
     later_event: Option<Ts>,
+    /// The runs loaded open, with the version and step each was at: the report's
+    /// "waiting at each step" moves by what changed ([`tally`]).
+    loaded_open: HashMap<String, (u32, Option<String>)>,
 }
 
 enum Flow {
@@ -972,6 +975,12 @@ impl<'e> Work<'e> {
         let later_event = segments::later_event(&data.events, now);
         let loaded_segments = segments::loaded(&contact);
         let history = data.events.into_iter().filter(|e| e.at <= now).collect();
+        let loaded_open = data
+            .runs
+            .iter()
+            .filter(|r| r.status.is_open())
+            .map(|r| (r.id.clone(), (r.workflow_version, r.step.clone())))
+            .collect();
         Work {
             engine,
             current: engine.plans.current(),
@@ -992,6 +1001,7 @@ impl<'e> Work<'e> {
             loaded_segments,
             segment_fired: false,
             later_event,
+            loaded_open,
         }
     }
 

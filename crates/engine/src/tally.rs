@@ -11,6 +11,8 @@ use nurture_store::{JournalEntry, Run, Ts};
 
 use crate::Work;
 
+use nurture_store::counts::GAUGE_HOUR;
+
 impl Work<'_> {
     /// Adds the unit's tallies to its unit of work: per journal line of a run, the
     /// lifecycle change of the contact, and the engagement of the events it applied.
@@ -31,7 +33,38 @@ impl Work<'_> {
             }
         }
         self.lifecycle_tally(&mut out);
+        self.waiting_tally(&mut out);
         self.uow.tallies.extend(out);
+    }
+
+    /// Open runs per step, kept as counts at [`GAUGE_HOUR`]: `waiting:S` -1 where a
+    /// changed run was (open, at S, in its version when loaded) and +1 where it is now.
+    fn waiting_tally(&self, out: &mut Vec<Tally>) {
+        for &i in &self.changed_runs {
+            let r = &self.runs[i];
+            let before = self
+                .loaded_open
+                .get(&r.id)
+                .and_then(|(v, s)| Some((*v, s.clone()?)));
+            let after = r
+                .status
+                .is_open()
+                .then(|| r.step.clone())
+                .flatten()
+                .map(|s| (r.workflow_version, s));
+            if before == after {
+                continue;
+            }
+            for (at, n) in [(before, -1), (after, 1)] {
+                if let Some((version, step)) = at {
+                    let scope = Scope::Workflow {
+                        workflow: r.workflow.clone(),
+                        version,
+                    };
+                    out.push(Tally::of(scope, format!("waiting:{step}"), GAUGE_HOUR, n));
+                }
+            }
+        }
     }
 
     /// The lead funnel: a lifecycle stage change (`lifecycle:A>B`), the minutes since the

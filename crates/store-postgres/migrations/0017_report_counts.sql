@@ -19,3 +19,10 @@ CREATE TABLE report_once (
     metric TEXT NOT NULL,
     PRIMARY KEY (key, metric)
 );
+
+-- The open runs per step (a gauge at the epoch hour) of a store that had runs before
+-- the counts: from now on each commit moves them.
+INSERT INTO report_counts (workflow, version, metric, hour, shard, n)
+SELECT workflow, workflow_version, 'waiting:' || (doc->>'step'), timestamptz 'epoch', 0, count(*)
+FROM runs WHERE status IN ('active', 'waiting') AND doc->>'step' IS NOT NULL
+GROUP BY 1, 2, 3;

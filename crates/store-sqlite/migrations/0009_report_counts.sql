@@ -16,3 +16,11 @@ CREATE TABLE report_once (
     metric TEXT NOT NULL,
     PRIMARY KEY (key, metric)
 ) WITHOUT ROWID;
+
+-- The open runs per step (a gauge at the epoch hour) of a store that had runs before
+-- the counts: from now on each commit moves them.
+INSERT INTO report_counts (workflow, version, metric, hour, n)
+SELECT workflow, workflow_version, 'waiting:' || json_extract(doc, '$.step'),
+       '1970-01-01T00:00:00.000Z', count(*)
+FROM runs WHERE status IN ('active', 'waiting') AND json_extract(doc, '$.step') IS NOT NULL
+GROUP BY 1, 2, 3;

@@ -20,6 +20,7 @@
 //! | `lifecycle:A>B` | a contact's lifecycle stage changes from A (`-` for none) to B |
 //! | `lifecycle_min:A>B:N` | .. N minutes after it became A |
 //! | `mql_points:R` | a contact becomes MQL with R (a scoring reason) having given these points |
+//! | `waiting:S` | a run is open at step S (+1), or no longer (-1); a gauge, at [`GAUGE_HOUR`] |
 //!
 //! Contact-level metrics (`lifecycle..`, `mql_points..`) have the workflow `""` and
 //! version 0.
@@ -28,6 +29,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{StoreError, Ts};
+
+/// The hour of gauges (counts that go up and down, not events in time): the open runs
+/// per step (`waiting:S`), stored at the Unix epoch, so a report of a period never sums
+/// them, and the report of all time reads them apart.
+pub const GAUGE_HOUR: Ts = chrono::DateTime::UNIX_EPOCH;
 
 /// What a [`Tally`] counts for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,8 +4,8 @@
 //!
 //! The runs are written with bulk SQL, and their counts as the commits of a live run
 //! leave them (one commit of tallies per hour of the campaign, summed per hour as group
-//! commits sum them): a report reads count rows (metrics x hours, whatever N is) and the
-//! open runs per step (which do grow with N).
+//! commits sum them, and the gauge of open runs per step): a report reads count rows
+//! (metrics x hours, whatever N is), never the runs.
 
 use std::time::Instant;
 
@@ -65,7 +65,7 @@ pub(crate) async fn measure(
         median_ms(|| async { report::workflow(&*store, plan, &week).await.map(drop) }).await?;
     let funnel_ms =
         median_ms(|| async { report::lead_funnel(&*store, &all).await.map(drop) }).await?;
-    // The open runs as the report counts them (the fill's every 20th run).
+    // The open runs as the report counts them.
     let open_runs = report::workflow(&*store, plan, &all)
         .await?
         .steps
@@ -169,7 +169,25 @@ async fn fill_counts(
     t0: chrono::DateTime<chrono::Utc>,
 ) -> Result<usize, EngineError> {
     let per_hour = (runs as i64 / HOURS).max(1);
-    let mut rows = 0;
+    // The gauge of open runs per step: the fill's every 20th run waits at w1.
+    let open = (runs as i64 + 19) / 20;
+    let scope = Scope::Workflow {
+        workflow: "bench".into(),
+        version: 1,
+    };
+    let gauge = Tally::of(
+        scope,
+        "waiting:w1".into(),
+        nurture_store::counts::GAUGE_HOUR,
+        open,
+    );
+    store
+        .commit(&UnitOfWork {
+            tallies: vec![gauge],
+            ..Default::default()
+        })
+        .await?;
+    let mut rows = 1;
     for h in 0..HOURS {
         let at = t0 + Duration::hours(h);
         let scope = Scope::Workflow {

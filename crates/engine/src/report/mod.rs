@@ -2,7 +2,7 @@
 //! a workflow's funnel on its steps and edges, its exits and goal conversion, its emails'
 //! engagement, its A/B splits with significance, and the lead funnel of lifecycle stages.
 //! Nothing here scans runs or the journal: a report reads the hourly count rows of its
-//! period (and the open runs per step, for who is waiting now).
+//! period, and the gauge of open runs per step (who is waiting now).
 
 pub mod stats;
 
@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use nurture_core::model::StepKind;
 use nurture_core::plan::{Edge, Plan, PlanNode};
-use nurture_store::counts::{CountFilter, CountRow};
+use nurture_store::counts::{CountFilter, CountRow, GAUGE_HOUR};
 use nurture_store::{Store, StoreError, Ts};
 
 use stats::{Arm, Comparison};
@@ -267,14 +267,15 @@ pub async fn workflow(
         until: o.until,
     };
     let rows = store.counts(&filter).await?;
-    let waiting = store.open_runs(plan.id()).await?;
+    let gauges = CountFilter {
+        since: None,
+        until: Some(GAUGE_HOUR + TimeDelta::hours(1)),
+        ..filter
+    };
     let mut waiting_at: BTreeMap<String, i64> = BTreeMap::new();
-    for w in waiting
-        .iter()
-        .filter(|w| o.version.is_none_or(|v| v == w.version))
-    {
-        if let Some(s) = &w.step {
-            *waiting_at.entry(s.clone()).or_default() += w.runs;
+    for r in store.counts(&gauges).await? {
+        if let Some(step) = r.metric.strip_prefix("waiting:") {
+            *waiting_at.entry(step.to_string()).or_default() += r.n;
         }
     }
     Ok(build(plan, &rows, &waiting_at, o))
@@ -631,7 +632,7 @@ fn variant_emails(plan: &Plan, step: &str) -> Vec<(String, BTreeSet<String>)> {
 /// The counts per day or week.
 fn periods(rows: &[CountRow], by: Period) -> Vec<PeriodReport> {
     let mut out: BTreeMap<Ts, PeriodReport> = BTreeMap::new();
-    for r in rows {
+    for r in rows.iter().filter(|r| r.hour != GAUGE_HOUR) {
         let start = by.start(r.hour);
         let p = out.entry(start).or_insert(PeriodReport {
             start,

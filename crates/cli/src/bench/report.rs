@@ -124,7 +124,7 @@ async fn fill_runs(url: &str, runs: usize, schema: &str) -> Result<(), EngineErr
              SELECT 'r' || i, 'bench', 1, 'c' || i, \
                CASE WHEN i % 20 = 0 THEN 'waiting' ELSE 'completed' END, \
                json_build_object('step', CASE WHEN i % 20 = 0 THEN 'w1' END), \
-               timestamptz '2026-01-05' + (i * interval '1 second' * 7776000 / $1), 1 \
+               timestamptz '2026-01-05' + (i * 7776000 / $1) * interval '1 second', 1 \
              FROM generate_series(0, $1 - 1) i",
             "ANALYZE runs",
         ] {

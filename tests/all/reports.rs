@@ -644,7 +644,7 @@ fn report_tables_and_csv_show_the_figures() {
     let table = run(&["--workflow", "offer-test"]);
     for line in [
         "entered 200, goal 75 (37.5%), median time to goal 1d 0h",
-        "timeout 95 -> end",
+        "event: 30 -> engaged, timeout: 95 -> end",
         "bonus vs discount: +15.0 points (95% CI +1.7 .. +28.3), p = 0.0285",
         "verdict: bonus wins (p = 0.0285)",
     ] {

@@ -171,9 +171,16 @@ fn human(w: &WorkflowReport) -> String {
         let edges: Vec<String> = s
             .edges
             .iter()
-            .map(|e| match &e.to {
-                Some(to) => format!("{} {} -> {to}", e.label, e.runs),
-                None => format!("{} {}", e.label, e.runs),
+            .map(|e| {
+                // A branch's arms by position: `if #0` reads better than `0`.
+                let label = match e.label.parse::<usize>() {
+                    Ok(n) => format!("if #{n}"),
+                    Err(_) => e.label.clone(),
+                };
+                match &e.to {
+                    Some(to) => format!("{label}: {} -> {to}", e.runs),
+                    None => format!("{label}: {}", e.runs),
+                }
             })
             .collect();
         let _ = writeln!(

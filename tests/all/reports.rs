@@ -487,9 +487,69 @@ fn waiting_at_each_step_follows_the_runs() {
     });
 }
 
+/// A store whose runs were open before it kept counts: its migration backfills the
+/// gauge of open runs per step from the runs table. (The counts' tables and their
+/// migration are removed from a live store three hours in, then the store is opened
+/// again.)
+#[test]
+fn an_upgraded_store_counts_the_runs_open_before_the_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(tmp.path());
+    let mut urls = vec![format!("sqlite://{}", tmp.path().join("old.db").display())];
+    urls.extend(crate::util::fresh_postgres());
+    let want: BTreeMap<String, i64> =
+        [("linger".to_string(), 15), ("wait-click".to_string(), 185)].into();
+    for url in &urls {
+        rt().block_on(async {
+            let store = live_until(&dir, url, Some(t0() + Duration::hours(3))).await;
+            drop(store);
+            forget_counts(url).await;
+            let store = nurture_server::open_store(url).await.unwrap();
+            let w = report::workflow(&*store, &load(&dir).plans[0], &Options::default())
+                .await
+                .unwrap();
+            let waiting: BTreeMap<String, i64> = w
+                .steps
+                .iter()
+                .filter(|s| s.waiting != 0)
+                .map(|s| (s.step.clone(), s.waiting))
+                .collect();
+            assert_eq!(waiting, want, "{url}");
+            assert_eq!(
+                w.entered, 0,
+                "{url}: counts before the upgrade are not invented"
+            );
+        });
+    }
+}
+
+/// Takes the store at `url` back to before the report counts: their tables and the
+/// record of their migration (SQLite 9, Postgres 17) removed.
+async fn forget_counts(url: &str) {
+    let drop = "DROP TABLE report_counts; DROP TABLE report_once;";
+    if url.starts_with("postgres") {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        let sql = format!(
+            "SET search_path TO nurture; {drop} DELETE FROM _sqlx_migrations WHERE version = 17;"
+        );
+        sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
+    } else {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let sql = format!("{drop} DELETE FROM _sqlx_migrations WHERE version = 9;");
+        sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
+    }
+}
+
 /// Drives the scenario live on the store at `url`: the real engine on a virtual clock,
 /// the outbox delivered through the store as a deliverer records it.
 async fn live(dir: &Path, url: &str) -> Arc<dyn Store> {
+    live_until(dir, url, None).await
+}
+
+/// [`live`], stopping before the first instant after `until`.
+async fn live_until(dir: &Path, url: &str, until: Option<DateTime<Utc>>) -> Arc<dyn Store> {
     let project = load(dir);
     let store = nurture_server::open_store(url).await.unwrap();
     let engine = Arc::new(Engine::new(project.clone(), store.clone()));
@@ -513,7 +573,7 @@ async fn live(dir: &Path, url: &str) -> Arc<dyn Store> {
         .into_iter()
         .flatten()
         .min();
-        let Some(next) = next else {
+        let Some(next) = next.filter(|n| until.is_none_or(|u| *n <= u)) else {
             return store;
         };
         now = next.max(now);

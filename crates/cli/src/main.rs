@@ -1393,17 +1393,12 @@ async fn simulate(
             "\n{}",
             report::render(&r, report::ReportFormat::Human, false)?
         );
-        for w in &r.workflows {
-            let one = report::Reports {
-                workflows: vec![w.clone()],
-                lead_funnel: None,
-            };
-            let _ = write!(
-                out,
-                "{}",
-                report::render(&one, report::ReportFormat::Human, true)?
-            );
-        }
+        // Then each workflow's steps, emails and splits.
+        let _ = write!(
+            out,
+            "{}",
+            report::render(&r, report::ReportFormat::Human, true)?
+        );
     }
     out.flush()?;
     drop(out);

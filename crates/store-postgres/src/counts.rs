@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use sqlx::PgConnection;
 
 use nurture_store::counts::{
-    hour_of, merged, summed, CountFilter, CountRow, CountView, Scope, Tally,
+    merged, message_row, summed, CountFilter, CountRow, CountView, Scope, Tally,
 };
 use nurture_store::{StoreError, Ts};
 
@@ -65,13 +65,9 @@ async fn once(tx: &mut PgConnection, key: &str, t: &Tally) -> Result<Option<Coun
     .fetch_optional(&mut *tx)
     .await?;
     Ok(match of {
-        Some((Some(workflow), version, step)) => Some(CountRow {
-            workflow,
-            version: version.unwrap_or(0) as u32,
-            metric: format!("{}:{}", t.metric, step.unwrap_or_default()),
-            hour: hour_of(t.at),
-            n: t.n,
-        }),
+        Some((Some(workflow), version, step)) => {
+            Some(message_row(t, workflow, version.map(i64::from), step))
+        }
         _ => None,
     })
 }

@@ -4,7 +4,9 @@
 use async_trait::async_trait;
 use sqlx::SqliteConnection;
 
-use nurture_store::counts::{merged, summed, CountFilter, CountRow, CountView, Scope, Tally};
+use nurture_store::counts::{
+    merged, message_row, summed, CountFilter, CountRow, CountView, Scope, Tally,
+};
 use nurture_store::{parse_ts, to_json, ts, StoreError};
 
 use crate::SqliteStore;
@@ -73,13 +75,7 @@ async fn once(
     .fetch_optional(&mut *tx)
     .await?;
     Ok(match of {
-        Some((Some(workflow), version, step)) => Some(CountRow {
-            workflow,
-            version: version.unwrap_or(0) as u32,
-            metric: format!("{}:{}", t.metric, step.unwrap_or_default()),
-            hour: nurture_store::counts::hour_of(t.at),
-            n: t.n,
-        }),
+        Some((Some(workflow), version, step)) => Some(message_row(t, workflow, version, step)),
         _ => None,
     })
 }

@@ -139,14 +139,13 @@ pub fn hour_of(t: Ts) -> Ts {
     t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
 }
 
-/// Workflow-scope tallies summed by (workflow, version, metric, hour); the others as
-/// they are (each is counted once per message, or resolved to one).
+/// Workflow-scope tallies summed by (workflow, version, metric, hour) ([`merged`]); the
+/// others as they are (each is counted once per message, or resolved to one).
 pub fn summed(tallies: &[Tally]) -> (Vec<CountRow>, Vec<&Tally>) {
-    use std::collections::BTreeMap;
-    let mut sums: BTreeMap<(String, u32, &str, Ts), i64> = BTreeMap::new();
+    let mut rows = Vec::new();
     let mut rest = Vec::new();
     for t in tallies {
-        let (w, v) = match &t.scope {
+        let (workflow, version) = match &t.scope {
             Scope::Workflow { workflow, version } => (workflow.clone(), *version),
             Scope::Contacts => (String::new(), 0),
             _ => {
@@ -154,19 +153,33 @@ pub fn summed(tallies: &[Tally]) -> (Vec<CountRow>, Vec<&Tally>) {
                 continue;
             }
         };
-        *sums.entry((w, v, &t.metric, hour_of(t.at))).or_default() += t.n;
-    }
-    let rows = sums
-        .into_iter()
-        .map(|((workflow, version, metric, hour), n)| CountRow {
+        rows.push(CountRow {
             workflow,
             version,
-            metric: metric.to_string(),
-            hour,
-            n,
-        })
-        .collect();
-    (rows, rest)
+            metric: t.metric.clone(),
+            hour: hour_of(t.at),
+            n: t.n,
+        });
+    }
+    (merged(rows), rest)
+}
+
+/// The row a per-message tally `t` adds once resolved to its message's workflow, version
+/// (0 when its run is gone) and step: the step is appended to the metric
+/// (`email.opened` -> `email.opened:S`).
+pub fn message_row(
+    t: &Tally,
+    workflow: String,
+    version: Option<i64>,
+    step: Option<String>,
+) -> CountRow {
+    CountRow {
+        workflow,
+        version: version.unwrap_or(0) as u32,
+        metric: format!("{}:{}", t.metric, step.unwrap_or_default()),
+        hour: hour_of(t.at),
+        n: t.n,
+    }
 }
 
 /// `rows` with those of one (workflow, version, metric, hour) summed into one, in key

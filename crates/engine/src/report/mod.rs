@@ -226,6 +226,16 @@ pub struct VariantReport {
     pub clicks: i64,
 }
 
+impl VariantReport {
+    /// Its contacts and conversions, for a test.
+    fn arm(&self) -> Arm {
+        Arm {
+            n: self.entered,
+            k: self.conversions,
+        }
+    }
+}
+
 /// A variant against the first.
 #[derive(Debug, Clone, Serialize)]
 pub struct VariantComparison {
@@ -507,17 +517,13 @@ fn split(plan: &Plan, step: &str, m: &Metrics, emails: &[EmailReport], min: i64)
             }
         })
         .collect();
-    let arm = |v: &VariantReport| Arm {
-        n: v.entered,
-        k: v.conversions,
-    };
     let comparisons: Vec<VariantComparison> = variants
         .iter()
         .skip(1)
         .map(|v| VariantComparison {
             control: variants[0].name.clone(),
             variant: v.name.clone(),
-            test: stats::compare(arm(&variants[0]), arm(v)),
+            test: stats::compare(variants[0].arm(), v.arm()),
         })
         .collect();
     let (winner, verdict) = verdict(&variants, min);
@@ -533,10 +539,6 @@ fn split(plan: &Plan, step: &str, m: &Metrics, emails: &[EmailReport], min: i64)
 /// The winner: the best variant, once each variant has `min` contacts and the best beats
 /// every other at p < 0.05; otherwise why not, and about how many more contacts it takes.
 fn verdict(variants: &[VariantReport], min: i64) -> (Option<String>, String) {
-    let arm = |v: &VariantReport| Arm {
-        n: v.entered,
-        k: v.conversions,
-    };
     let Some(best) = variants
         .iter()
         .max_by(|a, b| a.rate.total_cmp(&b.rate))
@@ -547,7 +549,7 @@ fn verdict(variants: &[VariantReport], min: i64) -> (Option<String>, String) {
     let tests: Vec<Option<Comparison>> = variants
         .iter()
         .filter(|v| v.name != best.name)
-        .map(|v| stats::compare(arm(v), arm(best)))
+        .map(|v| stats::compare(v.arm(), best.arm()))
         .collect();
     let short = variants
         .iter()

@@ -46,6 +46,7 @@ use tokio::sync::{watch, Notify};
 pub mod compose;
 pub mod problem;
 pub mod reports;
+pub mod ui;
 pub use compose::{open_store, open_store_with, PostgresConfig, SqliteConfig, StoreConfig};
 
 use nurture_channels::deliver::Deliverer;
@@ -218,6 +219,8 @@ pub struct AppState {
     pub limits: ApiLimits,
     /// Limits on recorded opens and clicks, per client and per token.
     pub hits: Arc<nurture_channels::email::hits::HitGate>,
+    /// The dashboard's logged-in sessions.
+    pub ui: Arc<ui::Sessions>,
 }
 
 impl AppState {
@@ -234,6 +237,7 @@ impl AppState {
             hits: Arc::new(nurture_channels::email::hits::HitGate::new(
                 engine.project.settings.tracking.as_ref(),
             )),
+            ui: ui::sessions(),
             engine,
             api_key,
             wake,
@@ -266,6 +270,7 @@ pub fn router(state: AppState) -> Router {
         .route("/t/o/{token}", get(track_open))
         .route("/t/c/{token}", get(track_click))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
+        .merge(ui::routes())
         // (After the routes: it applies to the routes registered before it.)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -514,7 +519,7 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
 
 /// Constant time, whatever the lengths: compares the HMAC tags of both keys (the same
 /// fixed-length tag only for the same key) with `verify_slice`.
-fn keys_match(given: &str, key: &str) -> bool {
+pub(crate) fn keys_match(given: &str, key: &str) -> bool {
     use hmac::{Hmac, Mac};
     let tag = |k: &str| {
         let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"nurture api key").expect("any length");

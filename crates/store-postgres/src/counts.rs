@@ -7,7 +7,8 @@ use sqlx::PgConnection;
 use nurture_store::counts::{
     merged, message_row, summed, CountFilter, CountRow, CountView, Scope, Tally,
 };
-use nurture_store::{StoreError, Ts};
+use nurture_store::{QueueSummary, StoreError, Ts};
+use sqlx::Row as _;
 
 use crate::PostgresStore;
 
@@ -121,5 +122,38 @@ impl CountView for PostgresStore {
                 n,
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl nurture_store::OpsView for PostgresStore {
+    async fn queue_summary(&self, now: Ts) -> Result<QueueSummary, StoreError> {
+        let queued_events: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+            .fetch_one(&self.pool)
+            .await?;
+        let (due_timers, oldest_due, later_timers): (i64, Option<Ts>, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE due_at <= $1), MIN(due_at) FILTER (WHERE due_at <= $1), \
+             count(*) FILTER (WHERE due_at > $1) FROM timers",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let counts = sqlx::query(&nurture_store::ops::outbox_counts_sql())
+            .fetch_one(&self.pool)
+            .await?;
+        let mut outbox = std::collections::BTreeMap::new();
+        for s in nurture_store::ops::OPEN_OUTBOX_STATES {
+            outbox.insert(
+                s.as_str().to_string(),
+                counts.try_get::<i64, _>(s.as_str())?,
+            );
+        }
+        Ok(QueueSummary {
+            queued_events,
+            due_timers,
+            oldest_due,
+            later_timers,
+            outbox,
+        })
     }
 }

@@ -7,7 +7,8 @@ use sqlx::SqliteConnection;
 use nurture_store::counts::{
     merged, message_row, summed, CountFilter, CountRow, CountView, Scope, Tally,
 };
-use nurture_store::{parse_ts, to_json, ts, StoreError};
+use nurture_store::{parse_ts, to_json, ts, QueueSummary, StoreError, Ts};
+use sqlx::Row as _;
 
 use crate::SqliteStore;
 
@@ -140,5 +141,40 @@ impl CountView for SqliteStore {
             ))
         });
         Ok(rows)
+    }
+}
+
+#[async_trait]
+impl nurture_store::OpsView for SqliteStore {
+    async fn queue_summary(&self, now: Ts) -> Result<QueueSummary, StoreError> {
+        let queued_events: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+            .fetch_one(&self.pool)
+            .await?;
+        let row = sqlx::query(
+            "SELECT count(*) FILTER (WHERE due_at <= ?1) AS due, \
+             MIN(due_at) FILTER (WHERE due_at <= ?1) AS oldest, \
+             count(*) FILTER (WHERE due_at > ?1) AS later FROM timers",
+        )
+        .bind(ts(now))
+        .fetch_one(&self.pool)
+        .await?;
+        let oldest: Option<String> = row.try_get("oldest")?;
+        let counts = sqlx::query(&nurture_store::ops::outbox_counts_sql())
+            .fetch_one(&self.pool)
+            .await?;
+        let mut outbox = std::collections::BTreeMap::new();
+        for s in nurture_store::ops::OPEN_OUTBOX_STATES {
+            outbox.insert(
+                s.as_str().to_string(),
+                counts.try_get::<i64, _>(s.as_str())?,
+            );
+        }
+        Ok(QueueSummary {
+            queued_events,
+            due_timers: row.try_get("due")?,
+            oldest_due: oldest.as_deref().map(parse_ts).transpose()?,
+            later_timers: row.try_get("later")?,
+            outbox,
+        })
     }
 }

@@ -16,6 +16,7 @@ pub mod counts;
 pub mod error;
 pub mod kinds;
 pub mod limits;
+pub mod ops;
 pub mod outbox;
 pub mod versions;
 
@@ -31,6 +32,7 @@ use serde_json::{Map, Value};
 pub use controls::{ControlStore, WorkflowControl};
 pub use counts::{CountFilter, CountRow, CountView, Scope, Tally};
 pub use kinds::{JournalKind, OutboxKind, UnknownKind};
+pub use ops::{OpsView, QueueSummary};
 pub use outbox::{OutboxFilter, OutboxRow, OutboxState, OutboxView};
 pub use versions::{
     Expected, LatestVersion, OpenRunCount, OpenRunRef, VersionStore, WorkflowVersion,
@@ -747,7 +749,9 @@ impl HistoryRead {
 /// A durable store of contacts, events, runs, timers, the outbox and the journal: see
 /// the crate documentation. Shared by the engine's tasks (`Arc<dyn Store>`).
 #[async_trait]
-pub trait Store: VersionStore + OutboxView + ControlStore + CountView + Send + Sync {
+pub trait Store:
+    VersionStore + OutboxView + ControlStore + CountView + OpsView + Send + Sync
+{
     /// Loads what the units of work of `contacts` read, in the same order: with their
     /// events as `history` says, or none when it is `None` (nothing in the project reads
     /// a contact's history). The default makes three calls per contact; a store may answer

@@ -108,6 +108,7 @@ contract_tests!(
     versions_list_by_workflow_then_version_and_the_latest_of_each,
     open_runs_count_per_version_and_step_ignoring_ended_runs,
     open_runs_below_a_version_page_by_run_id,
+    queues_count_events_due_timers_and_open_sends_by_state,
 );
 
 /// A fresh Postgres database's URL (see [`crate::util::fresh_postgres`]), from async code.

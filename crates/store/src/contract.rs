@@ -32,6 +32,7 @@ pub const CHECKS: &[&str] = &[
     "versions_list_by_workflow_then_version_and_the_latest_of_each",
     "open_runs_count_per_version_and_step_ignoring_ended_runs",
     "open_runs_below_a_version_page_by_run_id",
+    "queues_count_events_due_timers_and_open_sends_by_state",
 ];
 
 /// 1 March 2026 at `h` o'clock, UTC.
@@ -916,4 +917,90 @@ pub async fn open_runs_below_a_version_page_by_run_id(s: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// The operations page's counts: queued events, due timers (the oldest's due time) and
+/// later ones, and the outbox entries that still need something, by state.
+pub async fn queues_count_events_due_timers_and_open_sends_by_state(s: &dyn Store) {
+    let empty = s.queue_summary(t(4)).await.unwrap();
+    assert_eq!(
+        (empty.queued_events, empty.due_timers, empty.oldest_due),
+        (0, 0, None)
+    );
+    s.insert_events(
+        &[contact("c1")],
+        &[event("e1", "c1", 1), event("e2", "c1", 2)],
+    )
+    .await
+    .unwrap();
+    let timer = |run: &str, h| Timer {
+        run_id: run.into(),
+        contact: "c1".into(),
+        due_at: t(h),
+    };
+    let keys = ["m1", "m2", "m3", "m4", "m5"];
+    s.commit(&UnitOfWork {
+        timers_set: vec![timer("r1", 2), timer("r2", 3), timer("r3", 9)],
+        outbox: keys.iter().map(|k| outbox(k)).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.pending_outbox(t(2), 10).await.unwrap();
+    let outcomes = vec![
+        (
+            "m1".to_string(),
+            OutboxOutcome::Delivered { record: json!({}) },
+        ),
+        (
+            "m2".to_string(),
+            OutboxOutcome::Retry {
+                reason: "503".into(),
+                retry_at: t(5),
+            },
+        ),
+        (
+            "m3".to_string(),
+            OutboxOutcome::Failed {
+                reason: "400".into(),
+            },
+        ),
+        (
+            "m4".to_string(),
+            OutboxOutcome::Defer {
+                reason: "cap".into(),
+                until: t(7),
+            },
+        ),
+        (
+            "m5".to_string(),
+            OutboxOutcome::Ambiguous {
+                reason: "cut".into(),
+            },
+        ),
+    ];
+    s.complete_outbox_many(&outcomes, t(3)).await.unwrap();
+    s.commit(&UnitOfWork {
+        outbox: vec![outbox("m6")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let q = s.queue_summary(t(4)).await.unwrap();
+    assert_eq!(q.queued_events, 2);
+    assert_eq!(
+        (q.due_timers, q.oldest_due, q.later_timers),
+        (2, Some(t(2)), 1)
+    );
+    let by_state: Vec<(&str, i64)> = q.outbox.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(
+        by_state,
+        [
+            ("ambiguous", 1),
+            ("deferred", 1),
+            ("failed", 1),
+            ("queued", 1),
+            ("retrying", 1)
+        ]
+    );
 }

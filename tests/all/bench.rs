@@ -51,6 +51,21 @@ fn bench_command_prints_its_table_and_json() {
     assert_eq!(v["reports"][0]["runs"], 4000);
     assert_eq!(v["reports"][0]["open_runs"], 200);
     assert!(table.contains("report latency"), "{table}");
+    // Every dashboard page answered 200 on it (the bench fails otherwise) and was timed.
+    let pages: Vec<&str> = v["reports"][0]["pages_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pages,
+        ["campaigns", "campaign", "run", "contact", "funnel", "ops"]
+    );
+    assert!(
+        table.contains("dashboard pages, server-side: campaigns"),
+        "{table}"
+    );
     assert!(table.contains("1-row commits/s"), "{table}");
     assert!(table.contains("HTTP ingestion"), "{table}");
     assert_eq!(v["stores"][0]["store"], "sqlite");

@@ -556,6 +556,27 @@ fn forged_sessions_and_forms_without_the_csrf_token_are_refused() {
     assert!(!header(&h, "set-cookie")
         .iter()
         .any(|c| c.starts_with("nurture_session=")));
+
+    // Guessing is throttled: after 10 wrong keys from one address, even the right key
+    // is refused there for 15 minutes.
+    let attempt = |key: &str| {
+        http(
+            "POST",
+            base,
+            "/ui/login",
+            &[
+                ("cookie", &format!("nurture_login={token}")),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            &format!("csrf={token}&key={key}"),
+        )
+    };
+    for _ in 0..9 {
+        assert_eq!(attempt("guess").0, 401);
+    }
+    let (status, _, page) = attempt(KEY);
+    assert_eq!(status, 429, "{page}");
+    assert!(page.contains("Too many wrong keys"), "{page}");
 }
 
 #[test]

@@ -665,6 +665,15 @@ pub(crate) fn table(r: &Report) -> String {
                 "  {:<8} {:>10} runs ({} open, {} count rows, filled in {:.0} s): workflow {:.1} ms, last 7 days {:.1} ms, funnel {:.1} ms\n",
                 f.store, f.runs, f.open_runs, f.count_rows, f.fill_seconds, f.workflow_all_ms, f.workflow_7d_ms, f.funnel_ms
             ));
+            let pages: Vec<String> = f
+                .pages_ms
+                .iter()
+                .map(|(p, ms)| format!("{p} {ms:.1} ms"))
+                .collect();
+            out.push_str(&format!(
+                "           dashboard pages, server-side: {}\n",
+                pages.join(", ")
+            ));
         }
     }
     if let Some(p) = &r.pending {

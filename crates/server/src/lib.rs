@@ -1347,7 +1347,7 @@ fn hit_id(kind: &str, claims: &Value, bot: bool) -> String {
 }
 
 /// The connection's peer address (absent when the server was not started with it).
-fn peer(ext: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+pub(crate) fn peer(ext: &axum::http::Extensions) -> Option<std::net::IpAddr> {
     ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())
 }

@@ -43,6 +43,10 @@ const MAX_SESSIONS: usize = 10_000;
 const SESSION_COOKIE: &str = "nurture_session";
 /// The login form's double-submitted token.
 const LOGIN_COOKIE: &str = "nurture_login";
+/// Wrong keys a client may try per [`FAILURE_WINDOW`]; then every login of that client
+/// is refused (429) until the window has passed.
+const MAX_FAILURES: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// The dashboard's routes (merged into the API's router).
 pub(crate) fn routes() -> Router<AppState> {
@@ -67,6 +71,8 @@ pub(crate) fn routes() -> Router<AppState> {
 #[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
+    /// Failed logins per client (unknown clients share one entry): count, window start.
+    failures: Mutex<HashMap<Option<std::net::IpAddr>, (u32, Instant)>>,
 }
 
 struct Session {
@@ -110,6 +116,27 @@ impl Sessions {
 
     fn close(&self, token: &str) {
         self.map.lock().expect("sessions lock").remove(token);
+    }
+
+    /// Whether `client` has used up its wrong keys: the time left until it may try again.
+    fn locked_out(&self, client: Option<std::net::IpAddr>) -> Option<Duration> {
+        let map = self.failures.lock().expect("failures lock");
+        let (n, since) = map.get(&client)?;
+        let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
+        (*n >= MAX_FAILURES).then_some(left)
+    }
+
+    /// Counts a wrong key of `client`.
+    fn failed(&self, client: Option<std::net::IpAddr>) {
+        let mut map = self.failures.lock().expect("failures lock");
+        if map.len() >= MAX_SESSIONS {
+            map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = map.entry(client).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
     }
 }
 
@@ -221,14 +248,20 @@ fn login_form(
 async fn login(
     State(s): State<AppState>,
     headers: HeaderMap,
+    ext: axum::http::Extensions,
     Form(f): Form<LoginForm>,
 ) -> Result<Response, UiError> {
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     if expected.is_empty() || f.csrf.is_empty() || !crate::keys_match(&f.csrf, expected) {
         return Err(UiError::Forbidden);
     }
+    let client = s.hits.client(crate::peer(&ext), &headers);
+    if let Some(left) = s.ui.locked_out(client) {
+        return Err(UiError::TooManyTries(left.as_secs() / 60 + 1));
+    }
     if f.key.is_empty() || s.api_key.is_empty() || !crate::keys_match(&f.key, &s.api_key) {
-        tracing::info!("dashboard login refused: wrong API key");
+        s.ui.failed(client);
+        tracing::info!(client = ?client, "dashboard login refused: wrong API key");
         return login_form(
             &s,
             StatusCode::UNAUTHORIZED,
@@ -325,6 +358,8 @@ pub(crate) enum UiError {
     Forbidden,
     /// 400 with why.
     BadRequest(String),
+    /// 429: too many wrong keys from this client; minutes to wait.
+    TooManyTries(u64),
     /// 503 or 500 from the store, logged with a correlation id.
     Store { retry: bool, id: String },
 }
@@ -353,6 +388,10 @@ impl IntoResponse for UiError {
                 "This form has expired or did not come from this dashboard: reload the page and try again.".into(),
             ),
             UiError::BadRequest(why) => (StatusCode::BAD_REQUEST, why),
+            UiError::TooManyTries(minutes) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too many wrong keys from this address: try again in {minutes} min."),
+            ),
             UiError::Store { retry: true, id } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("The store is unavailable or busy; try again in a moment (correlation id {id})."),
@@ -486,6 +525,20 @@ mod tests {
         assert!(s.csrf("0".repeat(64).as_str()).is_none());
         s.close(&t);
         assert!(s.csrf(&t).is_none());
+    }
+
+    #[test]
+    fn a_client_is_locked_out_after_its_wrong_keys_and_others_are_not() {
+        let s = Sessions::default();
+        let a = Some(std::net::IpAddr::from([10, 0, 0, 1]));
+        let b = Some(std::net::IpAddr::from([10, 0, 0, 2]));
+        for _ in 0..MAX_FAILURES - 1 {
+            s.failed(a);
+        }
+        assert!(s.locked_out(a).is_none());
+        s.failed(a);
+        assert!(s.locked_out(a).is_some_and(|d| d <= FAILURE_WINDOW));
+        assert!(s.locked_out(b).is_none());
     }
 
     #[test]

@@ -98,14 +98,19 @@ async fn add(tx: &mut PgConnection, rows: &[CountRow]) -> Result<(), StoreError>
 #[async_trait]
 impl CountView for PostgresStore {
     async fn counts(&self, f: &CountFilter) -> Result<Vec<CountRow>, StoreError> {
-        let rows: Vec<(String, i32, String, Ts, i64)> = sqlx::query_as(
-            "SELECT workflow, version, metric, hour, sum(n)::bigint FROM report_counts \
+        let (hour, by) = if f.whole {
+            ("min(hour)", "")
+        } else {
+            ("hour", ", hour")
+        };
+        let rows: Vec<(String, i32, String, Ts, i64)> = sqlx::query_as(&format!(
+            "SELECT workflow, version, metric, {hour}, sum(n)::bigint FROM report_counts \
              WHERE ($1::text IS NULL OR workflow = $1) AND ($2::int IS NULL OR version = $2) \
                AND ($3::timestamptz IS NULL OR hour >= $3) \
                AND ($4::timestamptz IS NULL OR hour < $4) \
-             GROUP BY workflow, version, metric, hour \
-             ORDER BY workflow, version, metric, hour",
-        )
+             GROUP BY workflow, version, metric{by} \
+             ORDER BY workflow, version, metric{by}"
+        ))
         .bind(&f.workflow)
         .bind(f.version.map(|v| v as i32))
         .bind(f.since)

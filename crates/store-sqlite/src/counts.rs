@@ -105,12 +105,19 @@ async fn add(tx: &mut SqliteConnection, rows: &[CountRow]) -> Result<(), StoreEr
 #[async_trait]
 impl CountView for SqliteStore {
     async fn counts(&self, f: &CountFilter) -> Result<Vec<CountRow>, StoreError> {
-        let json: String = sqlx::query_scalar(
-            "SELECT json_group_array(json_array(workflow, version, metric, hour, n)) \
-             FROM report_counts WHERE (?1 IS NULL OR workflow = ?1) \
-               AND (?2 IS NULL OR version = ?2) AND (?3 IS NULL OR hour >= ?3) \
-               AND (?4 IS NULL OR hour < ?4)",
-        )
+        let rows = if f.whole {
+            "(SELECT workflow, version, metric, min(hour) AS hour, sum(n) AS n FROM report_counts \
+             WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR version = ?2) \
+             AND (?3 IS NULL OR hour >= ?3) AND (?4 IS NULL OR hour < ?4) \
+             GROUP BY workflow, version, metric)"
+        } else {
+            "(SELECT * FROM report_counts WHERE (?1 IS NULL OR workflow = ?1) \
+             AND (?2 IS NULL OR version = ?2) AND (?3 IS NULL OR hour >= ?3) \
+             AND (?4 IS NULL OR hour < ?4))"
+        };
+        let json: String = sqlx::query_scalar(&format!(
+            "SELECT json_group_array(json_array(workflow, version, metric, hour, n)) FROM {rows}"
+        ))
         .bind(&f.workflow)
         .bind(f.version.map(i64::from))
         .bind(f.since.map(ts))

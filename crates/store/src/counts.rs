@@ -229,6 +229,10 @@ pub struct CountFilter {
     pub since: Option<Ts>,
     /// Only hours starting before this.
     pub until: Option<Ts>,
+    /// Each metric summed over the hours selected: one row per workflow, version and
+    /// metric, at the earliest of its hours (what a report without periods reads: tens
+    /// of rows instead of metrics x hours).
+    pub whole: bool,
 }
 
 /// Reading the report counts. Every [`crate::Store`] implements it.

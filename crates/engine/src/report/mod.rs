@@ -275,11 +275,13 @@ pub async fn workflow(
         version: o.version,
         since: o.since,
         until: o.until,
+        whole: o.by.is_none(),
     };
     let rows = store.counts(&filter).await?;
     let gauges = CountFilter {
         since: None,
         until: Some(GAUGE_HOUR + TimeDelta::hours(1)),
+        whole: true,
         ..filter
     };
     let mut waiting_at: BTreeMap<String, i64> = BTreeMap::new();
@@ -713,6 +715,7 @@ pub async fn lead_funnel(store: &dyn Store, o: &Options) -> Result<LeadFunnel, S
         version: None,
         since: o.since,
         until: o.until,
+        whole: true,
     };
     Ok(funnel(&store.counts(&filter).await?))
 }

@@ -66,10 +66,13 @@ struct CampaignRow {
 }
 
 /// Enrolments per day over the last [`TREND_DAYS`] days, oldest first.
-fn trend(rows: &[CountRow], now: Ts) -> Vec<i64> {
+fn trend(workflow: &str, rows: &[CountRow], now: Ts) -> Vec<i64> {
     let today = now.date_naive();
     let mut days = vec![0i64; TREND_DAYS as usize];
-    for r in rows.iter().filter(|r| r.metric == "entered") {
+    for r in rows
+        .iter()
+        .filter(|r| r.workflow == workflow && r.metric == "entered")
+    {
         let back = (today - r.hour.date_naive()).num_days();
         if (0..TREND_DAYS).contains(&back) {
             days[(TREND_DAYS - 1 - back) as usize] += r.n;
@@ -85,10 +88,16 @@ pub(crate) async fn campaigns(
 ) -> Result<Html<String>, UiError> {
     let store = &*s.engine.store;
     let now = Utc::now();
-    let all = store
-        .counts(&CountFilter::default())
-        .await
-        .map_err(UiError::store)?;
+    let whole = CountFilter {
+        whole: true,
+        ..CountFilter::default()
+    };
+    let all = store.counts(&whole).await.map_err(UiError::store)?;
+    let recent = CountFilter {
+        since: Some(now - TimeDelta::days(TREND_DAYS)),
+        ..CountFilter::default()
+    };
+    let recent = store.counts(&recent).await.map_err(UiError::store)?;
     let latest = store.latest_versions().await.map_err(UiError::store)?;
     let controls = store.controls().await.map_err(UiError::store)?;
     let (rows, gauges) = split_gauges(all);
@@ -105,7 +114,7 @@ pub(crate) async fn campaigns(
             .cloned()
             .collect();
         let r = report::build(p, &mine, &BTreeMap::new(), &Options::default());
-        let days = trend(&mine, now);
+        let days = trend(p.id(), &recent, now);
         out.push(CampaignRow {
             id: p.id().to_string(),
             name: p
@@ -161,6 +170,7 @@ async fn campaign_report(
         version,
         since: None,
         until: None,
+        whole: true,
     };
     let all = s
         .engine

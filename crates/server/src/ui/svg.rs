@@ -221,8 +221,17 @@ fn edge(svg: &mut String, e: &DrawnEdge, from: (i64, i64), to: (i64, i64), shift
         text.push_str(&super::num(n));
     }
     if !text.is_empty() {
-        let (lx, ly) = ((x1 + x2) / 2 + 6, mid + 4);
-        let _ = write!(svg, "<text x=\"{lx}\" y=\"{ly}\">{}</text>", esc(&text));
+        // Three quarters along the curve, on the side it bends to: the labels of edges
+        // leaving one step apart stay apart.
+        let lx = (x1 as f64 * 0.15625 + x2 as f64 * 0.84375) as i64;
+        let ly = (y1 as f64 * 0.015625 + mid as f64 * 0.5625 + y2 as f64 * 0.421875) as i64;
+        let (dx, anchor) = if x2 < x1 { (-6, "end") } else { (6, "start") };
+        let _ = write!(
+            svg,
+            "<text x=\"{}\" y=\"{ly}\" text-anchor=\"{anchor}\">{}</text>",
+            lx + dx,
+            esc(&text)
+        );
     }
     svg.push_str("</g>");
 }

@@ -133,31 +133,19 @@ impl CountView for PostgresStore {
 #[async_trait]
 impl nurture_store::OpsView for PostgresStore {
     async fn queue_summary(&self, now: Ts) -> Result<QueueSummary, StoreError> {
-        let queued_events: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
-            .fetch_one(&self.pool)
-            .await?;
-        let (due_timers, oldest_due, later_timers): (i64, Option<Ts>, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE due_at <= $1), MIN(due_at) FILTER (WHERE due_at <= $1), \
-             count(*) FILTER (WHERE due_at > $1) FROM timers",
-        )
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        let counts = sqlx::query(&nurture_store::ops::outbox_counts_sql())
+        let row = sqlx::query(&nurture_store::ops::counts_sql("$1"))
+            .bind(now)
             .fetch_one(&self.pool)
             .await?;
         let mut outbox = std::collections::BTreeMap::new();
         for s in nurture_store::ops::OPEN_OUTBOX_STATES {
-            outbox.insert(
-                s.as_str().to_string(),
-                counts.try_get::<i64, _>(s.as_str())?,
-            );
+            outbox.insert(s.as_str().to_string(), row.try_get::<i64, _>(s.as_str())?);
         }
+        let oldest: Option<Ts> = row.try_get("oldest_due")?;
         Ok(QueueSummary {
-            queued_events,
-            due_timers,
-            oldest_due,
-            later_timers,
+            queued_events: row.try_get("queued_events")?,
+            due_timers: row.try_get("due_timers")?,
+            oldest_due: oldest.filter(|t| *t <= now),
             outbox,
         })
     }

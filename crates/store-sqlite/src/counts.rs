@@ -154,33 +154,20 @@ impl CountView for SqliteStore {
 #[async_trait]
 impl nurture_store::OpsView for SqliteStore {
     async fn queue_summary(&self, now: Ts) -> Result<QueueSummary, StoreError> {
-        let queued_events: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
-            .fetch_one(&self.pool)
-            .await?;
-        let row = sqlx::query(
-            "SELECT count(*) FILTER (WHERE due_at <= ?1) AS due, \
-             MIN(due_at) FILTER (WHERE due_at <= ?1) AS oldest, \
-             count(*) FILTER (WHERE due_at > ?1) AS later FROM timers",
-        )
-        .bind(ts(now))
-        .fetch_one(&self.pool)
-        .await?;
-        let oldest: Option<String> = row.try_get("oldest")?;
-        let counts = sqlx::query(&nurture_store::ops::outbox_counts_sql())
+        let row = sqlx::query(&nurture_store::ops::counts_sql("?1"))
+            .bind(ts(now))
             .fetch_one(&self.pool)
             .await?;
         let mut outbox = std::collections::BTreeMap::new();
         for s in nurture_store::ops::OPEN_OUTBOX_STATES {
-            outbox.insert(
-                s.as_str().to_string(),
-                counts.try_get::<i64, _>(s.as_str())?,
-            );
+            outbox.insert(s.as_str().to_string(), row.try_get::<i64, _>(s.as_str())?);
         }
+        let oldest: Option<String> = row.try_get("oldest_due")?;
+        let oldest = oldest.as_deref().map(parse_ts).transpose()?;
         Ok(QueueSummary {
-            queued_events,
-            due_timers: row.try_get("due")?,
-            oldest_due: oldest.as_deref().map(parse_ts).transpose()?,
-            later_timers: row.try_get("later")?,
+            queued_events: row.try_get("queued_events")?,
+            due_timers: row.try_get("due_timers")?,
+            oldest_due: oldest.filter(|t| *t <= now),
             outbox,
         })
     }

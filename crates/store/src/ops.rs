@@ -8,7 +8,11 @@ use serde::Serialize;
 
 use crate::{StoreError, Ts};
 
-/// The queues of a store at one moment.
+/// Each count stops here: a backlog larger than this reads as `COUNT_CAP + 1` ("more
+/// than 100,000"), so the page costs the same however large the backlog is.
+pub const COUNT_CAP: i64 = 100_000;
+
+/// The queues of a store at one moment; each count at most [`COUNT_CAP`] + 1.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct QueueSummary {
     /// Events stored and not processed yet.
@@ -17,8 +21,6 @@ pub struct QueueSummary {
     pub due_timers: i64,
     /// The due time of the oldest of them.
     pub oldest_due: Option<Ts>,
-    /// Timers set for later.
-    pub later_timers: i64,
     /// Outbox entries by [`crate::OutboxState`] name, for the states that still need
     /// something: `queued`, `retrying`, `deferred`, `failed`, `ambiguous`.
     pub outbox: BTreeMap<String, i64>,
@@ -40,21 +42,28 @@ pub const OPEN_OUTBOX_STATES: [crate::OutboxState; 5] = [
     crate::OutboxState::Ambiguous,
 ];
 
-/// One SQL statement (the same on SQLite and Postgres) counting the outbox entries of
-/// [`OPEN_OUTBOX_STATES`], one column per state, named as the state.
-pub fn outbox_counts_sql() -> String {
-    let cols: Vec<String> = OPEN_OUTBOX_STATES
-        .iter()
-        .map(|s| {
-            format!(
-                "COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0) AS {}",
-                s.sql(),
-                s.as_str()
-            )
-        })
-        .collect();
-    format!(
-        "SELECT {} FROM outbox WHERE state IN ('pending', 'failed', 'ambiguous')",
-        cols.join(", ")
-    )
+/// The SQL (the same on SQLite and Postgres) of the counts, one column each, every count
+/// stopping at [`COUNT_CAP`] + 1: `queued_events`, `due_timers` (due at the first
+/// parameter, `$1`/`?1`), `oldest_due` (the earliest timer) and one column per state of
+/// [`OPEN_OUTBOX_STATES`], named as the state.
+pub fn counts_sql(param: &str) -> String {
+    let cap = COUNT_CAP + 1;
+    let capped =
+        |from: &str| format!("(SELECT count(*) FROM (SELECT 1 FROM {from} LIMIT {cap}) c)");
+    let mut cols = vec![
+        format!("{} AS queued_events", capped("inbox")),
+        format!(
+            "{} AS due_timers",
+            capped(&format!("timers WHERE due_at <= {param}"))
+        ),
+        "(SELECT MIN(due_at) FROM timers) AS oldest_due".to_string(),
+    ];
+    cols.extend(OPEN_OUTBOX_STATES.iter().map(|s| {
+        format!(
+            "{} AS {}",
+            capped(&format!("outbox WHERE {}", s.sql())),
+            s.as_str()
+        )
+    }));
+    format!("SELECT {}", cols.join(", "))
 }

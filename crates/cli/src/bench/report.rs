@@ -192,7 +192,7 @@ async fn real_run(store: &dyn Store) -> Result<(String, String), EngineError> {
     let at = chrono::Utc.with_ymd_and_hms(2026, 2, 1, 9, 0, 0).unwrap();
     let contact = Contact {
         id: "bench-contact".into(),
-        email: Some("bench@example.com".into()),
+        email: Some("bench-contact@bench.test".into()),
         score: 30,
         ..Default::default()
     };
@@ -285,6 +285,8 @@ async fn fill_runs(url: &str, runs: usize, schema: &str) -> Result<(), EngineErr
             .map_err(nurture_store::StoreError::from)?;
         for sql in [
             "TRUNCATE runs, timers, report_counts, report_once",
+            "DELETE FROM journal WHERE contact = 'bench-contact' AND $1 > 0",
+            "DELETE FROM contacts WHERE id = 'bench-contact' AND $1 > 0",
             "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, started_at, rev) \
              SELECT 'r' || i, 'bench', 1, 'c' || i, \
                CASE WHEN i % 20 = 0 THEN 'waiting' ELSE 'completed' END, \

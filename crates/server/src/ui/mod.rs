@@ -422,6 +422,13 @@ fn env() -> &'static minijinja::Environment<'static> {
         }
         env.add_filter("num", num);
         env.add_filter("pct", pct);
+        env.add_filter("capped", |n: i64| {
+            if n > nurture_store::ops::COUNT_CAP {
+                format!("more than {}", num(nurture_store::ops::COUNT_CAP))
+            } else {
+                num(n)
+            }
+        });
         env.add_filter("when", when);
         env.add_filter("seg", |s: String| seg(&s));
         env

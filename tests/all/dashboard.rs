@@ -58,6 +58,13 @@ fn serve() -> Served {
         text.replace("quiet_hours: { from: \"21:00\", to: \"08:00\" }\n", ""),
     )
     .unwrap();
+    // A step may be called `trigger`: the graph must not mistake it for the trigger.
+    std::fs::write(
+        dir.join("workflows/step-named-trigger.yaml"),
+        "workflow: step-named-trigger\nversion: 1\ntrigger:\n  event: probe.happened\n\
+         steps:\n  - id: trigger\n    tag: [probe]\n",
+    )
+    .unwrap();
     let mut contacts = std::fs::read_to_string(dir.join("sample/contacts.jsonl")).unwrap();
     contacts.push_str(
         "{\"id\": \"mallory\", \"email\": \"mallory@example.com\", \
@@ -393,7 +400,7 @@ fn campaign_graph_matches_the_report(b: &Browser, base: &str) {
             checked += 1;
         }
     }
-    let trigger = nodes.iter().find(|n| n[0] == "trigger").unwrap();
+    let trigger = nodes.iter().find(|n| n[0] == "(trigger)").unwrap();
     assert_eq!(trigger[1], report["entered"]);
     assert!(report["entered"].as_i64().unwrap() >= 2);
     assert!(checked >= 1, "no counted edge to compare: {report}");
@@ -468,6 +475,33 @@ fn forged_sessions_and_forms_without_the_csrf_token_are_refused() {
             "{cookie}"
         );
     }
+    // htmx's refresh without a session: a redirect of the whole page, not the login form
+    // swapped into the graph.
+    let (status, h, _) = http(
+        "GET",
+        base,
+        "/ui/campaigns/ebook-nurture/graph",
+        &[("hx-request", "true")],
+        "",
+    );
+    assert_eq!(
+        (status, header(&h, "hx-redirect")),
+        (401, vec!["/ui/login"])
+    );
+    // Without the key, no route but the API's takes a large body (413 before it is
+    // read), and `/ui` errors carry the dashboard's headers too.
+    let (status, h, _) = http(
+        "POST",
+        base,
+        "/ui/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &"x".repeat(20_000),
+    );
+    assert_eq!(status, 413);
+    assert_eq!(header(&h, "x-frame-options"), vec!["DENY"]);
+    let (status, h, _) = http("GET", base, "/ui/no-such-page", &[], "");
+    assert_eq!(status, 404);
+    assert!(header(&h, "content-security-policy")[0].contains("default-src 'none'"));
     let session = login(base);
     let (status, h, page) = http("GET", base, "/ui/ops", &[("cookie", &session)], "");
     assert_eq!(status, 200);
@@ -501,6 +535,15 @@ fn forged_sessions_and_forms_without_the_csrf_token_are_refused() {
         http("GET", base, "/ui/ops", &[("cookie", &session)], "").0,
         200
     );
+    // A link cannot make the page claim a send was requeued.
+    let (_, _, page) = http(
+        "GET",
+        base,
+        "/ui/ops?requeued=everything",
+        &[("cookie", &session)],
+        "",
+    );
+    assert!(!page.contains("Requeued everything"), "{page}");
     // With it: a requeue of nothing is a 404 naming it; logout ends the session.
     let (status, _, page) = http(
         "POST",
@@ -604,6 +647,16 @@ fn pages_escape_what_the_store_holds_and_404_what_it_lacks() {
         assert!(page.contains(text), "{path}: {page}");
     }
     assert_eq!(get("/ui/campaigns/ebook-nurture?version=x").0, 400);
+    // The trigger's node and a step called `trigger` are two nodes.
+    let (status, _, page) = get("/ui/campaigns/step-named-trigger");
+    assert_eq!(status, 200);
+    assert_eq!(page.matches("data-step=\"(trigger)\"").count(), 1, "{page}");
+    let nodes = page.matches("data-step=\"trigger\" data-passed").count();
+    assert_eq!(nodes, 1, "{page}");
+    assert!(
+        page.contains("data-from=\"(trigger)\" data-to=\"trigger\""),
+        "{page}"
+    );
     let (status, h, _) = get("/ui/search?q=ana%40example.com");
     assert_eq!(
         (status, header(&h, "location")),
@@ -612,6 +665,32 @@ fn pages_escape_what_the_store_holds_and_404_what_it_lacks() {
     let (status, _, page) = get("/ui/search?q=%3Cscript%3E");
     assert_eq!(status, 200);
     assert!(page.contains("No contact or run matches <strong>&lt;script&gt;</strong>"));
+    // An id may hold `@`, and be another contact's address: links and the API go by id,
+    // search lists both, and finds addresses in any case.
+    let body = r#"[{"id": "alice@corp.test", "email": "alice.private@example.com"},
+                   {"id": "impostor", "email": "alice@corp.test"}]"#;
+    let auth = format!("Bearer {KEY}");
+    let json = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    assert_eq!(http("POST", &s.base, "/v1/contacts", &json, body).0, 200);
+    let (_, _, page) = get("/ui/contacts/alice@corp.test");
+    assert!(page.contains("alice.private@example.com"), "{page}");
+    let (_, _, api) = http("GET", &s.base, "/v1/contacts/alice@corp.test", &json, "");
+    assert!(api.contains("alice.private@example.com"), "{api}");
+    let (status, _, page) = get("/ui/search?q=alice%40corp.test");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("href=\"/ui/contacts/alice@corp.test\"")
+            && page.contains("href=\"/ui/contacts/impostor\""),
+        "{page}"
+    );
+    let (status, h, _) = get("/ui/search?q=ALICE.PRIVATE%40EXAMPLE.COM");
+    assert_eq!(
+        (status, header(&h, "location")),
+        (303, vec!["/ui/contacts/alice@corp.test"])
+    );
     // Assets are served from the binary.
     let (status, h, js) = get("/ui/assets/htmx.min.js");
     assert_eq!(status, 200);

@@ -13,13 +13,15 @@ pub(crate) async fn contact_id(store: &dyn Store, given: &str) -> Result<Result<
     if !given.contains('@') {
         return Ok(Ok(given.to_string()));
     }
-    Ok(match store.contact_by_email(given).await? {
-        Some(c) => Ok(c.id),
-        None => {
-            eprintln!("error: no contact with the address {given}");
-            Err(ExitCode::from(1))
-        }
-    })
+    Ok(
+        match nurture_engine::story::find_contact(store, given).await? {
+            Some(c) => Ok(c.id),
+            None => {
+                eprintln!("error: no contact with the address {given}");
+                Err(ExitCode::from(1))
+            }
+        },
+    )
 }
 
 /// `nurture outbox list`.

@@ -96,20 +96,38 @@ pub struct ContactStory {
     pub timeline: Vec<Moment>,
 }
 
-/// The story of the contact `given` (an id, or an address when it holds `@`); `None` when
-/// there is no such contact.
+/// The contact `given`: the one with that id, else (when it holds `@`) the one with that
+/// address, in any case. An id is tried first: ids may hold `@`, and another contact's
+/// address must not hide the contact whose id it is.
+pub async fn find_contact(store: &dyn Store, given: &str) -> Result<Option<Contact>, StoreError> {
+    if let Some(c) = store.contact(given).await? {
+        return Ok(Some(c));
+    }
+    if !given.contains('@') {
+        return Ok(None);
+    }
+    store.contact_by_email(&given.to_lowercase()).await
+}
+
+/// The story of the contact `given` ([`find_contact`]); `None` when there is no such
+/// contact.
 pub async fn contact_story(
     store: &dyn Store,
     given: &str,
     now: Ts,
 ) -> Result<Option<ContactStory>, StoreError> {
-    let found = match given.contains('@') {
-        true => store.contact_by_email(given).await?,
-        false => store.contact(given).await?,
-    };
-    let Some(contact) = found else {
+    let Some(contact) = find_contact(store, given).await? else {
         return Ok(None);
     };
+    story_of(store, contact, now).await.map(Some)
+}
+
+/// The story of `contact`.
+pub async fn story_of(
+    store: &dyn Store,
+    contact: Contact,
+    now: Ts,
+) -> Result<ContactStory, StoreError> {
     let runs = store.runs_of_contact(&contact.id).await?;
     let mut lines = store.contact_lines(&contact.id, LINES_READ).await?;
     for r in runs.iter().rev().take(RUNS_READ) {
@@ -121,7 +139,7 @@ pub async fn contact_story(
     let mut events = store.contact_events(&contact.id, since).await?;
     let skip = events.len().saturating_sub(EVENTS_READ);
     events.drain(..skip);
-    Ok(Some(build(contact, runs, &lines, events)))
+    Ok(build(contact, runs, &lines, events))
 }
 
 fn build(

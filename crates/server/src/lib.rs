@@ -279,6 +279,8 @@ pub fn router(state: AppState) -> Router {
         // Outside `read_body`: a client without the key is turned away before its body
         // is read, so only authenticated clients can make the server hold bodies.
         .layer(axum::middleware::from_fn_with_state(state, key_first))
+        // Outermost: the dashboard's headers on every `/ui` answer, errors included.
+        .layer(axum::middleware::from_fn(ui::headers))
         // `read_body` enforces `max_body` (axum's own default is 2 MB).
         .layer(axum::extract::DefaultBodyLimit::disable())
 }
@@ -314,6 +316,9 @@ async fn method_not_allowed(method: axum::http::Method) -> ApiError {
     )
 }
 
+/// The largest body of a route outside `/v1` (forms, one-click unsubscribe).
+const SMALL_BODY: usize = 16 * 1024;
+
 /// Reads the whole request body before the handler runs: at most `max_body` bytes (413
 /// beyond, as soon as the excess is seen) within `body_timeout` (408 after: a client
 /// trickling its body cannot hold a connection and a task for ever).
@@ -329,20 +334,25 @@ async fn read_body(
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // Only the API's routes (behind the key) take large bodies; the others (dashboard
+    // forms, one-click unsubscribe, unknown paths) at most SMALL_BODY, so a client
+    // without the key cannot make the server hold megabytes per connection.
+    let max = if parts.uri.path().starts_with("/v1/") {
+        limits.max_body
+    } else {
+        limits.max_body.min(SMALL_BODY)
+    };
     let too_large = || {
         closing(
             ApiError::new(
                 ProblemKind::PayloadTooLarge,
-                format!(
-                    "the request body is larger than {} bytes (`max_body_bytes` in `[api]`)",
-                    limits.max_body
-                ),
+                format!("the request body is larger than {max} bytes (`max_body_bytes` in `[api]` for `/v1` routes)"),
             )
-            .with("max_body_bytes", Value::from(limits.max_body))
+            .with("max_body_bytes", Value::from(max))
             .into_response(),
         )
     };
-    if declared.is_some_and(|n| n > limits.max_body as u64) {
+    if declared.is_some_and(|n| n > max as u64) {
         return too_large();
     }
     let read = async {
@@ -356,7 +366,7 @@ async fn read_body(
                 )
                 .into_response()
             })?;
-            if buf.len() + chunk.len() > limits.max_body {
+            if buf.len() + chunk.len() > max {
                 return Err(too_large());
             }
             buf.extend_from_slice(&chunk);

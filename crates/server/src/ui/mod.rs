@@ -64,7 +64,6 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/ops/requeue", post(pages::requeue))
         .route("/ui/search", get(pages::search))
         .route("/ui/assets/{name}", get(asset))
-        .layer(axum::middleware::from_fn(headers))
 }
 
 /// The logged-in sessions: token to its CSRF token and expiry.
@@ -120,6 +119,7 @@ impl Sessions {
 
     /// Whether `client` has used up its wrong keys: the time left until it may try again.
     fn locked_out(&self, client: Option<std::net::IpAddr>) -> Option<Duration> {
+        let client = client.map(per_network);
         let map = self.failures.lock().expect("failures lock");
         let (n, since) = map.get(&client)?;
         let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
@@ -128,15 +128,38 @@ impl Sessions {
 
     /// Counts a wrong key of `client`.
     fn failed(&self, client: Option<std::net::IpAddr>) {
+        let client = client.map(per_network);
         let mut map = self.failures.lock().expect("failures lock");
         if map.len() >= MAX_SESSIONS {
             map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        // Still full (many addresses within the window): the oldest entry goes.
+        if map.len() >= MAX_SESSIONS {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, since))| *since)
+                .map(|(k, _)| *k)
+            {
+                map.remove(&oldest);
+            }
         }
         let entry = map.entry(client).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= FAILURE_WINDOW {
             *entry = (0, Instant::now());
         }
         entry.0 += 1;
+    }
+}
+
+/// An IPv6 address's /64 (one subscriber's whole network), an IPv4 address as it is.
+fn per_network(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => {
+            let mut seg = v6.segments();
+            seg[4..].fill(0);
+            std::net::IpAddr::V6(seg.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -182,6 +205,11 @@ impl FromRequestParts<AppState> for Viewer {
                 token: token.to_string(),
                 csrf,
             }),
+            // htmx's refresh of a fragment: not the login page inside the fragment, but
+            // a redirect of the whole page.
+            _ if parts.headers.contains_key("hx-request") => {
+                Err((StatusCode::UNAUTHORIZED, [("hx-redirect", "/ui/login")]).into_response())
+            }
             _ => Err(Redirect::to("/ui/login").into_response()),
         }
     }
@@ -234,7 +262,7 @@ fn login_form(
     let token = random_token();
     let html = render(
         "login.html",
-        minijinja::context! { csrf => &token, problem => problem, title => "Log in" },
+        minijinja::context! { login_csrf => &token, problem => problem, title => "Log in" },
     )?;
     let mut r = (status, html).into_response();
     r.headers_mut().append(
@@ -326,8 +354,16 @@ async fn asset(Path(name): Path<String>) -> Response {
     r
 }
 
-/// The security headers of every dashboard answer; pages are not cached.
-async fn headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// The security headers of every dashboard answer (the API's 404, 405 and 413 for `/ui`
+/// paths too); pages are not cached.
+pub(crate) async fn headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    if path != "/ui" && !path.starts_with("/ui/") {
+        return next.run(request).await;
+    }
     let mut r = next.run(request).await;
     let h = r.headers_mut();
     h.insert(
@@ -546,6 +582,17 @@ mod tests {
         s.failed(a);
         assert!(s.locked_out(a).is_some_and(|d| d <= FAILURE_WINDOW));
         assert!(s.locked_out(b).is_none());
+        // An IPv6 client is its /64: other addresses of it are locked out too.
+        let v6 = |last: u16| Some(std::net::IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]));
+        for i in 0..MAX_FAILURES {
+            s.failed(v6(i as u16));
+        }
+        assert!(s.locked_out(v6(999)).is_some());
+        assert!(s
+            .locked_out(Some(std::net::IpAddr::from([
+                0x2001, 0xdb8, 0, 2, 0, 0, 0, 1
+            ])))
+            .is_none());
     }
 
     #[test]

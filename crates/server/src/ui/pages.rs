@@ -300,22 +300,24 @@ fn cut_json(v: &serde_json::Value) -> String {
     }
 }
 
-/// `GET /ui/contacts/{id}` (an id or an address).
+/// `GET /ui/contacts/{id}`.
 pub(crate) async fn contact(
     State(s): State<AppState>,
     v: Viewer,
     Path(id): Path<String>,
 ) -> Result<Html<String>, UiError> {
     let now = Utc::now();
-    let story = nurture_engine::story::contact_story(&*s.engine.store, &id, now)
-        .await
-        .map_err(|e| UiError::engine(e.into()))?;
-    let Some(story) = story else {
+    let store = &*s.engine.store;
+    // By id alone: the search resolves addresses, links carry ids.
+    let Some(found) = store.contact(&id).await.map_err(UiError::store)? else {
         return Err(UiError::NotFound(format!(
             "There is no contact {}.",
             cut(&id)
         )));
     };
+    let story = nurture_engine::story::story_of(store, found, now)
+        .await
+        .map_err(UiError::store)?;
     let grade = nurture_engine::eval::grade(&s.engine.project.scoring, story.contact.score);
     let mut history = story.score_history.clone();
     history.sort_by_key(|c| c.at);
@@ -398,6 +400,20 @@ pub(crate) async fn ops(
         .oldest_due
         .map(|t| human((now - t).max(TimeDelta::zero())));
     let problems = problems(&s.engine.project.root);
+    // Said only of a key that is queued again: a link cannot make the page claim it.
+    let requeued = match q.requeued {
+        Some(k)
+            if store
+                .outbox_state(&k)
+                .await
+                .map_err(UiError::store)?
+                .as_deref()
+                == Some("pending") =>
+        {
+            Some(cut(&k))
+        }
+        _ => None,
+    };
     let workers: Vec<_> = workers
         .iter()
         .map(|w| {
@@ -410,7 +426,7 @@ pub(crate) async fn ops(
         context! {
             title => "Operations", csrf => v.csrf, nav => "ops",
             q => &queues, lag => lag, workers => workers, ambiguous => ambiguous,
-            problems => problems, requeued => q.requeued.map(|k| cut(&k)),
+            problems => problems, requeued => requeued,
         },
     )
 }
@@ -418,11 +434,14 @@ pub(crate) async fn ops(
 /// "3 s", "4 min", "2 h", "5 d".
 fn human(d: TimeDelta) -> String {
     let s = d.num_seconds();
-    match s {
-        ..120 => format!("{s} s"),
-        ..7200 => format!("{} min", s / 60),
-        ..172_800 => format!("{} h", s / 3600),
-        _ => format!("{} d", s / 86_400),
+    if s < 120 {
+        format!("{s} s")
+    } else if s < 7200 {
+        format!("{} min", s / 60)
+    } else if s < 172_800 {
+        format!("{} h", s / 3600)
+    } else {
+        format!("{} d", s / 86_400)
     }
 }
 
@@ -486,7 +505,23 @@ pub(crate) struct SearchQuery {
     q: String,
 }
 
-/// `GET /ui/search?q=`: a contact by address or id, else a run by id.
+/// One match of a search.
+#[derive(Serialize)]
+struct Found {
+    /// `contacts` or `runs`, as in the page's path.
+    what: &'static str,
+    id: String,
+    label: String,
+}
+
+impl Found {
+    fn href(&self) -> String {
+        format!("/ui/{}/{}", self.what, seg(&self.id))
+    }
+}
+
+/// `GET /ui/search?q=`: contacts by address (in any case) and by id, and a run by id;
+/// one match opens it, several are listed.
 pub(crate) async fn search(
     State(s): State<AppState>,
     v: Viewer,
@@ -494,29 +529,37 @@ pub(crate) async fn search(
 ) -> Result<Response, UiError> {
     let store = &*s.engine.store;
     let wanted: String = q.q.trim().chars().take(320).collect();
+    let mut found: Vec<Found> = Vec::new();
     if !wanted.is_empty() {
-        let by_mail = if wanted.contains('@') {
-            store
-                .contact_by_email(&wanted)
-                .await
-                .map_err(UiError::store)?
-        } else {
-            None
-        };
-        let found = match by_mail {
-            Some(c) => Some(c),
-            None => store.contact(&wanted).await.map_err(UiError::store)?,
-        };
-        if let Some(c) = found {
-            return Ok(Redirect::to(&format!("/ui/contacts/{}", seg(&c.id))).into_response());
+        let mut contacts = Vec::new();
+        if wanted.contains('@') {
+            let by_mail = store.contact_by_email(&wanted.to_lowercase()).await;
+            contacts.extend(by_mail.map_err(UiError::store)?);
         }
+        contacts.extend(store.contact(&wanted).await.map_err(UiError::store)?);
+        contacts.dedup_by(|a, b| a.id == b.id);
+        found.extend(contacts.into_iter().map(|c| Found {
+            what: "contacts",
+            label: match &c.email {
+                Some(e) => format!("{} ({e})", c.id),
+                None => c.id.clone(),
+            },
+            id: c.id,
+        }));
         if store.run(&wanted).await.map_err(UiError::store)?.is_some() {
-            return Ok(Redirect::to(&format!("/ui/runs/{}", seg(&wanted))).into_response());
+            found.push(Found {
+                what: "runs",
+                id: wanted.clone(),
+                label: wanted.clone(),
+            });
         }
+    }
+    if let [one] = found.as_slice() {
+        return Ok(Redirect::to(&one.href()).into_response());
     }
     Ok(render(
         "search.html",
-        context! { title => "Search", csrf => v.csrf, nav => "", q => wanted },
+        context! { title => "Search", csrf => v.csrf, nav => "", q => wanted, found => found },
     )?
     .into_response())
 }

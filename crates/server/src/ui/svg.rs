@@ -9,6 +9,9 @@ use nurture_core::plan::{Plan, PlanNode};
 use nurture_engine::report::WorkflowReport;
 use petgraph::visit::EdgeRef;
 
+/// The trigger's node: a name no step can have (a step may be called `trigger`).
+pub(crate) const TRIGGER: &str = "(trigger)";
+
 const NODE_W: i64 = 200;
 const NODE_H: i64 = 58;
 const GAP_X: i64 = 36;
@@ -55,7 +58,7 @@ pub(crate) struct DrawnEdge {
 pub(crate) fn edges(plan: &Plan, report: &WorkflowReport) -> Vec<DrawnEdge> {
     let entry = plan.workflow.steps[0].id.clone();
     let mut out = vec![DrawnEdge {
-        from: "trigger".into(),
+        from: TRIGGER.into(),
         to: entry,
         label: String::new(),
         runs: Some(report.entered),
@@ -121,7 +124,7 @@ fn name(plan: &Plan, n: petgraph::graph::NodeIndex) -> String {
 /// Each node's layer: the longest path to it from the entry (the trigger is layer 0).
 fn layers(plan: &Plan) -> BTreeMap<String, usize> {
     let mut layer: BTreeMap<String, usize> = BTreeMap::new();
-    layer.insert("trigger".into(), 0);
+    layer.insert(TRIGGER.into(), 0);
     let order = petgraph::algo::toposort(&plan.graph, None).unwrap_or_default();
     for n in &order {
         let here = name(plan, *n);
@@ -143,7 +146,7 @@ fn layers(plan: &Plan) -> BTreeMap<String, usize> {
 pub(crate) fn graph(plan: &Plan, report: &WorkflowReport) -> String {
     let layer = layers(plan);
     let mut rows: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    let mut order: Vec<String> = vec!["trigger".into()];
+    let mut order: Vec<String> = vec![TRIGGER.into()];
     order.extend(plan.workflow.steps.iter().map(|s| s.id.clone()));
     order.push("end".into());
     for id in &order {
@@ -238,7 +241,7 @@ fn edge(svg: &mut String, e: &DrawnEdge, from: (i64, i64), to: (i64, i64), shift
 
 fn node(svg: &mut String, plan: &Plan, report: &WorkflowReport, id: &str, x: i64, y: i64) {
     let (kind, detail, passed, waiting) = match id {
-        "trigger" => (
+        TRIGGER => (
             "trigger".to_string(),
             plan.view().triggers.join("; "),
             report.entered,

@@ -279,16 +279,28 @@ fn the_dashboard_works_in_a_real_browser() {
     let s = serve();
     let b = Browser::start(1280, 1000);
 
-    // Not logged in: every page sends the browser to the login form.
-    b.goto(&format!("{}/ui/campaigns/ebook-nurture", s.base));
-    assert!(b.url().ends_with("/ui/login"), "{}", b.url());
+    // Not logged in: every page sends the browser to the login form, which remembers it.
+    b.goto(&format!("{}/ui/contacts/kim", s.base));
+    let url = b.wait_url("/ui/login?next=%2Fui%2Fcontacts%2Fkim");
+    assert!(
+        url.ends_with("/ui/login?next=%2Fui%2Fcontacts%2Fkim"),
+        "{url}"
+    );
+    b.type_into(&b.find("#key"), KEY);
+    b.click(&b.find("form.login button"));
+    let url = b.wait_url("/ui/contacts/kim");
+    assert!(url.ends_with("/ui/contacts/kim"), "{url}");
+    b.click(&b.find("form.logout button"));
+    let url = b.wait_url("/ui/login");
+    assert!(url.ends_with("/ui/login"), "{url}");
     visit(&b, &s.base, "/ui/login", "login");
 
     // A wrong key is refused, and says so.
     let key = b.find("#key");
     b.type_into(&key, "not-the-key");
     b.click(&b.find("form.login button"));
-    assert!(b.url().ends_with("/ui/login"));
+    let url = b.wait_url("/ui/login");
+    assert!(url.ends_with("/ui/login"), "{url}");
     let problem = b.js(
         "return document.querySelector('.problem').textContent",
         Value::Array(vec![]),
@@ -304,7 +316,8 @@ fn the_dashboard_works_in_a_real_browser() {
     let key = b.find("#key");
     b.type_into(&key, KEY);
     b.click(&b.find("form.login button"));
-    assert!(b.url().ends_with("/ui/"), "{}", b.url());
+    let url = b.wait_url("/ui/");
+    assert!(url.ends_with("/ui/"), "{url}");
     visit(&b, &s.base, "/ui/", "campaigns");
     let rows = b.js(
         "return [...document.querySelectorAll('tr[data-workflow]')].map(r => r.dataset.workflow)",
@@ -327,7 +340,8 @@ fn the_dashboard_works_in_a_real_browser() {
     let q = b.find("#q");
     b.type_into(&q, "lee@example.com");
     b.click(&b.find("form.search button"));
-    assert!(b.url().ends_with("/ui/contacts/lee"), "{}", b.url());
+    let url = b.wait_url("/ui/contacts/lee");
+    assert!(url.ends_with("/ui/contacts/lee"), "{url}");
 
     // Readable on a phone: nothing wider than the screen but the scrolling tables.
     b.resize(390, 844);
@@ -353,9 +367,11 @@ fn the_dashboard_works_in_a_real_browser() {
     // Log out: the session is gone.
     b.goto(&format!("{}/ui/", s.base));
     b.click(&b.find("form.logout button"));
-    assert!(b.url().ends_with("/ui/login"), "{}", b.url());
+    let url = b.wait_url("/ui/login");
+    assert!(url.ends_with("/ui/login"), "{url}");
     b.goto(&format!("{}/ui/ops", s.base));
-    assert!(b.url().ends_with("/ui/login"), "{}", b.url());
+    let url = b.wait_url("/ui/login?next=%2Fui%2Fops");
+    assert!(url.ends_with("/ui/login?next=%2Fui%2Fops"), "{url}");
     assert_quiet_console(&b, "after logout");
 }
 
@@ -471,7 +487,7 @@ fn forged_sessions_and_forms_without_the_csrf_token_are_refused() {
         let (status, h, _) = http("GET", base, "/ui/ops", &[("cookie", cookie)], "");
         assert_eq!(
             (status, header(&h, "location")),
-            (303, vec!["/ui/login"]),
+            (303, vec!["/ui/login?next=%2Fui%2Fops"]),
             "{cookie}"
         );
     }

@@ -122,6 +122,18 @@ impl Browser {
             .to_string()
     }
 
+    /// Waits (at most 10 s) until the address shown ends with `suffix`; the address.
+    pub(crate) fn wait_url(&self, suffix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.url();
+            if url.ends_with(suffix) || Instant::now() > deadline {
+                return url;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The first element matching `css`.
     pub(crate) fn find(&self, css: &str) -> String {
         let v = self.cmd(

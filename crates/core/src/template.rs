@@ -407,7 +407,7 @@ pub fn with_preheader(html: &str, text: &str) -> String {
 }
 
 /// Escapes text for HTML element content and attribute values.
-fn escape_html(s: &str) -> String {
+pub fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

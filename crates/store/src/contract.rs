@@ -482,40 +482,7 @@ pub async fn a_wave_of_mixed_outcomes_records_each_its_own_way(s: &dyn Store) {
     .await
     .unwrap();
     assert_eq!(s.pending_outbox(t(2), 10).await.unwrap().len(), 5);
-    let items = vec![
-        (
-            "m1".to_string(),
-            OutboxOutcome::Delivered {
-                record: json!({"id": 1}),
-            },
-        ),
-        (
-            "m2".to_string(),
-            OutboxOutcome::Retry {
-                reason: "503".into(),
-                retry_at: t(5),
-            },
-        ),
-        (
-            "m3".to_string(),
-            OutboxOutcome::Failed {
-                reason: "400".into(),
-            },
-        ),
-        (
-            "m4".to_string(),
-            OutboxOutcome::Defer {
-                reason: "cap".into(),
-                until: t(7),
-            },
-        ),
-        (
-            "m5".to_string(),
-            OutboxOutcome::Ambiguous {
-                reason: "cut".into(),
-            },
-        ),
-    ];
+    let items = one_of_each_outcome();
     let results = s.complete_outbox_many(&items, t(3)).await.unwrap();
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let states: Vec<Option<String>> = {
@@ -947,38 +914,7 @@ pub async fn queues_count_events_due_timers_and_open_sends_by_state(s: &dyn Stor
     .await
     .unwrap();
     s.pending_outbox(t(2), 10).await.unwrap();
-    let outcomes = vec![
-        (
-            "m1".to_string(),
-            OutboxOutcome::Delivered { record: json!({}) },
-        ),
-        (
-            "m2".to_string(),
-            OutboxOutcome::Retry {
-                reason: "503".into(),
-                retry_at: t(5),
-            },
-        ),
-        (
-            "m3".to_string(),
-            OutboxOutcome::Failed {
-                reason: "400".into(),
-            },
-        ),
-        (
-            "m4".to_string(),
-            OutboxOutcome::Defer {
-                reason: "cap".into(),
-                until: t(7),
-            },
-        ),
-        (
-            "m5".to_string(),
-            OutboxOutcome::Ambiguous {
-                reason: "cut".into(),
-            },
-        ),
-    ];
+    let outcomes = one_of_each_outcome();
     s.complete_outbox_many(&outcomes, t(3)).await.unwrap();
     s.commit(&UnitOfWork {
         outbox: vec![outbox("m6")],
@@ -1003,4 +939,43 @@ pub async fn queues_count_events_due_timers_and_open_sends_by_state(s: &dyn Stor
             ("retrying", 1)
         ]
     );
+}
+
+/// Delivered (`m1`, record `{"id": 1}`), retry at t(5) (`m2`), failed (`m3`), deferred
+/// to t(7) (`m4`) and ambiguous (`m5`).
+fn one_of_each_outcome() -> Vec<(String, OutboxOutcome)> {
+    vec![
+        (
+            "m1".into(),
+            OutboxOutcome::Delivered {
+                record: json!({"id": 1}),
+            },
+        ),
+        (
+            "m2".into(),
+            OutboxOutcome::Retry {
+                reason: "503".into(),
+                retry_at: t(5),
+            },
+        ),
+        (
+            "m3".into(),
+            OutboxOutcome::Failed {
+                reason: "400".into(),
+            },
+        ),
+        (
+            "m4".into(),
+            OutboxOutcome::Defer {
+                reason: "cap".into(),
+                until: t(7),
+            },
+        ),
+        (
+            "m5".into(),
+            OutboxOutcome::Ambiguous {
+                reason: "cut".into(),
+            },
+        ),
+    ]
 }

@@ -210,6 +210,17 @@ impl FromRequestParts<AppState> for Viewer {
             _ if parts.headers.contains_key("hx-request") => {
                 Err((StatusCode::UNAUTHORIZED, [("hx-redirect", "/ui/login")]).into_response())
             }
+            // A page asked for by a link (mail, a colleague): back to it after login.
+            _ if parts.method == axum::http::Method::GET => {
+                let asked = parts.uri.path_and_query().map_or("/ui/", |p| p.as_str());
+                let next = safe_next(asked).unwrap_or("/ui/");
+                let mut to = String::from("/ui/login");
+                if next != "/ui/" {
+                    to.push_str("?next=");
+                    to.push_str(&seg(next));
+                }
+                Err(Redirect::to(&to).into_response())
+            }
             _ => Err(Redirect::to("/ui/login").into_response()),
         }
     }
@@ -247,22 +258,48 @@ struct LoginForm {
     key: String,
     #[serde(default)]
     csrf: String,
+    /// The dashboard page to open after login.
+    #[serde(default)]
+    next: String,
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    #[serde(default)]
+    next: String,
+}
+
+/// `next` when it is a dashboard page of this server (a path under `/ui/`, never
+/// another site): what login may redirect to.
+fn safe_next(next: &str) -> Option<&str> {
+    let ok = next.starts_with("/ui/")
+        && next.len() <= 2000
+        && !next.contains("//")
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control);
+    ok.then_some(next)
 }
 
 /// `GET /ui/login`: the form, with a fresh token in it and in a cookie.
-async fn login_page(State(s): State<AppState>) -> Result<Response, UiError> {
-    login_form(&s, StatusCode::OK, None)
+async fn login_page(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<NextQuery>,
+) -> Result<Response, UiError> {
+    login_form(&s, StatusCode::OK, None, &q.next)
 }
 
 fn login_form(
     s: &AppState,
     status: StatusCode,
     problem: Option<&str>,
+    next: &str,
 ) -> Result<Response, UiError> {
     let token = random_token();
     let html = render(
         "login.html",
-        minijinja::context! { login_csrf => &token, problem => problem, title => "Log in" },
+        minijinja::context! {
+            login_csrf => &token, problem => problem, title => "Log in", next => safe_next(next),
+        },
     )?;
     let mut r = (status, html).into_response();
     r.headers_mut().append(
@@ -294,10 +331,11 @@ async fn login(
             &s,
             StatusCode::UNAUTHORIZED,
             Some("That key is not the API key of this server."),
+            &f.next,
         );
     }
     let token = s.ui.open();
-    let mut r = Redirect::to("/ui/").into_response();
+    let mut r = Redirect::to(safe_next(&f.next).unwrap_or("/ui/")).into_response();
     let h = r.headers_mut();
     h.append(
         header::SET_COOKIE,
@@ -593,6 +631,27 @@ mod tests {
                 0x2001, 0xdb8, 0, 2, 0, 0, 0, 1
             ])))
             .is_none());
+    }
+
+    #[test]
+    fn login_goes_back_only_to_a_dashboard_page() {
+        assert_eq!(
+            safe_next("/ui/contacts/ana?x=1"),
+            Some("/ui/contacts/ana?x=1")
+        );
+        for bad in [
+            "",
+            "/",
+            "https://evil.test/ui/",
+            "//evil.test/ui/",
+            "/ui//evil.test",
+            "/ui/\\evil",
+            "/uix",
+            "/ui/a\r\nSet-Cookie: x",
+            "/v1/contacts",
+        ] {
+            assert_eq!(safe_next(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -17,21 +17,11 @@ const NODE_H: i64 = 58;
 const GAP_X: i64 = 36;
 const GAP_Y: i64 = 78;
 
-/// Escapes text for SVG (XML) content and attributes.
+/// Escapes text for SVG (XML) content and attributes; control characters, which XML
+/// does not allow, are left out.
 pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
+    let printable: String = s.chars().filter(|c| !c.is_control()).collect();
+    nurture_core::template::escape_html(&printable)
 }
 
 fn cut(s: &str, n: usize) -> String {

@@ -263,6 +263,12 @@ fn visit(b: &Browser, base: &str, path: &str, name: &str) {
     b.goto(&format!("{base}{path}"));
     assert_accessible(b, path);
     assert_quiet_console(b, path);
+    // The search box starts empty (a page's own `q` once leaked into it).
+    let q = b.js(
+        "const q = document.querySelector('#q'); return q ? q.value : ''",
+        Value::Array(vec![]),
+    );
+    assert_eq!(q, "", "{path}: the search box holds {q}");
     b.screenshot(&screenshots().join(format!("{name}.png")));
 }
 

@@ -362,11 +362,23 @@ pub(crate) async fn funnel(State(s): State<AppState>, v: Viewer) -> Result<Html<
     let f = report::lead_funnel(&*s.engine.store, &Options::default())
         .await
         .map_err(UiError::store)?;
-    let rows: Vec<(String, i64)> = f
-        .stages
+    // Every stage of the funnel in order, reached or not, then any other stage used.
+    let reached = |stage: &str| {
+        f.stages
+            .iter()
+            .find(|s| s.stage == stage)
+            .map_or(0, |s| s.reached)
+    };
+    let mut rows: Vec<(String, i64)> = report::FUNNEL
         .iter()
-        .map(|s| (s.stage.clone(), s.reached))
+        .map(|st| (st.to_string(), reached(st)))
         .collect();
+    rows.extend(
+        f.stages
+            .iter()
+            .filter(|s| !report::FUNNEL.contains(&s.stage.as_str()))
+            .map(|s| (s.stage.clone(), s.reached)),
+    );
     render(
         "funnel.html",
         context! { title => "Lead funnel", csrf => v.csrf, nav => "funnel", f => &f, bars => svg::bars(&rows) },
@@ -559,7 +571,7 @@ pub(crate) async fn search(
     }
     Ok(render(
         "search.html",
-        context! { title => "Search", csrf => v.csrf, nav => "", q => wanted, found => found },
+        context! { title => "Search", csrf => v.csrf, nav => "", q => &wanted, search_q => &wanted, found => found },
     )?
     .into_response())
 }

@@ -185,16 +185,7 @@ fn login(base: &str) -> String {
         .unwrap()
         .to_string();
     let csrf = hidden(&page, "csrf");
-    let (status, h, _) = http(
-        "POST",
-        base,
-        "/ui/login",
-        &[
-            ("cookie", &login_cookie),
-            ("content-type", "application/x-www-form-urlencoded"),
-        ],
-        &format!("csrf={csrf}&key={KEY}"),
-    );
+    let (status, h, _) = post_login(base, &login_cookie, &csrf, KEY);
     assert_eq!(status, 303);
     header(&h, "set-cookie")
         .into_iter()
@@ -204,6 +195,25 @@ fn login(base: &str) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// `POST /ui/login` with `cookie`, the form's `csrf` token and `key`.
+fn post_login(
+    base: &str,
+    cookie: &str,
+    csrf: &str,
+    key: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    http(
+        "POST",
+        base,
+        "/ui/login",
+        &[
+            ("cookie", cookie),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        &format!("csrf={csrf}&key={key}"),
+    )
 }
 
 /// The value of the hidden input `name` in `page`.
@@ -589,33 +599,14 @@ fn forged_sessions_and_forms_without_the_csrf_token_are_refused() {
     // even with the right key.
     let (_, _, page) = http("GET", base, "/ui/login", &[], "");
     let token = hidden(&page, "csrf");
-    let post = |cookie: &str| {
-        http(
-            "POST",
-            base,
-            "/ui/login",
-            &[
-                ("cookie", cookie),
-                ("content-type", "application/x-www-form-urlencoded"),
-            ],
-            &format!("csrf={token}&key={KEY}"),
-        )
-        .0
-    };
+    let post = |cookie: &str| post_login(base, cookie, &token, KEY).0;
     assert_eq!(post(""), 403);
     assert_eq!(post("nurture_login=0000"), 403);
     assert_eq!(post(&format!("nurture_login={token}")), 303);
     // A wrong key is a 401 with the form again, and no session.
-    let (status, h, page) = http(
-        "POST",
-        base,
-        "/ui/login",
-        &[
-            ("cookie", &format!("nurture_login={token}")),
-            ("content-type", "application/x-www-form-urlencoded"),
-        ],
-        &format!("csrf={token}&key=wrong"),
-    );
+    let cookie = format!("nurture_login={token}");
+    let attempt = |key: &str| post_login(base, &cookie, &token, key);
+    let (status, h, page) = attempt("wrong");
     assert_eq!(status, 401);
     assert!(page.contains("not the API key"));
     assert!(!header(&h, "set-cookie")
@@ -624,18 +615,6 @@ fn forged_sessions_and_forms_without_the_csrf_token_are_refused() {
 
     // Guessing is throttled: after 10 wrong keys from one address, even the right key
     // is refused there for 15 minutes.
-    let attempt = |key: &str| {
-        http(
-            "POST",
-            base,
-            "/ui/login",
-            &[
-                ("cookie", &format!("nurture_login={token}")),
-                ("content-type", "application/x-www-form-urlencoded"),
-            ],
-            &format!("csrf={token}&key={key}"),
-        )
-    };
     for _ in 0..9 {
         assert_eq!(attempt("guess").0, 401);
     }

@@ -467,12 +467,7 @@ fn waiting_at_each_step_follows_the_runs() {
         let w = report::workflow(&*store, &project.plans[0], &Options::default())
             .await
             .unwrap();
-        let waiting: BTreeMap<String, i64> = w
-            .steps
-            .iter()
-            .filter(|s| s.waiting != 0)
-            .map(|s| (s.step.clone(), s.waiting))
-            .collect();
+        let waiting = waiting_at(&w);
         let want: BTreeMap<String, i64> =
             [("linger".to_string(), 15), ("wait-click".to_string(), 185)].into();
         assert_eq!(waiting, want);
@@ -508,13 +503,7 @@ fn an_upgraded_store_counts_the_runs_open_before_the_counts() {
             let w = report::workflow(&*store, &load(&dir).plans[0], &Options::default())
                 .await
                 .unwrap();
-            let waiting: BTreeMap<String, i64> = w
-                .steps
-                .iter()
-                .filter(|s| s.waiting != 0)
-                .map(|s| (s.step.clone(), s.waiting))
-                .collect();
-            assert_eq!(waiting, want, "{url}");
+            assert_eq!(waiting_at(&w), want, "{url}");
             assert_eq!(
                 w.entered, 0,
                 "{url}: counts before the upgrade are not invented"
@@ -756,4 +745,13 @@ fn a_report_query_that_is_not_understood_is_a_400_naming_it() {
             assert!(body["detail"].is_string(), "{q}: {body}");
         }
     });
+}
+
+/// The steps where runs of `w` wait now, with how many.
+fn waiting_at(w: &report::WorkflowReport) -> BTreeMap<String, i64> {
+    w.steps
+        .iter()
+        .filter(|s| s.waiting != 0)
+        .map(|s| (s.step.clone(), s.waiting))
+        .collect()
 }

@@ -108,11 +108,6 @@ pub(crate) async fn campaigns(
             .filter(|r| r.workflow == p.id())
             .cloned()
             .collect();
-        let g: Vec<CountRow> = gauges
-            .iter()
-            .filter(|r| r.workflow == p.id())
-            .cloned()
-            .collect();
         let r = report::build(p, &mine, &BTreeMap::new(), &Options::default());
         let days = trend(p.id(), &recent, now);
         out.push(CampaignRow {
@@ -127,7 +122,11 @@ pub(crate) async fn campaigns(
                 .find(|l| l.workflow == p.id())
                 .map(|l| l.version),
             paused: controls.iter().any(|c| c.workflow == p.id() && c.paused),
-            open_runs: g.iter().map(|r| r.n).sum(),
+            open_runs: gauges
+                .iter()
+                .filter(|g| g.workflow == p.id())
+                .map(|g| g.n)
+                .sum(),
             entered: r.entered,
             entered_7d: days[(TREND_DAYS - 7) as usize..].iter().sum(),
             goal_rate: r.goal.rate,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use nurture_core::plan::{Plan, PlanNode};
+use nurture_core::plan::{Plan, PlanNode, PlanView};
 use nurture_engine::report::WorkflowReport;
 use petgraph::visit::EdgeRef;
 
@@ -181,9 +181,11 @@ pub(crate) fn graph(plan: &Plan, report: &WorkflowReport) -> String {
             shift,
         );
     }
+    // (Built once: each node reads its kind and detail from it.)
+    let view = plan.view();
     for id in &order {
         let Some(&(x, y)) = at.get(id) else { continue };
-        node(&mut svg, plan, report, id, x, y);
+        node(&mut svg, &view, report, id, x, y);
     }
     svg.push_str("</svg>");
     svg
@@ -229,11 +231,11 @@ fn edge(svg: &mut String, e: &DrawnEdge, from: (i64, i64), to: (i64, i64), shift
     svg.push_str("</g>");
 }
 
-fn node(svg: &mut String, plan: &Plan, report: &WorkflowReport, id: &str, x: i64, y: i64) {
+fn node(svg: &mut String, view: &PlanView, report: &WorkflowReport, id: &str, x: i64, y: i64) {
     let (kind, detail, passed, waiting) = match id {
         TRIGGER => (
             "trigger".to_string(),
-            plan.view().triggers.join("; "),
+            view.triggers.join("; "),
             report.entered,
             0,
         ),
@@ -244,7 +246,6 @@ fn node(svg: &mut String, plan: &Plan, report: &WorkflowReport, id: &str, x: i64
             0,
         ),
         _ => {
-            let view = plan.view();
             let v = view.nodes.iter().find(|n| n.id == id);
             let s = report.steps.iter().find(|s| s.step == id);
             (

@@ -16,6 +16,7 @@ mod examples;
 mod explain;
 mod fuzz_smoke;
 mod graph;
+mod ingest_formats;
 mod invalid;
 mod operate;
 mod outcomes;

@@ -2,9 +2,11 @@
 //!
 //! | route | |
 //! | --- | --- |
-//! | `POST /v1/events` | one event or a list; answers which were accepted and why others were rejected |
+//! | `POST /v1/events` | one event or a list; answers which were accepted and why others were rejected; CloudEvents too ([`cloudevents`]) |
 //! | `POST /v1/contacts` | one contact or a list (created or updated) |
 //! | `GET /v1/runs/{id}` | a run and its journal |
+//! | `GET /v1/contacts`, `GET /v1/contacts/{id}/events`, `GET /v1/runs` | lists, in pages ([`reads`]) |
+//! | `POST /v1/segment/{call}` | Segment's track, identify, page, screen and batch ([`segment`]) |
 //! | `GET /v1/contacts/{id}` | a contact (by id or address): grade, score history, segments, lifecycle and consent histories, recent events, runs, timeline |
 //! | `GET /v1/runs/{id}/explain` | the run's story, one line per decision (JSON) |
 //! | `GET /v1/reports/...` | campaign reports: workflows, emails, splits, lead funnel ([`reports`]) |
@@ -43,9 +45,13 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 
+pub mod cloudevents;
 pub mod compose;
 pub mod problem;
+mod reads;
 pub mod reports;
+pub mod segment;
+mod standard;
 pub mod ui;
 pub use compose::{open_store, open_store_with, PostgresConfig, SqliteConfig, StoreConfig};
 
@@ -253,15 +259,17 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/v1/events", post(post_events))
-        .route("/v1/contacts", post(post_contacts))
+        .route("/v1/contacts", post(post_contacts).get(reads::contacts))
         .route("/v1/contacts/{id}", get(get_contact))
-        .route("/v1/runs", post(post_run))
+        .route("/v1/contacts/{id}/events", get(reads::contact_events))
+        .route("/v1/runs", post(post_run).get(reads::runs))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/explain", get(explain_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/workflows/{id}/pause", post(pause_workflow))
         .route("/v1/workflows/{id}/resume", post(resume_workflow))
         .route("/v1/bounces", post(post_bounces))
+        .route("/v1/segment/{call}", post(segment::post))
         .route("/v1/reports/workflows", get(reports::workflows))
         .route("/v1/reports/workflows/{id}", get(reports::workflow))
         .route("/v1/reports/workflows/{id}/emails", get(reports::emails))
@@ -507,21 +515,48 @@ impl AcceptErrors {
 }
 
 /// The key a request presents: `Authorization: Bearer KEY` (scheme in any case), else
-/// `X-Api-Key: KEY`.
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
+/// `Authorization: Basic` (the key as the user name with an empty password, as Segment
+/// sends its write key, or as the password with any user name, as webhook URLs
+/// `https://user:KEY@host/...` send it), else `X-Api-Key: KEY`.
+fn presented_key(headers: &HeaderMap) -> Option<String> {
+    let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim());
-    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .and_then(|v| v.trim().split_once(' '));
+    let from_auth = match auth {
+        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Some(key.trim().to_string())
+        }
+        Some((scheme, creds)) if scheme.eq_ignore_ascii_case("basic") => basic_key(creds.trim()),
+        _ => None,
+    };
+    from_auth.or_else(|| {
+        headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    })
+}
+
+/// The key in Basic credentials (`base64(user:password)`): the password when there is
+/// one, else the user name.
+fn basic_key(creds: &str) -> Option<String> {
+    use base64::Engine as _;
+    if creds.len() > 1024 {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(creds)
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, password) = text.split_once(':').unwrap_or((&text, ""));
+    Some(if password.is_empty() { user } else { password }.to_string())
 }
 
 fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
     match presented_key(headers) {
         Some(given) if !given.is_empty() && !state.api_key.is_empty() => {
-            keys_match(given, &state.api_key)
+            keys_match(&given, &state.api_key)
         }
         _ => false,
     }
@@ -636,12 +671,45 @@ fn failed_batch(
     err.with_errors(refused)
 }
 
+/// Events: nurture's own JSON (one object or a list), or CloudEvents when the content
+/// type says so (`application/cloudevents+json`, `application/cloudevents-batch+json`)
+/// or `ce-` headers carry them (binary mode, [`cloudevents`]).
 async fn post_events(
     State(s): State<AppState>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let body = request_items(&body, "event")?;
-    let (mut results, valid) = parse_events(&body, &s.limits.events);
+    if let Some(mode) = cloudevents::mode(&headers) {
+        let items = cloudevents::items(mode, &headers, &body)?;
+        return cloudevents::ingest(&s, items).await;
+    }
+    let items = request_items(&body, "event")?;
+    let items = items.into_iter().map(EventItem::Event).collect();
+    let answer = store_events(&s, items, Vec::new()).await?;
+    Ok(Json(answer).into_response())
+}
+
+/// One item of an event batch, as a translation from another format leaves it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum EventItem {
+    /// An event in nurture's own JSON shape (`id`, `type`, `contact`, `email`, `at`, `data`).
+    Event(Value),
+    /// Refused by the translation, with its reason.
+    Refused(String),
+    /// Not an event (a Segment `identify`): its result is among the `extra` results.
+    Elsewhere,
+}
+
+/// Stores a batch of events and answers per item, with the summary counts; `extra`
+/// holds the results of the batch's other items (each with its `index` and `status`).
+/// A problem when nothing was stored.
+pub(crate) async fn store_events(
+    s: &AppState,
+    items: Vec<EventItem>,
+    extra: Vec<Value>,
+) -> Result<Value, ApiError> {
+    let (mut results, valid) = parse_events(&items, &s.limits.events);
+    results.extend(extra);
     let pending: Vec<usize> = valid.iter().map(|e| e.index).collect();
     let outcomes = match s.ingest.ingest(valid).await {
         Ok(outcomes) => outcomes,
@@ -663,13 +731,13 @@ async fn post_events(
     if accepted + duplicates == 0 && !refused.is_empty() {
         return Err(refused_batch("event", refused, summary));
     }
-    Ok(Json(summary).into_response())
+    Ok(summary)
 }
 
 /// Validates a request's events: the rejected ones' results (with the code of each:
 /// 413 for an oversized `data`, 422 otherwise), and the valid events.
 fn parse_events(
-    items: &[Value],
+    items: &[EventItem],
     rules: &input::EventRules,
 ) -> (Vec<Value>, Vec<input::IncomingEvent>) {
     let now = Utc::now();
@@ -680,10 +748,14 @@ fn parse_events(
     };
     let mut results = Vec::new();
     let mut valid = Vec::new();
-    for (i, v) in items.iter().enumerate() {
-        let parsed = match input::oversized_data(v, rules.max_data) {
-            Some(reason) => Err((413, reason)),
-            None => input::parse_event_with(i, v, &rest, now).map_err(|r| (422, r)),
+    for (i, item) in items.iter().enumerate() {
+        let parsed = match item {
+            EventItem::Elsewhere => continue,
+            EventItem::Refused(reason) => Err((422, reason.clone())),
+            EventItem::Event(v) => match input::oversized_data(v, rules.max_data) {
+                Some(reason) => Err((413, reason.to_string())),
+                None => input::parse_event_with(i, v, &rest, now).map_err(|r| (422, r.to_string())),
+            },
         };
         match parsed {
             Ok(e) => valid.push(e),

@@ -20,6 +20,7 @@ use sqlx::{PgPool, Row};
 use nurture_store::*;
 
 mod counts;
+mod reads;
 
 /// Group commits the engine runs at once against one Postgres database, shared among the
 /// workers alive (each gets `PARALLELISM / workers`, at least 1): the default of

@@ -19,6 +19,7 @@ use nurture_store::error::Unique;
 use nurture_store::*;
 
 mod counts;
+mod reads;
 use nurture_store::counts::{message, outcome_metric};
 
 /// How a [`SqliteStore`] runs. The defaults are those documented on each field; the

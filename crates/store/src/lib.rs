@@ -18,6 +18,7 @@ pub mod kinds;
 pub mod limits;
 pub mod ops;
 pub mod outbox;
+pub mod reads;
 pub mod versions;
 
 pub use error::{ConfigError, ConflictKind, StoreError, Unavailability};
@@ -34,6 +35,7 @@ pub use counts::{CountFilter, CountRow, CountView, Scope, Tally};
 pub use kinds::{JournalKind, OutboxKind, UnknownKind};
 pub use ops::{OpsView, QueueSummary};
 pub use outbox::{OutboxFilter, OutboxRow, OutboxState, OutboxView};
+pub use reads::ReadView;
 pub use versions::{
     Expected, LatestVersion, OpenRunCount, OpenRunRef, VersionStore, WorkflowVersion,
 };
@@ -750,7 +752,7 @@ impl HistoryRead {
 /// the crate documentation. Shared by the engine's tasks (`Arc<dyn Store>`).
 #[async_trait]
 pub trait Store:
-    VersionStore + OutboxView + ControlStore + CountView + OpsView + Send + Sync
+    VersionStore + OutboxView + ControlStore + CountView + OpsView + ReadView + Send + Sync
 {
     /// Loads what the units of work of `contacts` read, in the same order: with their
     /// events as `history` says, or none when it is `None` (nothing in the project reads

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::TimeZone;
 use libfuzzer_sys::fuzz_target;
-use nurture_engine::eval::{eval, Scope};
+use nurture_core::eval::{eval, Scope};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         "company": {"name": "Acme", "employees": 50}, "title": "VP Sales"
     });
     let event = serde_json::json!({"type": "page.visited", "data": {"url": "/pricing"}});
-    let history = vec![nurture_store::StoredEvent {
+    let history = vec![nurture_core::event::StoredEvent {
         seq: 1,
         id: "e1".into(),
         contact: "c1".into(),
@@ -36,8 +36,9 @@ fuzz_target!(|data: &[u8]| {
         event: Some(&event),
         now: chrono::Utc.with_ymd_and_hms(2026, 3, 31, 12, 0, 0).unwrap(),
         history: Arc::new(history),
+        outcome: None,
     };
     if let Err(e) = eval(&program, &scope) {
-        assert!(!e.to_string().starts_with(nurture_engine::eval::ABORTED), "{text:?}: {e}");
+        assert!(!e.to_string().starts_with(nurture_core::eval::ABORTED), "{text:?}: {e}");
     }
 });

@@ -30,26 +30,28 @@
 //! - [`versions`]: content hashes, diffs between versions, where a deploy moves runs;
 //! - [`lint`]: event names ingestion refuses, contact fields that may be missing;
 //! - [`events`]: the event type rule;
-//! - [`template`]: email templates (minijinja), rendering and checks.
+//! - [`template`]: email templates (minijinja), rendering and checks;
+//! - [`schema`]: JSON Schemas of the project's files, for editors.
 
 #![warn(missing_docs)]
 #![warn(unreachable_pub)]
 
 pub mod diag;
+pub mod eval;
+pub mod event;
 pub mod events;
 pub mod expr;
 pub mod lint;
 pub mod model;
 pub mod plan;
 pub mod project;
+pub mod schema;
 pub mod template;
 pub mod versions;
 pub mod yaml;
 
-/// The JSON Schema of a workflow file, as committed in `schema/workflow.schema.json`.
+/// The JSON Schema of a workflow file, as committed in `schema/workflow.schema.json`
+/// ([`schema::SchemaFile`] has the other files').
 pub fn workflow_schema() -> String {
-    let schema = schemars::schema_for!(model::Workflow);
-    let mut s = serde_json::to_string_pretty(&schema).expect("schema serializes");
-    s.push('\n');
-    s
+    schema::SchemaFile::Workflow.json()
 }

@@ -36,12 +36,11 @@ pub use kinds::{JournalKind, OutboxKind, UnknownKind};
 pub use ops::{OpsView, QueueSummary};
 pub use outbox::{OutboxFilter, OutboxRow, OutboxState, OutboxView};
 pub use reads::ReadView;
+// The event and the time as the campaign language sees them; the store keeps them.
+pub use nurture_core::event::{ts, ts_out, StoredEvent, Ts};
 pub use versions::{
     Expected, LatestVersion, OpenRunCount, OpenRunRef, VersionStore, WorkflowVersion,
 };
-
-/// A point in time as the store keeps it: UTC.
-pub type Ts = DateTime<Utc>;
 
 /// How long a worker holds the timers and outbox entries it claimed, unless its store's
 /// configuration says otherwise ([`SqliteConfig::lease`], [`PostgresConfig::lease`]; the
@@ -61,20 +60,6 @@ pub fn claimed_emails<'u>(uow: &'u UnitOfWork, claimed: &[String]) -> Vec<&'u st
         .filter(|e| e.kind == OutboxKind::Email && claimed.contains(&e.key))
         .map(|e| e.key.as_str())
         .collect()
-}
-
-/// Formats a timestamp as stored: RFC 3339, UTC, milliseconds (sorts as text).
-pub fn ts(t: Ts) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-}
-
-/// Formats a timestamp for output: RFC 3339, UTC, seconds unless sub-second.
-pub fn ts_out(t: Ts) -> String {
-    if t.timestamp_subsec_millis() == 0 {
-        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-    } else {
-        ts(t)
-    }
 }
 
 /// Reads a stored timestamp (RFC 3339); anything else is [`StoreError::Timestamp`].
@@ -172,24 +157,6 @@ pub struct Contact {
     /// Row version for optimistic concurrency; 0 for a contact not stored yet.
     #[serde(default)]
     pub version: i64,
-}
-
-/// An event as stored.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StoredEvent {
-    /// Insertion order, used to apply a contact's events in order.
-    pub seq: i64,
-    /// The event's id (its idempotency key).
-    pub id: String,
-    /// The id of the contact it is about.
-    pub contact: String,
-    /// Its type, e.g. `page.visited` (`type` in JSON).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// When it happened (as its sender says, not when it was stored).
-    pub at: Ts,
-    /// Its payload, as sent.
-    pub data: Value,
 }
 
 /// An event to store (the id is the idempotency key).

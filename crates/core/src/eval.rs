@@ -1,0 +1,408 @@
+//! Evaluating compiled CEL conditions against a contact, an event and the clock: pure
+//! functions of their scope, so the fuzz target and `nurture validate` need no runtime.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use cel::objects::Key;
+use cel::{Context, ExecutionError, Program, Value as CelValue};
+use serde_json::Value;
+
+use crate::event::{StoredEvent, Ts};
+use crate::model::Scoring;
+
+/// The grade of a score: the highest threshold reached, else `cold`.
+pub fn grade(scoring: &Scoring, score: i64) -> String {
+    scoring
+        .grades
+        .iter()
+        .filter(|(_, min)| score >= **min)
+        .max_by_key(|(_, min)| **min)
+        .map_or_else(|| "cold".to_string(), |(g, _)| g.clone())
+}
+
+/// The `event` variable: `{type, at, data, id}`.
+pub fn event_view(e: &StoredEvent) -> Value {
+    serde_json::json!({
+        "id": e.id,
+        "type": e.kind,
+        "at": crate::event::ts_out(e.at),
+        "data": e.data,
+    })
+}
+
+/// Everything a condition can read.
+pub struct Scope<'a> {
+    /// The contact as JSON (`contact`).
+    pub contact: &'a Value,
+    /// The event being applied (`event`), if any.
+    pub event: Option<&'a Value>,
+    /// The time it is for the expression (`now`; simulated under `nurture simulate`).
+    pub now: Ts,
+    /// The contact's events, oldest first, for `activity()`.
+    pub history: Arc<Vec<StoredEvent>>,
+    /// The outcome of the run's last awaited step (`outcome`; its `response` is also
+    /// `response`), see `nurture_engine::outcome`.
+    pub outcome: Option<&'a Value>,
+}
+
+fn parse_window(s: &str) -> Result<chrono::Duration, crate::model::DurationError> {
+    s.parse::<crate::model::Duration>().map(|d| d.to_chrono())
+}
+
+/// A CEL value as JSON; `null` for one JSON cannot hold.
+pub fn to_json(v: &CelValue) -> Value {
+    v.json().unwrap_or(Value::Null)
+}
+
+fn data_matches(data: &Value, filter: &CelValue) -> bool {
+    match filter {
+        CelValue::Map(m) => m.map.iter().all(|(k, v)| {
+            let key = match k {
+                Key::String(s) => s.to_string(),
+                other => format!("{other:?}"),
+            };
+            data.get(&key) == Some(&to_json(v))
+        }),
+        _ => false,
+    }
+}
+
+/// Why an expression gave no value. Its text is what the journal shows.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// A value of the scope could not be given to CEL.
+    #[error(transparent)]
+    Scope(#[from] cel::SerializationError),
+    /// A function could not be declared.
+    #[error(transparent)]
+    Declaration(#[from] cel::DeclarationError),
+    /// The expression failed (an unknown field, a type mismatch...).
+    #[error(transparent)]
+    Execution(#[from] ExecutionError),
+    /// The evaluator panicked on it: a run that meets it fails.
+    #[error("{ABORTED}: the CEL evaluator failed on it")]
+    Aborted,
+    /// A condition gave another type than a boolean.
+    #[error("condition gave {0} instead of true/false")]
+    NotBool(String),
+    /// A `${...}` that is not among the compiled programs does not compile.
+    #[error(transparent)]
+    Compile(#[from] crate::expr::ExprError),
+    /// The expression `src` of a `${...}` failed.
+    #[error("in ${{{src}}}: {source}")]
+    In {
+        /// The text inside `${...}`.
+        src: String,
+        /// Why it failed.
+        #[source]
+        source: Box<EvalError>,
+    },
+}
+
+/// Evaluates a compiled program in a scope.
+pub fn eval(program: &Program, scope: &Scope<'_>) -> Result<CelValue, EvalError> {
+    let mut ctx = Context::default();
+    ctx.add_variable("contact", scope.contact.clone())?;
+    ctx.add_variable("event", scope.event.cloned().unwrap_or(Value::Null))?;
+    ctx.add_variable_from_value("now", CelValue::Timestamp(scope.now.fixed_offset()));
+    if let Some(o) = scope.outcome {
+        ctx.add_variable("outcome", o.clone())?;
+        ctx.add_variable(
+            "response",
+            o.get("response").cloned().unwrap_or(Value::Null),
+        )?;
+    } else {
+        ctx.add_variable_from_value("outcome", CelValue::Null);
+        ctx.add_variable_from_value("response", CelValue::Null);
+    }
+    let history = scope.history.clone();
+    let now = scope.now;
+    ctx.add_function(
+        "activity",
+        move |args: cel::extractors::Arguments| -> Result<CelValue, ExecutionError> {
+            let a = &args.0;
+            if a.len() < 2 || a.len() > 3 {
+                return Err(ExecutionError::function_error(
+                    "activity",
+                    "takes (TYPE, WINDOW) or (TYPE, WINDOW, {data})",
+                ));
+            }
+            let (CelValue::String(kind), CelValue::String(window)) = (&a[0], &a[1]) else {
+                return Err(ExecutionError::function_error(
+                    "activity",
+                    "TYPE and WINDOW are strings, e.g. activity(\"page.visited\", \"30d\")",
+                ));
+            };
+            let window =
+                parse_window(window).map_err(|e| ExecutionError::function_error("activity", e))?;
+            let since = now - window;
+            let n = history
+                .iter()
+                .filter(|e| e.kind == **kind && e.at > since && e.at <= now)
+                .filter(|e| a.get(2).is_none_or(|f| data_matches(&e.data, f)))
+                .count();
+            Ok(CelValue::Int(n as i64))
+        },
+    )?;
+    // The cel crate may panic on values it does not expect: that is this expression's
+    // failure (its run fails with the reason), never the process's.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| program.execute(&ctx)))
+        .map_err(|_| EvalError::Aborted)?
+        .map_err(EvalError::from)
+}
+
+/// The start of the error of an evaluation that panicked: a run that meets it fails.
+pub const ABORTED: &str = "evaluation aborted";
+
+/// Evaluates a condition: only `true` is true; errors are returned for the journal.
+pub fn eval_bool(program: &Program, scope: &Scope<'_>) -> Result<bool, EvalError> {
+    match eval(program, scope)? {
+        CelValue::Bool(b) => Ok(b),
+        other => Err(EvalError::NotBool(other.type_of().to_string())),
+    }
+}
+
+/// Renders a CEL value as text for `${...}` interpolation.
+pub fn to_text(v: &CelValue) -> String {
+    match v {
+        CelValue::String(s) => s.to_string(),
+        CelValue::Null => String::new(),
+        other => match to_json(other) {
+            Value::String(s) => s,
+            j => j.to_string(),
+        },
+    }
+}
+
+/// Replaces each `${expr}` in `text`.
+pub fn interpolate(
+    text: &str,
+    programs: &HashMap<String, Arc<Program>>,
+    scope: &Scope<'_>,
+) -> Result<String, EvalError> {
+    interpolate_with(text, programs, scope, |v| v)
+}
+
+/// Replaces each `${expr}` in the URL `text` with its value percent-encoded
+/// ([`crate::model::net::encode_component`]): a value cannot change the URL's host, path,
+/// query or fragment (a contact whose `crm_host` is `127.0.0.1/x#` gets
+/// `127.0.0.1%2Fx%23`, not another host).
+pub fn interpolate_url(
+    text: &str,
+    programs: &HashMap<String, Arc<Program>>,
+    scope: &Scope<'_>,
+) -> Result<String, EvalError> {
+    interpolate_with(text, programs, scope, |v| {
+        crate::model::net::encode_component(&v)
+    })
+}
+
+fn interpolate_with(
+    text: &str,
+    programs: &HashMap<String, Arc<Program>>,
+    scope: &Scope<'_>,
+    encode: impl Fn(String) -> String,
+) -> Result<String, EvalError> {
+    let parts = crate::expr::interpolations(text);
+    if parts.is_empty() {
+        return Ok(text.to_string());
+    }
+    let mut out = String::new();
+    let mut last = 0;
+    for (offset, src) in parts {
+        out.push_str(&text[last..offset - 2]);
+        let program = match programs.get(src) {
+            Some(p) => p.clone(),
+            None => Arc::new(crate::expr::compile(src)?),
+        };
+        let v = eval(&program, scope).map_err(|e| EvalError::In {
+            src: src.to_string(),
+            source: Box::new(e),
+        })?;
+        out.push_str(&encode(to_text(&v)));
+        last = offset + src.len() + 1;
+    }
+    out.push_str(text.get(last..).unwrap_or(""));
+    Ok(out)
+}
+
+/// Interpolates every string inside a JSON value.
+pub fn interpolate_value(
+    v: &Value,
+    programs: &HashMap<String, Arc<Program>>,
+    scope: &Scope<'_>,
+) -> Result<Value, EvalError> {
+    Ok(match v {
+        Value::String(s) => Value::String(interpolate(s, programs, scope)?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| interpolate_value(i, programs, scope))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| Ok((k.clone(), interpolate_value(v, programs, scope)?)))
+                .collect::<Result<_, EvalError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// The values a condition read: every `contact.a.b` / `event.a.b` path in its source,
+/// resolved in the scope. Recorded in the journal next to the result.
+pub fn reads(source: &str, scope: &Scope<'_>) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let bytes = source.as_bytes();
+    for root in ["contact", "event", "outcome", "response"] {
+        for (i, _) in source.match_indices(root) {
+            if i > 0
+                && (bytes[i - 1].is_ascii_alphanumeric()
+                    || bytes[i - 1] == b'_'
+                    || bytes[i - 1] == b'.')
+            {
+                continue;
+            }
+            let path: String = source[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+                .collect();
+            let path = path.trim_end_matches('.');
+            let base = match root {
+                "contact" => Some(scope.contact),
+                "outcome" => scope.outcome,
+                "response" => scope.outcome.and_then(|o| o.get("response")),
+                _ => scope.event,
+            };
+            let lookup = |p: &str| -> Option<&Value> {
+                p.split('.').skip(1).try_fold(base?, |x, seg| x.get(seg))
+            };
+            // Method calls (`.startsWith`) end the path at the last field that exists.
+            let mut p = path;
+            let mut val = lookup(p);
+            while val.is_none() {
+                match p.rsplit_once('.') {
+                    Some((head, _)) => {
+                        p = head;
+                        val = lookup(p);
+                    }
+                    None => break,
+                }
+            }
+            out.insert(p.to_string(), val.cloned().unwrap_or(Value::Null));
+        }
+    }
+    for (i, _) in source.match_indices("activity(") {
+        let rest = &source[i..];
+        if let Some(end) = rest.find(')') {
+            let call = &rest[..=end];
+            if let Ok(p) = crate::expr::compile(call) {
+                if let Ok(v) = eval(&p, scope) {
+                    out.insert(call.to_string(), to_json(&v));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn scope_with(history: Vec<StoredEvent>, contact: &Value) -> Scope<'_> {
+        Scope {
+            contact,
+            event: None,
+            now: chrono::Utc.with_ymd_and_hms(2026, 3, 31, 12, 0, 0).unwrap(),
+            history: Arc::new(history),
+            outcome: None,
+        }
+    }
+
+    fn ev(kind: &str, day: u32, data: Value) -> StoredEvent {
+        StoredEvent {
+            seq: day as i64,
+            id: format!("e{day}"),
+            contact: "c1".into(),
+            kind: kind.into(),
+            at: chrono::Utc.with_ymd_and_hms(2026, 3, day, 9, 0, 0).unwrap(),
+            data,
+        }
+    }
+
+    #[test]
+    fn activity_counts_within_the_window_and_matches_data() {
+        let c = serde_json::json!({"score": 5});
+        let h = vec![
+            ev("page.visited", 1, Value::Null),
+            ev("page.visited", 25, Value::Null),
+            ev("page.visited", 30, Value::Null),
+            ev(
+                "asset.downloaded",
+                29,
+                serde_json::json!({"asset": "comparison"}),
+            ),
+        ];
+        let s = scope_with(h, &c);
+        let p = |src: &str| crate::expr::compile(src).unwrap();
+        assert!(eval_bool(&p(r#"activity("page.visited", "7d") == 2"#), &s).unwrap());
+        assert!(eval_bool(&p(r#"activity("page.visited", "30d") == 2"#), &s).unwrap());
+        assert!(eval_bool(&p(r#"activity("page.visited", "31d") == 3"#), &s).unwrap());
+        assert!(eval_bool(
+            &p(r#"activity("asset.downloaded", "7d", {"asset": "comparison"}) == 1"#),
+            &s
+        )
+        .unwrap());
+        assert!(eval_bool(
+            &p(r#"activity("asset.downloaded", "7d", {"asset": "other"}) == 0"#),
+            &s
+        )
+        .unwrap());
+    }
+
+    #[test]
+    fn interpolation_and_reads() {
+        let c = serde_json::json!({"first_name": "Ana", "company": {"name": "Acme"}, "score": 12});
+        let s = scope_with(vec![], &c);
+        let out = interpolate(
+            "Call ${contact.first_name} at ${contact.company.name}",
+            &HashMap::new(),
+            &s,
+        )
+        .unwrap();
+        assert_eq!(out, "Call Ana at Acme");
+        let r = reads(
+            "contact.score >= 10 && contact.company.name.startsWith(\"A\")",
+            &s,
+        );
+        assert_eq!(r["contact.score"], 12);
+        assert_eq!(r["contact.company.name"], "Acme");
+    }
+
+    #[test]
+    fn grade_is_highest_threshold_reached() {
+        let mut s = Scoring::default();
+        s.grades.insert("hot".into(), 100);
+        s.grades.insert("warm".into(), 40);
+        assert_eq!(grade(&s, 39), "cold");
+        assert_eq!(grade(&s, 40), "warm");
+        assert_eq!(grade(&s, 150), "hot");
+    }
+
+    /// A failing `${...}` names its expression and keeps the evaluator's error as source.
+    #[test]
+    fn an_interpolation_error_keeps_the_expression_error_as_source() {
+        let c = serde_json::json!({"score": 5});
+        let scope = scope_with(vec![], &c);
+        let e = interpolate("Hi ${contact.name}", &HashMap::new(), &scope).unwrap_err();
+        assert!(e.to_string().starts_with("in ${contact.name}: "), "{e}");
+        let source = std::error::Error::source(&e).expect("a source");
+        let inner = source
+            .downcast_ref::<Box<EvalError>>()
+            .expect("the expression's error");
+        assert!(matches!(**inner, EvalError::Execution(_)), "{inner:?}");
+    }
+}

@@ -76,7 +76,7 @@ pub(crate) async fn open(
 ) -> Result<(Arc<Project>, Arc<dyn Store>)> {
     let project = match super::load_valid(dir) {
         Ok(p) => p,
-        Err(_) => bail!("the project in {} is not valid", dir.display()),
+        Err(_) => return Err(crate::InvalidProject.into()),
     };
     let url = store_url(dir, Some(&project), flag);
     let store = nurture_server::open_store_with(&url, &store_config()?)
@@ -378,12 +378,11 @@ async fn shutdown_signal() {
 pub(crate) async fn import(
     dir: &Path,
     store_flag: Option<String>,
-    file: &Path,
+    (file, format): (&Path, Option<crate::input::InputFormatArg>),
     json_out: bool,
 ) -> Result<ExitCode> {
     let (project, store) = open(dir, store_flag).await?;
-    let (rows, mut rejected) = nurture_engine::input::read_contacts(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let (rows, mut rejected) = crate::input::contacts(file, format)?;
     let engine = Engine::new(project, store);
     let bar = if json_out {
         indicatif::ProgressBar::hidden()
@@ -434,7 +433,12 @@ fn summary(
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         for r in &rejected {
-            eprintln!("{}:{}: rejected: {}", file.display(), r.at, r.reason);
+            eprintln!(
+                "{}:{}: rejected: {}",
+                crate::input::shown(file),
+                r.at,
+                r.reason
+            );
         }
         println!("{human}, {} rejected", rejected.len());
     }
@@ -452,8 +456,7 @@ pub(crate) async fn send(
     json_out: bool,
 ) -> Result<ExitCode> {
     let (project, store) = open(dir, store_flag).await?;
-    let (events, mut rejected) = nurture_engine::input::read_events(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let (events, mut rejected) = crate::input::events(file)?;
     let engine = Engine::new(project, store);
     let mut accepted = 0;
     let mut duplicates = 0;

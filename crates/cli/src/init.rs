@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
 
-const SETTINGS: &str = r#"# Settings of this campaign project. Every key is optional: docs/operators.md.
+const SETTINGS: &str = r#"#:schema ./schema/nurture.schema.json
+# Settings of this campaign project. Every key is optional: docs/operators.md.
 # store = "sqlite://nurture.db"        # default: a SQLite file in this folder
 timezone = "UTC"                       # default for workflows that set none
 # plugin_dirs = ["plugins"]            # where plugin folders are (default: plugins/)
@@ -48,13 +49,15 @@ preheader: "Glad to have you"
 <p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>
 "#;
 
-const SEGMENTS: &str = r#"# Dynamic segments: re-evaluated whenever a contact changes. docs/marketers.md
+const SEGMENTS: &str = r#"# yaml-language-server: $schema=schema/segments.schema.json
+# Dynamic segments: re-evaluated whenever a contact changes. docs/marketers.md
 - id: engaged
   name: Opened an email in the past month
   if: activity("email.opened", "30d") > 0
 "#;
 
-const SCORING: &str = r#"# Lead scoring: every matching rule adds its points. docs/marketers.md
+const SCORING: &str = r#"# yaml-language-server: $schema=schema/scoring.schema.json
+# Lead scoring: every matching rule adds its points. docs/marketers.md
 rules:
   - { event: email.opened, points: 10 }
   - { event: form.submitted, points: 20 }
@@ -68,19 +71,22 @@ outbox/
 "#;
 
 /// The files of a new project: path and content.
-fn files() -> Vec<(&'static str, String)> {
-    vec![
-        ("nurture.toml", SETTINGS.to_string()),
-        ("workflows/welcome.yaml", WORKFLOW.to_string()),
-        ("templates/welcome.html", TEMPLATE.to_string()),
-        ("segments.yaml", SEGMENTS.to_string()),
-        ("scoring.yaml", SCORING.to_string()),
-        (".gitignore", GITIGNORE.to_string()),
-        (
-            "schema/workflow.schema.json",
-            nurture_core::workflow_schema(),
-        ),
+fn files() -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = [
+        ("nurture.toml", SETTINGS),
+        ("workflows/welcome.yaml", WORKFLOW),
+        ("templates/welcome.html", TEMPLATE),
+        ("segments.yaml", SEGMENTS),
+        ("scoring.yaml", SCORING),
+        (".gitignore", GITIGNORE),
     ]
+    .into_iter()
+    .map(|(p, t)| (p.to_string(), t.to_string()))
+    .collect();
+    for schema in nurture_core::schema::SchemaFile::ALL {
+        files.push((format!("schema/{}", schema.file_name()), schema.json()));
+    }
+    files
 }
 
 /// `nurture init DIR`: writes a new project; refuses to touch a folder that has one.

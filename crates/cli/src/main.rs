@@ -14,8 +14,10 @@ mod bench;
 mod commands;
 mod deploy;
 mod init;
+mod input;
 mod manual;
 mod outbox;
+mod pipes;
 mod replay;
 mod report;
 mod workflows;
@@ -99,6 +101,31 @@ struct ReportArgs {
     format: report::ReportFormat,
 }
 
+/// The files `nurture schema` describes.
+#[derive(Clone, Copy, ValueEnum)]
+enum SchemaArg {
+    /// A workflow file (`workflows/*.yaml`).
+    Workflow,
+    /// `scoring.yaml`.
+    Scoring,
+    /// `segments.yaml`.
+    Segments,
+    /// `nurture.toml`.
+    Settings,
+}
+
+impl SchemaArg {
+    fn schema(self) -> nurture_core::schema::SchemaFile {
+        use nurture_core::schema::SchemaFile;
+        match self {
+            Self::Workflow => SchemaFile::Workflow,
+            Self::Scoring => SchemaFile::Scoring,
+            Self::Segments => SchemaFile::Segments,
+            Self::Settings => SchemaFile::Settings,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum GraphFormat {
     /// Graphviz: `nurture graph FILE | dot -Tsvg > flow.svg`.
@@ -150,10 +177,16 @@ enum Command {
     Simulate {
         /// The project folder (default: the nearest folder holding nurture.toml, from here up).
         dir: Option<PathBuf>,
-        /// Contacts: JSON Lines or CSV (id, email, first_name, timezone, consent, tags...).
+        /// Contacts: JSON Lines or CSV (id, email, first_name, timezone, consent, tags...);
+        /// `-` reads standard input.
         #[arg(long)]
         contacts: Option<PathBuf>,
-        /// Events: JSON Lines, one {"type", "contact" or "email", "at", "data"} per line.
+        /// The format of --contacts when its extension cannot tell (default: by the
+        /// extension; for `-`, JSON Lines when the first line starts with `{`).
+        #[arg(long, value_enum)]
+        input_format: Option<input::InputFormatArg>,
+        /// Events: JSON Lines, one {"type", "contact" or "email", "at", "data"} per line;
+        /// `-` reads standard input.
         #[arg(long)]
         events: Option<PathBuf>,
         /// Stop at this time (RFC 3339). Default: when nothing is pending.
@@ -357,7 +390,34 @@ enum Command {
     /// levels up from `workflows/workflows/`); a project made by `nurture init` has its
     /// own copy, `$schema=../schema/workflow.schema.json`. Or point your editor at the
     /// output of this command: `nurture schema > workflow.schema.json`.
-    Schema,
+    ///
+    /// `nurture schema scoring`, `segments` and `settings` print the schemas of
+    /// `scoring.yaml`, `segments.yaml` and `nurture.toml` (for Taplo:
+    /// `#:schema ./schema/nurture.schema.json` on the first line).
+    Schema {
+        /// Which file's schema.
+        #[arg(value_enum, default_value_t = SchemaArg::Workflow)]
+        file: SchemaArg,
+    },
+    /// Print a shell completion script: `nurture completions bash >
+    /// ~/.local/share/bash-completion/completions/nurture`, `nurture completions zsh >
+    /// "${fpath[1]}/_nurture"`, `nurture completions fish >
+    /// ~/.config/fish/completions/nurture.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+impl Command {
+    /// Whether the command serves connections for long (a closed client connection
+    /// must not end it).
+    fn serves(&self) -> bool {
+        matches!(
+            self,
+            Self::Run { .. } | Self::Serve { .. } | Self::Worker { .. } | Self::Bench(_)
+        )
+    }
 }
 
 /// The options of `nurture bench`.
@@ -580,8 +640,12 @@ enum ContactsCommand {
     /// (`company.employees` becomes a nested field). Bad rows are listed with their line
     /// and reason; good rows are kept. Exit status 1 when any row was rejected.
     Import {
-        /// The contacts: JSON Lines, or CSV with a header row.
+        /// The contacts: JSON Lines, or CSV with a header row; `-` reads standard input.
         file: PathBuf,
+        /// The file's format when its extension cannot tell (default: by the extension;
+        /// for `-`, JSON Lines when the first line starts with `{`, else CSV).
+        #[arg(long, value_enum)]
+        input_format: Option<input::InputFormatArg>,
         /// The project folder (default: the nearest folder holding nurture.toml, from here up).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -623,7 +687,7 @@ enum EventsCommand {
     /// lines are listed with their reason; good ones are kept. Exit status 1 when any line
     /// was rejected.
     Send {
-        /// The events: JSON Lines, one event per line.
+        /// The events: JSON Lines, one event per line; `-` reads standard input.
         file: PathBuf,
         /// The project folder (default: the nearest folder holding nurture.toml, from here up).
         #[arg(long)]
@@ -725,7 +789,8 @@ enum RunsCommand {
         /// The run's id (`nurture runs list` shows them); or give --file.
         #[arg(required_unless_present = "file")]
         run_id: Option<String>,
-        /// Replay an exported recording (`nurture runs export`) instead of a stored run.
+        /// Replay an exported recording (`nurture runs export`) instead of a stored run;
+        /// `-` reads standard input.
         #[arg(long, conflicts_with = "run_id")]
         file: Option<PathBuf>,
         /// Replay on this project's version of the workflow instead of the recorded one:
@@ -775,10 +840,27 @@ enum RunsCommand {
     },
 }
 
+/// A command needed a valid project and the project has errors, already printed with
+/// their positions: exit status 1, as `nurture validate` gives.
+#[derive(Debug)]
+struct InvalidProject;
+
+impl std::fmt::Display for InvalidProject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the project has errors")
+    }
+}
+
+impl std::error::Error for InvalidProject {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !cli.command.serves() {
+        pipes::die_quietly_on_closed_pipe();
+    }
     match run(cli) {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<InvalidProject>().is_some() => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -794,13 +876,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Simulate {
             dir,
             contacts,
+            input_format,
             events,
             until,
             start,
             report,
         } => runtime()?.block_on(simulate(
             &project_dir(dir)?,
-            contacts,
+            (contacts, input_format),
             events,
             (start, until),
             report,
@@ -898,13 +981,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         )),
         Command::Contacts(ContactsCommand::Import {
             file,
+            input_format,
             dir,
             store,
             format,
         }) => runtime()?.block_on(commands::import(
             &project_dir(dir)?,
             store,
-            &file,
+            (&file, input_format),
             format == OutputFormat::Json,
         )),
         Command::Contacts(ContactsCommand::Show {
@@ -1099,8 +1183,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             sdk_path,
         }) => commands::plugin_new(&name, dir, sdk_path),
-        Command::Schema => {
-            print!("{}", nurture_core::workflow_schema());
+        Command::Schema { file } => {
+            print!("{}", file.schema().json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "nurture",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -1354,7 +1448,7 @@ async fn run_report(a: ReportArgs) -> Result<ExitCode> {
 
 async fn simulate(
     dir: &Path,
-    contacts: Option<PathBuf>,
+    contacts: (Option<PathBuf>, Option<input::InputFormatArg>),
     events: Option<PathBuf>,
     (start, until): (
         Option<chrono::DateTime<chrono::Utc>>,
@@ -1366,14 +1460,18 @@ async fn simulate(
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
+    let (contacts, contacts_format) = contacts;
+    if contacts.as_deref().is_some_and(input::is_stdin)
+        && events.as_deref().is_some_and(input::is_stdin)
+    {
+        bail!("--contacts and --events cannot both read standard input");
+    }
     let (rows, mut bad_contacts) = match &contacts {
-        Some(p) => nurture_engine::input::read_contacts(p)
-            .with_context(|| format!("cannot read {}", p.display()))?,
+        Some(p) => input::contacts(p, contacts_format)?,
         None => (Vec::new(), Vec::new()),
     };
     let (evs, bad_events) = match &events {
-        Some(p) => nurture_engine::input::read_events(p)
-            .with_context(|| format!("cannot read {}", p.display()))?,
+        Some(p) => input::events(p)?,
         None => (Vec::new(), Vec::new()),
     };
     use std::io::Write;
@@ -1405,9 +1503,7 @@ async fn simulate(
     for r in &bad_events {
         eprintln!(
             "rejected event at {}:{}: {}",
-            events
-                .as_ref()
-                .map_or(String::new(), |p| p.display().to_string()),
+            events.as_ref().map_or(String::new(), |p| input::shown(p)),
             r.at,
             r.reason
         );
@@ -1424,9 +1520,7 @@ async fn simulate(
     for r in &bad_contacts {
         eprintln!(
             "rejected contact at {}:{}: {}",
-            contacts
-                .as_ref()
-                .map_or(String::new(), |p| p.display().to_string()),
+            contacts.as_ref().map_or(String::new(), |p| input::shown(p)),
             r.at,
             r.reason
         );

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -23,10 +23,7 @@ fn against_project(dir: Option<&Path>) -> Result<Option<Project>> {
     let Some(dir) = dir else { return Ok(None) };
     match crate::load_valid(dir) {
         Ok(p) => Ok(Some((*p).clone())),
-        Err(_) => bail!(
-            "the project in {} is not valid (`nurture validate` says why)",
-            dir.display()
-        ),
+        Err(_) => Err(crate::InvalidProject.into()),
     }
 }
 
@@ -41,24 +38,18 @@ pub(crate) async fn replay_run(
 ) -> Result<ExitCode> {
     let (project, recording) = match file {
         Some(f) => {
-            let project = crate::load_valid(dir)
-                .map_err(|_| anyhow::anyhow!("the project in {} is not valid", dir.display()))?;
-            let size = std::fs::metadata(f)
-                .with_context(|| format!("cannot read {}", f.display()))?
-                .len();
-            if size > MAX_FILE {
+            let project = crate::load_valid(dir).map_err(|_| crate::InvalidProject)?;
+            let Some(text) = crate::input::read_limited(f, MAX_FILE)? else {
                 eprintln!(
-                    "error: {} is {size} bytes: a recording is at most {MAX_FILE} bytes",
-                    f.display()
+                    "error: {} is over {MAX_FILE} bytes: a recording is at most that",
+                    crate::input::shown(f)
                 );
                 return Ok(ExitCode::from(1));
-            }
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read {}", f.display()))?;
+            };
             match Recording::from_json(&text) {
                 Ok(r) => (project, r),
                 Err(e) => {
-                    eprintln!("error: {}: {e}", f.display());
+                    eprintln!("error: {}: {e}", crate::input::shown(f));
                     return Ok(ExitCode::from(1));
                 }
             }

@@ -303,6 +303,7 @@ pub struct Goal {
 
 /// A step of a workflow: an id, exactly one kind key, and an optional successor.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[schemars(extend("unevaluatedProperties" = false))]
 pub struct Step {
     /// Unique in the workflow; referenced by `next`, `on_timeout` and branches.
     pub id: String,
@@ -335,6 +336,7 @@ pub struct Step {
 
 /// One item of an `actions:` list.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[schemars(extend("unevaluatedProperties" = false))]
 pub struct Action {
     /// The kind key and its value, e.g. `tag: vip`.
     #[serde(flatten)]

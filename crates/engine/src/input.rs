@@ -361,7 +361,11 @@ fn parse_time(what: &'static str, s: &str) -> Result<Ts, InputError> {
 
 /// Reads a JSON Lines file of events: (valid events, rejected lines).
 pub fn read_events(path: &Path) -> std::io::Result<(Vec<IncomingEvent>, Vec<Rejected>)> {
-    let text = std::fs::read_to_string(path)?;
+    Ok(parse_events(&std::fs::read_to_string(path)?))
+}
+
+/// Parses JSON Lines events (a file's or stdin's text): (valid events, rejected lines).
+pub fn parse_events(text: &str) -> (Vec<IncomingEvent>, Vec<Rejected>) {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -383,7 +387,7 @@ pub fn read_events(path: &Path) -> std::io::Result<(Vec<IncomingEvent>, Vec<Reje
             },
         }
     }
-    Ok((ok, bad))
+    (ok, bad)
 }
 
 fn insert_path(m: &mut Map<String, Value>, path: &str, v: Value) {
@@ -527,77 +531,133 @@ pub fn parse_contact(line: usize, v: &Value) -> Result<ContactRow, InputError> {
     Ok(row)
 }
 
+/// The two formats a contacts file comes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    /// CSV with a header row.
+    Csv,
+    /// JSON Lines: one object per line.
+    Jsonl,
+}
+
+impl InputFormat {
+    /// By the file's extension: `.csv` is CSV, anything else JSON Lines.
+    pub fn of_path(path: &Path) -> Self {
+        let csv = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        if csv {
+            Self::Csv
+        } else {
+            Self::Jsonl
+        }
+    }
+
+    /// By the content, when there is no name to tell (stdin): JSON Lines when the first
+    /// line that is not blank or a `#` comment starts with `{`, otherwise CSV.
+    pub fn sniff(text: &str) -> Self {
+        let first = text
+            .lines()
+            .map(str::trim_start)
+            .find(|l| !l.is_empty() && !l.starts_with('#'));
+        match first {
+            Some(l) if !l.starts_with('{') => Self::Csv,
+            _ => Self::Jsonl,
+        }
+    }
+}
+
 /// Reads contacts from JSON Lines (`.jsonl`, `.ndjson`, `.json`) or CSV (`.csv`, with a
 /// header; dotted columns such as `company.employees` become nested fields).
 pub fn read_contacts(path: &Path) -> std::io::Result<(Vec<ContactRow>, Vec<Rejected>)> {
-    let is_csv = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let text = std::fs::read_to_string(path)?;
+    Ok(parse_contacts(&text, InputFormat::of_path(path)))
+}
+
+/// Parses contacts (a file's or stdin's text) in `format`: (valid rows, rejected lines).
+pub fn parse_contacts(text: &str, format: InputFormat) -> (Vec<ContactRow>, Vec<Rejected>) {
+    match format {
+        InputFormat::Csv => contacts_csv(text),
+        InputFormat::Jsonl => contacts_jsonl(text),
+    }
+}
+
+fn contacts_csv(text: &str) -> (Vec<ContactRow>, Vec<Rejected>) {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
-    if is_csv {
-        let mut rdr = csv::ReaderBuilder::new()
-            .flexible(false)
-            .trim(csv::Trim::All)
-            .from_path(path)
-            .map_err(std::io::Error::other)?;
-        let headers = rdr.headers().map_err(std::io::Error::other)?.clone();
-        for (i, rec) in rdr.records().enumerate() {
-            let line = i + 2;
-            let rec = match rec {
-                Ok(r) => r,
-                Err(e) => {
-                    bad.push(Rejected {
-                        at: line,
-                        reason: format!("bad CSV row: {e}"),
-                    });
-                    continue;
-                }
-            };
-            let mut obj = Map::new();
-            for (h, cell) in headers.iter().zip(rec.iter()) {
-                if cell.is_empty() {
-                    continue;
-                }
-                let v = match h {
-                    "id" | "email" | "first_name" | "last_name" | "timezone" | "consent"
-                    | "tags" | "lifecycle" | "owner" | "phone" | "created_at" => Value::from(cell),
-                    _ => typed_cell(cell),
-                };
-                obj.insert(h.to_string(), v);
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = match rdr.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            bad.push(Rejected {
+                at: 1,
+                reason: format!("bad CSV header: {e}"),
+            });
+            return (ok, bad);
+        }
+    };
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i + 2;
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                bad.push(Rejected {
+                    at: line,
+                    reason: format!("bad CSV row: {e}"),
+                });
+                continue;
             }
-            match parse_contact(line, &Value::Object(obj)) {
+        };
+        let mut obj = Map::new();
+        for (h, cell) in headers.iter().zip(rec.iter()) {
+            if cell.is_empty() {
+                continue;
+            }
+            let v = match h {
+                "id" | "email" | "first_name" | "last_name" | "timezone" | "consent" | "tags"
+                | "lifecycle" | "owner" | "phone" | "created_at" => Value::from(cell),
+                _ => typed_cell(cell),
+            };
+            obj.insert(h.to_string(), v);
+        }
+        match parse_contact(line, &Value::Object(obj)) {
+            Ok(r) => ok.push(r),
+            Err(e) => bad.push(Rejected {
+                at: line,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    (ok, bad)
+}
+
+fn contacts_jsonl(text: &str) -> (Vec<ContactRow>, Vec<Rejected>) {
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        let line = i + 1;
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        match serde_json::from_str::<Value>(l) {
+            Err(e) => bad.push(Rejected {
+                at: line,
+                reason: format!("not JSON: {e}"),
+            }),
+            Ok(v) => match parse_contact(line, &v) {
                 Ok(r) => ok.push(r),
                 Err(e) => bad.push(Rejected {
                     at: line,
                     reason: e.to_string(),
                 }),
-            }
-        }
-    } else {
-        let text = std::fs::read_to_string(path)?;
-        for (i, l) in text.lines().enumerate() {
-            let line = i + 1;
-            if l.trim().is_empty() || l.trim_start().starts_with('#') {
-                continue;
-            }
-            match serde_json::from_str::<Value>(l) {
-                Err(e) => bad.push(Rejected {
-                    at: line,
-                    reason: format!("not JSON: {e}"),
-                }),
-                Ok(v) => match parse_contact(line, &v) {
-                    Ok(r) => ok.push(r),
-                    Err(e) => bad.push(Rejected {
-                        at: line,
-                        reason: e.to_string(),
-                    }),
-                },
-            }
+            },
         }
     }
-    Ok((ok, bad))
+    (ok, bad)
 }
 
 /// Merges a row into a contact (new or stored): given fields win, others are kept.

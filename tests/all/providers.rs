@@ -13,7 +13,8 @@ use crate::util::rt;
 
 const KEY: &str = "test-key-0123456789abcdef0123456789";
 const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:ses-bounces";
-const CERT_URL: &str = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-nurturetest.pem";
+const CERT_URL: &str =
+    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-nurturetest.pem";
 const MAILGUN_ENV: &str = "NURTURE_TEST_MAILGUN_SIGNING_KEY";
 const MAILGUN_KEY: &str = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0";
 
@@ -31,14 +32,20 @@ fn fixture(name: &str) -> String {
 fn sns_key(dir: &Path) {
     std::fs::create_dir_all(dir.join("sns-certs")).unwrap();
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
         .args(["-subj", "/CN=sns.amazonaws.com", "-keyout"])
         .arg(dir.join("key.pem"))
         .arg("-out")
         .arg(dir.join("sns-certs/SimpleNotificationService-nurturetest.pem"))
         .output()
         .expect("openssl is installed (scripts/test)");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }
 
 /// An SNS notification of `message`, signed (version `version`) with the key of `dir`.
@@ -54,7 +61,14 @@ fn sns(dir: &Path, message: &str, version: &str, cert_url: &str) -> Value {
         "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=x",
     });
     let mut canonical = String::new();
-    for k in ["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"] {
+    for k in [
+        "Message",
+        "MessageId",
+        "Subject",
+        "Timestamp",
+        "TopicArn",
+        "Type",
+    ] {
         if let Some(v) = env[k].as_str() {
             canonical.push_str(&format!("{k}\n{v}\n"));
         }
@@ -78,7 +92,12 @@ fn mailgun_signed(event: &Value, key: &str, timestamp: i64, token: &str) -> Valu
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
     mac.update(format!("{timestamp}{token}").as_bytes());
-    let tag: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let tag: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     json!({"signature": {"timestamp": timestamp.to_string(), "token": token, "signature": tag},
            "event-data": event["event-data"].clone()})
 }
@@ -129,8 +148,18 @@ fn each_providers_samples_suppress_hard_bounces_and_complaints_only() {
             .replace("Permanent", "Transient")
             .replace("jane@", "soft-ses@")
             .replace("0680-000000", "0681-000000");
-        let (st, v) = send(&http, &serve, "/v1/bounces/ses", sns(&dir, &soft, "2", CERT_URL).to_string()).await;
-        assert_eq!((st, &v["results"][0]["suppressed"]), (200, &json!(false)), "{v}");
+        let (st, v) = send(
+            &http,
+            &serve,
+            "/v1/bounces/ses",
+            sns(&dir, &soft, "2", CERT_URL).to_string(),
+        )
+        .await;
+        assert_eq!(
+            (st, &v["results"][0]["suppressed"]),
+            (200, &json!(false)),
+            "{v}"
+        );
         assert!(!suppressed("soft-ses@example.com").await);
 
         // A forged SNS message: the signed message with another recipient.
@@ -147,9 +176,18 @@ fn each_providers_samples_suppress_hard_bounces_and_complaints_only() {
             trap.local_addr().unwrap().port()
         );
         let m = fixture("ses-bounce.json").replace("jane@", "ssrf@");
-        let (st, v) = send(&http, &serve, "/v1/bounces/ses", sns(&dir, &m, "1", &elsewhere).to_string()).await;
+        let (st, v) = send(
+            &http,
+            &serve,
+            "/v1/bounces/ses",
+            sns(&dir, &m, "1", &elsewhere).to_string(),
+        )
+        .await;
         assert_eq!(st, 403, "{v}");
-        assert!(trap.accept().is_err(), "the server connected to the certificate URL");
+        assert!(
+            trap.accept().is_err(),
+            "the server connected to the certificate URL"
+        );
         assert!(!suppressed("ssrf@example.com").await);
         // A topic not in `sns_topics`.
         let mut other = sns(&dir, &m, "1", CERT_URL);
@@ -159,28 +197,65 @@ fn each_providers_samples_suppress_hard_bounces_and_complaints_only() {
         assert!(!suppressed("ssrf@example.com").await);
 
         // SendGrid.
-        let (st, v) = send(&http, &serve, "/v1/bounces/sendgrid", fixture("sendgrid-events.json")).await;
+        let (st, v) = send(
+            &http,
+            &serve,
+            "/v1/bounces/sendgrid",
+            fixture("sendgrid-events.json"),
+        )
+        .await;
         assert_eq!(st, 200, "{v}");
-        let statuses: Vec<&str> = v["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
-        assert_eq!(statuses, ["ignored", "accepted", "accepted", "accepted", "accepted"], "{v}");
-        for (a, s) in [("hard@test.com", true), ("blocked@test.com", false), ("dropped@test.com", true), ("spam@test.com", true), ("example@test.com", false)] {
+        let statuses: Vec<&str> = v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            statuses,
+            ["ignored", "accepted", "accepted", "accepted", "accepted"],
+            "{v}"
+        );
+        for (a, s) in [
+            ("hard@test.com", true),
+            ("blocked@test.com", false),
+            ("dropped@test.com", true),
+            ("spam@test.com", true),
+            ("example@test.com", false),
+        ] {
             assert_eq!(suppressed(a).await, s, "{a}");
         }
 
         // Postmark.
-        let (st, v) = send(&http, &serve, "/v1/bounces/postmark", fixture("postmark-bounce.json")).await;
+        let (st, v) = send(
+            &http,
+            &serve,
+            "/v1/bounces/postmark",
+            fixture("postmark-bounce.json"),
+        )
+        .await;
         assert_eq!((st, &v["accepted"]), (200, &json!(1)), "{v}");
         assert!(suppressed("john@example.com").await);
-        let (st, v) = send(&http, &serve, "/v1/bounces/postmark", fixture("postmark-spam-complaint.json")).await;
+        let (st, v) = send(
+            &http,
+            &serve,
+            "/v1/bounces/postmark",
+            fixture("postmark-spam-complaint.json"),
+        )
+        .await;
         assert_eq!((st, &v["accepted"]), (200, &json!(1)), "{v}");
         assert!(suppressed("complainer@example.com").await);
-        let soft = fixture("postmark-bounce.json").replace("\"HardBounce\"", "\"SoftBounce\"").replace("john@", "soft-pm@").replace("4323372036854775807", "77");
+        let soft = fixture("postmark-bounce.json")
+            .replace("\"HardBounce\"", "\"SoftBounce\"")
+            .replace("john@", "soft-pm@")
+            .replace("4323372036854775807", "77");
         let (st, v) = send(&http, &serve, "/v1/bounces/postmark", soft).await;
         assert_eq!((st, &v["accepted"]), (200, &json!(1)), "{v}");
         assert!(!suppressed("soft-pm@example.com").await);
 
         // Mailgun: signed, then replayed, forged, stale.
-        let sample: Value = serde_json::from_str(&fixture("mailgun-failed-permanent.json")).unwrap();
+        let sample: Value =
+            serde_json::from_str(&fixture("mailgun-failed-permanent.json")).unwrap();
         let now = chrono::Utc::now().timestamp();
         let ok = mailgun_signed(&sample, MAILGUN_KEY, now, "token-1").to_string();
         let (st, v) = send(&http, &serve, "/v1/bounces/mailgun", ok.clone()).await;
@@ -192,14 +267,30 @@ fn each_providers_samples_suppress_hard_bounces_and_complaints_only() {
         temp["event-data"]["id"] = json!("tmp-1");
         for (body, what) in [
             (ok, "replayed token"),
-            (mailgun_signed(&temp, "key-wrong", now, "token-2").to_string(), "bad HMAC"),
-            (mailgun_signed(&temp, MAILGUN_KEY, now - 301, "token-3").to_string(), "stale timestamp"),
+            (
+                mailgun_signed(&temp, "key-wrong", now, "token-2").to_string(),
+                "bad HMAC",
+            ),
+            (
+                mailgun_signed(&temp, MAILGUN_KEY, now - 301, "token-3").to_string(),
+                "stale timestamp",
+            ),
         ] {
             let (st, v) = send(&http, &serve, "/v1/bounces/mailgun", body).await;
             assert_eq!(st, 403, "{what}: {v}");
         }
-        assert!(store.contact_by_email("later@example.com").await.unwrap().is_none());
-        let (st, v) = send(&http, &serve, "/v1/bounces/mailgun", mailgun_signed(&temp, MAILGUN_KEY, now, "token-4").to_string()).await;
+        assert!(store
+            .contact_by_email("later@example.com")
+            .await
+            .unwrap()
+            .is_none());
+        let (st, v) = send(
+            &http,
+            &serve,
+            "/v1/bounces/mailgun",
+            mailgun_signed(&temp, MAILGUN_KEY, now, "token-4").to_string(),
+        )
+        .await;
         assert_eq!((st, &v["accepted"]), (200, &json!(1)), "{v}");
         assert!(!suppressed("later@example.com").await);
 
@@ -215,7 +306,12 @@ fn each_providers_samples_suppress_hard_bounces_and_complaints_only() {
             assert_eq!(st, 422, "{path}: {v}");
         }
         // And the API key is still needed.
-        let r = http.post(format!("{}/v1/bounces/postmark", serve.base)).body(fixture("postmark-bounce.json")).send().await.unwrap();
+        let r = http
+            .post(format!("{}/v1/bounces/postmark", serve.base))
+            .body(fixture("postmark-bounce.json"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
     });
 }

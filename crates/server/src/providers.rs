@@ -401,10 +401,13 @@ fn postmark_type(t: &str) -> Result<(&'static str, bool), String> {
     match t {
         "HardBounce" | "BadEmailAddress" => Ok(HARD),
         "SpamComplaint" | "SpamNotification" => Ok(COMPLAINT),
-        "AutoResponder" | "Subscribe" | "Unsubscribe" | "AddressChange" | "OpenRelayTest"
-        | "ChallengeVerification" | "ManuallyDeactivated" => Err(format!(
-            "Postmark `{t}` bounces are not delivery failures"
-        )),
+        "AutoResponder"
+        | "Subscribe"
+        | "Unsubscribe"
+        | "AddressChange"
+        | "OpenRelayTest"
+        | "ChallengeVerification"
+        | "ManuallyDeactivated" => Err(format!("Postmark `{t}` bounces are not delivery failures")),
         _ => Ok(SOFT),
     }
 }
@@ -501,9 +504,13 @@ mod tests {
         let w = webhooks(Some("key-1"));
         let now = 1_700_000_000;
         assert!(w.check_mailgun(&signed("key-1", now, "t1"), now).is_ok());
-        let replay = w.check_mailgun(&signed("key-1", now, "t1"), now).unwrap_err();
+        let replay = w
+            .check_mailgun(&signed("key-1", now, "t1"), now)
+            .unwrap_err();
         assert!(replay.detail().contains("replay"), "{}", replay.detail());
-        let forged = w.check_mailgun(&signed("key-2", now, "t2"), now).unwrap_err();
+        let forged = w
+            .check_mailgun(&signed("key-2", now, "t2"), now)
+            .unwrap_err();
         assert_eq!(forged.kind(), ProblemKind::Forbidden);
         let stale = w
             .check_mailgun(&signed("key-1", now - 301, "t3"), now)

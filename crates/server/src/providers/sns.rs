@@ -89,11 +89,9 @@ impl Envelope {
         let required: &[&str] = match env.field("Type") {
             "Notification" => &["Message", "MessageId", "Timestamp", "TopicArn"],
             "SubscriptionConfirmation" | "UnsubscribeConfirmation" => CONFIRMATION_FIELDS,
-            _ => {
-                return Err(not_sns(
-                    "`Type` is not Notification, SubscriptionConfirmation or UnsubscribeConfirmation",
-                ))
-            }
+            _ => return Err(not_sns(
+                "`Type` is not Notification, SubscriptionConfirmation or UnsubscribeConfirmation",
+            )),
         };
         let signing = ["Signature", "SignatureVersion", "SigningCertURL"];
         if let Some(missing) = required
@@ -165,9 +163,7 @@ pub(crate) fn sns_url(raw: &str) -> Option<url::Url> {
     let Some(url::Host::Domain(host)) = u.host() else {
         return None;
     };
-    let region = host
-        .strip_prefix("sns.")?
-        .strip_suffix(".amazonaws.com")?;
+    let region = host.strip_prefix("sns.")?.strip_suffix(".amazonaws.com")?;
     let region_ok = !region.is_empty()
         && region.len() <= 32
         && region
@@ -391,7 +387,14 @@ mod tests {
     #[test]
     fn certificate_file_names_cannot_leave_the_folder() {
         assert!(valid_file_name("SimpleNotificationService-0123.pem"));
-        for bad in ["..pem", "../x.pem", "x.pem/..", "x.crt", "%2e%2e.pem", ".hidden.pem"] {
+        for bad in [
+            "..pem",
+            "../x.pem",
+            "x.pem/..",
+            "x.crt",
+            "%2e%2e.pem",
+            ".hidden.pem",
+        ] {
             assert!(!valid_file_name(bad), "{bad}");
         }
     }

@@ -23,6 +23,7 @@ mod operate;
 mod outcomes;
 mod plugins;
 mod problem_json;
+mod providers;
 mod replay;
 mod reports;
 mod schema;

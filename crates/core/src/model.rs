@@ -983,6 +983,29 @@ pub struct EmailSettings {
     /// DKIM signing of outgoing email (`[email.dkim]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dkim: Option<Dkim>,
+    /// Bounce and complaint webhooks of email providers (`[email.webhooks]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<EmailWebhooks>,
+}
+
+/// `[email.webhooks]` in nurture.toml: what the providers' bounce and complaint
+/// webhooks must prove (see the server's `providers` module).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailWebhooks {
+    /// The SNS topics (`TopicArn`) whose signed messages are taken at
+    /// `/v1/bounces/ses`; any other topic is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sns_topics: Vec<String>,
+    /// Folder (relative to the project) of SNS signing certificates, each named as the
+    /// last part of its `SigningCertURL` (`SimpleNotificationService-....pem`): used
+    /// instead of fetching it (offline servers, tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns_certs: Option<String>,
+    /// Name of the environment variable holding Mailgun's HTTP webhook signing key
+    /// (never the key); without it `/v1/bounces/mailgun` refuses everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailgun_signing_key_env: Option<String>,
 }
 
 /// A frequency cap: at most `max` messages per contact in any window of `per`.

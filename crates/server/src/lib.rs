@@ -10,7 +10,8 @@
 //! | `GET /v1/contacts/{id}` | a contact (by id or address): grade, score history, segments, lifecycle and consent histories, recent events, runs, timeline |
 //! | `GET /v1/runs/{id}/explain` | the run's story, one line per decision (JSON) |
 //! | `GET /v1/reports/...` | campaign reports: workflows, emails, splits, lead funnel ([`reports`]) |
-//! | `POST /v1/bounces` | bounce and complaint notifications from the mail provider |
+//! | `POST /v1/bounces` | bounce and complaint notifications in nurture's format |
+//! | `POST /v1/bounces/{ses,sendgrid,postmark,mailgun}` | the email providers' bounce and complaint webhooks, signatures checked ([`providers`]) |
 //! | `GET /healthz` | liveness and store reachability (no API key needed) |
 //! | `GET /t/o/{token}` | open pixel: an `email.opened` event, answers a 1x1 GIF |
 //! | `GET /t/c/{token}` | click: an `email.clicked` event, redirects to the signed URL |
@@ -48,6 +49,7 @@ use tokio::sync::{watch, Notify};
 pub mod cloudevents;
 pub mod compose;
 pub mod problem;
+pub mod providers;
 mod reads;
 pub mod reports;
 pub mod segment;
@@ -227,6 +229,8 @@ pub struct AppState {
     pub hits: Arc<nurture_channels::email::hits::HitGate>,
     /// The dashboard's logged-in sessions.
     pub ui: Arc<ui::Sessions>,
+    /// What the providers' bounce webhooks must prove (`[email.webhooks]`).
+    pub webhooks: Arc<providers::Webhooks>,
 }
 
 impl AppState {
@@ -244,6 +248,7 @@ impl AppState {
                 engine.project.settings.tracking.as_ref(),
             )),
             ui: ui::sessions(),
+            webhooks: Arc::new(providers::Webhooks::new(&engine.project)),
             engine,
             api_key,
             wake,
@@ -269,6 +274,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workflows/{id}/pause", post(pause_workflow))
         .route("/v1/workflows/{id}/resume", post(resume_workflow))
         .route("/v1/bounces", post(post_bounces))
+        .route("/v1/bounces/{provider}", post(providers::post))
         .route("/v1/segment/{call}", post(segment::post))
         .route("/v1/reports/workflows", get(reports::workflows))
         .route("/v1/reports/workflows/{id}", get(reports::workflow))
@@ -1618,101 +1624,174 @@ async fn unsubscribe(State(s): State<AppState>, Path(token): Path<String>) -> Re
 }
 
 /// The longest `reason` a bounce may carry, in bytes.
-const MAX_BOUNCE_REASON: usize = 2000;
+pub(crate) const MAX_BOUNCE_REASON: usize = 2000;
 
-/// One valid item of a bounce batch.
-struct Bounce {
+/// One valid bounce or complaint notification.
+pub(crate) struct Bounce {
     index: usize,
     email: String,
     kind: &'static str,
     permanent: bool,
     reason: String,
     id: Option<String>,
+    /// The provider whose webhook sent it (`ses`, `sendgrid`...), none for our format.
+    provider: Option<&'static str>,
 }
 
-/// Validates one bounce notification.
-fn parse_bounce(index: usize, b: &Value) -> Result<Bounce, String> {
-    if !b.is_object() {
-        return Err("a bounce is a JSON object".into());
+/// What one item of a bounce request became.
+pub(crate) enum BounceItem {
+    /// A bounce or complaint to store.
+    Bounce(Bounce),
+    /// Not valid: not stored (422), with the reason.
+    Refused(String),
+    /// Valid but not a bounce or complaint (a provider's delivery or open event): nothing
+    /// to store, with the reason.
+    Ignored(String),
+}
+
+impl Bounce {
+    /// A bounce (`kind` `bounce` or `complaint`, a complaint is always permanent) of
+    /// item `index`, checked: the address, the reason (at most [`MAX_BOUNCE_REASON`]
+    /// bytes, printable) and the id.
+    pub(crate) fn new(
+        index: usize,
+        email: &str,
+        kind: &'static str,
+        permanent: bool,
+        reason: String,
+        id: Option<String>,
+    ) -> Result<Bounce, String> {
+        if !input::valid_email(email) {
+            return Err("`email` must be an email address".into());
+        }
+        if reason.len() > MAX_BOUNCE_REASON {
+            return Err(format!("`reason` is longer than {MAX_BOUNCE_REASON} bytes"));
+        }
+        if reason
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err("`reason` must be printable: no control characters or null bytes".into());
+        }
+        if let Some(id) = &id {
+            input::check_id("id", id).map_err(|e| e.to_string())?;
+        }
+        Ok(Bounce {
+            index,
+            email: email.to_lowercase(),
+            kind,
+            permanent: kind == "complaint" || permanent,
+            reason,
+            id,
+            provider: None,
+        })
     }
-    let email = b["email"]
-        .as_str()
-        .filter(|e| input::valid_email(e))
-        .ok_or("`email` must be an email address")?;
+
+    /// This bounce, as sent by `provider`'s webhook.
+    pub(crate) fn from_provider(mut self, provider: &'static str) -> Bounce {
+        self.provider = Some(provider);
+        self
+    }
+}
+
+/// Validates one bounce notification of nurture's own format.
+fn parse_bounce(index: usize, b: &Value) -> BounceItem {
+    if !b.is_object() {
+        return BounceItem::Refused("a bounce is a JSON object".into());
+    }
+    if let Some(route) = providers::looks_like(b) {
+        return BounceItem::Refused(format!(
+            "this is a provider's webhook payload, not nurture's bounce format: send it to {route}"
+        ));
+    }
+    let Some(email) = b["email"].as_str() else {
+        return BounceItem::Refused("`email` must be an email address".into());
+    };
     let kind = match b["type"].as_str() {
         None | Some("bounce") => "bounce",
         Some("complaint") => "complaint",
-        Some(_) => return Err("`type` must be bounce or complaint".into()),
+        Some(_) => return BounceItem::Refused("`type` must be bounce or complaint".into()),
     };
-    let permanent = kind == "complaint" || b["permanent"].as_bool().unwrap_or(false);
+    let permanent = b["permanent"].as_bool().unwrap_or(false);
     let reason = b["reason"].as_str().unwrap_or(kind).to_string();
-    if reason.len() > MAX_BOUNCE_REASON {
-        return Err(format!("`reason` is longer than {MAX_BOUNCE_REASON} bytes"));
-    }
-    if reason
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-    {
-        return Err("`reason` must be printable: no control characters or null bytes".into());
-    }
     let id = b["id"].as_str().map(str::to_string);
-    if let Some(id) = &id {
-        input::check_id("id", id).map_err(|e| e.to_string())?;
+    match Bounce::new(index, email, kind, permanent, reason, id) {
+        Ok(b) => BounceItem::Bounce(b),
+        Err(e) => BounceItem::Refused(e),
     }
-    Ok(Bounce {
-        index,
-        email: email.to_lowercase(),
-        kind,
-        permanent,
-        reason,
-        id,
-    })
 }
 
-/// Bounce and complaint notifications (a provider's webhook, or your MTA's bounce
-/// processor): `{"email", "type": "bounce"|"complaint", "permanent": bool, "reason"}`.
+/// Bounce and complaint notifications (your MTA's bounce processor, or anything that
+/// speaks nurture's format): `{"email", "type": "bounce"|"complaint", "permanent": bool,
+/// "reason", "id"}`. Providers' own formats have their routes ([`providers`]).
 /// Permanent bounces and complaints suppress the address; temporary bounces are only
-/// recorded.
-///
-/// Every item is validated first; the valid ones' events are stored together (all or
-/// none), then the addresses suppressed. The answer is per item: `accepted` (stored; a
-/// resent notification is one event), `rejected` or `conflict` (not stored, with `code`
-/// and `reason`), or `failed` (recorded but not suppressed: resend it). When nothing was
-/// stored the answer is a problem with every item in `errors`.
+/// recorded. The answer is [`store_bounces`]'.
 async fn post_bounces(
     State(s): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let items = request_items(&body, "bounce")?;
+    let items = items
+        .iter()
+        .enumerate()
+        .map(|(i, b)| parse_bounce(i, b))
+        .collect();
+    store_bounces(&s, items).await
+}
+
+/// The event of a bounce.
+fn bounce_event(b: &Bounce) -> input::IncomingEvent {
+    let mut data = json!({"permanent": b.permanent, "reason": b.reason});
+    if let Some(p) = b.provider {
+        data["provider"] = Value::from(p);
+    }
+    input::IncomingEvent {
+        index: b.index,
+        id: b.id.clone(),
+        kind: if b.kind == "complaint" {
+            "email.complained"
+        } else {
+            "email.bounced"
+        }
+        .to_string(),
+        contact: None,
+        email: Some(b.email.clone()),
+        at: None,
+        data,
+    }
+}
+
+/// Stores the bounces of a request (item `i` of `items` is the request's item `i`).
+///
+/// The valid ones' events are stored together (all or none), then the addresses of
+/// permanent bounces and complaints suppressed. The answer is per item: `accepted`
+/// (stored; a resent notification is one event), `ignored` (nothing to store, with
+/// `reason`), `rejected` or `conflict` (not stored, with `code` and `reason`), or `failed`
+/// (recorded but not suppressed: resend it). When nothing was stored and some item was
+/// refused the answer is a problem with every refused item in `errors`.
+pub(crate) async fn store_bounces(
+    s: &AppState,
+    items: Vec<BounceItem>,
+) -> Result<Response, ApiError> {
     let mut results: Vec<Value> = Vec::new();
     let mut valid: Vec<Bounce> = Vec::new();
-    for (i, b) in items.iter().enumerate() {
-        match parse_bounce(i, b) {
-            Ok(b) => valid.push(b),
-            Err(reason) => results
+    for (i, item) in items.into_iter().enumerate() {
+        match item {
+            BounceItem::Bounce(mut b) => {
+                b.index = i;
+                valid.push(b);
+            }
+            BounceItem::Refused(reason) => results
                 .push(json!({"index": i, "status": "rejected", "code": 422, "reason": reason})),
+            BounceItem::Ignored(reason) => {
+                results.push(json!({"index": i, "status": "ignored", "reason": reason}))
+            }
         }
     }
     // The provider's id when it gives one; otherwise ingestion derives it from the
     // content within the receive window (`engine::ingest::derived_event_id`), so a
     // resent notification is one event.
-    let events: Vec<input::IncomingEvent> = valid
-        .iter()
-        .map(|b| input::IncomingEvent {
-            index: b.index,
-            id: b.id.clone(),
-            kind: if b.kind == "complaint" {
-                "email.complained"
-            } else {
-                "email.bounced"
-            }
-            .to_string(),
-            contact: None,
-            email: Some(b.email.clone()),
-            at: None,
-            data: json!({"permanent": b.permanent, "reason": b.reason}),
-        })
-        .collect();
+    let events: Vec<input::IncomingEvent> = valid.iter().map(bounce_event).collect();
     let outcomes = match s.ingest.ingest(events).await {
         Ok(outcomes) => outcomes,
         Err(e) => {
@@ -1756,15 +1835,17 @@ async fn post_bounces(
     results.sort_by_key(|r| r["index"].as_u64());
     let count = |st: &str| results.iter().filter(|r| r["status"] == st).count();
     let (accepted, failed) = (count("accepted"), count("failed"));
+    let refused = refused_items(&results);
     let summary = json!({
         "accepted": accepted,
         "rejected": count("rejected"),
         "conflicts": count("conflict"),
         "failed": failed,
+        "ignored": count("ignored"),
         "results": results,
     });
-    if accepted + failed == 0 && !results.is_empty() {
-        return Err(refused_batch("bounce", refused_items(&results), summary));
+    if accepted + failed == 0 && !refused.is_empty() {
+        return Err(refused_batch("bounce", refused, summary));
     }
     Ok(Json(summary).into_response())
 }

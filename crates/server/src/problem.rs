@@ -35,6 +35,9 @@ pub enum ProblemKind {
     BadRequest,
     /// 401: the API key is missing or wrong (with `WWW-Authenticate`).
     Unauthorized,
+    /// 403: a provider's webhook whose signature, signing certificate, topic or
+    /// timestamp is not trusted.
+    Forbidden,
     /// 404: no such route, or no such resource (a run).
     NotFound,
     /// 405: the route exists, not with this method (with `Allow`).
@@ -59,6 +62,7 @@ impl ProblemKind {
         match self {
             ProblemKind::BadRequest => StatusCode::BAD_REQUEST,
             ProblemKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProblemKind::Forbidden => StatusCode::FORBIDDEN,
             ProblemKind::NotFound => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -75,6 +79,7 @@ impl ProblemKind {
         match self {
             ProblemKind::BadRequest => "bad-request",
             ProblemKind::Unauthorized => "unauthorized",
+            ProblemKind::Forbidden => "forbidden",
             ProblemKind::NotFound => "not-found",
             ProblemKind::MethodNotAllowed => "method-not-allowed",
             ProblemKind::RequestTimeout => "body-timeout",
@@ -91,6 +96,7 @@ impl ProblemKind {
         match self {
             ProblemKind::BadRequest => "The request is malformed",
             ProblemKind::Unauthorized => "Missing or wrong API key",
+            ProblemKind::Forbidden => "The webhook's signature or origin is not trusted",
             ProblemKind::NotFound => "Not found",
             ProblemKind::MethodNotAllowed => "Method not allowed",
             ProblemKind::RequestTimeout => "The request body came too slowly",

@@ -1688,7 +1688,7 @@ impl Bounce {
     }
 
     /// This bounce, as sent by `provider`'s webhook.
-    pub(crate) fn from_provider(mut self, provider: &'static str) -> Bounce {
+    pub(crate) fn with_provider(mut self, provider: &'static str) -> Bounce {
         self.provider = Some(provider);
         self
     }

@@ -300,7 +300,7 @@ fn item(
         reason
     };
     match Bounce::new(0, email.unwrap_or_default(), kind, permanent, reason, id) {
-        Ok(b) => BounceItem::Bounce(b.from_provider(provider)),
+        Ok(b) => BounceItem::Bounce(b.with_provider(provider)),
         Err(e) => BounceItem::Refused(e),
     }
 }

@@ -12,6 +12,7 @@
 //! | `GET /v1/reports/...` | campaign reports: workflows, emails, splits, lead funnel ([`reports`]) |
 //! | `POST /v1/bounces` | bounce and complaint notifications from the mail provider |
 //! | `GET /healthz` | liveness and store reachability (no API key needed) |
+//! | `GET /metrics` | Prometheus metrics, with the API key ([`metrics`]) |
 //! | `GET /t/o/{token}` | open pixel: an `email.opened` event, answers a 1x1 GIF |
 //! | `GET /t/c/{token}` | click: an `email.clicked` event, redirects to the signed URL |
 //! | `GET /u/{token}` | the unsubscribe page: changes nothing, shows a button |
@@ -47,6 +48,7 @@ use tokio::sync::{watch, Notify};
 
 pub mod cloudevents;
 pub mod compose;
+pub mod metrics;
 pub mod problem;
 mod reads;
 pub mod reports;
@@ -258,6 +260,7 @@ pub fn router(state: AppState) -> Router {
     let limits = state.limits;
     Router::new()
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics::scrape))
         .route("/v1/events", post(post_events))
         .route("/v1/contacts", post(post_contacts).get(reads::contacts))
         .route("/v1/contacts/{id}", get(get_contact))

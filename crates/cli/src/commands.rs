@@ -129,7 +129,7 @@ pub(crate) fn init_logs(json: bool) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
-        b.json().init();
+        b.event_format(crate::logs::JsonLines).init();
     } else {
         b.init();
     }

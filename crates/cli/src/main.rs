@@ -14,6 +14,7 @@ mod bench;
 mod commands;
 mod deploy;
 mod init;
+mod logs;
 mod manual;
 mod outbox;
 mod replay;

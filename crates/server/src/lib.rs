@@ -1247,10 +1247,11 @@ fn log_effect(e: &nurture_engine::Effect) {
     let workflow = e.workflow.as_deref().unwrap_or("-");
     let step = e.step.as_deref().unwrap_or("-");
     let data = serde_json::Value::Object(e.extra.clone());
+    // `data` is JSON text: `--log-json` embeds it as a JSON object.
     if e.effect == "exit" && e.extra.get("reason").and_then(|r| r.as_str()) == Some("error") {
-        tracing::warn!(contact = %e.contact, workflow, step, effect = e.effect, "run failed: {data}");
+        tracing::warn!(contact = %e.contact, workflow, step, effect = e.effect, data = %data, "run failed");
     } else {
-        tracing::info!(contact = %e.contact, workflow, step, effect = e.effect, "{data}");
+        tracing::info!(contact = %e.contact, workflow, step, effect = e.effect, data = %data, "{}", e.effect);
     }
 }
 

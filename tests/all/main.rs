@@ -19,6 +19,7 @@ mod fuzz_smoke;
 mod graph;
 mod ingest_formats;
 mod invalid;
+mod metrics;
 mod operate;
 mod outcomes;
 mod plugins;

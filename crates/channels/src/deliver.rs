@@ -67,6 +67,8 @@ pub struct Deliverer {
     /// The engine whose paused workflows' sends are held (deferred by its
     /// [`nurture_engine::Engine::hold`] at a time) rather than attempted.
     holding: Option<Arc<nurture_engine::Engine>>,
+    /// Where attempts are counted (the engine's, once [`Deliverer::with_metrics`]).
+    metrics: nurture_engine::metrics::Metrics,
 }
 
 impl Deliverer {
@@ -82,6 +84,7 @@ impl Deliverer {
             policy: RetryPolicy::default(),
             wake: None,
             holding: None,
+            metrics: nurture_engine::metrics::Metrics::new(),
         };
         let record: Arc<dyn Channel> = Arc::new(Record);
         d.with_egress(Arc::new(crate::egress::Egress::strict(USER_AGENT)))
@@ -98,6 +101,7 @@ impl Deliverer {
             policy: RetryPolicy::default(),
             wake: None,
             holding: None,
+            metrics: nurture_engine::metrics::Metrics::new(),
         }
     }
 
@@ -112,6 +116,13 @@ impl Deliverer {
     /// the workflow is resumed.
     pub fn holding(mut self, engine: Arc<nurture_engine::Engine>) -> Self {
         self.holding = Some(engine);
+        self
+    }
+
+    /// Counts attempts, their latency and outcomes, and lease expiries in `metrics`
+    /// (the process's, [`nurture_engine::Engine::metrics`]).
+    pub fn with_metrics(mut self, metrics: nurture_engine::metrics::Metrics) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -243,6 +254,9 @@ impl Deliverer {
                 }
             }
             if late {
+                self.metrics
+                    .lease_expiries
+                    .inc_by((wave.len() - done.len()) as u64);
                 tracing::warn!(
                     left = total - attempted,
                     "deliveries left for after the lease: this batch took too long"
@@ -265,6 +279,7 @@ impl Deliverer {
                 until: Utc::now() + hold,
             };
         }
+        let started = Instant::now();
         let attempt = match &entry.kind {
             OutboxKind::Unknown(kind) => DeliveryError::UnknownKind(kind.clone()).into(),
             kind => match self.channels.get(kind) {
@@ -272,7 +287,20 @@ impl Deliverer {
                 None => DeliveryError::NoChannel { kind: kind.clone() }.into(),
             },
         };
-        crate::channel::settle(&self.policy, entry, attempt)
+        let outcome = crate::channel::settle(&self.policy, entry, attempt);
+        let channel = match &entry.kind {
+            OutboxKind::Unknown(_) => "unknown",
+            kind => kind.as_str(),
+        };
+        let name = match &outcome {
+            OutboxOutcome::Delivered { .. } => "delivered",
+            OutboxOutcome::Retry { .. } => "retry",
+            OutboxOutcome::Failed { .. } => "failed",
+            OutboxOutcome::Defer { .. } => "deferred",
+            OutboxOutcome::Ambiguous { .. } => "ambiguous",
+        };
+        self.metrics.delivery(channel, name, started.elapsed());
+        outcome
     }
 }
 

@@ -122,11 +122,14 @@ pub(crate) fn init_logs(json: bool) {
         .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new("info,sqlx=warn,sqlx_postgres::options=error")
         });
+    use std::io::IsTerminal;
+    // No colour codes unless stderr is a terminal (a file, a pipe, journald).
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
-        b.json().init();
+        b.event_format(crate::logs::JsonLines).init();
     } else {
         b.init();
     }
@@ -307,7 +310,7 @@ fn scheduler_parts(
 ) -> Result<nurture_server::compose::Scheduler> {
     let mut deliverer =
         nurture_server::compose::deliverer(project, engine.store.clone(), signer, api_base)?;
-    if let Some(host) = start_plugins(dir, project)? {
+    if let Some(host) = start_plugins(dir, project, &engine.metrics)? {
         deliverer = deliverer.with_plugins(host);
     }
     Ok(nurture_server::compose::Scheduler {
@@ -322,6 +325,7 @@ fn scheduler_parts(
 pub(crate) fn start_plugins(
     dir: &Path,
     project: &nurture_core::project::Project,
+    metrics: &nurture_engine::metrics::Metrics,
 ) -> Result<Option<Arc<nurture_channels::plugin::PluginHost>>> {
     use nurture_channels::plugin::{build, Limits, PluginHost};
     if project.plugins.is_empty() {
@@ -343,6 +347,7 @@ pub(crate) fn start_plugins(
     }
     let cache = nurture_channels::plugin::cache_dir(dir);
     let (host, errors) = PluginHost::for_project(project, Limits::default(), &cache)?;
+    let host = host.with_metrics(metrics.clone());
     for e in errors {
         tracing::error!(error = %e, "plugin not loaded; its steps will fail");
     }

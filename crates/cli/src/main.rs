@@ -15,6 +15,7 @@ mod commands;
 mod deploy;
 mod init;
 mod input;
+mod logs;
 mod manual;
 mod outbox;
 mod pipes;

@@ -49,6 +49,18 @@ impl Engine {
         events: &[IncomingEvent],
         now: Ts,
     ) -> Result<Vec<EventOutcome>, EngineError> {
+        let outcomes = self.ingest_uncounted(events, now).await?;
+        for o in &outcomes {
+            self.metrics.event(o.status);
+        }
+        Ok(outcomes)
+    }
+
+    async fn ingest_uncounted(
+        &self,
+        events: &[IncomingEvent],
+        now: Ts,
+    ) -> Result<Vec<EventOutcome>, EngineError> {
         let mut outcomes: Vec<EventOutcome> = Vec::with_capacity(events.len());
         // Resolve every contact id and address of the batch in one store call.
         let ids: Vec<String> = events.iter().filter_map(|e| e.contact.clone()).collect();

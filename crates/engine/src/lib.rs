@@ -22,6 +22,7 @@ pub mod ids;
 pub mod ingest;
 pub mod input;
 pub mod manual;
+pub mod metrics;
 pub mod outcome;
 pub mod replay;
 pub mod report;
@@ -236,6 +237,8 @@ pub struct Engine {
     /// Under [`replay`]: the values the conditions of the replayed runs read when they
     /// were recorded, which the replay's conditions read in turn.
     replay_reads: Option<replay::Reads>,
+    /// The process's metrics ([`metrics`]).
+    pub metrics: metrics::Metrics,
 }
 
 /// Outbox entries handed over and not yet recorded, beyond which commits stop claiming
@@ -295,6 +298,7 @@ impl Engine {
             simulated_outcomes: false,
             hold: HOLD,
             replay_reads: None,
+            metrics: metrics::Metrics::new(),
         }
     }
 
@@ -357,6 +361,39 @@ impl Engine {
     /// there is one ([`Engine::hand_off`]) with room; the delivery loop is woken
     /// ([`Engine::outbox_queued`]) for any others.
     async fn commit(&self, uow: &UnitOfWork, now: Ts) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let r = self.commit_inner(uow, now).await;
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match &r {
+            Ok(()) => {
+                let units: std::collections::HashSet<&str> = uow
+                    .contacts
+                    .iter()
+                    .map(|c| c.id.as_str())
+                    .chain(uow.journal.iter().map(|j| j.contact.as_str()))
+                    .collect();
+                let steps = uow
+                    .journal
+                    .iter()
+                    .filter(|j| j.kind == nurture_store::JournalKind::Step)
+                    .count();
+                if !units.is_empty() {
+                    self.metrics.units.inc_by(units.len() as u64);
+                    self.metrics.group_commit_units.observe(units.len() as f64);
+                }
+                self.metrics.steps.inc_by(steps as u64);
+            }
+            Err(StoreError::Conflict { .. }) => {
+                self.metrics.conflicts.inc();
+            }
+            Err(_) => {}
+        }
+        r
+    }
+
+    async fn commit_inner(&self, uow: &UnitOfWork, now: Ts) -> Result<(), StoreError> {
         let due = uow.outbox.iter().filter(|e| e.due_at <= now).count();
         let sink = match due {
             0 => None,

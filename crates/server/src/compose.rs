@@ -148,12 +148,9 @@ pub fn start(engine: Arc<Engine>, api: Option<Api>, scheduler: Option<Scheduler>
         stop_rx.clone(),
     )));
     if let Some(s) = scheduler {
+        let deliverer = s.deliverer.with_metrics(engine.metrics.clone());
         tasks.push(tokio::spawn(crate::scheduler(
-            engine,
-            s.deliverer,
-            wake,
-            stop_rx,
-            s.poll,
+            engine, deliverer, wake, stop_rx, s.poll,
         )));
     }
     Running { stop, tasks }

@@ -13,6 +13,7 @@
 //! | `POST /v1/bounces` | bounce and complaint notifications in nurture's format |
 //! | `POST /v1/bounces/{ses,sendgrid,postmark,mailgun}` | the email providers' bounce and complaint webhooks, signatures checked ([`providers`]) |
 //! | `GET /healthz` | liveness and store reachability (no API key needed) |
+//! | `GET /metrics` | Prometheus metrics, with the API key ([`metrics`]) |
 //! | `GET /t/o/{token}` | open pixel: an `email.opened` event, answers a 1x1 GIF |
 //! | `GET /t/c/{token}` | click: an `email.clicked` event, redirects to the signed URL |
 //! | `GET /u/{token}` | the unsubscribe page: changes nothing, shows a button |
@@ -48,6 +49,7 @@ use tokio::sync::{watch, Notify};
 
 pub mod cloudevents;
 pub mod compose;
+pub mod metrics;
 pub mod problem;
 pub mod providers;
 mod reads;
@@ -263,6 +265,7 @@ pub fn router(state: AppState) -> Router {
     let limits = state.limits;
     Router::new()
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics::scrape))
         .route("/v1/events", post(post_events))
         .route("/v1/contacts", post(post_contacts).get(reads::contacts))
         .route("/v1/contacts/{id}", get(get_contact))
@@ -1250,10 +1253,11 @@ fn log_effect(e: &nurture_engine::Effect) {
     let workflow = e.workflow.as_deref().unwrap_or("-");
     let step = e.step.as_deref().unwrap_or("-");
     let data = serde_json::Value::Object(e.extra.clone());
+    // `data` is JSON text: `--log-json` embeds it as a JSON object.
     if e.effect == "exit" && e.extra.get("reason").and_then(|r| r.as_str()) == Some("error") {
-        tracing::warn!(contact = %e.contact, workflow, step, effect = e.effect, "run failed: {data}");
+        tracing::warn!(contact = %e.contact, workflow, step, effect = e.effect, data = %data, "run failed");
     } else {
-        tracing::info!(contact = %e.contact, workflow, step, effect = e.effect, "{data}");
+        tracing::info!(contact = %e.contact, workflow, step, effect = e.effect, data = %data, "{}", e.effect);
     }
 }
 

@@ -540,6 +540,8 @@ pub struct PluginHost {
     limits: Limits,
     egress: Arc<crate::egress::Egress>,
     stop: Arc<AtomicBool>,
+    /// Where calls and traps are counted ([`PluginHost::with_metrics`]).
+    metrics: nurture_engine::metrics::Metrics,
 }
 
 impl Drop for PluginHost {
@@ -599,7 +601,14 @@ impl PluginHost {
             limits,
             egress,
             stop,
+            metrics: nurture_engine::metrics::Metrics::new(),
         })
+    }
+
+    /// Counts calls' latency and traps in `metrics` (the process's).
+    pub fn with_metrics(mut self, metrics: nurture_engine::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Sends plugins' HTTP through these egress rules (default: nothing private is
@@ -889,6 +898,7 @@ impl PluginHost {
             idempotency_key: call.idempotency_key.to_string(),
             attempt: call.attempt,
         };
+        let started = std::time::Instant::now();
         let result = async {
             let plugin = loaded.pre.instantiate_async(&mut store).await?;
             plugin
@@ -897,6 +907,16 @@ impl PluginHost {
                 .await
         }
         .await;
+        let label = nurture_engine::metrics::PluginLabel {
+            plugin: call.plugin.to_string(),
+        };
+        self.metrics
+            .plugin_call_seconds
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics.plugin_traps.get_or_create(&label).inc();
+        }
         match result {
             Ok(wit::Outcome::Ok(output)) => CallOutcome::Ok {
                 output: serde_json::from_str(&output).unwrap_or(Value::String(output)),

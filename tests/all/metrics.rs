@@ -86,7 +86,7 @@ async fn scrape(http: &reqwest::Client, base: &str) -> String {
     assert!(r.headers()["content-type"]
         .to_str()
         .unwrap()
-        .starts_with("application/openmetrics-text"));
+        .starts_with("text/plain; version=0.0.4"));
     r.text().await.unwrap()
 }
 
@@ -156,12 +156,21 @@ fn metrics_count_the_work_and_pass_promtool() {
             Some(3.0),
             "{text}"
         );
-        assert!(sample(&text, "nurture_steps_total").unwrap() >= 6.0, "{text}");
-        assert!(sample(&text, "nurture_units_total").unwrap() >= 3.0, "{text}");
+        assert!(
+            sample(&text, "nurture_steps_total").unwrap() >= 6.0,
+            "{text}"
+        );
+        assert!(
+            sample(&text, "nurture_units_total").unwrap() >= 3.0,
+            "{text}"
+        );
         assert!(sample(&text, "nurture_commit_duration_seconds_count").unwrap() > 0.0);
         assert!(sample(&text, "nurture_group_commit_units_count").unwrap() > 0.0);
         assert_eq!(
-            sample(&text, "nurture_delivery_duration_seconds_count{channel=\"webhook\"}"),
+            sample(
+                &text,
+                "nurture_delivery_duration_seconds_count{channel=\"webhook\"}"
+            ),
             Some(3.0)
         );
         for name in [
@@ -177,7 +186,10 @@ fn metrics_count_the_work_and_pass_promtool() {
             assert!(sample(&text, name).is_some(), "{name} missing:\n{text}");
         }
         assert_eq!(sample(&text, "nurture_workers_alive"), Some(1.0));
-        assert_eq!(sample(&text, "nurture_scrape_store_errors_total"), Some(0.0));
+        assert_eq!(
+            sample(&text, "nurture_scrape_store_errors_total"),
+            Some(0.0)
+        );
         promtool(&text);
     });
     let log = std::fs::read_to_string(&run.log).unwrap();

@@ -252,12 +252,51 @@ impl Metrics {
     }
 
     /// The metrics in the OpenMetrics text format (`# EOF` last).
-    pub fn encode(&self) -> String {
+    pub fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
         out
     }
+
+    /// The metrics in Prometheus' classic text format (`text/plain; version=0.0.4`), which
+    /// every scraper and `promtool check metrics` read.
+    pub fn encode(&self) -> String {
+        classic(&self.encode_openmetrics())
+    }
+}
+
+/// OpenMetrics text to the classic format: a counter's `HELP` and `TYPE` name its
+/// samples (`x_total`), `UNIT` lines and `# EOF` go.
+fn classic(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(format!("{p}{name}{suffix} {tail}").trim_end());
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -281,6 +320,10 @@ mod tests {
         );
         assert!(
             text.contains("nurture_deliveries_total{channel=\"email\",outcome=\"delivered\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE nurture_deliveries_total counter") && !text.contains("# EOF"),
             "{text}"
         );
         // Another set counts apart.

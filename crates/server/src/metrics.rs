@@ -19,7 +19,7 @@ use crate::AppState;
 pub const STORE_WAIT: Duration = Duration::from_secs(2);
 
 /// The content type of the answer.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `GET /metrics`.
 pub(crate) async fn scrape(State(s): State<AppState>, headers: HeaderMap) -> Response {

@@ -31,40 +31,35 @@ pub fn rewrite(
     let placed = Rc::new(Cell::new(false));
     let in_body = placed.clone();
     let body_tail = tail.to_string();
-    let settings = RewriteStrSettings {
-        element_content_handlers: vec![
-            element!("a[href]", |el| {
-                let Some(raw) = el.get_attribute("href") else {
-                    return Ok(());
-                };
-                let url = decode_entities(raw.trim());
-                if !is_web(&url) {
-                    return Ok(());
-                }
-                if let Some(new) = track(&url) {
-                    el.set_attribute("href", &new.replace('&', "&amp;"))?;
-                }
-                Ok(())
-            }),
-            element!("body", move |el| {
-                let placed = in_body.clone();
-                let tail = body_tail.clone();
-                if let Some(handlers) = el.end_tag_handlers() {
-                    handlers.push(Box::new(
-                        move |end: &mut lol_html::html_content::EndTag<'_>| {
-                            if !placed.get() {
-                                end.before(&tail, ContentType::Html);
-                                placed.set(true);
-                            }
-                            Ok(())
-                        },
-                    ));
+    let settings = RewriteStrSettings::new()
+        .append_element_content_handler(element!("a[href]", |el| {
+            let Some(raw) = el.get_attribute("href") else {
+                return Ok(());
+            };
+            let url = decode_entities(raw.trim());
+            if !is_web(&url) {
+                return Ok(());
+            }
+            if let Some(new) = track(&url) {
+                el.set_attribute("href", &new.replace('&', "&amp;"))?;
+            }
+            Ok(())
+        }))
+        .append_element_content_handler(element!("body", move |el| {
+            let placed = in_body.clone();
+            let tail = body_tail.clone();
+            let on_end: lol_html::EndTagHandler<'static> = Box::new(move |end| {
+                if !placed.get() {
+                    end.before(&tail, ContentType::Html);
+                    placed.set(true);
                 }
                 Ok(())
-            }),
-        ],
-        ..RewriteStrSettings::new()
-    };
+            });
+            if let Some(handlers) = el.end_tag_handlers() {
+                handlers.push(on_end);
+            }
+            Ok(())
+        }));
     let mut out = rewrite_str(html, settings).map_err(|e| HtmlError(e.to_string()))?;
     if !placed.get() {
         out.push_str(tail);

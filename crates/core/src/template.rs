@@ -573,7 +573,7 @@ mod tests {
         );
         assert_eq!(
             t,
-            "Hi Ana,\n\nHere is your copy (https://x.test/a?b=1&c=2).\n\n- one\n- two\n"
+            "Hi Ana,\n\nHere is your copy (https://x.test/a?b=1&c=2).\n- one\n- two\n"
         );
     }
 

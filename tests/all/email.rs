@@ -316,6 +316,7 @@ async fn smtp_delivery_is_well_formed_dkim_signed_and_tracked() {
 
     // Both parts, personalised; links tracked in HTML, plain in text.
     let body = decoded(raw);
+    assert!(!body.contains("<img"), "the open pixel is no <img>");
     assert!(body.contains("Content-Type: text/plain; charset=utf-8"));
     assert!(body.contains("Content-Type: text/html; charset=utf-8"));
     assert!(body.contains("<p>Hi Ana,</p>"));
@@ -328,7 +329,8 @@ async fn smtp_delivery_is_well_formed_dkim_signed_and_tracked() {
     );
     let click = regex::Regex::new(r#"href="(http://127\.0\.0\.1:\d+/t/c/[^"]+)""#).unwrap();
     let click_url = click.captures(&body).expect("a tracked link")[1].to_string();
-    let pixel = regex::Regex::new(r#"<img src="(http://127\.0\.0\.1:\d+/t/o/[^"]+)""#).unwrap();
+    let pixel =
+        regex::Regex::new(r#"<td background="(http://127\.0\.0\.1:\d+/t/o/[^"]+)""#).unwrap();
     let pixel_url = pixel.captures(&body).expect("an open pixel")[1].to_string();
 
     // A security scanner's fetch is recorded, flagged, and does not resolve the wait.
@@ -768,4 +770,78 @@ async fn rate_limit_spaces_sends_and_frequency_cap_defers() {
     // Deferred to when the first email leaves the 7-day window: still held an hour later.
     w.deliver(Utc::now() + chrono::Duration::hours(1)).await;
     assert_eq!(smtp.received().len(), 6);
+}
+
+/// The SpamAssassin score of a raw message, with local tests only (`-L`: no DNS, no
+/// network lists), and its report.
+fn spamassassin_score(eml: &Path) -> (f64, String) {
+    let out = Command::new("spamassassin")
+        .args(["-L", "-t"])
+        .stdin(std::fs::File::open(eml).unwrap())
+        .output()
+        .expect("spamassassin (Debian package spamassassin; scripts/test installs it)");
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let score = regex::Regex::new(r"X-Spam-Status: \w+, score=(-?[0-9.]+)")
+        .unwrap()
+        .captures(&report)
+        .unwrap_or_else(|| panic!("no X-Spam-Status in {report}"))[1]
+        .parse()
+        .unwrap();
+    let details = report
+        .split("Content analysis details:")
+        .nth(1)
+        .unwrap_or(&report)
+        .to_string();
+    (score, details)
+}
+
+/// Every example template, built as the channel sends it (tracked links, open pixel,
+/// unsubscribe headers, the `https://` link base operators are told to set), scores
+/// below 1.0 in SpamAssassin. An `<img>` open pixel alone scored 1.4 to 2.0
+/// (`HTML_IMAGE_ONLY_*`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "open (issue 23 item 7): every template scores 1.0, all FONT_INVIS_MSGID (the hidden preheader); run with --ignored"]
+async fn example_templates_score_below_one_in_spamassassin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(
+        tmp.path(),
+        "[email]\nbase_url = \"https://mail.acme.test/\"\n",
+    );
+    let w = world(&dir).await;
+    let contact = json!({
+        "id": "ana", "email": "ana@example.com", "first_name": "Ana", "last_name": "Petrova",
+        "title": "Marketing manager", "company": {"name": "Acme", "employees": 40},
+        "owner": "olena.s@acme.test", "owner_name": "Olena", "score": 120, "grade": "hot",
+    });
+    let names: Vec<String> = nurture_core::project::load(&dir)
+        .project
+        .unwrap()
+        .templates
+        .into_keys()
+        .filter(|n| !n.starts_with('_'))
+        .collect();
+    assert!(names.len() >= 10, "{names:?}");
+    let mut checks = Vec::new();
+    for name in &names {
+        let (message, _) = w
+            .channel
+            .preview(name, "ana", &contact)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let raw = String::from_utf8(message.formatted()).unwrap();
+        assert!(raw.contains("/t/o/"), "{name} has an open pixel");
+        let eml = tmp.path().join(format!("{name}.eml"));
+        std::fs::write(&eml, raw).unwrap();
+        checks.push((
+            name.clone(),
+            std::thread::spawn(move || spamassassin_score(&eml)),
+        ));
+    }
+    let mut failed = Vec::new();
+    for (name, check) in checks {
+        let (score, details) = check.join().unwrap();
+        if score >= 1.0 {
+            failed.push(format!("{name}: {score}\n{details}"));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }

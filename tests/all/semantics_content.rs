@@ -178,7 +178,7 @@ fn email_preview_shows_the_rendered_preheader() {
     );
     let html = std::fs::read_to_string(html).unwrap();
     assert!(
-        html.contains(&format!("<body style=\"font-family: Helvetica, Arial, sans-serif; max-width: 600px; margin: auto\">{HIDDEN}For Ana: &lt;link&gt; &amp; more</div>")),
+        html.contains(&format!("<body style=\"margin: 0; padding: 0; background-color: #f4f4f5\">{HIDDEN}For Ana: &lt;link&gt; &amp; more</div>")),
         "{html}"
     );
 }

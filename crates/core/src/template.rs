@@ -324,7 +324,8 @@ impl Renderer {
         let preheader = preheader
             .map(|p| p.trim().to_string())
             .filter(|p| !p.is_empty());
-        // The text part is derived above, before the hidden preheader goes in.
+        // The text part is derived above, before the layout and the hidden preheader.
+        let html = html.map(|h| with_layout(&h, subject.trim()));
         let html = match (html, &preheader) {
             (Some(h), Some(p)) => Some(with_preheader(&h, p)),
             (h, _) => h,
@@ -422,60 +423,24 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
-/// A readable text part from HTML: block tags become line breaks, links become
-/// `text (url)`, tags are dropped, entities decoded, blank runs collapsed.
+/// The widest line of a derived text part before it wraps: wide enough that sentences
+/// and their links stay on one line (mail clients wrap text themselves).
+const TEXT_WIDTH: usize = 1000;
+
+/// A readable text part from HTML, through `html2text`: paragraphs and headings become
+/// blocks, lists `* item`, layout tables their cells in order, links `text (url)`
+/// (`mailto:` and `#anchor` links just their text), images their alt text; `<head>`,
+/// styles and scripts are dropped.
 pub fn html_to_text(html: &str) -> String {
-    let mut out = String::new();
-    let mut rest = html;
-    let mut href: Option<String> = None;
-    while let Some(start) = rest.find('<') {
-        out.push_str(&decode_entities(&rest[..start]));
-        let Some(end) = rest[start..].find('>') else {
-            break;
-        };
-        let tag = &rest[start + 1..start + end];
-        let lower = tag.to_ascii_lowercase();
-        let name = lower
-            .trim_start_matches('/')
-            .split(|c: char| c.is_whitespace() || c == '/')
-            .next()
-            .unwrap_or("");
-        match name {
-            "p" | "div" | "br" | "li" | "tr" | "h1" | "h2" | "h3" | "ul" | "ol" | "table" => {
-                if name == "li" {
-                    if !lower.starts_with('/') {
-                        out.push_str("\n- ");
-                    }
-                } else {
-                    out.push('\n');
-                }
-            }
-            "a" if !lower.starts_with('/') => {
-                href = attr(tag, "href");
-            }
-            "a" => {
-                if let Some(h) = href.take() {
-                    if !h.starts_with("mailto:") {
-                        out.push_str(&format!(" ({h})"));
-                    }
-                }
-            }
-            "style" | "script" if !lower.starts_with('/') => {
-                // Skip to the closing tag.
-                let close = format!("</{name}");
-                if let Some(pos) = rest[start..].to_ascii_lowercase().find(&close) {
-                    rest = &rest[start + pos..];
-                    continue;
-                }
-            }
-            _ => {}
-        }
-        rest = &rest[start + end + 1..];
-    }
-    out.push_str(&decode_entities(rest));
-    let mut lines: Vec<String> = Vec::new();
-    for l in out.lines() {
-        let l = l.split_whitespace().collect::<Vec<_>>().join(" ");
+    let rendered = html2text::config::with_decorator(LinkDecorator::default())
+        .raw_mode(true)
+        .no_link_wrapping()
+        .allow_width_overflow()
+        .link_footnotes(false)
+        .string_from_read(html.as_bytes(), TEXT_WIDTH)
+        .unwrap_or_default();
+    let mut lines: Vec<&str> = Vec::new();
+    for l in rendered.lines().map(str::trim_end) {
         if l.is_empty() && lines.last().is_none_or(|p| p.is_empty()) {
             continue;
         }
@@ -489,33 +454,112 @@ pub fn html_to_text(html: &str) -> String {
     s
 }
 
-/// The value of an attribute in a tag's text (`a href="..."`).
-pub fn attr(tag: &str, name: &str) -> Option<String> {
-    let lower = tag.to_ascii_lowercase();
-    let pos = lower.find(&format!("{name}="))?;
-    let rest = &tag[pos + name.len() + 1..];
-    let quote = rest.chars().next()?;
-    if quote == '"' || quote == '\'' {
-        let end = rest[1..].find(quote)?;
-        Some(decode_entities(&rest[1..1 + end]))
-    } else {
-        Some(
-            rest.split(|c: char| c.is_whitespace() || c == '>')
-                .next()?
-                .to_string(),
-        )
+/// Plain text with links as `text (url)`: what a reader of the text part can follow.
+#[derive(Clone, Debug, Default)]
+struct LinkDecorator {
+    /// The suffixes of the links being rendered, innermost last.
+    open: Vec<String>,
+}
+
+impl html2text::render::TextDecorator for LinkDecorator {
+    type Annotation = ();
+
+    fn decorate_link_start(&mut self, url: &str) -> (String, ()) {
+        let shown = url.starts_with("http://") || url.starts_with("https://");
+        self.open.push(if shown {
+            format!(" ({url})")
+        } else {
+            String::new()
+        });
+        (String::new(), ())
+    }
+    fn decorate_link_end(&mut self) -> String {
+        self.open.pop().unwrap_or_default()
+    }
+    fn decorate_em_start(&self) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_em_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_strong_start(&self) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_strong_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_strikeout_start(&self) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_strikeout_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_code_start(&self) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_code_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_preformat_first(&self) {}
+    fn decorate_preformat_cont(&self) {}
+    fn decorate_image(&mut self, _src: &str, title: &str) -> (String, ()) {
+        (title.to_string(), ())
+    }
+    fn header_prefix(&self, _level: usize) -> String {
+        String::new()
+    }
+    fn quote_prefix(&self) -> String {
+        "> ".into()
+    }
+    fn unordered_item_prefix(&self) -> String {
+        "- ".into()
+    }
+    fn ordered_item_prefix(&self, i: i64) -> String {
+        format!("{i}. ")
+    }
+    fn make_subblock_decorator(&self) -> Self {
+        LinkDecorator::default()
+    }
+    fn finalise(&mut self, _urls: Vec<String>) -> Vec<html2text::render::TaggedLine<()>> {
+        Vec::new()
     }
 }
 
-fn decode_entities(s: &str) -> String {
-    s.replace("&nbsp;", " ")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&#x2f;", "/")
-        .replace("&amp;", "&")
+/// Whether `html` is a whole document (it has an `<html>` element) rather than a
+/// fragment to put into the default layout.
+pub fn is_document(html: &str) -> bool {
+    let lower = html.to_ascii_lowercase();
+    lower.match_indices("<html").any(|(i, _)| {
+        lower[i + 5..]
+            .chars()
+            .next()
+            .is_none_or(|c| c == '>' || c == '/' || c.is_ascii_whitespace())
+    })
+}
+
+/// The default layout of an HTML fragment: a complete document (doctype, `lang`,
+/// UTF-8 charset, mobile viewport, the subject as title) with the content in a centred
+/// column of at most 600px, built from tables with inline styles as mail clients
+/// (Outlook included) need. A template with its own `<html>` is left as it is.
+pub fn with_layout(html: &str, title: &str) -> String {
+    if is_document(html) {
+        return html.to_string();
+    }
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\" xmlns=\"http://www.w3.org/1999/xhtml\">\n<head>\n\
+<meta charset=\"utf-8\">\n\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+<meta name=\"x-apple-disable-message-reformatting\">\n\
+<title>{title}</title>\n</head>\n\
+<body style=\"margin:0;padding:0;background-color:#f4f4f5\">\n\
+<table role=\"presentation\" width=\"100%\" cellspacing=\"0\" cellpadding=\"0\" border=\"0\" style=\"background-color:#f4f4f5\">\n\
+<tr><td align=\"center\" style=\"padding:24px 12px\">\n\
+<table role=\"presentation\" width=\"100%\" cellspacing=\"0\" cellpadding=\"0\" border=\"0\" style=\"max-width:600px;margin:0 auto;background-color:#ffffff\">\n\
+<tr><td style=\"padding:24px;font-family:Helvetica,Arial,sans-serif;font-size:16px;line-height:1.5;color:#1f2937\">\n\
+{html}\n\
+</td></tr>\n</table>\n</td></tr>\n</table>\n</body>\n</html>\n",
+        title = escape_html(title)
+    )
 }
 
 #[cfg(test)]
@@ -529,8 +573,50 @@ mod tests {
         );
         assert_eq!(
             t,
-            "Hi Ana,\n\nHere is your copy (https://x.test/a?b=1&c=2).\n\n- one\n- two\n"
+            "Hi Ana,\n\nHere is your copy (https://x.test/a?b=1&c=2).\n- one\n- two\n"
         );
+    }
+
+    #[test]
+    fn text_part_of_a_layout_document_has_no_head_styles_or_table_borders() {
+        let html = with_layout(
+            "<style>p{color:red}</style><h1>News</h1><table><tr><td>left</td><td>right</td></tr></table>\
+             <p>Mail <a href=\"mailto:a@x.test\">us</a>, see <a href=\"#top\">top</a> or \
+             <a href='https://x.test/b'>this</a>.<img src=\"https://x.test/i.png\" alt=\"\"></p>",
+            "The <title>",
+        );
+        let t = html_to_text(&html);
+        assert_eq!(
+            t, "News\n\nleft\nright\n\nMail us, see top or this (https://x.test/b).\n",
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn fragments_get_the_responsive_layout_and_documents_are_kept() {
+        let html = with_layout("<p>Hi</p>", "Tips & <tricks>");
+        assert!(
+            html.starts_with("<!DOCTYPE html>\n<html lang=\"en\""),
+            "{html}"
+        );
+        for part in [
+            "<meta charset=\"utf-8\">",
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+            "<title>Tips &amp; &lt;tricks&gt;</title>",
+            "max-width:600px",
+            "\n<p>Hi</p>\n",
+        ] {
+            assert!(html.contains(part), "{part} in {html}");
+        }
+        for doc in [
+            "<HTML lang=\"bg\"><body>x</body></HTML>",
+            "<!doctype html>\n<html>x</html>",
+        ] {
+            assert_eq!(with_layout(doc, "t"), doc);
+        }
+        // An `<html` that is not the element does not count.
+        assert!(!is_document("<p>&lt;html&gt; <htmlx></p>"));
+        assert!(with_layout("<p><htmlx></p>", "t").starts_with("<!DOCTYPE html>"));
     }
 }
 
@@ -564,7 +650,11 @@ mod render_tests {
         let out = r
             .render("t", &serde_json::json!({"contact": {}}), None)
             .unwrap();
-        assert_eq!(out.html.as_deref(), Some("<p>your team</p>"));
+        assert_eq!(
+            out.html.as_deref(),
+            Some(with_layout("<p>your team</p>", "Hi there").as_str())
+        );
+        assert!(out.html.unwrap().contains("\n<p>your team</p>\n"));
         assert_eq!(out.subject, "Hi there");
         let r = one("<p>{{ contact.last_name }}</p>");
         let err = r

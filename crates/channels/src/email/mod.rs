@@ -7,7 +7,11 @@
 //!   same message on every attempt and receivers can de-duplicate;
 //! - RFC 8058 one-click unsubscribe: `List-Unsubscribe: <BASE/u/TOKEN>` and
 //!   `List-Unsubscribe-Post: List-Unsubscribe=One-Click`, both in the DKIM-signed set;
-//! - tracking: links rewritten to `BASE/t/c/TOKEN` and a pixel `BASE/t/o/TOKEN`; tokens
+//! - `List-Id: <WORKFLOW.DOMAIN>` (RFC 2919), so receivers and filters can tell one
+//!   campaign's stream from another;
+//! - tracking: links rewritten to `BASE/t/c/TOKEN` (with `lol_html`, see [`html`]) and
+//!   an open pixel `BASE/t/o/TOKEN` as a background image (not an `<img>`: SpamAssassin's
+//!   `HTML_IMAGE_ONLY_*` rules score any image in a short email); tokens
 //!   are HMAC-signed, bound to their purpose (open, click, unsubscribe) and carry the
 //!   outbox key, contact, workflow and step (no guessable ids); see [`track`];
 //! - a text part (the template's `.txt`, or derived from the HTML) and the HTML part.
@@ -18,6 +22,7 @@
 //! the message) and is not resent until an operator requeues it.
 
 pub mod hits;
+pub mod html;
 pub mod track;
 
 use std::collections::HashMap;
@@ -95,6 +100,9 @@ pub enum BuildError {
         /// Why it is not one.
         source: lettre::address::AddressError,
     },
+    /// The HTML part could not be rewritten for tracking.
+    #[error(transparent)]
+    Html(#[from] html::HtmlError),
     /// lettre could not assemble the message.
     #[error("building the message: {0}")]
     Message(#[source] lettre::error::Error),
@@ -265,16 +273,20 @@ impl EmailChannel {
         };
         // The project's frequency caps and rate limits hold at every claim of this store.
         store.set_send_limits(nurture_store::limits::SendLimits::for_project(project));
+        let base_url = email
+            .base_url
+            .clone()
+            .unwrap_or_else(|| api_base.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        if let Some(warning) = insecure_links_warning(settings.smtp.is_some(), &base_url) {
+            tracing::warn!("{warning}");
+        }
         Ok(EmailChannel {
             renderer,
             transport,
             signer,
-            base_url: email
-                .base_url
-                .clone()
-                .unwrap_or_else(|| api_base.to_string())
-                .trim_end_matches('/')
-                .to_string(),
+            base_url,
             tracking: email.tracking.unwrap_or(true),
             default_from: settings.sender.as_ref().map(|s| s.from.clone()),
             reply_to: settings.sender.as_ref().and_then(|s| s.reply_to.clone()),
@@ -466,7 +478,7 @@ impl EmailChannel {
         let mut html = rendered.html.clone();
         if marketing && self.tracking {
             if let Some(h) = &html {
-                html = Some(self.track_html(h, entry, unsubscribe.as_deref(), now));
+                html = Some(self.track_html(h, entry, unsubscribe.as_deref(), now)?);
             }
         }
         let mut builder = Message::builder()
@@ -495,6 +507,10 @@ impl EmailChannel {
         ));
         if let Some(u) = &unsubscribe {
             headers.insert_raw(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Id"),
+                list_id(entry.workflow.as_deref(), from.email.as_ref()),
+            ));
+            headers.insert_raw(HeaderValue::new(
                 HeaderName::new_from_ascii_str("List-Unsubscribe"),
                 format!("<{u}>"),
             ));
@@ -516,48 +532,83 @@ impl EmailChannel {
         entry: &OutboxEntry,
         unsubscribe: Option<&str>,
         now: Ts,
-    ) -> String {
+    ) -> Result<String, BuildError> {
         let base = json!({"k": entry.key, "c": entry.contact, "w": entry.workflow, "s": entry.step, "t": now.timestamp()});
-        let mut out = String::with_capacity(html.len() + 256);
-        let mut rest = html;
-        while let Some(pos) = rest.find("href=\"") {
-            let start = pos + 6;
-            out.push_str(&rest[..start]);
-            let Some(end) = rest[start..].find('"') else {
-                rest = &rest[start..];
-                break;
-            };
-            let url = &rest[start..start + end];
-            let decoded = url.replace("&amp;", "&");
-            if (decoded.starts_with("http://") || decoded.starts_with("https://"))
-                && Some(decoded.as_str()) != unsubscribe
-            {
-                let mut claims = base.clone();
-                claims["u"] = Value::from(decoded);
-                out.push_str(&format!(
-                    "{}/t/c/{}",
-                    self.base_url,
-                    self.signer.sign_for(Purpose::Click, &claims)
-                ));
-            } else {
-                out.push_str(url);
+        let click = |url: &str| {
+            if Some(url) == unsubscribe {
+                return None;
             }
-            rest = &rest[start + end..];
-        }
-        out.push_str(rest);
-        let pixel = format!(
-            "<img src=\"{}/t/o/{}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">",
+            let mut claims = base.clone();
+            claims["u"] = Value::from(url);
+            Some(format!(
+                "{}/t/c/{}",
+                self.base_url,
+                self.signer.sign_for(Purpose::Click, &claims)
+            ))
+        };
+        let pixel = open_pixel(&format!(
+            "{}/t/o/{}",
             self.base_url,
             self.signer.sign_for(Purpose::Open, &base)
-        );
-        match out.rfind("</body>") {
-            Some(i) => {
-                out.insert_str(i, &pixel);
-                out
-            }
-            None => out + &pixel,
-        }
+        ));
+        html::rewrite(html, click, &pixel).map_err(BuildError::Html)
     }
+}
+
+/// The open-tracking pixel: a one-pixel-high row whose background is the tracking
+/// image, given both as the `background` attribute and as CSS (clients support one or
+/// the other). Not an `<img>`: SpamAssassin scores any `<img>` in an email with little
+/// text (`HTML_IMAGE_ONLY_*`, 1.4 points and more for the example templates).
+fn open_pixel(url: &str) -> String {
+    // Characters that would end the CSS string are percent-encoded first (the HTML
+    // parser decodes entities before CSS sees the value), then all is attribute-escaped.
+    let css: String = url
+        .chars()
+        .map(|c| match c {
+            '\'' | '"' | '(' | ')' | '\\' | ' ' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect();
+    let css = nurture_core::template::escape_html(&css);
+    let url = nurture_core::template::escape_html(url);
+    format!(
+        "<table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\">\
+<tr><td background=\"{url}\" style=\"background-image:url('{css}');font-size:1px;line-height:1px;height:1px\">&nbsp;</td></tr></table>"
+    )
+}
+
+/// `List-Id` (RFC 2919) of a workflow's messages: `<WORKFLOW.DOMAIN>`, the workflow's
+/// name reduced to letters, digits and dashes, under the sender's domain.
+pub fn list_id(workflow: Option<&str>, from: &str) -> String {
+    let label: String = workflow
+        .unwrap_or("nurture")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(60)
+        .collect();
+    let domain = message_id("x", from);
+    let domain = domain.trim_start_matches("<x@").trim_end_matches('>');
+    format!("<{}.{domain}>", label.trim_matches('-'))
+}
+
+/// The warning for links that are not `https://` when mail goes out over SMTP: the
+/// unsubscribe and tracking links carry signed tokens, readers' mail clients mark
+/// plain-http links, and RFC 8058 one-click unsubscribe requires HTTPS.
+pub fn insecure_links_warning(smtp: bool, base_url: &str) -> Option<String> {
+    let https = url::Url::parse(base_url).is_ok_and(|u| u.scheme() == "https");
+    (smtp && !https).then(|| {
+        format!(
+            "email links use {base_url}, not https: set [email] base_url to the public https:// \
+             address of the API (unsubscribe and tracking links; RFC 8058 one-click unsubscribe \
+             requires https)"
+        )
+    })
 }
 
 /// The email channel delivers `email` and `notify` entries.
@@ -592,10 +643,54 @@ fn signed_headers() -> Vec<HeaderName> {
         "Message-ID",
         "Reply-To",
         "MIME-Version",
+        "List-Id",
         "List-Unsubscribe",
         "List-Unsubscribe-Post",
     ]
     .into_iter()
     .map(HeaderName::new_from_ascii_str)
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_links_are_warned_about_only_when_mail_goes_out_over_smtp() {
+        let w = insecure_links_warning(true, "http://mail.acme.test").unwrap();
+        assert!(
+            w.contains("http://mail.acme.test") && w.contains("base_url"),
+            "{w}"
+        );
+        assert!(insecure_links_warning(true, "http://127.0.0.1:8025").is_some());
+        assert!(insecure_links_warning(true, "not a url").is_some());
+        assert!(insecure_links_warning(true, "HTTPS://mail.acme.test").is_none());
+        assert!(insecure_links_warning(true, "https://mail.acme.test/api").is_none());
+        // The file transport (the default: nothing leaves the machine) is not warned about.
+        assert!(insecure_links_warning(false, "http://127.0.0.1:8025").is_none());
+    }
+
+    #[test]
+    fn list_id_is_the_workflow_under_the_sender_domain() {
+        assert_eq!(
+            list_id(Some("Ebook nurture/2"), "Acme <hello@acme.test>"),
+            "<ebook-nurture-2.acme.test>"
+        );
+        assert_eq!(list_id(None, "hello@acme.test"), "<nurture.acme.test>");
+    }
+
+    #[test]
+    fn the_open_pixel_is_no_img_and_its_url_is_escaped() {
+        let p = open_pixel("https://t.test/t/o/a\"b'c&d");
+        assert!(!p.contains("<img"), "{p}");
+        assert!(
+            p.contains("background=\"https://t.test/t/o/a&quot;b&#39;c&amp;d\""),
+            "{p}"
+        );
+        assert!(
+            p.contains("background-image:url('https://t.test/t/o/a%22b%27c&amp;d')"),
+            "{p}"
+        );
+    }
 }

@@ -381,7 +381,7 @@ fn first_line(t: &Template, part: &str) -> usize {
 /// The hidden preheader element: inbox previews show its text next to the subject, the
 /// opened message does not (the usual pattern: `display:none`, no height, no overflow,
 /// `mso-hide:all` for Outlook).
-const PREHEADER_STYLE: &str = "display:none;font-size:1px;line-height:1px;max-height:0;\
+const PREHEADER_STYLE: &str = "display:none;max-height:0;\
 max-width:0;opacity:0;overflow:hidden;mso-hide:all";
 
 /// `html` with the preheader `text` (HTML-escaped) as the first element of its body:

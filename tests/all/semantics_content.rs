@@ -30,7 +30,8 @@ fn personal_preheader(dir: &Path) {
 }
 
 /// The hidden preheader element (the HTML part, quoted-printable decoded).
-const HIDDEN: &str = "<div style=\"display:none;max-height:0;max-width:0;opacity:0;overflow:hidden;mso-hide:all\">";
+const HIDDEN: &str =
+    "<div style=\"display:none;max-height:0;max-width:0;opacity:0;overflow:hidden;mso-hide:all\">";
 
 /// The HTML and text parts of a raw message, decoded.
 fn parts(raw: &str) -> (String, String) {

@@ -126,77 +126,46 @@ fn ajv_accepts_the_example_files() {
     }
 }
 
+/// ajv's verdict on `text` written to `dir/NAME` against `schema/SCHEMA`.
+fn ajv_on(ajv: &Path, schema: &str, dir: &Path, name: &str, text: &str) -> Output {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    let schema = format!("schema/{schema}");
+    run_ajv(
+        ajv,
+        &["validate", "-s", &schema, "-d", &file.display().to_string()],
+    )
+}
+
 #[test]
 fn ajv_refuses_a_misspelled_key_inside_a_step_as_validate_does() {
     let Some(ajv) = ajv() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("typo.yaml");
+    let check = |schema: &str, name: &str, text: &str| ajv_on(&ajv, schema, tmp.path(), name, text);
+    let wf = "workflow.schema.json";
     let workflow = "workflow: typo\ntrigger:\n  event: form.submitted\nsteps:\n  - id: wait-open\n    wait_for:\n      event: email.opened\n      timeout: 3d\n    on_timout: end\n";
-    std::fs::write(&file, workflow).unwrap();
-    let o = run_ajv(
-        &ajv,
-        &[
-            "validate",
-            "-s",
-            "schema/workflow.schema.json",
-            "-d",
-            &file.display().to_string(),
-        ],
-    );
+    let o = check(wf, "typo.yaml", workflow);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("unevaluated"), "{}", text(&o));
     // The same file with the key spelled right is valid.
-    std::fs::write(&file, workflow.replace("on_timout", "on_timeout")).unwrap();
-    let o = run_ajv(
-        &ajv,
-        &[
-            "validate",
-            "-s",
-            "schema/workflow.schema.json",
-            "-d",
-            &file.display().to_string(),
-        ],
+    let o = check(
+        wf,
+        "typo.yaml",
+        &workflow.replace("on_timout", "on_timeout"),
     );
     assert!(o.status.success(), "{}", text(&o));
     // Two kinds in one step match two branches of `oneOf`.
     let two = "workflow: two\ntrigger:\n  event: form.submitted\nsteps:\n  - id: both\n    wait: 2d\n    score: 5\n";
-    std::fs::write(&file, two).unwrap();
-    let o = run_ajv(
-        &ajv,
-        &[
-            "validate",
-            "-s",
-            "schema/workflow.schema.json",
-            "-d",
-            &file.display().to_string(),
-        ],
-    );
+    let o = check(wf, "two.yaml", two);
     assert!(!o.status.success(), "{}", text(&o));
     // A misspelled key in an `actions` item and in `nurture.toml` too.
     let action = "workflow: act\ntrigger:\n  event: form.submitted\nsteps:\n  - id: many\n    actions:\n      - tag: vip\n        wiht: {}\n";
-    std::fs::write(&file, action).unwrap();
-    let o = run_ajv(
-        &ajv,
-        &[
-            "validate",
-            "-s",
-            "schema/workflow.schema.json",
-            "-d",
-            &file.display().to_string(),
-        ],
-    );
+    let o = check(wf, "act.yaml", action);
     assert!(!o.status.success(), "{}", text(&o));
-    let settings = tmp.path().join("settings.json");
-    std::fs::write(&settings, r#"{"timezon": "Europe/Sofia"}"#).unwrap();
-    let o = run_ajv(
-        &ajv,
-        &[
-            "validate",
-            "-s",
-            "schema/nurture.schema.json",
-            "-d",
-            &settings.display().to_string(),
-        ],
+    let o = check(
+        "nurture.schema.json",
+        "settings.json",
+        r#"{"timezon": "Europe/Sofia"}"#,
     );
     assert!(!o.status.success(), "{}", text(&o));
 }

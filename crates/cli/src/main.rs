@@ -400,6 +400,13 @@ enum Command {
         #[arg(value_enum, default_value_t = SchemaArg::Workflow)]
         file: SchemaArg,
     },
+    /// Print the OpenAPI 3.1 document of the HTTP API (JSON).
+    ///
+    /// The same document a running server serves at `GET /openapi.json` (no API key
+    /// needed) and the repository keeps as `schema/openapi.json`; after changing a route,
+    /// regenerate that file with `nurture openapi > schema/openapi.json`. Feed it to a
+    /// client generator or an API explorer.
+    Openapi,
     /// Print a shell completion script: `nurture completions bash >
     /// ~/.local/share/bash-completion/completions/nurture`, `nurture completions zsh >
     /// "${fpath[1]}/_nurture"`, `nurture completions fish >
@@ -1186,6 +1193,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }) => commands::plugin_new(&name, dir, sdk_path),
         Command::Schema { file } => {
             print!("{}", file.schema().json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Openapi => {
+            print!("{}", nurture_server::openapi::json());
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {

@@ -12,6 +12,7 @@
 //! | `GET /v1/reports/...` | campaign reports: workflows, emails, splits, lead funnel ([`reports`]) |
 //! | `POST /v1/bounces` | bounce and complaint notifications in nurture's format |
 //! | `POST /v1/bounces/{ses,sendgrid,postmark,mailgun}` | the email providers' bounce and complaint webhooks, signatures checked ([`providers`]) |
+//! | `GET /openapi.json` | the OpenAPI 3.1 document of this API ([`openapi`]; no API key needed) |
 //! | `GET /healthz` | liveness and store reachability (no API key needed) |
 //! | `GET /metrics` | Prometheus metrics, with the API key ([`metrics`]) |
 //! | `GET /t/o/{token}` | open pixel: an `email.opened` event, answers a 1x1 GIF |
@@ -41,7 +42,6 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -50,6 +50,7 @@ use tokio::sync::{watch, Notify};
 pub mod cloudevents;
 pub mod compose;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod providers;
 mod reads;
@@ -64,6 +65,7 @@ use nurture_channels::email::track::{Purpose, TokenError};
 use nurture_engine::input;
 use nurture_engine::{Engine, EngineError};
 use problem::{ApiError, ItemProblem, ProblemKind};
+use crate::openapi as doc;
 
 /// Group commit for the API: the events of concurrent requests are stored together in
 /// one transaction (one disk sync) while the previous batch commits. Under load this is
@@ -259,34 +261,45 @@ impl AppState {
     }
 }
 
+/// The documented routes of the API: each handler's `#[utoipa::path]` gives its method
+/// and path, so this list is both the router's and the OpenAPI document's
+/// ([`openapi`]). **A new route is added here** (with its annotation); the dashboard's
+/// routes (`/ui`, not part of the API) are merged in [`router`].
+pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(openapi::serve))
+        .routes(routes!(metrics::scrape))
+        .routes(routes!(post_events))
+        .routes(routes!(post_contacts, reads::contacts))
+        .routes(routes!(get_contact))
+        .routes(routes!(reads::contact_events))
+        .routes(routes!(post_run, reads::runs))
+        .routes(routes!(get_run))
+        .routes(routes!(explain_run))
+        .routes(routes!(cancel_run))
+        .routes(routes!(pause_workflow))
+        .routes(routes!(resume_workflow))
+        .routes(routes!(post_bounces))
+        .routes(routes!(providers::post))
+        .routes(routes!(segment::post))
+        .routes(routes!(reports::workflows))
+        .routes(routes!(reports::workflow))
+        .routes(routes!(reports::emails))
+        .routes(routes!(reports::splits))
+        .routes(routes!(reports::funnel))
+        .routes(routes!(track_open))
+        .routes(routes!(track_click))
+        .routes(routes!(unsubscribe_page, unsubscribe))
+}
+
 /// The API's routes (the table in the crate docs) over `state`: the API key is checked
 /// before a `/v1` body is read, and bodies are limited in size and time (`[api]`).
 pub fn router(state: AppState) -> Router {
     let limits = state.limits;
-    Router::new()
-        .route("/healthz", get(health))
-        .route("/metrics", get(metrics::scrape))
-        .route("/v1/events", post(post_events))
-        .route("/v1/contacts", post(post_contacts).get(reads::contacts))
-        .route("/v1/contacts/{id}", get(get_contact))
-        .route("/v1/contacts/{id}/events", get(reads::contact_events))
-        .route("/v1/runs", post(post_run).get(reads::runs))
-        .route("/v1/runs/{id}", get(get_run))
-        .route("/v1/runs/{id}/explain", get(explain_run))
-        .route("/v1/runs/{id}/cancel", post(cancel_run))
-        .route("/v1/workflows/{id}/pause", post(pause_workflow))
-        .route("/v1/workflows/{id}/resume", post(resume_workflow))
-        .route("/v1/bounces", post(post_bounces))
-        .route("/v1/bounces/{provider}", post(providers::post))
-        .route("/v1/segment/{call}", post(segment::post))
-        .route("/v1/reports/workflows", get(reports::workflows))
-        .route("/v1/reports/workflows/{id}", get(reports::workflow))
-        .route("/v1/reports/workflows/{id}/emails", get(reports::emails))
-        .route("/v1/reports/workflows/{id}/splits", get(reports::splits))
-        .route("/v1/reports/funnel", get(reports::funnel))
-        .route("/t/o/{token}", get(track_open))
-        .route("/t/c/{token}", get(track_click))
-        .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
+    let (api, _) = api_routes().split_for_parts();
+    api
         .merge(ui::routes())
         // (After the routes: it applies to the routes registered before it.)
         .method_not_allowed_fallback(method_not_allowed)
@@ -596,6 +609,18 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Healthy when the store accepts a write within [`HEALTH_TIMEOUT`] (a store that can be
 /// read but not written, e.g. on a full disk, is not healthy): else 503, without the
 /// store's own text (it is logged).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "health",
+    summary = "Liveness and store reachability",
+    description = "Healthy when the store accepts a write within 2 s. No API key needed.",
+    responses(
+        (status = 200, description = "The store accepts writes", body = doc::Health),
+        (status = 503, description = "The store does not accept writes (with `Retry-After`)", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn health(State(s): State<AppState>) -> Response {
     let down = |detail: &str| {
         ApiError::new(ProblemKind::Unavailable, detail)
@@ -683,6 +708,22 @@ fn failed_batch(
 /// Events: nurture's own JSON (one object or a list), or CloudEvents when the content
 /// type says so (`application/cloudevents+json`, `application/cloudevents-batch+json`)
 /// or `ce-` headers carry them (binary mode, [`cloudevents`]).
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    operation_id = "post_events",
+    summary = "Send events",
+    description = "One event or a list, in nurture's JSON; or CloudEvents 1.0: structured (`application/cloudevents+json`), batched (`application/cloudevents-batch+json`) or binary (`ce-` headers, the body is `data`). Answered per item; nothing is acknowledged that was not stored.",
+    request_body(description = "One event or a list; or CloudEvents", content((doc::EventsIn = "application/json"), (Object = "application/cloudevents+json"), (Vec<Object> = "application/cloudevents-batch+json"))),
+    responses(
+        (status = 200, description = "Stored, at least in part: one result per item", body = doc::EventsAnswer),
+        (status = 400, description = "The body is not JSON, or neither an object nor a list", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Every event conflicts with a stored one (each in `errors`): nothing was stored", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Every event's `data` is over `max_event_data_bytes` (each in `errors`): nothing was stored", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Every event was refused (each in `errors`, the batch's answer as extension members): nothing was stored", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn post_events(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -782,6 +823,20 @@ const CONTACTS_CHUNK: usize = 500;
 /// Contacts, chunk by chunk ([`CONTACTS_CHUNK`]). When the store fails, the answer says
 /// which items were stored (the chunks before) and which were not confirmed (`failed`:
 /// resending them is safe, importing a contact again changes nothing more).
+#[utoipa::path(
+    post,
+    path = "/v1/contacts",
+    tag = "contacts",
+    operation_id = "post_contacts",
+    summary = "Create or update contacts",
+    description = "One contact or a list, by `id` or `email`; other members are fields. Stored in chunks of 500: after a store failure, `failed` lists the items not confirmed stored (resending them is safe).",
+    request_body(content = doc::ContactsIn, description = "One contact or a list"),
+    responses(
+        (status = 200, description = "Stored, at least in part", body = doc::ContactsAnswer),
+        (status = 400, description = "The body is not JSON, or neither an object nor a list", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Every contact was refused (each in `errors`): nothing was stored", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn post_contacts(
     State(s): State<AppState>,
     body: axum::body::Bytes,
@@ -853,6 +908,19 @@ async fn post_contacts(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}",
+    tag = "runs",
+    operation_id = "get_run",
+    summary = "A run and its journal",
+    description = "The run and every line of its journal, oldest first.",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run", body = doc::RunWithJournal),
+        (status = 404, description = "No such run", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let store = &s.engine.store;
     let unread =
@@ -872,6 +940,19 @@ pub(crate) fn no_such(what: &str, id: &str) -> ApiError {
 
 /// `GET /v1/contacts/{id}` (an id, or an email address): the contact, its grade, its
 /// runs, and its events of the last 90 days (the newest 100).
+#[utoipa::path(
+    get,
+    path = "/v1/contacts/{id}",
+    tag = "contacts",
+    operation_id = "get_contact",
+    summary = "A contact and its story",
+    description = "The contact (by id, else by address): grade, score history, lifecycle and consent histories, segments, its events of the last 90 days (the newest 100), runs and timeline.",
+    params(("id" = String, Path, description = "The contact's id, or its email address")),
+    responses(
+        (status = 200, description = "The contact", body = doc::ContactStory),
+        (status = 404, description = "No such contact", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn get_contact(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -889,6 +970,19 @@ async fn get_contact(
 }
 
 /// `GET /v1/runs/{id}/explain`: the run's story ([`nurture_engine::explain`]).
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/explain",
+    tag = "runs",
+    operation_id = "explain_run",
+    summary = "A run's story",
+    description = "One line per decision, in time order.",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run's story", body = doc::Explanation),
+        (status = 404, description = "No such run", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn explain_run(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -951,6 +1045,23 @@ fn manual_problem(e: nurture_engine::manual::ManualError) -> ApiError {
 }
 
 /// `POST /v1/runs/{id}/cancel` `{"reason"}`: ends an open run as `cancelled`.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/cancel",
+    tag = "runs",
+    operation_id = "cancel_run",
+    summary = "Cancel a run",
+    description = "Ends an open run as `exited` (`cancelled`); journaled with the reason.",
+    params(("id" = String, Path, description = "The run's id")),
+    request_body = doc::Reason,
+    responses(
+        (status = 200, description = "Cancelled", body = doc::Cancelled),
+        (status = 400, description = "The body is not `{\"reason\": ...}`", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No `reason` given", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such run", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The run has ended already", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn cancel_run(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -965,6 +1076,22 @@ async fn cancel_run(
 }
 
 /// `POST /v1/workflows/{id}/pause` `{"reason"}`.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/pause",
+    tag = "workflows",
+    operation_id = "pause_workflow",
+    summary = "Pause a workflow",
+    description = "No enrolments; timers and sends are held until it is resumed.",
+    params(("id" = String, Path, description = "The workflow's id")),
+    request_body = doc::Reason,
+    responses(
+        (status = 200, description = "The workflow's state", body = doc::WorkflowState),
+        (status = 400, description = "The body is not `{\"reason\": ...}`", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No `reason` given", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workflow", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn pause_workflow(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -974,6 +1101,22 @@ async fn pause_workflow(
 }
 
 /// `POST /v1/workflows/{id}/resume` `{"reason"}`.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/resume",
+    tag = "workflows",
+    operation_id = "resume_workflow",
+    summary = "Resume a workflow",
+    description = "Held timers and sends go out now.",
+    params(("id" = String, Path, description = "The workflow's id")),
+    request_body = doc::Reason,
+    responses(
+        (status = 200, description = "The workflow's state", body = doc::WorkflowState),
+        (status = 400, description = "The body is not `{\"reason\": ...}`", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No `reason` given", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workflow", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn resume_workflow(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -1007,6 +1150,22 @@ async fn set_paused(
 }
 
 /// `POST /v1/runs` `{"workflow", "contact", "reason"}`: starts a run by hand.
+#[utoipa::path(
+    post,
+    path = "/v1/runs",
+    tag = "runs",
+    operation_id = "post_run",
+    summary = "Start a run by hand",
+    description = "Enrols the contact in the workflow; journaled with the reason.",
+    request_body = doc::StartRun,
+    responses(
+        (status = 201, description = "Started", body = doc::Started),
+        (status = 400, description = "The body is not `{\"workflow\", \"contact\", \"reason\"}`", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workflow or contact", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The contact is in the workflow already, or the workflow is paused", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No `reason`, `workflow` or `contact` given", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn post_run(
     State(s): State<AppState>,
     body: axum::body::Bytes,
@@ -1482,6 +1641,18 @@ async fn track(
     stored
 }
 
+#[utoipa::path(
+    get,
+    path = "/t/o/{token}",
+    tag = "tracking",
+    operation_id = "track_open",
+    summary = "Open pixel",
+    description = "Records an `email.opened` event (once per token) and always answers a 1x1 GIF, even for a bad token.",
+    params(("token" = String, Path, description = "The signed open token")),
+    responses(
+        (status = 200, description = "A 1x1 GIF", content_type = "image/gif")
+    )
+)]
 async fn track_open(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -1505,6 +1676,20 @@ async fn track_open(
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/t/c/{token}",
+    tag = "tracking",
+    operation_id = "track_click",
+    summary = "Tracked link",
+    description = "Records an `email.clicked` event and redirects to the signed URL.",
+    params(("token" = String, Path, description = "The signed click token")),
+    responses(
+        (status = 302, description = "To the link's URL (`Location`)"),
+        (status = 404, description = "Unknown link", body = inline(doc::TrackingError)),
+        (status = 410, description = "The link has expired", body = inline(doc::TrackingError))
+    )
+)]
 async fn track_click(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -1569,6 +1754,19 @@ fn failure_page(err: ApiError) -> Response {
 }
 
 /// GET changes nothing (link scanners prefetch it): it shows a button that POSTs.
+#[utoipa::path(
+    get,
+    path = "/u/{token}",
+    tag = "tracking",
+    operation_id = "unsubscribe_page",
+    summary = "The unsubscribe page",
+    description = "Changes nothing (link scanners prefetch it): shows a button that POSTs.",
+    params(("token" = String, Path, description = "The signed unsubscribe token")),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        (status = 404, description = "The link is not valid", content_type = "text/html", body = String)
+    )
+)]
 async fn unsubscribe_page(State(s): State<AppState>, Path(token): Path<String>) -> Response {
     match unsubscribe_claims(&s, &token) {
         Some(c) => page(
@@ -1584,6 +1782,21 @@ async fn unsubscribe_page(State(s): State<AppState>, Path(token): Path<String>) 
 
 /// RFC 8058 one-click: the token is the only credential (no cookie), the answer is the
 /// result itself (no redirect), and repeating it changes nothing more.
+#[utoipa::path(
+    post,
+    path = "/u/{token}",
+    tag = "tracking",
+    operation_id = "unsubscribe",
+    summary = "One-click unsubscribe (RFC 8058)",
+    description = "The token is the only credential; idempotent; the answer is the result itself.",
+    params(("token" = String, Path, description = "The signed unsubscribe token")),
+    responses(
+        (status = 200, description = "Unsubscribed", content_type = "text/html", body = String),
+        (status = 404, description = "The link is not valid", content_type = "text/html", body = String),
+        (status = 500, description = "Not recorded (the page quotes a reference)", content_type = "text/html", body = String),
+        (status = 503, description = "Not recorded: try again (with `Retry-After`)", content_type = "text/html", body = String)
+    )
+)]
 async fn unsubscribe(State(s): State<AppState>, Path(token): Path<String>) -> Response {
     let Some(c) = unsubscribe_claims(&s, &token) else {
         return page(
@@ -1730,6 +1943,21 @@ fn parse_bounce(index: usize, b: &Value) -> BounceItem {
 /// "reason", "id"}`. Providers' own formats have their routes ([`providers`]).
 /// Permanent bounces and complaints suppress the address; temporary bounces are only
 /// recorded. The answer is [`store_bounces`]'.
+#[utoipa::path(
+    post,
+    path = "/v1/bounces",
+    tag = "bounces",
+    operation_id = "post_bounces",
+    summary = "Bounces and complaints in nurture's format",
+    description = "Permanent bounces and complaints suppress the address; temporary bounces are only recorded. Providers' own formats have their routes (`/v1/bounces/{provider}`).",
+    request_body(content = doc::BouncesIn, description = "One notification or a list"),
+    responses(
+        (status = 200, description = "Recorded, at least in part: one result per item", body = doc::BouncesAnswer),
+        (status = 400, description = "The body is not JSON, or neither an object nor a list", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Every notification conflicts with a stored event: nothing was stored", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Every notification was refused (each in `errors`): nothing was stored", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 async fn post_bounces(
     State(s): State<AppState>,
     body: axum::body::Bytes,

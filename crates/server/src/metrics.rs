@@ -22,6 +22,17 @@ pub const STORE_WAIT: Duration = Duration::from_secs(2);
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics_scrape",
+    summary = "Prometheus metrics",
+    description = "The process's metrics in the Prometheus text format, with the API key.",
+    responses(
+        (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)
+    )
+)]
 pub(crate) async fn scrape(State(s): State<AppState>, headers: HeaderMap) -> Response {
     if !crate::authorized(&s, &headers) {
         return ApiError::unauthorized().into_response();

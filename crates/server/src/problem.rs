@@ -120,7 +120,7 @@ impl ProblemKind {
 
 /// One item of a batch that was not stored: its index in the request, its status (the
 /// code its problem would have alone) and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ItemProblem {
     /// Its index in the request.
     pub index: usize,

@@ -38,6 +38,7 @@ use serde_json::Value;
 
 use crate::problem::{ApiError, ProblemKind};
 use crate::{AppState, Bounce, BounceItem, MAX_BOUNCE_REASON};
+use crate::openapi as doc;
 
 /// How far a Mailgun signature's timestamp may be from now, in seconds.
 const MAILGUN_MAX_AGE: i64 = 5 * 60;
@@ -163,6 +164,23 @@ impl Webhooks {
 }
 
 /// `POST /v1/bounces/{provider}`.
+#[utoipa::path(
+    post,
+    path = "/v1/bounces/{provider}",
+    tag = "bounces",
+    operation_id = "providers_post",
+    summary = "Email providers' bounce webhooks",
+    description = "Amazon SES (through SNS), SendGrid, Postmark and Mailgun, in their own formats; signatures are checked as configured in `[email.webhooks]`.",
+    params(("provider" = String, Path, description = "`ses`, `sendgrid`, `postmark` or `mailgun`")),
+    request_body(content = Object, description = "The provider's webhook payload"),
+    responses(
+        (status = 200, description = "Recorded, at least in part: one result per item", body = doc::BouncesAnswer),
+        (status = 400, description = "The body is not the provider's format", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The webhook's signature, signing certificate, topic or timestamp is not trusted", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such provider", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Every notification was refused: nothing was stored", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn post(
     State(s): State<AppState>,
     Path(provider): Path<String>,

@@ -17,11 +17,25 @@ use serde_json::{json, Value};
 
 use crate::problem::{ApiError, ProblemKind};
 use crate::{no_such, AppState};
+use crate::openapi as doc;
 
 /// A page's size when `limit` is not given.
 const DEFAULT_LIMIT: i64 = 100;
 
 /// `GET /v1/contacts`.
+#[utoipa::path(
+    get,
+    path = "/v1/contacts",
+    tag = "contacts",
+    operation_id = "reads_contacts",
+    summary = "List contacts",
+    description = "By id, in pages: `next` is the `after` of the next page.",
+    params(doc::Page),
+    responses(
+        (status = 200, description = "A page of contacts", body = doc::ContactsPage),
+        (status = 400, description = "An unknown query parameter, or `limit` out of range", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn contacts(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -41,6 +55,20 @@ pub(crate) async fn contacts(
 }
 
 /// `GET /v1/contacts/{id}/events` (the contact by id, else by address).
+#[utoipa::path(
+    get,
+    path = "/v1/contacts/{id}/events",
+    tag = "contacts",
+    operation_id = "reads_contact_events",
+    summary = "A contact's events",
+    description = "As stored, in pages: `next` (a `seq`) is the `after` of the next page.",
+    params(("id" = String, Path, description = "The contact's id, or its email address"), doc::Page),
+    responses(
+        (status = 200, description = "A page of events", body = doc::ContactEventsPage),
+        (status = 400, description = "An unknown query parameter, `after` not a number, or `limit` out of range", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such contact", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn contact_events(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -75,6 +103,19 @@ pub(crate) async fn contact_events(
 }
 
 /// `GET /v1/runs`.
+#[utoipa::path(
+    get,
+    path = "/v1/runs",
+    tag = "runs",
+    operation_id = "reads_runs",
+    summary = "List runs",
+    description = "Newest first, filtered by workflow, contact and status.",
+    params(doc::RunsQuery),
+    responses(
+        (status = 200, description = "The runs", body = doc::RunsPage),
+        (status = 400, description = "An unknown query parameter, a bad `status`, or `limit` out of range", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn runs(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,

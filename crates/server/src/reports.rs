@@ -20,6 +20,7 @@ use nurture_engine::report::{self, Options};
 
 use crate::problem::{ApiError, ProblemKind};
 use crate::AppState;
+use crate::openapi as doc;
 
 /// The options of a report request's query string.
 fn options(query: Option<&str>) -> Result<Options, ApiError> {
@@ -89,6 +90,19 @@ async fn one(
 }
 
 /// `GET /v1/reports/workflows`.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/workflows",
+    tag = "reports",
+    operation_id = "reports_workflows",
+    summary = "Every workflow's report",
+    description = "Funnel, exits, goal, emails and splits of each workflow.",
+    params(doc::ReportQuery),
+    responses(
+        (status = 200, description = "The reports", body = doc::WorkflowReports),
+        (status = 400, description = "A query parameter is unknown or malformed (it is named)", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn workflows(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
@@ -106,6 +120,20 @@ pub(crate) async fn workflows(
 }
 
 /// `GET /v1/reports/workflows/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/workflows/{id}",
+    tag = "reports",
+    operation_id = "reports_workflow",
+    summary = "A workflow's report",
+    description = "Funnel, exits, goal, emails, splits.",
+    params(("id" = String, Path, description = "The workflow's id"), doc::ReportQuery),
+    responses(
+        (status = 200, description = "The report", body = doc::WorkflowReport),
+        (status = 400, description = "A query parameter is unknown or malformed (it is named)", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workflow", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn workflow(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -129,6 +157,20 @@ async fn part(
 }
 
 /// `GET /v1/reports/workflows/{id}/emails`.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/workflows/{id}/emails",
+    tag = "reports",
+    operation_id = "reports_emails",
+    summary = "A workflow's emails",
+    description = "Its email steps' sends, engagement and rates (`emails`).",
+    params(("id" = String, Path, description = "The workflow's id"), doc::ReportQuery),
+    responses(
+        (status = 200, description = "The emails", body = doc::ReportPart),
+        (status = 400, description = "A query parameter is unknown or malformed (it is named)", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workflow", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn emails(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -138,6 +180,20 @@ pub(crate) async fn emails(
 }
 
 /// `GET /v1/reports/workflows/{id}/splits`.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/workflows/{id}/splits",
+    tag = "reports",
+    operation_id = "reports_splits",
+    summary = "A workflow's splits",
+    description = "Its splits: variants, z-tests, winner (`splits`).",
+    params(("id" = String, Path, description = "The workflow's id"), doc::ReportQuery),
+    responses(
+        (status = 200, description = "The splits", body = doc::ReportPart),
+        (status = 400, description = "A query parameter is unknown or malformed (it is named)", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such workflow", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn splits(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -147,6 +203,19 @@ pub(crate) async fn splits(
 }
 
 /// `GET /v1/reports/funnel`.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/funnel",
+    tag = "reports",
+    operation_id = "reports_funnel",
+    summary = "The lead funnel",
+    description = "Lifecycle stages, counts and times between them.",
+    params(doc::ReportQuery),
+    responses(
+        (status = 200, description = "The funnel", body = doc::Funnel),
+        (status = 400, description = "A query parameter is unknown or malformed (it is named)", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn funnel(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,

@@ -32,6 +32,7 @@ use serde_json::{json, Map, Value};
 use crate::problem::{ApiError, ProblemKind};
 use crate::{store_events, AppState, EventItem};
 use nurture_engine::input;
+use crate::openapi as doc;
 
 /// The calls served, by the last part of the path.
 const CALLS: &[&str] = &["track", "identify", "page", "screen", "batch"];
@@ -41,6 +42,24 @@ const CALLS: &[&str] = &["track", "identify", "page", "screen", "batch"];
 const COMPUTED: &[&str] = &["score", "grade", "segments", "unsubscribed", "suppressed"];
 
 /// `POST /v1/segment/{call}`.
+#[utoipa::path(
+    post,
+    path = "/v1/segment/{call}",
+    tag = "events",
+    operation_id = "segment_post",
+    summary = "Segment calls",
+    description = "Segment's spec: `track`, `page` and `screen` become events, `identify` creates or updates the contact, `batch` holds any of them. Authenticate as Segment does: the API key as the Basic user name with an empty password (Bearer and `X-Api-Key` work too).",
+    params(("call" = String, Path, description = "The call", example = "track")),
+    request_body(content = Object, description = "A Segment message (for `batch`: `{\"batch\": [...]}`)"),
+    responses(
+        (status = 200, description = "Stored, at least in part: one result per item", body = doc::EventsAnswer),
+        (status = 400, description = "The body is not a Segment message (a JSON object), or its `type` disagrees with the path", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such call", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Every message conflicts with a stored one (each in `errors`): nothing was stored", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Every message's `data` is over `max_event_data_bytes` (each in `errors`): nothing was stored", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Every message was refused (each in `errors`, the batch's answer as extension members): nothing was stored", body = doc::Problem, content_type = "application/problem+json")
+    )
+)]
 pub(crate) async fn post(
     State(s): State<AppState>,
     Path(call): Path<String>,

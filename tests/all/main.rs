@@ -20,6 +20,7 @@ mod graph;
 mod ingest_formats;
 mod invalid;
 mod metrics;
+mod openapi;
 mod operate;
 mod outcomes;
 mod plugins;

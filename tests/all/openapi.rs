@@ -127,7 +127,10 @@ fn the_server_serves_the_document_and_every_operation_in_it() {
             "{:?}",
             r.headers()
         );
-        assert!(r.text().await.unwrap() == committed(), "served != committed");
+        assert!(
+            r.text().await.unwrap() == committed(),
+            "served != committed"
+        );
 
         for (method, path) in nurture_server::openapi::operations() {
             let concrete = path
@@ -195,9 +198,18 @@ async fn answers(serve: &Serve, http: &reqwest::Client) -> Vec<(String, Value)> 
         ("RunsPage".into(), runs),
         ("ContactsPage".into(), get("/v1/contacts?limit=1").await),
         ("ContactStory".into(), get("/v1/contacts/c1").await),
-        ("ContactEventsPage".into(), get("/v1/contacts/c1/events").await),
-        ("RunWithJournal".into(), get(&format!("/v1/runs/{run_id}")).await),
-        ("Explanation".into(), get(&format!("/v1/runs/{run_id}/explain")).await),
+        (
+            "ContactEventsPage".into(),
+            get("/v1/contacts/c1/events").await,
+        ),
+        (
+            "RunWithJournal".into(),
+            get(&format!("/v1/runs/{run_id}")).await,
+        ),
+        (
+            "Explanation".into(),
+            get(&format!("/v1/runs/{run_id}/explain")).await,
+        ),
         ("Health".into(), get("/healthz").await),
         ("Problem".into(), problem),
     ]
@@ -215,7 +227,11 @@ fn check_answers(answers: &[(String, Value)]) {
         .iter()
         .map(|(schema, v)| json!({"schema": schema, "instance": v, "valid": true}))
         .collect();
-    assert!(answers[4].1["contacts"][0]["id"].is_string(), "{}", answers[4].1);
+    assert!(
+        answers[4].1["contacts"][0]["id"].is_string(),
+        "{}",
+        answers[4].1
+    );
     // Must fail: a contact without its id, a run with an unknown status.
     let mut no_id = answers[4].1.clone();
     no_id["contacts"][0].as_object_mut().unwrap().remove("id");

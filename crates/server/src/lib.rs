@@ -60,12 +60,12 @@ mod standard;
 pub mod ui;
 pub use compose::{open_store, open_store_with, PostgresConfig, SqliteConfig, StoreConfig};
 
+use crate::openapi as doc;
 use nurture_channels::deliver::Deliverer;
 use nurture_channels::email::track::{Purpose, TokenError};
 use nurture_engine::input;
 use nurture_engine::{Engine, EngineError};
 use problem::{ApiError, ItemProblem, ProblemKind};
-use crate::openapi as doc;
 
 /// Group commit for the API: the events of concurrent requests are stored together in
 /// one transaction (one disk sync) while the previous batch commits. Under load this is
@@ -299,8 +299,7 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let limits = state.limits;
     let (api, _) = api_routes().split_for_parts();
-    api
-        .merge(ui::routes())
+    api.merge(ui::routes())
         // (After the routes: it applies to the routes registered before it.)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

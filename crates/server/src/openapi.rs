@@ -75,7 +75,9 @@ pub fn operations() -> Vec<(String, String)> {
     let mut ops = Vec::new();
     for (path, item) in &doc.paths.paths {
         let v = serde_json::to_value(item).expect("a path item serializes");
-        for m in ["get", "put", "post", "delete", "options", "head", "patch", "trace"] {
+        for m in [
+            "get", "put", "post", "delete", "options", "head", "patch", "trace",
+        ] {
             if v.get(m).is_some() {
                 ops.push((m.to_uppercase(), path.clone()));
             }
@@ -117,7 +119,9 @@ impl Modify for Shared {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("`Authorization: Bearer KEY` (the scheme name in any case)"))
+                    .description(Some(
+                        "`Authorization: Bearer KEY` (the scheme name in any case)",
+                    ))
                     .build(),
             ),
         );
@@ -168,11 +172,20 @@ impl Modify for Shared {
 
 /// The problems any `/v1` route can answer, whatever it does.
 const SHARED_PROBLEMS: [(u16, &str); 5] = [
-    (401, "The API key is missing or wrong (with `WWW-Authenticate`)"),
+    (
+        401,
+        "The API key is missing or wrong (with `WWW-Authenticate`)",
+    ),
     (408, "The request body did not arrive within `body_timeout`"),
     (413, "The request body is larger than `max_body_bytes`"),
-    (500, "A failure a retry cannot mend; `correlation_id` names it in the server log"),
-    (503, "The store is unreachable or busy and nothing was done: retry after `Retry-After` seconds"),
+    (
+        500,
+        "A failure a retry cannot mend; `correlation_id` names it in the server log",
+    ),
+    (
+        503,
+        "The store is unreachable or busy and nothing was done: retry after `Retry-After` seconds",
+    ),
 ];
 
 /// A problem response described by `why`.
@@ -732,7 +745,6 @@ pub struct ReportQuery {
     #[param(minimum = 1)]
     min_sample: Option<u64>,
 }
-
 
 /// The error of a tracked link (its clients are mail readers, not API clients).
 #[derive(Serialize, ToSchema)]

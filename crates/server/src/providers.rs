@@ -36,9 +36,9 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 use serde_json::Value;
 
+use crate::openapi as doc;
 use crate::problem::{ApiError, ProblemKind};
 use crate::{AppState, Bounce, BounceItem, MAX_BOUNCE_REASON};
-use crate::openapi as doc;
 
 /// How far a Mailgun signature's timestamp may be from now, in seconds.
 const MAILGUN_MAX_AGE: i64 = 5 * 60;

@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::openapi as doc;
 use crate::problem::{ApiError, ProblemKind};
 use crate::{no_such, AppState};
-use crate::openapi as doc;
 
 /// A page's size when `limit` is not given.
 const DEFAULT_LIMIT: i64 = 100;

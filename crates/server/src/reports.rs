@@ -18,9 +18,9 @@ use serde_json::json;
 
 use nurture_engine::report::{self, Options};
 
+use crate::openapi as doc;
 use crate::problem::{ApiError, ProblemKind};
 use crate::AppState;
-use crate::openapi as doc;
 
 /// The options of a report request's query string.
 fn options(query: Option<&str>) -> Result<Options, ApiError> {

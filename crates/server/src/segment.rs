@@ -29,10 +29,10 @@ use axum::Json;
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 
+use crate::openapi as doc;
 use crate::problem::{ApiError, ProblemKind};
 use crate::{store_events, AppState, EventItem};
 use nurture_engine::input;
-use crate::openapi as doc;
 
 /// The calls served, by the last part of the path.
 const CALLS: &[&str] = &["track", "identify", "page", "screen", "batch"];

@@ -26,7 +26,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
     get,
     path = "/metrics",
     tag = "operations",
-    operation_id = "metrics_scrape",
+    operation_id = "metrics",
     summary = "Prometheus metrics",
     description = "The process's metrics in the Prometheus text format, with the API key.",
     responses(

@@ -37,7 +37,7 @@ use crate::problem::{ItemProblem, PROBLEM_JSON};
         description = "Events in, contacts, runs and reports out. Every `/v1` route and `/metrics` need the API key (Bearer, `X-Api-Key`, or Basic as Segment sends its write key). Errors are RFC 9457 problem details (`application/problem+json`). The dashboard (`/ui`) is not part of this API.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
-    components(schemas(Problem, ItemProblem)),
+    components(schemas(Problem, ItemProblem, SegmentCall, Provider)),
     modifiers(&Shared),
     tags(
         (name = "events", description = "Events in: nurture's JSON, CloudEvents, Segment"),
@@ -92,6 +92,7 @@ pub fn operations() -> Vec<(String, String)> {
     get,
     path = "/openapi.json",
     tag = "operations",
+    operation_id = "openapi",
     summary = "This OpenAPI document",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json", body = Object))
 )]
@@ -751,4 +752,34 @@ pub struct ReportQuery {
 pub struct TrackingError {
     /// What is wrong with the link.
     error: String,
+}
+
+/// A call of Segment's spec.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentCall {
+    /// An event.
+    Track,
+    /// The contact's traits.
+    Identify,
+    /// A page view (`page.visited`).
+    Page,
+    /// A screen view (`screen.viewed`).
+    Screen,
+    /// Any of the above, in `batch`.
+    Batch,
+}
+
+/// An email provider whose bounce webhooks nurture reads.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Amazon SES, through SNS.
+    Ses,
+    /// SendGrid's Event Webhook.
+    Sendgrid,
+    /// Postmark's bounce and spam-complaint webhooks.
+    Postmark,
+    /// Mailgun's webhooks (HMAC-signed).
+    Mailgun,
 }

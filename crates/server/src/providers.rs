@@ -168,10 +168,10 @@ impl Webhooks {
     post,
     path = "/v1/bounces/{provider}",
     tag = "bounces",
-    operation_id = "providers_post",
+    operation_id = "post_provider_bounces",
     summary = "Email providers' bounce webhooks",
     description = "Amazon SES (through SNS), SendGrid, Postmark and Mailgun, in their own formats; signatures are checked as configured in `[email.webhooks]`.",
-    params(("provider" = String, Path, description = "`ses`, `sendgrid`, `postmark` or `mailgun`")),
+    params(("provider" = doc::Provider, Path, description = "The provider")),
     request_body(content = Object, description = "The provider's webhook payload"),
     responses(
         (status = 200, description = "Recorded, at least in part: one result per item", body = doc::BouncesAnswer),

@@ -46,10 +46,10 @@ const COMPUTED: &[&str] = &["score", "grade", "segments", "unsubscribed", "suppr
     post,
     path = "/v1/segment/{call}",
     tag = "events",
-    operation_id = "segment_post",
+    operation_id = "post_segment",
     summary = "Segment calls",
     description = "Segment's spec: `track`, `page` and `screen` become events, `identify` creates or updates the contact, `batch` holds any of them. Authenticate as Segment does: the API key as the Basic user name with an empty password (Bearer and `X-Api-Key` work too).",
-    params(("call" = String, Path, description = "The call", example = "track")),
+    params(("call" = doc::SegmentCall, Path, description = "The call")),
     request_body(content = Object, description = "A Segment message (for `batch`: `{\"batch\": [...]}`)"),
     responses(
         (status = 200, description = "Stored, at least in part: one result per item", body = doc::EventsAnswer),

@@ -14,6 +14,7 @@
 //! | `POST /v1/bounces/{ses,sendgrid,postmark,mailgun}` | the email providers' bounce and complaint webhooks, signatures checked ([`providers`]) |
 //! | `GET /healthz` | liveness and store reachability (no API key needed) |
 //! | `GET /metrics` | Prometheus metrics, with the API key ([`metrics`]) |
+//! | `GET /t/nurture.js`, `POST /t/p` | website tracking: the script, and the page visits of anonymous visitors ([`tracking`]) |
 //! | `GET /t/o/{token}` | open pixel: an `email.opened` event, answers a 1x1 GIF |
 //! | `GET /t/c/{token}` | click: an `email.clicked` event, redirects to the signed URL |
 //! | `GET /u/{token}` | the unsubscribe page: changes nothing, shows a button |
@@ -56,6 +57,7 @@ mod reads;
 pub mod reports;
 pub mod segment;
 mod standard;
+pub mod tracking;
 pub mod ui;
 pub use compose::{open_store, open_store_with, PostgresConfig, SqliteConfig, StoreConfig};
 
@@ -284,6 +286,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/workflows/{id}/emails", get(reports::emails))
         .route("/v1/reports/workflows/{id}/splits", get(reports::splits))
         .route("/v1/reports/funnel", get(reports::funnel))
+        .route("/t/nurture.js", get(tracking::script))
+        .route("/t/p", post(tracking::collect).options(tracking::preflight))
         .route("/t/o/{token}", get(track_open))
         .route("/t/c/{token}", get(track_click))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))

@@ -112,8 +112,11 @@ impl Run {
 
     /// An API GET (with the key): status and JSON.
     fn get(&self, path: &str) -> (u16, Value) {
-        let (st, _, body) =
-            self.send(self.http.get(format!("{}{path}", self.base)).bearer_auth(KEY));
+        let (st, _, body) = self.send(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(KEY),
+        );
         (st, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
@@ -325,7 +328,9 @@ fn a_visitor_tracked_after_consent_is_merged_into_the_contact_in_a_real_browser(
 
     // Later visits with the same cookie go to the contact.
     b.goto(&format!("{site}/pricing"));
-    run.wait_for("the contact's later visit", || run.visited("pat").len() == 3);
+    run.wait_for("the contact's later visit", || {
+        run.visited("pat").len() == 3
+    });
     run.wait_for("the later visit's points", || run.score("pat") == Some(49));
     assert_eq!(run.contact(&anon).0, 404);
     let (_, pat) = run.contact("pat");
@@ -401,7 +406,10 @@ fn defences_on(store: Option<&str>) {
     // Another site's page (the Origin header or the page's URL), or no origin at all:
     // refused, without CORS headers.
     for (origin, url) in [
-        (Some("https://evil.example"), format!("https://evil.example/pricing")),
+        (
+            Some("https://evil.example"),
+            "https://evil.example/pricing".to_string(),
+        ),
         (Some("https://evil.example"), format!("{SITE}/pricing")),
         (None, format!("{SITE}/pricing")),
     ] {

@@ -44,7 +44,11 @@ impl Engine {
         if self.store.contact(into).await?.is_none() {
             return Err(EngineError::Invalid(format!("no contact `{into}`")));
         }
-        let merged_before = !self.store.merged_into(&[from.to_string()]).await?.is_empty();
+        let merged_before = !self
+            .store
+            .merged_into(&[from.to_string()])
+            .await?
+            .is_empty();
         if !merged_before && self.store.contact(from).await?.is_some() {
             self.with_retry(from, now, |w| {
                 w.end_open_runs("merged");
@@ -54,7 +58,13 @@ impl Engine {
         }
         let merged = self.store.merge_contact(from, into, now, source).await?;
         if merged.moved > 0 {
-            tracing::info!(from, into, moved = merged.moved, source, "anonymous contact merged");
+            tracing::info!(
+                from,
+                into,
+                moved = merged.moved,
+                source,
+                "anonymous contact merged"
+            );
         }
         Ok(merged)
     }
@@ -69,7 +79,12 @@ impl Engine {
         if anonymous.is_empty() {
             return Ok(HashMap::new());
         }
-        Ok(self.store.merged_into(&anonymous).await?.into_iter().collect())
+        Ok(self
+            .store
+            .merged_into(&anonymous)
+            .await?
+            .into_iter()
+            .collect())
     }
 }
 

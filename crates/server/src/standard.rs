@@ -99,9 +99,10 @@ fn refuse_events_of(items: &mut [EventItem], id: &str, reason: &str) {
 /// `anon:` contact is not created again).
 async fn resolve_aliases(s: &AppState, items: &mut [EventItem]) -> Result<(), ApiError> {
     let ids: Vec<String> = named_contacts(items).into_keys().collect();
-    let aliases = s.engine.aliases(&ids).await.map_err(|e| {
-        ApiError::from_engine(e, "no event was stored: the contacts were not read")
-    })?;
+    let aliases =
+        s.engine.aliases(&ids).await.map_err(|e| {
+            ApiError::from_engine(e, "no event was stored: the contacts were not read")
+        })?;
     for item in items.iter_mut() {
         let EventItem::Event(e) = item else { continue };
         if let Some(into) = e["contact"].as_str().and_then(|c| aliases.get(c)) {

@@ -95,7 +95,10 @@ pub(crate) async fn preflight(
     let mut r = StatusCode::NO_CONTENT.into_response();
     cors(&mut r, &origin);
     let h = r.headers_mut();
-    h.insert("access-control-allow-methods", HeaderValue::from_static("POST"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("POST"),
+    );
     h.insert(
         "access-control-allow-headers",
         HeaderValue::from_static("content-type"),
@@ -156,7 +159,11 @@ fn check(v: &Visit, origin: &str) -> Result<(), ApiError> {
         ));
     }
     let page = url::Url::parse(&v.url).map_err(|_| bad("`url` must be the page's whole URL"))?;
-    if !page.origin().ascii_serialization().eq_ignore_ascii_case(origin) {
+    if !page
+        .origin()
+        .ascii_serialization()
+        .eq_ignore_ascii_case(origin)
+    {
         return Err(bad("`url` must be a page of the request's origin"));
     }
     Ok(())
@@ -169,7 +176,8 @@ async fn store(s: &AppState, v: &Visit) -> Result<(), ApiError> {
         properties["referrer"] = json!(v.referrer);
     }
     let message = json!({"type": "page", "anonymousId": v.aid, "properties": properties});
-    let event = crate::segment::page(message.as_object().expect("an object")).map_err(|e| bad(&e))?;
+    let event =
+        crate::segment::page(message.as_object().expect("an object")).map_err(|e| bad(&e))?;
     let mut items = vec![EventItem::Event(event)];
     crate::standard::create_contacts(s, &mut items).await?;
     store_events(s, items, Vec::new()).await?;

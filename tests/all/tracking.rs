@@ -454,6 +454,19 @@ fn defences_on(store: Option<&str>) {
     run.wait_for("the contact's points", || run.score("pat") == Some(23));
     let r = run.identify("pat", aid);
     assert_eq!(r["merged"]["moved"], 0, "{r}");
+    let (_, pat) = run.contact("pat");
+    let merges: Vec<&str> = pat["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["what"] == "merged")
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(merges.len(), 1, "{merges:?}");
+    assert!(
+        merges[0].contains(&anon) && merges[0].contains("1 events"),
+        "{merges:?}"
+    );
     // The visit sent again after the merge goes to the contact, and counts again.
     let (st, _) = run.visit(Some(SITE), &visit_body(aid, &format!("{SITE}/about")));
     assert_eq!(st, 204);

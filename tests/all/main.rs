@@ -38,5 +38,6 @@ mod semantics_content;
 mod simulate;
 mod store;
 mod store_errors;
+mod tracking;
 mod versions;
 mod webdriver;

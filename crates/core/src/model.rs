@@ -956,6 +956,11 @@ pub struct TrackingSettings {
     /// proxy that sets it; default false: the connection's peer address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwarded_for: Option<bool>,
+    /// Web sites whose pages may record visits with the tracking script
+    /// (`/t/nurture.js`): their origins, e.g. `https://www.example.com` (scheme, host and
+    /// port if not the default). Empty or absent: website tracking is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 /// `[email]` in nurture.toml.

@@ -62,6 +62,25 @@ impl Engine {
         now: Ts,
     ) -> Result<Vec<EventOutcome>, EngineError> {
         let mut outcomes: Vec<EventOutcome> = Vec::with_capacity(events.len());
+        // Events of merged anonymous contacts go to the contacts they were merged into.
+        let named: Vec<String> = events.iter().filter_map(|e| e.contact.clone()).collect();
+        let aliases = self.aliases(&named).await?;
+        let aliased: Vec<IncomingEvent>;
+        let events = if aliases.is_empty() {
+            events
+        } else {
+            aliased = events
+                .iter()
+                .map(|e| {
+                    let mut e = e.clone();
+                    if let Some(into) = e.contact.as_ref().and_then(|c| aliases.get(c)) {
+                        e.contact = Some(into.clone());
+                    }
+                    e
+                })
+                .collect();
+            &aliased
+        };
         // Resolve every contact id and address of the batch in one store call.
         let ids: Vec<String> = events.iter().filter_map(|e| e.contact.clone()).collect();
         let emails: Vec<String> = events

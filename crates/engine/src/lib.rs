@@ -22,6 +22,7 @@ pub mod ids;
 pub mod ingest;
 pub mod input;
 pub mod manual;
+pub mod merge;
 pub mod metrics;
 pub mod outcome;
 pub mod replay;

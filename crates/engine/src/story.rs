@@ -307,6 +307,15 @@ fn moment(j: &JournalEntry, by: &str) -> Option<Moment> {
             format!("consent {} -> {} by {by}", d["from"], d["to"]),
         ),
         ("contact_updated", _) => ("import", format!("import changed {}", d["changes"])),
+        ("merged", _) => (
+            "merged",
+            format!(
+                "merged the anonymous visitor {} ({} events, by {})",
+                s("from"),
+                d["moved"],
+                s("source")
+            ),
+        ),
         _ => return None,
     };
     Some(Moment {

@@ -15,6 +15,7 @@
 //! | `GET /openapi.json` | the OpenAPI 3.1 document of this API ([`openapi`]; no API key needed) |
 //! | `GET /healthz` | liveness and store reachability (no API key needed) |
 //! | `GET /metrics` | Prometheus metrics, with the API key ([`metrics`]) |
+//! | `GET /t/nurture.js`, `POST /t/p` | website tracking: the script, and the page visits of anonymous visitors ([`tracking`]) |
 //! | `GET /t/o/{token}` | open pixel: an `email.opened` event, answers a 1x1 GIF |
 //! | `GET /t/c/{token}` | click: an `email.clicked` event, redirects to the signed URL |
 //! | `GET /u/{token}` | the unsubscribe page: changes nothing, shows a button |
@@ -57,6 +58,7 @@ mod reads;
 pub mod reports;
 pub mod segment;
 mod standard;
+pub mod tracking;
 pub mod ui;
 pub use compose::{open_store, open_store_with, PostgresConfig, SqliteConfig, StoreConfig};
 
@@ -289,6 +291,8 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .routes(routes!(reports::emails))
         .routes(routes!(reports::splits))
         .routes(routes!(reports::funnel))
+        .routes(routes!(tracking::script))
+        .routes(routes!(tracking::collect, tracking::preflight))
         .routes(routes!(track_open))
         .routes(routes!(track_click))
         .routes(routes!(unsubscribe_page, unsubscribe))

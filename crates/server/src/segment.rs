@@ -12,7 +12,7 @@
 //! | `track` | an event: `Form Submitted` becomes `form.submitted` (the last word is the action, the words before it the object), a single word `Registered` becomes `custom.registered`, a name that is already dotted lowercase is kept; `data` is `properties` |
 //! | `page` | a `page.visited` event: `data.url` is the page's path (what scoring rules match, e.g. `/pricing`), `data.href` the whole URL, `title`, `name`, `referrer` |
 //! | `screen` | a `screen.viewed` event, `data` is `properties` and `name` |
-//! | `identify` | the contact is created or updated: `traits.email` its address, `context.timezone` its time zone, other traits its fields |
+//! | `identify` | the contact is created or updated: `traits.email` its address, `context.timezone` its time zone, other traits its fields; with `anonymousId` too, the anonymous visitor `anon:<anonymousId>` is merged into it ([`nurture_engine::merge`]: its events move to the contact) |
 //! | `batch` | each item of `batch` as above, answered per item |
 //!
 //! `userId` is the contact's id (a contact not yet known is created, with the address
@@ -130,6 +130,7 @@ async fn ingest(s: &AppState, messages: &[Value]) -> Result<Value, ApiError> {
         }
     }
     extra.extend(identify(s, rows).await?);
+    merge_visitors(s, messages, &mut extra).await?;
     crate::standard::create_contacts(s, &mut items).await?;
     store_events(s, items, extra).await
 }
@@ -168,7 +169,7 @@ fn track(m: &Map<String, Value>) -> Result<Value, String> {
 }
 
 /// A `page` call's `page.visited` event.
-fn page(m: &Map<String, Value>) -> Result<Value, String> {
+pub(crate) fn page(m: &Map<String, Value>) -> Result<Value, String> {
     let mut data = properties(m)?;
     let context_page = m
         .get("context")
@@ -297,6 +298,50 @@ async fn identify(
             }
         })
         .collect())
+}
+
+/// Merges the anonymous visitor of each stored `identify` call that carries both
+/// `userId` and `anonymousId` into the contact (`anon:<anonymousId>` becomes `userId`:
+/// [`nurture_engine::merge`]); the call's result says what moved (`merged`).
+async fn merge_visitors(
+    s: &AppState,
+    messages: &[Value],
+    extra: &mut [Value],
+) -> Result<(), ApiError> {
+    for r in extra.iter_mut().filter(|r| r["status"] == "accepted") {
+        let Some(m) = r["index"]
+            .as_u64()
+            .and_then(|i| messages.get(i as usize))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        let (Some(anonymous), Ok(user)) = (text(m, "anonymousId"), contact_id(m)) else {
+            continue;
+        };
+        let from = format!("anon:{anonymous}");
+        if user == from {
+            continue;
+        }
+        let merged = s
+            .engine
+            .merge_anonymous(&from, &user, "segment.identify", Utc::now())
+            .await;
+        r["merged"] = match merged {
+            Ok(m) => json!({"from": from, "moved": m.moved, "before": m.already}),
+            Err(nurture_engine::EngineError::Invalid(reason)) => {
+                json!({"from": from, "error": reason})
+            }
+            Err(e) => {
+                return Err(ApiError::from_engine(
+                    e,
+                    "the anonymous visitor was not merged",
+                ))
+            }
+        };
+        s.wake.notify_one();
+    }
+    Ok(())
 }
 
 /// `userId` (a string or a number), else `anon:<anonymousId>`.

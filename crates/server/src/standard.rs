@@ -16,6 +16,7 @@ use nurture_engine::input;
 /// the address an event carries, if any). An event whose contact cannot be created is
 /// refused with the reason.
 pub(crate) async fn create_contacts(s: &AppState, items: &mut [EventItem]) -> Result<(), ApiError> {
+    resolve_aliases(s, items).await?;
     let named = named_contacts(items);
     if named.is_empty() {
         return Ok(());
@@ -92,4 +93,21 @@ fn refuse_events_of(items: &mut [EventItem], id: &str, reason: &str) {
                 EventItem::Refused(format!("the contact `{id}` could not be created: {reason}"));
         }
     }
+}
+
+/// Events of merged anonymous contacts name the contacts they were merged into (a merged
+/// `anon:` contact is not created again).
+async fn resolve_aliases(s: &AppState, items: &mut [EventItem]) -> Result<(), ApiError> {
+    let ids: Vec<String> = named_contacts(items).into_keys().collect();
+    let aliases =
+        s.engine.aliases(&ids).await.map_err(|e| {
+            ApiError::from_engine(e, "no event was stored: the contacts were not read")
+        })?;
+    for item in items.iter_mut() {
+        let EventItem::Event(e) = item else { continue };
+        if let Some(into) = e["contact"].as_str().and_then(|c| aliases.get(c)) {
+            e["contact"] = Value::from(into.clone());
+        }
+    }
+    Ok(())
 }

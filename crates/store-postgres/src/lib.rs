@@ -1037,6 +1037,59 @@ impl Store for PostgresStore {
         Ok(out)
     }
 
+    async fn merge_contact(
+        &self,
+        from: &str,
+        into: &str,
+        at: Ts,
+        source: &str,
+    ) -> Result<Merged, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The merge row first: a concurrent merge of the same contact waits here, then
+        // finds it merged.
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO contact_merges (from_id, into_id, at, moved, source) \
+             VALUES ($1, $2, $3, 0, $4) ON CONFLICT (from_id) DO NOTHING RETURNING 1::bigint",
+        )
+        .bind(from)
+        .bind(into)
+        .bind(at)
+        .bind(source)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if inserted.is_none() {
+            let into: String =
+                sqlx::query_scalar("SELECT into_id FROM contact_merges WHERE from_id = $1")
+                    .bind(from)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            return Ok(Merged {
+                into,
+                moved: 0,
+                already: true,
+            });
+        }
+        let moved = merge_in(&mut tx, from, into, at, source).await?;
+        tx.commit().await?;
+        Ok(Merged {
+            into: into.to_string(),
+            moved,
+            already: false,
+        })
+    }
+
+    async fn merged_into(&self, ids: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(
+            sqlx::query_as("SELECT from_id, into_id FROM contact_merges WHERE from_id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     async fn event_owners(
         &self,
         ids: &[String],
@@ -1698,6 +1751,53 @@ async fn skip_suppressed(
         .collect();
     counts::tallies_in(tx, &tallies).await?;
     Ok(skipped)
+}
+
+/// The writes of [`Store::merge_contact`] inside `tx` (its merge row inserted); returns
+/// how many events moved.
+async fn merge_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    from: &str,
+    into: &str,
+    at: Ts,
+    source: &str,
+) -> Result<u64, StoreError> {
+    let moved: i64 = sqlx::query_scalar(
+        "WITH m AS (UPDATE events SET contact = $2 WHERE contact = $1 AND type <> 'contact.created' \
+           RETURNING seq, at), \
+         q AS (INSERT INTO inbox (seq, contact, at) SELECT seq, $2, at FROM m \
+           ON CONFLICT (seq) DO UPDATE SET contact = EXCLUDED.contact, lease_until = NULL) \
+         SELECT count(*) FROM m",
+    )
+    .bind(from)
+    .bind(into)
+    .fetch_one(&mut **tx)
+    .await?;
+    for table in ["segment_members", "segment_timers"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE contact = $1"))
+            .bind(from)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM contacts WHERE id = $1")
+        .bind(from)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE contact_merges SET moved = $2 WHERE from_id = $1")
+        .bind(from)
+        .bind(moved)
+        .execute(&mut **tx)
+        .await?;
+    let data = serde_json::json!({"from": from, "moved": moved, "source": source});
+    sqlx::query(
+        "INSERT INTO journal (run_id, contact, at, kind, data) VALUES (NULL, $1, $2, 'merged', $3)",
+    )
+    .bind(into)
+    .bind(at)
+    .bind(data)
+    .execute(&mut **tx)
+    .await?;
+    Ok(moved as u64)
 }
 
 /// Stores `events` (idempotent by id) and queues the new ones, inside `tx`, in one

@@ -894,6 +894,63 @@ async fn insert_events_on<'e>(
     Ok(out)
 }
 
+/// The writes of [`Store::merge_contact`] on `conn` (inside a write transaction, the
+/// merge not done before); returns how many events moved.
+async fn merge_on(
+    conn: &mut SqliteConnection,
+    from: &str,
+    into: &str,
+    at: Ts,
+    source: &str,
+) -> Result<u64, StoreError> {
+    let moved: Vec<(i64, String)> = sqlx::query_as(
+        "UPDATE events SET contact = ? WHERE contact = ? AND type != 'contact.created' \
+         RETURNING seq, at",
+    )
+    .bind(into)
+    .bind(from)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (seq, at) in &moved {
+        sqlx::query("INSERT INTO inbox (seq, at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(seq)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for table in ["segment_members", "segment_timers"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE contact = ?"))
+            .bind(from)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("DELETE FROM contacts WHERE id = ?")
+        .bind(from)
+        .execute(&mut *conn)
+        .await?;
+    let n = moved.len() as u64;
+    sqlx::query(
+        "INSERT INTO contact_merges (from_id, into_id, at, moved, source) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(from)
+    .bind(into)
+    .bind(ts(at))
+    .bind(n as i64)
+    .bind(source)
+    .execute(&mut *conn)
+    .await?;
+    let data = serde_json::json!({"from": from, "moved": n, "source": source});
+    sqlx::query(
+        "INSERT INTO journal (run_id, contact, at, kind, data) VALUES (NULL, ?, ?, 'merged', ?)",
+    )
+    .bind(into)
+    .bind(ts(at))
+    .bind(to_json(&data))
+    .execute(&mut *conn)
+    .await?;
+    Ok(n)
+}
+
 /// Records the outcome of a delivery attempt on `conn` (inside a write transaction); a
 /// `Conflict`, before any write, for an entry completed elsewhere.
 async fn complete_on(
@@ -1408,6 +1465,48 @@ impl Store for SqliteStore {
         }
         Ok(sqlx::query_as(
             "SELECT id, contact, type FROM events WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(to_json(ids))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn merge_contact(
+        &self,
+        from: &str,
+        into: &str,
+        at: Ts,
+        source: &str,
+    ) -> Result<Merged, StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT into_id FROM contact_merges WHERE from_id = ?")
+                .bind(from)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(into) = before {
+            return Ok(Merged {
+                into,
+                moved: 0,
+                already: true,
+            });
+        }
+        let moved = merge_on(&mut tx, from, into, at, source).await?;
+        tx.commit().await?;
+        Ok(Merged {
+            into: into.to_string(),
+            moved,
+            already: false,
+        })
+    }
+
+    async fn merged_into(&self, ids: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_as(
+            "SELECT from_id, into_id FROM contact_merges \
+             WHERE from_id IN (SELECT value FROM json_each(?))",
         )
         .bind(to_json(ids))
         .fetch_all(&self.pool)

@@ -178,6 +178,9 @@ kinds!(
         Segment => "segment",
         /// An import changed the contact (`{changes: {field: {from, to}}, cause}`; no run).
         ContactUpdated => "contact_updated",
+        /// An anonymous visitor's history was merged into the contact (`{from, moved,
+        /// source}`; no run).
+        Merged => "merged",
     }
 );
 

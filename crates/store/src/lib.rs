@@ -715,6 +715,18 @@ impl HistoryRead {
     }
 }
 
+/// What [`Store::merge_contact`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Merged {
+    /// The contact the anonymous one is merged into (for a merge done before: the
+    /// contact named then).
+    pub into: String,
+    /// Events moved by this call (0 when merged before).
+    pub moved: u64,
+    /// Whether the anonymous contact had been merged before (nothing was done).
+    pub already: bool,
+}
+
 /// A durable store of contacts, events, runs, timers, the outbox and the journal: see
 /// the crate documentation. Shared by the engine's tasks (`Arc<dyn Store>`).
 #[async_trait]
@@ -796,6 +808,22 @@ pub trait Store:
         contact: &str,
         since: Ts,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Merges the anonymous contact `from` into the contact `into`, in one transaction:
+    /// its events (but its `contact.created`) become `into`'s and are queued again (the
+    /// engine applies them to `into`: scoring, segments), the contact `from` is deleted
+    /// with its segment rows, `from` becomes an alias of `into` ([`Store::merged_into`])
+    /// and `into`'s journal gets a `merged` line (`{from, moved, source}`). A contact
+    /// merged before changes nothing (`already`).
+    async fn merge_contact(
+        &self,
+        from: &str,
+        into: &str,
+        at: Ts,
+        source: &str,
+    ) -> Result<Merged, StoreError>;
+    /// The merged contacts among `ids`, each with the contact it was merged into.
+    async fn merged_into(&self, ids: &[String]) -> Result<Vec<(String, String)>, StoreError>;
 
     /// The run `id`, if stored.
     async fn run(&self, id: &str) -> Result<Option<Run>, StoreError>;

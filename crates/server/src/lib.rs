@@ -18,6 +18,8 @@
 //! | `GET /t/c/{token}` | click: an `email.clicked` event, redirects to the signed URL |
 //! | `GET /u/{token}` | the unsubscribe page: changes nothing, shows a button |
 //! | `POST /u/{token}` | RFC 8058 one-click unsubscribe: no cookie, no redirect, idempotent |
+//! | `POST /f/{form}` | a hosted form's post (no API key): contact and `form.submitted` event ([`forms`]) |
+//! | `GET`, `POST /f/{form}/confirm/{token}` | a double opt-in confirmation link: a button, then the consent ([`forms`]) |
 //!
 //! Every `/v1` route needs the API key, as `Authorization: Bearer KEY` (the scheme name in
 //! any case) or `X-Api-Key: KEY`, compared in constant time.
@@ -49,6 +51,7 @@ use tokio::sync::{watch, Notify};
 
 pub mod cloudevents;
 pub mod compose;
+pub mod forms;
 pub mod metrics;
 pub mod problem;
 pub mod providers;
@@ -233,6 +236,8 @@ pub struct AppState {
     pub ui: Arc<ui::Sessions>,
     /// What the providers' bounce webhooks must prove (`[email.webhooks]`).
     pub webhooks: Arc<providers::Webhooks>,
+    /// The hosted forms' limits and link base (`[forms.NAME]`, [`forms`]).
+    pub forms: Arc<forms::Forms>,
 }
 
 impl AppState {
@@ -251,6 +256,7 @@ impl AppState {
             )),
             ui: ui::sessions(),
             webhooks: Arc::new(providers::Webhooks::new(&engine.project)),
+            forms: Arc::new(forms::Forms::new(&engine.project, None)),
             engine,
             api_key,
             wake,
@@ -287,6 +293,8 @@ pub fn router(state: AppState) -> Router {
         .route("/t/o/{token}", get(track_open))
         .route("/t/c/{token}", get(track_click))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
+        .route("/f/{form}", post(forms::post))
+        .route("/f/{form}/confirm/{token}", get(forms::confirm_page).post(forms::confirm))
         .merge(ui::routes())
         // (After the routes: it applies to the routes registered before it.)
         .method_not_allowed_fallback(method_not_allowed)

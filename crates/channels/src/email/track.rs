@@ -42,6 +42,9 @@ pub enum Purpose {
     Click,
     /// The unsubscribe page and one-click POST, `/u/`.
     Unsubscribe,
+    /// A hosted form's double opt-in confirmation link, `/f/FORM/confirm/`: carries the
+    /// contact `c`, address `a`, form `f` and expiry `e` (Unix seconds).
+    Confirm,
 }
 
 impl Purpose {
@@ -51,12 +54,18 @@ impl Purpose {
             Purpose::Open => "open",
             Purpose::Click => "click",
             Purpose::Unsubscribe => "unsub",
+            Purpose::Confirm => "confirm",
         }
     }
 
     fn of_claim(p: &str) -> Option<Purpose> {
-        [Purpose::Open, Purpose::Click, Purpose::Unsubscribe]
-            .into_iter()
+        [
+            Purpose::Open,
+            Purpose::Click,
+            Purpose::Unsubscribe,
+            Purpose::Confirm,
+        ]
+        .into_iter()
             .find(|x| x.claim() == p)
     }
 
@@ -85,7 +94,7 @@ pub enum TokenError {
     /// The token was issued for another route.
     #[error("the token is for another purpose")]
     WrongPurpose,
-    /// An open or click token past the link TTL.
+    /// An open or click token past the link TTL, a confirmation token past its expiry.
     #[error("the link has expired")]
     Expired,
 }
@@ -207,6 +216,16 @@ impl Signer {
             Purpose::Unsubscribe => {
                 if claims["a"].as_str().is_none_or(|a| a.trim().is_empty()) {
                     return Err(TokenError::Malformed);
+                }
+            }
+            Purpose::Confirm => {
+                let text = |k: &str| claims[k].as_str().is_some_and(|v| !v.trim().is_empty());
+                if !(text("c") && text("a") && text("f")) {
+                    return Err(TokenError::Malformed);
+                }
+                let expires = claims["e"].as_i64().ok_or(TokenError::Malformed)?;
+                if now > expires {
+                    return Err(TokenError::Expired);
                 }
             }
             Purpose::Open | Purpose::Click => {

@@ -206,12 +206,21 @@ fn urlencoded_post_redirects_stores_the_contact_and_starts_the_workflow() {
     let c = &story["contact"];
     assert_eq!(c["email"], "ana@example.com");
     assert_eq!(c["fields"]["first_name"], "Ana");
-    assert!(c["fields"].get("plan").is_none(), "unknown fields are ignored: {c}");
+    assert!(
+        c["fields"].get("plan").is_none(),
+        "unknown fields are ignored: {c}"
+    );
     assert!(c["fields"].get("nurture_anonymous_id").is_none());
-    assert_eq!(c["consent"], "unknown", "a form without double opt-in sets no consent");
+    assert_eq!(
+        c["consent"], "unknown",
+        "a form without double opt-in sets no consent"
+    );
     let submitted = events_of(&story, "form.submitted");
     assert_eq!(submitted.len(), 1, "{story}");
-    assert_eq!(submitted[0]["data"], json!({"form": "newsletter", "first_name": "Ana"}));
+    assert_eq!(
+        submitted[0]["data"],
+        json!({"form": "newsletter", "first_name": "Ana"})
+    );
     eventually("the welcome workflow's run", || {
         let story = contact(&p, "ana@example.com").unwrap();
         story["runs"]
@@ -253,7 +262,11 @@ fn json_post_gets_a_json_answer_and_bad_addresses_are_refused() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["status"], "accepted");
     // Not an address: 422, and the value is not echoed.
-    let r = post_form(&p, "newsletter", "email=%3Cscript%3Ealert(1)%3C%2Fscript%3E");
+    let r = post_form(
+        &p,
+        "newsletter",
+        "email=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+    );
     assert_eq!(r.status, 422);
     assert!(!r.body.contains("<script>"), "{}", r.body);
 }
@@ -305,7 +318,10 @@ fn oversized_unknown_and_foreign_origin_posts_are_refused() {
         "[forms.partner]\nallowed_origins = [\"https://www.acme.test\"]\n",
     );
     let p = start(tmp.path());
-    let big = format!("email=big%40example.com&first_name={}", "a".repeat(20 * 1024));
+    let big = format!(
+        "email=big%40example.com&first_name={}",
+        "a".repeat(20 * 1024)
+    );
     let r = post_form(&p, "newsletter", &big);
     assert_eq!(r.status, 413);
     assert!(contact(&p, "big@example.com").is_none());
@@ -365,12 +381,18 @@ fn double_opt_in_confirms_by_the_emailed_link_with_the_address_journaled() {
     let r = post_form(&p, "ebook", "email=dora%40example.com&first_name=Dora");
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("confirm"), "{}", r.body);
-    assert_eq!(consent(&p, "dora@example.com"), "unknown", "not before the link");
+    assert_eq!(
+        consent(&p, "dora@example.com"),
+        "unknown",
+        "not before the link"
+    );
     eventually("the confirmation email", || !smtp.received().is_empty());
     let (raw, envelope) = smtp.received().remove(0);
     assert_eq!(envelope["to"], json!(["dora@example.com"]));
     let text = decoded(&raw);
-    let start_at = text.find(&format!("{}/f/ebook/confirm/", p.api)).expect(&text);
+    let start_at = text
+        .find(&format!("{}/f/ebook/confirm/", p.api))
+        .expect(&text);
     let link: String = text[start_at..]
         .chars()
         .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '<' && *c != ')')
@@ -397,7 +419,13 @@ fn double_opt_in_confirms_by_the_emailed_link_with_the_address_journaled() {
     let mut old = claims.clone();
     old["e"] = json!(chrono::Utc::now().timestamp() - 60);
     let expired = token(TRACKING_KEY, &old);
-    let r = send(&p, "POST", &format!("/f/ebook/confirm/{expired}"), &[], None);
+    let r = send(
+        &p,
+        "POST",
+        &format!("/f/ebook/confirm/{expired}"),
+        &[],
+        None,
+    );
     assert_eq!(r.status, 410);
     let genuine_elsewhere = token(TRACKING_KEY, &claims);
     let r = send(
@@ -411,7 +439,13 @@ fn double_opt_in_confirms_by_the_emailed_link_with_the_address_journaled() {
     let mut unsub = claims.clone();
     unsub["p"] = json!("unsub");
     let wrong_purpose = token(TRACKING_KEY, &unsub);
-    let r = send(&p, "POST", &format!("/f/ebook/confirm/{wrong_purpose}"), &[], None);
+    let r = send(
+        &p,
+        "POST",
+        &format!("/f/ebook/confirm/{wrong_purpose}"),
+        &[],
+        None,
+    );
     assert_eq!(r.status, 404);
     assert_eq!(consent(&p, "dora@example.com"), "unknown");
     // The genuine link confirms, with the time, the address and the form as the proof.
@@ -443,7 +477,10 @@ fn forms_settings_are_checked_with_their_place() {
     assert!(text.contains("nurture.toml:"), "{text}");
     assert!(text.contains("field `consent`"), "{text}");
     assert!(text.contains("redirect `javascript:alert(1)`"), "{text}");
-    assert!(text.contains("double_opt_in needs `confirm_template`"), "{text}");
+    assert!(
+        text.contains("double_opt_in needs `confirm_template`"),
+        "{text}"
+    );
     // A misspelled key is refused with its line and column.
     let tmp = tempfile::tempdir().unwrap();
     project(tmp.path(), "[forms.typo]\nredirct = \"/thanks\"\n");

@@ -992,8 +992,20 @@ fn load_settings(root: &Path, loaded: &mut Loaded) -> Settings {
 /// Form field names that are not free contact fields: nurture sets them itself, or they
 /// are the contact's address, id or consent (which only a confirmation sets).
 pub const FORM_RESERVED_FIELDS: &[&str] = &[
-    "id", "email", "consent", "tags", "lifecycle", "owner", "created_at", "score", "grade",
-    "segments", "unsubscribed", "suppressed", "form", "nurture_anonymous_id",
+    "id",
+    "email",
+    "consent",
+    "tags",
+    "lifecycle",
+    "owner",
+    "created_at",
+    "score",
+    "grade",
+    "segments",
+    "unsubscribed",
+    "suppressed",
+    "form",
+    "nurture_anonymous_id",
 ];
 
 /// `[forms.NAME]`: names, fields, redirect and the confirmation template, each error at
@@ -1029,22 +1041,30 @@ fn check_forms(
             if !id_like(f) {
                 bad(format!("field `{f}`: 1 to 64 letters, digits, `_` and `-`"));
             } else if FORM_RESERVED_FIELDS.contains(&f.as_str()) {
-                bad(format!("field `{f}` is not a free contact field (`email` is always taken)"));
+                bad(format!(
+                    "field `{f}` is not a free contact field (`email` is always taken)"
+                ));
             }
         }
         let honeypot = form.honeypot.as_deref().unwrap_or("website");
         if !id_like(honeypot) || form.fields.iter().any(|f| f == honeypot) {
-            bad(format!("honeypot `{honeypot}` must be a field name that is not in `fields`"));
+            bad(format!(
+                "honeypot `{honeypot}` must be a field name that is not in `fields`"
+            ));
         }
         if let Some(r) = &form.redirect {
             let path_ok = r.starts_with('/') && !r.starts_with("//") && !r.contains('\\');
             if !path_ok && !r.starts_with("https://") {
-                bad(format!("redirect `{r}`: an https:// URL or a path such as /thanks"));
+                bad(format!(
+                    "redirect `{r}`: an https:// URL or a path such as /thanks"
+                ));
             }
         }
         for o in &form.allowed_origins {
             if !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/') {
-                bad(format!("allowed origin `{o}`: scheme and host, e.g. https://www.acme.test"));
+                bad(format!(
+                    "allowed origin `{o}`: scheme and host, e.g. https://www.acme.test"
+                ));
             }
         }
         match (&form.double_opt_in, &form.confirm_template) {

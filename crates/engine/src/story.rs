@@ -174,7 +174,9 @@ fn build(
             // A hosted form's double opt-in: the proof of consent.
             (None, _, Some(form)) => format!(
                 "form {form} confirmed from {}",
-                j.data["cause"]["ip"].as_str().unwrap_or("an unknown address")
+                j.data["cause"]["ip"]
+                    .as_str()
+                    .unwrap_or("an unknown address")
             ),
             _ => "the contact".to_string(),
         };

@@ -122,7 +122,9 @@ pub(crate) async fn post(
         tracing::debug!(form = %name, "hosted form: honeypot filled, nothing stored");
         return Ok(answer(form, &name, wants_json));
     }
-    let anonymous_id = fields.remove(ANONYMOUS_FIELD).filter(|a| !a.trim().is_empty());
+    let anonymous_id = fields
+        .remove(ANONYMOUS_FIELD)
+        .filter(|a| !a.trim().is_empty());
     let email = fields
         .remove("email")
         .map(|e| e.trim().to_lowercase())
@@ -167,10 +169,7 @@ fn rate_limited(per_minute: u32) -> ApiError {
         ProblemKind::TooManyRequests,
         format!("at most {per_minute} form posts a minute from one address: retry later"),
     )
-    .header(
-        axum::http::header::RETRY_AFTER,
-        HeaderValue::from(wait),
-    )
+    .header(axum::http::header::RETRY_AFTER, HeaderValue::from(wait))
 }
 
 /// With `allowed_origins`, the post's `Origin` must be one of them (403 otherwise).
@@ -180,7 +179,14 @@ fn check_origin(form: &FormSettings, headers: &HeaderMap) -> Result<(), ApiError
     }
     let origin = headers.get("origin").and_then(|v| v.to_str().ok());
     match origin {
-        Some(o) if form.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o)) => Ok(()),
+        Some(o)
+            if form
+                .allowed_origins
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(o)) =>
+        {
+            Ok(())
+        }
         _ => Err(ApiError::new(
             ProblemKind::Forbidden,
             "this form takes posts only from the sites in its `allowed_origins`",
@@ -231,7 +237,9 @@ fn bounded(pairs: Vec<(String, String)>) -> Result<BTreeMap<String, String>, Api
                 "field `{k}` is longer than {MAX_VALUE} characters"
             )));
         }
-        if v.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        if v.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
             return Err(bad(format!("field `{k}` holds control characters")));
         }
         out.insert(k, v);
@@ -240,7 +248,10 @@ fn bounded(pairs: Vec<(String, String)>) -> Result<BTreeMap<String, String>, Api
 }
 
 /// `application/x-www-form-urlencoded` (also when no type is given).
-fn urlencoded_fields(headers: &HeaderMap, body: &[u8]) -> Result<BTreeMap<String, String>, ApiError> {
+fn urlencoded_fields(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<BTreeMap<String, String>, ApiError> {
     let ct = content_type(headers);
     if !(ct.is_empty() || ct == "application/x-www-form-urlencoded") {
         return Err(ApiError::new(
@@ -313,9 +324,9 @@ async fn upsert_contact(
         .contact_by_email(email)
         .await
         .map_err(|e| ApiError::from_engine(e.into(), "the form was not stored"))?;
-    contact.map(|c| c.id).ok_or_else(|| {
-        ApiError::new(ProblemKind::Internal, "the form's contact was not found")
-    })
+    contact
+        .map(|c| c.id)
+        .ok_or_else(|| ApiError::new(ProblemKind::Internal, "the form's contact was not found"))
 }
 
 /// Stores the `form.submitted` event `{form, ...fields}`.
@@ -354,9 +365,17 @@ async fn send_confirmation(
     contact: &str,
     email: &str,
 ) -> Result<(), ApiError> {
-    let unread = |e: nurture_store::StoreError| ApiError::from_engine(e.into(), "the form was stored, the confirmation email not sent");
+    let unread = |e: nurture_store::StoreError| {
+        ApiError::from_engine(
+            e.into(),
+            "the form was stored, the confirmation email not sent",
+        )
+    };
     let stored = s.engine.store.contact(contact).await.map_err(unread)?;
-    if stored.as_ref().is_some_and(|c| c.consent == Consent::OptedIn) {
+    if stored
+        .as_ref()
+        .is_some_and(|c| c.consent == Consent::OptedIn)
+    {
         return Ok(());
     }
     let (Some(base), Some(template)) = (&s.forms.base_url, &form.confirm_template) else {
@@ -367,31 +386,35 @@ async fn send_confirmation(
         ));
     };
     let now = Utc::now();
-    let ttl = form
-        .confirm_ttl
-        .map_or(DEFAULT_CONFIRM_TTL, |d| d.seconds().min(366 * 86_400) as i64);
+    let ttl = form.confirm_ttl.map_or(DEFAULT_CONFIRM_TTL, |d| {
+        d.seconds().min(366 * 86_400) as i64
+    });
     let token = s.signer.sign_for(
         Purpose::Confirm,
         &json!({"c": contact, "a": email, "f": name, "e": now.timestamp() + ttl}),
     );
     let url = format!("{base}/f/{name}/confirm/{token}");
     let day = now.timestamp().div_euclid(86_400).to_string();
-    let key = format!(
-        "optin:{}",
-        nurture_engine::digest(&[name, contact, &day])
-    );
+    let key = format!("optin:{}", nurture_engine::digest(&[name, contact, &day]));
     let view = stored.map(|c| json!({"id": c.id, "email": c.email, "fields": c.fields}));
     let mut contact_view = json!({"id": contact, "email": email});
     if let Some(Value::Object(f)) = view.as_ref().and_then(|v| v.get("fields")).cloned() {
         for (k, v) in f {
-            contact_view.as_object_mut().expect("object").entry(k).or_insert(v);
+            contact_view
+                .as_object_mut()
+                .expect("object")
+                .entry(k)
+                .or_insert(v);
         }
     }
-    let payload = json!({"to": email, "template": template, "contact": contact_view, "confirm_url": url});
+    let payload =
+        json!({"to": email, "template": template, "contact": contact_view, "confirm_url": url});
     s.engine
         .queue_transactional(contact, &key, payload, now)
         .await
-        .map_err(|e| ApiError::from_engine(e, "the form was stored, the confirmation email not sent"))?;
+        .map_err(|e| {
+            ApiError::from_engine(e, "the form was stored, the confirmation email not sent")
+        })?;
     s.wake.notify_one();
     Ok(())
 }
@@ -433,11 +456,20 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
 
 /// The claims of a confirmation token for form `name`, or the page that refuses it.
 fn confirm_claims(s: &AppState, name: &str, token: &str) -> Result<Value, Response> {
-    let invalid = || page(StatusCode::NOT_FOUND, "Link not valid", "<p>This confirmation link is not valid.</p>");
+    let invalid = || {
+        page(
+            StatusCode::NOT_FOUND,
+            "Link not valid",
+            "<p>This confirmation link is not valid.</p>",
+        )
+    };
     if find(s, name).is_err() {
         return Err(invalid());
     }
-    match s.signer.check(token, Purpose::Confirm, Utc::now().timestamp()) {
+    match s
+        .signer
+        .check(token, Purpose::Confirm, Utc::now().timestamp())
+    {
         Ok(c) if c["f"] == name => Ok(c),
         Err(TokenError::Expired) => Err(page(
             StatusCode::GONE,
@@ -483,7 +515,11 @@ pub(crate) async fn confirm(
     match s.engine.store.contact(&contact).await {
         Ok(Some(c)) if c.email.as_deref() == Some(address.as_str()) => {}
         Ok(_) => {
-            return page(StatusCode::NOT_FOUND, "Link not valid", "<p>This confirmation link is not valid.</p>")
+            return page(
+                StatusCode::NOT_FOUND,
+                "Link not valid",
+                "<p>This confirmation link is not valid.</p>",
+            )
         }
         Err(e) => return failed(ApiError::from_engine(e.into(), "not confirmed")),
     }
@@ -503,7 +539,10 @@ pub(crate) async fn confirm(
     {
         return failed(ApiError::from_engine(e, "not confirmed"));
     }
-    let id = format!("form.confirmed:{}", nurture_engine::digest(&[&name, &contact]));
+    let id = format!(
+        "form.confirmed:{}",
+        nurture_engine::digest(&[&name, &contact])
+    );
     if let Err(e) = crate::record(
         &s,
         "form.confirmed",
@@ -546,8 +585,9 @@ mod tests {
 
     #[test]
     fn posts_are_bounded() {
-        let many: Vec<(String, String)> =
-            (0..=MAX_FIELDS).map(|i| (format!("f{i}"), "x".into())).collect();
+        let many: Vec<(String, String)> = (0..=MAX_FIELDS)
+            .map(|i| (format!("f{i}"), "x".into()))
+            .collect();
         assert!(bounded(many).is_err());
         assert!(bounded(vec![("a".into(), "x".repeat(MAX_VALUE + 1))]).is_err());
         assert!(bounded(vec![("a".into(), "nul\u{0}".into())]).is_err());

@@ -294,7 +294,10 @@ pub fn router(state: AppState) -> Router {
         .route("/t/c/{token}", get(track_click))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
         .route("/f/{form}", post(forms::post))
-        .route("/f/{form}/confirm/{token}", get(forms::confirm_page).post(forms::confirm))
+        .route(
+            "/f/{form}/confirm/{token}",
+            get(forms::confirm_page).post(forms::confirm),
+        )
         .merge(ui::routes())
         // (After the routes: it applies to the routes registered before it.)
         .method_not_allowed_fallback(method_not_allowed)

@@ -66,7 +66,7 @@ impl Purpose {
             Purpose::Confirm,
         ]
         .into_iter()
-            .find(|x| x.claim() == p)
+        .find(|x| x.claim() == p)
     }
 
     /// A token issued before purposes existed: unsubscribe tokens alone carry the address,

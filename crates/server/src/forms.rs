@@ -454,29 +454,44 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
         .into_response()
 }
 
-/// The claims of a confirmation token for form `name`, or the page that refuses it.
-fn confirm_claims(s: &AppState, name: &str, token: &str) -> Result<Value, Response> {
-    let invalid = || {
-        page(
-            StatusCode::NOT_FOUND,
-            "Link not valid",
-            "<p>This confirmation link is not valid.</p>",
-        )
-    };
+/// Why a confirmation link is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Forged, altered, for another form or purpose, or the form is gone (404).
+    Invalid,
+    /// Past its expiry (410).
+    Expired,
+}
+
+impl Refused {
+    fn page(self) -> Response {
+        match self {
+            Refused::Invalid => page(
+                StatusCode::NOT_FOUND,
+                "Link not valid",
+                "<p>This confirmation link is not valid.</p>",
+            ),
+            Refused::Expired => page(
+                StatusCode::GONE,
+                "Link expired",
+                "<p>This confirmation link has expired. Please fill in the form again.</p>",
+            ),
+        }
+    }
+}
+
+/// The claims of a confirmation token for form `name`, or why it is refused.
+fn confirm_claims(s: &AppState, name: &str, token: &str) -> Result<Value, Refused> {
     if find(s, name).is_err() {
-        return Err(invalid());
+        return Err(Refused::Invalid);
     }
     match s
         .signer
         .check(token, Purpose::Confirm, Utc::now().timestamp())
     {
         Ok(c) if c["f"] == name => Ok(c),
-        Err(TokenError::Expired) => Err(page(
-            StatusCode::GONE,
-            "Link expired",
-            "<p>This confirmation link has expired. Please fill in the form again.</p>",
-        )),
-        _ => Err(invalid()),
+        Err(TokenError::Expired) => Err(Refused::Expired),
+        _ => Err(Refused::Invalid),
     }
 }
 
@@ -492,7 +507,7 @@ pub(crate) async fn confirm_page(
             "Confirm your subscription",
             "<p>Please confirm that you want to receive our email.</p><form method=\"post\"><button type=\"submit\">Confirm</button></form>",
         ),
-        Err(r) => r,
+        Err(r) => r.page(),
     }
 }
 
@@ -507,20 +522,14 @@ pub(crate) async fn confirm(
 ) -> Response {
     let claims = match confirm_claims(&s, &name, &token) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.page(),
     };
     let contact = claims["c"].as_str().unwrap_or_default().to_string();
     let address = claims["a"].as_str().unwrap_or_default().to_string();
     // The link proves the address: a contact whose address changed since is not confirmed.
     match s.engine.store.contact(&contact).await {
         Ok(Some(c)) if c.email.as_deref() == Some(address.as_str()) => {}
-        Ok(_) => {
-            return page(
-                StatusCode::NOT_FOUND,
-                "Link not valid",
-                "<p>This confirmation link is not valid.</p>",
-            )
-        }
+        Ok(_) => return Refused::Invalid.page(),
         Err(e) => return failed(ApiError::from_engine(e.into(), "not confirmed")),
     }
     let ip: Option<IpAddr> = s.forms.gate.client(peer(&ext), &headers);

@@ -401,6 +401,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn confirm_tokens_need_their_claims_and_expire() {
+        let s = Signer::new(b"k1");
+        let now = 1_700_000_000;
+        let claims = json!({"c": "ana", "a": "ana@a.test", "f": "news", "e": now + 60});
+        let t = s.sign_for(Purpose::Confirm, &claims);
+        assert!(s.check(&t, Purpose::Confirm, now).is_ok());
+        assert_eq!(
+            s.check(&t, Purpose::Confirm, now + 61),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            s.check(&t, Purpose::Unsubscribe, now),
+            Err(TokenError::WrongPurpose)
+        );
+        let mut no_expiry = claims.clone();
+        no_expiry.as_object_mut().unwrap().remove("e");
+        let t = s.sign_for(Purpose::Confirm, &no_expiry);
+        assert_eq!(
+            s.check(&t, Purpose::Confirm, now),
+            Err(TokenError::Malformed)
+        );
+        let other_key = Signer::new(b"k2").sign_for(Purpose::Confirm, &claims);
+        assert_eq!(
+            s.check(&other_key, Purpose::Confirm, now),
+            Err(TokenError::Forged)
+        );
+    }
+
     /// A token as issued before purposes existed: a 16-byte tag, no `p`.
     fn legacy(s: &Signer, claims: &Value) -> String {
         let t = s.sign(claims);

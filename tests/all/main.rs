@@ -15,6 +15,7 @@ mod durability;
 mod email;
 mod examples;
 mod explain;
+mod forms;
 mod fuzz_smoke;
 mod graph;
 mod ingest_formats;

@@ -885,6 +885,43 @@ pub struct Settings {
     /// Limits of the channels plugins declare (`channel = "sms"`): `[channels.sms]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub channels: BTreeMap<String, ChannelSettings>,
+    /// Hosted forms, served at `POST /f/NAME`: `[forms.newsletter]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forms: BTreeMap<String, FormSettings>,
+}
+
+/// `[forms.NAME]` in nurture.toml: a form browsers post to `/f/NAME` (see
+/// docs/operators.md, "Hosted forms").
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FormSettings {
+    /// Fields kept besides `email` (always required); each becomes a contact field and
+    /// a key of the `form.submitted` event's `data`. Other fields are ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    /// Where a browser's post is sent after it is accepted (303): an `https://` URL or
+    /// a path (`/thanks`). Without it, a short thank-you page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
+    /// Ask the address to confirm before the contact's consent is `opted_in`: the
+    /// confirmation email (`confirm_template`) carries a signed link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub double_opt_in: Option<bool>,
+    /// The template of the confirmation email (`templates/NAME.html`); it links
+    /// `{{ confirm_url }}`. Required with `double_opt_in`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_template: Option<String>,
+    /// How long a confirmation link works (default 7d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_ttl: Option<Duration>,
+    /// The hidden field robots fill and people do not (default `website`): a post with
+    /// it filled is answered as accepted and nothing is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub honeypot: Option<String>,
+    /// Origins allowed to post (`https://www.acme.test`); when set, a post whose
+    /// `Origin` is another (or absent) is refused (403). Default: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[channels.NAME]` in nurture.toml: the limits of a plugin channel (see
@@ -1117,6 +1154,10 @@ pub struct Api {
     /// How far in the future an event's `at` may be (default 1d).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_max_ahead: Option<Duration>,
+    /// Hosted form posts (`/f/NAME`) taken per client address per minute (default 10;
+    /// the address as `[tracking] forwarded_for` says): 429 beyond it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form_posts_per_minute: Option<u32>,
 }
 
 /// The lifecycle stages a contact's `lifecycle` may take, in order.

@@ -989,6 +989,105 @@ fn load_settings(root: &Path, loaded: &mut Loaded) -> Settings {
     settings
 }
 
+/// Form field names that are not free contact fields: nurture sets them itself, or they
+/// are the contact's address, id or consent (which only a confirmation sets).
+pub const FORM_RESERVED_FIELDS: &[&str] = &[
+    "id",
+    "email",
+    "consent",
+    "tags",
+    "lifecycle",
+    "owner",
+    "created_at",
+    "score",
+    "grade",
+    "segments",
+    "unsubscribed",
+    "suppressed",
+    "form",
+    "nurture_anonymous_id",
+];
+
+/// `[forms.NAME]`: names, fields, redirect and the confirmation template, each error at
+/// the line of its form's table.
+fn check_forms(
+    root: &Path,
+    settings: &Settings,
+    templates: &BTreeMap<String, Template>,
+    loaded: &mut Loaded,
+) {
+    let path = root.join("nurture.toml");
+    let text = loaded.sources.get(&path).cloned().unwrap_or_default();
+    for (name, form) in &settings.forms {
+        let span = form_span(&text, name);
+        let mut bad = |msg: String| {
+            loaded.diagnostics.push(Diagnostic::error(
+                Code::InvalidValue,
+                &path,
+                span,
+                format!("[forms.{name}]: {msg}"),
+            ))
+        };
+        let id_like = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !id_like(name) {
+            bad("a form's name is 1 to 64 letters, digits, `_` and `-` (it is in the URL)".into());
+        }
+        for f in &form.fields {
+            if !id_like(f) {
+                bad(format!("field `{f}`: 1 to 64 letters, digits, `_` and `-`"));
+            } else if FORM_RESERVED_FIELDS.contains(&f.as_str()) {
+                bad(format!(
+                    "field `{f}` is not a free contact field (`email` is always taken)"
+                ));
+            }
+        }
+        let honeypot = form.honeypot.as_deref().unwrap_or("website");
+        if !id_like(honeypot) || form.fields.iter().any(|f| f == honeypot) {
+            bad(format!(
+                "honeypot `{honeypot}` must be a field name that is not in `fields`"
+            ));
+        }
+        if let Some(r) = &form.redirect {
+            let path_ok = r.starts_with('/') && !r.starts_with("//") && !r.contains('\\');
+            if !path_ok && !r.starts_with("https://") {
+                bad(format!(
+                    "redirect `{r}`: an https:// URL or a path such as /thanks"
+                ));
+            }
+        }
+        for o in &form.allowed_origins {
+            if !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/') {
+                bad(format!(
+                    "allowed origin `{o}`: scheme and host, e.g. https://www.acme.test"
+                ));
+            }
+        }
+        match (&form.double_opt_in, &form.confirm_template) {
+            (Some(true), None) => {
+                bad("double_opt_in needs `confirm_template`, the confirmation email".into())
+            }
+            (_, Some(t)) if !templates.contains_key(t) => {
+                bad(format!("confirm_template `{t}` is not in templates/"))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Where `[forms.NAME]` is written (the file's start when it cannot be found).
+fn form_span(text: &str, name: &str) -> Span {
+    let header = format!("[forms.{name}]");
+    match text.find(&header) {
+        Some(at) => span_of_offset(text, at, header.len()),
+        None => span_of_offset(text, 0, 1),
+    }
+}
+
 /// Line and column (1-based) of a byte offset.
 pub fn span_of_offset(text: &str, offset: usize, len: usize) -> Span {
     let offset = offset.min(text.len());
@@ -1399,6 +1498,7 @@ pub fn load(root: &Path) -> Loaded {
     let (segments, segments_node) = load_segments(root, &mut loaded);
     let templates = parse_templates(root, &root.join("templates"), &mut loaded);
     check_templates(&root.join("templates"), &templates, &mut loaded);
+    check_forms(root, &settings, &templates, &mut loaded);
     let found = load_plugins(root, &settings, &mut loaded);
     let plugin_dirs: BTreeMap<String, PathBuf> = found
         .iter()

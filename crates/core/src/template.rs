@@ -19,6 +19,7 @@ pub const ROOT_VARIABLES: &[&str] = &[
     "owner",
     "event",
     "unsubscribe_url",
+    "confirm_url",
     "subject",
     "preheader",
 ];
@@ -173,13 +174,14 @@ fn describe(e: &minijinja::Error) -> String {
         .map_or_else(|| e.kind().to_string(), str::to_string)
 }
 
-/// The render context: JSON data, with `unsubscribe_url` marked safe (not HTML-escaped).
+/// The render context: JSON data, with `unsubscribe_url` and `confirm_url` (a hosted
+/// form's double opt-in link) marked safe (not HTML-escaped).
 fn context(ctx: &Value) -> minijinja::Value {
     let mut map: BTreeMap<String, minijinja::Value> = BTreeMap::new();
     if let Value::Object(m) = ctx {
         for (k, v) in m {
             let value = match (k.as_str(), v) {
-                ("unsubscribe_url", Value::String(u)) => {
+                ("unsubscribe_url" | "confirm_url", Value::String(u)) => {
                     minijinja::Value::from_safe_string(u.clone())
                 }
                 _ => minijinja::Value::from_serialize(v),

@@ -12,10 +12,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Map, Value};
 
-use super::{StepError, Work};
+use super::{Engine, EngineError, StepError, Work};
 pub use nurture_core::plan::contact::CONSENT_VALUES;
 use nurture_core::plan::Plan;
-use nurture_store::{Consent, RunStatus};
+use nurture_store::{Consent, OutboxEntry, OutboxKind, RunStatus, Ts};
 
 /// A consent value from its name.
 pub fn parse_consent(s: &str) -> Option<Consent> {
@@ -24,6 +24,71 @@ pub fn parse_consent(s: &str) -> Option<Consent> {
         "opted_out" => Some(Consent::OptedOut),
         "unknown" => Some(Consent::Unknown),
         _ => None,
+    }
+}
+
+impl Engine {
+    /// Sets contact `id`'s consent from outside a workflow (a hosted form's double opt-in
+    /// confirmation), journaled as a `consent` line `{from, to, cause}`: the proof of
+    /// consent (`cause` says what: form, client address...). `Ok(false)` when it already
+    /// was `to` (nothing journaled); an error for a contact that does not exist.
+    pub async fn set_consent_because(
+        &self,
+        id: &str,
+        to: Consent,
+        cause: Value,
+        now: Ts,
+    ) -> Result<bool, EngineError> {
+        let changed = std::sync::atomic::AtomicBool::new(false);
+        self.with_retry(id, now, |w| {
+            if !w.contact_exists {
+                return Err(EngineError::Invalid(format!("no contact `{id}`")));
+            }
+            let from = w.contact.consent;
+            if from == to {
+                return Ok(());
+            }
+            w.contact.consent = to;
+            w.contact_changed = true;
+            let data = json!({"from": from.as_str(), "to": to.as_str(), "cause": cause});
+            w.journal(None, "consent", data);
+            changed.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })
+        .await?;
+        Ok(changed.into_inner())
+    }
+
+    /// Queues a transactional email (`notify` outbox entry: no consent policy, tracking
+    /// or unsubscribe link) to contact `id` under the idempotency `key`: a key already
+    /// queued is not queued again. `payload` is the channel's (`to`, `template`...).
+    pub async fn queue_transactional(
+        &self,
+        id: &str,
+        key: &str,
+        payload: Value,
+        now: Ts,
+    ) -> Result<(), EngineError> {
+        self.with_retry(id, now, |w| {
+            if !w.contact_exists {
+                return Err(EngineError::Invalid(format!("no contact `{id}`")));
+            }
+            w.uow.outbox.push(OutboxEntry {
+                key: key.to_string(),
+                run_id: None,
+                contact: id.to_string(),
+                workflow: None,
+                step: None,
+                kind: OutboxKind::Notify,
+                payload: payload.clone(),
+                created_at: now,
+                due_at: now,
+                attempts: 0,
+            });
+            Ok(())
+        })
+        .await?;
+        Ok(())
     }
 }
 

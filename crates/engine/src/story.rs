@@ -168,9 +168,16 @@ fn build(
     for j in lines {
         let wf = workflow_of(j);
         let step = j.data["step"].as_str().map(str::to_string);
-        let by = match (&wf, &step) {
-            (Some(w), Some(st)) => format!("workflow {w} step {st}"),
-            (Some(w), None) => format!("workflow {w}"),
+        let by = match (&wf, &step, j.data["cause"]["form"].as_str()) {
+            (Some(w), Some(st), _) => format!("workflow {w} step {st}"),
+            (Some(w), None, _) => format!("workflow {w}"),
+            // A hosted form's double opt-in: the proof of consent.
+            (None, _, Some(form)) => format!(
+                "form {form} confirmed from {}",
+                j.data["cause"]["ip"]
+                    .as_str()
+                    .unwrap_or("an unknown address")
+            ),
             _ => "the contact".to_string(),
         };
         if let Some(m) = moment(j, &by) {

@@ -133,7 +133,14 @@ pub fn start(engine: Arc<Engine>, api: Option<Api>, scheduler: Option<Scheduler>
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     if let Some(api) = api {
-        let state = crate::AppState::new(engine.clone(), api.key, wake.clone(), api.signer);
+        let mut state = crate::AppState::new(engine.clone(), api.key, wake.clone(), api.signer);
+        // Confirmation links of hosted forms: `[email] base_url`, else this listener.
+        let own = api
+            .listener
+            .local_addr()
+            .ok()
+            .map(|a| format!("http://{a}"));
+        state.forms = Arc::new(crate::forms::Forms::new(&engine.project, own));
         let limits = state.limits;
         let app = crate::router(state);
         tasks.push(tokio::spawn(crate::serve(

@@ -20,6 +20,8 @@
 //! | `GET /t/c/{token}` | click: an `email.clicked` event, redirects to the signed URL |
 //! | `GET /u/{token}` | the unsubscribe page: changes nothing, shows a button |
 //! | `POST /u/{token}` | RFC 8058 one-click unsubscribe: no cookie, no redirect, idempotent |
+//! | `POST /f/{form}` | a hosted form's post (no API key): contact and `form.submitted` event ([`forms`]) |
+//! | `GET`, `POST /f/{form}/confirm/{token}` | a double opt-in confirmation link: a button, then the consent ([`forms`]) |
 //!
 //! Every `/v1` route needs the API key, as `Authorization: Bearer KEY` (the scheme name in
 //! any case) or `X-Api-Key: KEY`, compared in constant time.
@@ -50,6 +52,7 @@ use tokio::sync::{watch, Notify};
 
 pub mod cloudevents;
 pub mod compose;
+pub mod forms;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
@@ -237,6 +240,8 @@ pub struct AppState {
     pub ui: Arc<ui::Sessions>,
     /// What the providers' bounce webhooks must prove (`[email.webhooks]`).
     pub webhooks: Arc<providers::Webhooks>,
+    /// The hosted forms' limits and link base (`[forms.NAME]`, [`forms`]).
+    pub forms: Arc<forms::Forms>,
 }
 
 impl AppState {
@@ -255,6 +260,7 @@ impl AppState {
             )),
             ui: ui::sessions(),
             webhooks: Arc::new(providers::Webhooks::new(&engine.project)),
+            forms: Arc::new(forms::Forms::new(&engine.project, None)),
             engine,
             api_key,
             wake,
@@ -296,6 +302,8 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .routes(routes!(track_open))
         .routes(routes!(track_click))
         .routes(routes!(unsubscribe_page, unsubscribe))
+        .routes(routes!(forms::post))
+        .routes(routes!(forms::confirm_page, forms::confirm))
 }
 
 /// The API's routes (the table in the crate docs) over `state`: the API key is checked

@@ -47,7 +47,8 @@ use crate::problem::{ItemProblem, PROBLEM_JSON};
         (name = "bounces", description = "Bounce and complaint notifications"),
         (name = "reports", description = "Campaign reports"),
         (name = "operations", description = "Health, metrics and this document"),
-        (name = "tracking", description = "Links in sent email: open pixel, clicks, unsubscribe (no API key: the token is the credential)"),
+        (name = "tracking", description = "Links in sent email: open pixel, clicks, unsubscribe (no API key: the token is the credential); the website tracking script and its page visits (no API key: allowed origins)"),
+        (name = "forms", description = "Hosted forms and their double opt-in confirmation (no API key: browsers post them)"),
     )
 )]
 pub struct ApiDoc;

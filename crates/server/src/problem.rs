@@ -50,6 +50,8 @@ pub enum ProblemKind {
     PayloadTooLarge,
     /// 422: well-formed items that are not valid.
     Unprocessable,
+    /// 429: a client over its rate (hosted forms), with `Retry-After`.
+    TooManyRequests,
     /// 500: a failure a retry cannot mend; details only in the server log.
     Internal,
     /// 503: the store is unreachable or busy; retry after `Retry-After`.
@@ -69,6 +71,7 @@ impl ProblemKind {
             ProblemKind::Conflict => StatusCode::CONFLICT,
             ProblemKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ProblemKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -86,6 +89,7 @@ impl ProblemKind {
             ProblemKind::Conflict => "conflict",
             ProblemKind::PayloadTooLarge => "too-large",
             ProblemKind::Unprocessable => "invalid-items",
+            ProblemKind::TooManyRequests => "rate-limited",
             ProblemKind::Internal => "internal",
             ProblemKind::Unavailable => "store-unavailable",
         }
@@ -103,6 +107,7 @@ impl ProblemKind {
             ProblemKind::Conflict => "Conflict with stored data",
             ProblemKind::PayloadTooLarge => "Too large",
             ProblemKind::Unprocessable => "Invalid items",
+            ProblemKind::TooManyRequests => "Too many requests from this client",
             ProblemKind::Internal => "Internal error",
             ProblemKind::Unavailable => "The store is unavailable",
         }

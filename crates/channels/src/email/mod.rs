@@ -458,6 +458,8 @@ impl EmailChannel {
             "owner": owner,
             "event": p.get("event").cloned().unwrap_or(Value::Null),
             "unsubscribe_url": unsubscribe.clone().unwrap_or_default(),
+            // A hosted form's double opt-in link (`server::forms`), for its template.
+            "confirm_url": p.get("confirm_url").cloned().unwrap_or(Value::Null),
         });
         let rendered = self
             .renderer

@@ -42,6 +42,9 @@ pub enum Purpose {
     Click,
     /// The unsubscribe page and one-click POST, `/u/`.
     Unsubscribe,
+    /// A hosted form's double opt-in confirmation link, `/f/FORM/confirm/`: carries the
+    /// contact `c`, address `a`, form `f` and expiry `e` (Unix seconds).
+    Confirm,
 }
 
 impl Purpose {
@@ -51,13 +54,19 @@ impl Purpose {
             Purpose::Open => "open",
             Purpose::Click => "click",
             Purpose::Unsubscribe => "unsub",
+            Purpose::Confirm => "confirm",
         }
     }
 
     fn of_claim(p: &str) -> Option<Purpose> {
-        [Purpose::Open, Purpose::Click, Purpose::Unsubscribe]
-            .into_iter()
-            .find(|x| x.claim() == p)
+        [
+            Purpose::Open,
+            Purpose::Click,
+            Purpose::Unsubscribe,
+            Purpose::Confirm,
+        ]
+        .into_iter()
+        .find(|x| x.claim() == p)
     }
 
     /// A token issued before purposes existed: unsubscribe tokens alone carry the address,
@@ -85,7 +94,7 @@ pub enum TokenError {
     /// The token was issued for another route.
     #[error("the token is for another purpose")]
     WrongPurpose,
-    /// An open or click token past the link TTL.
+    /// An open or click token past the link TTL, a confirmation token past its expiry.
     #[error("the link has expired")]
     Expired,
 }
@@ -207,6 +216,16 @@ impl Signer {
             Purpose::Unsubscribe => {
                 if claims["a"].as_str().is_none_or(|a| a.trim().is_empty()) {
                     return Err(TokenError::Malformed);
+                }
+            }
+            Purpose::Confirm => {
+                let text = |k: &str| claims[k].as_str().is_some_and(|v| !v.trim().is_empty());
+                if !(text("c") && text("a") && text("f")) {
+                    return Err(TokenError::Malformed);
+                }
+                let expires = claims["e"].as_i64().ok_or(TokenError::Malformed)?;
+                if now > expires {
+                    return Err(TokenError::Expired);
                 }
             }
             Purpose::Open | Purpose::Click => {
@@ -379,6 +398,35 @@ mod tests {
         assert!(
             s.check(&undated, Purpose::Open, sent).is_err(),
             "no issue time"
+        );
+    }
+
+    #[test]
+    fn confirm_tokens_need_their_claims_and_expire() {
+        let s = Signer::new(b"k1");
+        let now = 1_700_000_000;
+        let claims = json!({"c": "ana", "a": "ana@a.test", "f": "news", "e": now + 60});
+        let t = s.sign_for(Purpose::Confirm, &claims);
+        assert!(s.check(&t, Purpose::Confirm, now).is_ok());
+        assert_eq!(
+            s.check(&t, Purpose::Confirm, now + 61),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            s.check(&t, Purpose::Unsubscribe, now),
+            Err(TokenError::WrongPurpose)
+        );
+        let mut no_expiry = claims.clone();
+        no_expiry.as_object_mut().unwrap().remove("e");
+        let t = s.sign_for(Purpose::Confirm, &no_expiry);
+        assert_eq!(
+            s.check(&t, Purpose::Confirm, now),
+            Err(TokenError::Malformed)
+        );
+        let other_key = Signer::new(b"k2").sign_for(Purpose::Confirm, &claims);
+        assert_eq!(
+            s.check(&other_key, Purpose::Confirm, now),
+            Err(TokenError::Forged)
         );
     }
 

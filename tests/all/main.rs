@@ -23,6 +23,7 @@ mod metrics;
 mod operate;
 mod outcomes;
 mod plugins;
+mod privacy;
 mod problem_json;
 mod providers;
 mod replay;

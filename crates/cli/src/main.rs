@@ -19,6 +19,7 @@ mod logs;
 mod manual;
 mod outbox;
 mod pipes;
+mod privacy;
 mod replay;
 mod report;
 mod workflows;
@@ -677,6 +678,43 @@ enum ContactsCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
+    /// Export everything stored about a person (GDPR Art. 15): one JSON document with
+    /// the profile, consent history with its proof, every event, every run with its
+    /// journal, what was sent and how it was engaged with, the score and its reasons,
+    /// deliveries to plugins and webhooks. Works on a project with errors.
+    Export {
+        /// The contact's id or email address.
+        contact: String,
+        /// Write the document to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Erase a person (GDPR Art. 17): end its open runs, cancel its queued sends, remove
+    /// its profile, events, runs, journal, outbox entries, deliveries and `.eml` files.
+    /// The address stays suppressed as a salted hash, so it is never mailed again, and
+    /// report totals stay. Cannot be undone: needs --yes.
+    Erase {
+        /// The contact's id or email address.
+        contact: String,
+        /// Yes, erase it (nothing is done without it).
+        #[arg(long)]
+        yes: bool,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// `human` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1003,6 +1041,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             store,
             &contact,
             timeline,
+            format == OutputFormat::Json,
+        )),
+        Command::Contacts(ContactsCommand::Export {
+            contact,
+            output,
+            dir,
+            store,
+        }) => runtime()?.block_on(privacy::export(&project_dir(dir)?, store, &contact, output)),
+        Command::Contacts(ContactsCommand::Erase {
+            contact,
+            yes,
+            dir,
+            store,
+            format,
+        }) => runtime()?.block_on(privacy::erase(
+            &project_dir(dir)?,
+            store,
+            &contact,
+            yes,
             format == OutputFormat::Json,
         )),
         Command::Events(EventsCommand::Send {

@@ -24,6 +24,7 @@ pub mod input;
 pub mod manual;
 pub mod metrics;
 pub mod outcome;
+pub mod privacy;
 pub mod replay;
 pub mod report;
 pub mod segments;

@@ -50,6 +50,7 @@ use tokio::sync::{watch, Notify};
 pub mod cloudevents;
 pub mod compose;
 pub mod metrics;
+pub mod privacy;
 pub mod problem;
 pub mod providers;
 mod reads;
@@ -268,7 +269,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::scrape))
         .route("/v1/events", post(post_events))
         .route("/v1/contacts", post(post_contacts).get(reads::contacts))
-        .route("/v1/contacts/{id}", get(get_contact))
+        .route("/v1/contacts/{id}", get(get_contact).delete(privacy::erase))
+        .route("/v1/contacts/{id}/export", get(privacy::export))
         .route("/v1/contacts/{id}/events", get(reads::contact_events))
         .route("/v1/runs", post(post_run).get(reads::runs))
         .route("/v1/runs/{id}", get(get_run))
@@ -1473,6 +1475,13 @@ async fn track(
     }
     if !s.hits.first_in_window(&id, now) {
         return Ok(());
+    }
+    // A token of an erased person's email records nothing: no data about them comes back.
+    if let Some(c) = claims["c"].as_str() {
+        if s.engine.store.is_erased(c).await? {
+            tracing::debug!(kind, "tracking hit of an erased contact: not recorded");
+            return Ok(());
+        }
     }
     let contact = claims["c"].as_str().map(str::to_string);
     let stored = record(s, kind, contact, None, Some(id.clone()), data).await;

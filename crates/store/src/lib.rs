@@ -18,6 +18,7 @@ pub mod kinds;
 pub mod limits;
 pub mod ops;
 pub mod outbox;
+pub mod privacy;
 pub mod reads;
 pub mod versions;
 
@@ -35,6 +36,7 @@ pub use counts::{CountFilter, CountRow, CountView, Scope, Tally};
 pub use kinds::{JournalKind, OutboxKind, UnknownKind};
 pub use ops::{OpsView, QueueSummary};
 pub use outbox::{OutboxFilter, OutboxRow, OutboxState, OutboxView};
+pub use privacy::{EraseError, Erased, Erasure, PrivacyStore};
 pub use reads::ReadView;
 // The event and the time as the campaign language sees them; the store keeps them.
 pub use nurture_core::event::{ts, ts_out, StoredEvent, Ts};
@@ -719,7 +721,15 @@ impl HistoryRead {
 /// the crate documentation. Shared by the engine's tasks (`Arc<dyn Store>`).
 #[async_trait]
 pub trait Store:
-    VersionStore + OutboxView + ControlStore + CountView + OpsView + ReadView + Send + Sync
+    VersionStore
+    + OutboxView
+    + ControlStore
+    + CountView
+    + OpsView
+    + ReadView
+    + PrivacyStore
+    + Send
+    + Sync
 {
     /// Loads what the units of work of `contacts` read, in the same order: with their
     /// events as `history` says, or none when it is `None` (nothing in the project reads

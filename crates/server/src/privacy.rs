@@ -1,0 +1,82 @@
+//! A person's rights over HTTP: `GET /v1/contacts/{id}/export` (everything stored about
+//! the contact, [`nurture_engine::privacy::export`]) and `DELETE /v1/contacts/{id}` (its
+//! erasure, [`erase_person`]). `{id}` is the contact's id or its email address.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::problem::ApiError;
+use crate::{no_such, AppState};
+use nurture_engine::privacy::ErasureReport;
+use nurture_engine::{Engine, EngineError};
+
+/// What an erasure did, as answered and printed.
+#[derive(Debug, Serialize)]
+pub struct ErasureDone {
+    /// The engine's and the store's part.
+    #[serde(flatten)]
+    pub report: ErasureReport,
+    /// `.eml` files removed from the project's outbox folder (no SMTP configured).
+    pub eml_files: usize,
+}
+
+/// Erases the contact `given` (an id or an address) as [`Engine::erase`] does, then the
+/// `.eml` files of its emails when the project writes files instead of using SMTP.
+/// `None` when there is no such contact.
+pub async fn erase_person(
+    engine: &Engine,
+    given: &str,
+    by: &str,
+) -> Result<Option<ErasureDone>, EngineError> {
+    let Some(report) = engine.erase(given, by, Utc::now()).await? else {
+        return Ok(None);
+    };
+    let eml_files = match engine.project.settings.smtp {
+        Some(_) => 0,
+        None => {
+            let dir = nurture_channels::email::eml_dir(&engine.project);
+            nurture_channels::email::remove_eml(&dir, &report.outbox_keys).map_err(|e| {
+                EngineError::Invalid(format!("the .eml files were not all removed: {e}"))
+            })?
+        }
+    };
+    tracing::info!(
+        by,
+        runs_ended = report.runs_ended,
+        eml_files,
+        "a contact was erased"
+    );
+    Ok(Some(ErasureDone { report, eml_files }))
+}
+
+/// `GET /v1/contacts/{id}/export`.
+pub(crate) async fn export(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let doc = nurture_engine::privacy::export(&*s.engine.store, &id, Utc::now())
+        .await
+        .map_err(|e| ApiError::from_engine(e.into(), "the contact was not exported"))?;
+    tracing::info!(by = "api", "a contact was exported");
+    match doc {
+        Some(d) => Ok(Json(d).into_response()),
+        None => Err(no_such("contact", &id)),
+    }
+}
+
+/// `DELETE /v1/contacts/{id}`.
+pub(crate) async fn erase(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let done = erase_person(&s.engine, &id, "api")
+        .await
+        .map_err(|e| ApiError::from_engine(e, "the contact was not erased"))?;
+    match done {
+        Some(d) => Ok(Json(d).into_response()),
+        None => Err(no_such("contact", &id)),
+    }
+}

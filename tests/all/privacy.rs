@@ -462,3 +462,106 @@ fn the_cli_erases_only_with_yes() {
         Some(1)
     );
 }
+
+fn cli(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(args)
+        .args(["--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Scoped keys: each key does what its scopes allow and nothing else (403 with the
+/// scope missing), a revoked key stops at once (revoked by another process), the store
+/// holds no key, and every erasure is in the audit log with who and from where.
+#[test]
+fn scoped_keys_allow_their_scopes_only_and_revocation_is_immediate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    let writer = cli(dir, &["keys", "create", "crm", "--scope", "events:write"]);
+    let writer = writer.trim();
+    let eraser = cli(dir, &["keys", "create", "dpo", "--scope", "contacts:erase"]);
+    let eraser = eraser.trim();
+    assert!(writer.starts_with("nk_") && eraser.starts_with("nk_"));
+    let s = serve(dir);
+    let ana = json!({"id": "c-ana", "email": ADDRESS, "last_name": NAME});
+    assert_eq!(
+        call(&s, "POST", "/v1/contacts", Some(writer), Some(ana)).0,
+        200
+    );
+    let (status, problem) = call(&s, "DELETE", "/v1/contacts/c-ana", Some(writer), None);
+    assert_eq!(status, 403, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("contacts:erase"),
+        "{problem}"
+    );
+    assert_eq!(
+        call(&s, "GET", "/v1/contacts/c-ana/export", Some(writer), None).0,
+        403
+    );
+    assert_eq!(
+        call(&s, "GET", "/v1/reports/funnel", Some(eraser), None).0,
+        403
+    );
+    assert_eq!(call(&s, "GET", "/metrics", Some(writer), None).0, 403);
+    assert_eq!(
+        call(
+            &s,
+            "POST",
+            "/v1/contacts",
+            Some("nk_forged"),
+            Some(json!({}))
+        )
+        .0,
+        401
+    );
+    let (status, done) = call(&s, "DELETE", "/v1/contacts/c-ana", Some(eraser), None);
+    assert_eq!(status, 200, "{done}");
+
+    let listed: Value =
+        serde_json::from_str(&cli(dir, &["keys", "list", "--format", "json"])).unwrap();
+    let crm = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "crm")
+        .unwrap();
+    cli(dir, &["keys", "revoke", crm["id"].as_str().unwrap()]);
+    let again = json!({"id": "c-bo", "email": "bo@acme.test"});
+    assert_eq!(
+        call(&s, "POST", "/v1/contacts", Some(writer), Some(again)).0,
+        401,
+        "revoked at once"
+    );
+
+    let audit: Value = serde_json::from_str(&cli(dir, &["audit", "--format", "json"])).unwrap();
+    let line = &audit.as_array().unwrap()[0];
+    assert_eq!(line["action"], "erase", "{audit}");
+    assert!(
+        line["by"].as_str().unwrap().starts_with("key dpo (key_"),
+        "{audit}"
+    );
+    assert_eq!(line["ip"], "127.0.0.1", "{audit}");
+    assert!(
+        !line.to_string().contains("c-ana"),
+        "the audit log names nobody: {line}"
+    );
+    drop(s);
+    let db = std::fs::read(dir.join("nurture.db")).unwrap();
+    for secret in [writer, eraser] {
+        assert!(
+            !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "a key is stored"
+        );
+    }
+}

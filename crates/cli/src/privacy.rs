@@ -21,6 +21,10 @@ pub(crate) async fn export(
         eprintln!("no contact {given}");
         return Ok(ExitCode::from(1));
     };
+    let by = crate::deploy::deployed_by("contacts export");
+    store
+        .audit(Utc::now(), &by, "export", &doc.contact.id, None)
+        .await?;
     let text = serde_json::to_string_pretty(&doc)?;
     match output {
         Some(path) if path.as_os_str() != "-" => {
@@ -59,6 +63,12 @@ pub(crate) async fn erase(
     let engine = Engine::new(project, store);
     engine.refresh_versions().await?;
     let by = crate::deploy::deployed_by("contacts erase");
+    if let Some(c) = nurture_engine::story::find_contact(&*engine.store, given).await? {
+        engine
+            .store
+            .audit(Utc::now(), &by, "erase", &c.id, None)
+            .await?;
+    }
     let Some(done) = nurture_server::privacy::erase_person(&engine, given, &by).await? else {
         eprintln!("no contact {given}");
         return Ok(ExitCode::from(1));

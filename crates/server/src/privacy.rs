@@ -4,10 +4,11 @@
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::auth::Principal;
 use crate::problem::ApiError;
 use crate::{no_such, AppState};
 use nurture_engine::privacy::ErasureReport;
@@ -52,31 +53,60 @@ pub async fn erase_person(
     Ok(Some(ErasureDone { report, eml_files }))
 }
 
-/// `GET /v1/contacts/{id}/export`.
+/// `GET /v1/contacts/{id}/export`, written to the audit log.
 pub(crate) async fn export(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ext: axum::http::Extensions,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let doc = nurture_engine::privacy::export(&*s.engine.store, &id, Utc::now())
+    let now = Utc::now();
+    let doc = nurture_engine::privacy::export(&*s.engine.store, &id, now)
         .await
         .map_err(|e| ApiError::from_engine(e.into(), "the contact was not exported"))?;
-    tracing::info!(by = "api", "a contact was exported");
-    match doc {
-        Some(d) => Ok(Json(d).into_response()),
-        None => Err(no_such("contact", &id)),
-    }
+    let Some(doc) = doc else {
+        return Err(no_such("contact", &id));
+    };
+    audit(&s, &who, &ext, "export", &doc.contact.id).await?;
+    Ok(Json(doc).into_response())
 }
 
-/// `DELETE /v1/contacts/{id}`.
+/// `DELETE /v1/contacts/{id}`, written to the audit log.
 pub(crate) async fn erase(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ext: axum::http::Extensions,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let done = erase_person(&s.engine, &id, "api")
+    let contact = nurture_engine::story::find_contact(&*s.engine.store, &id)
+        .await
+        .map_err(|e| ApiError::from_engine(e.into(), "the contact was not erased"))?;
+    let Some(contact) = contact else {
+        return Err(no_such("contact", &id));
+    };
+    audit(&s, &who, &ext, "erase", &contact.id).await?;
+    let done = erase_person(&s.engine, &contact.id, &who.name)
         .await
         .map_err(|e| ApiError::from_engine(e, "the contact was not erased"))?;
     match done {
         Some(d) => Ok(Json(d).into_response()),
         None => Err(no_such("contact", &id)),
     }
+}
+
+/// Writes the use of `action` on `contact` by `who` to the audit log, before it is done
+/// (an export that fails after it is still recorded as attempted).
+async fn audit(
+    s: &AppState,
+    who: &Principal,
+    ext: &axum::http::Extensions,
+    action: &str,
+    contact: &str,
+) -> Result<(), ApiError> {
+    let ip = crate::peer(ext).map(|a| a.to_string());
+    s.engine
+        .store
+        .audit(Utc::now(), &who.name, action, contact, ip.as_deref())
+        .await
+        .map_err(|e| ApiError::from_engine(e.into(), "the audit log was not written"))
 }

@@ -14,3 +14,23 @@ CREATE TABLE erasures (
     removed  JSONB NOT NULL
 );
 CREATE INDEX erasures_subject ON erasures (subject);
+
+-- API keys with scopes (nurture keys ...): the SHA-256 of the secret, never the secret.
+CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    hash        TEXT NOT NULL UNIQUE,
+    scopes      TEXT NOT NULL,        -- JSON list of scope names
+    created_at  TIMESTAMPTZ NOT NULL,
+    revoked_at  TIMESTAMPTZ
+);
+
+-- Every export and erasure of a person: who, when, a salted hash of whom, from where.
+CREATE TABLE audit_log (
+    id       BIGSERIAL PRIMARY KEY,
+    at       TIMESTAMPTZ NOT NULL,
+    by_whom  TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    ip       TEXT
+);

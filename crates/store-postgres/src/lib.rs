@@ -20,6 +20,7 @@ use sqlx::{PgPool, Row};
 use nurture_store::*;
 
 mod counts;
+mod keys;
 mod privacy;
 mod reads;
 

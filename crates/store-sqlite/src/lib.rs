@@ -19,6 +19,7 @@ use nurture_store::error::Unique;
 use nurture_store::*;
 
 mod counts;
+mod keys;
 mod privacy;
 mod reads;
 use nurture_store::counts::{message, outcome_metric};

@@ -14,6 +14,7 @@ pub mod contract;
 pub mod controls;
 pub mod counts;
 pub mod error;
+pub mod keys;
 pub mod kinds;
 pub mod limits;
 pub mod ops;
@@ -33,6 +34,7 @@ use serde_json::{Map, Value};
 
 pub use controls::{ControlStore, WorkflowControl};
 pub use counts::{CountFilter, CountRow, CountView, Scope, Tally};
+pub use keys::{ApiKey, AuditEntry, KeyStore};
 pub use kinds::{JournalKind, OutboxKind, UnknownKind};
 pub use ops::{OpsView, QueueSummary};
 pub use outbox::{OutboxFilter, OutboxRow, OutboxState, OutboxView};
@@ -728,6 +730,7 @@ pub trait Store:
     + OpsView
     + ReadView
     + PrivacyStore
+    + KeyStore
     + Send
     + Sync
 {

@@ -25,6 +25,7 @@ mod openapi;
 mod operate;
 mod outcomes;
 mod plugins;
+mod privacy;
 mod problem_json;
 mod providers;
 mod replay;

@@ -15,10 +15,12 @@ mod commands;
 mod deploy;
 mod init;
 mod input;
+mod keys;
 mod logs;
 mod manual;
 mod outbox;
 mod pipes;
+mod privacy;
 mod replay;
 mod report;
 mod workflows;
@@ -322,6 +324,30 @@ enum Command {
     /// Manage contacts in the project's store.
     #[command(subcommand)]
     Contacts(ContactsCommand),
+    /// API keys with scopes (stored hashed): create, list, revoke.
+    ///
+    /// Scopes: events:write (send events, contacts, bounces), contacts:read (read
+    /// contacts and runs, export a person), contacts:erase, reports:read (reports and
+    /// /metrics), admin (everything, and the dashboard). The server's own key
+    /// (NURTURE_API_KEY) has every scope.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The audit log: every export and erasure of a person, who did it, when, from where
+    /// (the person as a salted hash).
+    Audit {
+        /// The newest this many lines.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// `human` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
     /// Send events into the project's store (the running scheduler picks them up).
     #[command(subcommand)]
     Events(EventsCommand),
@@ -684,6 +710,88 @@ enum ContactsCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
+    /// Export everything stored about a person (GDPR Art. 15): one JSON document with
+    /// the profile, consent history with its proof, every event, every run with its
+    /// journal, what was sent and how it was engaged with, the score and its reasons,
+    /// deliveries to plugins and webhooks. Works on a project with errors.
+    Export {
+        /// The contact's id or email address.
+        contact: String,
+        /// Write the document to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Erase a person (GDPR Art. 17): end its open runs, cancel its queued sends, remove
+    /// its profile, events, runs, journal, outbox entries, deliveries and `.eml` files.
+    /// The address stays suppressed as a salted hash, so it is never mailed again, and
+    /// report totals stay. Cannot be undone: needs --yes.
+    Erase {
+        /// The contact's id or email address.
+        contact: String,
+        /// Yes, erase it (nothing is done without it).
+        #[arg(long)]
+        yes: bool,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// `human` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; it is printed once (only its hash is stored).
+    Create {
+        /// A name for people: who or what uses the key.
+        name: String,
+        /// A scope it has (repeat for more): events:write, contacts:read,
+        /// contacts:erase, reports:read, admin.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// `human` prints the key alone on standard output; `json` prints it with its record.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// List the keys (never the keys themselves): id, name, scopes, created, revoked.
+    List {
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// `human` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Revoke a key by its id: it stops working at once, in every process.
+    Revoke {
+        /// The key's id (`key_...`, from `nurture keys list`).
+        id: String,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1010,6 +1118,57 @@ fn run(cli: Cli) -> Result<ExitCode> {
             store,
             &contact,
             timeline,
+            format == OutputFormat::Json,
+        )),
+        Command::Keys(KeysCommand::Create {
+            name,
+            scopes,
+            dir,
+            store,
+            format,
+        }) => runtime()?.block_on(keys::create(
+            &project_dir(dir)?,
+            store,
+            &name,
+            &scopes,
+            format == OutputFormat::Json,
+        )),
+        Command::Keys(KeysCommand::List { dir, store, format }) => runtime()?.block_on(keys::list(
+            &project_dir(dir)?,
+            store,
+            format == OutputFormat::Json,
+        )),
+        Command::Keys(KeysCommand::Revoke { id, dir, store }) => {
+            runtime()?.block_on(keys::revoke(&project_dir(dir)?, store, &id))
+        }
+        Command::Audit {
+            limit,
+            dir,
+            store,
+            format,
+        } => runtime()?.block_on(keys::audit(
+            &project_dir(dir)?,
+            store,
+            limit,
+            format == OutputFormat::Json,
+        )),
+        Command::Contacts(ContactsCommand::Export {
+            contact,
+            output,
+            dir,
+            store,
+        }) => runtime()?.block_on(privacy::export(&project_dir(dir)?, store, &contact, output)),
+        Command::Contacts(ContactsCommand::Erase {
+            contact,
+            yes,
+            dir,
+            store,
+            format,
+        }) => runtime()?.block_on(privacy::erase(
+            &project_dir(dir)?,
+            store,
+            &contact,
+            yes,
             format == OutputFormat::Json,
         )),
         Command::Events(EventsCommand::Send {

@@ -25,6 +25,7 @@ pub mod manual;
 pub mod merge;
 pub mod metrics;
 pub mod outcome;
+pub mod privacy;
 pub mod replay;
 pub mod report;
 pub mod segments;

@@ -50,11 +50,13 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 
+pub mod auth;
 pub mod cloudevents;
 pub mod compose;
 pub mod forms;
 pub mod metrics;
 pub mod openapi;
+pub mod privacy;
 pub mod problem;
 pub mod providers;
 mod reads;
@@ -281,7 +283,8 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .routes(routes!(metrics::scrape))
         .routes(routes!(post_events))
         .routes(routes!(post_contacts, reads::contacts))
-        .routes(routes!(get_contact))
+        .routes(routes!(get_contact, privacy::erase))
+        .routes(routes!(privacy::export))
         .routes(routes!(reads::contact_events))
         .routes(routes!(post_run, reads::runs))
         .routes(routes!(get_run))
@@ -332,9 +335,25 @@ async fn key_first(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if request.uri().path().starts_with("/v1/") && !authorized(&state, request.headers()) {
-        return closing(ApiError::unauthorized().into_response());
+    let path = request.uri().path();
+    if !(path.starts_with("/v1/") || path == "/metrics") {
+        return next.run(request).await;
     }
+    let given = presented_key(request.headers()).unwrap_or_default();
+    let who = match auth::principal(&state, &given).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return closing(ApiError::unauthorized().into_response()),
+        Err(e) => {
+            return ApiError::from_engine(e.into(), "the key was not checked").into_response()
+        }
+    };
+    let scope = auth::needed_scope(request.method(), path);
+    if !who.allows(scope) {
+        let detail = format!("this key lacks the scope `{}`", scope.as_str());
+        return ApiError::new(ProblemKind::Forbidden, detail).into_response();
+    }
+    let mut request = request;
+    request.extensions_mut().insert(who);
     next.run(request).await
 }
 
@@ -584,15 +603,6 @@ fn basic_key(creds: &str) -> Option<String> {
     let text = String::from_utf8(raw).ok()?;
     let (user, password) = text.split_once(':').unwrap_or((&text, ""));
     Some(if password.is_empty() { user } else { password }.to_string())
-}
-
-fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    match presented_key(headers) {
-        Some(given) if !given.is_empty() && !state.api_key.is_empty() => {
-            keys_match(&given, &state.api_key)
-        }
-        _ => false,
-    }
 }
 
 /// Constant time, whatever the lengths: compares the HMAC tags of both keys (the same
@@ -1643,6 +1653,13 @@ async fn track(
     }
     if !s.hits.first_in_window(&id, now) {
         return Ok(());
+    }
+    // A token of an erased person's email records nothing: no data about them comes back.
+    if let Some(c) = claims["c"].as_str() {
+        if s.engine.store.is_erased(c).await? {
+            tracing::debug!(kind, "tracking hit of an erased contact: not recorded");
+            return Ok(());
+        }
     }
     let contact = claims["c"].as_str().map(str::to_string);
     let stored = record(s, kind, contact, None, Some(id.clone()), data).await;

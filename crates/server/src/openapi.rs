@@ -8,7 +8,7 @@
 //! The types below are the documented shapes of requests and answers: most answers are
 //! built from the store's and engine's own types, which these mirror (the tests compare
 //! real answers with them). Every `/v1` route (and `/metrics`) gets the API key's
-//! security requirement and its shared problems (401, 408, 413, 500, 503) from
+//! security requirement and its shared problems (401, 403, 408, 413, 500, 503) from
 //! [`Shared`], not from each annotation. The dashboard (`/ui`) is not part of the API and
 //! not documented here.
 
@@ -104,7 +104,7 @@ pub(crate) async fn serve() -> Response {
 }
 
 /// Adds the API key's security requirement and the problems every `/v1` route can
-/// answer (401, 408, 413, 500, 503) to each `/v1` operation and `/metrics`; defines the
+/// answer (401, 403, 408, 413, 500, 503) to each `/v1` operation and `/metrics`; defines the
 /// security schemes.
 pub struct Shared;
 
@@ -173,10 +173,14 @@ impl Modify for Shared {
 }
 
 /// The problems any `/v1` route can answer, whatever it does.
-const SHARED_PROBLEMS: [(u16, &str); 5] = [
+const SHARED_PROBLEMS: [(u16, &str); 6] = [
     (
         401,
         "The API key is missing or wrong (with `WWW-Authenticate`)",
+    ),
+    (
+        403,
+        "The key lacks the scope this route needs (`detail` names it)",
     ),
     (408, "The request body did not arrive within `body_timeout`"),
     (413, "The request body is larger than `max_body_bytes`"),

@@ -20,6 +20,8 @@ use sqlx::{PgPool, Row};
 use nurture_store::*;
 
 mod counts;
+mod keys;
+mod privacy;
 mod reads;
 
 /// Group commits the engine runs at once against one Postgres database, shared among the
@@ -118,6 +120,8 @@ pub struct PostgresStore {
     inbox_claims: std::sync::atomic::AtomicUsize,
     /// What claims of outbox entries enforce ([`Store::set_send_limits`]).
     limits: std::sync::RwLock<std::sync::Arc<limits::SendLimits>>,
+    /// The secret salt of erased addresses' hashes (table `privacy_salt`).
+    salt: String,
 }
 
 /// A stored `json` document, deserialized straight into the struct (a document that does
@@ -181,6 +185,9 @@ impl PostgresStore {
                 _ => Err(e),
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        let salt = sqlx::query_scalar("SELECT salt FROM privacy_salt")
+            .fetch_one(&pool)
+            .await?;
         let budget = config.lanes;
         Ok(PostgresStore {
             pool,
@@ -190,6 +197,7 @@ impl PostgresStore {
             inbox_from: std::sync::Mutex::new(None),
             inbox_claims: 0.into(),
             limits: Default::default(),
+            salt,
         })
     }
 
@@ -1589,8 +1597,11 @@ impl Store for PostgresStore {
 
     async fn suppression(&self, address: &str) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT reason FROM suppressions WHERE address = $1")
+            sqlx::query_scalar("SELECT reason FROM suppressions WHERE address IN ($1, $2) LIMIT 1")
                 .bind(address.trim().to_lowercase())
+                .bind(nurture_store::privacy::suppression_hash(
+                    &self.salt, address,
+                ))
                 .fetch_optional(&self.pool)
                 .await?,
         )
@@ -1633,17 +1644,7 @@ impl Store for PostgresStore {
             sqlx::query("SELECT key, kind, contact, at, record FROM deliveries ORDER BY at, key")
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Delivery {
-                    key: r.try_get("key")?,
-                    kind: r.try_get::<String, _>("kind")?.into(),
-                    contact: r.try_get("contact")?,
-                    at: r.try_get("at")?,
-                    record: r.try_get("record")?,
-                })
-            })
-            .collect()
+        rows.iter().map(privacy::delivery_from_row).collect()
     }
 
     async fn outbox_state(&self, key: &str) -> Result<Option<String>, StoreError> {

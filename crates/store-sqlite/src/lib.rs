@@ -19,6 +19,8 @@ use nurture_store::error::Unique;
 use nurture_store::*;
 
 mod counts;
+mod keys;
+mod privacy;
 mod reads;
 use nurture_store::counts::{message, outcome_metric};
 
@@ -51,6 +53,8 @@ pub struct SqliteStore {
     lease: Duration,
     /// What claims of outbox entries enforce ([`Store::set_send_limits`]).
     limits: std::sync::RwLock<std::sync::Arc<limits::SendLimits>>,
+    /// The secret salt of erased addresses' hashes (table `privacy_salt`).
+    salt: String,
 }
 
 /// Whether an error is SQLite's "database is locked" (or "busy"), by its result code:
@@ -213,7 +217,10 @@ impl SqliteStore {
             })
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(config.busy_timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted content is overwritten with zeros: an erased person's bytes leave
+            // the file, not only the tables (`privacy`).
+            .pragma("secure_delete", "ON");
         // An in-memory database lives in one connection.
         let pool_options = || {
             SqlitePoolOptions::new()
@@ -237,10 +244,14 @@ impl SqliteStore {
         // finds the migration applied.
         let pool = retrying(|| pool_options().connect_with(opts.clone()), locked).await?;
         retrying(|| sqlx::migrate!("./migrations").run(&pool), migration_race).await?;
+        let salt = sqlx::query_scalar("SELECT salt FROM privacy_salt")
+            .fetch_one(&pool)
+            .await?;
         Ok(SqliteStore {
             pool,
             lease: config.lease,
             limits: Default::default(),
+            salt,
         })
     }
 
@@ -1821,8 +1832,11 @@ impl Store for SqliteStore {
 
     async fn suppression(&self, address: &str) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT reason FROM suppressions WHERE address = ?")
+            sqlx::query_scalar("SELECT reason FROM suppressions WHERE address IN (?, ?) LIMIT 1")
                 .bind(address.trim().to_lowercase())
+                .bind(nurture_store::privacy::suppression_hash(
+                    &self.salt, address,
+                ))
                 .fetch_optional(&self.pool)
                 .await?,
         )
@@ -1857,17 +1871,7 @@ impl Store for SqliteStore {
             sqlx::query("SELECT key, kind, contact, at, record FROM deliveries ORDER BY at, key")
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Delivery {
-                    key: r.try_get("key")?,
-                    kind: r.try_get::<String, _>("kind")?.into(),
-                    contact: r.try_get("contact")?,
-                    at: parse_ts(r.try_get::<&str, _>("at")?)?,
-                    record: from_json(r.try_get::<&str, _>("record")?, "delivery")?,
-                })
-            })
-            .collect()
+        rows.iter().map(privacy::delivery_from_row).collect()
     }
 
     async fn outbox_state(&self, key: &str) -> Result<Option<String>, StoreError> {

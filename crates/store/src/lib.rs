@@ -14,10 +14,12 @@ pub mod contract;
 pub mod controls;
 pub mod counts;
 pub mod error;
+pub mod keys;
 pub mod kinds;
 pub mod limits;
 pub mod ops;
 pub mod outbox;
+pub mod privacy;
 pub mod reads;
 pub mod versions;
 
@@ -32,9 +34,11 @@ use serde_json::{Map, Value};
 
 pub use controls::{ControlStore, WorkflowControl};
 pub use counts::{CountFilter, CountRow, CountView, Scope, Tally};
+pub use keys::{ApiKey, AuditEntry, KeyStore};
 pub use kinds::{JournalKind, OutboxKind, UnknownKind};
 pub use ops::{OpsView, QueueSummary};
 pub use outbox::{OutboxFilter, OutboxRow, OutboxState, OutboxView};
+pub use privacy::{EraseError, Erased, Erasure, PrivacyStore};
 pub use reads::ReadView;
 // The event and the time as the campaign language sees them; the store keeps them.
 pub use nurture_core::event::{ts, ts_out, StoredEvent, Ts};
@@ -731,7 +735,16 @@ pub struct Merged {
 /// the crate documentation. Shared by the engine's tasks (`Arc<dyn Store>`).
 #[async_trait]
 pub trait Store:
-    VersionStore + OutboxView + ControlStore + CountView + OpsView + ReadView + Send + Sync
+    VersionStore
+    + OutboxView
+    + ControlStore
+    + CountView
+    + OpsView
+    + ReadView
+    + PrivacyStore
+    + KeyStore
+    + Send
+    + Sync
 {
     /// Loads what the units of work of `contacts` read, in the same order: with their
     /// events as `history` says, or none when it is `None` (nothing in the project reads

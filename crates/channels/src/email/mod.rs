@@ -154,6 +154,32 @@ impl SendError {
     }
 }
 
+/// The folder of the `.eml` files of a project without SMTP (`[email] outbox_dir`, by
+/// default `outbox/` in the project).
+pub fn eml_dir(project: &Project) -> PathBuf {
+    let email = project.settings.email.clone().unwrap_or_default();
+    project
+        .root
+        .join(email.outbox_dir.as_deref().unwrap_or("outbox"))
+}
+
+/// Removes the `.eml` files of the outbox entries `keys` from `dir` (a person's erasure);
+/// how many there were. Keys that would leave the folder are skipped.
+pub fn remove_eml(dir: &std::path::Path, keys: &[String]) -> std::io::Result<usize> {
+    let mut n = 0;
+    for key in keys {
+        if key.contains(['/', '\\']) || key.starts_with('.') {
+            continue;
+        }
+        match std::fs::remove_file(dir.join(format!("{key}.eml"))) {
+            Ok(()) => n += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Where messages go.
 pub enum Transport {
     /// `.eml` files in a folder, one per outbox key (the default for `nurture run`).
@@ -230,11 +256,7 @@ impl EmailChannel {
                         .build(),
                 )
             }
-            None => Transport::Files(
-                project
-                    .root
-                    .join(email.outbox_dir.as_deref().unwrap_or("outbox")),
-            ),
+            None => Transport::Files(eml_dir(project)),
         };
         let dkim = match &email.dkim {
             Some(d) => {

@@ -165,12 +165,10 @@ fn per_network(ip: std::net::IpAddr) -> std::net::IpAddr {
 
 /// 32 random bytes from the system, as hex.
 fn random_token() -> String {
-    use std::io::Read as _;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .expect("/dev/urandom is readable");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::auth::random_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The value of cookie `name` in the request.
@@ -324,13 +322,16 @@ async fn login(
     if let Some(left) = s.ui.locked_out(client) {
         return Err(UiError::TooManyTries(left.as_secs() / 60 + 1));
     }
-    if f.key.is_empty() || s.api_key.is_empty() || !crate::keys_match(&f.key, &s.api_key) {
+    let who = crate::auth::principal(&s, &f.key)
+        .await
+        .map_err(UiError::store)?;
+    if !who.is_some_and(|p| p.allows(nurture_store::keys::Scope::Admin)) {
         s.ui.failed(client);
         tracing::info!(client = ?client, "dashboard login refused: wrong API key");
         return login_form(
             &s,
             StatusCode::UNAUTHORIZED,
-            Some("That key is not the API key of this server."),
+            Some("That key is not the API key of this server, nor a key with the scope admin."),
             &f.next,
         );
     }

@@ -1,0 +1,567 @@
+//! A person's rights (GDPR Art. 15 and 17), on SQLite and on Postgres: the export holds
+//! everything about the contact; erasing it in the middle of a campaign leaves no byte of
+//! the address or the name in the store (SQLite file and log; Postgres tables after
+//! `VACUUM`), no `.eml` file, no queued send, keeps report totals, and the address is never
+//! mailed again even when it comes back.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use nurture_engine::Engine;
+use nurture_store::{CountFilter, OutboxFilter, Store};
+
+use crate::util::{fresh_postgres, rt};
+
+const ADDRESS: &str = "ana.petrova@acme.test";
+const NAME: &str = "Petrova";
+
+/// A project whose workflow `w` mails the contact, waits a week and mails again, and
+/// whose workflow `hook` posts the address to a webhook that never answers (its send
+/// stays queued for a retry).
+fn project(dir: &Path) {
+    std::fs::create_dir_all(dir.join("workflows")).unwrap();
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(
+        dir.join("nurture.toml"),
+        "[sender]\nfrom = \"Acme <hello@acme.test>\"\n[egress]\nallow = [\"127.0.0.1\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("templates/hello.html"),
+        "---\nsubject: Hello {{ contact.first_name }}\n---\n\
+         <p>Hi {{ contact.first_name }} {{ contact.last_name }}</p>\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("workflows/w.yaml"),
+        "workflow: w\ntrigger: { event: form.submitted }\nsteps:\n  - id: hi\n    send_email: hello\n  \
+         - id: later\n    wait: 7d\n  - id: again\n    send_email: hello\n",
+    )
+    .unwrap();
+    let port = crate::util::free_port();
+    std::fs::write(
+        dir.join("workflows/hook.yaml"),
+        format!(
+            "workflow: hook\ntrigger: {{ event: form.submitted }}\nsteps:\n  - id: ping\n    \
+             webhook:\n      url: \"http://127.0.0.1:{port}/crm\"\n      \
+             body: {{ email: \"${{contact.email}}\", name: \"${{contact.last_name}}\" }}\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn ana() -> nurture_engine::input::ContactRow {
+    let row = json!({"id": "c-ana", "email": ADDRESS, "first_name": "Ana",
+                     "last_name": NAME, "consent": "opted_in"});
+    nurture_engine::input::parse_contact(1, &row).unwrap()
+}
+
+fn form(id: &str) -> nurture_engine::input::IncomingEvent {
+    let e = json!({"id": id, "type": "form.submitted", "email": ADDRESS,
+                   "data": {"form": "ebook", "last_name": NAME}});
+    nurture_engine::input::parse_event(0, &e).unwrap()
+}
+
+/// Contacts `entered` per workflow, all time.
+async fn entered(store: &dyn Store) -> Vec<(String, i64)> {
+    let filter = CountFilter {
+        whole: true,
+        ..Default::default()
+    };
+    let mut v: Vec<(String, i64)> = store
+        .counts(&filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.metric == "entered")
+        .map(|r| (r.workflow, r.n))
+        .collect();
+    v.sort();
+    v
+}
+
+fn nurture(dir: &Path, url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(args)
+        .args(["--dir", dir.to_str().unwrap(), "--store", url])
+        .output()
+        .unwrap()
+}
+
+/// Ana enters both workflows; the first email is delivered (an `.eml` file), the webhook
+/// waits for a retry, the run of `w` waits a week. Returns the engine and deliverer.
+async fn mid_campaign(
+    dir: &Path,
+    url: &str,
+) -> (Arc<Engine>, nurture_channels::deliver::Deliverer) {
+    let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
+    let store = nurture_server::open_store(url).await.unwrap();
+    let engine = Arc::new(Engine::new(project.clone(), store.clone()));
+    let now = Utc::now();
+    engine.import_contacts(&[ana()], now).await.unwrap();
+    engine.ingest(&[form("f-1")], now).await.unwrap();
+    engine.tick(now).await.unwrap();
+    let signer = nurture_channels::email::Signer::for_project(dir, None).unwrap();
+    let deliverer =
+        nurture_server::compose::deliverer(&project, store.clone(), &signer, "https://t.test")
+            .unwrap();
+    deliverer.deliver_due(now, 100).await.unwrap();
+    (engine, deliverer)
+}
+
+/// The export of Ana: everything, from the CLI.
+fn check_export(dir: &Path, url: &str) {
+    let out = nurture(dir, url, &["contacts", "export", ADDRESS]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["format"], "nurture.person-export/1");
+    assert_eq!(v["contact"]["email"], ADDRESS);
+    assert_eq!(v["contact"]["fields"]["last_name"], NAME);
+    let kinds: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"form.submitted"), "{kinds:?}");
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs
+        .iter()
+        .all(|r| !r["journal"].as_array().unwrap().is_empty()));
+    let sends = v["sends"].as_array().unwrap();
+    let states: Vec<(&str, &str)> = sends
+        .iter()
+        .map(|s| (s["kind"].as_str().unwrap(), s["state"].as_str().unwrap()))
+        .collect();
+    assert!(states.contains(&("email", "sent")), "{states:?}");
+    assert!(states.iter().any(|(k, _)| *k == "webhook"), "{states:?}");
+    assert_eq!(v["deliveries"].as_array().unwrap().len(), 1, "{v:#}");
+    assert!(v["consent_history"].is_array());
+}
+
+/// Every table's rows as text, searched for the address and the name (Postgres).
+async fn postgres_rows_holding(url: &str, needle: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query("VACUUM").execute(&mut c).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'nurture'",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    let mut found = Vec::new();
+    for t in tables {
+        let q = format!("SELECT count(*) FROM nurture.\"{t}\" x WHERE x::text ILIKE $1");
+        let n: i64 = sqlx::query_scalar(&q)
+            .bind(format!("%{needle}%"))
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        if n > 0 {
+            found.push(t);
+        }
+    }
+    found
+}
+
+/// The SQLite files holding `needle`'s bytes (any case).
+fn sqlite_files_holding(dir: &Path, needle: &str) -> Vec<String> {
+    let needle = needle.to_lowercase().into_bytes();
+    ["t.db", "t.db-wal"]
+        .iter()
+        .filter(|f| {
+            let bytes = std::fs::read(dir.join(f))
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        })
+        .map(|f| f.to_string())
+        .collect()
+}
+
+/// Erases Ana in the middle of the campaign: her open run ends, her queued webhook is
+/// cancelled, her `.eml` file goes, report totals stay, nothing is left to deliver.
+async fn erase(dir: &Path, engine: &Engine, deliverer: &nurture_channels::deliver::Deliverer) {
+    let store = engine.store.clone();
+    let before = entered(&*store).await;
+    assert_eq!(eml_files(dir), 1, "the first email was written");
+    let queued = store
+        .list_outbox(&OutboxFilter {
+            contact: Some("c-ana".into()),
+            state: Some(nurture_store::OutboxState::Retrying),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1, "the webhook waits for a retry: {queued:?}");
+
+    let done = nurture_server::privacy::erase_person(engine, ADDRESS, "test")
+        .await
+        .unwrap()
+        .expect("erased");
+    let v = serde_json::to_value(&done).unwrap();
+    assert_eq!(v["runs_ended"], 1, "{v}");
+    assert_eq!(v["removed"]["queued_cancelled"], 1, "{v}");
+    assert_eq!(v["eml_files"], 1, "{v}");
+    assert_eq!(eml_files(dir), 0);
+    assert!(store.contact("c-ana").await.unwrap().is_none());
+    assert_eq!(entered(&*store).await, before, "report totals stay");
+    assert_eq!(deliverer.deliver_due(Utc::now(), 100).await.unwrap(), 0);
+}
+
+/// She comes back (imported again, a form again): never mailed again.
+async fn comes_back(
+    dir: &Path,
+    engine: &Arc<Engine>,
+    deliverer: &nurture_channels::deliver::Deliverer,
+) {
+    engine.import_contacts(&[ana()], Utc::now()).await.unwrap();
+    engine.ingest(&[form("f-2")], Utc::now()).await.unwrap();
+    engine.tick(Utc::now()).await.unwrap();
+    deliverer.deliver_due(Utc::now(), 100).await.unwrap();
+    assert_eq!(eml_files(dir), 0, "the erased address is not mailed again");
+    let sends = engine
+        .store
+        .list_outbox(&OutboxFilter {
+            contact: Some("c-ana".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let email = sends
+        .iter()
+        .find(|s| s.kind.as_str() == "email")
+        .expect("queued");
+    assert!(
+        email
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("suppressed: erased"),
+        "{email:?}"
+    );
+}
+
+fn eml_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("outbox")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn erasure_on_sqlite_leaves_no_byte_of_the_person_and_no_mail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    let rt = rt();
+    let (engine, deliverer) = rt.block_on(mid_campaign(dir, &url));
+    check_export(dir, &url);
+    assert!(
+        !sqlite_files_holding(dir, NAME).is_empty(),
+        "the search sees the bytes before"
+    );
+    rt.block_on(erase(dir, &engine, &deliverer));
+    for needle in [ADDRESS, NAME] {
+        assert_eq!(
+            sqlite_files_holding(dir, needle),
+            Vec::<String>::new(),
+            "{needle}"
+        );
+    }
+    rt.block_on(comes_back(dir, &engine, &deliverer));
+}
+
+#[test]
+fn erasure_on_postgres_leaves_no_row_of_the_person_and_no_mail() {
+    let Some(url) = fresh_postgres() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    let rt = rt();
+    let (engine, deliverer) = rt.block_on(mid_campaign(dir, &url));
+    check_export(dir, &url);
+    rt.block_on(async {
+        assert!(
+            !postgres_rows_holding(&url, NAME).await.is_empty(),
+            "the search sees the rows before"
+        );
+        erase(dir, &engine, &deliverer).await;
+        for needle in [ADDRESS, NAME] {
+            assert_eq!(
+                postgres_rows_holding(&url, needle).await,
+                Vec::<String>::new(),
+                "{needle}"
+            );
+        }
+        comes_back(dir, &engine, &deliverer).await;
+    });
+}
+
+const API_KEY: &str = "privacy-api-key-0123456789abcdef";
+
+/// `nurture serve` on `dir`, killed when dropped.
+struct Served(std::process::Child, String);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: &Path) -> Served {
+    let port = crate::util::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(["serve", dir.to_str().unwrap(), "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("NURTURE_API_KEY", API_KEY)
+        .env_remove("NURTURE_TRACKING_KEY")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Served(child, format!("http://127.0.0.1:{port}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while call(&s, "GET", "/healthz", None, None).0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    s
+}
+
+/// A request; (status, body as JSON or null).
+fn call(
+    s: &Served,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    rt().block_on(async {
+        let client = reqwest::Client::new();
+        let mut req = client.request(method.parse().unwrap(), format!("{}{path}", s.1));
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        match req.send().await {
+            Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
+            Err(_) => (0, Value::Null),
+        }
+    })
+}
+
+/// Over HTTP: export and erase need the API key; an erased person's old tracking links
+/// record nothing, even for a contact imported again under the same id.
+#[test]
+fn the_api_exports_and_erases_with_the_key_and_old_links_go_dead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    let signer = nurture_channels::email::Signer::for_project(dir, None).unwrap();
+    let s = serve(dir);
+    let ana = json!({"id": "c-ana", "email": ADDRESS, "last_name": NAME});
+    assert_eq!(
+        call(&s, "POST", "/v1/contacts", Some(API_KEY), Some(ana.clone())).0,
+        200
+    );
+    let path = "/v1/contacts/c-ana/export";
+    assert_eq!(call(&s, "GET", path, None, None).0, 401);
+    assert_eq!(
+        call(&s, "DELETE", "/v1/contacts/c-ana", Some("wrong"), None).0,
+        401
+    );
+    let (status, doc) = call(&s, "GET", path, Some(API_KEY), None);
+    assert_eq!(
+        (status, &doc["contact"]["fields"]["last_name"]),
+        (200, &json!(NAME))
+    );
+    let (status, done) = call(
+        &s,
+        "DELETE",
+        &format!("/v1/contacts/{ADDRESS}"),
+        Some(API_KEY),
+        None,
+    );
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["removed"]["suppressed"], true, "{done}");
+    assert_eq!(call(&s, "GET", path, Some(API_KEY), None).0, 404);
+    assert_eq!(
+        call(&s, "DELETE", "/v1/contacts/c-ana", Some(API_KEY), None).0,
+        404
+    );
+
+    // Imported again under the same id; a link of an email sent before the erasure.
+    assert_eq!(
+        call(&s, "POST", "/v1/contacts", Some(API_KEY), Some(ana)).0,
+        200
+    );
+    let claims =
+        json!({"k": "k-old", "c": "c-ana", "w": "w", "s": "hi", "t": Utc::now().timestamp() - 600});
+    let open = signer.sign_for(nurture_channels::email::track::Purpose::Open, &claims);
+    assert_eq!(call(&s, "GET", &format!("/t/o/{open}"), None, None).0, 200);
+    let (_, events) = call(&s, "GET", "/v1/contacts/c-ana/events", Some(API_KEY), None);
+    let opened = events.to_string().contains("email.opened");
+    assert!(
+        !opened,
+        "an erased person's old link recorded an open: {events}"
+    );
+}
+
+/// `nurture contacts erase` does nothing without `--yes`.
+#[test]
+fn the_cli_erases_only_with_yes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    rt().block_on(async {
+        let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
+        let store = nurture_server::open_store(&url).await.unwrap();
+        Engine::new(project, store)
+            .import_contacts(&[ana()], Utc::now())
+            .await
+            .unwrap();
+    });
+    let out = nurture(dir, &url, &["contacts", "erase", ADDRESS]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    assert!(nurture(dir, &url, &["contacts", "export", "c-ana"])
+        .status
+        .success());
+    let out = nurture(
+        dir,
+        &url,
+        &["contacts", "erase", ADDRESS, "--yes", "--format", "json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["removed"]["suppressed"], true, "{v}");
+    assert_eq!(
+        nurture(dir, &url, &["contacts", "export", "c-ana"])
+            .status
+            .code(),
+        Some(1)
+    );
+}
+
+fn cli(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_nurture"))
+        .args(args)
+        .args(["--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Scoped keys: each key does what its scopes allow and nothing else (403 with the
+/// scope missing), a revoked key stops at once (revoked by another process), the store
+/// holds no key, and every erasure is in the audit log with who and from where.
+#[test]
+fn scoped_keys_allow_their_scopes_only_and_revocation_is_immediate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    let writer = cli(dir, &["keys", "create", "crm", "--scope", "events:write"]);
+    let writer = writer.trim();
+    let eraser = cli(dir, &["keys", "create", "dpo", "--scope", "contacts:erase"]);
+    let eraser = eraser.trim();
+    assert!(writer.starts_with("nk_") && eraser.starts_with("nk_"));
+    let s = serve(dir);
+    let ana = json!({"id": "c-ana", "email": ADDRESS, "last_name": NAME});
+    assert_eq!(
+        call(&s, "POST", "/v1/contacts", Some(writer), Some(ana)).0,
+        200
+    );
+    let (status, problem) = call(&s, "DELETE", "/v1/contacts/c-ana", Some(writer), None);
+    assert_eq!(status, 403, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("contacts:erase"),
+        "{problem}"
+    );
+    assert_eq!(
+        call(&s, "GET", "/v1/contacts/c-ana/export", Some(writer), None).0,
+        403
+    );
+    assert_eq!(
+        call(&s, "GET", "/v1/reports/funnel", Some(eraser), None).0,
+        403
+    );
+    assert_eq!(call(&s, "GET", "/metrics", Some(writer), None).0, 403);
+    assert_eq!(
+        call(
+            &s,
+            "POST",
+            "/v1/contacts",
+            Some("nk_forged"),
+            Some(json!({}))
+        )
+        .0,
+        401
+    );
+    let (status, done) = call(&s, "DELETE", "/v1/contacts/c-ana", Some(eraser), None);
+    assert_eq!(status, 200, "{done}");
+
+    let listed: Value =
+        serde_json::from_str(&cli(dir, &["keys", "list", "--format", "json"])).unwrap();
+    let crm = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "crm")
+        .unwrap();
+    cli(dir, &["keys", "revoke", crm["id"].as_str().unwrap()]);
+    let again = json!({"id": "c-bo", "email": "bo@acme.test"});
+    assert_eq!(
+        call(&s, "POST", "/v1/contacts", Some(writer), Some(again)).0,
+        401,
+        "revoked at once"
+    );
+
+    let audit: Value = serde_json::from_str(&cli(dir, &["audit", "--format", "json"])).unwrap();
+    let line = &audit.as_array().unwrap()[0];
+    assert_eq!(line["action"], "erase", "{audit}");
+    assert!(
+        line["by"].as_str().unwrap().starts_with("key dpo (key_"),
+        "{audit}"
+    );
+    assert_eq!(line["ip"], "127.0.0.1", "{audit}");
+    assert!(
+        !line.to_string().contains("c-ana"),
+        "the audit log names nobody: {line}"
+    );
+    drop(s);
+    let db = std::fs::read(dir.join("nurture.db")).unwrap();
+    for secret in [writer, eraser] {
+        assert!(
+            !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "a key is stored"
+        );
+    }
+}

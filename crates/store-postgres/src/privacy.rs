@@ -122,6 +122,7 @@ async fn delete_rows(
         "DELETE FROM contact_sends WHERE contact = $1",
         "DELETE FROM segment_timers WHERE contact = $1",
         "DELETE FROM segment_members WHERE contact = $1",
+        "DELETE FROM contact_merges WHERE into_id = $1",
         "DELETE FROM contacts WHERE id = $1",
     ] {
         del(sql).execute(&mut **tx).await?;

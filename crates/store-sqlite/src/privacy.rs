@@ -127,6 +127,7 @@ async fn delete_rows(tx: &mut WriteTx, contact: &str) -> Result<Erased, StoreErr
         "DELETE FROM contact_sends WHERE contact = ?",
         "DELETE FROM segment_timers WHERE contact = ?",
         "DELETE FROM segment_members WHERE contact = ?",
+        "DELETE FROM contact_merges WHERE into_id = ?",
         "DELETE FROM contacts WHERE id = ?",
     ] {
         del(sql).execute(&mut **tx).await?;

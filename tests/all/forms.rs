@@ -488,3 +488,43 @@ fn forms_settings_are_checked_with_their_place() {
     let text = crate::util::render_relative(&loaded);
     assert!(text.contains("unknown field `redirct`"), "{text}");
 }
+
+/// A visitor tracked on the site (`POST /t/p` from an allowed origin) who then posts a
+/// form with the script's hidden `nurture_anonymous_id` is merged into the contact: the
+/// visits become the contact's, the anonymous contact is gone.
+#[test]
+fn a_tracked_visitor_who_posts_a_form_is_merged_into_the_contact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = "https://shop.example";
+    project(
+        tmp.path(),
+        &format!("[tracking]\nallowed_origins = [\"{site}\"]\n"),
+    );
+    let p = start(tmp.path());
+    let aid = "fedcba9876543210fedcba9876543210";
+    let visit = json!({"aid": aid, "url": format!("{site}/pricing"), "title": "Pricing"});
+    let r = send(
+        &p,
+        "POST",
+        "/t/p",
+        &[("origin", site)],
+        Some(("text/plain", visit.to_string().into_bytes())),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let anon = format!("anon:{aid}");
+    eventually("the anonymous visit", || contact(&p, &anon).is_some());
+
+    let body = format!("email=bo%40example.com&first_name=Bo&nurture_anonymous_id={aid}");
+    assert_eq!(post_form(&p, "newsletter", &body).status, 303);
+    eventually("the visit moved to the contact", || {
+        contact(&p, "bo@example.com").is_some_and(|s| {
+            events_of(&s, "page.visited")
+                .iter()
+                .any(|e| e["data"]["url"] == "/pricing")
+        })
+    });
+    assert!(
+        contact(&p, &anon).is_none(),
+        "the anonymous contact is merged"
+    );
+}

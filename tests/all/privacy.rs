@@ -565,3 +565,59 @@ fn scoped_keys_allow_their_scopes_only_and_revocation_is_immediate() {
         );
     }
 }
+
+/// Over every operation of the OpenAPI document behind the key: without a key 401; with
+/// a key whose one scope is not the operation's 403 and nothing done; with the scope it
+/// needs, not 401 or 403. So no documented route escapes the key or its scope.
+#[test]
+fn every_documented_route_checks_the_key_and_its_scope() {
+    use nurture_store::keys::Scope;
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::util::repo().join("schema/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    let keys: Vec<(Scope, String)> = Scope::ALL
+        .iter()
+        .filter(|s| **s != Scope::Admin)
+        .map(|s| {
+            let out = cli(dir, &["keys", "create", "t", "--scope", s.as_str()]);
+            (*s, out.trim().to_string())
+        })
+        .collect();
+    let s = serve(dir);
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !(path.starts_with("/v1/") || path == "/metrics") {
+            continue;
+        }
+        let concrete = path
+            .replace("{call}", "track")
+            .replace("{provider}", "postmark")
+            .replace(['{', '}'], "");
+        for method in item.as_object().unwrap().keys() {
+            let m: axum::http::Method = method.to_uppercase().parse().unwrap();
+            let needed = nurture_server::auth::needed_scope(&m, &concrete);
+            assert_eq!(
+                call(&s, m.as_str(), &concrete, None, None).0,
+                401,
+                "{m} {path}"
+            );
+            for (scope, key) in &keys {
+                let (status, body) = call(&s, m.as_str(), &concrete, Some(key), None);
+                if *scope == needed {
+                    assert!(
+                        ![401, 403].contains(&status),
+                        "{m} {path} with {scope:?}: {status} {body}"
+                    );
+                } else {
+                    assert_eq!(status, 403, "{m} {path} with {scope:?}: {body}");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} operations");
+}

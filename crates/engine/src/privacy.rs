@@ -12,7 +12,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::story::{find_contact, story_of, Change, Membership, ScoreChange};
+use crate::story::{build, find_contact, Change, Membership, ScoreChange};
 use crate::{Engine, EngineError};
 use nurture_store::{
     Contact, Delivery, EraseError, Erased, Erasure, JournalEntry, OutboxFilter, OutboxRow, Run,
@@ -99,14 +99,15 @@ pub async fn export(
     let mut lines = store.contact_lines(&id, i64::MAX).await?;
     let contact_journal = lines.clone();
     let mut run_exports = Vec::with_capacity(runs.len());
-    for r in runs {
+    for r in runs.clone() {
         let journal = store.journal(&r.id).await?;
         lines.extend(journal.iter().cloned());
         run_exports.push(RunExport { run: r, journal });
     }
     lines.sort_by_key(|j| j.at);
     let events = all_events(store, &id).await?;
-    let story = story_of(store, contact.clone(), now).await?;
+    // The histories from everything read above, not the story's bounded reads again.
+    let story = build(contact.clone(), runs, &lines, events.clone());
     let sends = store
         .list_outbox(&OutboxFilter {
             contact: Some(id.clone()),

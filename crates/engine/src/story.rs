@@ -142,7 +142,9 @@ pub async fn story_of(
     Ok(build(contact, runs, &lines, events))
 }
 
-fn build(
+/// The story of `contact` from what was read: its runs, the journal lines in time order,
+/// its events. (`privacy::export` passes everything, not the bounded part.)
+pub(crate) fn build(
     contact: Contact,
     runs: Vec<Run>,
     lines: &[JournalEntry],

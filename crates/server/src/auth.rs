@@ -94,15 +94,15 @@ pub async fn create_key(
         "nk_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes())
     );
-    let id: String = key_hash(&secret)[..12].to_string();
+    let hash = key_hash(&secret);
     let key = ApiKey {
-        id: format!("key_{id}"),
+        id: format!("key_{}", &hash[..12]),
         name: name.to_string(),
         scopes,
         created_at: chrono::Utc::now(),
         revoked_at: None,
     };
-    store.create_key(&key, &key_hash(&secret)).await?;
+    store.create_key(&key, &hash).await?;
     Ok((key, secret))
 }
 

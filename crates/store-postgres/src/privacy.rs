@@ -56,7 +56,8 @@ impl nurture_store::PrivacyStore for PostgresStore {
         }
         let mut out = delete_rows(&mut tx, &e.contact).await?;
         if let Some(address) = email {
-            out.suppressed = suppress_hashed(&mut tx, &self.salt, &address, e).await?;
+            suppress_hashed(&mut tx, &self.salt, &address, e).await?;
+            out.suppressed = true;
         }
         sqlx::query("INSERT INTO erasures (subject, by_whom, at, removed) VALUES ($1, $2, $3, $4)")
             .bind(subject_hash(&self.salt, &e.contact))
@@ -131,13 +132,13 @@ async fn delete_rows(
 }
 
 /// Replaces the plain suppression of `address` (if any) by its salted hash, and adds the
-/// hash when there was none: the person is never mailed again. Whether it is suppressed.
+/// hash when there was none: the person is never mailed again.
 async fn suppress_hashed(
     tx: &mut Transaction<'_, Postgres>,
     salt: &str,
     address: &str,
     e: &Erasure,
-) -> Result<bool, StoreError> {
+) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM suppressions WHERE address = $1")
         .bind(address.trim().to_lowercase())
         .execute(&mut **tx)
@@ -149,5 +150,5 @@ async fn suppress_hashed(
     .bind(e.at)
     .execute(&mut **tx)
     .await?;
-    Ok(true)
+    Ok(())
 }

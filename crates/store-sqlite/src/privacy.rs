@@ -58,7 +58,8 @@ impl nurture_store::PrivacyStore for SqliteStore {
         }
         let mut out = delete_rows(&mut tx, &e.contact).await?;
         if let Some(address) = email {
-            out.suppressed = suppress_hashed(&mut tx, &self.salt, &address, e).await?;
+            suppress_hashed(&mut tx, &self.salt, &address, e).await?;
+            out.suppressed = true;
         }
         sqlx::query("INSERT INTO erasures (subject, by_whom, at, removed) VALUES (?, ?, ?, ?)")
             .bind(subject_hash(&self.salt, &e.contact))
@@ -136,13 +137,13 @@ async fn delete_rows(tx: &mut WriteTx, contact: &str) -> Result<Erased, StoreErr
 }
 
 /// Replaces the plain suppression of `address` (if any) by its salted hash, and adds the
-/// hash when there was none: the person is never mailed again. Whether it is suppressed.
+/// hash when there was none: the person is never mailed again.
 async fn suppress_hashed(
     tx: &mut WriteTx,
     salt: &str,
     address: &str,
     e: &Erasure,
-) -> Result<bool, StoreError> {
+) -> Result<(), StoreError> {
     let plain = address.trim().to_lowercase();
     sqlx::query("DELETE FROM suppressions WHERE address = ?")
         .bind(&plain)
@@ -156,5 +157,5 @@ async fn suppress_hashed(
     .bind(ts(e.at))
     .execute(&mut **tx)
     .await?;
-    Ok(true)
+    Ok(())
 }

@@ -317,10 +317,8 @@ fn the_dashboard_works_in_a_real_browser() {
     b.click(&b.find("form.login button"));
     let url = b.wait_url("/ui/login");
     assert!(url.ends_with("/ui/login"), "{url}");
-    let problem = b.js(
-        "return document.querySelector('.problem').textContent",
-        Value::Array(vec![]),
-    );
+    let problem =
+        b.wait_js("const p = document.querySelector('.problem'); return p && p.textContent");
     assert!(
         problem.as_str().unwrap().contains("not the API key"),
         "{problem}"

@@ -171,6 +171,27 @@ impl Browser {
         )
     }
 
+    /// Runs `script` (no arguments) until it returns something other than null, false or
+    /// an error, at most 10 s; that value (null if it never did). Use it after a click that
+    /// reloads the same address, where [`Browser::wait_url`] cannot tell the pages apart.
+    pub(crate) fn wait_js(&self, script: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let body = json!({"script": script, "args": []});
+        let path = format!("/session/{}/execute/sync", self.session);
+        loop {
+            // (A script run while the page is being replaced may fail; that is a retry.)
+            let v = self
+                .raw("POST", &path, Some(body.clone()))
+                .unwrap_or_default();
+            let v = v["value"].clone();
+            let failed = v.get("error").is_some();
+            if !(failed || v.is_null() || v == Value::Bool(false)) || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Writes a PNG screenshot of the viewport to `path`.
     pub(crate) fn screenshot(&self, path: &Path) {
         use base64::Engine as _;

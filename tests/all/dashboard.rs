@@ -128,7 +128,7 @@ fn serve() -> Served {
 }
 
 /// One HTTP/1.1 request: status, headers (lowercase names) and body.
-fn http(
+pub(crate) fn http(
     method: &str,
     base: &str,
     path: &str,
@@ -178,6 +178,11 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
 
 /// Logs in over plain HTTP: the session cookie (`nurture_session=...`).
 fn login(base: &str) -> String {
+    login_with(base, KEY)
+}
+
+/// Logs in over plain HTTP with `key`: the session cookie (`nurture_session=...`).
+pub(crate) fn login_with(base: &str, key: &str) -> String {
     let (_, h, page) = http("GET", base, "/ui/login", &[], "");
     let login_cookie = header(&h, "set-cookie")[0]
         .split(';')
@@ -185,7 +190,7 @@ fn login(base: &str) -> String {
         .unwrap()
         .to_string();
     let csrf = hidden(&page, "csrf");
-    let (status, h, _) = post_login(base, &login_cookie, &csrf, KEY);
+    let (status, h, _) = post_login(base, &login_cookie, &csrf, key);
     assert_eq!(status, 303);
     header(&h, "set-cookie")
         .into_iter()

@@ -43,3 +43,4 @@ mod store_errors;
 mod tracking;
 mod versions;
 mod webdriver;
+mod workspaces;

@@ -21,7 +21,11 @@ pub(crate) fn store_url(dir: &Path, project: Option<&Project>, flag: Option<Stri
 }
 
 /// [`store_url`] with the configured `store` given.
-fn store_url_from(dir: &Path, configured: Option<String>, flag: Option<String>) -> String {
+pub(crate) fn store_url_from(
+    dir: &Path,
+    configured: Option<String>,
+    flag: Option<String>,
+) -> String {
     let url = flag
         .or(configured)
         .unwrap_or_else(|| "sqlite://nurture.db".to_string());
@@ -105,7 +109,7 @@ pub(crate) async fn open_read(dir: &Path, flag: Option<String>) -> Result<Arc<dy
 
 /// The API key: from the environment variable named in nurture.toml (default
 /// NURTURE_API_KEY), else generated once and kept in DIR/.nurture/api-key.
-fn api_key(dir: &Path, project: &Project) -> Result<(String, String)> {
+pub(crate) fn api_key(dir: &Path, project: &Project) -> Result<(String, String)> {
     let var = project
         .settings
         .api
@@ -210,7 +214,7 @@ pub(crate) async fn run(
 
 /// How long held work of a paused workflow waits between looks: `NURTURE_HOLD_SECS`
 /// (default 30, at least 1).
-fn hold() -> Result<chrono::Duration> {
+pub(crate) fn hold() -> Result<chrono::Duration> {
     let secs = match std::env::var("NURTURE_HOLD_SECS") {
         Ok(v) => v
             .trim()
@@ -240,7 +244,7 @@ async fn known_workflow(store: &dyn Store, dir: &Path, workflow: &str) -> Result
 /// database, held while the process runs (the OS releases it when the process dies).
 /// Two schedulers on one SQLite file would compete for its single writer; several
 /// workers need Postgres. `None` for other stores.
-fn scheduler_lock(url: &str) -> Result<Option<std::fs::File>> {
+pub(crate) fn scheduler_lock(url: &str) -> Result<Option<std::fs::File>> {
     let Some(rest) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -300,7 +304,7 @@ async fn bind_api(
 
 /// The scheduler of `run` and `worker`: the project's deliverer (email, webhooks, and
 /// its plugins, built from source when missing).
-fn scheduler_parts(
+pub(crate) fn scheduler_parts(
     dir: &Path,
     project: &Project,
     engine: &Engine,
@@ -365,7 +369,7 @@ pub(crate) fn start_plugins(
     Ok(Some(Arc::new(host)))
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -24,6 +24,7 @@ mod privacy;
 mod replay;
 mod report;
 mod workflows;
+mod workspaces;
 
 /// mimalloc instead of the system allocator: the engine builds and drops many small JSON
 /// values per step, and glibc's malloc spent a fifth of the process's time on them.
@@ -217,6 +218,10 @@ enum Command {
         /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
         #[arg(long)]
         store: Option<String>,
+        /// Serve several workspaces (projects) from one process, as listed in this file
+        /// (docs/operators.md, "Workspaces"); instead of DIR and --store.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["dir", "store"])]
+        workspaces: Option<PathBuf>,
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
@@ -236,6 +241,10 @@ enum Command {
         /// Store URL, e.g. postgres://nurture@db/nurture.
         #[arg(long, alias = "database-url")]
         store: Option<String>,
+        /// Serve several workspaces (projects) from one process, as listed in this file
+        /// (docs/operators.md, "Workspaces"); instead of DIR and --store.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["dir", "store"])]
+        workspaces: Option<PathBuf>,
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
@@ -250,6 +259,10 @@ enum Command {
         /// Store URL, e.g. postgres://nurture@db/nurture.
         #[arg(long, alias = "database-url")]
         store: Option<String>,
+        /// Serve several workspaces (projects) from one process, as listed in this file
+        /// (docs/operators.md, "Workspaces"); instead of DIR and --store.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["dir", "store"])]
+        workspaces: Option<PathBuf>,
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
@@ -1009,42 +1022,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             listen,
             store,
+            workspaces,
             log_json,
             poll_ms,
-        } => runtime()?.block_on(commands::run(
-            &project_dir(dir)?,
+        } => start(
+            (dir, workspaces),
             listen,
             store,
             log_json,
             poll_ms,
             commands::Role::Both,
-        )),
+        ),
         Command::Serve {
             dir,
             listen,
             store,
+            workspaces,
             log_json,
-        } => runtime()?.block_on(commands::run(
-            &project_dir(dir)?,
+        } => start(
+            (dir, workspaces),
             listen,
             store,
             log_json,
             1000,
             commands::Role::Api,
-        )),
+        ),
         Command::Worker {
             dir,
             store,
+            workspaces,
             log_json,
             poll_ms,
-        } => runtime()?.block_on(commands::run(
-            &project_dir(dir)?,
+        } => start(
+            (dir, workspaces),
             None,
             store,
             log_json,
             poll_ms,
             commands::Role::Worker,
-        )),
+        ),
         Command::Deploy {
             dir,
             store,
@@ -1537,6 +1553,28 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// `nurture.toml`, said on stderr when it is not `given` itself. Without one anywhere, a
 /// given folder is used as it is (its own errors say what is missing); with none given,
 /// the current folder when it has a `workflows/` folder, else an error.
+/// `run`, `serve` and `worker`: of one project (`dir`), or of the workspaces of a file.
+fn start(
+    (dir, workspaces): (Option<PathBuf>, Option<PathBuf>),
+    listen: Option<String>,
+    store: Option<String>,
+    log_json: bool,
+    poll_ms: u64,
+    role: commands::Role,
+) -> Result<ExitCode> {
+    match workspaces {
+        Some(file) => runtime()?.block_on(workspaces::run(&file, listen, log_json, poll_ms, role)),
+        None => runtime()?.block_on(commands::run(
+            &project_dir(dir)?,
+            listen,
+            store,
+            log_json,
+            poll_ms,
+            role,
+        )),
+    }
+}
+
 fn project_dir(given: Option<PathBuf>) -> Result<PathBuf> {
     let start = given.clone().unwrap_or_else(|| PathBuf::from("."));
     let abs = start

@@ -47,13 +47,42 @@ pub async fn open_store_with(
             .await
             .map(|s| Arc::new(s) as _)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        PostgresStore::open(url, &config.postgres)
+        let (url, schema) = schema_of(url);
+        let mut postgres = config.postgres.clone();
+        if let Some(schema) = schema {
+            postgres.schema = schema;
+        }
+        PostgresStore::open(&url, &postgres)
             .await
             .map(|s| Arc::new(s) as _)
     } else {
         Err(ConfigError::UnsupportedUrl(redact_url(url)).into())
     };
     opened.map_err(|e| e.redacted(url))
+}
+
+/// The `schema=NAME` parameter of a Postgres URL, taken out of it (the driver does not
+/// know it): so each project of a shared database names its own schema in its `store`.
+/// The URL is returned unchanged when it has none.
+pub fn schema_of(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut schema = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|p| match p.strip_prefix("schema=") {
+            Some(v) => {
+                schema = Some(v.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    match rest.is_empty() {
+        true => (base.to_string(), schema),
+        false => (format!("{base}?{}", rest.join("&")), schema),
+    }
 }
 
 /// Why the parts of a process could not be built.
@@ -125,6 +154,71 @@ impl Running {
     }
 }
 
+/// One workspace of a process serving several ([`start_workspaces`]).
+pub struct WorkspaceParts {
+    /// Its name, the `/w/{name}` of its links ([`crate::workspaces::valid_name`]).
+    pub name: String,
+    /// The engine over its project and store.
+    pub engine: Arc<Engine>,
+    /// Its server key.
+    pub key: Arc<String>,
+    /// Its tracking links' signer.
+    pub signer: Arc<Signer>,
+    /// Its scheduler, when the process executes steps.
+    pub scheduler: Option<Scheduler>,
+}
+
+/// Starts the workspaces of `nurture run --workspaces` (and `serve`, `worker`): each
+/// with its own ingestion task, versions loop and scheduler, so a busy workspace keeps
+/// only its own tasks busy; and, when `listener` is given, one API for all of them
+/// ([`crate::workspaces`]). A workspace's hosted-form links start with
+/// `[email] base_url`, else this listener's `/w/{name}`.
+pub fn start_workspaces(
+    parts: Vec<WorkspaceParts>,
+    listener: Option<tokio::net::TcpListener>,
+) -> Running {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let own = listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| format!("http://{a}"));
+    let mut served = Vec::new();
+    for p in parts {
+        let wake = Arc::new(Notify::new());
+        if listener.is_some() {
+            let mut state = crate::AppState::new(p.engine.clone(), p.key, wake.clone(), p.signer);
+            let base = own.as_ref().map(|o| format!("{o}/w/{}", p.name));
+            state.forms = Arc::new(crate::forms::Forms::new(&p.engine.project, base));
+            served.push(crate::workspaces::Workspace::new(p.name, state));
+        }
+        tasks.push(tokio::spawn(crate::versions_loop(
+            p.engine.clone(),
+            stop_rx.clone(),
+        )));
+        if let Some(s) = p.scheduler {
+            let deliverer = s.deliverer.with_metrics(p.engine.metrics.clone());
+            tasks.push(tokio::spawn(crate::scheduler(
+                p.engine,
+                deliverer,
+                wake,
+                stop_rx.clone(),
+                s.poll,
+            )));
+        }
+    }
+    if let Some(listener) = listener {
+        let app = crate::workspaces::router(Arc::new(crate::workspaces::Workspaces::new(served)));
+        tasks.push(tokio::spawn(crate::serve(
+            listener,
+            app,
+            crate::ApiLimits::default(),
+            stop_rx,
+        )));
+    }
+    Running { stop, tasks }
+}
+
 /// Starts `api` and `scheduler` (either may be absent: `nurture serve`, `nurture worker`)
 /// over one engine, sharing the wake-up signal (an API write wakes the scheduler). The
 /// one place `run`, `serve`, `worker` and the benchmark start from.
@@ -161,4 +255,35 @@ pub fn start(engine: Arc<Engine>, api: Option<Api>, scheduler: Option<Scheduler>
         )));
     }
     Running { stop, tasks }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schema_of;
+
+    #[test]
+    fn a_postgres_urls_schema_parameter_is_taken_out_of_it() {
+        let cases = [
+            ("postgres://h/db", "postgres://h/db", None),
+            (
+                "postgres://h/db?schema=acme",
+                "postgres://h/db",
+                Some("acme"),
+            ),
+            (
+                "postgres://h/db?sslmode=require&schema=acme&application_name=n",
+                "postgres://h/db?sslmode=require&application_name=n",
+                Some("acme"),
+            ),
+            (
+                "postgres://h/db?sslmode=disable",
+                "postgres://h/db?sslmode=disable",
+                None,
+            ),
+        ];
+        for (url, rest, schema) in cases {
+            let (u, s) = schema_of(url);
+            assert_eq!((u.as_str(), s.as_deref()), (rest, schema), "{url}");
+        }
+    }
 }

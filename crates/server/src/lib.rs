@@ -65,6 +65,7 @@ pub mod segment;
 mod standard;
 pub mod tracking;
 pub mod ui;
+pub mod workspaces;
 pub use compose::{open_store, open_store_with, PostgresConfig, SqliteConfig, StoreConfig};
 
 use crate::openapi as doc;
@@ -453,7 +454,7 @@ async fn read_body(
 }
 
 /// `r`, closing the connection after it (the rest of the body is not read).
-fn closing(mut r: Response) -> Response {
+pub(crate) fn closing(mut r: Response) -> Response {
     r.headers_mut()
         .insert("connection", axum::http::HeaderValue::from_static("close"));
     r
@@ -570,7 +571,7 @@ impl AcceptErrors {
 /// `Authorization: Basic` (the key as the user name with an empty password, as Segment
 /// sends its write key, or as the password with any user name, as webhook URLs
 /// `https://user:KEY@host/...` send it), else `X-Api-Key: KEY`.
-fn presented_key(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<String> {
     let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

@@ -113,6 +113,11 @@ impl Sessions {
             .map(|s| s.csrf.clone())
     }
 
+    /// Whether `token` is a live session's.
+    pub(crate) fn is_open(&self, token: &str) -> bool {
+        self.csrf(token).is_some()
+    }
+
     fn close(&self, token: &str) {
         self.map.lock().expect("sessions lock").remove(token);
     }
@@ -169,6 +174,11 @@ fn random_token() -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The session token a request presents (empty when none).
+pub(crate) fn session_cookie(headers: &HeaderMap) -> &str {
+    cookie(headers, SESSION_COOKIE).unwrap_or_default()
 }
 
 /// The value of cookie `name` in the request.

@@ -114,6 +114,8 @@ enum SchemaArg {
     Scoring,
     /// `segments.yaml`.
     Segments,
+    /// `policies.yaml`.
+    Policies,
     /// `nurture.toml`.
     Settings,
 }
@@ -125,6 +127,7 @@ impl SchemaArg {
             Self::Workflow => SchemaFile::Workflow,
             Self::Scoring => SchemaFile::Scoring,
             Self::Segments => SchemaFile::Segments,
+            Self::Policies => SchemaFile::Policies,
             Self::Settings => SchemaFile::Settings,
         }
     }

@@ -6,6 +6,7 @@ mod util;
 
 mod bench;
 mod channel_kinds;
+mod check;
 mod channel_limits;
 mod cli;
 mod contact_semantics;

@@ -29,6 +29,9 @@ use policies::{violations, Trace, Violation};
 /// The most simulations spent shrinking one counterexample.
 pub const MAX_SHRINK_RUNS: usize = 200;
 
+/// The most runs whose story a counterexample tells (the first ones).
+pub const MAX_STORIES: usize = 4;
+
 /// What `nurture check` simulates.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -293,6 +296,7 @@ async fn counterexample(
         runs.extend(explain_run(&**store, &r.id).await?);
     }
     runs.sort_by_key(|e| e.lines.first().map(|l| l.at));
+    runs.truncate(MAX_STORIES);
     Ok(Counterexample {
         contact: case.contacts.first().map(row_json).unwrap_or_default(),
         events: case.events.iter().map(event_json).collect(),

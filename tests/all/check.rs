@@ -19,7 +19,9 @@ fn redact_runs(text: &str) -> String {
         out.push_str(&rest[..i]);
         out.push_str("run-[id]");
         let tail = &rest[i + 4..];
-        let n = tail.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(tail.len());
+        let n = tail
+            .find(|c: char| !c.is_ascii_hexdigit())
+            .unwrap_or(tail.len());
         rest = &tail[n..];
     }
     out.push_str(rest);
@@ -80,7 +82,8 @@ fn an_unknown_segment_in_policies_is_a_diagnostic() {
     )
     .unwrap();
     let out = nurture(&["validate", tmp.path().to_str().unwrap()]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("policies.yaml:2:"), "{text}");
     assert!(text.contains("unknown segment `evryone`"), "{text}");

@@ -6,8 +6,8 @@ mod util;
 
 mod bench;
 mod channel_kinds;
-mod check;
 mod channel_limits;
+mod check;
 mod cli;
 mod contact_semantics;
 mod contacts;

@@ -17,8 +17,8 @@ pub mod net;
 mod policy;
 pub use days::{DayError, DaySpec};
 pub use policy::{
-    LocalWindow, MaxMessages, Never, NoStepUnreachableFor, Policy, SendTo, SendWindow,
-    SendWithout, WindowError,
+    LocalWindow, MaxMessages, Never, NoStepUnreachableFor, Policy, SendTo, SendWindow, SendWithout,
+    WindowError,
 };
 
 /// A marker that custom deserializers put in front of their messages so that the

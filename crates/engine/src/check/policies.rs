@@ -138,7 +138,7 @@ fn send_window(project: &Project, trace: &Trace, w: &nurture_core::model::LocalW
         let bad = ds.iter().find_map(|d| {
             let tz = zone(project, d);
             let local = d.at.with_timezone(&tz);
-            (!w.contains(local.time())).then(|| (d, local, tz))
+            (!w.contains(local.time())).then_some((d, local, tz))
         });
         if let Some((d, local, tz)) = bad {
             out.push((

@@ -102,7 +102,8 @@ pub fn generate(project: &Project, spec: &Spec) -> (Vec<ContactRow>, Vec<Incomin
             };
             let secs = rng.below(spec.horizon.num_seconds().max(1) as u64) as i64;
             let at = spec.start + Duration::seconds(secs);
-            let v = json!({"type": kind, "contact": id, "at": nurture_store::ts_out(at), "data": data});
+            let v =
+                json!({"type": kind, "contact": id, "at": nurture_store::ts_out(at), "data": data});
             events.extend(parse_event(events.len() + 1, &v).ok());
         }
     }
@@ -123,7 +124,10 @@ fn contact(rng: &mut Rng, id: &str, tags: &[String]) -> Value {
     let mine: Vec<&String> = tags.iter().filter(|_| rng.chance(1, 2)).collect();
     c.insert("tags".into(), json!(mine));
     let employees = *rng.pick(&[8, 40, 99, 150, 800]);
-    c.insert("company".into(), json!({"name": "Gen Co", "employees": employees}));
+    c.insert(
+        "company".into(),
+        json!({"name": "Gen Co", "employees": employees}),
+    );
     if rng.chance(1, 2) {
         c.insert("phone".into(), "+15550100".into());
         c.insert("consent_sms".into(), (*rng.pick(CONSENTS)).into());
@@ -236,7 +240,9 @@ mod tests {
             json!({"form": "ebook"})
         );
         assert_eq!(
-            data_for(r#"event.data.url.startsWith("/enterprise") && has(event.data.clicked) && event.data.clicked == "offer""#),
+            data_for(
+                r#"event.data.url.startsWith("/enterprise") && has(event.data.clicked) && event.data.clicked == "offer""#
+            ),
             json!({"url": "/enterprise", "clicked": "offer"})
         );
         assert_eq!(data_for(""), json!({}));
@@ -248,6 +254,9 @@ mod tests {
         let xs: Vec<u64> = (0..5).map(|_| a.below(100)).collect();
         let ys: Vec<u64> = (0..5).map(|_| b.below(100)).collect();
         assert_eq!(xs, ys);
-        assert_ne!(xs, (0..5).map(|_| Rng::new(8).below(100)).collect::<Vec<_>>());
+        assert_ne!(
+            xs,
+            (0..5).map(|_| Rng::new(8).below(100)).collect::<Vec<_>>()
+        );
     }
 }

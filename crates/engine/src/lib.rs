@@ -14,6 +14,7 @@
 
 mod actions;
 pub mod channels;
+pub mod check;
 pub mod contact;
 pub mod deploy;
 pub mod eval;

@@ -90,3 +90,21 @@ fn an_unknown_segment_in_policies_is_a_diagnostic() {
     assert!(text.contains("did you mean `everyone`?"), "{text}");
     assert!(text.contains("policies.yaml:3:"), "{text}");
 }
+
+/// A population or a horizon too large to simulate in useful time is refused before
+/// anything runs, saying the bound.
+#[test]
+fn check_refuses_a_population_or_horizon_beyond_its_bounds() {
+    let dir = repo().join("workflows");
+    for (flag, value, bound) in [
+        ("--population", "10000000", "10000"),
+        ("--horizon", "100000d", "3650d"),
+    ] {
+        let out = nurture(&["check", dir.to_str().unwrap(), flag, value]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(bound),
+            "{flag}: {err}"
+        );
+    }
+}

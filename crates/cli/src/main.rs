@@ -224,15 +224,15 @@ enum Command {
         /// Sample events to add (JSON Lines).
         #[arg(long)]
         events: Option<PathBuf>,
-        /// How long to simulate.
+        /// How long to simulate (at most 3650d).
         #[arg(long, default_value = "120d")]
         horizon: String,
         /// The population's seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// How many contacts to generate.
-        #[arg(long, default_value_t = 40)]
-        population: usize,
+        /// How many contacts to generate (at most 10,000).
+        #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+        population: u32,
         /// The simulated start (RFC 3339).
         #[arg(long, value_parser = parse_time, default_value = "2026-03-02T00:00:00Z")]
         start: chrono::DateTime<chrono::Utc>,
@@ -1050,9 +1050,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let horizon: nurture_core::model::Duration =
                 horizon.parse().map_err(anyhow::Error::msg)?;
+            if horizon.seconds() > MAX_CHECK_HORIZON_DAYS * 86_400 {
+                anyhow::bail!(
+                    "--horizon {horizon}: at most {MAX_CHECK_HORIZON_DAYS}d (a simulation that long would not end in useful time)"
+                );
+            }
             let opts = nurture_engine::check::Options {
                 seed,
-                contacts: population,
+                contacts: population as usize,
                 max_events: 8,
                 start,
                 horizon: horizon.to_chrono(),
@@ -1612,6 +1617,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// `nurture.toml`, said on stderr when it is not `given` itself. Without one anywhere, a
 /// given folder is used as it is (its own errors say what is missing); with none given,
 /// the current folder when it has a `workflows/` folder, else an error.
+/// The longest `nurture check --horizon`, in days.
+const MAX_CHECK_HORIZON_DAYS: u64 = 3650;
+
 /// `run`, `serve` and `worker`: of one project (`dir`), or of the workspaces of a file.
 fn start(
     (dir, workspaces): (Option<PathBuf>, Option<PathBuf>),

@@ -69,11 +69,17 @@ mod tests {
     #[test]
     fn half_life_halves_and_expiry_zeroes() {
         let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let d = Aging { half_life: Some(30 * 86_400), expires: None };
+        let d = Aging {
+            half_life: Some(30 * 86_400),
+            expires: None,
+        };
         assert_eq!(d.value(10.0, t0, t0), 10.0);
         assert_eq!(d.value(10.0, t0, t0 + Duration::days(30)), 5.0);
         assert_eq!(d.value(10.0, t0, t0 + Duration::days(60)), 2.5);
-        let e = Aging { half_life: None, expires: Some(90 * 86_400) };
+        let e = Aging {
+            half_life: None,
+            expires: Some(90 * 86_400),
+        };
         assert_eq!(e.value(10.0, t0, t0 + Duration::days(89)), 10.0);
         assert_eq!(e.value(10.0, t0, t0 + Duration::days(90)), 0.0);
         assert_eq!(score_json(2.5), serde_json::json!(2.5));

@@ -1475,7 +1475,10 @@ fn load_scoring(root: &Path, loaded: &mut Loaded) -> (Scoring, Option<Node>) {
             ),
         }
         if rule.profile.is_some() {
-            for (key, set) in [("decay", rule.decay.is_some()), ("expires", rule.expires.is_some())] {
+            for (key, set) in [
+                ("decay", rule.decay.is_some()),
+                ("expires", rule.expires.is_some()),
+            ] {
                 if set {
                     sink.error(
                         Code::InvalidValue,

@@ -119,7 +119,8 @@ impl Score {
                 None => self.decaying.push((h, at, p)),
             },
             (_, Some(_)) => {
-                self.expiring.retain(|(a, t, _)| a.value(1.0, *t, at) != 0.0);
+                self.expiring
+                    .retain(|(a, t, _)| a.value(1.0, *t, at) != 0.0);
                 self.expiring.push((aging, at, p));
             }
         }
@@ -137,7 +138,11 @@ impl Score {
                 .value(*p, *t, now)
             })
             .sum();
-        let expiring: f64 = self.expiring.iter().map(|(a, t, p)| a.value(*p, *t, now)).sum();
+        let expiring: f64 = self
+            .expiring
+            .iter()
+            .map(|(a, t, p)| a.value(*p, *t, now))
+            .sum();
         self.fixed + decaying + expiring
     }
 }

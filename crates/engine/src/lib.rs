@@ -1285,7 +1285,13 @@ impl<'e> Work<'e> {
             .rules
             .iter()
             .filter(|r| r.event.as_deref() == Some(e.kind.as_str()))
-            .map(|r| (r.condition.as_ref().map(|c| c.0.clone()), r.points, Aging::of(r)))
+            .map(|r| {
+                (
+                    r.condition.as_ref().map(|c| c.0.clone()),
+                    r.points,
+                    Aging::of(r),
+                )
+            })
             .collect();
         let empty = HashMap::new();
         for (cond, points, aging) in rules {

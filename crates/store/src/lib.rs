@@ -202,21 +202,29 @@ impl Contact {
     /// (`a × 0.5^((t2 − t1)/h) + b` at `t2`: the same value at every later instant).
     pub fn add_aging(&mut self, points: i64, aging: nurture_core::aging::Aging, at: Ts, now: Ts) {
         self.aging.retain(|p| {
-            let gone = p.aging.expires.is_some_and(|e| (now - p.at).num_seconds() >= e as i64);
+            let gone = p
+                .aging
+                .expires
+                .is_some_and(|e| (now - p.at).num_seconds() >= e as i64);
             let faded = p
                 .aging
                 .half_life
                 .is_some_and(|h| (now - p.at).num_seconds() > 60 * h as i64);
             !gone && !faded
         });
-        let mut new = AgingPoints { at, points: points as f64, aging };
+        let mut new = AgingPoints {
+            at,
+            points: points as f64,
+            aging,
+        };
         if aging.expires.is_none() {
             if let Some(i) = self.aging.iter().position(|p| p.aging == aging) {
                 let old = self.aging.remove(i);
                 let later = old.at.max(at);
                 new = AgingPoints {
                     at: later,
-                    points: aging.value(old.points, old.at, later) + aging.value(points as f64, at, later),
+                    points: aging.value(old.points, old.at, later)
+                        + aging.value(points as f64, at, later),
                     aging,
                 };
             }

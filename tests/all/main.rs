@@ -7,6 +7,7 @@ mod util;
 mod bench;
 mod channel_kinds;
 mod channel_limits;
+mod check;
 mod cli;
 mod contact_semantics;
 mod contacts;

@@ -22,6 +22,7 @@ fn committed_schemas_are_up_to_date() {
                 SchemaFile::Workflow => "workflow",
                 SchemaFile::Scoring => "scoring",
                 SchemaFile::Segments => "segments",
+                SchemaFile::Policies => "policies",
                 SchemaFile::Settings => "settings",
             },
             file.file_name()

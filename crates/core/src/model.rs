@@ -14,7 +14,12 @@ use serde_json::Value;
 
 mod days;
 pub mod net;
+mod policy;
 pub use days::{DayError, DaySpec};
+pub use policy::{
+    LocalWindow, MaxMessages, Never, NoStepUnreachableFor, Policy, SendTo, SendWindow, SendWithout,
+    WindowError,
+};
 
 /// A marker that custom deserializers put in front of their messages so that the
 /// diagnostic gets a specific code. See [`crate::project`].

@@ -5,6 +5,7 @@
 //!   nurture.toml        settings (optional)
 //!   scoring.yaml        lead-scoring rules and grades (optional)
 //!   segments.yaml       dynamic segments (optional)
+//!   policies.yaml       rules `nurture check` proves by simulation (optional)
 //!   templates/          NAME.html / NAME.txt with front matter
 //!   workflows/*.yaml    one workflow per file
 //! ```
@@ -20,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::diag::{self, did_you_mean, Code, Diagnostic, Severity};
-use crate::model::{self, Action, Scoring, Segment, Settings, Step, StepKind, Trigger, Workflow};
+use crate::model::{
+    self, Action, Policy, Scoring, Segment, Settings, Step, StepKind, Trigger, Workflow,
+};
 use crate::plan::{self, Plan};
 use crate::yaml::{self, Node, Span};
 
@@ -35,6 +38,8 @@ pub struct Project {
     pub scoring: Scoring,
     /// `segments.yaml`, in file order.
     pub segments: Vec<Segment>,
+    /// `policies.yaml`, in file order (none when there is no such file).
+    pub policies: Vec<Policy>,
     /// The templates of `templates/`, by name.
     pub templates: BTreeMap<String, Template>,
     /// The installed plugins' manifests, by plugin name.
@@ -1452,6 +1457,76 @@ fn load_segments(root: &Path, loaded: &mut Loaded) -> (Vec<Segment>, Option<Node
     (out, Some(node))
 }
 
+/// `policies.yaml`: a list of one-key maps, each key a policy kind; a `never` states
+/// exactly one rule and `no_step_unreachable_for` names a segment of the project.
+fn load_policies(root: &Path, segments: &[Segment], loaded: &mut Loaded) -> Vec<Policy> {
+    let Some((path, node)) = read_optional_yaml(root, "policies.yaml", loaded) else {
+        return Vec::new();
+    };
+    let mut sink = Sink {
+        file: &path,
+        diags: &mut loaded.diagnostics,
+    };
+    let Some(items) = node.as_seq() else {
+        sink.error(
+            Code::InvalidValue,
+            node.span,
+            "policies.yaml must be a list of `- KIND: ...` entries",
+            Some("e.g. `- max_messages: { per: 7d, count: 3 }`".into()),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        if item.as_map().is_some_and(|m| m.len() != 1) {
+            sink.error(
+                Code::InvalidValue,
+                item.span,
+                "a policy is one key naming its kind",
+                Some("write each policy as its own `- KIND: ...` item".into()),
+            );
+            continue;
+        }
+        let Some(policy) = sink.typed::<Policy>(item, item.to_json()) else {
+            continue;
+        };
+        check_policy(&mut sink, item, &policy, segments);
+        out.push(policy);
+    }
+    out
+}
+
+fn check_policy(sink: &mut Sink<'_>, item: &Node, policy: &Policy, segments: &[Segment]) {
+    let body = item.get(policy.kind()).unwrap_or(item);
+    match policy {
+        Policy::Never(n) if n.send_to.is_some() == n.send_without.is_some() => sink.error(
+            Code::InvalidValue,
+            body.span,
+            "`never` states exactly one rule",
+            Some("write `never: { send_to: unsubscribed }` or `never: { send_without: consent }`, each its own item".into()),
+        ),
+        Policy::MaxMessages(m) if m.count == 0 => sink.error(
+            Code::InvalidValue,
+            body.get("count").unwrap_or(body).span,
+            "`count` must be at least 1",
+            Some("to send nothing, disable the workflows instead".into()),
+        ),
+        Policy::NoStepUnreachableFor(n) if !segments.iter().any(|s| s.id == n.segment) => {
+            let hint = match did_you_mean(&n.segment, segments.iter().map(|s| s.id.as_str())) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "define it in segments.yaml".into(),
+            };
+            sink.error(
+                Code::UnknownSegment,
+                body.get("segment").unwrap_or(body).span,
+                format!("unknown segment `{}`", n.segment),
+                Some(hint),
+            );
+        }
+        _ => {}
+    }
+}
+
 fn load_scoring(root: &Path, loaded: &mut Loaded) -> (Scoring, Option<Node>) {
     let Some((path, node)) = read_optional_yaml(root, "scoring.yaml", loaded) else {
         return (Scoring::default(), None);
@@ -1511,6 +1586,7 @@ pub fn load(root: &Path) -> Loaded {
     let settings = load_settings(root, &mut loaded);
     let (scoring, scoring_node) = load_scoring(root, &mut loaded);
     let (segments, segments_node) = load_segments(root, &mut loaded);
+    let policies = load_policies(root, &segments, &mut loaded);
     let templates = parse_templates(root, &root.join("templates"), &mut loaded);
     check_templates(&root.join("templates"), &templates, &mut loaded);
     check_forms(root, &settings, &templates, &mut loaded);
@@ -1608,6 +1684,7 @@ pub fn load(root: &Path) -> Loaded {
             settings,
             scoring,
             segments,
+            policies,
             templates,
             plugins,
             plugin_dirs,

@@ -1,5 +1,5 @@
 //! JSON Schemas of the project's files, for editors and for any validator: workflow files,
-//! `scoring.yaml`, `segments.yaml` and `nurture.toml`, derived from the [`crate::model`]
+//! `scoring.yaml`, `segments.yaml`, `policies.yaml` and `nurture.toml`, derived from the [`crate::model`]
 //! types and committed under `schema/` (a test keeps them current).
 //!
 //! They are JSON Schema 2020-12 and pass `ajv` in its default strict mode: the integer
@@ -20,16 +20,19 @@ pub enum SchemaFile {
     Scoring,
     /// `segments.yaml`.
     Segments,
+    /// `policies.yaml`.
+    Policies,
     /// `nurture.toml` (for TOML editors that read JSON Schema, e.g. Taplo).
     Settings,
 }
 
 impl SchemaFile {
     /// Every file, in the order `nurture init` writes them.
-    pub const ALL: [SchemaFile; 4] = [
+    pub const ALL: [SchemaFile; 5] = [
         SchemaFile::Workflow,
         SchemaFile::Scoring,
         SchemaFile::Segments,
+        SchemaFile::Policies,
         SchemaFile::Settings,
     ];
 
@@ -39,6 +42,7 @@ impl SchemaFile {
             SchemaFile::Workflow => "workflow.schema.json",
             SchemaFile::Scoring => "scoring.schema.json",
             SchemaFile::Segments => "segments.schema.json",
+            SchemaFile::Policies => "policies.schema.json",
             SchemaFile::Settings => "nurture.schema.json",
         }
     }
@@ -49,6 +53,7 @@ impl SchemaFile {
             SchemaFile::Workflow => schemars::schema_for!(model::Workflow),
             SchemaFile::Scoring => schemars::schema_for!(model::Scoring),
             SchemaFile::Segments => segments(),
+            SchemaFile::Policies => policies(),
             SchemaFile::Settings => schemars::schema_for!(model::Settings),
         };
         let mut value = schema.to_value();
@@ -63,6 +68,13 @@ impl SchemaFile {
 fn segments() -> schemars::Schema {
     let mut schema = schemars::schema_for!(Vec<model::Segment>);
     schema.insert("title".into(), "nurture segments".into());
+    schema
+}
+
+/// `policies.yaml` is a list of policies, each one key naming its kind.
+fn policies() -> schemars::Schema {
+    let mut schema = schemars::schema_for!(Vec<model::Policy>);
+    schema.insert("title".into(), "nurture policies".into());
     schema
 }
 

@@ -15,6 +15,7 @@
 mod actions;
 pub mod backtest;
 pub mod channels;
+pub mod check;
 pub mod contact;
 pub mod deploy;
 pub mod eval;

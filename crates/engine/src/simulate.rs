@@ -31,6 +31,66 @@ struct Outbox {
     /// The project's templates: every email and notification is rendered as it would be
     /// sent, and one that does not render fails (`failed`, with why).
     renderer: nurture_core::template::Renderer,
+    /// Every message delivered to a contact, when recorded (for `nurture check`).
+    sends: Option<Vec<Delivery>>,
+}
+
+/// A message the simulation delivered to a contact, with the contact as it was when the
+/// message was queued (what `nurture check` holds against the policies).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// When it went out (simulated time).
+    pub at: Ts,
+    /// The outbox key.
+    pub key: String,
+    /// The contact it went to.
+    pub contact: String,
+    /// The run that queued it.
+    pub run: Option<String>,
+    /// Its workflow and step.
+    pub workflow: Option<String>,
+    /// The step that queued it.
+    pub step: Option<String>,
+    /// `email`, or the channel of a plugin step (`sms`...).
+    pub channel: String,
+    /// The contact's consent to that channel (`opted_in`, `opted_out`, `unknown`).
+    pub consent: String,
+    /// The contact had unsubscribed or complained.
+    pub unsubscribed: bool,
+    /// The contact's time zone, if it has one.
+    pub timezone: Option<String>,
+}
+
+impl Delivery {
+    /// The delivery of `e` at `at`, if it is a message to the contact (an email, or a
+    /// plugin step with a channel; not a notification, a webhook or another plugin).
+    fn of(e: &OutboxEntry, at: Ts) -> Option<Delivery> {
+        let p = &e.payload;
+        let channel = match e.kind.as_str() {
+            "email" => "email".to_string(),
+            "plugin" => p.get("channel")?.as_str()?.to_string(),
+            _ => return None,
+        };
+        let c = p.get("contact").cloned().unwrap_or_default();
+        let consent = if channel == "email" {
+            c.get("consent").and_then(|v| v.as_str())
+        } else {
+            c.get(crate::channels::consent_key(&channel))
+                .and_then(|v| v.as_str())
+        };
+        Some(Delivery {
+            at,
+            key: e.key.clone(),
+            contact: e.contact.clone(),
+            run: e.run_id.clone(),
+            workflow: e.workflow.clone(),
+            step: e.step.clone(),
+            consent: consent.unwrap_or("unknown").to_string(),
+            channel,
+            unsubscribed: c.get("unsubscribed").and_then(|v| v.as_bool()) == Some(true),
+            timezone: c.get("timezone").and_then(|v| v.as_str()).map(String::from),
+        })
+    }
 }
 
 impl Outbox {
@@ -54,6 +114,9 @@ impl Outbox {
                 .collect();
             store.complete_outbox_many(&items, now).await?;
             for (e, (_, outcome)) in due.iter().zip(&items) {
+                if let (Some(sends), OutboxOutcome::Delivered { .. }) = (&mut self.sends, outcome) {
+                    sends.extend(Delivery::of(e, now));
+                }
                 if let OutboxOutcome::Failed { reason } = outcome {
                     let mut extra = what(e);
                     extra.insert("reason".into(), reason.clone().into());
@@ -68,11 +131,12 @@ impl Outbox {
 }
 
 impl Outbox {
-    fn new(project: &Project) -> Outbox {
+    fn new(project: &Project, record: bool) -> Outbox {
         let (renderer, _) = nurture_core::template::Renderer::new(&project.templates);
         Outbox {
             deferred: Default::default(),
             renderer,
+            sends: record.then(Vec::new),
         }
     }
 
@@ -175,16 +239,43 @@ pub async fn run(
 pub async fn run_keeping(
     project: Arc<Project>,
     contacts: &[ContactRow],
-    mut events: Vec<IncomingEvent>,
+    events: Vec<IncomingEvent>,
     start: Option<Ts>,
     until: Option<Ts>,
-    mut emit: impl FnMut(&Effect),
+    emit: impl FnMut(&Effect),
 ) -> Result<(Summary, Arc<dyn Store>), EngineError> {
+    let (summary, store, _) =
+        run_inner(project, contacts, events, (start, until), false, emit).await?;
+    Ok((summary, store))
+}
+
+/// What [`run_recording`] hands back: the summary, the store and every delivery.
+pub type Recorded = (Summary, Arc<dyn Store>, Vec<Delivery>);
+
+/// [`run_keeping`], also recording every message delivered to a contact.
+pub async fn run_recording(
+    project: Arc<Project>,
+    contacts: &[ContactRow],
+    events: Vec<IncomingEvent>,
+    start: Option<Ts>,
+    until: Option<Ts>,
+) -> Result<Recorded, EngineError> {
+    run_inner(project, contacts, events, (start, until), true, |_| {}).await
+}
+
+async fn run_inner(
+    project: Arc<Project>,
+    contacts: &[ContactRow],
+    mut events: Vec<IncomingEvent>,
+    (start, until): (Option<Ts>, Option<Ts>),
+    record: bool,
+    mut emit: impl FnMut(&Effect),
+) -> Result<Recorded, EngineError> {
     let sqlite = Arc::new(SqliteStore::open("sqlite::memory:", &Default::default()).await?);
     let store: Arc<dyn Store> = sqlite.clone();
     // The frequency caps apply as in a live run (rate limits are about throughput).
     store.set_send_limits(SendLimits::for_project(&project).caps_only());
-    let mut outbox = Outbox::new(&project);
+    let mut outbox = Outbox::new(&project, record);
     let engine = Arc::new(Engine::new(project, store.clone()).simulating_outcomes());
     let first = events
         .iter()
@@ -315,7 +406,7 @@ pub async fn run_keeping(
         effects.iter().for_each(&mut emit);
     }
     summary.end = Some(clock);
-    Ok((summary, store))
+    Ok((summary, store, outbox.sends.unwrap_or_default()))
 }
 
 /// The id a row's contact gets in the simulation's empty store.

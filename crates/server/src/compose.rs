@@ -185,6 +185,9 @@ pub fn start_workspaces(
         .map(|a| format!("http://{a}"));
     let mut served = Vec::new();
     for p in parts {
+        use tracing::Instrument as _;
+        // Every log line of a workspace's tasks names it.
+        let span = tracing::info_span!("workspace", name = %p.name);
         let wake = Arc::new(Notify::new());
         if listener.is_some() {
             let mut state = crate::AppState::new(p.engine.clone(), p.key, wake.clone(), p.signer);
@@ -192,19 +195,12 @@ pub fn start_workspaces(
             state.forms = Arc::new(crate::forms::Forms::new(&p.engine.project, base));
             served.push(crate::workspaces::Workspace::new(p.name, state));
         }
-        tasks.push(tokio::spawn(crate::versions_loop(
-            p.engine.clone(),
-            stop_rx.clone(),
-        )));
+        let versions = crate::versions_loop(p.engine.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(versions.instrument(span.clone())));
         if let Some(s) = p.scheduler {
             let deliverer = s.deliverer.with_metrics(p.engine.metrics.clone());
-            tasks.push(tokio::spawn(crate::scheduler(
-                p.engine,
-                deliverer,
-                wake,
-                stop_rx.clone(),
-                s.poll,
-            )));
+            let run = crate::scheduler(p.engine, deliverer, wake, stop_rx.clone(), s.poll);
+            tasks.push(tokio::spawn(run.instrument(span)));
         }
     }
     if let Some(listener) = listener {

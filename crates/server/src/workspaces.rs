@@ -243,8 +243,11 @@ fn not_here(path: &str) -> Response {
     .into_response()
 }
 
+/// `w`'s answer to `request`; its log lines name the workspace.
 async fn forward(w: &Workspace, request: Request) -> Response {
-    match w.router.clone().oneshot(request).await {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!("workspace", name = %w.name);
+    match w.router.clone().oneshot(request).instrument(span).await {
         Ok(r) => r,
         Err(never) => match never {},
     }

@@ -328,3 +328,40 @@ fn backtest_finds_the_mql_changes_computed_by_hand() {
     assert_eq!(rows.len(), 10, "{same}");
     assert!(rows.iter().all(|r| r["change"] == "same"), "{same}");
 }
+
+#[test]
+fn backtest_refuses_bad_new_rules_and_rules_without_grades() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir, CURRENT);
+    let args = [
+        "scoring",
+        "backtest",
+        ".",
+        "--scoring",
+        "NEW.yaml",
+        "--from",
+        "2025-03-01",
+        "--to",
+        "2025-06-30",
+    ];
+    // A NEW.yaml that does not validate: refused with its diagnostics, nothing printed.
+    std::fs::write(
+        dir.join("NEW.yaml"),
+        "rules:\n  - { event: page.visited, points: 10, decay: { half_life: -3 } }\ngrades: { hot: 50 }\n",
+    )
+    .unwrap();
+    let o = nurture_in(dir, &args);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(o.stdout.is_empty(), "{}", text(&o));
+    assert!(text(&o).contains("NEW.yaml"), "{}", text(&o));
+    // New rules without grades have no MQL to compare.
+    std::fs::write(
+        dir.join("NEW.yaml"),
+        "rules:\n  - { event: page.visited, points: 10 }\n",
+    )
+    .unwrap();
+    let o = nurture_in(dir, &args);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("no `grades`"), "{}", text(&o));
+}

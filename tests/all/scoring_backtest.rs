@@ -365,3 +365,29 @@ fn backtest_refuses_bad_new_rules_and_rules_without_grades() {
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("no `grades`"), "{}", text(&o));
 }
+
+#[test]
+fn contacts_show_prints_the_score_as_worth_now() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(
+        dir,
+        "rules:\n  - { event: page.visited, points: 10, decay: { half_life: 30d } }\ngrades: { hot: 100 }\n",
+    );
+    // A visit 30 days ago is worth 5 now (a few seconds later: 5.00001, shown as 5).
+    let at = Utc::now() - Duration::days(30);
+    send(dir, &line("v1", "page.visited", "now@example.test", at));
+    let url = store_url(dir);
+    crate::util::rt().block_on(async {
+        let store = nurture_server::open_store(&url).await.unwrap();
+        let project = nurture_core::project::load(dir).project.unwrap();
+        let engine = std::sync::Arc::new(nurture_engine::Engine::new(
+            std::sync::Arc::new(project),
+            store.clone(),
+        ));
+        engine.tick(Utc::now()).await.unwrap();
+    });
+    let o = nurture_in(dir, &["contacts", "show", "now@example.test", "--dir", "."]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("score      5\n"), "{}", text(&o));
+}

@@ -32,6 +32,7 @@ mod providers;
 mod replay;
 mod reports;
 mod schema;
+mod scoring_backtest;
 mod sec_egress;
 mod sec_lang;
 mod sec_server;

@@ -23,6 +23,7 @@ mod pipes;
 mod privacy;
 mod replay;
 mod report;
+mod scoring;
 mod workflows;
 mod workspaces;
 
@@ -446,6 +447,9 @@ enum Command {
     /// whatever the store's size. Without --workflow: one line per workflow and the lead
     /// funnel.
     Report(ReportArgs),
+    /// Lead scoring: backtest a change of scoring.yaml on the stored event history.
+    #[command(subcommand)]
+    Scoring(ScoringCommand),
     /// Email: preview a template as a contact would receive it.
     #[command(subcommand)]
     Email(EmailCommand),
@@ -676,6 +680,14 @@ enum OutboxCommand {
         #[arg(long)]
         store: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ScoringCommand {
+    /// Recompute every contact's score over the stored events under the current rules
+    /// and under `--scoring NEW.yaml`: who becomes an MQL (the top grade) under each,
+    /// when, and the difference (newly MQL, no longer MQL, earlier, later). Read only.
+    Backtest(scoring::BacktestArgs),
 }
 
 #[derive(Subcommand)]
@@ -1082,6 +1094,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             report,
         )),
         Command::Report(args) => runtime()?.block_on(run_report(args)),
+        Command::Scoring(ScoringCommand::Backtest(args)) => runtime()?.block_on(scoring::run(args)),
         Command::Run {
             dir,
             listen,

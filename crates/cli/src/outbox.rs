@@ -156,7 +156,9 @@ fn print_profile(c: &nurture_store::Contact) -> Result<()> {
     };
     println!("contact    {}", p(&c.id));
     println!("email      {}", opt(&c.email));
-    println!("score      {}", c.score);
+    // Points that age (`decay`, `expires`) as they are worth now.
+    let score = nurture_core::aging::score_json(c.score_at(chrono::Utc::now()));
+    println!("score      {score}");
     println!("lifecycle  {}", opt(&c.lifecycle));
     println!("owner      {}", opt(&c.owner));
     println!(

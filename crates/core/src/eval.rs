@@ -13,10 +13,15 @@ use crate::model::Scoring;
 
 /// The grade of a score: the highest threshold reached, else `cold`.
 pub fn grade(scoring: &Scoring, score: i64) -> String {
+    grade_of(scoring, score as f64)
+}
+
+/// [`grade`] of a score that may be fractional (aged points, [`crate::aging`]).
+pub fn grade_of(scoring: &Scoring, score: f64) -> String {
     scoring
         .grades
         .iter()
-        .filter(|(_, min)| score >= **min)
+        .filter(|(_, min)| score >= **min as f64)
         .max_by_key(|(_, min)| **min)
         .map_or_else(|| "cold".to_string(), |(g, _)| g.clone())
 }

@@ -31,11 +31,13 @@
 //! - [`lint`]: event names ingestion refuses, contact fields that may be missing;
 //! - [`events`]: the event type rule;
 //! - [`template`]: email templates (minijinja), rendering and checks;
-//! - [`schema`]: JSON Schemas of the project's files, for editors.
+//! - [`schema`]: JSON Schemas of the project's files, for editors;
+//! - [`aging`]: scoring rules whose points decay or expire.
 
 #![warn(missing_docs)]
 #![warn(unreachable_pub)]
 
+pub mod aging;
 pub mod diag;
 pub mod eval;
 pub mod event;

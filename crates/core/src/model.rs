@@ -834,6 +834,22 @@ pub struct ScoreRule {
     pub profile: Option<Expr>,
     /// Points given (negative to take away).
     pub points: i64,
+    /// The points of each event lose half their value every `half_life` (event rules
+    /// only), counted from the event's time: `points × 0.5^(age / half_life)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decay: Option<Decay>,
+    /// The points of each event count for this long after the event, then nothing
+    /// (event rules only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Duration>,
+}
+
+/// `decay: { half_life: 30d }` of a scoring rule.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Decay {
+    /// After this long an event's points count half, after twice as long a quarter.
+    pub half_life: Duration,
 }
 
 /// One entry of `segments.yaml`.

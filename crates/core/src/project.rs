@@ -1549,6 +1549,21 @@ fn load_scoring(root: &Path, loaded: &mut Loaded) -> (Scoring, Option<Node>) {
                 None,
             ),
         }
+        if rule.profile.is_some() {
+            for (key, set) in [
+                ("decay", rule.decay.is_some()),
+                ("expires", rule.expires.is_some()),
+            ] {
+                if set {
+                    sink.error(
+                        Code::InvalidValue,
+                        rn.get(key).map_or(rn.span, |n| n.span),
+                        format!("`{key}` goes with `event` rules; a `profile` rule counts while it holds"),
+                        Some("age the points of events: `{ event: email.opened, points: 10, decay: { half_life: 30d } }`".into()),
+                    );
+                }
+            }
+        }
         if rule.profile.is_some() && rule.condition.is_some() {
             sink.error(
                 Code::UnknownKey,

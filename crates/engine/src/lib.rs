@@ -13,6 +13,7 @@
 #![warn(unreachable_pub)]
 
 mod actions;
+pub mod backtest;
 pub mod channels;
 pub mod check;
 pub mod contact;
@@ -45,6 +46,7 @@ use chrono::Utc;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use nurture_core::aging::{score_json, Aging};
 use nurture_core::model::{Reentry, StepKind, Trigger};
 use nurture_core::plan::{Edge, Plan};
 use nurture_core::project::Project;
@@ -1066,7 +1068,7 @@ impl<'e> Work<'e> {
     }
 
     fn contact_view(&self) -> Value {
-        eval::contact_view(&self.contact, &self.engine.project.scoring)
+        eval::contact_view_at(&self.contact, &self.engine.project.scoring, self.now)
     }
 
     fn effect(&mut self, run: Option<usize>, step: Option<&str>, kind: &'static str, extra: Value) {
@@ -1140,14 +1142,34 @@ impl<'e> Work<'e> {
         reason: &str,
         note: Map<String, Value>,
     ) {
-        let before = self.contact.score;
-        let after = before + delta;
-        self.contact.score = after;
+        self.score_points(run, step, delta, None, reason, note);
+    }
+
+    /// Adds `delta` points to the score, aging from `aged`'s time when given (an event
+    /// rule with `decay` or `expires`): the score before and after are read at `now`
+    /// ([`Contact::score_at`]), so a score trigger fires when the points added now lift
+    /// the aged score across its threshold.
+    fn score_points(
+        &mut self,
+        run: Option<usize>,
+        step: Option<&str>,
+        delta: i64,
+        aged: Option<(Aging, Ts)>,
+        reason: &str,
+        note: Map<String, Value>,
+    ) {
+        let before = self.contact.score_at(self.now);
+        match aged {
+            Some((aging, at)) => self.contact.add_aging(delta, aging, at, self.now),
+            None => self.contact.score += delta,
+        }
+        let after = self.contact.score_at(self.now);
         self.contact_changed = true;
         for p in self.current.plans() {
             for t in p.workflow.trigger.as_slice() {
                 if let Trigger::Score(s) = t {
-                    if before < s.score.reaches && after >= s.score.reaches {
+                    let reaches = s.score.reaches as f64;
+                    if before < reaches && after >= reaches {
                         self.crossed.insert(s.score.reaches);
                     }
                 }
@@ -1162,8 +1184,12 @@ impl<'e> Work<'e> {
         if *points == 0 {
             self.contact.points.remove(&source);
         }
-        let mut extra = json!({"delta": delta, "score": after, "reason": reason});
+        let mut extra = json!({"delta": delta, "score": score_json(after), "reason": reason});
         if let Value::Object(m) = &mut extra {
+            if let Some((aging, at)) = aged {
+                m.insert("aging".into(), json!(aging));
+                m.insert("earned_at".into(), Value::from(nurture_store::ts_out(at)));
+            }
             m.extend(note);
         }
         self.effect(run, step, "score", extra);
@@ -1253,23 +1279,30 @@ impl<'e> Work<'e> {
             other => self.channel_event(other),
         }
         // Scoring rules: every matching event rule counts.
-        let rules: Vec<(Option<String>, i64)> = self
+        let rules: Vec<(Option<String>, i64, Aging)> = self
             .engine
             .project
             .scoring
             .rules
             .iter()
             .filter(|r| r.event.as_deref() == Some(e.kind.as_str()))
-            .map(|r| (r.condition.as_ref().map(|c| c.0.clone()), r.points))
+            .map(|r| {
+                (
+                    r.condition.as_ref().map(|c| c.0.clone()),
+                    r.points,
+                    Aging::of(r),
+                )
+            })
             .collect();
         let empty = HashMap::new();
-        for (cond, points) in rules {
+        for (cond, points, aging) in rules {
             let ok = match &cond {
                 Some(src) => self.condition(None, &empty, src, Some(&ev), "scoring"),
                 None => true,
             };
             if ok {
-                self.change_score(None, None, points, &e.kind);
+                let aged = aging.ages().then_some((aging, e.at));
+                self.score_points(None, None, points, aged, &e.kind, Map::new());
             }
         }
         // Goals end open runs as converted.

@@ -189,7 +189,12 @@ pub(crate) fn build(
             ("effect", Some("score")) => s.score_history.push(ScoreChange {
                 at: j.at,
                 delta: j.data["delta"].as_i64().unwrap_or_default(),
-                score: j.data["score"].as_i64().unwrap_or_default(),
+                // An aged score is fractional in the journal; the story shows the
+                // nearest whole point.
+                score: j.data["score"]
+                    .as_i64()
+                    .or_else(|| j.data["score"].as_f64().map(|f| f.round() as i64))
+                    .unwrap_or_default(),
                 reason: score_reason(&j.data),
                 workflow: wf.clone(),
                 step: step.clone(),

@@ -151,6 +151,11 @@ pub struct Contact {
     /// Segments the contact is in, as last evaluated.
     #[serde(default)]
     pub segments: BTreeSet<String>,
+    /// Points of scoring rules that age (`decay`, `expires`): each with its event's time
+    /// and its rule's aging, counted into [`Contact::score_at`] as they are worth then.
+    /// Not in `score`, which holds the points that do not age.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aging: Vec<AgingPoints>,
     /// Indexes of the `profile` scoring rules whose points the score counts now.
     #[serde(default)]
     pub profile_rules: BTreeSet<usize>,
@@ -161,6 +166,76 @@ pub struct Contact {
     /// Row version for optimistic concurrency; 0 for a contact not stored yet.
     #[serde(default)]
     pub version: i64,
+}
+
+/// Points of a scoring rule that ages, given at `at` (`Contact::aging`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgingPoints {
+    /// When the event that earned them happened.
+    pub at: Ts,
+    /// Their value at `at` (fractional once merged: see [`Contact::add_aging`]).
+    pub points: f64,
+    /// How they age (the rule's `decay` and `expires` when they were given).
+    #[serde(flatten)]
+    pub aging: nurture_core::aging::Aging,
+}
+
+/// The most aging entries a contact keeps: past it the oldest is dropped (a contact
+/// flooded with events cannot make every read of its score slow).
+pub const MAX_AGING: usize = 1000;
+
+impl Contact {
+    /// Its lead score at `now`: the points that do not age plus each aging entry as it is
+    /// worth at `now` ([`nurture_core::aging::Aging::value`]).
+    pub fn score_at(&self, now: Ts) -> f64 {
+        self.score as f64
+            + self
+                .aging
+                .iter()
+                .map(|p| p.aging.value(p.points, p.at, now))
+                .sum::<f64>()
+    }
+
+    /// Adds `points` of a rule aging as `aging`, earned at `at`, as of `now`. Entries
+    /// worth nothing at `now` (expired, or decayed past 60 half-lives) are dropped;
+    /// decay-only points of the same half-life are merged into one entry at the later time
+    /// (`a × 0.5^((t2 − t1)/h) + b` at `t2`: the same value at every later instant).
+    pub fn add_aging(&mut self, points: i64, aging: nurture_core::aging::Aging, at: Ts, now: Ts) {
+        self.aging.retain(|p| {
+            let gone = p
+                .aging
+                .expires
+                .is_some_and(|e| (now - p.at).num_seconds() >= e as i64);
+            let faded = p
+                .aging
+                .half_life
+                .is_some_and(|h| (now - p.at).num_seconds() > 60 * h as i64);
+            !gone && !faded
+        });
+        let mut new = AgingPoints {
+            at,
+            points: points as f64,
+            aging,
+        };
+        if aging.expires.is_none() {
+            if let Some(i) = self.aging.iter().position(|p| p.aging == aging) {
+                let old = self.aging.remove(i);
+                let later = old.at.max(at);
+                new = AgingPoints {
+                    at: later,
+                    points: aging.value(old.points, old.at, later)
+                        + aging.value(points as f64, at, later),
+                    aging,
+                };
+            }
+        }
+        self.aging.push(new);
+        if self.aging.len() > MAX_AGING {
+            if let Some(i) = (0..self.aging.len()).min_by_key(|&i| self.aging[i].at) {
+                self.aging.remove(i);
+            }
+        }
+    }
 }
 
 /// An event to store (the id is the idempotency key).

@@ -108,3 +108,55 @@ fn check_refuses_a_population_or_horizon_beyond_its_bounds() {
         );
     }
 }
+
+/// `send_window` and `every_run_ends_within` fail on a project that breaks them, and each
+/// counterexample tells first the story of the run that broke the policy.
+#[test]
+fn send_window_and_run_length_fail_with_the_offending_run_told_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    crate::util::copy_project(&repo().join("tests/fixtures/check-broken"), &dir);
+    std::fs::write(
+        dir.join("policies.yaml"),
+        "- send_window: { local: \"10:00-17:00\" }\n- every_run_ends_within: 2d\n",
+    )
+    .unwrap();
+    let out = nurture(&[
+        "check",
+        dir.to_str().unwrap(),
+        "--population",
+        "12",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = v["violations"].as_array().unwrap();
+    let kinds: Vec<&str> = found.iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["send_window", "every_run_ends_within"], "{v}");
+    // The send outside the window is told first, not the contact's earliest run (its
+    // newsletters start on the first Monday, before it submits the trial form).
+    let window = &found[0]["counterexample"];
+    let detail = window["detail"].as_str().unwrap();
+    let from = detail
+        .split(" from ")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    assert_eq!(window["runs"][0]["workflow"], from, "{window}");
+    let starts: Vec<&str> = window["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["lines"][0]["at"].as_str().unwrap())
+        .collect();
+    assert!(starts[1..].iter().any(|s| *s < starts[0]), "{starts:?}");
+    // Onboarding runs 4 days (welcome only 2): the trial form alone shows it, and its
+    // story comes first although welcome started at the same instant.
+    let long = &found[1]["counterexample"];
+    assert_eq!(long["events"].as_array().unwrap().len(), 1, "{long}");
+    assert!(found[1]["detail"].as_str().unwrap().contains("onboarding"));
+    assert_eq!(long["runs"][0]["workflow"], "onboarding", "{long}");
+}

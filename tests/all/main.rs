@@ -19,6 +19,7 @@ mod explain;
 mod forms;
 mod fuzz_smoke;
 mod graph;
+mod held_back;
 mod ingest_formats;
 mod invalid;
 mod metrics;

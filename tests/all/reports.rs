@@ -34,7 +34,7 @@ use crate::util::rt_multi as rt;
 use nurture_engine::input::IncomingEvent;
 use nurture_engine::report::{self, Options};
 use nurture_engine::Engine;
-use nurture_store::{OutboxOutcome, Store};
+use nurture_store::Store;
 
 const WORKFLOW: &str = "\
 workflow: offer-test
@@ -540,21 +540,14 @@ async fn live(dir: &Path, url: &str) -> Arc<dyn Store> {
 /// [`live`], stopping before the first instant after `until`.
 async fn live_until(dir: &Path, url: &str, until: Option<DateTime<Utc>>) -> Arc<dyn Store> {
     let project = load(dir);
-    let store = nurture_server::open_store(url).await.unwrap();
-    let engine = Arc::new(Engine::new(project.clone(), store.clone()));
     let start = t0() - Duration::hours(1);
-    let plan = nurture_engine::deploy::plan(&*store, &project, "test", start)
-        .await
-        .unwrap();
-    nurture_engine::deploy::apply(&engine, &plan, start)
-        .await
-        .unwrap();
+    let (store, engine) = crate::util::deployed(project, url, start).await;
     engine.import_contacts(&rows(), start).await.unwrap();
     let mut inputs = events().into_iter().peekable();
     let mut now = start;
     for _ in 0..1_000 {
         engine.tick(now).await.unwrap();
-        deliver(&*store, now).await;
+        crate::util::deliver_recorded(&*store, now).await;
         let next = [
             inputs.peek().and_then(|e| e.at),
             store.next_timer().await.unwrap(),
@@ -571,29 +564,6 @@ async fn live_until(dir: &Path, url: &str, until: Option<DateTime<Utc>>) -> Arc<
         engine.ingest(&due, now).await.unwrap();
     }
     panic!("the live run did not end");
-}
-
-async fn deliver(store: &dyn Store, now: DateTime<Utc>) {
-    loop {
-        let due = store.pending_outbox(now, 1000).await.unwrap();
-        if due.is_empty() {
-            return;
-        }
-        let done: Vec<(String, OutboxOutcome)> = due
-            .iter()
-            .map(|e| {
-                (
-                    e.key.clone(),
-                    OutboxOutcome::Delivered {
-                        record: json!({"id": e.key}),
-                    },
-                )
-            })
-            .collect();
-        for r in store.complete_outbox_many(&done, now).await.unwrap() {
-            r.unwrap();
-        }
-    }
 }
 
 /// The report of `path` from the API over `store`.

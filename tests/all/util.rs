@@ -382,3 +382,49 @@ pub(crate) async fn api(engine: std::sync::Arc<nurture_engine::Engine>) -> Strin
     });
     base
 }
+
+/// `project` deployed (version 1 of every workflow) on the store at `url` at `start`,
+/// with an engine over it: the start of a live run on a virtual clock.
+pub(crate) async fn deployed(
+    project: std::sync::Arc<nurture_core::project::Project>,
+    url: &str,
+    start: chrono::DateTime<chrono::Utc>,
+) -> (
+    std::sync::Arc<dyn nurture_store::Store>,
+    std::sync::Arc<nurture_engine::Engine>,
+) {
+    let store = nurture_server::open_store(url).await.unwrap();
+    let engine = std::sync::Arc::new(nurture_engine::Engine::new(project.clone(), store.clone()));
+    let plan = nurture_engine::deploy::plan(&*store, &project, "test", start)
+        .await
+        .unwrap();
+    nurture_engine::deploy::apply(&engine, &plan, start)
+        .await
+        .unwrap();
+    (store, engine)
+}
+
+/// Delivers every outbox entry due at `now` through `store`, as a deliverer records it
+/// (claims apply the send limits and suppressions).
+pub(crate) async fn deliver_recorded(
+    store: &dyn nurture_store::Store,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    use nurture_store::OutboxOutcome;
+    loop {
+        let due = store.pending_outbox(now, 1000).await.unwrap();
+        if due.is_empty() {
+            return;
+        }
+        let done: Vec<(String, OutboxOutcome)> = due
+            .iter()
+            .map(|e| {
+                let record = serde_json::json!({"id": e.key});
+                (e.key.clone(), OutboxOutcome::Delivered { record })
+            })
+            .collect();
+        for r in store.complete_outbox_many(&done, now).await.unwrap() {
+            r.unwrap();
+        }
+    }
+}

@@ -98,6 +98,12 @@ struct ReportArgs {
     /// Contacts each variant of a split needs before a winner is named.
     #[arg(long, default_value_t = nurture_engine::report::DEFAULT_MIN_SAMPLE)]
     min_sample: i64,
+    /// Instead: the sends held back (quiet hours, frequency cap, rate limit, consent,
+    /// unsubscribed, suppression, no address), summed by the rule that held them, with
+    /// the rule's settings and the steps it held. Each is in its run's journal with the
+    /// rule and its parameters (`nurture runs show RUN --format json`).
+    #[arg(long, conflicts_with = "by")]
+    held_back: bool,
     /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
     #[arg(long)]
     store: Option<String>,
@@ -1730,6 +1736,17 @@ async fn run_report(a: ReportArgs) -> Result<ExitCode> {
             .map_err(anyhow::Error::msg)?,
         min_sample: a.min_sample,
     };
+    if a.held_back {
+        let r = nurture_engine::report::held::held_back(
+            &*store,
+            &project,
+            a.workflow.as_deref(),
+            &options,
+        )
+        .await?;
+        print!("{}", report::render_held_back(&r, a.format)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let r = report::collect(&project, &*store, a.workflow.as_deref(), &options).await?;
     print!("{}", report::render(&r, a.format, a.workflow.is_some())?);
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use nurture_core::project::Project;
+use nurture_engine::report::held::HeldBackReport;
 use nurture_engine::report::{self, LeadFunnel, Options, WorkflowReport};
 use nurture_store::Store;
 
@@ -73,6 +74,60 @@ pub(crate) fn render(r: &Reports, format: ReportFormat, detailed: bool) -> Resul
         ReportFormat::Human if detailed => r.workflows.iter().map(human).collect(),
         ReportFormat::Human => summary(r),
     })
+}
+
+/// The held-back report as `format` asks.
+pub(crate) fn render_held_back(r: &HeldBackReport, format: ReportFormat) -> Result<String> {
+    Ok(match format {
+        ReportFormat::Json => serde_json::to_string_pretty(r)? + "\n",
+        ReportFormat::Csv => held_csv(r),
+        ReportFormat::Human => held_human(r),
+    })
+}
+
+fn held_human(r: &HeldBackReport) -> String {
+    let mut out = format!("sends held back: {}\n", r.total);
+    if r.rules.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "\n{:<16} {:>7}  settings", "rule", "held");
+    for rule in &r.rules {
+        let settings: Vec<String> = rule
+            .settings
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<16} {:>7}  {}",
+            rule.rule,
+            rule.held,
+            settings.join(", ")
+        );
+        for at in &rule.steps {
+            let place = format!("{}/{}", at.workflow, at.step);
+            let _ = writeln!(
+                out,
+                "  {place:<30} {:>7}  {} {} {}",
+                at.n, at.channel, at.outcome, at.reason
+            );
+        }
+    }
+    out
+}
+
+fn held_csv(r: &HeldBackReport) -> String {
+    let mut out = String::from("rule,workflow,step,channel,outcome,reason,n\n");
+    for rule in &r.rules {
+        for at in &rule.steps {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{}",
+                rule.rule, at.workflow, at.step, at.channel, at.outcome, at.reason, at.n
+            );
+        }
+    }
+    out
 }
 
 fn pct(x: f64) -> String {

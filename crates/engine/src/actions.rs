@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use super::channels::{consent_key, held};
 use super::eval::{self, Scope};
 use super::steps::StepError;
 use super::{outcome, Flow, Work};
@@ -96,6 +97,18 @@ impl<'e> Work<'e> {
         Ok(None)
     }
 
+    /// The parameters of the rule `rule` that holds back an email of `plan`.
+    fn email_skip_params(&self, plan: &Plan, rule: &str) -> Value {
+        if rule != "consent" {
+            return json!({"channel": "email"});
+        }
+        let required = match plan.workflow.consent {
+            ConsentPolicy::OptedIn => "opted_in",
+            _ => "not_opted_out",
+        };
+        json!({"channel": "email", "required": required, "state": self.contact.consent})
+    }
+
     /// Why the contact gets no marketing email from `plan`, if so.
     fn email_skip(&self, plan: &Plan) -> Option<&'static str> {
         if self.contact.email.is_none() {
@@ -127,11 +140,14 @@ impl<'e> Work<'e> {
             return Ok(Some(f));
         }
         if let Some(reason) = self.email_skip(at.plan) {
-            self.effect(
+            let rule = nurture_store::held::rule_of_skip(reason);
+            let params = self.email_skip_params(at.plan, rule);
+            self.effect_recording(
                 Some(i),
                 Some(step),
                 "email_skipped",
                 json!({"template": e.template(), "reason": reason}),
+                held(rule, params),
             );
             return Ok(None);
         }
@@ -316,11 +332,14 @@ impl<'e> Work<'e> {
                 return Ok(Some(f));
             }
             if let Some(reason) = self.channel_refusal(ch) {
-                self.effect(
+                let state = self.contact.fields.get(&consent_key(ch)).cloned();
+                let params = json!({"channel": ch, "required": "opted_in", "state": state.unwrap_or(Value::from("unknown"))});
+                self.effect_recording(
                     Some(i),
                     Some(step),
                     "plugin_skipped",
                     json!({"plugin": name, "channel": ch, "reason": reason}),
+                    held("consent", params),
                 );
                 return Ok(None);
             }

@@ -93,11 +93,14 @@ impl<'e> Work<'e> {
         let tz = self.tz(plan);
         let until = quiet_until(self.now, tz, q.from.0, q.to.0, q.days.as_deref())?;
         self.set_timer(i, until, Wait::QuietHours);
-        self.effect(
+        let mut params = serde_json::to_value(q).unwrap_or_default();
+        params["timezone"] = Value::from(tz.name());
+        self.effect_recording(
             Some(i),
             Some(step),
             "wait",
             json!({"until": nurture_store::ts_out(until), "reason": "quiet_hours", "timezone": tz.name()}),
+            held("quiet_hours", params),
         );
         Some(Flow::Wait)
     }
@@ -140,6 +143,15 @@ impl<'e> Work<'e> {
             self.contact_changed = true;
         }
     }
+}
+
+/// The `rule` and `params` of the journal line of a send held back
+/// ([`nurture_store::held`]): in the journal only, not in the effect `simulate` prints.
+pub(super) fn held(rule: &str, params: Value) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("rule".into(), Value::from(rule));
+    m.insert("params".into(), params);
+    m
 }
 
 /// The contact attribute holding consent to plugin channel `channel`.

@@ -29,7 +29,8 @@ use policies::{violations, Trace, Violation};
 /// The most simulations spent shrinking one counterexample.
 pub const MAX_SHRINK_RUNS: usize = 200;
 
-/// The most runs whose story a counterexample tells (the first ones).
+/// The most runs whose story a counterexample tells: those that broke the policy first,
+/// then the contact's others in order of start.
 pub const MAX_STORIES: usize = 4;
 
 /// What `nurture check` simulates.
@@ -295,7 +296,9 @@ async fn counterexample(
     for r in store.runs_of_contact(contact).await? {
         runs.extend(explain_run(&**store, &r.id).await?);
     }
-    runs.sort_by_key(|e| e.lines.first().map(|l| l.at));
+    // The offending runs first (in the order the violation names them), then by start.
+    let rank = |id: &str| v.runs.iter().position(|r| r == id).unwrap_or(usize::MAX);
+    runs.sort_by_key(|e| (rank(&e.run), e.lines.first().map(|l| l.at)));
     runs.truncate(MAX_STORIES);
     Ok(Counterexample {
         contact: case.contacts.first().map(row_json).unwrap_or_default(),

@@ -238,6 +238,16 @@ impl Story<'_, '_> {
                 );
                 self.push(j, step, "skipped", text);
             }
+            "deferred" => {
+                let text = format!(
+                    "{} held back by the {} ({}) until {}",
+                    s(d, "kind"),
+                    s(d, "rule").replace('_', " "),
+                    held_params(&d["params"]),
+                    s(d, "until")
+                );
+                self.push(j, step, "deferred", text);
+            }
             "score" => {
                 let text = format!(
                     "score {:+} to {} ({})",
@@ -572,6 +582,15 @@ pub fn printable(text: &str) -> String {
         .collect()
 }
 
+/// A held-back rule's parameters in words: `1 per 7d on email`, `10/s on email`.
+fn held_params(p: &Value) -> String {
+    let on = p["channel"].as_str().unwrap_or("-");
+    match (p.get("max"), p.get("per_second")) {
+        (Some(max), _) => format!("{max} per {} on {on}", p["per"].as_str().unwrap_or("-")),
+        (None, Some(rate)) => format!("{rate}/s on {on}"),
+        _ => on.to_string(),
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -965,13 +965,24 @@ fn comparable(j: &JournalEntry) -> Line {
 
 /// What of a line a replay must reproduce: all of it, except a condition's expression
 /// and the values it read (a replay `--against` an edited condition diverges only where
-/// its result differs).
+/// its result differs), and the rule and parameters named on a held-back send's line
+/// ([`nurture_store::held`]: they follow from its `reason` and the settings, and journals
+/// recorded before they were written replay identical).
 fn behaviour(l: &Line) -> Line {
     let mut l = l.clone();
-    if l.kind == "condition" {
-        if let Some(m) = l.data.as_object_mut() {
+    let held = l.kind == "effect"
+        && matches!(
+            l.data["effect"].as_str(),
+            Some("wait" | "email_skipped" | "plugin_skipped")
+        );
+    if let Some(m) = l.data.as_object_mut() {
+        if l.kind == "condition" {
             m.remove("expr");
             m.remove("reads");
+        }
+        if held {
+            m.remove("rule");
+            m.remove("params");
         }
     }
     l

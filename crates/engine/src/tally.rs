@@ -155,6 +155,10 @@ fn effect_metrics(d: &Value, step: &str, run: &Run, at: Ts) -> Vec<String> {
             let why = d["reason"].as_str().unwrap_or("skipped");
             vec![format!("email.skipped.{why}:{step}")]
         }
+        "plugin_skipped" => {
+            let why = d["reason"].as_str().unwrap_or("skipped");
+            vec![format!("skipped.{why}:{step}")]
+        }
         "wait" if d["reason"] == "quiet_hours" => vec![format!("deferred.quiet_hours:{step}")],
         "exit" => {
             let reason = d["reason"].as_str().unwrap_or("end");

@@ -278,8 +278,7 @@ impl PostgresStore {
                 .filter(|e| claimed.contains(&e.key))
                 .collect();
             let deferred = limits::enforce_postgres(tx, &limits, now, &entries).await?;
-            let held = nurture_store::counts::deferrals(entries.iter().copied(), &deferred, now);
-            counts::tallies_in(tx, &held).await?;
+            deferrals_in(tx, entries.iter().copied(), &deferred, now).await?;
             claimed.retain(|k| !deferred.iter().any(|d| &d.key == k));
         }
         Ok(())
@@ -1510,8 +1509,7 @@ impl Store for PostgresStore {
         if !limits.is_empty() {
             let all: Vec<&OutboxEntry> = out.iter().collect();
             let deferred = limits::enforce_postgres(&mut tx, &limits, now, &all).await?;
-            let held = nurture_store::counts::deferrals(all.iter().copied(), &deferred, now);
-            counts::tallies_in(&mut tx, &held).await?;
+            deferrals_in(&mut tx, all.iter().copied(), &deferred, now).await?;
             out.retain(|e| !deferred.iter().any(|d| d.key == e.key));
         }
         tx.commit().await?;
@@ -1725,6 +1723,26 @@ async fn segments_in(tx: &mut sqlx::PgConnection, uow: &UnitOfWork) -> Result<()
     Ok(())
 }
 
+/// What a claim's send limits held back (`deferred` of `entries`): their report counts and
+/// a journal line each naming the rule ([`nurture_store::held::deferral_lines`]).
+async fn deferrals_in<'a>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    entries: impl IntoIterator<Item = &'a OutboxEntry> + Clone,
+    deferred: &[limits::Deferral],
+    now: Ts,
+) -> Result<(), StoreError> {
+    if deferred.is_empty() {
+        return Ok(());
+    }
+    let held = nurture_store::counts::deferrals(entries.clone(), deferred, now);
+    counts::tallies_in(tx, &held).await?;
+    journal_in(
+        tx,
+        &nurture_store::held::deferral_lines(entries, deferred, now),
+    )
+    .await
+}
+
 async fn skip_suppressed(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     keys: &[&str],
@@ -1739,7 +1757,8 @@ async fn skip_suppressed(
            RETURNING o.key, o.run_id, o.contact, o.step, o.payload->>'template' AS template, sup.reason), \
          j AS (INSERT INTO journal (run_id, contact, at, kind, data) \
            SELECT run_id, contact, $2, 'effect', jsonb_build_object('effect', 'email_skipped', 'step', step, \
-           'template', template, 'reason', 'suppressed: ' || reason, 'key', key, 'at_send', true) FROM upd) \
+           'template', template, 'reason', 'suppressed: ' || reason, 'rule', 'suppression', \
+           'params', jsonb_build_object('channel', 'email', 'reason', reason), 'key', key, 'at_send', true) FROM upd) \
          SELECT key FROM upd",
     )
     .bind(keys)

@@ -302,11 +302,7 @@ impl SqliteStore {
             let all: Vec<&OutboxEntry> = entries.iter().collect();
             limits::enforce_sqlite(&mut tx, &limits, now, &all).await?
         };
-        counts::tallies_in(
-            &mut tx,
-            &nurture_store::counts::deferrals(&entries, &deferred, now),
-        )
-        .await?;
+        deferrals_in(&mut tx, entries.iter(), &deferred, now).await?;
         let mut later = Vec::with_capacity(deferred.len());
         for d in deferred {
             if let Some(i) = entries.iter().position(|e| e.key == d.key) {
@@ -397,8 +393,7 @@ impl SqliteStore {
                 .filter(|e| claimed.contains(&e.key))
                 .collect();
             let deferred = limits::enforce_sqlite(&mut *tx, &limits, now, &entries).await?;
-            let held = nurture_store::counts::deferrals(entries.iter().copied(), &deferred, now);
-            counts::tallies_in(&mut *tx, &held).await?;
+            deferrals_in(&mut *tx, entries.iter().copied(), &deferred, now).await?;
             claimed.retain(|k| !deferred.iter().any(|d| &d.key == k));
         }
         Ok(())
@@ -746,6 +741,26 @@ async fn schedules_in(
     Ok(())
 }
 
+/// What a claim's send limits held back (`deferred` of `entries`): their report counts and
+/// a journal line each naming the rule ([`nurture_store::held::deferral_lines`]).
+async fn deferrals_in<'a>(
+    tx: &mut SqliteConnection,
+    entries: impl IntoIterator<Item = &'a OutboxEntry> + Clone,
+    deferred: &[limits::Deferral],
+    now: Ts,
+) -> Result<(), StoreError> {
+    if deferred.is_empty() {
+        return Ok(());
+    }
+    let held = nurture_store::counts::deferrals(entries.clone(), deferred, now);
+    counts::tallies_in(&mut *tx, &held).await?;
+    journal_in(
+        tx,
+        &nurture_store::held::deferral_lines(entries, deferred, now),
+    )
+    .await
+}
+
 /// Turns the pending `email` entries whose address is on the suppression list into
 /// `skipped`, with an `email_skipped` effect in the journal, inside the claiming
 /// transaction (an unsubscribe committed before the claim always wins): those due at `now`,
@@ -780,11 +795,15 @@ async fn skip_suppressed(
     let mut out = Vec::with_capacity(skipped.len());
     for r in &skipped {
         let key: String = r.try_get("key")?;
+        let reason: String = r.try_get("last_error")?;
+        let why = reason.strip_prefix("suppressed: ").unwrap_or(&reason);
         let data = serde_json::json!({
             "effect": "email_skipped",
             "step": r.try_get::<Option<String>, _>("step")?,
             "template": r.try_get::<Option<String>, _>("template")?,
-            "reason": r.try_get::<String, _>("last_error")?,
+            "reason": reason,
+            "rule": "suppression",
+            "params": nurture_store::held::suppression_params(why),
             "key": key,
             "at_send": true,
         });

@@ -15,6 +15,7 @@
 //! | `goal:S:V` | a run that took variant V of split S reaches its goal |
 //! | `email.queued:S` | step S queues an email |
 //! | `email.skipped.R:S` | step S sends no email, for reason R (`unsubscribed`, `no_consent`..) |
+//! | `skipped.R:S` | plugin step S sends nothing on its channel, for reason R (`no_consent`, `opted_out`) |
 //! | `deferred.quiet_hours:S` | step S waits for quiet hours to end |
 //! | `email.sent:S`, `email.failed:S` .. | per message, once: see [`Scope::Message`] |
 //! | `lifecycle:A>B` | a contact's lifecycle stage changes from A (`-` for none) to B |

@@ -14,6 +14,7 @@ pub mod contract;
 pub mod controls;
 pub mod counts;
 pub mod error;
+pub mod held;
 pub mod keys;
 pub mod kinds;
 pub mod limits;

@@ -156,6 +156,10 @@ pub struct Deferral {
     pub reason: String,
     /// `frequency_cap` or `rate_limit`.
     pub cause: &'static str,
+    /// The rule's parameters, for the journal line of the deferral
+    /// ([`crate::held::deferral_lines`]): `channel`, and `max` and `per` of a cap, or
+    /// `per_second` of a rate.
+    pub params: Value,
 }
 
 /// One entry a claim is about to take, of a limited channel.
@@ -224,6 +228,11 @@ pub fn cap_decisions(
                         super::ts_out(until)
                     ),
                     cause: "frequency_cap",
+                    params: serde_json::json!({
+                        "channel": c.channel,
+                        "max": cap.max,
+                        "per": nurture_core::model::Duration(cap.per.num_seconds().max(0) as u64).to_string(),
+                    }),
                 })
             } else {
                 times.push(now);
@@ -261,6 +270,7 @@ pub fn rate_deferral(key: &str, channel: &str, rate: f64, start: i64, window_ms:
         until,
         reason: format!("rate limit: {channel} at {rate} per second; deferred to the next window"),
         cause: "rate_limit",
+        params: serde_json::json!({"channel": channel, "per_second": rate}),
     }
 }
 

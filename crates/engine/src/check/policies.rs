@@ -38,6 +38,10 @@ pub struct Violation {
     pub contact: Option<String>,
     /// What happened, in words.
     pub detail: String,
+    /// The runs that broke it (the sends' runs, or the run that did not end): their
+    /// stories are the ones a counterexample tells.
+    #[serde(skip)]
+    pub runs: Vec<String>,
 }
 
 /// Every violation of every policy in `trace`.
@@ -53,17 +57,30 @@ pub fn violations(project: &Project, trace: &Trace) -> Vec<Violation> {
             Policy::EveryRunEndsWithin(d) => runs_end(trace, d.to_chrono()),
             Policy::NoStepUnreachableFor(s) => unreachable(project, trace, &s.segment),
         };
-        out.extend(found.into_iter().map(|(contact, detail)| Violation {
+        out.extend(found.into_iter().map(|(contact, detail, runs)| Violation {
             policy: i,
             kind: p.kind(),
             contact,
             detail,
+            runs,
         }));
     }
     out
 }
 
-type Found = Vec<(Option<String>, String)>;
+/// Per violation: the contact, what happened, and the runs that did it.
+type Found = Vec<(Option<String>, String, Vec<String>)>;
+
+/// The runs of `ds`, each once, in order.
+fn runs_of(ds: &[&Delivery]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in ds.iter().filter_map(|d| d.run.clone()) {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
 
 fn by_contact(trace: &Trace) -> BTreeMap<&str, Vec<&Delivery>> {
     let mut m: BTreeMap<&str, Vec<&Delivery>> = BTreeMap::new();
@@ -103,6 +120,7 @@ fn max_messages(trace: &Trace, per: Duration, count: usize, channels: &[String])
                     human(ds[j].at - ds[i].at),
                     list.join("; ")
                 ),
+                runs_of(&ds[i..=j]),
             ));
         }
     }
@@ -126,6 +144,7 @@ fn never(trace: &Trace, to: Option<SendTo>, without: Option<SendWithout>) -> Fou
             out.push((
                 Some(contact.to_string()),
                 format!("{} sent to a contact with {state}", what(d)),
+                runs_of(&[*d]),
             ));
         }
     }
@@ -148,6 +167,7 @@ fn send_window(project: &Project, trace: &Trace, w: &nurture_core::model::LocalW
                     what(d),
                     local.format("%H:%M")
                 ),
+                runs_of(&[*d]),
             ));
         }
     }
@@ -198,6 +218,7 @@ fn runs_end(trace: &Trace, bound: Duration) -> Found {
                     r.workflow,
                     nurture_store::ts_out(r.started_at)
                 ),
+                vec![r.id.clone()],
             ));
         }
     }
@@ -240,6 +261,7 @@ fn unreachable(project: &Project, trace: &Trace, segment: &str) -> Found {
                     "contacts of segment `{segment}` ran {workflow} but none reached step(s) {}",
                     missing.join(", ")
                 ),
+                Vec::new(),
             ));
         }
     }

@@ -4,6 +4,7 @@
 //! Nothing here scans runs or the journal: a report reads the hourly count rows of its
 //! period, and the gauge of open runs per step (who is waiting now).
 
+pub mod held;
 pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet};

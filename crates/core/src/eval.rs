@@ -106,9 +106,8 @@ pub enum EvalError {
 }
 
 thread_local! {
-    /// CEL's standard environment, built once per thread: `Context::default()` builds it
-    /// anew (every standard function declared into maps), which was the largest cost of
-    /// evaluating a condition (`perf` on `nurture bench --only simulate,backtest`).
+    /// CEL's standard environment, built once per thread: `Context::default()` built it
+    /// anew at every evaluation (every standard function declared into maps).
     static STDLIB: Arc<cel::Env> = Arc::new(cel::Env::stdlib());
 }
 

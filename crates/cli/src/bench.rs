@@ -12,6 +12,8 @@
 
 #[path = "bench/report.rs"]
 pub(crate) mod report;
+#[path = "bench/speed.rs"]
+pub(crate) mod speed;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +57,8 @@ pub(crate) struct Report {
     pub(crate) workers: Vec<WorkerFigures>,
     pub(crate) replay: Option<ReplayFigures>,
     pub(crate) reports: Vec<report::ReportFigures>,
+    pub(crate) simulate: Option<speed::SimulateFigures>,
+    pub(crate) backtest: Option<speed::BacktestFigures>,
 }
 
 /// Per-call overhead of the wasm plugin host.
@@ -602,6 +606,8 @@ pub(crate) async fn run(
         workers: Vec::new(),
         replay: None,
         reports: Vec::new(),
+        simulate: None,
+        backtest: None,
     })
 }
 
@@ -701,6 +707,7 @@ pub(crate) fn table(r: &Report) -> String {
             ));
         }
     }
+    out.push_str(&speed::table(r.simulate.as_ref(), r.backtest.as_ref()));
     if let Some(p) = &r.plugin {
         out.push_str(&format!(
             "\nplugin host ({}/{}, {} calls, pooling allocator):\n  compile {:.1} ms; cold start from cache {:.2} ms (median of 5)\n  instantiate + call + drop: median {:.1} us, p99 {:.1} us; {:.0} calls/s with 2 callers\n",

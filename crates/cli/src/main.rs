@@ -66,6 +66,10 @@ enum BenchPart {
     Replay,
     /// (g) report latency on a store with many runs.
     Report,
+    /// (h) effects/s of the simulator (`nurture check`, `nurture simulate`).
+    Simulate,
+    /// (h) events/s of `nurture scoring backtest`.
+    Backtest,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -569,6 +573,16 @@ struct BenchArgs {
     /// skip): SQLite, and Postgres with --postgres (its tables are emptied).
     #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
     report_runs: Vec<usize>,
+    /// (h) The project the simulator and the backtest run on (its workflows and
+    /// scoring rules).
+    #[arg(long, default_value = "workflows")]
+    speed_project: PathBuf,
+    /// (h) Contacts of the simulated population (0 to skip).
+    #[arg(long, default_value_t = 4_000)]
+    simulate_contacts: usize,
+    /// (h) Events of the backtest's generated history (0 to skip).
+    #[arg(long, default_value_t = 1_000_000)]
+    backtest_events: usize,
     /// Measure only these parts (comma-separated); all of them by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<BenchPart>,
@@ -1555,6 +1569,20 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+    if a.simulate_contacts > 0 && part(BenchPart::Simulate) {
+        eprintln!("simulating {} contacts ...", a.simulate_contacts);
+        report.simulate = Some(rt.block_on(crate::bench::speed::simulate(
+            &a.speed_project,
+            a.simulate_contacts,
+        ))?);
+    }
+    if a.backtest_events > 0 && part(BenchPart::Backtest) {
+        eprintln!("backtesting {} events ...", a.backtest_events);
+        report.backtest = Some(crate::bench::speed::backtest(
+            &a.speed_project,
+            a.backtest_events,
+        )?);
     }
     print!("{}", crate::bench::table(&report));
     if let Some(path) = a.json {

@@ -105,11 +105,23 @@ pub enum EvalError {
     },
 }
 
+thread_local! {
+    /// CEL's standard environment, built once per thread: `Context::default()` built it
+    /// anew at every evaluation (every standard function declared into maps).
+    static STDLIB: Arc<cel::Env> = Arc::new(cel::Env::stdlib());
+}
+
 /// Evaluates a compiled program in a scope.
 pub fn eval(program: &Program, scope: &Scope<'_>) -> Result<CelValue, EvalError> {
-    let mut ctx = Context::default();
-    ctx.add_variable("contact", scope.contact.clone())?;
+    let mut ctx = root(scope)?;
     ctx.add_variable("event", scope.event.cloned().unwrap_or(Value::Null))?;
+    execute(program, &ctx)
+}
+
+/// A context with everything of `scope` but its event.
+fn root(scope: &Scope<'_>) -> Result<Context<'static, 'static>, EvalError> {
+    let mut ctx = Context::with_env(STDLIB.with(Arc::clone));
+    ctx.add_variable("contact", scope.contact.clone())?;
     ctx.add_variable_from_value("now", CelValue::Timestamp(scope.now.fixed_offset()));
     if let Some(o) = scope.outcome {
         ctx.add_variable("outcome", o.clone())?;
@@ -150,11 +162,36 @@ pub fn eval(program: &Program, scope: &Scope<'_>) -> Result<CelValue, EvalError>
             Ok(CelValue::Int(n as i64))
         },
     )?;
+    Ok(ctx)
+}
+
+fn execute(program: &Program, ctx: &Context<'_, '_>) -> Result<CelValue, EvalError> {
     // The cel crate may panic on values it does not expect: that is this expression's
     // failure (its run fails with the reason), never the process's.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| program.execute(&ctx)))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| program.execute(ctx)))
         .map_err(|_| EvalError::Aborted)?
         .map_err(EvalError::from)
+}
+
+/// A scope made ready once for many evaluations that differ in their event only (a
+/// backtest reads one contact's conditions event after event): the contact is converted
+/// to CEL values once, not per evaluation.
+pub struct Bound {
+    ctx: Context<'static, 'static>,
+}
+
+impl Bound {
+    /// `scope` made ready (its event is not kept: each evaluation gives its own).
+    pub fn new(scope: &Scope<'_>) -> Result<Bound, EvalError> {
+        Ok(Bound { ctx: root(scope)? })
+    }
+
+    /// [`eval_bool`] in this scope with `event`.
+    pub fn eval_bool(&self, program: &Program, event: Option<&Value>) -> Result<bool, EvalError> {
+        let mut ctx = self.ctx.new_inner_scope();
+        ctx.add_variable("event", event.cloned().unwrap_or(Value::Null))?;
+        as_bool(execute(program, &ctx)?)
+    }
 }
 
 /// The start of the error of an evaluation that panicked: a run that meets it fails.
@@ -162,7 +199,11 @@ pub const ABORTED: &str = "evaluation aborted";
 
 /// Evaluates a condition: only `true` is true; errors are returned for the journal.
 pub fn eval_bool(program: &Program, scope: &Scope<'_>) -> Result<bool, EvalError> {
-    match eval(program, scope)? {
+    as_bool(eval(program, scope)?)
+}
+
+fn as_bool(v: CelValue) -> Result<bool, EvalError> {
+    match v {
         CelValue::Bool(b) => Ok(b),
         other => Err(EvalError::NotBool(other.type_of().to_string())),
     }

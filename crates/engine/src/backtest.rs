@@ -169,18 +169,41 @@ pub struct Outcome {
 /// Scores one contact's history under `rules` over `[from, to]`. Also returns how many
 /// of its events were read (those at or before `to`).
 pub fn score_history(rules: &Rules, h: &History<'_>, from: Ts, to: Ts) -> (Outcome, usize) {
+    let order = in_order(h, to);
+    score_in_order(rules, &order, bound(h, to).as_ref(), from, to)
+}
+
+/// The events of `h` a backtest up to `to` reads, in the order it reads them.
+fn in_order<'h>(h: &'h History<'_>, to: Ts) -> Vec<&'h StoredEvent> {
     let mut order: Vec<&StoredEvent> = h.events.iter().filter(|e| e.at <= to).collect();
     order.sort_by_key(|e| (e.at, e.seq));
-    let history = Arc::new(Vec::new());
+    order
+}
+
+/// The scope of `h`'s conditions (its contact, at `to`, no history), made ready once for
+/// all of its events and both sets of rules; `None` when the contact does not convert
+/// (every condition is then false, as an evaluation error is).
+fn bound(h: &History<'_>, to: Ts) -> Option<ceval::Bound> {
+    let scope = Scope {
+        contact: h.view,
+        event: None,
+        now: to,
+        history: Arc::new(Vec::new()),
+        outcome: None,
+    };
+    ceval::Bound::new(&scope).ok()
+}
+
+/// [`score_history`] over events already in order.
+fn score_in_order(
+    rules: &Rules,
+    order: &[&StoredEvent],
+    bound: Option<&ceval::Bound>,
+    from: Ts,
+    to: Ts,
+) -> (Outcome, usize) {
     let holds = |program: &cel::Program, event: Option<&Value>| {
-        let scope = Scope {
-            contact: h.view,
-            event,
-            now: to,
-            history: history.clone(),
-            outcome: None,
-        };
-        ceval::eval_bool(program, &scope).unwrap_or(false)
+        bound.is_some_and(|b| b.eval_bool(program, event).unwrap_or(false))
     };
     let mut score = Score::default();
     for (points, program) in &rules.profile {
@@ -191,7 +214,7 @@ pub fn score_history(rules: &Rules, h: &History<'_>, from: Ts, to: Ts) -> (Outco
     let threshold = rules.mql_score as f64;
     let mut mql_at = None;
     let mut checked_from = false;
-    for e in &order {
+    for e in order {
         if !checked_from && e.at >= from {
             checked_from = true;
             if score.at(from) >= threshold {
@@ -293,11 +316,44 @@ pub fn backtest(
     from: Ts,
     to: Ts,
 ) -> Backtest {
+    // Contacts are independent: split over the cores, each part in order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let part = histories.len().div_ceil(threads.max(1)).max(1);
+    let parts: Vec<(Vec<Row>, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> = histories
+            .chunks(part)
+            .map(|chunk| s.spawn(move || backtest_part(current, new, chunk, from, to)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let events = parts.iter().map(|(_, n)| n).sum();
+    let mut rows: Vec<Row> = parts.into_iter().flat_map(|(r, _)| r).collect();
+    rows.sort_by(|x, y| x.contact.cmp(&y.contact));
+    Backtest {
+        rows,
+        contacts: histories.len(),
+        events,
+    }
+}
+
+/// [`backtest`]'s rows and events read for some of the histories.
+fn backtest_part(
+    current: &Rules,
+    new: &Rules,
+    histories: &[History<'_>],
+    from: Ts,
+    to: Ts,
+) -> (Vec<Row>, usize) {
     let mut rows = Vec::new();
     let mut events = 0;
     for h in histories {
-        let (a, n) = score_history(current, h, from, to);
-        let (b, _) = score_history(new, h, from, to);
+        let order = in_order(h, to);
+        let bound = bound(h, to);
+        let (a, n) = score_in_order(current, &order, bound.as_ref(), from, to);
+        let (b, _) = score_in_order(new, &order, bound.as_ref(), from, to);
         events += n;
         let change = Change::of(a.mql_at, b.mql_at);
         if change != Change::Neither {
@@ -309,10 +365,5 @@ pub fn backtest(
             });
         }
     }
-    rows.sort_by(|x, y| x.contact.cmp(&y.contact));
-    Backtest {
-        rows,
-        contacts: histories.len(),
-        events,
-    }
+    (rows, events)
 }

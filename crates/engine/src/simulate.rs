@@ -1,6 +1,6 @@
 //! `nurture simulate`: the real engine on a virtual clock, nothing sent.
 //!
-//! The engine runs on a private in-memory SQLite store. The clock jumps from one instant
+//! The engine runs on a private in-memory store made for it (`nurture-store-memory`). The clock jumps from one instant
 //! to the next at which something is due: an input event, a timer, a schedule firing.
 //! Effects are reported in time order; the same input gives the same output, byte for byte.
 //!
@@ -20,7 +20,7 @@ use crate::{Effect, Engine, EngineError};
 use nurture_core::project::Project;
 use nurture_store::limits::SendLimits;
 use nurture_store::{OutboxEntry, OutboxOutcome, Store, Ts};
-use nurture_store_sqlite::SqliteStore;
+use nurture_store_memory::MemoryStore;
 
 /// The simulated delivery of the outbox: everything due is "sent" at once (recorded, as
 /// by a deliverer without channels), except what a frequency cap defers, which is
@@ -94,7 +94,7 @@ impl Delivery {
 }
 
 impl Outbox {
-    async fn deliver(&mut self, store: &SqliteStore, now: Ts) -> Result<Vec<Effect>, EngineError> {
+    async fn deliver(&mut self, store: &MemoryStore, now: Ts) -> Result<Vec<Effect>, EngineError> {
         let mut effects = Vec::new();
         loop {
             let (due, later) = store.claim_outbox(now, 1000).await?;
@@ -271,8 +271,8 @@ async fn run_inner(
     record: bool,
     mut emit: impl FnMut(&Effect),
 ) -> Result<Recorded, EngineError> {
-    let sqlite = Arc::new(SqliteStore::open("sqlite::memory:", &Default::default()).await?);
-    let store: Arc<dyn Store> = sqlite.clone();
+    let memory = Arc::new(MemoryStore::new());
+    let store: Arc<dyn Store> = memory.clone();
     // The frequency caps apply as in a live run (rate limits are about throughput).
     store.set_send_limits(SendLimits::for_project(&project).caps_only());
     let mut outbox = Outbox::new(&project, record);
@@ -352,7 +352,7 @@ async fn run_inner(
             if first_round {
                 // Contacts imported at t0 may have pending work.
                 let mut effects = engine.tick(clock).await?;
-                effects.extend(outbox.deliver(&sqlite, clock).await?);
+                effects.extend(outbox.deliver(&memory, clock).await?);
                 summary.effects += effects.len();
                 effects.iter().for_each(&mut emit);
                 first_round = false;
@@ -401,7 +401,7 @@ async fn run_inner(
             }
         }
         let mut effects = engine.tick(clock).await?;
-        effects.extend(outbox.deliver(&sqlite, clock).await?);
+        effects.extend(outbox.deliver(&memory, clock).await?);
         summary.effects += effects.len();
         effects.iter().for_each(&mut emit);
     }

@@ -189,6 +189,15 @@ pub enum StoreError {
     /// The configuration is refused.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// An operation this store does not offer: the in-memory store of simulations
+    /// (`nurture-store-memory`) keeps only what a simulation uses.
+    #[error("the {store} store does not support {what}")]
+    Unsupported {
+        /// Which store.
+        store: &'static str,
+        /// What it was asked to do.
+        what: &'static str,
+    },
     /// The migrations could not be applied (the database was reachable).
     #[error("migration failed")]
     Migration(#[source] Arc<sqlx::migrate::MigrateError>),

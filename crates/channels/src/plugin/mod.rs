@@ -583,6 +583,12 @@ impl Drop for PluginHost {
 /// back (`madvise`), as without this setting.
 pub const KEEP_RESIDENT_BYTES: usize = 4 << 20;
 
+/// Whether pool slots are reset in place after a call ([`KEEP_RESIDENT_BYTES`]): the
+/// kernel supports `PAGEMAP_SCAN`.
+pub fn resets_in_place() -> bool {
+    PoolingAllocationConfig::is_pagemap_scan_available()
+}
+
 /// The instance pool: room for [`Limits::max_concurrent`] calls in flight, each one
 /// component instance with at most 16 core instances, 4 memories and 8 tables, so that
 /// the number of calls is the only limit a call can run into. The next call finds no
@@ -604,7 +610,7 @@ fn pool_config(limits: &Limits) -> PoolingAllocationConfig {
     pool.max_memory_size(limits.memory_bytes);
     pool.table_elements(limits.table_elements);
     pool.max_unused_warm_slots(n);
-    if PoolingAllocationConfig::is_pagemap_scan_available() {
+    if resets_in_place() {
         pool.pagemap_scan(Enabled::Yes);
         pool.linear_memory_keep_resident(KEEP_RESIDENT_BYTES.min(limits.memory_bytes));
         pool.table_keep_resident(KEEP_RESIDENT_BYTES);

@@ -1049,20 +1049,18 @@ fn store_limits(limits: &Limits) -> StoreLimits {
 /// What the instance pool ran out of, when that is why a call could not start (all
 /// [`Limits::max_concurrent`] slots busy): "component instances", "memories"...
 fn pool_exhausted(e: &wasmtime::Error) -> Option<String> {
-    e.chain()
-        .find_map(|c| c.downcast_ref::<PoolConcurrencyLimitError>())
-        .map(|p| {
-            let text = p.to_string();
-            // "maximum concurrent limit of N for KIND reached"
-            text.split(" for ")
-                .nth(1)
-                .map(|k| k.trim_end_matches(" reached"))
-                .map(|k| match k.starts_with("memory stripe") {
-                    true => "memories".to_string(),
-                    false => k.to_string(),
-                })
-                .unwrap_or(text)
-        })
+    e.downcast_ref::<PoolConcurrencyLimitError>().map(|p| {
+        let text = p.to_string();
+        // "maximum concurrent limit of N for KIND reached"
+        text.split(" for ")
+            .nth(1)
+            .map(|k| k.trim_end_matches(" reached"))
+            .map(|k| {
+                let memories = k.starts_with("memory stripe");
+                if memories { "memories" } else { k }.to_string()
+            })
+            .unwrap_or(text)
+    })
 }
 
 /// The panic message from a guest's stderr: `thread '..' panicked at FILE:L:C:` then

@@ -311,6 +311,92 @@ async fn limit_memory_bomb_fails_at_the_limit_and_the_host_survives() {
     assert!(matches!(sms, CallOutcome::Ok { .. }), "{sms:?}");
 }
 
+/// A fresh instance finds nothing of an earlier call: its counter at 1, its data as
+/// initialised, no scribbles on the heap or in grown memory. One call slot, so every call
+/// reuses the same pool slot (its memory reset in place or handed back), also after a
+/// memory bomb dirtied the slot past what is kept resident and after a trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_gets_a_fresh_instance_even_in_a_reused_pool_slot() {
+    let cache = tempfile::tempdir().unwrap();
+    let provider = sms_provider();
+    let limits = Limits {
+        max_concurrent: 1,
+        memory_bytes: 32 << 20,
+        ..Limits::default()
+    };
+    let host = misbehave_host(limits, &provider, cache.path());
+    let first = call(&host, "misbehave", "remember", json!({})).await;
+    let CallOutcome::Ok { output } = &first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(output["calls"], 1, "{output}");
+    assert_eq!(output["mark"], "initial-contents", "{output}");
+    assert_eq!(output["grown_nonzero_bytes"], 0, "{output}");
+    assert_eq!(output["scribbles_found"], 0, "{output}");
+    for between in [
+        "remember",
+        "remember",
+        "memory-bomb",
+        "trap",
+        "panic",
+        "echo",
+    ] {
+        call(&host, "misbehave", between, json!({})).await;
+        let again = call(&host, "misbehave", "remember", json!({})).await;
+        assert_eq!(again, first, "after `{between}`");
+    }
+    // Calls in flight at once each get their own instance too.
+    let host = misbehave_host(Limits::default(), &provider, cache.path());
+    let many =
+        futures::future::join_all((0..8).map(|_| call(&host, "misbehave", "remember", json!({}))))
+            .await;
+    assert!(many.iter().all(|o| *o == first), "{many:?}");
+}
+
+/// With every call slot busy, the next call is not started: a retry that says why, not
+/// a wait or a failure. Its slot comes back when the call ends.
+#[tokio::test(flavor = "current_thread")]
+async fn limit_calls_beyond_the_instance_pool_are_retried_and_slots_come_back() {
+    let cache = tempfile::tempdir().unwrap();
+    let provider = sms_provider();
+    let limits = Limits {
+        max_concurrent: 1,
+        deadline: Duration::from_millis(1500),
+        ..Limits::default()
+    };
+    let host = misbehave_host(limits, &provider, cache.path());
+    let spin = call(&host, "misbehave", "spin", json!({}));
+    let other = async {
+        // The looping call takes the only slot first (it yields at every epoch tick).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        call(&host, "misbehave", "echo", json!({"n": 1})).await
+    };
+    let (spin, other) = tokio::join!(spin, other);
+    assert!(
+        failed_reason(&spin).contains("exceeded its 1500 ms deadline"),
+        "{spin:?}"
+    );
+    match &other {
+        CallOutcome::Retry { reason, after } => {
+            assert_eq!(*after, Duration::ZERO);
+            assert_eq!(
+                reason,
+                "plugin `misbehave` not started: all 1 call slots of the plugin host are busy (no free component instances); retried later"
+            );
+        }
+        o => panic!("expected a retry, got {o:?}"),
+    }
+    for n in 0..20 {
+        let out = call(&host, "misbehave", "echo", json!({ "n": n })).await;
+        assert_eq!(
+            out,
+            CallOutcome::Ok {
+                output: json!({ "n": n })
+            }
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_a_host_not_in_the_manifest_is_refused_before_any_connection() {
     let cache = tempfile::tempdir().unwrap();

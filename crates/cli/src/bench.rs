@@ -76,6 +76,8 @@ pub(crate) struct PluginFigures {
     pub(crate) call_p99_us: f64,
     /// Calls per second with 2 concurrent callers.
     pub(crate) calls_per_sec: f64,
+    /// Pool slots reset in place (`PAGEMAP_SCAN`), or handed back with `madvise`.
+    pub(crate) reset_in_place: bool,
 }
 
 /// Measures the plugin host on the plugin in `dir`, calling `step` with `with`. A plugin
@@ -158,6 +160,7 @@ pub(crate) async fn plugin_calls(
         call_median_us: times[times.len() / 2],
         call_p99_us: times[(times.len() * 99 / 100).min(times.len() - 1)],
         calls_per_sec,
+        reset_in_place: nurture_channels::plugin::resets_in_place(),
     })
 }
 
@@ -710,8 +713,8 @@ pub(crate) fn table(r: &Report) -> String {
     out.push_str(&speed::table(r.simulate.as_ref(), r.backtest.as_ref()));
     if let Some(p) = &r.plugin {
         out.push_str(&format!(
-            "\nplugin host ({}/{}, {} calls, pooling allocator):\n  compile {:.1} ms; cold start from cache {:.2} ms (median of 5)\n  instantiate + call + drop: median {:.1} us, p99 {:.1} us; {:.0} calls/s with 2 callers\n",
-            p.plugin, p.step, p.calls, p.compile_ms, p.cold_start_cached_ms, p.call_median_us, p.call_p99_us, p.calls_per_sec
+            "\nplugin host ({}/{}, {} calls, pooling allocator, slots reset {}):\n  compile {:.1} ms; cold start from cache {:.2} ms (median of 5)\n  instantiate + call + drop: median {:.1} us, p99 {:.1} us; {:.0} calls/s with 2 callers\n",
+            p.plugin, p.step, p.calls, if p.reset_in_place { "in place" } else { "by madvise" }, p.compile_ms, p.cold_start_cached_ms, p.call_median_us, p.call_p99_us, p.calls_per_sec
         ));
     }
     out

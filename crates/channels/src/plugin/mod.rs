@@ -33,8 +33,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, UpdateDeadline,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError,
+    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -341,29 +341,42 @@ pub struct StepCall<'a> {
 struct Loaded {
     manifest: PluginManifest,
     pre: bindings::PluginPre<CallState>,
-    config: PluginConfig,
+    /// What every call's store reads (shared, never written by a call).
+    shared: Arc<Shared>,
     /// How long the component took to become ready (from cache or compiled).
     load_time: Duration,
     from_cache: bool,
 }
 
-/// Per-call store data.
-struct CallState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
+/// A plugin's name, manifest rules and operator settings, as its calls see them.
+struct Shared {
     plugin: String,
     hosts: Vec<String>,
     declared_secrets: Vec<String>,
     config: PluginConfig,
+}
+
+/// Per-call store data: all of it made for this call and dropped with it, except the
+/// read-only [`Shared`] settings and the egress rules.
+struct CallState {
+    /// Made at the call's first WASI import (many calls make none): empty but for stderr.
+    wasi: Option<WasiCtx>,
+    stderr: MemoryOutputPipe,
+    table: ResourceTable,
+    limits: StoreLimits,
+    shared: Arc<Shared>,
     egress: Arc<crate::egress::Egress>,
     deadline: Instant,
 }
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let stderr = &self.stderr;
+        let ctx = self
+            .wasi
+            .get_or_insert_with(|| sandbox_wasi(stderr.clone()));
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
@@ -373,30 +386,36 @@ impl wit::Host for CallState {}
 
 impl wit_secrets::Host for CallState {
     async fn get(&mut self, name: String) -> Result<String, String> {
-        if !self.declared_secrets.contains(&name) {
-            tracing::warn!(plugin = %self.plugin, secret = %name, "plugin asked for an undeclared secret");
+        if !self.shared.declared_secrets.contains(&name) {
+            tracing::warn!(plugin = %self.shared.plugin, secret = %name, "plugin asked for an undeclared secret");
             return Err(format!(
                 "secret `{name}` is not declared in plugin `{}`'s manifest",
-                self.plugin
+                self.shared.plugin
             ));
         }
-        self.config.secrets.get(&name).cloned().ok_or_else(|| {
-            format!(
-                "secret `{name}` of plugin `{}` is not set (environment variable {})",
-                self.plugin,
-                self.config
-                    .secret_vars
-                    .get(&name)
-                    .cloned()
-                    .unwrap_or_else(|| secret_env_var(&self.plugin, &name))
-            )
-        })
+        self.shared
+            .config
+            .secrets
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "secret `{name}` of plugin `{}` is not set (environment variable {})",
+                    self.shared.plugin,
+                    self.shared
+                        .config
+                        .secret_vars
+                        .get(&name)
+                        .cloned()
+                        .unwrap_or_else(|| secret_env_var(&self.shared.plugin, &name))
+                )
+            })
     }
 }
 
 impl wit_log::Host for CallState {
     async fn log(&mut self, level: wit_log::Level, message: String) {
-        let plugin = self.plugin.as_str();
+        let plugin = self.shared.plugin.as_str();
         match level {
             wit_log::Level::Trace => tracing::trace!(plugin, "{message}"),
             wit_log::Level::Debug => tracing::debug!(plugin, "{message}"),
@@ -418,21 +437,26 @@ impl CallState {
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
             .ok_or_else(|| wit_http::Error::Denied(format!("not an http(s) URL: {shown}")))?;
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
-            tracing::warn!(plugin = %self.plugin, %host, "plugin called a host not in its manifest");
+        if !self
+            .shared
+            .hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&host))
+        {
+            tracing::warn!(plugin = %self.shared.plugin, %host, "plugin called a host not in its manifest");
             return Err(wit_http::Error::Denied(format!(
                 "host `{host}` is not in plugin `{}`'s manifest (allowed: {})",
-                self.plugin,
-                if self.hosts.is_empty() {
+                self.shared.plugin,
+                if self.shared.hosts.is_empty() {
                     "none".to_string()
                 } else {
-                    self.hosts.join(", ")
+                    self.shared.hosts.join(", ")
                 }
             )));
         }
         // A route sends an allowed host to another base URL (staging, tests): the
         // operator's choice, so not subject to the address rules.
-        if let Some(base) = self.config.routes.get(&host) {
+        if let Some(base) = self.shared.config.routes.get(&host) {
             let tail = &url[url::Position::BeforePath..];
             let routed = format!("{}{tail}", base.trim_end_matches('/'));
             let routed = url::Url::parse(&routed).map_err(|_| {
@@ -441,7 +465,7 @@ impl CallState {
             return Ok((routed, true));
         }
         self.egress.parse(url.as_str()).map_err(|e| {
-            tracing::warn!(plugin = %self.plugin, url = %shown, error = %e, "plugin request refused");
+            tracing::warn!(plugin = %self.shared.plugin, url = %shown, error = %e, "plugin request refused");
             wit_http::Error::Denied(format!("request to {shown} refused: {e}"))
         })?;
         Ok((url, false))
@@ -538,6 +562,8 @@ pub struct PluginHost {
     /// Plugins that failed to load, with the reason their steps fail.
     unavailable: HashMap<String, String>,
     limits: Limits,
+    /// Every call's store limits, made from `limits` once.
+    store_limits: StoreLimits,
     egress: Arc<crate::egress::Egress>,
     stop: Arc<AtomicBool>,
     /// Where calls and traps are counted ([`PluginHost::with_metrics`]).
@@ -548,6 +574,48 @@ impl Drop for PluginHost {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Of each linear memory and table, this much may be kept resident between calls: the
+/// pages a call wrote are reset in place (`memset`) when it ends, instead of being handed
+/// back to the kernel and faulted in again by the next call. Only where the kernel says
+/// which pages were written (`PAGEMAP_SCAN`, Linux 6.7+); elsewhere every page goes
+/// back (`madvise`), as without this setting.
+pub const KEEP_RESIDENT_BYTES: usize = 4 << 20;
+
+/// Whether pool slots are reset in place after a call ([`KEEP_RESIDENT_BYTES`]): the
+/// kernel supports `PAGEMAP_SCAN`.
+pub fn resets_in_place() -> bool {
+    PoolingAllocationConfig::is_pagemap_scan_available()
+}
+
+/// The instance pool: room for [`Limits::max_concurrent`] calls in flight, each one
+/// component instance with at most 16 core instances, 4 memories and 8 tables, so that
+/// the number of calls is the only limit a call can run into. The next call finds no
+/// slot and is retried ([`CallOutcome::Retry`]).
+fn pool_config(limits: &Limits) -> PoolingAllocationConfig {
+    const CORE_INSTANCES: u32 = 16;
+    const MEMORIES: u32 = 4;
+    const TABLES: u32 = 8;
+    let n = limits.max_concurrent.max(1);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(n);
+    pool.total_core_instances(n * CORE_INSTANCES);
+    pool.total_memories(n * MEMORIES);
+    pool.total_tables(n * TABLES);
+    pool.total_stacks(n);
+    pool.max_core_instances_per_component(CORE_INSTANCES);
+    pool.max_memories_per_component(MEMORIES);
+    pool.max_tables_per_component(TABLES);
+    pool.max_memory_size(limits.memory_bytes);
+    pool.table_elements(limits.table_elements);
+    pool.max_unused_warm_slots(n);
+    if resets_in_place() {
+        pool.pagemap_scan(Enabled::Yes);
+        pool.linear_memory_keep_resident(KEEP_RESIDENT_BYTES.min(limits.memory_bytes));
+        pool.table_keep_resident(KEEP_RESIDENT_BYTES);
+    }
+    pool
 }
 
 impl PluginHost {
@@ -561,20 +629,10 @@ impl PluginHost {
         config.memory_reservation(limits.memory_bytes as u64);
         config.memory_guard_size(64 << 10);
         config.max_wasm_stack(1 << 20);
-        let mut pool = PoolingAllocationConfig::default();
-        let n = limits.max_concurrent.max(1) + 4;
-        pool.total_component_instances(n);
-        pool.total_core_instances(n * 8);
-        pool.total_memories(n * 2);
-        pool.total_tables(n * 4);
-        pool.total_stacks(n);
-        pool.max_core_instances_per_component(16);
-        pool.max_memories_per_component(4);
-        pool.max_tables_per_component(8);
-        pool.max_memory_size(limits.memory_bytes);
-        pool.table_elements(limits.table_elements);
-        pool.max_unused_warm_slots(n);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // Copy-on-write images of the initial memory even for large data sections: an
+        // instance maps its heap instead of copying it.
+        config.memory_guaranteed_dense_image_size(limits.memory_bytes as u64);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(&limits)));
         let engine = Engine::new(&config).map_err(PluginError::Wasmtime)?;
         let stop = Arc::new(AtomicBool::new(false));
         {
@@ -598,6 +656,7 @@ impl PluginHost {
             engine,
             plugins: HashMap::new(),
             unavailable: HashMap::new(),
+            store_limits: store_limits(&limits),
             limits,
             egress,
             stop,
@@ -710,10 +769,16 @@ impl PluginHost {
         })?;
         let pre = bindings::PluginPre::new(pre).map_err(|e| load_err(format!("{e:#}")))?;
         let load_time = started.elapsed();
+        let shared = Arc::new(Shared {
+            plugin: manifest.name.clone(),
+            hosts: manifest.hosts.clone(),
+            declared_secrets: manifest.secrets.clone(),
+            config,
+        });
         let loaded = Loaded {
             manifest,
             pre,
-            config,
+            shared,
             load_time,
             from_cache,
         };
@@ -806,31 +871,14 @@ impl PluginHost {
     }
 
     fn store_for(&self, loaded: &Loaded, stderr: MemoryOutputPipe) -> Store<CallState> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .table_elements(self.limits.table_elements)
-            .instances(16)
-            .tables(16)
-            .memories(4)
-            .trap_on_grow_failure(true)
-            .build();
-        let wasi = WasiCtxBuilder::new()
-            .stderr(stderr)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        let deadline = Instant::now() + self.limits.deadline;
         let state = CallState {
-            wasi,
+            wasi: None,
+            stderr,
             table: ResourceTable::new(),
-            limits,
-            plugin: loaded.manifest.name.clone(),
-            hosts: loaded.manifest.hosts.clone(),
-            declared_secrets: loaded.manifest.secrets.clone(),
-            config: loaded.config.clone(),
+            limits: self.store_limits.clone(),
+            shared: loaded.shared.clone(),
             egress: self.egress.clone(),
-            deadline,
+            deadline: Instant::now() + self.limits.deadline,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -858,7 +906,7 @@ impl PluginHost {
                 steps: l.manifest.steps.keys().cloned().collect(),
                 hosts: l.manifest.hosts.clone(),
                 secrets: l.manifest.secrets.clone(),
-                secrets_set: l.config.secrets.keys().cloned().collect(),
+                secrets_set: l.shared.config.secrets.keys().cloned().collect(),
                 load_ms: l.load_time.as_secs_f64() * 1000.0,
                 from_cache: l.from_cache,
             })
@@ -914,8 +962,20 @@ impl PluginHost {
             .plugin_call_seconds
             .get_or_create(&label)
             .observe(started.elapsed().as_secs_f64());
-        if result.is_err() {
+        let busy = result.as_ref().err().and_then(pool_exhausted);
+        if result.is_err() && busy.is_none() {
             self.metrics.plugin_traps.get_or_create(&label).inc();
+        }
+        if let Some(what) = busy {
+            let reason = format!(
+                "plugin `{}` not started: all {} call slots of the plugin host are busy (no free {what}); retried later",
+                call.plugin, self.limits.max_concurrent
+            );
+            tracing::warn!(plugin = call.plugin, step = call.step, %reason, "plugin call not started");
+            return CallOutcome::Retry {
+                after: Duration::ZERO,
+                reason,
+            };
         }
         match result {
             Ok(wit::Outcome::Ok(output)) => CallOutcome::Ok {
@@ -960,6 +1020,47 @@ impl PluginHost {
             }
         }
     }
+}
+
+/// The WASI context of a call: no preopened directories, no environment, no arguments,
+/// no sockets, no name lookups; stderr goes to `stderr` (read for panic messages).
+fn sandbox_wasi(stderr: MemoryOutputPipe) -> WasiCtx {
+    WasiCtxBuilder::new()
+        .stderr(stderr)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
+/// The limits of every call's store: memory and table sizes, and how many instances,
+/// tables and memories a component may make.
+fn store_limits(limits: &Limits) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(limits.memory_bytes)
+        .table_elements(limits.table_elements)
+        .instances(16)
+        .tables(16)
+        .memories(4)
+        .trap_on_grow_failure(true)
+        .build()
+}
+
+/// What the instance pool ran out of, when that is why a call could not start (all
+/// [`Limits::max_concurrent`] slots busy): "component instances", "memories"...
+fn pool_exhausted(e: &wasmtime::Error) -> Option<String> {
+    e.downcast_ref::<PoolConcurrencyLimitError>().map(|p| {
+        let text = p.to_string();
+        // "maximum concurrent limit of N for KIND reached"
+        text.split(" for ")
+            .nth(1)
+            .map(|k| k.trim_end_matches(" reached"))
+            .map(|k| {
+                let memories = k.starts_with("memory stripe");
+                if memories { "memories" } else { k }.to_string()
+            })
+            .unwrap_or(text)
+    })
 }
 
 /// The panic message from a guest's stderr: `thread '..' panicked at FILE:L:C:` then

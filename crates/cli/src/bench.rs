@@ -663,7 +663,7 @@ pub(crate) fn table(r: &Report) -> String {
     }
     if let Some(f) = &r.replay {
         out.push_str(&format!(
-            "\nreplay (one process, in-memory SQLite per batch of {}, {} batches at once): {} runs, {} journal entries ({:.1} per run, recording {:.0} bytes per run): {:.0} entries/s replayed ({:.2} s; loading the recordings {:.2} s); {} identical\n",
+            "\nreplay (one process, in-memory store per batch of {}, {} batches at once): {} runs, {} journal entries ({:.1} per run, recording {:.0} bytes per run): {:.0} entries/s replayed ({:.2} s; loading the recordings {:.2} s); {} identical\n",
             nurture_engine::replay::BATCH, nurture_engine::replay::PARALLEL, f.runs, f.entries, f.entries_per_run, f.recording_bytes_per_run, f.entries_per_sec, f.replay_seconds, f.load_seconds, f.identical
         ));
     }

@@ -9,7 +9,7 @@
 //! round-robin counters read (`assign_owner`'s `counter`) and the outcomes of awaited
 //! steps (stored as `outcome` events). A [`Recording`] holds them with the run's journal
 //! and its workflow version's source; [`replay`] re-executes recordings with the real
-//! engine on a private in-memory SQLite store (nothing is sent, nothing is written to the
+//! engine on a private in-memory store (`nurture-store-memory`) (nothing is sent, nothing is written to the
 //! live store) and returns a [`Report`] per run: identical, or the first divergence with
 //! what was recorded, what the engine does now, and the input it followed.
 //!
@@ -607,9 +607,7 @@ async fn replay_batch(
     project.plans.retain(|p| p.id() != plan.id());
     project.plans.push(plan.clone());
     project.plans.sort_by(|a, b| a.id().cmp(b.id()));
-    let store =
-        nurture_store_sqlite::SqliteStore::open("sqlite::memory:", &Default::default()).await?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store: Arc<dyn Store> = Arc::new(nurture_store_memory::MemoryStore::new());
     let mut engine = Engine::new(Arc::new(project), store.clone());
     engine.replay_reads = Some(Reads::of(recs));
     seed(&*store, recs).await?;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use cel::common::types::{CelBool, CelString};
 use cel::objects::Key;
 use cel::{Context, ExecutionError, Program, Value as CelValue};
 use serde_json::Value;
@@ -108,7 +109,50 @@ pub enum EvalError {
 thread_local! {
     /// CEL's standard environment, built once per thread: `Context::default()` built it
     /// anew at every evaluation (every standard function declared into maps).
-    static STDLIB: Arc<cel::Env> = Arc::new(cel::Env::stdlib());
+    static STDLIB: Arc<cel::Env> = Arc::new(stdlib());
+    /// The regular expressions `matches()` compiled on this thread, by pattern (at most
+    /// [`MAX_REGEXES`]): cel compiled one at every evaluation, most of a backtest's time.
+    static REGEXES: std::cell::RefCell<HashMap<String, Result<Arc<regex::Regex>, String>>> =
+        std::cell::RefCell::default();
+}
+
+/// The most compiled patterns a thread keeps (then it starts again from none).
+const MAX_REGEXES: usize = 256;
+
+/// CEL's standard library with `matches` (global and member) on [`REGEXES`].
+fn stdlib() -> cel::Env {
+    let mut env = cel::Env::stdlib();
+    cel::add_overload!(env, fn matches: (CelString, CelString) -> Result<CelBool>, id = "matches")
+        .expect("one global `matches`");
+    cel::add_member_overload!(env, fn matches: (CelString, CelString) -> Result<CelBool>)
+        .expect("one member `matches`");
+    env
+}
+
+/// `text.matches(re)`: whether the regular expression `re` (RE2 syntax, as CEL's) finds a
+/// match in `text`.
+fn matches(text: &CelString<'_>, re: &CelString<'_>) -> Result<CelBool, ExecutionError> {
+    let compiled = REGEXES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(r) = cache.get(re.inner()) {
+            return r.clone();
+        }
+        if cache.len() >= MAX_REGEXES {
+            cache.clear();
+        }
+        let r = regex::Regex::new(re.inner())
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        cache.insert(re.inner().to_string(), r.clone());
+        r
+    });
+    match compiled {
+        Ok(r) => Ok(CelBool::from(r.is_match(text.inner()))),
+        Err(err) => Err(ExecutionError::FunctionError {
+            function: "matches".to_string(),
+            message: format!("'{}' not a valid regex:\n{err}", re.inner()),
+        }),
+    }
 }
 
 /// Evaluates a compiled program in a scope.
@@ -426,6 +470,30 @@ mod tests {
         );
         assert_eq!(r["contact.score"], 12);
         assert_eq!(r["contact.company.name"], "Acme");
+    }
+
+    /// `matches` (member and global) as CEL's: RE2 syntax, a bad pattern an error; the
+    /// compiled patterns a thread keeps stay bounded.
+    #[test]
+    fn matches_uses_kept_regexes_and_bounds_them() {
+        let c = serde_json::json!({"title": "VP of Marketing"});
+        let s = scope_with(vec![], &c);
+        let p = |src: &str| crate::expr::compile(src).unwrap();
+        let vp = p(r#"contact.title.matches("(?i)\\b(VP|chief)")"#);
+        assert!(eval_bool(&vp, &s).unwrap());
+        assert!(
+            eval_bool(&vp, &s).unwrap(),
+            "the second time, from the kept regex"
+        );
+        assert!(eval_bool(&p(r#"matches(contact.title, "^VP ")"#), &s).unwrap());
+        assert!(!eval_bool(&p(r#"contact.title.matches("^CMO")"#), &s).unwrap());
+        let bad = eval_bool(&p(r#"contact.title.matches("(")"#), &s).unwrap_err();
+        assert!(format!("{bad:?}").contains("not a valid regex"), "{bad:?}");
+        for i in 0..(MAX_REGEXES + 10) {
+            let src = format!(r#"contact.title.matches("^VP{i}|VP")"#);
+            assert!(eval_bool(&p(&src), &s).unwrap());
+        }
+        assert!(REGEXES.with(|r| r.borrow().len()) <= MAX_REGEXES);
     }
 
     #[test]

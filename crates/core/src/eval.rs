@@ -156,18 +156,57 @@ fn matches(text: &CelString<'_>, re: &CelString<'_>) -> Result<CelBool, Executio
 }
 
 /// Evaluates a compiled program in a scope.
+///
+/// The contact, the clock and the history are made CEL values once per thread and
+/// scope: a unit of work evaluates many conditions against one contact (every goal and
+/// `exit_if` of every run, every scoring rule), and converting the contact was half of
+/// the simulator's time. The cache is a copy of the scope's contact, compared by value,
+/// so a contact that changed between two evaluations is converted again.
 pub fn eval(program: &Program, scope: &Scope<'_>) -> Result<CelValue, EvalError> {
-    let mut ctx = root(scope)?;
-    ctx.add_variable("event", scope.event.cloned().unwrap_or(Value::Null))?;
-    execute(program, &ctx)
+    ROOT.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        let fresh = cached.as_ref().is_some_and(|c| c.serves(scope));
+        if !fresh {
+            *cached = None;
+            *cached = Some(RootCache {
+                ctx: root(scope)?,
+                contact: scope.contact.clone(),
+                now: scope.now,
+                history: scope.history.clone(),
+            });
+        }
+        let root = &cached.as_ref().expect("just filled").ctx;
+        let mut ctx = root.new_inner_scope();
+        bind_outcome(&mut ctx, scope.outcome)?;
+        ctx.add_variable("event", scope.event.cloned().unwrap_or(Value::Null))?;
+        execute(program, &ctx)
+    })
 }
 
-/// A context with everything of `scope` but its event.
-fn root(scope: &Scope<'_>) -> Result<Context<'static, 'static>, EvalError> {
-    let mut ctx = Context::with_env(STDLIB.with(Arc::clone));
-    ctx.add_variable("contact", scope.contact.clone())?;
-    ctx.add_variable_from_value("now", CelValue::Timestamp(scope.now.fixed_offset()));
-    if let Some(o) = scope.outcome {
+/// The root context of the last scope evaluated on this thread (see [`eval`]).
+struct RootCache {
+    ctx: Context<'static, 'static>,
+    contact: Value,
+    now: Ts,
+    history: Arc<Vec<StoredEvent>>,
+}
+
+impl RootCache {
+    /// Whether this context is the one `scope` would build (its event and outcome aside).
+    fn serves(&self, scope: &Scope<'_>) -> bool {
+        self.now == scope.now
+            && Arc::ptr_eq(&self.history, &scope.history)
+            && self.contact == *scope.contact
+    }
+}
+
+thread_local! {
+    static ROOT: std::cell::RefCell<Option<RootCache>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Binds `outcome` and `response` (the outcome's `response`), or nulls without one.
+fn bind_outcome(ctx: &mut Context<'_, '_>, outcome: Option<&Value>) -> Result<(), EvalError> {
+    if let Some(o) = outcome {
         ctx.add_variable("outcome", o.clone())?;
         ctx.add_variable(
             "response",
@@ -177,6 +216,15 @@ fn root(scope: &Scope<'_>) -> Result<Context<'static, 'static>, EvalError> {
         ctx.add_variable_from_value("outcome", CelValue::Null);
         ctx.add_variable_from_value("response", CelValue::Null);
     }
+    Ok(())
+}
+
+/// A context with the contact, the clock and `activity()` of `scope`: not its event,
+/// nor its outcome.
+fn root(scope: &Scope<'_>) -> Result<Context<'static, 'static>, EvalError> {
+    let mut ctx = Context::with_env(STDLIB.with(Arc::clone));
+    ctx.add_variable("contact", scope.contact.clone())?;
+    ctx.add_variable_from_value("now", CelValue::Timestamp(scope.now.fixed_offset()));
     let history = scope.history.clone();
     let now = scope.now;
     ctx.add_function(
@@ -227,7 +275,9 @@ pub struct Bound {
 impl Bound {
     /// `scope` made ready (its event is not kept: each evaluation gives its own).
     pub fn new(scope: &Scope<'_>) -> Result<Bound, EvalError> {
-        Ok(Bound { ctx: root(scope)? })
+        let mut ctx = root(scope)?;
+        bind_outcome(&mut ctx, scope.outcome)?;
+        Ok(Bound { ctx })
     }
 
     /// [`eval_bool`] in this scope with `event`.
@@ -451,6 +501,42 @@ mod tests {
             &s
         )
         .unwrap());
+    }
+
+    #[test]
+    fn the_kept_root_never_answers_for_a_changed_contact_clock_or_outcome() {
+        let p =
+            crate::expr::compile("contact.score > 5 && (outcome == null || outcome.ok)").unwrap();
+        let cold = serde_json::json!({"score": 1});
+        let hot = serde_json::json!({"score": 10});
+        let s = scope_with(vec![], &cold);
+        assert!(!eval_bool(&p, &s).unwrap());
+        // Same history and clock, another contact: converted again.
+        let s = Scope { contact: &hot, ..s };
+        assert!(eval_bool(&p, &s).unwrap());
+        // Same contact, another outcome: the outcome is never kept.
+        let failed = serde_json::json!({"ok": false});
+        let with = Scope {
+            outcome: Some(&failed),
+            history: s.history.clone(),
+            ..s
+        };
+        assert!(!eval_bool(&p, &with).unwrap());
+        assert!(eval_bool(&p, &s).unwrap());
+        // Same contact, another clock: `now` is read afresh.
+        let q = crate::expr::compile("now > timestamp('2026-04-01T00:00:00Z')").unwrap();
+        assert!(!eval_bool(&q, &s).unwrap());
+        let later = Scope {
+            now: chrono::Utc.with_ymd_and_hms(2026, 4, 2, 0, 0, 0).unwrap(),
+            history: s.history.clone(),
+            ..s
+        };
+        assert!(eval_bool(&q, &later).unwrap());
+        // Same contact and clock, another history: `activity()` counts the new one.
+        let a = crate::expr::compile("activity('page.visited', '30d') == 1").unwrap();
+        assert!(!eval_bool(&a, &s).unwrap());
+        let visited = scope_with(vec![ev("page.visited", 30, Value::Null)], &hot);
+        assert!(eval_bool(&a, &visited).unwrap());
     }
 
     #[test]

@@ -289,6 +289,23 @@ impl Renderer {
         ctx: &Value,
         subject: Option<&str>,
     ) -> Result<Rendered, RenderError> {
+        self.render_parts(name, ctx, subject, true)
+    }
+
+    /// Whether template `name` renders for `ctx`: [`Renderer::render`] with the same
+    /// errors, without deriving a text part from the HTML (it cannot fail, and it was
+    /// most of the cost of a render). For the simulator, which sends nothing.
+    pub fn check(&self, name: &str, ctx: &Value, subject: Option<&str>) -> Result<(), RenderError> {
+        self.render_parts(name, ctx, subject, false).map(|_| ())
+    }
+
+    fn render_parts(
+        &self,
+        name: &str,
+        ctx: &Value,
+        subject: Option<&str>,
+        derive_text: bool,
+    ) -> Result<Rendered, RenderError> {
         let t = self
             .templates
             .get(name)
@@ -321,6 +338,7 @@ impl Renderer {
         let html = one(format!("{name}.html"), &ctx)?;
         let text = match one(format!("{name}.txt"), &ctx)? {
             Some(t) => t,
+            None if !derive_text => String::new(),
             None => html.as_deref().map(html_to_text).unwrap_or_default(),
         };
         let preheader = preheader

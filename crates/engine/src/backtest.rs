@@ -170,8 +170,15 @@ pub struct Outcome {
 /// of its events were read (those at or before `to`).
 pub fn score_history(rules: &Rules, h: &History<'_>, from: Ts, to: Ts) -> (Outcome, usize) {
     let order = in_order(h, to);
-    score_in_order(rules, &order, bound(h, to).as_ref(), from, to)
+    let mut memo = Memo::default();
+    score_in_order(rules, &order, bound(h, to).as_ref(), (from, to), &mut memo)
 }
+
+/// Results of event conditions already evaluated for one contact: (the event's place in
+/// its history, the condition's source) to whether it held. The scope is the same for
+/// both sets of rules, so a condition the new rules keep (most what-ifs change points
+/// and thresholds) is evaluated once per event, not twice.
+type Memo<'r> = HashMap<(usize, &'r str), bool>;
 
 /// The events of `h` a backtest up to `to` reads, in the order it reads them.
 fn in_order<'h>(h: &'h History<'_>, to: Ts) -> Vec<&'h StoredEvent> {
@@ -195,12 +202,12 @@ fn bound(h: &History<'_>, to: Ts) -> Option<ceval::Bound> {
 }
 
 /// [`score_history`] over events already in order.
-fn score_in_order(
-    rules: &Rules,
+fn score_in_order<'r>(
+    rules: &'r Rules,
     order: &[&StoredEvent],
     bound: Option<&ceval::Bound>,
-    from: Ts,
-    to: Ts,
+    (from, to): (Ts, Ts),
+    memo: &mut Memo<'r>,
 ) -> (Outcome, usize) {
     let holds = |program: &cel::Program, event: Option<&Value>| {
         bound.is_some_and(|b| b.eval_bool(program, event).unwrap_or(false))
@@ -214,7 +221,7 @@ fn score_in_order(
     let threshold = rules.mql_score as f64;
     let mut mql_at = None;
     let mut checked_from = false;
-    for e in order {
+    for (i, e) in order.iter().enumerate() {
         if !checked_from && e.at >= from {
             checked_from = true;
             if score.at(from) >= threshold {
@@ -229,9 +236,12 @@ fn score_in_order(
         }
         let mut view = None;
         for r in list {
-            if let Some((_, program)) = &r.condition {
-                let ev = view.get_or_insert_with(|| ceval::event_view(e));
-                if !holds(program, Some(ev)) {
+            if let Some((source, program)) = &r.condition {
+                let held = *memo.entry((i, source.as_str())).or_insert_with(|| {
+                    let ev = view.get_or_insert_with(|| ceval::event_view(e));
+                    holds(program, Some(ev))
+                });
+                if !held {
                     continue;
                 }
             }
@@ -352,8 +362,9 @@ fn backtest_part(
     for h in histories {
         let order = in_order(h, to);
         let bound = bound(h, to);
-        let (a, n) = score_in_order(current, &order, bound.as_ref(), from, to);
-        let (b, _) = score_in_order(new, &order, bound.as_ref(), from, to);
+        let mut memo = Memo::default();
+        let (a, n) = score_in_order(current, &order, bound.as_ref(), (from, to), &mut memo);
+        let (b, _) = score_in_order(new, &order, bound.as_ref(), (from, to), &mut memo);
         events += n;
         let change = Change::of(a.mql_at, b.mql_at);
         if change != Change::Neither {

@@ -244,6 +244,9 @@ pub struct Engine {
     replay_reads: Option<replay::Reads>,
     /// The process's metrics ([`metrics`]).
     pub metrics: metrics::Metrics,
+    /// Schedule expressions parsed once: the scheduler asks for the next firing every
+    /// pass (parsing was a tenth of the simulator's time).
+    crons: std::sync::Mutex<HashMap<String, Option<cron::Schedule>>>,
 }
 
 /// Outbox entries handed over and not yet recorded, beyond which commits stop claiming
@@ -304,6 +307,7 @@ impl Engine {
             hold: HOLD,
             replay_reads: None,
             metrics: metrics::Metrics::new(),
+            crons: Default::default(),
         }
     }
 
@@ -658,13 +662,22 @@ impl Engine {
         for p in current.plans() {
             for t in p.workflow.trigger.as_slice() {
                 if let Trigger::Schedule(s) = t {
-                    if let Ok(c) = nurture_core::plan::parse_cron(&s.schedule) {
+                    if let Some(c) = self.cron(&s.schedule) {
                         out.push((p.clone(), c, s.audience.clone()));
                     }
                 }
             }
         }
         out
+    }
+
+    /// `expr` parsed (once per engine), or `None` if it does not parse.
+    fn cron(&self, expr: &str) -> Option<cron::Schedule> {
+        let mut crons = self.crons.lock().unwrap_or_else(|e| e.into_inner());
+        crons
+            .entry(expr.to_string())
+            .or_insert_with(|| nurture_core::plan::parse_cron(expr).ok())
+            .clone()
     }
 
     /// Fires schedule triggers due at `now`: every member of the audience is enrolled.
@@ -975,6 +988,8 @@ pub struct Work<'e> {
     /// The runs loaded open, with the version and step each was at: the report's
     /// "waiting at each step" moves by what changed ([`tally`]).
     loaded_open: HashMap<String, (u32, Option<String>)>,
+    /// The last contact view conditions read, with the contact it is of ([`Work::take_view`]).
+    view: Option<(Contact, Value)>,
 }
 
 enum Flow {
@@ -1044,6 +1059,7 @@ impl<'e> Work<'e> {
             segment_fired: false,
             later_event,
             loaded_open,
+            view: None,
         }
     }
 
@@ -1223,10 +1239,14 @@ impl<'e> Work<'e> {
         let Some(program) = program else {
             return false;
         };
-        let mut c = self.contact_view();
-        if let (Some(i), Some(book)) = (run, &self.engine.replay_reads) {
-            book.apply(&self.runs[i].id, what, source, &mut c);
-        }
+        let mut c = self.take_view();
+        let replayed = match (run, &self.engine.replay_reads) {
+            (Some(i), Some(book)) => {
+                book.apply(&self.runs[i].id, what, source, &mut c);
+                true
+            }
+            _ => false,
+        };
         let out = run.and_then(|i| self.runs[i].outcome.clone());
         let scope = Scope {
             contact: &c,
@@ -1251,7 +1271,20 @@ impl<'e> Work<'e> {
                 json!({"where": what, "expr": source, "reads": reads, "result": res, "error": err}),
             );
         }
+        if !replayed {
+            self.view = Some((self.contact.clone(), c));
+        }
         result.unwrap_or(false)
+    }
+
+    /// [`Work::contact_view`], reusing the last one while the contact is unchanged (a
+    /// unit evaluates many conditions against one contact). The memo is left empty: the
+    /// caller puts the view back if it did not change it.
+    fn take_view(&mut self) -> Value {
+        match self.view.take() {
+            Some((of, v)) if of == self.contact => v,
+            _ => self.contact_view(),
+        }
     }
 
     fn apply_event(&mut self, e: &StoredEvent) -> Result<(), EngineError> {

@@ -156,7 +156,7 @@ impl Outbox {
             "event": p.get("event").cloned().unwrap_or_default(),
             "unsubscribe_url": "https://simulated.invalid/u/TOKEN",
         });
-        match self.renderer.render(template, &ctx, p["subject"].as_str()) {
+        match self.renderer.check(template, &ctx, p["subject"].as_str()) {
             Ok(_) => OutboxOutcome::Delivered {
                 record: serde_json::json!({"channel": "simulate"}),
             },

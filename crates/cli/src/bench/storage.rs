@@ -47,6 +47,9 @@ pub(crate) struct JournalSize {
     pub(crate) lines: i64,
     /// `step` lines, plus the steps a summary line counts.
     pub(crate) steps: i64,
+    /// Lines about a contact alone (no run: scoring, segments, imports, consent), which
+    /// compaction keeps.
+    pub(crate) contact_lines: i64,
     /// Bytes of the table and its indexes.
     pub(crate) bytes: i64,
     /// `bytes` per step taken by the campaign (the steps before compaction).
@@ -218,7 +221,7 @@ impl Sql {
 
     /// The journal's rows, lines, steps and bytes.
     async fn journal(&self) -> Result<JournalSize, EngineError> {
-        let (rows, lines, steps, bytes): (i64, i64, i64, i64) = match self {
+        let (rows, lines, steps, contact_lines, bytes): (i64, i64, i64, i64, i64) = match self {
             Sql::Sqlite(pool) => {
                 let counts = format!(
                     "SELECT count(*), \
@@ -226,11 +229,13 @@ impl Sql {
                      coalesce(sum(CASE kind WHEN 'step' THEN 1 \
                        WHEN 'summary' THEN json_extract(data, '$.steps') \
                        WHEN '{PACKED}' THEN (SELECT count(*) FROM json_each(data) \
-                         WHERE json_extract(value, '$.kind') = 'step') ELSE 0 END), 0) FROM journal"
+                         WHERE json_extract(value, '$.kind') = 'step') ELSE 0 END), 0), \
+                     coalesce(sum(CASE WHEN run_id IS NOT NULL THEN 0 WHEN kind = '{PACKED}' \
+                       THEN json_array_length(data) ELSE 1 END), 0) FROM journal"
                 );
-                let (r, l, s): (i64, i64, i64) =
+                let (r, l, s, c): (i64, i64, i64, i64) =
                     sqlx::query_as(&counts).fetch_one(pool).await.map_err(db)?;
-                (r, l, s, sqlite_bytes(pool).await?)
+                (r, l, s, c, sqlite_bytes(pool).await?)
             }
             Sql::Postgres(pool, schema) => {
                 let counts = format!(
@@ -240,6 +245,8 @@ impl Sql {
                        WHEN 'summary' THEN (data->>'steps')::bigint \
                        WHEN '{PACKED}' THEN (SELECT count(*) FROM json_array_elements(data) v \
                          WHERE v->>'kind' = 'step') ELSE 0 END), 0)::bigint, \
+                     coalesce(sum(CASE WHEN run_id IS NOT NULL THEN 0 WHEN kind = '{PACKED}' \
+                       THEN json_array_length(data) ELSE 1 END), 0)::bigint, \
                      pg_total_relation_size('\"{schema}\".journal') FROM \"{schema}\".journal"
                 );
                 sqlx::query_as(&counts).fetch_one(pool).await.map_err(db)?
@@ -249,6 +256,7 @@ impl Sql {
             rows,
             lines,
             steps,
+            contact_lines,
             bytes,
             bytes_per_step: 0.0,
         })
@@ -304,6 +312,10 @@ pub(crate) fn table(figures: &[StorageFigures]) -> String {
             f.after.rows,
             f.after.bytes,
             f.after.bytes_per_step
+        ));
+        out.push_str(&format!(
+            "  {}: lines about a contact alone (no run; kept by compaction): {} of {} before, {} of {} after\n",
+            f.store, f.before.contact_lines, f.before.lines, f.after.contact_lines, f.after.lines
         ));
         if let Some((b, a)) = f.file_bytes {
             out.push_str(&format!(

@@ -1055,11 +1055,10 @@ pub async fn compaction_sums_up_runs_ended_before_the_cutoff_and_nothing_else(s:
         (dry.runs, dry.lines, dry.kept, dry.rows_deleted),
         (1, 6, 1, 0)
     );
-    assert_eq!(
-        s.journal("r1").await.unwrap(),
-        r1,
-        "a dry run writes nothing"
-    );
+    let unchanged = |id: &'static str, before: Vec<JournalEntry>, why: &'static str| async move {
+        assert_eq!(s.journal(id).await.unwrap(), before, "{id}: {why}");
+    };
+    unchanged("r1", r1, "a dry run writes nothing").await;
     let done = retention::compact(s, t(4), false).await.unwrap();
     assert_eq!((done.runs, done.lines, done.kept), (1, 6, 1));
     // Lines of one run at one instant share a row (SQLite and Postgres pack them).
@@ -1076,16 +1075,8 @@ pub async fn compaction_sums_up_runs_ended_before_the_cutoff_and_nothing_else(s:
     );
     assert_eq!(d["effects"], json!({"email": 1, "tag": 2}));
     assert_eq!(d["workflow"], "w");
-    assert_eq!(
-        s.journal("r2").await.unwrap(),
-        r2,
-        "an open run is untouched"
-    );
-    assert_eq!(
-        s.journal("r3").await.unwrap(),
-        r3,
-        "a run ended later is untouched"
-    );
+    unchanged("r2", r2, "an open run is untouched").await;
+    unchanged("r3", r3, "a run ended later is untouched").await;
     let again = retention::compact(s, t(4), false).await.unwrap();
     assert_eq!((again.runs, again.already, again.kept), (0, 1, 1));
     assert_eq!(s.journal("r1").await.unwrap(), summary);

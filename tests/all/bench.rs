@@ -45,6 +45,8 @@ fn bench_command_prints_its_table_and_json() {
         "none",
         "--report-runs",
         "4000",
+        "--storage-contacts",
+        "0",
     ]);
     assert!(table.starts_with("machine: "), "{table}");
     // (g) read reports on a store of 4,000 runs, 200 of them waiting.
@@ -95,6 +97,50 @@ fn bench_only_runs_the_parts_asked_for() {
     assert!(!table.contains("HTTP ingestion"), "{table}");
     assert_eq!(v["stores"][0]["steps"], 60);
     assert!(v["latency"].is_null() && v["pending"].is_null() && v["plugin"].is_null());
+}
+
+/// (i) The journal of the example project's campaign, measured on SQLite and Postgres
+/// (the same runs, rows and steps on both), before and after every ended run is
+/// compacted: fewer rows after, and a smaller SQLite journal and file.
+#[test]
+fn storage_part_measures_the_journal_before_and_after_compaction() {
+    let pg = crate::util::fresh_postgres();
+    let mut args = vec!["--only", "storage", "--storage-contacts", "100"];
+    if let Some(url) = &pg {
+        args.extend(["--postgres", url.as_str()]);
+    }
+    let (table, v) = bench(&args);
+    assert!(table.contains("journal storage (workflows"), "{table}");
+    let stores = v["storage"].as_array().unwrap();
+    assert_eq!(stores.len(), 1 + usize::from(pg.is_some()));
+    let s = &stores[0];
+    assert_eq!(s["store"], "sqlite");
+    let steps = s["before"]["steps"].as_i64().unwrap();
+    assert!(steps > 100, "{s}");
+    assert!(s["ended_runs"].as_u64().unwrap() > 0, "{s}");
+    // A summary line keeps the steps of its run: the count is the same after.
+    assert_eq!(s["after"]["steps"], steps, "{s}");
+    assert!(
+        s["after"]["rows"].as_i64() < s["before"]["rows"].as_i64(),
+        "{s}"
+    );
+    assert!(
+        s["after"]["bytes"].as_i64() < s["before"]["bytes"].as_i64(),
+        "{s}"
+    );
+    let file = s["file_bytes"].as_array().unwrap();
+    assert!(file[1].as_u64() < file[0].as_u64(), "{s}");
+    if let Some(p) = stores.get(1) {
+        assert_eq!(p["store"], "postgres");
+        for k in ["runs", "ended_runs"] {
+            assert_eq!(p[k], s[k], "{k}");
+        }
+        for k in ["rows", "lines", "steps"] {
+            assert_eq!(p["before"][k], s["before"][k], "{k}");
+            assert_eq!(p["after"][k], s["after"][k], "{k}");
+        }
+        assert!(p["wal_bytes"].as_i64().unwrap() > 0, "{p}");
+    }
 }
 
 /// (e) on Postgres: a round of 2 real `nurture worker` processes, after which the round's

@@ -9,6 +9,7 @@ mod channel_kinds;
 mod channel_limits;
 mod check;
 mod cli;
+mod compact;
 mod contact_semantics;
 mod contacts;
 mod dashboard;

@@ -14,6 +14,8 @@
 pub(crate) mod report;
 #[path = "bench/speed.rs"]
 pub(crate) mod speed;
+#[path = "bench/storage.rs"]
+pub(crate) mod storage;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,6 +61,7 @@ pub(crate) struct Report {
     pub(crate) reports: Vec<report::ReportFigures>,
     pub(crate) simulate: Option<speed::SimulateFigures>,
     pub(crate) backtest: Option<speed::BacktestFigures>,
+    pub(crate) storage: Vec<storage::StorageFigures>,
 }
 
 /// Per-call overhead of the wasm plugin host.
@@ -611,6 +614,7 @@ pub(crate) async fn run(
         reports: Vec::new(),
         simulate: None,
         backtest: None,
+        storage: Vec::new(),
     })
 }
 
@@ -711,6 +715,7 @@ pub(crate) fn table(r: &Report) -> String {
         }
     }
     out.push_str(&speed::table(r.simulate.as_ref(), r.backtest.as_ref()));
+    out.push_str(&storage::table(&r.storage));
     if let Some(p) = &r.plugin {
         out.push_str(&format!(
             "\nplugin host ({}/{}, {} calls, pooling allocator, slots reset {}):\n  compile {:.1} ms; cold start from cache {:.2} ms (median of 5)\n  instantiate + call + drop: median {:.1} us, p99 {:.1} us; {:.0} calls/s with 2 callers\n",

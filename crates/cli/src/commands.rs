@@ -715,6 +715,10 @@ fn describe(kind: &str, d: &serde_json::Value) -> String {
         "error" => format!("  error at {}: {}", s("step"), s("message")),
         "undone" => format!("  taken back (the step failed): {}", d["effects"]),
         "cancelled" => format!("  cancelled by {}: {}", s("by"), s("reason")),
+        "summary" => format!(
+            "COMPACTED: the journal was replaced by this summary ({} lines, {} steps, effects {})",
+            d["lines"], d["steps"], d["effects"]
+        ),
         other => format!("{other} {d}"),
     }
 }

@@ -12,6 +12,7 @@ use nurture_core::project;
 
 mod bench;
 mod commands;
+mod compact;
 mod deploy;
 mod init;
 mod input;
@@ -70,6 +71,8 @@ enum BenchPart {
     Simulate,
     /// (h) events/s of `nurture scoring backtest`.
     Backtest,
+    /// (i) journal bytes per step on disk, before and after `nurture store compact`.
+    Storage,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -467,6 +470,9 @@ enum Command {
     /// operator has checked (`ambiguous` or `failed`).
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// The store: bound its journal (`compact`).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// The plugins of a project: list them with their permissions, build them from source.
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -583,6 +589,13 @@ struct BenchArgs {
     /// (h) Events of the backtest's generated history (0 to skip).
     #[arg(long, default_value_t = 1_000_000)]
     backtest_events: usize,
+    /// (i) Contacts of the population whose journal is measured (0 to skip): a SQLite
+    /// file, and Postgres with --postgres (its tables are emptied).
+    #[arg(long, default_value_t = 2_000)]
+    storage_contacts: usize,
+    /// (i) Days the population's campaign runs.
+    #[arg(long, default_value_t = 30)]
+    storage_days: u32,
     /// Measure only these parts (comma-separated); all of them by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<BenchPart>,
@@ -699,6 +712,31 @@ enum OutboxCommand {
         /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
         #[arg(long)]
         store: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Replace the journal of each run that ended longer ago than `[retention] journal`
+    /// (nurture.toml) by ONE summary line (status, start and end, steps taken, effects
+    /// counted by kind), then shrink a SQLite file (VACUUM). Open runs are never touched;
+    /// `runs explain` of a compacted run says so, and such a run cannot be replayed.
+    Compact {
+        /// Count what would be compacted; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep this long instead of `[retention] journal` (e.g. 30d, 12w).
+        #[arg(long)]
+        older_than: Option<nurture_core::model::Duration>,
+        /// The project folder (default: the nearest folder holding nurture.toml, from here up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Store URL (default: `store` in nurture.toml, else sqlite://DIR/nurture.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// Output: `human` for people, `json` (one JSON document) for scripts.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
     },
 }
 
@@ -1413,6 +1451,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             false,
             &reason,
         )),
+        Command::Store(StoreCommand::Compact {
+            dry_run,
+            older_than,
+            dir,
+            store,
+            format,
+        }) => runtime()?.block_on(compact::compact(
+            &project_dir(dir)?,
+            store,
+            older_than,
+            dry_run,
+            format == OutputFormat::Json,
+        )),
         Command::Bench(args) => bench(args),
         Command::Email(EmailCommand::Preview {
             template,
@@ -1583,6 +1634,26 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             &a.speed_project,
             a.backtest_events,
         )?);
+    }
+    if a.storage_contacts > 0 && part(BenchPart::Storage) {
+        eprintln!(
+            "running {} contacts for {} days and measuring the journal ...",
+            a.storage_contacts, a.storage_days
+        );
+        let dir = crate::bench::tempfile_dir()?;
+        let sqlite = format!("sqlite://{}", dir.join("storage.db").display());
+        for url in std::iter::once(sqlite).chain(a.postgres.clone()) {
+            report
+                .storage
+                .push(rt.block_on(crate::bench::storage::measure(
+                    &url,
+                    &config,
+                    &a.speed_project,
+                    a.storage_contacts,
+                    a.storage_days,
+                ))?);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
     print!("{}", crate::bench::table(&report));
     if let Some(path) = a.json {

@@ -909,6 +909,21 @@ pub struct Settings {
     /// Hosted forms, served at `POST /f/NAME`: `[forms.newsletter]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub forms: BTreeMap<String, FormSettings>,
+    /// How long the journal of an ended run is kept line for line (`[retention]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSettings>,
+}
+
+/// `[retention]` in nurture.toml: what `nurture store compact` keeps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// How long after its end a run keeps its whole journal (every step, decision and
+    /// effect), e.g. `90d`; after that, `nurture store compact` replaces it by one
+    /// summary line (status, times, steps, effects counted by kind). Unset: runs are
+    /// never compacted. Open runs are never compacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<Duration>,
 }
 
 /// `[forms.NAME]` in nurture.toml: a form browsers post to `/f/NAME` (see

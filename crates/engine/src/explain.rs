@@ -40,7 +40,8 @@ pub struct Line {
     /// The step it is about, if any.
     pub step: Option<String>,
     /// What kind of decision: `entered`, `branch`, `split`, `wait`, `resumed`,
-    /// `timed_out`, `ignored`, `sent`, `held`, `skipped`, `action`, `ended`, `error`.
+    /// `timed_out`, `ignored`, `sent`, `held`, `skipped`, `action`, `ended`, `error`,
+    /// `compacted` (the journal was replaced by its summary: the decisions are gone).
     pub kind: &'static str,
     /// The decision in words.
     pub text: String,
@@ -103,6 +104,29 @@ fn s<'v>(d: &'v Value, k: &str) -> &'v str {
 
 fn when(t: Ts) -> String {
     nurture_store::ts_out(t)
+}
+
+/// The words of a compacted run's summary line.
+fn compacted(d: &Value) -> String {
+    let effects = d["effects"].as_object().map_or(String::new(), |m| {
+        let each: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        each.join(", ")
+    });
+    format!(
+        "COMPACTED (`nurture store compact`): this run's journal was replaced by its \
+         summary, so its decisions are no longer stored. Started {}, ended {} ({}); {} \
+         journal lines, {} steps; effects: {}",
+        s(d, "started_at"),
+        s(d, "ended_at"),
+        s(d, "status"),
+        d["lines"],
+        d["steps"],
+        if effects.is_empty() {
+            "none".into()
+        } else {
+            effects
+        }
+    )
 }
 
 impl Story<'_, '_> {
@@ -173,6 +197,7 @@ impl Story<'_, '_> {
                 let text = format!("the awaited delivery ended: {}", d["outcome"]);
                 self.push(j, Some(s(d, "step")), "resumed", text);
             }
+            "summary" => self.push(j, None, "compacted", compacted(d)),
             _ => {}
         }
     }

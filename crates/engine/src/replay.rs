@@ -140,6 +140,23 @@ pub enum ReplayError {
          were not journaled, so it cannot be replayed"
     )]
     NoInput(String),
+    /// The run's journal was compacted (`nurture store compact`): only its summary is
+    /// left, which a replay cannot walk again.
+    #[error(
+        "run `{run}` was compacted on retention ({ended}): its journal is one summary line \
+         ({lines} lines, {steps} steps before), so it cannot be replayed; `nurture runs \
+         explain {run}` shows the summary"
+    )]
+    Compacted {
+        /// The run.
+        run: String,
+        /// When it ended.
+        ended: String,
+        /// The lines its journal had.
+        lines: u64,
+        /// The steps it took.
+        steps: u64,
+    },
     /// The store does not have the version the run is pinned to.
     #[error("version {version} of workflow `{workflow}` is not stored")]
     NoVersion {
@@ -221,6 +238,15 @@ impl Recording {
             .await?
             .ok_or_else(|| ReplayError::NotFound(id.into()))?;
         let journal = store.journal(id).await?;
+        if nurture_store::retention::is_compacted(&journal) {
+            let d = &journal[0].data;
+            return Err(ReplayError::Compacted {
+                run: id.into(),
+                ended: d["ended_at"].as_str().unwrap_or("?").into(),
+                lines: d["lines"].as_u64().unwrap_or(0),
+                steps: d["steps"].as_u64().unwrap_or(0),
+            });
+        }
         let input = journal
             .iter()
             .find(|j| j.kind == "effect" && j.data["effect"] == "enter")

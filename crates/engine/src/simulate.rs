@@ -94,10 +94,15 @@ impl Delivery {
 }
 
 impl Outbox {
-    async fn deliver(&mut self, store: &MemoryStore, now: Ts) -> Result<Vec<Effect>, EngineError> {
+    /// Delivers what is due at `now`: on the in-memory store with the deferrals of the
+    /// send limits, on another store (`run_on`) what it hands out.
+    async fn deliver(&mut self, store: &Backing, now: Ts) -> Result<Vec<Effect>, EngineError> {
         let mut effects = Vec::new();
         loop {
-            let (due, later) = store.claim_outbox(now, 1000).await?;
+            let (due, later) = match store {
+                Backing::Memory(m) => m.claim_outbox(now, 1000).await?,
+                Backing::Other(s) => (s.pending_outbox(now, 1000).await?, Vec::new()),
+            };
             for (e, d) in &later {
                 self.deferred.insert(e.key.clone());
                 let mut extra = what(e);
@@ -112,7 +117,7 @@ impl Outbox {
                 .iter()
                 .map(|e| (e.key.clone(), self.outcome(e)))
                 .collect();
-            store.complete_outbox_many(&items, now).await?;
+            store.get().complete_outbox_many(&items, now).await?;
             for (e, (_, outcome)) in due.iter().zip(&items) {
                 if let (Some(sends), OutboxOutcome::Delivered { .. }) = (&mut self.sends, outcome) {
                     sends.extend(Delivery::of(e, now));
@@ -195,6 +200,21 @@ fn effect(
     }
 }
 
+/// The store a simulation runs on: its own in-memory one, or one given (`run_on`).
+enum Backing {
+    Memory(Arc<MemoryStore>),
+    Other(Arc<dyn Store>),
+}
+
+impl Backing {
+    fn get(&self) -> Arc<dyn Store> {
+        match self {
+            Backing::Memory(m) => m.clone(),
+            Backing::Other(s) => s.clone(),
+        }
+    }
+}
+
 /// What a simulation did, for the closing summary.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Summary {
@@ -244,9 +264,41 @@ pub async fn run_keeping(
     until: Option<Ts>,
     emit: impl FnMut(&Effect),
 ) -> Result<(Summary, Arc<dyn Store>), EngineError> {
-    let (summary, store, _) =
-        run_inner(project, contacts, events, (start, until), false, emit).await?;
+    let memory = Backing::Memory(Arc::new(MemoryStore::new()));
+    let (summary, store, _) = run_inner(
+        memory,
+        project,
+        contacts,
+        events,
+        (start, until),
+        false,
+        emit,
+    )
+    .await?;
     Ok((summary, store))
+}
+
+/// [`run`] on `store` instead of a private in-memory one (`nurture bench --only storage`
+/// measures what a campaign leaves in a durable store). Sends deferred by a frequency cap
+/// are not reported as such.
+pub async fn run_on(
+    store: Arc<dyn Store>,
+    project: Arc<Project>,
+    contacts: &[ContactRow],
+    events: Vec<IncomingEvent>,
+    (start, until): (Option<Ts>, Option<Ts>),
+) -> Result<Summary, EngineError> {
+    let backing = Backing::Other(store);
+    let run = run_inner(
+        backing,
+        project,
+        contacts,
+        events,
+        (start, until),
+        false,
+        |_| {},
+    );
+    Ok(run.await?.0)
 }
 
 /// What [`run_recording`] hands back: the summary, the store and every delivery.
@@ -260,10 +312,21 @@ pub async fn run_recording(
     start: Option<Ts>,
     until: Option<Ts>,
 ) -> Result<Recorded, EngineError> {
-    run_inner(project, contacts, events, (start, until), true, |_| {}).await
+    let memory = Backing::Memory(Arc::new(MemoryStore::new()));
+    run_inner(
+        memory,
+        project,
+        contacts,
+        events,
+        (start, until),
+        true,
+        |_| {},
+    )
+    .await
 }
 
 async fn run_inner(
+    memory: Backing,
     project: Arc<Project>,
     contacts: &[ContactRow],
     mut events: Vec<IncomingEvent>,
@@ -271,8 +334,7 @@ async fn run_inner(
     record: bool,
     mut emit: impl FnMut(&Effect),
 ) -> Result<Recorded, EngineError> {
-    let memory = Arc::new(MemoryStore::new());
-    let store: Arc<dyn Store> = memory.clone();
+    let store = memory.get();
     // The frequency caps apply as in a live run (rate limits are about throughput).
     store.set_send_limits(SendLimits::for_project(&project).caps_only());
     let mut outbox = Outbox::new(&project, record);

@@ -487,5 +487,6 @@ mod contract_tests {
         open_runs_count_per_version_and_step_ignoring_ended_runs,
         open_runs_below_a_version_page_by_run_id,
         queues_count_events_due_timers_and_open_sends_by_state,
+        compaction_sums_up_runs_ended_before_the_cutoff_and_nothing_else,
     );
 }

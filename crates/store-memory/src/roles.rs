@@ -1,5 +1,6 @@
 //! The role traits of the store: versions, controls, the outbox and queues as operators
-//! see them, report counts, pages; erasure and API keys are not offered.
+//! see them, report counts, pages; erasure, API keys and journal compaction are not
+//! offered.
 
 use std::collections::BTreeMap;
 
@@ -353,6 +354,22 @@ impl PrivacyStore for MemoryStore {
     /// Nothing is ever erased here.
     async fn is_erased(&self, _contact: &str) -> Result<bool, StoreError> {
         Ok(false)
+    }
+}
+
+/// A simulation's journal lives as long as the simulation: nothing to compact.
+#[async_trait]
+impl RetentionStore for MemoryStore {
+    async fn ended_runs(&self, _after: &str, _limit: i64) -> Result<Vec<Run>, StoreError> {
+        Err(unsupported("journal compaction"))
+    }
+
+    async fn replace_journals(&self, _summaries: &[JournalEntry]) -> Result<u64, StoreError> {
+        Err(unsupported("journal compaction"))
+    }
+
+    async fn reclaim_space(&self) -> Result<(), StoreError> {
+        Err(unsupported("journal compaction"))
     }
 }
 

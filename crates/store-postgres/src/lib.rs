@@ -23,6 +23,7 @@ mod counts;
 mod keys;
 mod privacy;
 mod reads;
+mod retention;
 
 /// Group commits the engine runs at once against one Postgres database, shared among the
 /// workers alive (each gets `PARALLELISM / workers`, at least 1): the default of
@@ -206,7 +207,7 @@ impl PostgresStore {
         self.limits.read().expect("limits lock").clone()
     }
 
-    fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<Run, StoreError> {
+    pub(crate) fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<Run, StoreError> {
         let mut run: Run = from_json(row, "doc")?;
         run.rev = row.try_get("rev")?;
         Ok(run)
@@ -494,7 +495,7 @@ async fn outbox_in(
 }
 
 /// A commit's journal, in order (the identity column follows the array order).
-async fn journal_in(
+pub(crate) async fn journal_in(
     tx: &mut sqlx::PgConnection,
     journal: &[JournalEntry],
 ) -> Result<(), StoreError> {

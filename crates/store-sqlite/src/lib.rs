@@ -22,6 +22,7 @@ mod counts;
 mod keys;
 mod privacy;
 mod reads;
+mod retention;
 use nurture_store::counts::{message, outcome_metric};
 
 /// How a [`SqliteStore`] runs. The defaults are those documented on each field; the
@@ -321,7 +322,7 @@ impl SqliteStore {
         Ok((entries, later))
     }
 
-    fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
+    pub(crate) fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
         let mut run: Run = from_json(row.try_get::<&str, _>("doc")?, "run")?;
         run.rev = row.try_get("rev")?;
         Ok(run)
@@ -635,7 +636,10 @@ async fn outbox_in(
 }
 
 /// A commit's journal: one statement for the whole journal of the batch, in order.
-async fn journal_in(tx: &mut SqliteConnection, journal: &[JournalEntry]) -> Result<(), StoreError> {
+pub(crate) async fn journal_in(
+    tx: &mut SqliteConnection,
+    journal: &[JournalEntry],
+) -> Result<(), StoreError> {
     if journal.is_empty() {
         return Ok(());
     }
@@ -1111,7 +1115,7 @@ fn version_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<WorkflowVersion, St
 }
 
 /// The stored statuses of open runs, as a JSON array for `json_each`.
-fn open_statuses_json() -> String {
+pub(crate) fn open_statuses_json() -> String {
     to_json(&versions::open_statuses())
 }
 

@@ -12,9 +12,9 @@ use chrono::{Duration, TimeZone, Utc};
 use serde_json::json;
 
 use super::{
-    ConflictKind, Contact, Expected, Inserted, LatestVersion, NewEvent, OpenRunCount, OpenRunRef,
-    OutboxEntry, OutboxOutcome, Run, RunStatus, Store, StoreError, Timer, UnitOfWork, Wait,
-    WorkflowVersion,
+    retention, ConflictKind, Contact, Expected, Inserted, JournalEntry, JournalKind, LatestVersion,
+    NewEvent, OpenRunCount, OpenRunRef, OutboxEntry, OutboxOutcome, Run, RunStatus, Store,
+    StoreError, Timer, UnitOfWork, Wait, WorkflowVersion,
 };
 
 /// The names of the checks of this module, in order (what a backend's tests must cover).
@@ -33,6 +33,7 @@ pub const CHECKS: &[&str] = &[
     "open_runs_count_per_version_and_step_ignoring_ended_runs",
     "open_runs_below_a_version_page_by_run_id",
     "queues_count_events_due_timers_and_open_sends_by_state",
+    "compaction_sums_up_runs_ended_before_the_cutoff_and_nothing_else",
 ];
 
 /// 1 March 2026 at `h` o'clock, UTC.
@@ -978,4 +979,105 @@ fn one_of_each_outcome() -> Vec<(String, OutboxOutcome)> {
             },
         ),
     ]
+}
+
+/// A journal line of run `run` (contact `c-RUN`) at [`t`]`(h)`.
+fn line(run: &str, h: u32, kind: JournalKind, data: serde_json::Value) -> JournalEntry {
+    JournalEntry {
+        run_id: Some(run.into()),
+        contact: format!("c-{run}"),
+        at: t(h),
+        kind,
+        data,
+    }
+}
+
+/// Compaction ([`retention::compact`]): the journal of a run ended before the cutoff
+/// becomes one `summary` line with its steps and effects counted; an open run's journal
+/// and one of a run ended later stay line for line; a dry run writes nothing; a second
+/// compaction finds the run already compacted. A store that offers no compaction answers
+/// `Unsupported` to each of its calls.
+pub async fn compaction_sums_up_runs_ended_before_the_cutoff_and_nothing_else(s: &dyn Store) {
+    if let Err(StoreError::Unsupported { .. }) = s.ended_runs("", 1).await {
+        let unsupported =
+            |r: Result<(), StoreError>| matches!(r, Err(StoreError::Unsupported { .. }));
+        assert!(unsupported(s.reclaim_space().await));
+        assert!(unsupported(s.replace_journals(&[]).await.map(|_| ())));
+        return;
+    }
+    let ended = |id: &str, status: RunStatus, h: u32| Run {
+        status,
+        step: None,
+        wait: None,
+        ended_at: Some(t(h)),
+        updated_at: t(h),
+        ..run(id, &format!("c-{id}"))
+    };
+    let step = |r: &str, h: u32, id: &str| line(r, h, JournalKind::Step, json!({"step": id}));
+    let effect = |r: &str, h: u32, e: &str| line(r, h, JournalKind::Effect, json!({"effect": e}));
+    s.commit(&UnitOfWork {
+        runs: vec![
+            ended("r1", RunStatus::Completed, 3),
+            run("r2", "c-r2"),
+            ended("r3", RunStatus::Failed, 6),
+        ],
+        journal: vec![
+            step("r1", 1, "a"),
+            effect("r1", 1, "tag"),
+            step("r1", 2, "b"),
+            effect("r1", 2, "email"),
+            effect("r1", 2, "tag"),
+            line("r1", 3, JournalKind::Wake, json!({"step": "w"})),
+            step("r2", 1, "a"),
+            effect("r2", 1, "tag"),
+            step("r3", 1, "a"),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let before = |id: &str| {
+        let id = id.to_string();
+        async move { s.journal(&id).await.unwrap() }
+    };
+    let (r1, r2, r3) = (before("r1").await, before("r2").await, before("r3").await);
+    assert_eq!(r1.len(), 6);
+    let ids: Vec<String> = s
+        .ended_runs("", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["r1", "r3"], "ended runs, by id, and no open one");
+    let dry = retention::compact(s, t(4), true).await.unwrap();
+    assert_eq!(
+        (dry.runs, dry.lines, dry.kept, dry.rows_deleted),
+        (1, 6, 1, 0)
+    );
+    let unchanged = |id: &'static str, before: Vec<JournalEntry>, why: &'static str| async move {
+        assert_eq!(s.journal(id).await.unwrap(), before, "{id}: {why}");
+    };
+    unchanged("r1", r1, "a dry run writes nothing").await;
+    let done = retention::compact(s, t(4), false).await.unwrap();
+    assert_eq!((done.runs, done.lines, done.kept), (1, 6, 1));
+    // Lines of one run at one instant share a row (SQLite and Postgres pack them).
+    assert_eq!(done.rows_deleted, 3, "rows deleted: one per instant of r1");
+    let summary = s.journal("r1").await.unwrap();
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0].kind, JournalKind::Summary);
+    assert_eq!(summary[0].at, t(3));
+    let d = &summary[0].data;
+    assert_eq!(d["status"], "completed");
+    assert_eq!(
+        (d["lines"].clone(), d["steps"].clone()),
+        (json!(6), json!(2))
+    );
+    assert_eq!(d["effects"], json!({"email": 1, "tag": 2}));
+    assert_eq!(d["workflow"], "w");
+    unchanged("r2", r2, "an open run is untouched").await;
+    unchanged("r3", r3, "a run ended later is untouched").await;
+    let again = retention::compact(s, t(4), false).await.unwrap();
+    assert_eq!((again.runs, again.already, again.kept), (0, 1, 1));
+    assert_eq!(s.journal("r1").await.unwrap(), summary);
 }

@@ -181,6 +181,9 @@ kinds!(
         /// An anonymous visitor's history was merged into the contact (`{from, moved,
         /// source}`; no run).
         Merged => "merged",
+        /// What a compacted run's journal was replaced by (`nurture store compact`):
+        /// `{workflow, version, status, started_at, ended_at, lines, steps, effects}`.
+        Summary => "summary",
     }
 );
 

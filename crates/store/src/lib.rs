@@ -22,6 +22,7 @@ pub mod ops;
 pub mod outbox;
 pub mod privacy;
 pub mod reads;
+pub mod retention;
 pub mod versions;
 
 pub use error::{ConfigError, ConflictKind, StoreError, Unavailability};
@@ -41,6 +42,7 @@ pub use ops::{OpsView, QueueSummary};
 pub use outbox::{OutboxFilter, OutboxRow, OutboxState, OutboxView};
 pub use privacy::{EraseError, Erased, Erasure, PrivacyStore};
 pub use reads::ReadView;
+pub use retention::{Compacted, RetentionStore};
 // The event and the time as the campaign language sees them; the store keeps them.
 pub use nurture_core::event::{ts, ts_out, StoredEvent, Ts};
 pub use versions::{
@@ -819,6 +821,7 @@ pub trait Store:
     + ReadView
     + PrivacyStore
     + KeyStore
+    + RetentionStore
     + Send
     + Sync
 {

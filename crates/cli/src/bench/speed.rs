@@ -42,14 +42,8 @@ pub(crate) async fn simulate(
     contacts: usize,
 ) -> Result<SimulateFigures, EngineError> {
     let project = load(dir)?;
-    let start = chrono::Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
-    let spec = population::Spec {
-        seed: 1,
-        contacts,
-        max_events: 8,
-        start,
-        horizon: chrono::Duration::days(30),
-    };
+    let spec = population_spec(contacts, 30);
+    let start = spec.start;
     let (rows, events) = population::generate(&project, &spec);
     let n_events = events.len();
     let until = start + spec.horizon;
@@ -66,6 +60,18 @@ pub(crate) async fn simulate(
         seconds,
         effects_per_sec: summary.effects as f64 / seconds.max(1e-9),
     })
+}
+
+/// `nurture check`'s population (seed 1, up to 8 events a contact) of `contacts`,
+/// starting Monday 2 March 2026, 09:00 UTC, over `days`.
+pub(crate) fn population_spec(contacts: usize, days: u32) -> population::Spec {
+    population::Spec {
+        seed: 1,
+        contacts,
+        max_events: 8,
+        start: chrono::Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
+        horizon: chrono::Duration::days(i64::from(days)),
+    }
 }
 
 /// Backtests the scoring rules of the project in `dir` against themselves over `events`
@@ -142,7 +148,9 @@ pub(crate) fn backtest(
     })
 }
 
-fn load(dir: &std::path::Path) -> Result<Arc<nurture_core::project::Project>, EngineError> {
+pub(crate) fn load(
+    dir: &std::path::Path,
+) -> Result<Arc<nurture_core::project::Project>, EngineError> {
     let loaded = nurture_core::project::load(dir);
     match loaded.project {
         Some(p) if loaded.errors() == 0 => Ok(Arc::new(p)),

@@ -1,0 +1,155 @@
+//! Bounded journal storage (`nurture store compact`): the journal of a run that ended
+//! longer ago than the project's retention is replaced by ONE summary line (kind
+//! `summary`): its workflow, version, status, start and end, the lines and steps it had
+//! and its effects counted by kind. Open runs are never touched. On SQLite the file is
+//! then vacuumed, so it shrinks.
+//!
+//! The store offers three narrow operations ([`RetentionStore`]); the walk over the ended
+//! runs and the summaries are here, the same for every store ([`compact`]).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::{JournalEntry, JournalKind, Run, Store, StoreError, Ts};
+
+/// Ended runs read per page by [`compact`].
+pub const PAGE: i64 = 500;
+
+/// What a compaction did (or, dry, would do).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Compacted {
+    /// Whether nothing was written.
+    pub dry_run: bool,
+    /// Runs whose end is before this were compacted.
+    pub ended_before: Option<Ts>,
+    /// Runs compacted (each now has one summary line).
+    pub runs: u64,
+    /// Journal lines replaced by the summaries.
+    pub lines: u64,
+    /// Rows of the journal table deleted (a row may hold several lines).
+    pub rows_deleted: u64,
+    /// Ended runs already compacted before, left as they were.
+    pub already: u64,
+    /// Runs left because they ended too recently or are still open (counted from the
+    /// ended runs read; open runs are not read at all).
+    pub kept: u64,
+}
+
+/// The store's part of compaction. Every [`crate::Store`] implements it; the in-memory
+/// store of simulations answers [`StoreError::Unsupported`].
+#[async_trait]
+pub trait RetentionStore: Send + Sync {
+    /// Up to `limit` ended runs (any status but `active` and `waiting`) whose id sorts
+    /// after `after`, in id order.
+    async fn ended_runs(&self, after: &str, limit: i64) -> Result<Vec<Run>, StoreError>;
+
+    /// In one transaction, for each summary line: deletes every journal row of its run
+    /// and inserts the line, only if that run is still stored as ended. Answers the rows
+    /// deleted.
+    async fn replace_journals(&self, summaries: &[JournalEntry]) -> Result<u64, StoreError>;
+
+    /// Gives the space freed back to the file system where the store can (SQLite:
+    /// `VACUUM`, or an incremental vacuum when the file is in that mode); a no-op where
+    /// the database does it itself (Postgres' autovacuum).
+    async fn reclaim_space(&self) -> Result<(), StoreError>;
+}
+
+/// The runs `summaries` are about (what [`RetentionStore::replace_journals`] checks
+/// are still ended).
+pub fn runs_of(summaries: &[JournalEntry]) -> Vec<String> {
+    summaries.iter().filter_map(|l| l.run_id.clone()).collect()
+}
+
+/// The summaries whose run is in `ended`.
+pub fn of_ended(summaries: &[JournalEntry], ended: &[String]) -> Vec<JournalEntry> {
+    let ended: std::collections::HashSet<&str> = ended.iter().map(String::as_str).collect();
+    summaries
+        .iter()
+        .filter(|l| l.run_id.as_deref().is_some_and(|r| ended.contains(r)))
+        .cloned()
+        .collect()
+}
+
+/// Whether a run's journal is already its summary.
+pub fn is_compacted(journal: &[JournalEntry]) -> bool {
+    journal.len() == 1 && journal[0].kind == JournalKind::Summary
+}
+
+/// The one line a compacted run keeps, from the run and its journal.
+pub fn summary_line(run: &Run, journal: &[JournalEntry]) -> JournalEntry {
+    let mut effects: BTreeMap<String, u64> = BTreeMap::new();
+    let mut steps = 0u64;
+    for e in journal {
+        match e.kind {
+            JournalKind::Step => steps += 1,
+            JournalKind::Effect => {
+                let kind = e.data.get("effect").and_then(Value::as_str).unwrap_or("?");
+                *effects.entry(kind.to_string()).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    let at = run.ended_at.unwrap_or(run.updated_at);
+    JournalEntry {
+        run_id: Some(run.id.clone()),
+        contact: run.contact.clone(),
+        at,
+        kind: JournalKind::Summary,
+        data: json!({
+            "workflow": run.workflow,
+            "version": run.workflow_version,
+            "status": run.status.as_str(),
+            "exit_reason": run.exit_reason,
+            "started_at": crate::ts_out(run.started_at),
+            "ended_at": crate::ts_out(at),
+            "lines": journal.len(),
+            "steps": steps,
+            "effects": effects,
+        }),
+    }
+}
+
+/// Replaces the journal of every run that ended before `ended_before` by its summary
+/// line (nothing written when `dry_run`), then gives the space back.
+pub async fn compact(
+    store: &dyn Store,
+    ended_before: Ts,
+    dry_run: bool,
+) -> Result<Compacted, StoreError> {
+    let mut done = Compacted {
+        dry_run,
+        ended_before: Some(ended_before),
+        ..Default::default()
+    };
+    let mut after = String::new();
+    loop {
+        let page = store.ended_runs(&after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        let mut summaries = Vec::new();
+        for run in &page {
+            if run.ended_at.is_none_or(|t| t >= ended_before) {
+                done.kept += 1;
+                continue;
+            }
+            let journal = store.journal(&run.id).await?;
+            if is_compacted(&journal) || journal.is_empty() {
+                done.already += 1;
+                continue;
+            }
+            done.runs += 1;
+            done.lines += journal.len() as u64;
+            summaries.push(summary_line(run, &journal));
+        }
+        if !dry_run && !summaries.is_empty() {
+            done.rows_deleted += store.replace_journals(&summaries).await?;
+        }
+    }
+    if !dry_run && done.runs > 0 {
+        store.reclaim_space().await?;
+    }
+    Ok(done)
+}

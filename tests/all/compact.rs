@@ -1,0 +1,251 @@
+//! `nurture store compact` (issue 27, bounded journal storage): the journal of each run
+//! that ended longer ago than `[retention] journal` becomes ONE summary line with its
+//! counts; open runs keep every line byte for byte; a SQLite file shrinks; a compacted
+//! run's explanation says it was compacted and its replay refuses plainly. On SQLite and
+//! Postgres.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use serde_json::{json, Value};
+
+use crate::util::{nurture, rt_multi as rt};
+use nurture_engine::input::IncomingEvent;
+use nurture_store::{JournalKind, Run, RunStatus, Store};
+
+/// 5 steps per run: tag, wait 1 day, score, set, untag.
+const WALK: &str = "workflow: walk\ntrigger: { event: walk.go }\nreentry: always\nsteps:\n  - id: s1\n    tag: [a]\n  - id: w1\n    wait: 1d\n  - id: s2\n    score: +1\n  - id: s3\n    set: { stage: b }\n  - id: s4\n    untag: [a]\n";
+/// A run that stays open for a year.
+const HOLD: &str = "workflow: hold\ntrigger: { event: walk.hold }\nsteps:\n  - id: h1\n    tag: [held]\n  - id: h2\n    wait: 365d\n  - id: h3\n    untag: [held]\n";
+/// Contacts walking `walk` (enough journal for the file to shrink by pages).
+const WALKERS: usize = 200;
+
+fn project(tmp: &Path, retention: &str) -> PathBuf {
+    let dir = tmp.join("p");
+    std::fs::create_dir_all(dir.join("workflows")).unwrap();
+    std::fs::write(
+        dir.join("nurture.toml"),
+        format!("[retention]\njournal = \"{retention}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("workflows/walk.yaml"), WALK).unwrap();
+    std::fs::write(dir.join("workflows/hold.yaml"), HOLD).unwrap();
+    dir
+}
+
+fn ev(i: usize, kind: &str, at: DateTime<Utc>) -> IncomingEvent {
+    IncomingEvent {
+        index: i,
+        id: Some(format!("{kind}-{i}")),
+        kind: kind.into(),
+        contact: None,
+        email: Some(format!("c{i}@example.com")),
+        at: Some(at),
+        data: json!({}),
+    }
+}
+
+/// 100 days ago: the walkers' runs ended 99 days ago, past a 30-day retention.
+fn t0() -> DateTime<Utc> {
+    (Utc::now() - Duration::days(100)).trunc_subsecs(0)
+}
+
+/// Runs the walkers to their end and one contact into `hold`; answers the store.
+async fn campaign(dir: &Path, url: &str) -> Arc<dyn Store> {
+    let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
+    let (store, engine) = crate::util::deployed(project, url, t0()).await;
+    let mut events: Vec<IncomingEvent> = (0..WALKERS).map(|i| ev(i, "walk.go", t0())).collect();
+    events.push(ev(WALKERS, "walk.hold", t0()));
+    engine.ingest(&events, t0()).await.unwrap();
+    engine.tick(t0()).await.unwrap();
+    engine.tick(t0() + Duration::days(1)).await.unwrap();
+    store
+}
+
+async fn runs(store: &dyn Store, workflow: &str) -> Vec<Run> {
+    let filter = nurture_store::RunFilter {
+        workflow: Some(workflow.into()),
+        ..Default::default()
+    };
+    store.list_runs(&filter).await.unwrap()
+}
+
+fn compact(dir: &Path, url: &str, extra: &[&str]) -> Value {
+    let d = dir.to_str().unwrap();
+    let mut args = vec![
+        "store", "compact", "--dir", d, "--store", url, "--format", "json",
+    ];
+    args.extend(extra);
+    let o = nurture(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The raw rows of a run's journal as the database holds them.
+async fn raw_rows(url: &str, run: &str) -> Vec<(i64, String, String, String)> {
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query_as("SELECT id, at, kind, data FROM journal WHERE run_id = ? ORDER BY id")
+            .bind(run)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::query_as(
+            "SELECT id, at::text, kind, data::text FROM nurture.journal WHERE run_id = $1 ORDER BY id",
+        )
+        .bind(run)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    }
+}
+
+async fn page_count(url: &str) -> i64 {
+    let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+    sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+}
+
+/// The whole story on one store.
+fn compaction_on(url_of: impl Fn(&Path) -> Option<String>) {
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(tmp.path(), "30d");
+    let Some(url) = url_of(tmp.path()) else {
+        return;
+    };
+    let sqlite = url.starts_with("sqlite:");
+    let store = rt.block_on(campaign(&dir, &url));
+    let (walked, held) =
+        rt.block_on(async { (runs(&*store, "walk").await, runs(&*store, "hold").await) });
+    assert_eq!(walked.len(), WALKERS);
+    assert!(walked.iter().all(|r| r.status == RunStatus::Completed));
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].status, RunStatus::Waiting);
+    let one = walked[0].id.clone();
+    let journal = rt.block_on(store.journal(&one)).unwrap();
+    let kinds = |k: &str| journal.iter().filter(|j| j.kind == k).count();
+    // By hand: 5 `step` lines, and effects enter, tag, wait, score, set, untag, exit.
+    assert_eq!(kinds("step"), 5, "{journal:#?}");
+    let open_before = rt.block_on(raw_rows(&url, &held[0].id));
+    assert!(!open_before.is_empty());
+    let pages_before = if sqlite {
+        rt.block_on(page_count(&url))
+    } else {
+        0
+    };
+    drop(store);
+
+    let dry = compact(&dir, &url, &["--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["runs"], WALKERS);
+    assert_eq!(dry["lines"], WALKERS * journal.len());
+    assert_eq!(dry["rows_deleted"], 0);
+    let store = rt.block_on(nurture_server::open_store(&url)).unwrap();
+    assert_eq!(rt.block_on(store.journal(&one)).unwrap(), journal);
+
+    let done = compact(&dir, &url, &[]);
+    assert_eq!(done["runs"], WALKERS, "{done}");
+    assert_eq!(done["lines"], WALKERS * journal.len());
+    assert_eq!(done["retention"], "30d");
+    let summary = rt.block_on(store.journal(&one)).unwrap();
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0].kind, JournalKind::Summary);
+    let d = &summary[0].data;
+    assert_eq!(d["workflow"], "walk");
+    assert_eq!(d["version"], 1);
+    assert_eq!(d["status"], "completed");
+    assert_eq!(d["steps"], 5);
+    assert_eq!(d["lines"], journal.len());
+    let effects: serde_json::Map<String, Value> = d["effects"].as_object().unwrap().clone();
+    let effect_lines = journal.iter().filter(|j| j.kind == "effect").count() as u64;
+    assert_eq!(
+        effects.values().map(|n| n.as_u64().unwrap()).sum::<u64>(),
+        effect_lines
+    );
+    for k in ["tag", "score", "set", "untag"] {
+        assert_eq!(effects[k], 1, "{k} in {effects:?}");
+    }
+    assert_eq!(
+        rt.block_on(raw_rows(&url, &held[0].id)),
+        open_before,
+        "the open run's journal rows are byte-identical"
+    );
+    if sqlite {
+        let pages_after = rt.block_on(page_count(&url));
+        assert!(
+            pages_after < pages_before,
+            "the file shrinks: {pages_before} -> {pages_after} pages"
+        );
+        assert!(done["file_bytes_after"].as_u64() < done["file_bytes_before"].as_u64());
+    }
+    let again = compact(&dir, &url, &[]);
+    assert_eq!(
+        (again["runs"].clone(), again["already"].clone()),
+        (json!(0), json!(WALKERS))
+    );
+
+    let o = nurture(&[
+        "runs",
+        "explain",
+        &one,
+        "--dir",
+        dir.to_str().unwrap(),
+        "--store",
+        &url,
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("COMPACTED"), "{text}");
+    assert!(text.contains("5 steps"), "{text}");
+    let project = nurture_core::project::load(&dir).project.unwrap();
+    let replay = rt.block_on(nurture_engine::replay::Recording::load(
+        &*store, &project, &one,
+    ));
+    let Err(err) = replay else {
+        panic!("a compacted run cannot be replayed");
+    };
+    let err = err.to_string();
+    assert!(err.contains("was compacted"), "{err}");
+}
+
+#[test]
+fn sqlite_compaction_sums_up_ended_runs_keeps_open_ones_and_shrinks_the_file() {
+    compaction_on(|tmp| Some(format!("sqlite://{}", tmp.join("nurture.db").display())));
+}
+
+#[test]
+fn postgres_compaction_sums_up_ended_runs_and_keeps_open_ones() {
+    compaction_on(|_| crate::util::fresh_postgres());
+}
+
+/// Without a retention nothing is compacted; a retention that is not a duration is an
+/// error at its place in nurture.toml.
+#[test]
+fn retention_is_required_and_checked_at_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(tmp.path(), "30d");
+    let d = dir.to_str().unwrap();
+    std::fs::write(dir.join("nurture.toml"), "timezone = \"UTC\"\n").unwrap();
+    let o = nurture(&["store", "compact", "--dir", d]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("[retention] journal"));
+    std::fs::write(
+        dir.join("nurture.toml"),
+        "[retention]\njournal = \"90 days\"\n",
+    )
+    .unwrap();
+    let o = nurture(&["validate", d]);
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("nurture.toml:2:11"), "{out}");
+}

@@ -133,11 +133,14 @@ async function restate() {
   const rs = await import("@restatedev/restate-sdk");
   const dir = mkdtempSync(path.join(os.tmpdir(), "peers-restate-"));
   const [ingress, admin, node, svc] = await Promise.all([port(), port(), port(), port()]);
-  const server = spawn(path.join(import.meta.dirname, "node_modules/.bin/restate-server"), ["--base-dir", dir], {
+  // The binary itself (the package's bin is a Node wrapper that would outlive a kill).
+  const bin = path.join(import.meta.dirname, `node_modules/@restatedev/restate-server-${process.platform}-${process.arch}/bin/restate-server`);
+  const server = spawn(bin, ["--base-dir", dir], {
     env: { ...process.env, RESTATE_INGRESS__BIND_ADDRESS: `127.0.0.1:${ingress}`, RESTATE_ADMIN__BIND_ADDRESS: `127.0.0.1:${admin}`,
       RESTATE_BIND_ADDRESS: `127.0.0.1:${node}`, RESTATE_ADVERTISED_ADDRESS: `http://127.0.0.1:${node}`, RESTATE_LOG_FILTER: "error" },
     stdio: "ignore",
   });
+  process.on("exit", () => server.kill("SIGKILL"));
   try {
     const contact = rs.object({
       name: "Contact",

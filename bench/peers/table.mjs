@@ -21,7 +21,7 @@ export function table(results, machine, rounds, contacts, date) {
     if (!mine.length) return { failed: "not run" };
     return { rate: median(mine.map((r) => r.steps_per_sec)), rounds: mine.map((r) => Math.round(r.steps_per_sec)) };
   };
-  const base = figure("nurture").rate;
+  const base = figure("nurture").rate ?? 0;
   const fmt = (x) => Math.round(x).toLocaleString("en-US");
   const lines = [
     `peers on one Postgres: ${contacts.toLocaleString("en-US")} contacts x a 6-step campaign without waits, every step durable, the queue full at the start; steady rate from 10% to 90% of completions; median of ${rounds} alternated round(s)`,

@@ -209,12 +209,9 @@ fn score_in_order<'r>(
     (from, to): (Ts, Ts),
     memo: &mut Memo<'r>,
 ) -> (Outcome, usize) {
-    let holds = |program: &cel::Program, event: Option<&Value>| {
-        bound.is_some_and(|b| b.eval_bool(program, event).unwrap_or(false))
-    };
     let mut score = Score::default();
     for (points, program) in &rules.profile {
-        if holds(program, None) {
+        if bound.is_some_and(|b| b.eval_bool(program).unwrap_or(false)) {
             score.fixed += *points as f64;
         }
     }
@@ -234,12 +231,13 @@ fn score_in_order<'r>(
         if e.data.get("bot") == Some(&Value::Bool(true)) {
             continue;
         }
-        let mut view = None;
+        let mut scope = None;
         for r in list {
             if let Some((source, program)) = &r.condition {
                 let held = *memo.entry((i, source.as_str())).or_insert_with(|| {
-                    let ev = view.get_or_insert_with(|| ceval::event_view(e));
-                    holds(program, Some(ev))
+                    let Some(b) = bound else { return false };
+                    let scope = scope.get_or_insert_with(|| b.with_event(e));
+                    scope.eval_bool(program).unwrap_or(false)
                 });
                 if !held {
                     continue;

@@ -39,6 +39,8 @@ fn bench_command_prints_its_table_and_json() {
         "1",
         "--pending-waits",
         "2000",
+        "--pending-due",
+        "0",
         "--pending-seconds",
         "2",
         "--plugin",
@@ -80,8 +82,9 @@ fn bench_command_prints_its_table_and_json() {
     assert!(table.contains("50 events after 50 of warm-up"), "{table}");
     assert!(table.contains("event -> effect latency"), "{table}");
     // The pending-waits store really holds that many waits.
-    assert_eq!(v["pending"]["pending_waits"], 2000);
-    assert!(v["pending"]["worker_idle_peak_rss_mb"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["pending"][0]["store"], "sqlite");
+    assert_eq!(v["pending"][0]["pending_waits"], 2000);
+    assert!(v["pending"][0]["worker_idle_peak_rss_mb"].as_f64().unwrap() > 0.0);
     assert!(
         v["stores"][0]["ceiling_single_commits_per_sec"]
             .as_f64()
@@ -96,7 +99,36 @@ fn bench_only_runs_the_parts_asked_for() {
     assert!(table.contains("1-row commits/s"), "{table}");
     assert!(!table.contains("HTTP ingestion"), "{table}");
     assert_eq!(v["stores"][0]["steps"], 60);
-    assert!(v["latency"].is_null() && v["pending"].is_null() && v["plugin"].is_null());
+    assert!(v["latency"].is_null() && v["plugin"].is_null());
+    assert_eq!(v["pending"], serde_json::json!([]));
+}
+
+/// (d) Waiting contacts seeded on SQLite and Postgres (1,000 made by the engine, the
+/// rest copied in SQL), some made due at once: a worker fires every one of them (each
+/// then waits again, at `w2`), and the store's size is measured.
+#[test]
+fn pending_part_seeds_waiting_contacts_and_a_worker_fires_the_due_ones() {
+    let pg = crate::util::fresh_postgres();
+    let mut args = vec!["--only", "pending", "--pending-waits", "3000"];
+    args.extend(["--pending-due", "500", "--pending-seconds", "120"]);
+    if let Some(url) = &pg {
+        args.extend(["--postgres", url.as_str()]);
+    }
+    let (table, v) = bench(&args);
+    assert!(
+        table.contains("waiting contacts under one worker"),
+        "{table}"
+    );
+    let stores = v["pending"].as_array().unwrap();
+    assert_eq!(stores.len(), 1 + usize::from(pg.is_some()));
+    for (s, name) in stores.iter().zip(["sqlite", "postgres"]) {
+        assert_eq!(s["store"], name);
+        assert_eq!(s["pending_waits"], 3000, "{s}");
+        assert_eq!(s["due"], 500, "{s}");
+        assert_eq!(s["fired_waits"], 500, "{s}");
+        assert_eq!(s["fired_steps"], 1000, "{s}");
+        assert!(s["store_bytes"].as_u64().unwrap() > 3000 * 100, "{s}");
+    }
 }
 
 /// (i) The journal of the example project's campaign, measured on SQLite and Postgres

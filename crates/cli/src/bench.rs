@@ -10,6 +10,8 @@
 //!   4 concurrent clients.
 //! - **peak RSS** of the process (VmHWM).
 
+#[path = "bench/pending.rs"]
+pub(crate) mod pending;
 #[path = "bench/report.rs"]
 pub(crate) mod report;
 #[path = "bench/speed.rs"]
@@ -55,7 +57,7 @@ pub(crate) struct Report {
     pub(crate) peak_rss_mb: f64,
     pub(crate) plugin: Option<PluginFigures>,
     pub(crate) latency: Option<LatencyFigures>,
-    pub(crate) pending: Option<PendingFigures>,
+    pub(crate) pending: Vec<pending::PendingFigures>,
     pub(crate) workers: Vec<WorkerFigures>,
     pub(crate) replay: Option<ReplayFigures>,
     pub(crate) reports: Vec<report::ReportFigures>,
@@ -198,7 +200,7 @@ pub(crate) fn peak_rss_mb() -> f64 {
 }
 
 /// Peak resident set size (VmHWM) of a process (`self` or a pid), in MB.
-fn peak_rss_mb_of(process: &str) -> f64 {
+pub(crate) fn peak_rss_mb_of(process: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{process}/status"))
         .ok()
         .and_then(|s| {
@@ -608,7 +610,7 @@ pub(crate) async fn run(
         peak_rss_mb: peak_rss_mb(),
         plugin: None,
         latency: None,
-        pending: None,
+        pending: Vec::new(),
         workers: Vec::new(),
         replay: None,
         reports: Vec::new(),
@@ -689,12 +691,7 @@ pub(crate) fn table(r: &Report) -> String {
             ));
         }
     }
-    if let Some(p) = &r.pending {
-        out.push_str(&format!(
-            "\n{} pending waits (SQLite, seeded in {:.1} s): worker peak RSS {:.0} MB idle, {:.0} MB while firing ({} steps in {:.0} s)\n",
-            p.pending_waits, p.seed_seconds, p.worker_idle_peak_rss_mb, p.worker_firing_peak_rss_mb, p.fired_steps, p.firing_seconds
-        ));
-    }
+    out.push_str(&pending::table(&r.pending));
     if !r.workers.is_empty() {
         out.push_str("\nworkers on one Postgres (6-step campaign, no waits; steady rate = between 10% and 90% of the queue applied; each round from empty tables):\n");
         for w in &r.workers {
@@ -749,19 +746,6 @@ pub(crate) struct LatencyFigures {
 /// took 30-65 ms each while its connections were opened and its statements prepared: 1.5%
 /// of a 10-second run, enough to make its p99 the start-up's rather than the steady state's.
 const LATENCY_WARMUP_SECS: u32 = 1;
-
-/// (d) Memory of a worker process over a store with many pending waits.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct PendingFigures {
-    pub(crate) pending_waits: usize,
-    pub(crate) seed_seconds: f64,
-    /// Peak RSS of a `nurture worker` process, idle over the pending waits.
-    pub(crate) worker_idle_peak_rss_mb: f64,
-    /// Peak RSS of a worker firing due waits for `firing_seconds`.
-    pub(crate) worker_firing_peak_rss_mb: f64,
-    pub(crate) firing_seconds: f64,
-    pub(crate) fired_steps: usize,
-}
 
 /// (e) Throughput with N worker processes on one Postgres.
 #[derive(Debug, Clone, Serialize)]
@@ -974,116 +958,6 @@ async fn receiver() -> Result<(Arrivals, u16, tokio::task::JoinHandle<()>), Engi
         let _ = axum::serve(listener, app).await;
     });
     Ok((arrivals, port, task))
-}
-
-/// (d): seeds a SQLite store with `pending` runs waiting on timers (1,000 made by the
-/// engine, then cloned in SQL), and measures a `nurture worker` process over it: idle
-/// while the waits are in the future, then while they come due and fire.
-pub(crate) async fn pending_waits(
-    config: &StoreConfig,
-    pending: usize,
-    firing_seconds: f64,
-    exe: &std::path::Path,
-) -> Result<PendingFigures, EngineError> {
-    let err = |e: String| EngineError::Invalid(e);
-    let db = |e: sqlx::Error| EngineError::Store(e.into());
-    let dir = tempfile_dir()?;
-    let project = project(&dir)?;
-    let url = format!("sqlite://{}", dir.join("pending.db").display());
-    let store = nurture_server::open_store_with(&url, config).await?;
-    let engine = Arc::new(Engine::new(project, store.clone()));
-    let started = Instant::now();
-    let base = 1000.min(pending.max(1));
-    let t0 = chrono::Utc::now();
-    for chunk in events(base, t0).chunks(1000) {
-        engine.ingest(chunk, t0).await?;
-    }
-    while !engine.tick(t0).await?.is_empty() {}
-    drop(engine);
-    drop(store);
-    let copies = pending.div_ceil(base);
-    {
-        use sqlx::Connection;
-        let mut c = sqlx::SqliteConnection::connect(&url).await.map_err(db)?;
-        for sql in [
-            "CREATE TEMP TABLE k AS WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?) SELECT i FROM k",
-            "INSERT INTO contacts (id, email, doc, version) SELECT c.id || '-' || k.i, k.i || '-' || c.email, json_set(c.doc, '$.id', c.id || '-' || k.i, '$.email', k.i || '-' || c.email), c.version FROM contacts c, k",
-            "INSERT INTO runs (id, workflow, workflow_version, contact, status, doc, started_at, rev) SELECT r.id || '-' || k.i, r.workflow, r.workflow_version, r.contact || '-' || k.i, r.status, json_set(r.doc, '$.id', r.id || '-' || k.i, '$.contact', r.contact || '-' || k.i), r.started_at, r.rev FROM runs r, k",
-            "INSERT INTO timers (run_id, due_at) SELECT t.run_id || '-' || k.i, t.due_at FROM timers t, k",
-        ] {
-            sqlx::query(sql).bind((copies - 1) as i64).execute(&mut c).await.map_err(db)?;
-        }
-    }
-    let total: i64 = {
-        use sqlx::Connection;
-        let mut c = sqlx::SqliteConnection::connect(&url).await.map_err(db)?;
-        sqlx::query_scalar("SELECT count(*) FROM timers")
-            .fetch_one(&mut c)
-            .await
-            .map_err(db)?
-    };
-    let seed_seconds = started.elapsed().as_secs_f64();
-    // Idle: every wait is a day away.
-    let spawn = || {
-        std::process::Command::new(exe)
-            .args([
-                "worker",
-                dir.to_str().unwrap_or("."),
-                "--store",
-                &url,
-                "--poll-ms",
-                "200",
-            ])
-            .env("RUST_LOG", "error")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| err(format!("starting a worker: {e}")))
-    };
-    let mut idle = spawn()?;
-    tokio::time::sleep(Duration::from_secs_f64(
-        (firing_seconds / 3.0).clamp(1.0, 5.0),
-    ))
-    .await;
-    let idle_rss = peak_rss_mb_of(&idle.id().to_string());
-    let _ = idle.kill();
-    let _ = idle.wait();
-    // Firing: move every wait into the past, so the worker fires them in batches.
-    {
-        use sqlx::Connection;
-        let mut c = sqlx::SqliteConnection::connect(&url).await.map_err(db)?;
-        sqlx::query("UPDATE timers SET due_at = ?")
-            .bind(nurture_store::ts_out(t0 - chrono::Duration::hours(1)))
-            .execute(&mut c)
-            .await
-            .map_err(db)?;
-    }
-    let mut firing = spawn()?;
-    tokio::time::sleep(Duration::from_secs_f64(firing_seconds)).await;
-    let firing_rss = peak_rss_mb_of(&firing.id().to_string());
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &firing.id().to_string()])
-        .status();
-    let _ = firing.wait();
-    let left: i64 = {
-        use sqlx::Connection;
-        let mut c = sqlx::SqliteConnection::connect(&url).await.map_err(db)?;
-        sqlx::query_scalar("SELECT count(*) FROM timers WHERE due_at <= ?")
-            .bind(nurture_store::ts_out(t0))
-            .fetch_one(&mut c)
-            .await
-            .map_err(db)?
-    };
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(PendingFigures {
-        pending_waits: total as usize,
-        seed_seconds,
-        worker_idle_peak_rss_mb: idle_rss,
-        worker_firing_peak_rss_mb: firing_rss,
-        firing_seconds,
-        // Each fired wait runs s2 (score) and parks in w2: two steps.
-        fired_steps: (total - left).max(0) as usize * 2,
-    })
 }
 
 const SPEED_WORKFLOW: &str = "workflow: speed\ntrigger: { event: bench.speed }\nreentry: always\nsteps:\n  - id: s1\n    tag: [a]\n  - id: s2\n    score: +1\n  - id: s3\n    set: { stage: b }\n  - id: s4\n    untag: [a]\n  - id: s5\n    tag: [c]\n  - id: s6\n    score: +1\n";

@@ -556,11 +556,16 @@ struct BenchArgs {
     /// rate (reported apart, not counted).
     #[arg(long, default_value_t = 10)]
     latency_seconds: u32,
-    /// (d) Pending waits under a worker process (0 to skip).
+    /// (d) Waiting contacts (a run each, waiting on a timer) under a worker process, on
+    /// SQLite and, with --postgres, on Postgres (its tables are emptied); 0 to skip.
     #[arg(long, default_value_t = 1_000_000)]
     pending_waits: usize,
-    /// (d) Seconds the worker fires due waits while its memory is watched.
-    #[arg(long, default_value_t = 15.0)]
+    /// (d) Of them, made due at one instant for the worker to fire.
+    #[arg(long, default_value_t = 1_000_000)]
+    pending_due: usize,
+    /// (d) Seconds the worker may take to fire the due waits (its rate is measured over
+    /// the time it took, or this long).
+    #[arg(long, default_value_t = 120.0)]
     pending_seconds: f64,
     /// (e) Worker counts to compare (with --postgres).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
@@ -1578,16 +1583,24 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         ))?);
     }
     if a.pending_waits > 0 && part(BenchPart::Pending) {
-        eprintln!(
-            "seeding {} pending waits and measuring a worker ...",
-            a.pending_waits
-        );
-        report.pending = Some(rt.block_on(crate::bench::pending_waits(
-            &config,
-            a.pending_waits,
-            a.pending_seconds,
-            &exe,
-        ))?);
+        let setup = crate::bench::pending::Setup {
+            config: &config,
+            exe: &exe,
+            firing_seconds: a.pending_seconds,
+        };
+        let dir = crate::bench::tempfile_dir()?;
+        let sqlite = format!("sqlite://{}", dir.join("pending.db").display());
+        for url in std::iter::once(sqlite).chain(a.postgres.clone()) {
+            eprintln!(
+                "seeding {} waiting contacts on {} and measuring a worker ...",
+                a.pending_waits,
+                url.split(':').next().unwrap_or_default()
+            );
+            let due = a.pending_due.min(a.pending_waits);
+            let figures = crate::bench::pending::measure(&url, &setup, a.pending_waits, due);
+            report.pending.push(rt.block_on(figures)?);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
     if let (Some(url), true) = (&a.postgres, part(BenchPart::Workers)) {
         eprintln!("comparing {:?} workers ...", a.workers);

@@ -131,7 +131,7 @@ pub(crate) fn sqlite_file_bytes(url: &str) -> Option<u64> {
 }
 
 /// The measuring connection: SQLite or Postgres SQL for the same questions.
-enum Sql {
+pub(crate) enum Sql {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool, String),
 }
@@ -141,7 +141,7 @@ fn db(e: sqlx::Error) -> EngineError {
 }
 
 impl Sql {
-    async fn connect(url: &str, config: &StoreConfig) -> Result<Sql, EngineError> {
+    pub(crate) async fn connect(url: &str, config: &StoreConfig) -> Result<Sql, EngineError> {
         if url.starts_with("sqlite:") {
             use std::str::FromStr;
             let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
@@ -156,7 +156,7 @@ impl Sql {
     }
 
     /// Empties every table of a Postgres store but its migrations (a SQLite file is new).
-    async fn empty(&self) -> Result<(), EngineError> {
+    pub(crate) async fn empty(&self) -> Result<(), EngineError> {
         let Sql::Postgres(pool, schema) = self else {
             return Ok(());
         };

@@ -37,6 +37,8 @@ fn bench_command_prints_its_table_and_json() {
         "50",
         "--latency-seconds",
         "1",
+        "--latency-runs",
+        "2",
         "--pending-waits",
         "2000",
         "--pending-due",
@@ -77,8 +79,18 @@ fn bench_command_prints_its_table_and_json() {
     assert_eq!(v["stores"][0]["steps"], 180);
     // Every event of the latency run reached its effect (a webhook) and was timed: the
     // second's measured ones, and apart from them the warm-up second's.
-    assert_eq!(v["latency"]["events"], 50);
-    assert_eq!(v["latency"]["warmup_events"], 50);
+    let runs = v["latency"][0]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{}", v["latency"]);
+    for run in runs {
+        assert_eq!(run["events"], 50);
+        assert_eq!(run["warmup_events"], 50);
+        let (p99, p999) = (
+            run["p99_ms"].as_f64().unwrap(),
+            run["p999_ms"].as_f64().unwrap(),
+        );
+        assert!(p99 > 0.0 && p99 <= p999 && p999 <= run["max_ms"].as_f64().unwrap());
+    }
+    assert!(table.contains(" of 2 runs"), "{table}");
     assert!(table.contains("50 events after 50 of warm-up"), "{table}");
     assert!(table.contains("event -> effect latency"), "{table}");
     // The pending-waits store really holds that many waits.
@@ -99,7 +111,8 @@ fn bench_only_runs_the_parts_asked_for() {
     assert!(table.contains("1-row commits/s"), "{table}");
     assert!(!table.contains("HTTP ingestion"), "{table}");
     assert_eq!(v["stores"][0]["steps"], 60);
-    assert!(v["latency"].is_null() && v["plugin"].is_null());
+    assert!(v["plugin"].is_null());
+    assert_eq!(v["latency"], serde_json::json!([]));
     assert_eq!(v["pending"], serde_json::json!([]));
 }
 

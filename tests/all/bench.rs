@@ -84,6 +84,8 @@ fn bench_command_prints_its_table_and_json() {
     for run in runs {
         assert_eq!(run["events"], 50);
         assert_eq!(run["warmup_events"], 50);
+        assert_eq!(run["missing"], 0);
+        assert!(run["effects_per_sec"].as_f64().unwrap() > 0.0);
         let (p99, p999) = (
             run["p99_ms"].as_f64().unwrap(),
             run["p999_ms"].as_f64().unwrap(),

@@ -85,6 +85,7 @@ fn bench_command_prints_its_table_and_json() {
         assert_eq!(run["events"], 50);
         assert_eq!(run["warmup_events"], 50);
         assert_eq!(run["missing"], 0);
+        assert_eq!(run["rejected"], 0);
         assert!(run["effects_per_sec"].as_f64().unwrap() > 0.0);
         let (p99, p999) = (
             run["p99_ms"].as_f64().unwrap(),

@@ -939,21 +939,27 @@ pub(crate) async fn latency(
     let mut config = config.clone();
     config.postgres.schema = format!("nurture_latency_{run_tag}");
     let store = nurture_server::open_store_with(&store_url, &config).await?;
-    if store_url.starts_with("postgres") {
+    // The run's own connection to Postgres: tidying before, dropping its schema after.
+    let admin = match store_url.starts_with("postgres") {
+        true => Some(
+            sqlx::PgPool::connect(&store_url)
+                .await
+                .map_err(|e| EngineError::Store(e.into()))?,
+        ),
+        false => None,
+    };
+    if let Some(pool) = &admin {
         // Start from tidy tables: the steps benchmark before this one leaves hundreds of
         // thousands of dead rows, and autovacuum would otherwise clean them up mid-run.
-        let pool = sqlx::PgPool::connect(&store_url)
-            .await
-            .map_err(|e| EngineError::Store(e.into()))?;
         sqlx::query("VACUUM ANALYZE")
-            .execute(&pool)
+            .execute(pool)
             .await
             .map_err(|e| EngineError::Store(e.into()))?;
         // And flush what they wrote now: otherwise the checkpointer writes the previous
         // parts' gigabyte of dirty pages out during this run, and it measures that disk
         // contention (API answers alone then took 60 ms at p99) rather than the engine.
         // Needs superuser or pg_checkpoint; without, this run is noisier.
-        let _ = sqlx::query("CHECKPOINT").execute(&pool).await;
+        let _ = sqlx::query("CHECKPOINT").execute(pool).await;
     }
     let engine = Arc::new(Engine::new(project, store.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -1010,7 +1016,9 @@ pub(crate) async fn latency(
     }
     running.stop().await;
     recv_task.abort();
-    drop_schema(&store_url, &config.postgres.schema).await?;
+    if let Some(pool) = &admin {
+        drop_schema(pool, &config.postgres.schema).await?;
+    }
     let got = arrivals.lock().expect("lock").clone();
     let (mut lat, mut warm_lat): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     for (n, at) in got.iter().filter(|(n, _)| *n < total) {
@@ -1021,7 +1029,8 @@ pub(crate) async fn latency(
             lat.push(ms);
         }
     }
-    let missing = total - (lat.len() + warm_lat.len());
+    // (Saturating: a webhook delivered twice is counted twice in `got`.)
+    let missing = total.saturating_sub(lat.len() + warm_lat.len());
     let last = got.iter().map(|(_, at)| *at).max().unwrap_or(started);
     let effects_per_sec = got.len() as f64 / last.duration_since(started).as_secs_f64().max(1e-9);
     if lat.is_empty() {
@@ -1058,17 +1067,10 @@ pub(crate) async fn latency(
     })
 }
 
-/// Drops the schema a Postgres run of (c) made (nothing for SQLite: its file goes with
-/// the run's folder).
-async fn drop_schema(store_url: &str, schema: &str) -> Result<(), EngineError> {
-    if !store_url.starts_with("postgres") {
-        return Ok(());
-    }
-    let pool = sqlx::PgPool::connect(store_url)
-        .await
-        .map_err(|e| EngineError::Store(e.into()))?;
+/// Drops the schema a Postgres run of (c) made (SQLite's file goes with the run's folder).
+async fn drop_schema(pool: &sqlx::PgPool, schema: &str) -> Result<(), EngineError> {
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(&pool)
+        .execute(pool)
         .await
         .map_err(|e| EngineError::Store(e.into()))?;
     Ok(())

@@ -119,6 +119,41 @@ fn bench_only_runs_the_parts_asked_for() {
     assert_eq!(v["pending"], serde_json::json!([]));
 }
 
+/// (c) on Postgres: each measured event's time is split into stages read from the run's
+/// rows (stored, applied by the engine, webhook received); the slowest event's stages
+/// add up to its latency, which is the run's max.
+#[test]
+fn latency_on_postgres_splits_each_event_into_stages() {
+    let Some(url) = crate::util::fresh_postgres() else {
+        return;
+    };
+    let (table, v) = bench(&[
+        "--only",
+        "latency",
+        "--postgres",
+        &url,
+        "--latency-rate",
+        "50",
+        "--latency-seconds",
+        "1",
+        "--latency-runs",
+        "1",
+    ]);
+    assert!(table.contains("where the time went"), "{table}");
+    let run = &v["latency"][0]["runs"][0];
+    assert_eq!(run["store"], "postgres");
+    let stages = &run["stages"];
+    assert_eq!(stages["events"], 50, "{run}");
+    let t = &stages["slowest_1pct"];
+    let sum: f64 = ["api", "stored", "effect"]
+        .iter()
+        .map(|k| t[k].as_f64().unwrap())
+        .sum();
+    let max = run["max_ms"].as_f64().unwrap();
+    assert!((sum - max).abs() < 0.05, "{sum} vs {max}: {run}");
+    assert!(t["api"].as_f64().unwrap() > 0.0, "{run}");
+}
+
 /// (d) Waiting contacts seeded on SQLite and Postgres (1,000 made by the engine, the
 /// rest copied in SQL), some made due at once: a worker fires every one of them (each
 /// then waits again, at `w2`), and the store's size is measured.

@@ -16,6 +16,8 @@ pub(crate) mod pending;
 pub(crate) mod report;
 #[path = "bench/speed.rs"]
 pub(crate) mod speed;
+#[path = "bench/stages.rs"]
+pub(crate) mod stages;
 #[path = "bench/storage.rs"]
 pub(crate) mod storage;
 
@@ -744,6 +746,8 @@ pub(crate) struct LatencyFigures {
     pub(crate) rejected: usize,
     /// Effects received per second, from the first event sent to the last effect received.
     pub(crate) effects_per_sec: f64,
+    /// Where the time went, stage by stage (Postgres runs: read from the run's rows).
+    pub(crate) stages: Option<stages::Stages>,
 }
 
 /// (c) at one rate, run after run: each run a fresh store and server.
@@ -845,6 +849,8 @@ fn latency_table(all: &[LatencyRuns]) -> String {
                 )
             })
             .collect();
+        let st: Vec<_> = r.runs.iter().map(|f| f.stages).collect();
+        out.extend(stages::line(&st));
         if !behind.is_empty() {
             out.push_str(&format!(
                 "    runs that did not keep up (effects not arrived 60 s after the last event): {}\n",
@@ -981,7 +987,7 @@ pub(crate) async fn latency(
     let total = warm + (rate * seconds) as usize;
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/v1/events");
-    let started = Instant::now();
+    let (started, wall) = (Instant::now(), chrono::Utc::now());
     let mut sent_at = Vec::with_capacity(total);
     let mut posts = Vec::with_capacity(total);
     let slots = Arc::new(tokio::sync::Semaphore::new(LATENCY_IN_FLIGHT));
@@ -1016,10 +1022,20 @@ pub(crate) async fn latency(
     }
     running.stop().await;
     recv_task.abort();
-    if let Some(pool) = &admin {
-        drop_schema(pool, &config.postgres.schema).await?;
-    }
     let got = arrivals.lock().expect("lock").clone();
+    let mut breakdown = None;
+    if let Some(pool) = &admin {
+        let clock = stages::Clock {
+            started,
+            wall,
+            due: &sent_at,
+            arrivals: &got,
+            warm,
+        };
+        let schema = &config.postgres.schema;
+        breakdown = Some(stages::measure(pool, schema, &format!("p{run_tag}-"), &clock).await?);
+        drop_schema(pool, schema).await?;
+    }
     let (mut lat, mut warm_lat): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     for (n, at) in got.iter().filter(|(n, _)| *n < total) {
         let ms = at.duration_since(sent_at[*n]).as_secs_f64() * 1000.0;
@@ -1064,6 +1080,7 @@ pub(crate) async fn latency(
         missing,
         rejected,
         effects_per_sec,
+        stages: breakdown,
     })
 }
 

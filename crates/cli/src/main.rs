@@ -532,7 +532,8 @@ struct BenchArgs {
     /// Also measure on this Postgres database (it gets a `nurture` schema).
     #[arg(long)]
     postgres: Option<String>,
-    /// Measure steps/s on SQLite too (`--sqlite false` for Postgres only).
+    /// Measure steps/s and waiting contacts on SQLite too (`--sqlite false` for Postgres
+    /// only).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     sqlite: bool,
     /// Events posted over HTTP.
@@ -1597,7 +1598,8 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         };
         let dir = crate::bench::tempfile_dir()?;
         let sqlite = format!("sqlite://{}", dir.join("pending.db").display());
-        for url in std::iter::once(sqlite).chain(a.postgres.clone()) {
+        let sqlite = a.sqlite.then_some(sqlite);
+        for url in sqlite.into_iter().chain(a.postgres.clone()) {
             eprintln!(
                 "seeding {} waiting contacts on {} and measuring a worker ...",
                 a.pending_waits,

@@ -171,6 +171,10 @@ thread_local! {
     /// [`MAX_REGEXES`]): cel compiled one at every evaluation, most of a backtest's time.
     static REGEXES: std::cell::RefCell<HashMap<String, Result<Arc<regex::Regex>, String>>> =
         std::cell::RefCell::default();
+    /// The `activity(...)` calls [`reads`] compiled on this thread, by text (at most
+    /// [`MAX_REGEXES`]): it parsed each call at every condition recorded in a journal.
+    static ACTIVITY_CALLS: std::cell::RefCell<HashMap<String, Option<std::rc::Rc<Program>>>> =
+        std::cell::RefCell::default();
 }
 
 /// The most compiled patterns a thread keeps (then it starts again from none).
@@ -517,7 +521,7 @@ pub fn reads(source: &str, scope: &Scope<'_>) -> BTreeMap<String, Value> {
         let rest = &source[i..];
         if let Some(end) = rest.find(')') {
             let call = &rest[..=end];
-            if let Ok(p) = crate::expr::compile(call) {
+            if let Some(p) = activity_call(call) {
                 if let Ok(v) = eval(&p, scope) {
                     out.insert(call.to_string(), to_json(&v));
                 }
@@ -525,6 +529,23 @@ pub fn reads(source: &str, scope: &Scope<'_>) -> BTreeMap<String, Value> {
         }
     }
     out
+}
+
+/// `call` (an `activity(...)` call in a condition's text) compiled, from this thread's
+/// [`ACTIVITY_CALLS`]; `None` if it does not compile.
+fn activity_call(call: &str) -> Option<std::rc::Rc<Program>> {
+    ACTIVITY_CALLS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(p) = cache.get(call) {
+            return p.clone();
+        }
+        if cache.len() >= MAX_REGEXES {
+            cache.clear();
+        }
+        let p = crate::expr::compile(call).ok().map(std::rc::Rc::new);
+        cache.insert(call.to_string(), p.clone());
+        p
+    })
 }
 
 #[cfg(test)]
@@ -693,6 +714,27 @@ mod tests {
         );
         assert_eq!(r["contact.score"], 12);
         assert_eq!(r["contact.company.name"], "Acme");
+    }
+
+    /// The `activity(...)` calls a condition read are recorded with the count in each
+    /// scope, though the call is compiled once per thread; the kept calls stay bounded.
+    #[test]
+    fn reads_counts_activity_in_each_scope_from_kept_calls() {
+        let c = serde_json::json!({});
+        let src = r#"activity("page.visited", "30d") > 0"#;
+        let call = r#"activity("page.visited", "30d")"#;
+        assert_eq!(reads(src, &scope_with(vec![], &c))[call], 0);
+        let two = vec![
+            ev("page.visited", 20, Value::Null),
+            ev("page.visited", 21, Value::Null),
+        ];
+        assert_eq!(reads(src, &scope_with(two, &c))[call], 2);
+        assert_eq!(reads(src, &scope_with(vec![], &c))[call], 0);
+        for i in 0..(MAX_REGEXES + 10) {
+            let src = format!(r#"activity("p{i}", "1d") > 0"#);
+            assert_eq!(reads(&src, &scope_with(vec![], &c)).len(), 1);
+        }
+        assert!(ACTIVITY_CALLS.with(|r| r.borrow().len()) <= MAX_REGEXES);
     }
 
     /// `matches` (member and global) as CEL's: RE2 syntax, a bad pattern an error; the

@@ -1239,7 +1239,7 @@ impl<'e> Work<'e> {
         let Some(program) = program else {
             return false;
         };
-        let mut c = self.take_view();
+        let (of, mut c) = self.take_view();
         let replayed = match (run, &self.engine.replay_reads) {
             (Some(i), Some(book)) => {
                 book.apply(&self.runs[i].id, what, source, &mut c);
@@ -1272,18 +1272,19 @@ impl<'e> Work<'e> {
             );
         }
         if !replayed {
-            self.view = Some((self.contact.clone(), c));
+            self.view = Some((of, c));
         }
         result.unwrap_or(false)
     }
 
     /// [`Work::contact_view`], reusing the last one while the contact is unchanged (a
-    /// unit evaluates many conditions against one contact). The memo is left empty: the
-    /// caller puts the view back if it did not change it.
-    fn take_view(&mut self) -> Value {
+    /// unit evaluates many conditions against one contact), with the contact it is the
+    /// view of. The memo is left empty: the caller puts both back if it did not change
+    /// the view.
+    fn take_view(&mut self) -> (Contact, Value) {
         match self.view.take() {
-            Some((of, v)) if of == self.contact => v,
-            _ => self.contact_view(),
+            Some((of, v)) if of == self.contact => (of, v),
+            _ => (self.contact.clone(), self.contact_view()),
         }
     }
 

@@ -112,13 +112,13 @@ impl Inner {
         runs.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
         let events = match history {
             Some(h) => {
-                let mut events = self.events_since(contact, h.since);
-                if let Some(types) = &h.types {
-                    events.retain(|e| types.contains(&e.kind));
-                }
-                let extra = events.len().saturating_sub(h.limit.max(0) as usize);
-                events.drain(..extra);
-                events
+                // Only the events kept are copied: of the types asked, the most recent.
+                let kept: Vec<&StoredEvent> = self
+                    .events_from(contact, h.since)
+                    .filter(|e| h.types.as_ref().is_none_or(|t| t.contains(&e.kind)))
+                    .collect();
+                let extra = kept.len().saturating_sub(h.limit.max(0) as usize);
+                kept[extra..].iter().map(|e| (*e).clone()).collect()
             }
             None => Vec::new(),
         };
@@ -131,12 +131,20 @@ impl Inner {
 
     /// A contact's events at or after `since`, by (at, seq).
     pub(crate) fn events_since(&self, contact: &str, since: Ts) -> Vec<StoredEvent> {
-        let Some(set) = self.events_of.get(contact) else {
-            return Vec::new();
-        };
-        set.range((ms(since), i64::MIN)..)
-            .filter_map(|(_, seq)| self.events.get(seq).cloned())
-            .collect()
+        self.events_from(contact, since).cloned().collect()
+    }
+
+    /// [`Inner::events_since`], borrowed.
+    fn events_from<'a>(
+        &'a self,
+        contact: &str,
+        since: Ts,
+    ) -> impl Iterator<Item = &'a StoredEvent> + 'a {
+        self.events_of
+            .get(contact)
+            .into_iter()
+            .flat_map(move |set| set.range((ms(since), i64::MIN)..))
+            .filter_map(|(_, seq)| self.events.get(seq))
     }
 
     /// A contact's runs by (started_at, id).

@@ -799,9 +799,9 @@ pub(crate) async fn latency_runs(
     Ok(out)
 }
 
-/// The median of `runs`' `f`.
-fn median_of(runs: &[LatencyFigures], f: impl Fn(&LatencyFigures) -> f64) -> f64 {
-    let mut v: Vec<f64> = runs.iter().map(f).collect();
+/// The median of `items`' `f` (0 for none).
+fn median_of<T>(items: &[T], f: impl Fn(&T) -> f64) -> f64 {
+    let mut v: Vec<f64> = items.iter().map(f).collect();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }

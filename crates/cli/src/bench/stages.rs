@@ -18,6 +18,8 @@ use serde::Serialize;
 use nurture_engine::EngineError;
 use nurture_store::Ts;
 
+use super::median_of;
+
 /// Milliseconds in each stage.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub(crate) struct StageMs {
@@ -103,15 +105,10 @@ fn summarise(mut each: Vec<(f64, StageMs)>) -> Stages {
     if events == 0 {
         return Stages::default();
     }
-    let median = |f: fn(&StageMs) -> f64| {
-        let mut v: Vec<f64> = each.iter().map(|(_, s)| f(s)).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let median = StageMs {
-        api: median(|s| s.api),
-        stored: median(|s| s.stored),
-        effect: median(|s| s.effect),
+        api: median_of(&each, |(_, s)| s.api),
+        stored: median_of(&each, |(_, s)| s.stored),
+        effect: median_of(&each, |(_, s)| s.effect),
     };
     each.sort_by(|a, b| b.0.total_cmp(&a.0));
     let tail = &each[..events.div_ceil(100)];
@@ -134,20 +131,16 @@ pub(crate) fn line(runs: &[Option<Stages>]) -> Option<String> {
     if got.is_empty() {
         return None;
     }
-    let med = |f: &dyn Fn(&Stages) -> f64| {
-        let mut v: Vec<f64> = got.iter().map(|s| f(s)).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let med = |f: fn(&Stages) -> f64| median_of(&got, |s| f(s));
     Some(format!(
         "    where the time went (medians of {} runs; api = send to stored, stored = to the engine's pass, effect = to the webhook received): median event {:.1} / {:.1} / {:.1} ms; slowest 1 % {:.1} / {:.1} / {:.1} ms\n",
         got.len(),
-        med(&|s| s.median.api),
-        med(&|s| s.median.stored),
-        med(&|s| s.median.effect),
-        med(&|s| s.slowest_1pct.api),
-        med(&|s| s.slowest_1pct.stored),
-        med(&|s| s.slowest_1pct.effect),
+        med(|s| s.median.api),
+        med(|s| s.median.stored),
+        med(|s| s.median.effect),
+        med(|s| s.slowest_1pct.api),
+        med(|s| s.slowest_1pct.stored),
+        med(|s| s.slowest_1pct.effect),
     ))
 }
 

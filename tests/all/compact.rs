@@ -83,7 +83,7 @@ fn compact(dir: &Path, url: &str, extra: &[&str]) -> Value {
 }
 
 /// The raw rows of a run's journal as the database holds them.
-async fn raw_rows(url: &str, run: &str) -> Vec<(i64, String, String, String)> {
+async fn raw_rows(url: &str, run: &str) -> Vec<(i64, String, String, Vec<u8>)> {
     if url.starts_with("sqlite:") {
         let pool = sqlx::SqlitePool::connect(url).await.unwrap();
         sqlx::query_as("SELECT id, at, kind, data FROM journal WHERE run_id = ? ORDER BY id")
@@ -94,7 +94,7 @@ async fn raw_rows(url: &str, run: &str) -> Vec<(i64, String, String, String)> {
     } else {
         let pool = sqlx::PgPool::connect(url).await.unwrap();
         sqlx::query_as(
-            "SELECT id, at::text, kind, data::text FROM nurture.journal WHERE run_id = $1 ORDER BY id",
+            "SELECT id, at::text, kind, data FROM nurture.journal WHERE run_id = $1 ORDER BY id",
         )
         .bind(run)
         .fetch_all(&pool)
@@ -226,6 +226,85 @@ fn postgres_compaction_sums_up_ended_runs_and_keeps_open_ones() {
 
 /// Without a retention nothing is compacted; a retention that is not a duration is an
 /// error at its place in nurture.toml.
+/// Issue 27 item 4: journal rows are stored encoded (a tag byte, then zstd with the
+/// built-in dictionary), several times smaller than their JSON; a row of plain JSON text,
+/// as every row was before the encoding, is still read.
+fn journal_encoding_on(url_of: impl Fn(&Path) -> Option<String>) {
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(tmp.path(), "30d");
+    let Some(url) = url_of(tmp.path()) else {
+        return;
+    };
+    let store = rt.block_on(campaign(&dir, &url));
+    let held = rt.block_on(runs(&*store, "hold")).remove(0);
+    let raw = rt.block_on(raw_rows(&url, &held.id));
+    let mut json_bytes = 0;
+    for (_, _, _, data) in &raw {
+        assert_eq!(data[0], nurture_store::encoding::TAG_ZSTD_V1, "{data:?}");
+        json_bytes += nurture_store::encoding::decode(data)
+            .unwrap()
+            .to_string()
+            .len();
+    }
+    let stored: usize = raw.iter().map(|r| r.3.len()).sum();
+    assert!(
+        stored * 3 < json_bytes,
+        "{stored} bytes stored for {json_bytes} of JSON"
+    );
+    let before = rt.block_on(store.journal(&held.id)).unwrap();
+    rt.block_on(insert_plain_line(&url, &held));
+    let after = rt.block_on(store.journal(&held.id)).unwrap();
+    assert_eq!(after[..before.len()], before[..]);
+    assert_eq!(after.len(), before.len() + 1);
+    assert_eq!(after[before.len()].kind, "note");
+    assert_eq!(
+        after[before.len()].data,
+        json!({"written": "before the encoding"})
+    );
+}
+
+/// A journal line of `run` as plain JSON text, the way rows were stored before.
+async fn insert_plain_line(url: &str, run: &Run) {
+    let json = r#"{"written":"before the encoding"}"#;
+    macro_rules! insert {
+        ($pool:expr, $sql:literal) => {
+            sqlx::query($sql)
+                .bind(&run.id)
+                .bind(&run.contact)
+                .bind(json)
+                .execute(&$pool)
+                .await
+                .unwrap()
+        };
+    }
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        insert!(
+            pool,
+            "INSERT INTO journal (run_id, contact, at, kind, data) \
+            VALUES (?, ?, '2030-01-01T00:00:00.000Z', 'note', ?)"
+        );
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        insert!(
+            pool,
+            "INSERT INTO nurture.journal (run_id, contact, at, kind, data) \
+            VALUES ($1, $2, now(), 'note', convert_to($3, 'UTF8'))"
+        );
+    }
+}
+
+#[test]
+fn sqlite_journal_rows_are_stored_encoded_and_plain_json_rows_still_read() {
+    journal_encoding_on(|tmp| Some(format!("sqlite://{}", tmp.join("j.db").display())));
+}
+
+#[test]
+fn postgres_journal_rows_are_stored_encoded_and_plain_json_rows_still_read() {
+    journal_encoding_on(|_| crate::util::fresh_postgres());
+}
+
 #[test]
 fn retention_is_required_and_checked_at_its_line() {
     let tmp = tempfile::tempdir().unwrap();

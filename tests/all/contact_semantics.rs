@@ -106,7 +106,7 @@ fn has_effect(effects: &[Effect], workflow: &str, effect: &str) -> bool {
 /// straight from the store's table (nothing in the engine reads them by contact).
 async fn contact_journal(name: &str, url: &str, contact: &str) -> Vec<(String, Value)> {
     use sqlx::{Connection, Row};
-    let rows: Vec<(String, String)> = match name {
+    let rows: Vec<(String, Vec<u8>)> = match name {
         "sqlite" => {
             let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
             sqlx::query(
@@ -123,7 +123,7 @@ async fn contact_journal(name: &str, url: &str, contact: &str) -> Vec<(String, V
         _ => {
             let mut c = sqlx::PgConnection::connect(url).await.unwrap();
             sqlx::query(
-                "SELECT kind, data::text FROM nurture.journal \
+                "SELECT kind, data FROM nurture.journal \
                  WHERE contact = $1 AND run_id IS NULL ORDER BY id",
             )
             .bind(contact)
@@ -137,7 +137,7 @@ async fn contact_journal(name: &str, url: &str, contact: &str) -> Vec<(String, V
     };
     let mut out = Vec::new();
     for (kind, data) in rows {
-        let data: Value = serde_json::from_str(&data).unwrap();
+        let data = nurture_store::encoding::decode(&data).unwrap();
         match (kind.as_str(), data) {
             (nurture_store::PACKED, Value::Array(items)) => {
                 for item in items {

@@ -175,6 +175,23 @@ async fn postgres_rows_holding(url: &str, needle: &str) -> Vec<String> {
 }
 
 /// The SQLite files holding `needle`'s bytes (any case).
+/// Journal rows of the SQLite store at `url` whose decoded data (the journal is stored
+/// compressed, so the file search above cannot see inside it) or contact holds `needle`.
+async fn sqlite_journal_rows_holding(url: &str, needle: &str) -> usize {
+    let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT contact, data FROM journal")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let needle = needle.to_lowercase();
+    rows.iter()
+        .filter(|(contact, data)| {
+            let text = nurture_store::encoding::decode(data).unwrap().to_string();
+            format!("{contact} {text}").to_lowercase().contains(&needle)
+        })
+        .count()
+}
+
 fn sqlite_files_holding(dir: &Path, needle: &str) -> Vec<String> {
     let needle = needle.to_lowercase().into_bytes();
     ["t.db", "t.db-wal"]
@@ -271,11 +288,20 @@ fn erasure_on_sqlite_leaves_no_byte_of_the_person_and_no_mail() {
         !sqlite_files_holding(dir, NAME).is_empty(),
         "the search sees the bytes before"
     );
+    assert!(
+        rt.block_on(sqlite_journal_rows_holding(&url, NAME)) > 0,
+        "the journal search sees the person before"
+    );
     rt.block_on(erase(dir, &engine, &deliverer));
     for needle in [ADDRESS, NAME] {
         assert_eq!(
             sqlite_files_holding(dir, needle),
             Vec::<String>::new(),
+            "{needle}"
+        );
+        assert_eq!(
+            rt.block_on(sqlite_journal_rows_holding(&url, needle)),
+            0,
             "{needle}"
         );
     }

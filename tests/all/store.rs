@@ -580,7 +580,8 @@ fn a_keyed_statement_keeps_its_index_on_a_table_grown_since_it_was_planned() {
 }
 
 /// Contacts, runs and the journal written while their documents were `jsonb` read back
-/// the same once migration 0010 has made them `json` (and dropped the journal's id index).
+/// the same once migration 0010 has made them `json` (and dropped the journal's id index)
+/// and 0021 the journal's data `bytea` (encoded from then on, the old rows kept as text).
 #[test]
 fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
     on_fresh_postgres(|url| async move {
@@ -618,15 +619,20 @@ fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
         .unwrap();
         drop(s);
         // The database as the builds before 0010 left it: jsonb documents (keys in
-        // jsonb's order), an index of journal ids, 0010 not applied.
+        // jsonb's order), the journal's rows as jsonb (the two entries at t(2) packed, as
+        // the store writes them), an index of journal ids, 0010 and 0021 not applied.
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
         for sql in [
             "ALTER TABLE nurture.contacts ALTER COLUMN doc TYPE jsonb USING doc::jsonb",
             "ALTER TABLE nurture.runs ALTER COLUMN doc TYPE jsonb USING doc::jsonb",
-            "ALTER TABLE nurture.journal ALTER COLUMN data TYPE jsonb USING data::jsonb",
+            "DELETE FROM nurture.journal",
+            "ALTER TABLE nurture.journal ALTER COLUMN data TYPE jsonb USING NULL",
+            r#"INSERT INTO nurture.journal (run_id, contact, at, kind, data) VALUES
+               ('r1', 'c1', '2026-03-01T02:00:00Z', 'entries', '[{"kind": "step", "data": {"step": "s1", "kind": "tag"}}, {"kind": "effect", "data": {"effect": "tag", "tags": ["vip"], "é": "\"q\""}}]'),
+               ('r1', 'c1', '2026-03-01T03:00:00Z', 'effect', '{"effect": "wait", "until": null}')"#,
             "ALTER TABLE nurture.journal ADD CONSTRAINT journal_pkey PRIMARY KEY (id)",
-            "DELETE FROM nurture._sqlx_migrations WHERE version = 10",
+            "DELETE FROM nurture._sqlx_migrations WHERE version IN (10, 21)",
         ] {
             sqlx::query(sql).execute(&mut conn).await.unwrap();
         }
@@ -639,7 +645,7 @@ fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
         .fetch_all(&mut conn)
         .await
         .unwrap();
-        assert_eq!(types, ["json", "json", "json"]);
+        assert_eq!(types, ["json", "json", "bytea"]);
         let got = s.contact("c1").await.unwrap().unwrap();
         assert_eq!((got.tags, got.fields), (c.tags, c.fields));
         let r = s.run("r1").await.unwrap().unwrap();

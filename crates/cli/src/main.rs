@@ -607,6 +607,14 @@ struct BenchArgs {
     /// (i) Days the population's campaign runs.
     #[arg(long, default_value_t = 30)]
     storage_days: u32,
+    /// (i) Seed of the population (1 by default; another seed gives other contacts and
+    /// events, as for training the journal's dictionary: scripts/journal-dict.py).
+    #[arg(long, default_value_t = 1)]
+    storage_seed: u64,
+    /// (i) Keep a copy of the SQLite store, as it is before compaction, in this file (and
+    /// after compaction beside it, as NAME.compacted.db).
+    #[arg(long)]
+    storage_keep: Option<PathBuf>,
     /// Measure only these parts (comma-separated); all of them by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<BenchPart>,
@@ -1671,8 +1679,12 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
                     &url,
                     &config,
                     &a.speed_project,
-                    a.storage_contacts,
-                    a.storage_days,
+                    &crate::bench::storage::Campaign {
+                        contacts: a.storage_contacts,
+                        days: a.storage_days,
+                        seed: a.storage_seed,
+                        keep: a.storage_keep.clone(),
+                    },
                 ))?);
         }
         let _ = std::fs::remove_dir_all(&dir);

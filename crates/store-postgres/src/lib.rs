@@ -505,7 +505,7 @@ pub(crate) async fn journal_in(
     let j = pack_journal(journal);
     sqlx::query(
         "INSERT INTO journal (run_id, contact, at, kind, data) \
-         SELECT run_id, contact, at, kind, data FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]::json[]) \
+         SELECT run_id, contact, at, kind, data FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bytea[]) \
          WITH ORDINALITY AS u(run_id, contact, at, kind, data, n) ORDER BY n",
     )
     .bind(j.iter().map(|e| e.0).collect::<Vec<_>>())
@@ -1757,9 +1757,10 @@ async fn skip_suppressed(
            FROM sup WHERE o.key = sup.key \
            RETURNING o.key, o.run_id, o.contact, o.step, o.payload->>'template' AS template, sup.reason), \
          j AS (INSERT INTO journal (run_id, contact, at, kind, data) \
-           SELECT run_id, contact, $2, 'effect', jsonb_build_object('effect', 'email_skipped', 'step', step, \
-           'template', template, 'reason', 'suppressed: ' || reason, 'rule', 'suppression', \
-           'params', jsonb_build_object('channel', 'email', 'reason', reason), 'key', key, 'at_send', true) FROM upd) \
+           SELECT run_id, contact, $2, 'effect', convert_to(jsonb_build_object('effect', 'email_skipped', \
+           'step', step, 'template', template, 'reason', 'suppressed: ' || reason, 'rule', 'suppression', \
+           'params', jsonb_build_object('channel', 'email', 'reason', reason), 'key', key, 'at_send', true)::text, \
+           'UTF8') FROM upd) \
          SELECT key FROM upd",
     )
     .bind(keys)
@@ -1815,7 +1816,7 @@ async fn merge_in(
     )
     .bind(into)
     .bind(at)
-    .bind(data)
+    .bind(nurture_store::encoding::encode(&to_json(&data)))
     .execute(&mut **tx)
     .await?;
     Ok(moved as u64)
@@ -2005,7 +2006,7 @@ fn journal_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<JournalEntry>, Sto
             r.try_get("contact")?,
             r.try_get("at")?,
             r.try_get("kind")?,
-            r.try_get("data")?,
+            nurture_store::encoding::decode(r.try_get::<&[u8], _>("data")?)?,
             &mut out,
         )?;
     }

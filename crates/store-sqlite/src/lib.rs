@@ -645,17 +645,32 @@ pub(crate) async fn journal_in(
     }
     let rows: Vec<Value> = pack_journal(journal)
         .into_iter()
-        .map(|(run, contact, at, kind, data)| serde_json::json!([run, contact, ts(at), kind, data]))
+        .map(|(run, contact, at, kind, data)| {
+            serde_json::json!([run, contact, ts(at), kind, hex(&data)])
+        })
         .collect();
+    // The encoded data travels as hex inside the one JSON parameter and is stored as a
+    // BLOB (`unhex`); rows from before the encoding hold JSON text (`encoding::decode`
+    // reads both).
     sqlx::query(
         "INSERT INTO journal (run_id, contact, at, kind, data) \
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4 \
+         SELECT value->>0, value->>1, value->>2, value->>3, unhex(value->>4) \
          FROM json_each(?) ORDER BY key",
     )
     .bind(to_json(&rows))
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// Bytes as lowercase hex (for `unhex` in SQL).
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// A commit's applied events, off the queue (fenced: each must still be queued); a group
@@ -817,7 +832,7 @@ async fn skip_suppressed(
         .bind(r.try_get::<Option<String>, _>("run_id")?)
         .bind(r.try_get::<String, _>("contact")?)
         .bind(ts(now))
-        .bind(to_json(&data))
+        .bind(nurture_store::encoding::encode(&to_json(&data)))
         .execute(&mut *tx)
         .await?;
         counts::tallies_in(tx, &[message(&key, "email.skipped.suppressed", now)]).await?;
@@ -979,7 +994,7 @@ async fn merge_on(
     )
     .bind(into)
     .bind(ts(at))
-    .bind(to_json(&data))
+    .bind(nurture_store::encoding::encode(&to_json(&data)))
     .execute(&mut *conn)
     .await?;
     Ok(n)
@@ -1914,7 +1929,7 @@ fn journal_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<JournalEntry>, S
             r.try_get("contact")?,
             parse_ts(r.try_get::<&str, _>("at")?)?,
             r.try_get("kind")?,
-            from_json(r.try_get::<&str, _>("data")?, "journal entry")?,
+            nurture_store::encoding::decode(r.try_get::<&[u8], _>("data")?)?,
             &mut out,
         )?;
     }

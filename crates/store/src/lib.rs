@@ -13,6 +13,7 @@
 pub mod contract;
 pub mod controls;
 pub mod counts;
+pub mod encoding;
 pub mod error;
 pub mod held;
 pub mod keys;
@@ -431,12 +432,14 @@ pub fn to_json<T: Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).expect("stored values serialize to JSON")
 }
 
-/// One journal row to write: run, contact, time, kind, data (JSON text).
-pub type JournalRow<'a> = (Option<&'a str>, &'a str, Ts, &'a str, String);
+/// One journal row to write: run, contact, time, kind, data (its JSON text, encoded by
+/// [`encoding::encode`]).
+pub type JournalRow<'a> = (Option<&'a str>, &'a str, Ts, &'a str, Vec<u8>);
 
 /// Packs consecutive entries with the same run, contact and time into one row (see
 /// [`PACKED`]); an entry alone keeps its own kind. The data is serialized straight from
-/// the entries (the engine writes a row per step: no copy of their JSON trees).
+/// the entries (the engine writes a row per step: no copy of their JSON trees), then
+/// encoded ([`encoding`]).
 pub fn pack_journal(entries: &[JournalEntry]) -> Vec<JournalRow<'_>> {
     #[derive(Serialize)]
     struct Item<'a> {
@@ -472,7 +475,7 @@ pub fn pack_journal(entries: &[JournalEntry]) -> Vec<JournalRow<'_>> {
             first.contact.as_str(),
             first.at,
             kind,
-            data,
+            encoding::encode(&data),
         ));
         i = j;
     }

@@ -56,19 +56,31 @@ pub(crate) struct JournalSize {
     pub(crate) bytes_per_step: f64,
 }
 
-/// Runs the campaign of `project` for `contacts` over `days` on `url`, and measures.
+/// The campaign (i) runs.
+pub(crate) struct Campaign {
+    pub(crate) contacts: usize,
+    pub(crate) days: u32,
+    /// The population's seed.
+    pub(crate) seed: u64,
+    /// Where to keep a copy of a SQLite store before compaction (and after, in
+    /// `NAME.compacted.db`).
+    pub(crate) keep: Option<std::path::PathBuf>,
+}
+
+/// Runs the campaign of `project` on `url`, and measures.
 pub(crate) async fn measure(
     url: &str,
     config: &StoreConfig,
     project_dir: &std::path::Path,
-    contacts: usize,
-    days: u32,
+    campaign: &Campaign,
 ) -> Result<StorageFigures, EngineError> {
+    let (contacts, days) = (campaign.contacts, campaign.days);
     let project = super::speed::load(project_dir)?;
     let sql = Sql::connect(url, config).await?;
     sql.empty().await?;
     let store = nurture_server::open_store_with(url, config).await?;
-    let spec = super::speed::population_spec(contacts, days);
+    let mut spec = super::speed::population_spec(contacts, days);
+    spec.seed = campaign.seed;
     let start = spec.start;
     let (mut rows, mut events) = nurture_engine::check::population::generate(&project, &spec);
     // The benchmark's contacts have addresses at bench.test (`check_bench_database`).
@@ -95,11 +107,17 @@ pub(crate) async fn measure(
     let (runs, ended_runs) = sql.runs().await?;
     let mut before = sql.journal().await?;
     let file0 = sqlite_file_bytes(url);
+    if let Some(keep) = &campaign.keep {
+        sql.keep(keep).await?;
+    }
     let end = summary.end.unwrap_or(until) + chrono::Duration::seconds(1);
     retention::compact(&*store, end, false).await?;
     sql.settle().await?;
     let wal2 = sql.wal().await?;
     let mut after = sql.journal().await?;
+    if let Some(keep) = &campaign.keep {
+        sql.keep(&keep.with_extension("compacted.db")).await?;
+    }
     let steps = before.steps.max(1) as f64;
     before.bytes_per_step = before.bytes as f64 / steps;
     after.bytes_per_step = after.bytes as f64 / steps;
@@ -202,6 +220,19 @@ impl Sql {
         Ok(())
     }
 
+    /// SQLite: a copy of the store in `path` (replaced), by `VACUUM INTO`.
+    async fn keep(&self, path: &std::path::Path) -> Result<(), EngineError> {
+        if let Sql::Sqlite(pool) = self {
+            let _ = std::fs::remove_file(path);
+            sqlx::query("VACUUM INTO ?")
+                .bind(path.display().to_string())
+                .execute(pool)
+                .await
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
     /// Runs, and of them ended.
     async fn runs(&self) -> Result<(u64, u64), EngineError> {
         let q =
@@ -221,45 +252,70 @@ impl Sql {
 
     /// The journal's rows, lines, steps and bytes.
     async fn journal(&self) -> Result<JournalSize, EngineError> {
-        let (rows, lines, steps, contact_lines, bytes): (i64, i64, i64, i64, i64) = match self {
+        let q = "SELECT kind, run_id IS NULL, data FROM ";
+        let (rows, bytes): (Vec<(String, bool, Vec<u8>)>, i64) = match self {
             Sql::Sqlite(pool) => {
-                let counts = format!(
-                    "SELECT count(*), \
-                     coalesce(sum(CASE kind WHEN '{PACKED}' THEN json_array_length(data) ELSE 1 END), 0), \
-                     coalesce(sum(CASE kind WHEN 'step' THEN 1 \
-                       WHEN 'summary' THEN json_extract(data, '$.steps') \
-                       WHEN '{PACKED}' THEN (SELECT count(*) FROM json_each(data) \
-                         WHERE json_extract(value, '$.kind') = 'step') ELSE 0 END), 0), \
-                     coalesce(sum(CASE WHEN run_id IS NOT NULL THEN 0 WHEN kind = '{PACKED}' \
-                       THEN json_array_length(data) ELSE 1 END), 0) FROM journal"
-                );
-                let (r, l, s, c): (i64, i64, i64, i64) =
-                    sqlx::query_as(&counts).fetch_one(pool).await.map_err(db)?;
-                (r, l, s, c, sqlite_bytes(pool).await?)
+                let rows = sqlx::query_as(&format!("{q}journal"))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db)?;
+                (rows, sqlite_bytes(pool).await?)
             }
             Sql::Postgres(pool, schema) => {
-                let counts = format!(
-                    "SELECT count(*)::bigint, \
-                     coalesce(sum(CASE kind WHEN '{PACKED}' THEN json_array_length(data) ELSE 1 END), 0)::bigint, \
-                     coalesce(sum(CASE kind WHEN 'step' THEN 1 \
-                       WHEN 'summary' THEN (data->>'steps')::bigint \
-                       WHEN '{PACKED}' THEN (SELECT count(*) FROM json_array_elements(data) v \
-                         WHERE v->>'kind' = 'step') ELSE 0 END), 0)::bigint, \
-                     coalesce(sum(CASE WHEN run_id IS NOT NULL THEN 0 WHEN kind = '{PACKED}' \
-                       THEN json_array_length(data) ELSE 1 END), 0)::bigint, \
-                     pg_total_relation_size('\"{schema}\".journal') FROM \"{schema}\".journal"
-                );
-                sqlx::query_as(&counts).fetch_one(pool).await.map_err(db)?
+                let rows = sqlx::query_as(&format!("{q}\"{schema}\".journal"))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db)?;
+                let bytes = sqlx::query_scalar(&format!(
+                    "SELECT pg_total_relation_size('\"{schema}\".journal')"
+                ))
+                .fetch_one(pool)
+                .await
+                .map_err(db)?;
+                (rows, bytes)
             }
         };
-        Ok(JournalSize {
-            rows,
-            lines,
-            steps,
-            contact_lines,
+        let mut size = JournalSize {
+            rows: rows.len() as i64,
             bytes,
-            bytes_per_step: 0.0,
-        })
+            ..Default::default()
+        };
+        for (kind, alone, data) in &rows {
+            count_row(
+                &mut size,
+                kind,
+                *alone,
+                &nurture_store::encoding::decode(data)?,
+            );
+        }
+        Ok(size)
+    }
+}
+
+/// Adds one stored row's lines, steps and lines about a contact alone to `size`.
+fn count_row(size: &mut JournalSize, kind: &str, alone: bool, data: &serde_json::Value) {
+    let steps_of = |kind: &str, data: &serde_json::Value| match kind {
+        "step" => 1,
+        "summary" => data
+            .get("steps")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0),
+        _ => 0,
+    };
+    let (lines, steps) = if kind == PACKED {
+        let items = data.as_array().map(Vec::as_slice).unwrap_or_default();
+        let steps = items
+            .iter()
+            .map(|i| steps_of(i["kind"].as_str().unwrap_or(""), &i["data"]))
+            .sum();
+        (items.len() as i64, steps)
+    } else {
+        (1, steps_of(kind, data))
+    };
+    size.lines += lines;
+    size.steps += steps;
+    if alone {
+        size.contact_lines += lines;
     }
 }
 

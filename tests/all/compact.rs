@@ -305,6 +305,104 @@ fn postgres_journal_rows_are_stored_encoded_and_plain_json_rows_still_read() {
     journal_encoding_on(|_| crate::util::fresh_postgres());
 }
 
+/// `[retention] contact_lines`: a contact's own lines older than it become ONE summary
+/// line (counts by kind and effect) where they were; a row holding consent is kept; newer
+/// lines stay; a second compaction leaves the summary alone; a dry run writes nothing.
+fn contact_lines_on(url_of: impl Fn(&Path) -> Option<String>) {
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(tmp.path(), "30d");
+    let toml = "[retention]\njournal = \"30d\"\ncontact_lines = \"30d\"\n";
+    std::fs::write(dir.join("nurture.toml"), toml).unwrap();
+    let Some(url) = url_of(tmp.path()) else {
+        return;
+    };
+    let old = t0();
+    let line = |at: DateTime<Utc>, kind: &str, data: Value| nurture_store::JournalEntry {
+        run_id: None,
+        contact: "c-old".into(),
+        at,
+        kind: kind.into(),
+        data,
+    };
+    let score = |i: i64| {
+        line(
+            old + Duration::hours(i),
+            "effect",
+            json!({"effect": "score", "delta": 5, "score": 5 * i}),
+        )
+    };
+    let consent = line(
+        old + Duration::hours(2) + Duration::minutes(30),
+        "consent",
+        json!({"to": "opted_in"}),
+    );
+    let recent = line(
+        Utc::now().trunc_subsecs(0),
+        "segment",
+        json!({"segment": "s", "entered": true}),
+    );
+    let journal = vec![
+        score(1),
+        score(2),
+        consent.clone(),
+        score(3),
+        recent.clone(),
+    ];
+    let store = rt.block_on(nurture_server::open_store(&url)).unwrap();
+    rt.block_on(store.commit(&nurture_store::UnitOfWork {
+        journal,
+        ..Default::default()
+    }))
+    .unwrap();
+    let lines = |store: &Arc<dyn Store>| rt.block_on(store.contact_lines("c-old", 100)).unwrap();
+    let before = lines(&store);
+    assert_eq!(before.len(), 5);
+
+    let dry = compact(&dir, &url, &["--dry-run"]);
+    assert_eq!(dry["contact_lines"]["contacts"], 1, "{dry}");
+    assert_eq!(dry["contact_lines"]["lines"], 3, "{dry}");
+    assert_eq!(lines(&store), before, "a dry run writes nothing");
+
+    let done = compact(&dir, &url, &[]);
+    let c = &done["contact_lines"];
+    assert_eq!(
+        (c["contacts"].clone(), c["lines"].clone()),
+        (json!(1), json!(3)),
+        "{done}"
+    );
+    assert_eq!(
+        (c["rows_deleted"].clone(), c["consent_rows_kept"].clone()),
+        (json!(3), json!(1))
+    );
+    let after = lines(&store);
+    assert_eq!(after.len(), 3, "{after:#?}");
+    assert_eq!(after[0].kind, JournalKind::Summary);
+    let d = &after[0].data;
+    assert_eq!(d["lines"], 3);
+    assert_eq!(d["kinds"], json!({"effect": 3}));
+    assert_eq!(d["effects"], json!({"score": 3}));
+    assert_eq!(d["from"], nurture_store::ts_out(old + Duration::hours(1)));
+    assert_eq!(d["to"], nurture_store::ts_out(old + Duration::hours(3)));
+    // The summary sorts where the first line was: before the kept consent line.
+    assert_eq!(after[1], consent);
+    assert_eq!(after[2], recent);
+
+    let again = compact(&dir, &url, &[]);
+    assert_eq!(again["contact_lines"]["contacts"], 0, "{again}");
+    assert_eq!(lines(&store), after);
+}
+
+#[test]
+fn sqlite_contact_lines_past_retention_become_one_summary_and_consent_stays() {
+    contact_lines_on(|tmp| Some(format!("sqlite://{}", tmp.join("c.db").display())));
+}
+
+#[test]
+fn postgres_contact_lines_past_retention_become_one_summary_and_consent_stays() {
+    contact_lines_on(|_| crate::util::fresh_postgres());
+}
+
 #[test]
 fn retention_is_required_and_checked_at_its_line() {
     let tmp = tempfile::tempdir().unwrap();

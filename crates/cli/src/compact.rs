@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use nurture_core::model::Duration;
-use nurture_store::{retention, Compacted};
+use nurture_store::{retention, Compacted, CompactedContacts};
 
 use crate::bench::storage::sqlite_file_bytes;
 
@@ -20,6 +20,8 @@ struct Outcome {
     retention: String,
     #[serde(flatten)]
     compacted: Compacted,
+    /// A contact's own lines summed up (`[retention] contact_lines`), when set.
+    contact_lines: Option<CompactedContacts>,
     /// Bytes of the SQLite file and its write-ahead log before and after (SQLite only).
     file_bytes_before: Option<u64>,
     file_bytes_after: Option<u64>,
@@ -44,11 +46,29 @@ pub(crate) async fn compact(
     let url = crate::commands::store_url(dir, Some(&project), store_flag);
     let before = sqlite_file_bytes(&url);
     let cutoff = chrono::Utc::now() - keep.to_chrono();
+    // A contact's own lines first: the runs' compaction then gives the space back.
+    let contact_keep = project
+        .settings
+        .retention
+        .as_ref()
+        .and_then(|r| r.contact_lines);
+    let contact_lines = match contact_keep {
+        Some(k) => {
+            let before = chrono::Utc::now() - k.to_chrono();
+            Some(retention::compact_contact_lines(&*store, before, dry_run).await?)
+        }
+        None => None,
+    };
     let compacted = retention::compact(&*store, cutoff, dry_run).await?;
+    let summed = contact_lines.as_ref().is_some_and(|c| c.contacts > 0);
+    if !dry_run && compacted.runs == 0 && summed {
+        store.reclaim_space().await?;
+    }
     drop(store);
     let out = Outcome {
         retention: keep.to_string(),
         compacted,
+        contact_lines,
         file_bytes_before: before,
         file_bytes_after: sqlite_file_bytes(&url),
     };
@@ -75,6 +95,12 @@ fn render(o: &Outcome) -> String {
         "left as they were: {} ended runs already compacted, {} ended too recently; open runs are never compacted\n",
         c.already, c.kept
     ));
+    if let Some(c) = &o.contact_lines {
+        s.push_str(&format!(
+            "contact lines: {} contacts' {} lines ({} rows) -> one summary line each; {} rows with consent kept\n",
+            c.contacts, c.lines, c.rows_deleted, c.consent_rows_kept
+        ));
+    }
     if let (Some(b), Some(a)) = (o.file_bytes_before, o.file_bytes_after) {
         s.push_str(&format!("SQLite file (with its log): {b} -> {a} bytes\n"));
     }

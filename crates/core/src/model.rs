@@ -924,6 +924,13 @@ pub struct RetentionSettings {
     /// never compacted. Open runs are never compacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal: Option<Duration>,
+    /// How long a contact's own journal lines (no run: scoring rules, segment changes,
+    /// imports) are kept line for line, e.g. `365d`; after that, `nurture store compact`
+    /// sums them up in one summary line per contact (lines counted by kind and effect),
+    /// so `contacts show` no longer lists them one by one. Consent lines, the proof of
+    /// consent, are always kept. Unset: never summed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_lines: Option<Duration>,
 }
 
 /// `[forms.NAME]` in nurture.toml: a form browsers post to `/f/NAME` (see

@@ -368,6 +368,32 @@ impl RetentionStore for MemoryStore {
         Err(unsupported("journal compaction"))
     }
 
+    async fn contacts_with_lines_before(
+        &self,
+        _after: &str,
+        _before: Ts,
+        _limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Err(unsupported("journal compaction"))
+    }
+
+    async fn contact_rows_before(
+        &self,
+        _contact: &str,
+        _before: Ts,
+    ) -> Result<Vec<(i64, Vec<JournalEntry>)>, StoreError> {
+        Err(unsupported("journal compaction"))
+    }
+
+    async fn replace_contact_rows(
+        &self,
+        _contact: &str,
+        _ids: &[i64],
+        _summary: &JournalEntry,
+    ) -> Result<u64, StoreError> {
+        Err(unsupported("journal compaction"))
+    }
+
     async fn reclaim_space(&self) -> Result<(), StoreError> {
         Err(unsupported("journal compaction"))
     }

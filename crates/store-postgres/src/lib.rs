@@ -1998,7 +1998,9 @@ async fn complete_in(
 }
 
 /// Journal rows (`run_id, contact, at, kind, data`) as entries.
-fn journal_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<JournalEntry>, StoreError> {
+pub(crate) fn journal_rows(
+    rows: &[sqlx::postgres::PgRow],
+) -> Result<Vec<JournalEntry>, StoreError> {
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         unpack_journal(

@@ -4,9 +4,10 @@
 //! retention are the later way to give it back).
 
 use async_trait::async_trait;
-use nurture_store::{retention, versions, JournalEntry, Run, StoreError};
+use nurture_store::{retention, versions, JournalEntry, Run, StoreError, Ts};
+use sqlx::Row;
 
-use crate::{journal_in, PostgresStore};
+use crate::{journal_in, journal_rows, PostgresStore};
 
 #[async_trait]
 impl nurture_store::RetentionStore for PostgresStore {
@@ -39,6 +40,75 @@ impl nurture_store::RetentionStore for PostgresStore {
             .await?
             .rows_affected();
         journal_in(&mut tx, &retention::of_ended(summaries, &ended)).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn contacts_with_lines_before(
+        &self,
+        after: &str,
+        before: Ts,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT contact FROM journal WHERE contact > $1 AND run_id IS NULL \
+             AND at < $2 ORDER BY contact LIMIT $3",
+        )
+        .bind(after)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn contact_rows_before(
+        &self,
+        contact: &str,
+        before: Ts,
+    ) -> Result<Vec<(i64, Vec<JournalEntry>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, run_id, contact, at, kind, data FROM journal \
+             WHERE contact = $1 AND run_id IS NULL AND at < $2 ORDER BY id",
+        )
+        .bind(contact)
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, journal_rows(std::slice::from_ref(r))?)))
+            .collect()
+    }
+
+    async fn replace_contact_rows(
+        &self,
+        contact: &str,
+        ids: &[i64],
+        summary: &JournalEntry,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM journal WHERE contact = $1 AND run_id IS NULL AND id = ANY($2)",
+        )
+        .bind(contact)
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if deleted > 0 {
+            let row = nurture_store::pack_journal(std::slice::from_ref(summary));
+            let (_, _, at, kind, data) = &row[0];
+            sqlx::query(
+                "INSERT INTO journal (id, run_id, contact, at, kind, data) \
+                 VALUES ($1, NULL, $2, $3, $4, $5)",
+            )
+            .bind(ids[0])
+            .bind(contact)
+            .bind(*at)
+            .bind(*kind)
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(deleted)
     }

@@ -1921,7 +1921,9 @@ impl Store for SqliteStore {
 }
 
 /// Journal rows (`run_id, contact, at, kind, data`) as entries.
-fn journal_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<JournalEntry>, StoreError> {
+pub(crate) fn journal_rows(
+    rows: &[sqlx::sqlite::SqliteRow],
+) -> Result<Vec<JournalEntry>, StoreError> {
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         unpack_journal(

@@ -3,9 +3,10 @@
 //! file is in that mode) so that the file shrinks.
 
 use async_trait::async_trait;
-use nurture_store::{retention, to_json, JournalEntry, Run, StoreError};
+use nurture_store::{retention, to_json, ts, JournalEntry, Run, StoreError, Ts};
+use sqlx::Row;
 
-use crate::{journal_in, open_statuses_json, SqliteStore, WriteTx};
+use crate::{journal_in, journal_rows, open_statuses_json, SqliteStore, WriteTx};
 
 #[async_trait]
 impl nurture_store::RetentionStore for SqliteStore {
@@ -40,6 +41,75 @@ impl nurture_store::RetentionStore for SqliteStore {
                 .await?
                 .rows_affected();
         journal_in(&mut tx, &retention::of_ended(summaries, &ended)).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn contacts_with_lines_before(
+        &self,
+        after: &str,
+        before: Ts,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT contact FROM journal WHERE contact > ? AND run_id IS NULL \
+             AND at < ? ORDER BY contact LIMIT ?",
+        )
+        .bind(after)
+        .bind(ts(before))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn contact_rows_before(
+        &self,
+        contact: &str,
+        before: Ts,
+    ) -> Result<Vec<(i64, Vec<JournalEntry>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, run_id, contact, at, kind, data FROM journal \
+             WHERE contact = ? AND run_id IS NULL AND at < ? ORDER BY id",
+        )
+        .bind(contact)
+        .bind(ts(before))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, journal_rows(std::slice::from_ref(r))?)))
+            .collect()
+    }
+
+    async fn replace_contact_rows(
+        &self,
+        contact: &str,
+        ids: &[i64],
+        summary: &JournalEntry,
+    ) -> Result<u64, StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let deleted = sqlx::query(
+            "DELETE FROM journal WHERE contact = ? AND run_id IS NULL \
+             AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(contact)
+        .bind(to_json(ids))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if deleted > 0 {
+            let row = nurture_store::pack_journal(std::slice::from_ref(summary));
+            let (_, _, at, kind, data) = &row[0];
+            sqlx::query(
+                "INSERT INTO journal (id, run_id, contact, at, kind, data) VALUES (?, NULL, ?, ?, ?, ?)",
+            )
+            .bind(ids[0])
+            .bind(contact)
+            .bind(ts(*at))
+            .bind(*kind)
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(deleted)
     }

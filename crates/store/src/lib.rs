@@ -43,7 +43,7 @@ pub use ops::{OpsView, QueueSummary};
 pub use outbox::{OutboxFilter, OutboxRow, OutboxState, OutboxView};
 pub use privacy::{EraseError, Erased, Erasure, PrivacyStore};
 pub use reads::ReadView;
-pub use retention::{Compacted, RetentionStore};
+pub use retention::{Compacted, CompactedContacts, RetentionStore};
 // The event and the time as the campaign language sees them; the store keeps them.
 pub use nurture_core::event::{ts, ts_out, StoredEvent, Ts};
 pub use versions::{

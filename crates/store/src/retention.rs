@@ -51,6 +51,33 @@ pub trait RetentionStore: Send + Sync {
     /// deleted.
     async fn replace_journals(&self, summaries: &[JournalEntry]) -> Result<u64, StoreError>;
 
+    /// Up to `limit` contacts, in id order after `after`, with lines of their own (no
+    /// run) stored at a time before `before`.
+    async fn contacts_with_lines_before(
+        &self,
+        after: &str,
+        before: Ts,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// The rows of `contact`'s own lines (no run) stored at a time before `before`, in id
+    /// order: each row's id and its lines.
+    async fn contact_rows_before(
+        &self,
+        contact: &str,
+        before: Ts,
+    ) -> Result<Vec<(i64, Vec<JournalEntry>)>, StoreError>;
+
+    /// In one transaction: deletes `contact`'s own rows `ids` and stores `summary` as one
+    /// row with the first of those ids, so that it sorts where they were. Answers the rows
+    /// deleted (none when they are gone already: then nothing is inserted).
+    async fn replace_contact_rows(
+        &self,
+        contact: &str,
+        ids: &[i64],
+        summary: &JournalEntry,
+    ) -> Result<u64, StoreError>;
+
     /// Gives the space freed back to the file system where the store can (SQLite:
     /// `VACUUM`, or an incremental vacuum when the file is in that mode); a no-op where
     /// the database does it itself (Postgres' autovacuum).
@@ -110,6 +137,118 @@ pub fn summary_line(run: &Run, journal: &[JournalEntry]) -> JournalEntry {
             "effects": effects,
         }),
     }
+}
+
+/// What a compaction of a contact's own lines did (or, dry, would do).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CompactedContacts {
+    /// Lines stored before this were summed up.
+    pub before: Option<Ts>,
+    /// Contacts whose old lines became one summary line each.
+    pub contacts: u64,
+    /// Lines replaced by the summaries.
+    pub lines: u64,
+    /// Rows deleted.
+    pub rows_deleted: u64,
+    /// Rows kept because they hold a consent line (the proof of consent is never summed
+    /// up).
+    pub consent_rows_kept: u64,
+}
+
+/// Whether a line is consent or a change of it (kept: it is the proof).
+fn is_consent(line: &JournalEntry) -> bool {
+    line.kind == "consent" || line.data["changes"].get("consent").is_some()
+}
+
+/// Adds `line` to a contact summary's counts (a summary from an earlier compaction adds
+/// its own counts).
+fn add_to_summary(counts: &mut Value, line: &JournalEntry) {
+    let add = |counts: &mut Value, key: &str, name: &str, n: u64| {
+        let slot = &mut counts[key][name];
+        *slot = json!(slot.as_u64().unwrap_or(0) + n);
+    };
+    if line.kind == JournalKind::Summary {
+        counts["lines"] =
+            json!(counts["lines"].as_u64().unwrap_or(0) + line.data["lines"].as_u64().unwrap_or(0));
+        for key in ["kinds", "effects"] {
+            if let Some(m) = line.data[key].as_object() {
+                for (name, n) in m {
+                    add(counts, key, name, n.as_u64().unwrap_or(0));
+                }
+            }
+        }
+        if let Some(from) = line.data["from"].as_str() {
+            counts["from"] = json!(from);
+        }
+        return;
+    }
+    counts["lines"] = json!(counts["lines"].as_u64().unwrap_or(0) + 1);
+    add(counts, "kinds", line.kind.as_str(), 1);
+    if let Some(effect) = line.data["effect"].as_str() {
+        add(counts, "effects", effect, 1);
+    }
+    if counts["from"].is_null() {
+        counts["from"] = json!(crate::ts_out(line.at));
+    }
+}
+
+/// The summary line of a contact's `lines` (oldest first, not empty).
+pub fn contact_summary(contact: &str, lines: &[&JournalEntry]) -> JournalEntry {
+    let mut counts = json!({"from": null, "to": null, "lines": 0, "kinds": {}, "effects": {}});
+    for l in lines {
+        add_to_summary(&mut counts, l);
+    }
+    let at = lines.last().map_or_else(chrono::Utc::now, |l| l.at);
+    counts["to"] = json!(crate::ts_out(at));
+    JournalEntry {
+        run_id: None,
+        contact: contact.to_string(),
+        at,
+        kind: JournalKind::Summary,
+        data: counts,
+    }
+}
+
+/// Replaces every contact's own lines stored before `before` (no run: scoring, segments,
+/// imports) by one summary line per contact, counts by kind and effect; rows that hold a
+/// consent line are kept as they are. Nothing is written when `dry_run`.
+pub async fn compact_contact_lines(
+    store: &dyn Store,
+    before: Ts,
+    dry_run: bool,
+) -> Result<CompactedContacts, StoreError> {
+    let mut done = CompactedContacts {
+        before: Some(before),
+        ..Default::default()
+    };
+    let mut after = String::new();
+    loop {
+        let page = store
+            .contacts_with_lines_before(&after, before, PAGE)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.clone();
+        for contact in &page {
+            let rows = store.contact_rows_before(contact, before).await?;
+            let (kept, gone): (Vec<_>, Vec<_>) = rows
+                .iter()
+                .partition(|(_, lines)| lines.iter().any(is_consent));
+            done.consent_rows_kept += kept.len() as u64;
+            let lines: Vec<&JournalEntry> = gone.iter().flat_map(|(_, l)| l).collect();
+            // One summary alone is what an earlier compaction left: nothing to do.
+            if gone.is_empty() || (gone.len() == 1 && is_compacted(&gone[0].1)) {
+                continue;
+            }
+            done.contacts += 1;
+            done.lines += lines.len() as u64;
+            if !dry_run {
+                let ids: Vec<i64> = gone.iter().map(|(id, _)| *id).collect();
+                let summary = contact_summary(contact, &lines);
+                done.rows_deleted += store.replace_contact_rows(contact, &ids, &summary).await?;
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// Replaces the journal of every run that ended before `ended_before` by its summary

@@ -30,6 +30,8 @@ pub(crate) struct StorageFigures {
     pub(crate) ended_runs: u64,
     pub(crate) before: JournalSize,
     pub(crate) after: JournalSize,
+    /// After a contact's own lines were summed up too (`[retention] contact_lines`).
+    pub(crate) after_contacts: JournalSize,
     /// Postgres: bytes of write-ahead log written while the campaign ran (all tables).
     pub(crate) wal_bytes: Option<i64>,
     /// Postgres: bytes of write-ahead log the compaction wrote.
@@ -118,9 +120,14 @@ pub(crate) async fn measure(
     if let Some(keep) = &campaign.keep {
         sql.keep(&keep.with_extension("compacted.db")).await?;
     }
+    retention::compact_contact_lines(&*store, end, false).await?;
+    store.reclaim_space().await?;
+    sql.settle().await?;
+    let mut after_contacts = sql.journal().await?;
     let steps = before.steps.max(1) as f64;
     before.bytes_per_step = before.bytes as f64 / steps;
     after.bytes_per_step = after.bytes as f64 / steps;
+    after_contacts.bytes_per_step = after_contacts.bytes as f64 / steps;
     let file1 = sqlite_file_bytes(url);
     drop(store);
     sql.empty().await?;
@@ -134,6 +141,7 @@ pub(crate) async fn measure(
         ended_runs,
         before,
         after,
+        after_contacts,
         wal_bytes: wal0.zip(wal1).map(|(a, b)| b - a),
         compact_wal_bytes: wal1.zip(wal2).map(|(a, b)| b - a),
         file_bytes: file0.zip(file1),
@@ -372,6 +380,14 @@ pub(crate) fn table(figures: &[StorageFigures]) -> String {
         out.push_str(&format!(
             "  {}: lines about a contact alone (no run; kept by compaction): {} of {} before, {} of {} after\n",
             f.store, f.before.contact_lines, f.before.lines, f.after.contact_lines, f.after.lines
+        ));
+        out.push_str(&format!(
+            "  {}: and a contact's own lines summed up too (`[retention] contact_lines`): {} rows, {} bytes, {:.0} bytes/step, {} lines about a contact alone\n",
+            f.store,
+            f.after_contacts.rows,
+            f.after_contacts.bytes,
+            f.after_contacts.bytes_per_step,
+            f.after_contacts.contact_lines
         ));
         if let Some((b, a)) = f.file_bytes {
             out.push_str(&format!(

@@ -52,7 +52,7 @@ def main():
     with open(a.out, "wb") as f:
         f.write(trained.as_bytes())
     raw = sum(map(len, samples))
-    cctx = zstandard.ZstdCompressor(level=9, dict_data=trained, write_dict_id=False)
+    cctx = zstandard.ZstdCompressor(level=3, dict_data=trained, write_dict_id=False)
     packed = sum(len(cctx.compress(s)) + 1 for s in samples)
     print(f"{len(samples)} rows, {raw} bytes of JSON -> {packed} encoded "
           f"({raw / packed:.1f}x); dictionary {len(trained.as_bytes())} bytes -> {a.out}")

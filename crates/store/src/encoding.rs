@@ -1,6 +1,6 @@
 //! The journal's data on disk (issue 27 item 4): a compact binary encoding of each row's
 //! JSON, zstd with a dictionary built into the binary, so that a journal row of about
-//! 500 bytes of JSON takes about 50.
+//! 500 bytes of JSON takes about 60.
 //!
 //! A journal row's JSON repeats the same keys and shapes on every step (the step, its
 //! effect, the contact's snapshot in an `enter` effect or a condition's reads), and a row
@@ -29,9 +29,10 @@ pub const TAG_ZSTD_V1: u8 = 0x01;
 /// The dictionary of tag [`TAG_ZSTD_V1`] (32 KiB).
 pub static DICT_V1: &[u8] = include_bytes!("journal-v1.dict");
 
-/// zstd's level: 9 gives about 10x on journal rows for about 7 µs per row (level 3:
-/// 8.6x, 2 µs); decoding costs about 1 µs either way.
-const LEVEL: i32 = 9;
+/// zstd's level: 3 gives about 8x on journal rows for about 1.5 µs per row; 9 gives 11x
+/// for about 6 µs, which cost `nurture bench` (a) about 8 % of its steps/s (A/B in
+/// docs/benchmarks.md); decoding costs about 1 µs either way.
+const LEVEL: i32 = 3;
 
 /// The most bytes one row may decode to: a corrupt or hostile frame that claims more is
 /// refused before anything is allocated.

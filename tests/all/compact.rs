@@ -342,15 +342,22 @@ fn contact_lines_on(url_of: impl Fn(&Path) -> Option<String>) {
         "segment",
         json!({"segment": "s", "entered": true}),
     );
+    // A contact no longer stored (erased meanwhile) keeps its lines: nothing is written.
+    let gone = nurture_store::JournalEntry {
+        contact: "c-gone".into(),
+        ..score(1)
+    };
     let journal = vec![
         score(1),
         score(2),
         consent.clone(),
         score(3),
         recent.clone(),
+        gone,
     ];
     let store = rt.block_on(nurture_server::open_store(&url)).unwrap();
     rt.block_on(store.commit(&nurture_store::UnitOfWork {
+        contacts: vec![nurture_store::contract::contact("c-old")],
         journal,
         ..Default::default()
     }))
@@ -360,8 +367,8 @@ fn contact_lines_on(url_of: impl Fn(&Path) -> Option<String>) {
     assert_eq!(before.len(), 5);
 
     let dry = compact(&dir, &url, &["--dry-run"]);
-    assert_eq!(dry["contact_lines"]["contacts"], 1, "{dry}");
-    assert_eq!(dry["contact_lines"]["lines"], 3, "{dry}");
+    assert_eq!(dry["contact_lines"]["contacts"], 2, "{dry}");
+    assert_eq!(dry["contact_lines"]["lines"], 4, "{dry}");
     assert_eq!(lines(&store), before, "a dry run writes nothing");
 
     let done = compact(&dir, &url, &[]);
@@ -384,10 +391,18 @@ fn contact_lines_on(url_of: impl Fn(&Path) -> Option<String>) {
     assert_eq!(d["effects"], json!({"score": 3}));
     assert_eq!(d["from"], nurture_store::ts_out(old + Duration::hours(1)));
     assert_eq!(d["to"], nurture_store::ts_out(old + Duration::hours(3)));
+    assert_eq!(
+        after[0].at,
+        old + Duration::hours(1),
+        "at the first line's time"
+    );
     // The summary sorts where the first line was: before the kept consent line.
     assert_eq!(after[1], consent);
     assert_eq!(after[2], recent);
 
+    let gone = rt.block_on(store.contact_lines("c-gone", 100)).unwrap();
+    assert_eq!(gone.len(), 1, "{gone:#?}");
+    assert_eq!(gone[0].kind, "effect");
     let again = compact(&dir, &url, &[]);
     assert_eq!(again["contact_lines"]["contacts"], 0, "{again}");
     assert_eq!(lines(&store), after);

@@ -86,6 +86,15 @@ impl nurture_store::RetentionStore for PostgresStore {
         summary: &JournalEntry,
     ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Erasure locks the contact's row first: holding it here orders the two.
+        let stored: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = $1 FOR SHARE")
+                .bind(contact)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if stored.is_none() {
+            return Ok(0);
+        }
         let deleted = sqlx::query(
             "DELETE FROM journal WHERE contact = $1 AND run_id IS NULL AND id = ANY($2)",
         )

@@ -87,6 +87,14 @@ impl nurture_store::RetentionStore for SqliteStore {
         summary: &JournalEntry,
     ) -> Result<u64, StoreError> {
         let mut tx = WriteTx::begin(&self.pool).await?;
+        // As on Postgres: nothing once the contact is gone (erased meanwhile).
+        let stored: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = ?")
+            .bind(contact)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if stored.is_none() {
+            return Ok(0);
+        }
         let deleted = sqlx::query(
             "DELETE FROM journal WHERE contact = ? AND run_id IS NULL \
              AND id IN (SELECT value FROM json_each(?))",

@@ -68,9 +68,11 @@ pub trait RetentionStore: Send + Sync {
         before: Ts,
     ) -> Result<Vec<(i64, Vec<JournalEntry>)>, StoreError>;
 
-    /// In one transaction: deletes `contact`'s own rows `ids` and stores `summary` as one
-    /// row with the first of those ids, so that it sorts where they were. Answers the rows
-    /// deleted (none when they are gone already: then nothing is inserted).
+    /// In one transaction, while the contact is stored (its row locked against an
+    /// erasure, which would otherwise miss the new row): deletes `contact`'s own rows
+    /// `ids` and stores `summary` as one row with the first of those ids, so that it
+    /// sorts where they were. Answers the rows deleted (none when they are gone already
+    /// or the contact is: then nothing is inserted).
     async fn replace_contact_rows(
         &self,
         contact: &str,
@@ -198,12 +200,13 @@ pub fn contact_summary(contact: &str, lines: &[&JournalEntry]) -> JournalEntry {
     for l in lines {
         add_to_summary(&mut counts, l);
     }
-    let at = lines.last().map_or_else(chrono::Utc::now, |l| l.at);
-    counts["to"] = json!(crate::ts_out(at));
+    // At the first line's time, as at its id: it sorts where they were, by id or by time.
+    let last = lines.last().map_or_else(chrono::Utc::now, |l| l.at);
+    counts["to"] = json!(crate::ts_out(last));
     JournalEntry {
         run_id: None,
         contact: contact.to_string(),
-        at,
+        at: lines.first().map_or(last, |l| l.at),
         kind: JournalKind::Summary,
         data: counts,
     }
@@ -239,13 +242,17 @@ pub async fn compact_contact_lines(
             if gone.is_empty() || (gone.len() == 1 && is_compacted(&gone[0].1)) {
                 continue;
             }
-            done.contacts += 1;
-            done.lines += lines.len() as u64;
             if !dry_run {
                 let ids: Vec<i64> = gone.iter().map(|(id, _)| *id).collect();
                 let summary = contact_summary(contact, &lines);
-                done.rows_deleted += store.replace_contact_rows(contact, &ids, &summary).await?;
+                let deleted = store.replace_contact_rows(contact, &ids, &summary).await?;
+                if deleted == 0 {
+                    continue;
+                }
+                done.rows_deleted += deleted;
             }
+            done.contacts += 1;
+            done.lines += lines.len() as u64;
         }
     }
     Ok(done)

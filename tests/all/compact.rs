@@ -406,6 +406,14 @@ fn contact_lines_on(url_of: impl Fn(&Path) -> Option<String>) {
     let again = compact(&dir, &url, &[]);
     assert_eq!(again["contact_lines"]["contacts"], 0, "{again}");
     assert_eq!(lines(&store), after);
+
+    // `contact_lines` alone is enough: the runs are then left as they are.
+    let only = "[retention]\ncontact_lines = \"30d\"\n";
+    std::fs::write(dir.join("nurture.toml"), only).unwrap();
+    let alone = compact(&dir, &url, &[]);
+    assert_eq!(alone["retention"], Value::Null, "{alone}");
+    assert_eq!(alone["runs"], Value::Null, "{alone}");
+    assert_eq!(alone["contact_lines"]["contacts"], 0, "{alone}");
 }
 
 #[test]

@@ -16,10 +16,11 @@ use crate::bench::storage::sqlite_file_bytes;
 /// What `nurture store compact` prints with `--format json`.
 #[derive(Serialize)]
 struct Outcome {
-    /// The retention applied, as written (`90d`).
-    retention: String,
+    /// The retention of ended runs applied, as written (`90d`); none when only
+    /// `contact_lines` is set.
+    retention: Option<String>,
     #[serde(flatten)]
-    compacted: Compacted,
+    compacted: Option<Compacted>,
     /// A contact's own lines summed up (`[retention] contact_lines`), when set.
     contact_lines: Option<CompactedContacts>,
     /// Bytes of the SQLite file and its write-ahead log before and after (SQLite only).
@@ -36,37 +37,34 @@ pub(crate) async fn compact(
     json_out: bool,
 ) -> Result<ExitCode> {
     let (project, store) = crate::commands::open(dir, store_flag.clone()).await?;
-    let configured = project.settings.retention.as_ref().and_then(|r| r.journal);
-    let Some(keep) = older_than.or(configured) else {
+    let settings = project.settings.retention.clone().unwrap_or_default();
+    let keep = older_than.or(settings.journal);
+    if keep.is_none() && settings.contact_lines.is_none() {
         bail!(
-            "no retention: set `[retention] journal = \"90d\"` in nurture.toml (or give \
-             --older-than 90d); runs are never compacted without one"
+            "no retention: set `[retention] journal = \"90d\"` (ended runs) or \
+             `contact_lines = \"365d\"` (a contact's own lines) in nurture.toml, or give \
+             --older-than 90d; nothing is compacted without one"
         );
-    };
+    }
     let url = crate::commands::store_url(dir, Some(&project), store_flag);
     let before = sqlite_file_bytes(&url);
-    let cutoff = chrono::Utc::now() - keep.to_chrono();
+    let ago = |d: Duration| chrono::Utc::now() - d.to_chrono();
     // A contact's own lines first: the runs' compaction then gives the space back.
-    let contact_keep = project
-        .settings
-        .retention
-        .as_ref()
-        .and_then(|r| r.contact_lines);
-    let contact_lines = match contact_keep {
-        Some(k) => {
-            let before = chrono::Utc::now() - k.to_chrono();
-            Some(retention::compact_contact_lines(&*store, before, dry_run).await?)
-        }
+    let contact_lines = match settings.contact_lines {
+        Some(k) => Some(retention::compact_contact_lines(&*store, ago(k), dry_run).await?),
         None => None,
     };
-    let compacted = retention::compact(&*store, cutoff, dry_run).await?;
+    let compacted = match keep {
+        Some(k) => Some(retention::compact(&*store, ago(k), dry_run).await?),
+        None => None,
+    };
     let summed = contact_lines.as_ref().is_some_and(|c| c.contacts > 0);
-    if !dry_run && compacted.runs == 0 && summed {
+    if !dry_run && compacted.as_ref().is_none_or(|c| c.runs == 0) && summed {
         store.reclaim_space().await?;
     }
     drop(store);
     let out = Outcome {
-        retention: keep.to_string(),
+        retention: keep.map(|k| k.to_string()),
         compacted,
         contact_lines,
         file_bytes_before: before,
@@ -81,20 +79,22 @@ pub(crate) async fn compact(
 }
 
 fn render(o: &Outcome) -> String {
-    let c = &o.compacted;
-    let verb = if c.dry_run {
-        "would compact"
-    } else {
-        "compacted"
-    };
-    let mut s = format!(
-        "{verb} {} runs ended more than {} ago: {} journal lines ({} rows) -> {} summary lines\n",
-        c.runs, o.retention, c.lines, c.rows_deleted, c.runs
-    );
-    s.push_str(&format!(
-        "left as they were: {} ended runs already compacted, {} ended too recently; open runs are never compacted\n",
-        c.already, c.kept
-    ));
+    let mut s = String::new();
+    if let (Some(c), Some(retention)) = (&o.compacted, &o.retention) {
+        let verb = if c.dry_run {
+            "would compact"
+        } else {
+            "compacted"
+        };
+        s.push_str(&format!(
+            "{verb} {} runs ended more than {retention} ago: {} journal lines ({} rows) -> {} summary lines\n",
+            c.runs, c.lines, c.rows_deleted, c.runs
+        ));
+        s.push_str(&format!(
+            "left as they were: {} ended runs already compacted, {} ended too recently; open runs are never compacted\n",
+            c.already, c.kept
+        ));
+    }
     if let Some(c) = &o.contact_lines {
         s.push_str(&format!(
             "contact lines: {} contacts' {} lines ({} rows) -> one summary line each; {} rows with consent kept\n",

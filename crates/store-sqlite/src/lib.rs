@@ -663,16 +663,6 @@ pub(crate) async fn journal_in(
     Ok(())
 }
 
-/// Bytes as lowercase hex (for `unhex` in SQL).
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
 /// A commit's applied events, off the queue (fenced: each must still be queued); a group
 /// commit's in two statements.
 async fn events_done_in(tx: &mut SqliteConnection, done: &[i64]) -> Result<(), StoreError> {

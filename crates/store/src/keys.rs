@@ -87,10 +87,7 @@ impl ApiKey {
 
 /// The stored hash of a key's secret.
 pub fn key_hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex(&Sha256::digest(secret.as_bytes()))
 }
 
 /// One line of the audit log.

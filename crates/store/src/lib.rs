@@ -432,6 +432,17 @@ pub fn to_json<T: Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).expect("stored values serialize to JSON")
 }
 
+/// Bytes as lowercase hex: hashes of secrets and addresses, and SQLite's journal data
+/// on its way to `unhex` (one string, no allocation per byte).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 /// One journal row to write: run, contact, time, kind, data (its JSON text, encoded by
 /// [`encoding::encode`]).
 pub type JournalRow<'a> = (Option<&'a str>, &'a str, Ts, &'a str, Vec<u8>);

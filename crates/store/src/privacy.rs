@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{Delivery, StoreError, Ts};
+use crate::{hex, Delivery, StoreError, Ts};
 
 /// Who asked for an erasure, and when.
 #[derive(Debug, Clone)]
@@ -76,10 +76,6 @@ pub fn subject_hash(salt: &str, contact: &str) -> String {
     h.update([1u8]);
     h.update(contact.as_bytes());
     hex(&h.finalize())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Reads and the erasure a person's rights need. Every [`crate::Store`] implements it.

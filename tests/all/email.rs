@@ -513,6 +513,40 @@ async fn default_file_transport_writes_eml_files_into_the_project_outbox() {
     assert!(decoded(&raw).contains("<p>Hi Lee,</p>"));
 }
 
+/// A reader of the outbox folder (a script, a test waiting for a mail) sees each `.eml`
+/// whole or not at all: it is written aside and renamed into place. Written in place, it
+/// is there empty or half-written for a moment; a test reading it then found no link in
+/// it (CI, 2026-12-07). A file written in place keeps its inode, so a hard link made
+/// beforehand sees the writing; a renamed one is a new inode and the link keeps its text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_transport_replaces_the_eml_whole_instead_of_writing_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(tmp.path(), "");
+    let w = world(&dir).await;
+    let t0 = noon_yesterday();
+    w.contacts(&[json!({"id": "lee", "email": "lee@example.com"})], t0)
+        .await;
+    w.events(&[ebook("lee")], t0).await;
+    let key = &w.outbox_of("lee", "email").await[0];
+    let outbox = dir.join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let spy = tmp.path().join("spy");
+    std::fs::write(&spy, "untouched").unwrap();
+    std::fs::hard_link(&spy, outbox.join(format!("{key}.eml"))).unwrap();
+    assert_eq!(w.deliver(t0).await, 1);
+    assert_eq!(std::fs::read_to_string(&spy).unwrap(), "untouched");
+    let raw = std::fs::read_to_string(outbox.join(format!("{key}.eml"))).unwrap();
+    assert_eq!(
+        header(&headers(&raw), "Message-ID"),
+        format!("<{key}@acme.test>")
+    );
+    let names: Vec<_> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [format!("{key}.eml")], "no .part file left");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_click_unsubscribe_wins_over_a_queued_send() {
     let tmp = tempfile::tempdir().unwrap();

@@ -272,7 +272,16 @@ async fn comes_back(
 }
 
 fn eml_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("outbox")).map_or(0, |d| d.count())
+    std::fs::read_dir(dir.join("outbox")).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "eml")
+        })
+        .count()
+    })
 }
 
 #[test]

@@ -183,7 +183,9 @@ fn mails(dir: &Path) -> Vec<String> {
     let Ok(d) = std::fs::read_dir(dir.join("outbox")) else {
         return Vec::new();
     };
-    d.map(|e| crate::email::decoded(&std::fs::read_to_string(e.unwrap().path()).unwrap()))
+    d.map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .map(|p| crate::email::decoded(&std::fs::read_to_string(p).unwrap()))
         .collect()
 }
 

@@ -36,14 +36,21 @@ class Recorder:
     async def handle_DATA(self, server, session, envelope):
         self.count += 1
         base = os.path.join(self.directory, "%04d" % self.count)
-        with open(base + ".eml", "wb") as f:
-            f.write(envelope.original_content or envelope.content)
-        with open(base + ".json", "w") as f:
-            json.dump({"from": envelope.mail_from, "to": envelope.rcpt_tos, "at": time.time()}, f)
+        # The envelope first, then the message, each renamed into place once written:
+        # the tests list `.eml` files and read the `.json` beside each while mail arrives.
+        meta = {"from": envelope.mail_from, "to": envelope.rcpt_tos, "at": time.time()}
+        whole(base + ".json", json.dumps(meta).encode())
+        whole(base + ".eml", envelope.original_content or envelope.content)
         if any("drop" in r for r in envelope.rcpt_tos):
             server.transport.abort()
             return "250 OK (never seen by the client)"
         return "250 2.0.0 Ok: queued as %04d" % self.count
+
+
+def whole(path, data):
+    with open(path + ".part", "wb") as f:
+        f.write(data)
+    os.replace(path + ".part", path)
 
 
 def main():

@@ -26,7 +26,7 @@ pub mod html;
 pub mod track;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -163,21 +163,41 @@ pub fn eml_dir(project: &Project) -> PathBuf {
         .join(email.outbox_dir.as_deref().unwrap_or("outbox"))
 }
 
-/// Removes the `.eml` files of the outbox entries `keys` from `dir` (a person's erasure);
-/// how many there were. Keys that would leave the folder are skipped.
-pub fn remove_eml(dir: &std::path::Path, keys: &[String]) -> std::io::Result<usize> {
+/// Writes `bytes` to `path` in `dir` whole or not at all: into a hidden `.part` file
+/// first, renamed over `path` once written, so whoever reads the outbox folder (a script,
+/// a test) never sees an empty or half-written `.eml`.
+fn write_whole(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let part = dir.join(format!(".{name}.part"));
+    std::fs::write(&part, bytes)?;
+    std::fs::rename(&part, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&part);
+    })
+}
+
+/// Removes the `.eml` files of the outbox entries `keys` from `dir` (a person's erasure),
+/// and any `.part` file a process that died mid-write left; how many `.eml` there were.
+/// Keys that would leave the folder are skipped.
+pub fn remove_eml(dir: &Path, keys: &[String]) -> std::io::Result<usize> {
     let mut n = 0;
     for key in keys {
         if key.contains(['/', '\\']) || key.starts_with('.') {
             continue;
         }
-        match std::fs::remove_file(dir.join(format!("{key}.eml"))) {
-            Ok(()) => n += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        remove_if_there(&dir.join(format!(".{key}.eml.part")))?;
+        n += usize::from(remove_if_there(&dir.join(format!("{key}.eml")))?);
     }
     Ok(n)
+}
+
+/// Removes `path`; whether it was there.
+fn remove_if_there(path: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Where messages go.
@@ -378,9 +398,7 @@ impl EmailChannel {
         match &self.transport {
             Transport::Files(dir) => {
                 let path = dir.join(format!("{}.eml", entry.key));
-                let result = std::fs::create_dir_all(dir)
-                    .and_then(|()| std::fs::write(&path, message.formatted()));
-                match result {
+                match write_whole(dir, &path, &message.formatted()) {
                     Ok(()) => Ok(Attempt::Delivered {
                         record: json!({"channel": "file", "path": path.display().to_string(), "message_id": message_id, "to": to}),
                     }),

@@ -619,20 +619,25 @@ fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
         .unwrap();
         drop(s);
         // The database as the builds before 0010 left it: jsonb documents (keys in
-        // jsonb's order), the journal's rows as jsonb (the two entries at t(2) packed, as
-        // the store writes them), an index of journal ids, 0010 and 0021 not applied.
+        // jsonb's order), the journal one table (not partitioned) with its rows as jsonb
+        // (the two entries at t(2) packed, as the store writes them) and an index of its
+        // ids, 0010, 0021 and 0022 not applied.
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
         for sql in [
             "ALTER TABLE nurture.contacts ALTER COLUMN doc TYPE jsonb USING doc::jsonb",
             "ALTER TABLE nurture.runs ALTER COLUMN doc TYPE jsonb USING doc::jsonb",
-            "DELETE FROM nurture.journal",
-            "ALTER TABLE nurture.journal ALTER COLUMN data TYPE jsonb USING NULL",
+            "DROP TABLE nurture.journal",
+            r#"CREATE TABLE nurture.journal (id BIGSERIAL PRIMARY KEY, run_id TEXT COLLATE "C",
+               contact TEXT COLLATE "C" NOT NULL, at TIMESTAMPTZ NOT NULL, kind TEXT NOT NULL,
+               data JSONB NOT NULL)"#,
+            "CREATE INDEX journal_run ON nurture.journal (run_id, id)",
+            "CREATE INDEX journal_contact_lines ON nurture.journal (contact, id) \
+             WHERE run_id IS NULL",
             r#"INSERT INTO nurture.journal (run_id, contact, at, kind, data) VALUES
                ('r1', 'c1', '2026-03-01T02:00:00Z', 'entries', '[{"kind": "step", "data": {"step": "s1", "kind": "tag"}}, {"kind": "effect", "data": {"effect": "tag", "tags": ["vip"], "é": "\"q\""}}]'),
                ('r1', 'c1', '2026-03-01T03:00:00Z', 'effect', '{"effect": "wait", "until": null}')"#,
-            "ALTER TABLE nurture.journal ADD CONSTRAINT journal_pkey PRIMARY KEY (id)",
-            "DELETE FROM nurture._sqlx_migrations WHERE version IN (10, 21)",
+            "DELETE FROM nurture._sqlx_migrations WHERE version IN (10, 21, 22)",
         ] {
             sqlx::query(sql).execute(&mut conn).await.unwrap();
         }
@@ -646,6 +651,13 @@ fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
         .await
         .unwrap();
         assert_eq!(types, ["json", "json", "bytea"]);
+        let partitioned: String = sqlx::query_scalar(
+            "SELECT relkind::text FROM pg_class WHERE oid = 'nurture.journal'::regclass",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(partitioned, "p", "0022 made the journal partitioned");
         let got = s.contact("c1").await.unwrap().unwrap();
         assert_eq!((got.tags, got.fields), (c.tags, c.fields));
         let r = s.run("r1").await.unwrap().unwrap();

@@ -21,6 +21,7 @@ use nurture_store::*;
 
 mod counts;
 mod keys;
+mod partitions;
 mod privacy;
 mod reads;
 mod retention;
@@ -123,6 +124,12 @@ pub struct PostgresStore {
     limits: std::sync::RwLock<std::sync::Arc<limits::SendLimits>>,
     /// The secret salt of erased addresses' hashes (table `privacy_salt`).
     salt: String,
+    /// The journal's partitions retention deleted rows from since the last
+    /// [`nurture_store::RetentionStore::reclaim_space`], which rewrites them.
+    touched: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The month whose partitions (and the next ones) were last made sure of; a
+    /// heartbeat in a later month creates the next ones.
+    months_at: std::sync::Mutex<Ts>,
 }
 
 /// A stored `json` document, deserialized straight into the struct (a document that does
@@ -189,6 +196,9 @@ impl PostgresStore {
         let salt = sqlx::query_scalar("SELECT salt FROM privacy_salt")
             .fetch_one(&pool)
             .await?;
+        // A month's rows moved out of the default partition leave their space there.
+        let now = chrono::Utc::now();
+        let moved = partitions::ensure_months(&pool, now).await?;
         let budget = config.lanes;
         Ok(PostgresStore {
             pool,
@@ -199,7 +209,27 @@ impl PostgresStore {
             inbox_claims: 0.into(),
             limits: Default::default(),
             salt,
+            touched: std::sync::Mutex::new(
+                moved
+                    .then(|| partitions::DEFAULT.to_string())
+                    .into_iter()
+                    .collect(),
+            ),
+            months_at: std::sync::Mutex::new(partitions::month_of(now).0),
         })
+    }
+
+    /// Creates the journal's next monthly partitions once a month (from the heartbeat: a
+    /// worker running for months keeps writing into partitions of their own).
+    async fn ensure_months(&self) -> Result<(), StoreError> {
+        let now = chrono::Utc::now();
+        let month = partitions::month_of(now).0;
+        if *self.months_at.lock().expect("months lock") == month {
+            return Ok(());
+        }
+        partitions::ensure_months(&self.pool, now).await?;
+        *self.months_at.lock().expect("months lock") = month;
+        Ok(())
     }
 
     /// The send limits claims enforce now.
@@ -1391,6 +1421,7 @@ impl Store for PostgresStore {
         .bind(WORKER_ALIVE.as_secs_f64())
         .fetch_one(&self.pool)
         .await?;
+        self.ensure_months().await?;
         let alive = others as usize + 1;
         self.lanes.store(
             (self.budget / alive).max(1),

@@ -1,13 +1,13 @@
 //! [`nurture_store::RetentionStore`] on Postgres: ended runs by id, and their journals
-//! replaced by summary lines in one transaction. The space of the deleted rows is reused
-//! by later rows after autovacuum; the files do not shrink (monthly partitions dropped by
-//! retention are the later way to give it back).
+//! replaced by summary lines in one transaction. The journal's partitions rows were
+//! deleted from are noted, and [`reclaim_space`](nurture_store::RetentionStore::reclaim_space)
+//! rewrites them (`partitions`): their old files are dropped whole.
 
 use async_trait::async_trait;
 use nurture_store::{retention, versions, JournalEntry, Run, StoreError, Ts};
 use sqlx::Row;
 
-use crate::{journal_in, journal_rows, PostgresStore};
+use crate::{journal_in, journal_rows, partitions, PostgresStore};
 
 #[async_trait]
 impl nurture_store::RetentionStore for PostgresStore {
@@ -34,14 +34,15 @@ impl nurture_store::RetentionStore for PostgresStore {
         .bind(versions::open_statuses())
         .fetch_all(&mut *tx)
         .await?;
-        let deleted = sqlx::query("DELETE FROM journal WHERE run_id = ANY($1)")
-            .bind(&ended)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let (deleted, from): (i64, Vec<String>) =
+            sqlx::query_as(&counted("DELETE FROM journal WHERE run_id = ANY($1)"))
+                .bind(&ended)
+                .fetch_one(&mut *tx)
+                .await?;
         journal_in(&mut tx, &retention::of_ended(summaries, &ended)).await?;
         tx.commit().await?;
-        Ok(deleted)
+        self.note_touched(from);
+        Ok(deleted as u64)
     }
 
     async fn contacts_with_lines_before(
@@ -95,14 +96,13 @@ impl nurture_store::RetentionStore for PostgresStore {
         if stored.is_none() {
             return Ok(0);
         }
-        let deleted = sqlx::query(
+        let (deleted, from): (i64, Vec<String>) = sqlx::query_as(&counted(
             "DELETE FROM journal WHERE contact = $1 AND run_id IS NULL AND id = ANY($2)",
-        )
+        ))
         .bind(contact)
         .bind(ids)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_one(&mut *tx)
+        .await?;
         if deleted > 0 {
             let row = nurture_store::pack_journal(std::slice::from_ref(summary));
             let (_, _, at, kind, data) = &row[0];
@@ -119,10 +119,50 @@ impl nurture_store::RetentionStore for PostgresStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(deleted)
+        self.note_touched(from);
+        Ok(deleted as u64)
     }
 
+    /// Moves the months found in the default partition into their own, then rewrites
+    /// every partition rows were deleted from (the default one first: a month attached
+    /// while it exists has it scanned).
     async fn reclaim_space(&self) -> Result<(), StoreError> {
+        let mut moved = partitions::ensure_months(&self.pool, chrono::Utc::now()).await?;
+        for month in partitions::months_in_default(&self.pool).await? {
+            moved |= partitions::create_month(&self.pool, month).await?;
+        }
+        if moved {
+            self.note_touched([partitions::DEFAULT.to_string()]);
+        }
+        let touched = std::mem::take(&mut *self.touched.lock().expect("touched lock"));
+        let (default, months): (Vec<_>, Vec<_>) =
+            touched.into_iter().partition(|t| t == partitions::DEFAULT);
+        let order: Vec<String> = default.into_iter().chain(months).collect();
+        for (i, name) in order.iter().enumerate() {
+            if let Err(e) = partitions::rewrite(&self.pool, name).await {
+                // Left for the next call.
+                self.note_touched(order[i..].iter().cloned());
+                return Err(e);
+            }
+        }
         Ok(())
+    }
+}
+
+/// `delete` wrapped to count the rows it deletes and name the partitions they were in.
+fn counted(delete: &str) -> String {
+    format!(
+        "WITH d AS ({delete} RETURNING tableoid) SELECT count(*), \
+         coalesce(array_agg(DISTINCT tableoid::regclass::text), '{{}}') FROM d"
+    )
+}
+
+impl PostgresStore {
+    /// Notes partitions rows were deleted from, for the next `reclaim_space`.
+    fn note_touched(&self, partitions: impl IntoIterator<Item = String>) {
+        self.touched
+            .lock()
+            .expect("touched lock")
+            .extend(partitions);
     }
 }

@@ -81,8 +81,9 @@ pub trait RetentionStore: Send + Sync {
     ) -> Result<u64, StoreError>;
 
     /// Gives the space freed back to the file system where the store can (SQLite:
-    /// `VACUUM`, or an incremental vacuum when the file is in that mode); a no-op where
-    /// the database does it itself (Postgres' autovacuum).
+    /// `VACUUM`, or an incremental vacuum when the file is in that mode; Postgres: the
+    /// journal's monthly partitions rows were deleted from are copied and the old ones
+    /// dropped).
     async fn reclaim_space(&self) -> Result<(), StoreError>;
 }
 

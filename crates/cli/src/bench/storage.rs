@@ -3,9 +3,9 @@
 //! example project's workflows for a number of days on a durable store (a SQLite file,
 //! and Postgres with `--postgres`); then the journal is measured: rows, lines, the
 //! `step` lines (steps taken), and the bytes of the journal table with its indexes
-//! (SQLite: the `dbstat` table; Postgres: `pg_total_relation_size`, and the write-ahead
-//! log written meanwhile, for every table). Then every ended run is compacted and the
-//! journal measured again.
+//! (SQLite: the `dbstat` table; Postgres: `pg_total_relation_size` of every partition,
+//! and the write-ahead log written meanwhile, for every table). Then every ended run is
+//! compacted and the journal measured again.
 
 use std::time::Instant;
 
@@ -275,7 +275,8 @@ impl Sql {
                     .await
                     .map_err(db)?;
                 let bytes = sqlx::query_scalar(&format!(
-                    "SELECT pg_total_relation_size('\"{schema}\".journal')"
+                    "SELECT sum(pg_total_relation_size(relid))::bigint \
+                     FROM pg_partition_tree('\"{schema}\".journal')"
                 ))
                 .fetch_one(pool)
                 .await

@@ -262,6 +262,67 @@ fn postgres_compaction_sums_up_ended_runs_and_keeps_open_ones() {
     compaction_on(|_| crate::util::fresh_postgres());
 }
 
+/// Compaction on Postgres while a worker writes lines of now: moving the old months out
+/// of the default partition and swapping the rewritten ones in neither fails a write nor
+/// loses one, and the compaction completes.
+#[test]
+fn postgres_compaction_while_a_worker_writes_loses_no_line() {
+    let Some(url) = crate::util::fresh_postgres() else {
+        return;
+    };
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(tmp.path(), "30d");
+    rt.block_on(async {
+        let worker = campaign(&dir, &url).await;
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writes = {
+            let (worker, done) = (worker.clone(), done.clone());
+            tokio::spawn(async move { write_until(&*worker, &done).await })
+        };
+        let compactor = nurture_server::open_store(&url).await.unwrap();
+        let cutoff = Utc::now() - Duration::days(30);
+        let compacted = nurture_store::retention::compact(&*compactor, cutoff, false).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let written = writes.await.unwrap();
+        assert_eq!(compacted.unwrap().runs, WALKERS as u64);
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM nurture.journal WHERE contact = 'probe'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(written > 0);
+        assert_eq!(stored, written, "every line written meanwhile is there");
+        let (_, parts, default_rows) = postgres_journal(&url).await;
+        let month = format!("nurture.journal_{}", t0().format("%Y_%m"));
+        assert!(parts.contains(&month), "{month} in {parts:?}");
+        assert_eq!(default_rows, 0);
+    });
+}
+
+/// Commits one line of now at a time for contact `probe` until `done` (and at least 20);
+/// how many. A failed commit fails the test.
+async fn write_until(store: &dyn Store, done: &std::sync::atomic::AtomicBool) -> i64 {
+    let mut n = 0;
+    while n < 20 || !done.load(std::sync::atomic::Ordering::SeqCst) {
+        let line = nurture_store::JournalEntry {
+            run_id: None,
+            contact: "probe".into(),
+            at: Utc::now(),
+            kind: "segment".into(),
+            data: json!({"n": n}),
+        };
+        let uow = nurture_store::UnitOfWork {
+            journal: vec![line],
+            ..Default::default()
+        };
+        store.commit(&uow).await.expect("a write during compaction");
+        n += 1;
+    }
+    n
+}
+
 /// Without a retention nothing is compacted; a retention that is not a duration is an
 /// error at its place in nurture.toml.
 /// Issue 27 item 4: journal rows are stored encoded (a tag byte, then zstd with the

@@ -284,6 +284,71 @@ fn eml_files(dir: &Path) -> usize {
     })
 }
 
+/// The anonymous visitor Ana was before she gave her address (`anon:...`): it walked a
+/// workflow of page visits (a run, journal lines with the page), then was merged into her.
+/// Erasing her erases what it did too: no row names it afterwards.
+const VISITOR: &str = "anon:0badc0ffee0badc0ffee0badc0ffee";
+
+async fn visitor_merged_then_erased(dir: &Path, url: &str) {
+    std::fs::write(
+        dir.join("workflows/visit.yaml"),
+        "workflow: visit\ntrigger: { event: page.visited }\nsteps:\n  - id: mark\n    tag: [visitor]\n",
+    )
+    .unwrap();
+    let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
+    let store = nurture_server::open_store(url).await.unwrap();
+    let engine = Arc::new(Engine::new(project, store.clone()));
+    let now = Utc::now();
+    let visit = json!({"id": "v-1", "type": "page.visited", "contact": VISITOR,
+                       "data": {"url": "https://acme.test/pricing"}});
+    let visit = nurture_engine::input::parse_event(0, &visit).unwrap();
+    let anonymous = nurture_engine::input::parse_contact(0, &json!({"id": VISITOR})).unwrap();
+    engine.import_contacts(&[anonymous], now).await.unwrap();
+    engine.ingest(&[visit], now).await.unwrap();
+    engine.tick(now).await.unwrap();
+    let runs = store.runs_of_contact(VISITOR).await.unwrap();
+    assert_eq!(runs.len(), 1, "the visitor walked `visit`");
+    engine.import_contacts(&[ana()], now).await.unwrap();
+    engine
+        .merge_anonymous(VISITOR, "c-ana", "form", now)
+        .await
+        .unwrap();
+    engine.tick(now).await.unwrap();
+    nurture_server::privacy::erase_person(&engine, ADDRESS, "test")
+        .await
+        .unwrap()
+        .expect("erased");
+    assert!(store.runs_of_contact(VISITOR).await.unwrap().is_empty());
+}
+
+#[test]
+fn erasure_on_sqlite_takes_the_merged_visitor_along() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    let rt = rt();
+    rt.block_on(visitor_merged_then_erased(dir, &url));
+    assert_eq!(sqlite_files_holding(dir, VISITOR), Vec::<String>::new());
+    assert_eq!(rt.block_on(sqlite_journal_rows_holding(&url, VISITOR)), 0);
+}
+
+#[test]
+fn erasure_on_postgres_takes_the_merged_visitor_along() {
+    let Some(url) = fresh_postgres() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    let rt = rt();
+    rt.block_on(async {
+        visitor_merged_then_erased(dir, &url).await;
+        assert_eq!(
+            postgres_rows_holding(&url, VISITOR).await,
+            Vec::<String>::new()
+        );
+    });
+}
+
 #[test]
 fn erasure_on_sqlite_leaves_no_byte_of_the_person_and_no_mail() {
     let tmp = tempfile::tempdir().unwrap();

@@ -54,7 +54,18 @@ impl nurture_store::PrivacyStore for PostgresStore {
         if open > 0 {
             return Err(EraseError::OpenRuns(e.contact.clone()));
         }
+        // The anonymous visitors merged into the contact were the person too: their
+        // runs (ended at the merge), journal and sends go with it.
+        let visitors: Vec<String> =
+            sqlx::query_scalar("SELECT from_id FROM contact_merges WHERE into_id = $1")
+                .bind(&e.contact)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
         let mut out = delete_rows(&mut tx, &e.contact).await?;
+        for visitor in &visitors {
+            out.add(&delete_rows(&mut tx, visitor).await?);
+        }
         if let Some(address) = email {
             suppress_hashed(&mut tx, &self.salt, &address, e).await?;
             out.suppressed = true;

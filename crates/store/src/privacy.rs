@@ -48,6 +48,18 @@ pub struct Erased {
     pub suppressed: bool,
 }
 
+impl Erased {
+    /// Adds the rows `other` removed (the anonymous visitors merged into the contact).
+    pub fn add(&mut self, other: &Erased) {
+        self.events += other.events;
+        self.runs += other.runs;
+        self.journal += other.journal;
+        self.outbox += other.outbox;
+        self.queued_cancelled += other.queued_cancelled;
+        self.deliveries += other.deliveries;
+    }
+}
+
 /// An erasure that was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum EraseError {

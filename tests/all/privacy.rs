@@ -286,7 +286,7 @@ fn eml_files(dir: &Path) -> usize {
 
 /// The anonymous visitor Ana was before she gave her address (`anon:...`): it walked a
 /// workflow of page visits (a run, journal lines with the page), then was merged into her.
-/// Erasing her erases what it did too: no row names it afterwards.
+/// Her export shows what it did; erasing her erases it too: no row names it afterwards.
 const VISITOR: &str = "anon:0badc0ffee0badc0ffee0badc0ffee";
 
 async fn visitor_merged_then_erased(dir: &Path, url: &str) {
@@ -314,6 +314,20 @@ async fn visitor_merged_then_erased(dir: &Path, url: &str) {
         .await
         .unwrap();
     engine.tick(now).await.unwrap();
+    let export = nurture_engine::privacy::export(&*store, ADDRESS, now)
+        .await
+        .unwrap()
+        .expect("Ana");
+    let visitors = serde_json::to_value(&export.merged_visitors).unwrap();
+    assert_eq!(visitors[0]["id"], VISITOR, "{visitors}");
+    assert_eq!(visitors[0]["runs"][0]["workflow"], "visit", "{visitors}");
+    assert!(
+        !visitors[0]["runs"][0]["journal"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{visitors}"
+    );
     nurture_server::privacy::erase_person(&engine, ADDRESS, "test")
         .await
         .unwrap()

@@ -34,6 +34,22 @@ pub struct RunExport {
     pub journal: Vec<JournalEntry>,
 }
 
+/// An anonymous visitor merged into the person: what it did before they gave an address
+/// (its events became the person's at the merge and are among theirs).
+#[derive(Debug, Clone, Serialize)]
+pub struct VisitorExport {
+    /// Its id (`anon:...`).
+    pub id: String,
+    /// Its runs (ended at the merge), each with its journal.
+    pub runs: Vec<RunExport>,
+    /// Its own journal lines (scoring rules, segments).
+    pub contact_journal: Vec<JournalEntry>,
+    /// What was queued for it.
+    pub sends: Vec<OutboxRow>,
+    /// What the channels reported.
+    pub deliveries: Vec<Delivery>,
+}
+
 /// A change of consent with its proof: when, from what to what, what caused it and what
 /// was recorded with it (the form, the address it came from, the link followed).
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +98,8 @@ pub struct PersonExport {
     pub engagement: Value,
     /// Whether its address is on the suppression list, and why.
     pub suppression: Option<String>,
+    /// The anonymous visitors merged into it.
+    pub merged_visitors: Vec<VisitorExport>,
 }
 
 /// The export of the contact `given` (an id, or an address: [`find_contact`]); `None`
@@ -133,8 +151,36 @@ pub async fn export(
         sends,
         deliveries: store.deliveries_of(&id).await?,
         suppression,
+        merged_visitors: visitors(store, &id).await?,
         contact,
     }))
+}
+
+/// The anonymous visitors merged into `contact`, each with what it did.
+async fn visitors(store: &dyn Store, contact: &str) -> Result<Vec<VisitorExport>, StoreError> {
+    let mut out = Vec::new();
+    for id in store.merged_visitors(contact).await? {
+        let mut runs = Vec::new();
+        for run in store.runs_of_contact(&id).await? {
+            let journal = store.journal(&run.id).await?;
+            runs.push(RunExport { run, journal });
+        }
+        let sends = store
+            .list_outbox(&OutboxFilter {
+                contact: Some(id.clone()),
+                limit: nurture_store::outbox::MAX_LIST,
+                ..Default::default()
+            })
+            .await?;
+        out.push(VisitorExport {
+            runs,
+            contact_journal: store.contact_lines(&id, i64::MAX).await?,
+            sends,
+            deliveries: store.deliveries_of(&id).await?,
+            id,
+        });
+    }
+    Ok(out)
 }
 
 /// Every event of `contact`, page by page.

@@ -60,7 +60,7 @@ pub async fn erase_person(
     tag = "contacts",
     operation_id = "export_contact",
     summary = "Everything stored about a person (GDPR Art. 15)",
-    description = "One JSON document (`format: nurture.person-export/1`): profile, consent history with proof, every event, every run with its journal, sends, deliveries, engagement, suppression. Scope `contacts:read`; written to the audit log.",
+    description = "One JSON document (`format: nurture.person-export/1`): profile, consent history with proof, every event, every run with its journal, sends, deliveries, engagement, suppression, and the anonymous visitors merged into the contact with their runs. Scope `contacts:read`; written to the audit log.",
     params(("id" = String, Path, description = "The contact's id, or its email address")),
     responses(
         (status = 200, description = "The export", body = Object),

@@ -355,6 +355,18 @@ impl PrivacyStore for MemoryStore {
     async fn is_erased(&self, _contact: &str) -> Result<bool, StoreError> {
         Ok(false)
     }
+
+    async fn merged_visitors(&self, contact: &str) -> Result<Vec<String>, StoreError> {
+        let inner = self.lock();
+        let mut out: Vec<String> = inner
+            .merges
+            .iter()
+            .filter(|(_, into)| *into == contact)
+            .map(|(from, _)| from.clone())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
 }
 
 /// A simulation's journal lives as long as the simulation: nothing to compact.

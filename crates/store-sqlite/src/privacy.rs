@@ -22,6 +22,9 @@ pub(crate) fn delivery_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Delivery,
     })
 }
 
+/// The anonymous visitors merged into a contact.
+const VISITORS: &str = "SELECT from_id FROM contact_merges WHERE into_id = ? ORDER BY from_id";
+
 #[async_trait]
 impl nurture_store::PrivacyStore for SqliteStore {
     async fn deliveries_of(&self, contact: &str) -> Result<Vec<Delivery>, StoreError> {
@@ -58,12 +61,11 @@ impl nurture_store::PrivacyStore for SqliteStore {
         }
         // The anonymous visitors merged into the contact were the person too: their
         // runs (ended at the merge), journal and sends go with it.
-        let visitors: Vec<String> =
-            sqlx::query_scalar("SELECT from_id FROM contact_merges WHERE into_id = ?")
-                .bind(&e.contact)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
+        let visitors: Vec<String> = sqlx::query_scalar(VISITORS)
+            .bind(&e.contact)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
         let mut out = delete_rows(&mut tx, &e.contact).await?;
         for visitor in &visitors {
             out.add(&delete_rows(&mut tx, visitor).await?);
@@ -97,6 +99,13 @@ impl nurture_store::PrivacyStore for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(found.is_some())
+    }
+
+    async fn merged_visitors(&self, contact: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(VISITORS)
+            .bind(contact)
+            .fetch_all(&self.pool)
+            .await?)
     }
 }
 

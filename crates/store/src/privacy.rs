@@ -102,6 +102,10 @@ pub trait PrivacyStore: Send + Sync {
 
     /// Whether a contact with id `contact` was erased (its tracking tokens record nothing).
     async fn is_erased(&self, contact: &str) -> Result<bool, StoreError>;
+
+    /// The anonymous visitors merged into `contact` (their ids, sorted): the same person,
+    /// exported and erased with it.
+    async fn merged_visitors(&self, contact: &str) -> Result<Vec<String>, StoreError>;
 }
 
 #[cfg(test)]

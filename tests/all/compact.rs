@@ -262,18 +262,24 @@ fn postgres_compaction_sums_up_ended_runs_and_keeps_open_ones() {
     compaction_on(|_| crate::util::fresh_postgres());
 }
 
+/// A fresh Postgres database and a project with a 30-day retention (its folder is kept
+/// while the returned `TempDir` lives); `None` without Postgres.
+fn postgres_project() -> Option<(String, tempfile::TempDir, PathBuf)> {
+    let url = crate::util::fresh_postgres()?;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = project(tmp.path(), "30d");
+    Some((url, tmp, dir))
+}
+
 /// Compaction on Postgres while a worker writes lines of now: moving the old months out
 /// of the default partition and swapping the rewritten ones in neither fails a write nor
 /// loses one, and the compaction completes.
 #[test]
 fn postgres_compaction_while_a_worker_writes_loses_no_line() {
-    let Some(url) = crate::util::fresh_postgres() else {
+    let Some((url, _tmp, dir)) = postgres_project() else {
         return;
     };
-    let rt = rt();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = project(tmp.path(), "30d");
-    rt.block_on(async {
+    rt().block_on(async {
         let worker = campaign(&dir, &url).await;
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writes = {
@@ -298,6 +304,56 @@ fn postgres_compaction_while_a_worker_writes_loses_no_line() {
         let month = format!("nurture.journal_{}", t0().format("%Y_%m"));
         assert!(parts.contains(&month), "{month} in {parts:?}");
         assert_eq!(default_rows, 0);
+    });
+}
+
+/// A reader holding the journal open (a long report, a dump) while compaction runs:
+/// moving and rewriting partitions waits for its locks a bounded time (the workers queue
+/// behind such a wait) and gives up; the compaction still completes, the partition stays
+/// noted, and the next compaction, nothing left to compact, gives the space back.
+#[test]
+fn postgres_compaction_with_the_journal_held_open_leaves_the_space_for_the_next() {
+    let Some((url, _tmp, dir)) = postgres_project() else {
+        return;
+    };
+    rt().block_on(async {
+        drop(campaign(&dir, &url).await);
+        use sqlx::Connection;
+        let mut reader = sqlx::PgConnection::connect(&url).await.unwrap();
+        for sql in ["BEGIN", "SELECT count(*) FROM nurture.journal"] {
+            sqlx::query(sql).execute(&mut reader).await.unwrap();
+        }
+        let (held_bytes, _, _) = postgres_journal(&url).await;
+        let compactor = nurture_server::open_store(&url).await.unwrap();
+        let cutoff = Utc::now() - Duration::days(30);
+        let done = nurture_store::retention::compact(&*compactor, cutoff, false)
+            .await
+            .unwrap();
+        assert_eq!(done.runs, WALKERS as u64);
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let noted = || async {
+            sqlx::query_scalar::<_, String>("SELECT partition FROM nurture.journal_reclaim")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(noted().await, ["journal_default"]);
+        let (_, _, default_rows) = postgres_journal(&url).await;
+        assert!(
+            default_rows > 0,
+            "the months stay where they were meanwhile"
+        );
+        sqlx::query("COMMIT").execute(&mut reader).await.unwrap();
+
+        let again = nurture_store::retention::compact(&*compactor, cutoff, false)
+            .await
+            .unwrap();
+        assert_eq!((again.runs, again.already), (0, WALKERS as u64));
+        assert_eq!(noted().await, Vec::<String>::new());
+        let (bytes, parts, default_rows) = postgres_journal(&url).await;
+        assert_eq!(default_rows, 0);
+        assert!(parts.contains(&format!("nurture.journal_{}", t0().format("%Y_%m"))));
+        assert!(bytes * 3 < held_bytes * 2, "{held_bytes} -> {bytes}");
     });
 }
 

@@ -627,7 +627,7 @@ fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
         for sql in [
             "ALTER TABLE nurture.contacts ALTER COLUMN doc TYPE jsonb USING doc::jsonb",
             "ALTER TABLE nurture.runs ALTER COLUMN doc TYPE jsonb USING doc::jsonb",
-            "DROP TABLE nurture.journal",
+            "DROP TABLE nurture.journal, nurture.journal_reclaim",
             r#"CREATE TABLE nurture.journal (id BIGSERIAL PRIMARY KEY, run_id TEXT COLLATE "C",
                contact TEXT COLLATE "C" NOT NULL, at TIMESTAMPTZ NOT NULL, kind TEXT NOT NULL,
                data JSONB NOT NULL)"#,

@@ -58,8 +58,8 @@ pub(crate) async fn compact(
         Some(k) => Some(retention::compact(&*store, ago(k), dry_run).await?),
         None => None,
     };
-    let summed = contact_lines.as_ref().is_some_and(|c| c.contacts > 0);
-    if !dry_run && compacted.as_ref().is_none_or(|c| c.runs == 0) && summed {
+    // The runs' compaction gives the space back; without it, this does.
+    if !dry_run && compacted.is_none() {
         store.reclaim_space().await?;
     }
     drop(store);

@@ -124,12 +124,9 @@ pub struct PostgresStore {
     limits: std::sync::RwLock<std::sync::Arc<limits::SendLimits>>,
     /// The secret salt of erased addresses' hashes (table `privacy_salt`).
     salt: String,
-    /// The journal's partitions retention deleted rows from since the last
-    /// [`nurture_store::RetentionStore::reclaim_space`], which rewrites them.
-    touched: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// The month whose partitions (and the next ones) were last made sure of; a
     /// heartbeat in a later month creates the next ones.
-    months_at: std::sync::Mutex<Ts>,
+    months_at: std::sync::Mutex<Option<Ts>>,
 }
 
 /// A stored `json` document, deserialized straight into the struct (a document that does
@@ -196,9 +193,8 @@ impl PostgresStore {
         let salt = sqlx::query_scalar("SELECT salt FROM privacy_salt")
             .fetch_one(&pool)
             .await?;
-        // A month's rows moved out of the default partition leave their space there.
         let now = chrono::Utc::now();
-        let moved = partitions::ensure_months(&pool, now).await?;
+        let months = partitions::ensure_months(&pool, now).await?;
         let budget = config.lanes;
         Ok(PostgresStore {
             pool,
@@ -209,26 +205,22 @@ impl PostgresStore {
             inbox_claims: 0.into(),
             limits: Default::default(),
             salt,
-            touched: std::sync::Mutex::new(
-                moved
-                    .then(|| partitions::DEFAULT.to_string())
-                    .into_iter()
-                    .collect(),
-            ),
-            months_at: std::sync::Mutex::new(partitions::month_of(now).0),
+            months_at: std::sync::Mutex::new(months.then(|| partitions::month_of(now).0)),
         })
     }
 
     /// Creates the journal's next monthly partitions once a month (from the heartbeat: a
-    /// worker running for months keeps writing into partitions of their own).
+    /// worker running for months keeps writing into partitions of their own); tried again
+    /// at the next heartbeat while another process is changing partitions.
     async fn ensure_months(&self) -> Result<(), StoreError> {
         let now = chrono::Utc::now();
         let month = partitions::month_of(now).0;
-        if *self.months_at.lock().expect("months lock") == month {
+        if *self.months_at.lock().expect("months lock") == Some(month) {
             return Ok(());
         }
-        partitions::ensure_months(&self.pool, now).await?;
-        *self.months_at.lock().expect("months lock") = month;
+        if partitions::ensure_months(&self.pool, now).await? {
+            *self.months_at.lock().expect("months lock") = Some(month);
+        }
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! [`nurture_store::RetentionStore`] on Postgres: ended runs by id, and their journals
-//! replaced by summary lines in one transaction. The journal's partitions rows were
-//! deleted from are noted, and [`reclaim_space`](nurture_store::RetentionStore::reclaim_space)
-//! rewrites them (`partitions`): their old files are dropped whole.
+//! replaced by summary lines in one transaction, which notes the journal's partitions it
+//! deleted from (`journal_reclaim`); [`reclaim_space`](nurture_store::RetentionStore::reclaim_space)
+//! rewrites those of ended months (`partitions`): their old files are dropped whole.
 
 use async_trait::async_trait;
 use nurture_store::{retention, versions, JournalEntry, Run, StoreError, Ts};
@@ -39,9 +39,9 @@ impl nurture_store::RetentionStore for PostgresStore {
                 .bind(&ended)
                 .fetch_one(&mut *tx)
                 .await?;
+        partitions::note(&mut tx, &from).await?;
         journal_in(&mut tx, &retention::of_ended(summaries, &ended)).await?;
         tx.commit().await?;
-        self.note_touched(from);
         Ok(deleted as u64)
     }
 
@@ -118,34 +118,37 @@ impl nurture_store::RetentionStore for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
+        partitions::note(&mut tx, &from).await?;
         tx.commit().await?;
-        self.note_touched(from);
         Ok(deleted as u64)
     }
 
     /// Moves the months found in the default partition into their own, then rewrites
-    /// every partition rows were deleted from (the default one first: a month attached
-    /// while it exists has it scanned).
+    /// every noted partition of an ended month. One whose locks are busy (its month still
+    /// written into, a long reader) is left noted for the next call.
     async fn reclaim_space(&self) -> Result<(), StoreError> {
-        let mut moved = partitions::ensure_months(&self.pool, chrono::Utc::now()).await?;
+        let now = chrono::Utc::now();
+        partitions::ensure_months(&self.pool, now).await?;
         for month in partitions::months_in_default(&self.pool).await? {
-            moved |= partitions::create_month(&self.pool, month).await?;
+            let moved = partitions::create_month(&self.pool, month, true).await;
+            later_if_busy(moved.map(|_| ()), "journal_default")?;
         }
-        if moved {
-            self.note_touched([partitions::DEFAULT.to_string()]);
-        }
-        let touched = std::mem::take(&mut *self.touched.lock().expect("touched lock"));
-        let (default, months): (Vec<_>, Vec<_>) =
-            touched.into_iter().partition(|t| t == partitions::DEFAULT);
-        let order: Vec<String> = default.into_iter().chain(months).collect();
-        for (i, name) in order.iter().enumerate() {
-            if let Err(e) = partitions::rewrite(&self.pool, name).await {
-                // Left for the next call.
-                self.note_touched(order[i..].iter().cloned());
-                return Err(e);
-            }
+        for name in partitions::reclaimable(&self.pool, now).await? {
+            later_if_busy(partitions::rewrite(&self.pool, &name).await, &name)?;
         }
         Ok(())
+    }
+}
+
+/// `done`, except that a partition whose locks were busy is only logged: a later
+/// compaction does it.
+fn later_if_busy(done: Result<(), StoreError>, partition: &str) -> Result<(), StoreError> {
+    match done {
+        Err(e) if partitions::lost_a_lock(&e) => {
+            tracing::warn!(partition, error = %e, "journal partition busy: a later compaction reclaims its space");
+            Ok(())
+        }
+        other => other,
     }
 }
 
@@ -155,14 +158,4 @@ fn counted(delete: &str) -> String {
         "WITH d AS ({delete} RETURNING tableoid) SELECT count(*), \
          coalesce(array_agg(DISTINCT tableoid::regclass::text), '{{}}') FROM d"
     )
-}
-
-impl PostgresStore {
-    /// Notes partitions rows were deleted from, for the next `reclaim_space`.
-    fn note_touched(&self, partitions: impl IntoIterator<Item = String>) {
-        self.touched
-            .lock()
-            .expect("touched lock")
-            .extend(partitions);
-    }
 }

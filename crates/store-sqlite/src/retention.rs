@@ -126,12 +126,18 @@ impl nurture_store::RetentionStore for SqliteStore {
         let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
             .fetch_one(&self.pool)
             .await?;
-        let vacuum = if mode == 2 {
-            "PRAGMA incremental_vacuum"
-        } else {
-            "VACUUM"
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(&self.pool)
+            .await?;
+        let vacuum = match (mode, free) {
+            (2, _) => Some("PRAGMA incremental_vacuum"),
+            // No free page: a VACUUM would rewrite the whole file to give nothing back.
+            (_, 0) => None,
+            _ => Some("VACUUM"),
         };
-        sqlx::query(vacuum).execute(&self.pool).await?;
+        if let Some(vacuum) = vacuum {
+            sqlx::query(vacuum).execute(&self.pool).await?;
+        }
         // VACUUM in WAL mode writes the new file through the log: copy it back and empty
         // the log, or the space moves from the database file to the log.
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -81,9 +81,9 @@ pub trait RetentionStore: Send + Sync {
     ) -> Result<u64, StoreError>;
 
     /// Gives the space freed back to the file system where the store can (SQLite:
-    /// `VACUUM`, or an incremental vacuum when the file is in that mode; Postgres: the
-    /// journal's monthly partitions rows were deleted from are copied and the old ones
-    /// dropped).
+    /// `VACUUM` when the file has free pages, or an incremental vacuum when the file is
+    /// in that mode; Postgres: the journal's partitions of ended months rows were deleted
+    /// from are copied and the old ones dropped). Cheap when there is nothing to give.
     async fn reclaim_space(&self) -> Result<(), StoreError>;
 }
 
@@ -295,7 +295,9 @@ pub async fn compact(
             done.rows_deleted += store.replace_journals(&summaries).await?;
         }
     }
-    if !dry_run && done.runs > 0 {
+    // Also when nothing was compacted now: space an earlier compaction could not give
+    // back (a Postgres partition that was busy, or whose month had not ended) is.
+    if !dry_run {
         store.reclaim_space().await?;
     }
     Ok(done)

@@ -109,7 +109,7 @@ async fn raw_rows(url: &str, run: &str) -> Vec<(i64, String, String, Vec<u8>)> {
 async fn postgres_journal(url: &str) -> (i64, Vec<String>, i64) {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
     let bytes = sqlx::query_scalar(
-        "SELECT sum(pg_total_relation_size(relid))::bigint \
+        "SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint \
          FROM pg_partition_tree('nurture.journal') WHERE pg_relation_size(relid) > 0",
     )
     .fetch_one(&pool)
@@ -354,6 +354,35 @@ fn postgres_compaction_with_the_journal_held_open_leaves_the_space_for_the_next(
         assert_eq!(default_rows, 0);
         assert!(parts.contains(&format!("nurture.journal_{}", t0().format("%Y_%m"))));
         assert!(bytes * 3 < held_bytes * 2, "{held_bytes} -> {bytes}");
+    });
+}
+
+/// A month whose partition is missing (it was dropped here; in life, a month beginning)
+/// is created when a store opens, also with a pool of one connection (the creation's
+/// checks run in its transaction, not on a second connection).
+#[test]
+fn postgres_a_missing_month_is_created_at_open_with_a_pool_of_one() {
+    let Some((url, _tmp, _dir)) = postgres_project() else {
+        return;
+    };
+    rt().block_on(async {
+        drop(nurture_server::open_store(&url).await.unwrap());
+        let month = format!("journal_{}", Utc::now().format("%Y_%m"));
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        for sql in [
+            format!("ALTER TABLE nurture.journal DETACH PARTITION nurture.{month}"),
+            format!("DROP TABLE nurture.{month}"),
+        ] {
+            sqlx::query(&sql).execute(&pool).await.unwrap();
+        }
+        let mut config = nurture_server::StoreConfig::default();
+        config.postgres.pool = 1;
+        let store = nurture_server::open_store_with(&url, &config)
+            .await
+            .unwrap();
+        let (_, parts, _) = postgres_journal(&url).await;
+        assert!(parts.contains(&format!("nurture.{month}")), "{parts:?}");
+        drop(store);
     });
 }
 

@@ -58,9 +58,11 @@ fn month_named(name: &str) -> Option<Ts> {
 }
 
 /// Whether the noted partition `name` may be rewritten at `now`: the default partition,
-/// or a month that has ended.
+/// or a month that ended a day ago or more (a unit begun just before midnight may still
+/// commit lines of the month that just ended; its write would wait for the copy).
 fn ended(name: &str, now: Ts) -> bool {
-    name == DEFAULT || month_named(name).is_some_and(|lo| month_of(lo).1 <= month_of(now).0)
+    name == DEFAULT
+        || month_named(name).is_some_and(|lo| month_of(lo).1 + chrono::Duration::days(1) <= now)
 }
 
 /// `at` as an SQL literal (DDL takes no parameters).
@@ -112,21 +114,25 @@ fn copy_settings() -> [String; 2] {
 }
 
 /// Whether table `name` exists in the schema.
-async fn exists(pool: &PgPool, name: &str) -> Result<bool, StoreError> {
+async fn exists<'e>(db: impl sqlx::PgExecutor<'e>, name: &str) -> Result<bool, StoreError> {
     let there: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
         .bind(name)
-        .fetch_one(pool)
+        .fetch_one(db)
         .await?;
     Ok(there.is_some())
 }
 
 /// Creates the partitions of `now`'s month and the next [`AHEAD`] where missing, without
-/// waiting for another process's partition change; whether they all exist now.
+/// waiting for another process's partition change or a busy lock; whether they all
+/// exist now (`false`: tried again later, rows meanwhile in the default partition).
 pub(crate) async fn ensure_months(pool: &PgPool, now: Ts) -> Result<bool, StoreError> {
     let mut lo = month_of(now).0;
     for _ in 0..=AHEAD {
-        if !create_month(pool, lo, false).await? {
-            return Ok(false);
+        match create_month(pool, lo, false).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(e) if lost_a_lock(&e) => return Ok(false),
+            Err(e) => return Err(e),
         }
         lo = month_of(lo).1;
     }
@@ -156,7 +162,8 @@ pub(crate) async fn create_month(pool: &PgPool, lo: Ts, wait: bool) -> Result<bo
     if !lock(&mut tx, wait).await? {
         return Ok(false);
     }
-    if exists(pool, &name).await? {
+    // In the transaction: a pool of one connection has none to spare.
+    if exists(&mut *tx, &name).await? {
         return Ok(true);
     }
     let range = format!("at >= {} AND at < {}", literal(lo), literal(hi));
@@ -277,16 +284,14 @@ fn swap(name: &str, bound: &str, check: Option<&str>) -> Vec<String> {
 }
 
 /// Whether `e` is a lock wait that ran out (55P03) or a deadlock this side lost
-/// (40P01): the rewrite can be tried again later.
+/// (40P01): the change can be tried again later. (A statement cancelled by a server's
+/// `statement_timeout` is not: it would fail the same way every time.)
 pub(crate) fn lost_a_lock(e: &StoreError) -> bool {
-    use nurture_store::Unavailability::{Busy, Contention};
-    matches!(
-        e,
-        StoreError::Unavailable {
-            reason: Busy | Contention,
-            ..
-        }
-    )
+    let StoreError::Unavailable { source, .. } = e else {
+        return false;
+    };
+    let code = source.as_database_error().and_then(|d| d.code());
+    matches!(code.as_deref(), Some("55P03" | "40P01"))
 }
 
 #[cfg(test)]
@@ -309,6 +314,11 @@ mod tests {
     fn only_ended_months_and_the_default_partition_are_rewritten() {
         let now = Utc.with_ymd_and_hms(2026, 12, 7, 1, 0, 0).unwrap();
         assert!(ended("journal_2026_11", now));
+        let first = Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap();
+        assert!(
+            !ended("journal_2026_11", first),
+            "not before a day has passed"
+        );
         assert!(!ended("journal_2026_12", now));
         assert!(!ended("journal_2027_01", now));
         assert!(ended(DEFAULT, now));

@@ -128,6 +128,7 @@ impl nurture_store::RetentionStore for PostgresStore {
     /// written into, a long reader) is left noted for the next call.
     async fn reclaim_space(&self) -> Result<(), StoreError> {
         let now = chrono::Utc::now();
+        // Months it could not create now (a lock busy) are tried at the next heartbeat.
         partitions::ensure_months(&self.pool, now).await?;
         for month in partitions::months_in_default(&self.pool).await? {
             let moved = partitions::create_month(&self.pool, month, true).await;

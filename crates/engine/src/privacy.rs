@@ -116,23 +116,13 @@ pub async fn export(
     let runs = store.runs_of_contact(&id).await?;
     let mut lines = store.contact_lines(&id, i64::MAX).await?;
     let contact_journal = lines.clone();
-    let mut run_exports = Vec::with_capacity(runs.len());
-    for r in runs.clone() {
-        let journal = store.journal(&r.id).await?;
-        lines.extend(journal.iter().cloned());
-        run_exports.push(RunExport { run: r, journal });
-    }
+    let run_exports = with_journals(store, runs.clone()).await?;
+    lines.extend(run_exports.iter().flat_map(|r| r.journal.iter().cloned()));
     lines.sort_by_key(|j| j.at);
     let events = all_events(store, &id).await?;
     // The histories from everything read above, not the story's bounded reads again.
     let story = build(contact.clone(), runs, &lines, events.clone());
-    let sends = store
-        .list_outbox(&OutboxFilter {
-            contact: Some(id.clone()),
-            limit: nurture_store::outbox::MAX_LIST,
-            ..Default::default()
-        })
-        .await?;
+    let sends = sends_of(store, &id).await?;
     let suppression = match &contact.email {
         Some(a) => store.suppression(a).await?,
         None => None,
@@ -160,27 +150,36 @@ pub async fn export(
 async fn visitors(store: &dyn Store, contact: &str) -> Result<Vec<VisitorExport>, StoreError> {
     let mut out = Vec::new();
     for id in store.merged_visitors(contact).await? {
-        let mut runs = Vec::new();
-        for run in store.runs_of_contact(&id).await? {
-            let journal = store.journal(&run.id).await?;
-            runs.push(RunExport { run, journal });
-        }
-        let sends = store
-            .list_outbox(&OutboxFilter {
-                contact: Some(id.clone()),
-                limit: nurture_store::outbox::MAX_LIST,
-                ..Default::default()
-            })
-            .await?;
         out.push(VisitorExport {
-            runs,
+            runs: with_journals(store, store.runs_of_contact(&id).await?).await?,
             contact_journal: store.contact_lines(&id, i64::MAX).await?,
-            sends,
+            sends: sends_of(store, &id).await?,
             deliveries: store.deliveries_of(&id).await?,
             id,
         });
     }
     Ok(out)
+}
+
+/// Each of `runs` with its whole journal.
+async fn with_journals(store: &dyn Store, runs: Vec<Run>) -> Result<Vec<RunExport>, StoreError> {
+    let mut out = Vec::with_capacity(runs.len());
+    for run in runs {
+        let journal = store.journal(&run.id).await?;
+        out.push(RunExport { run, journal });
+    }
+    Ok(out)
+}
+
+/// Everything queued for `contact` (up to the outbox's listing bound).
+async fn sends_of(store: &dyn Store, contact: &str) -> Result<Vec<OutboxRow>, StoreError> {
+    store
+        .list_outbox(&OutboxFilter {
+            contact: Some(contact.to_string()),
+            limit: nurture_store::outbox::MAX_LIST,
+            ..Default::default()
+        })
+        .await
 }
 
 /// Every event of `contact`, page by page.
@@ -296,13 +295,7 @@ impl Engine {
             return Ok(None);
         };
         let id = contact.id;
-        let keys: Vec<String> = self
-            .store
-            .list_outbox(&OutboxFilter {
-                contact: Some(id.clone()),
-                limit: nurture_store::outbox::MAX_LIST,
-                ..Default::default()
-            })
+        let keys: Vec<String> = sends_of(&*self.store, &id)
             .await?
             .into_iter()
             .map(|r| r.key)

@@ -95,13 +95,32 @@ async fn run_all(tx: &mut Transaction<'_, Postgres>, sql: &[String]) -> Result<(
     Ok(())
 }
 
-/// The journal's indexes on table `t` (attached to the journal's own when `t` is), and
-/// the session settings a copy runs with.
+/// The journal's indexes on table `t` (attached to the journal's own when `t` is).
 fn indexes(t: &str) -> [String; 2] {
     [
         format!("CREATE INDEX ON \"{t}\" (run_id, id)"),
         format!("CREATE INDEX ON \"{t}\" (contact, id) WHERE run_id IS NULL"),
     ]
+}
+
+/// The statements that copy the rows of `source` matching `rows` into a new table
+/// `table` shaped as the journal, with its indexes, and with `check` (the bound it will
+/// be attached with) as constraint `{table}_bound`, proved now so that attaching scans
+/// nothing. `source` is locked against writes until the transaction ends.
+fn copy_into(table: &str, source: &str, rows: &str, check: Option<&str>) -> Vec<String> {
+    let mut sql = copy_settings().to_vec();
+    sql.extend([
+        format!("LOCK TABLE \"{source}\" IN SHARE MODE"),
+        format!("CREATE TABLE \"{table}\" (LIKE journal INCLUDING DEFAULTS)"),
+        format!("INSERT INTO \"{table}\" SELECT * FROM \"{source}\" WHERE {rows}"),
+    ]);
+    sql.extend(indexes(table));
+    if let Some(check) = check {
+        sql.push(format!(
+            "ALTER TABLE \"{table}\" ADD CONSTRAINT \"{table}_bound\" CHECK ({check})"
+        ));
+    }
+    sql
 }
 
 /// Lock waits bounded, and whole tables read as such (the store's sessions turn
@@ -167,18 +186,8 @@ pub(crate) async fn create_month(pool: &PgPool, lo: Ts, wait: bool) -> Result<bo
         return Ok(true);
     }
     let range = format!("at >= {} AND at < {}", literal(lo), literal(hi));
-    let mut sql = copy_settings().to_vec();
-    // No row of this month can land in the default partition meanwhile.
-    sql.extend([
-        format!("LOCK TABLE {DEFAULT} IN SHARE MODE"),
-        format!("CREATE TABLE \"{name}\" (LIKE journal INCLUDING DEFAULTS)"),
-        format!("INSERT INTO \"{name}\" SELECT * FROM {DEFAULT} WHERE {range}"),
-    ]);
-    sql.extend(indexes(&name));
-    sql.push(format!(
-        "ALTER TABLE \"{name}\" ADD CONSTRAINT \"{name}_bound\" CHECK ({range})"
-    ));
-    run_all(&mut tx, &sql).await?;
+    // No row of this month can land in the default partition meanwhile (its lock).
+    run_all(&mut tx, &copy_into(&name, DEFAULT, &range, Some(&range))).await?;
     let moved = sqlx::query(&format!("DELETE FROM {DEFAULT} WHERE {range}"))
         .execute(&mut *tx)
         .await?
@@ -260,19 +269,7 @@ pub(crate) async fn rewrite(pool: &PgPool, name: &str) -> Result<(), StoreError>
 /// `check`) into a fresh table and swap it in.
 fn swap(name: &str, bound: &str, check: Option<&str>) -> Vec<String> {
     let new = format!("{name}_new");
-    let mut sql = copy_settings().to_vec();
-    sql.extend([
-        format!("LOCK TABLE \"{name}\" IN SHARE MODE"),
-        format!("CREATE TABLE \"{new}\" (LIKE journal INCLUDING DEFAULTS)"),
-        format!("INSERT INTO \"{new}\" SELECT * FROM \"{name}\""),
-    ]);
-    sql.extend(indexes(&new));
-    // The bound, proved before the swap: attaching then scans nothing.
-    if let Some(check) = check {
-        sql.push(format!(
-            "ALTER TABLE \"{new}\" ADD CONSTRAINT \"{new}_bound\" CHECK ({check})"
-        ));
-    }
+    let mut sql = copy_into(&new, name, "true", check);
     sql.extend([
         format!("ALTER TABLE journal DETACH PARTITION \"{name}\""),
         format!("DROP TABLE \"{name}\""),

@@ -621,7 +621,7 @@ fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
         // The database as the builds before 0010 left it: jsonb documents (keys in
         // jsonb's order), the journal one table (not partitioned) with its rows as jsonb
         // (the two entries at t(2) packed, as the store writes them) and an index of its
-        // ids, 0010, 0021 and 0022 not applied.
+        // ids, 0010, 0021, 0022 and 0023 not applied.
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
         for sql in [
@@ -637,7 +637,7 @@ fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
             r#"INSERT INTO nurture.journal (run_id, contact, at, kind, data) VALUES
                ('r1', 'c1', '2026-03-01T02:00:00Z', 'entries', '[{"kind": "step", "data": {"step": "s1", "kind": "tag"}}, {"kind": "effect", "data": {"effect": "tag", "tags": ["vip"], "é": "\"q\""}}]'),
                ('r1', 'c1', '2026-03-01T03:00:00Z', 'effect', '{"effect": "wait", "until": null}')"#,
-            "DELETE FROM nurture._sqlx_migrations WHERE version IN (10, 21, 22)",
+            "DELETE FROM nurture._sqlx_migrations WHERE version IN (10, 21, 22, 23)",
         ] {
             sqlx::query(sql).execute(&mut conn).await.unwrap();
         }
@@ -658,6 +658,17 @@ fn documents_written_as_jsonb_read_the_same_after_they_become_json() {
         .await
         .unwrap();
         assert_eq!(partitioned, "p", "0022 made the journal partitioned");
+        let by_run: String = sqlx::query_scalar(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'nurture' \
+             AND indexname = 'journal_run'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert!(
+            by_run.ends_with("(run_id) WITH (fillfactor='100')"),
+            "0023 keyed the index by run alone: {by_run}"
+        );
         let got = s.contact("c1").await.unwrap().unwrap();
         assert_eq!((got.tags, got.fields), (c.tags, c.fields));
         let r = s.run("r1").await.unwrap().unwrap();

@@ -98,8 +98,10 @@ async fn run_all(tx: &mut Transaction<'_, Postgres>, sql: &[String]) -> Result<(
 /// The journal's indexes on table `t` (attached to the journal's own when `t` is).
 fn indexes(t: &str) -> [String; 2] {
     [
-        format!("CREATE INDEX ON \"{t}\" (run_id, id)"),
-        format!("CREATE INDEX ON \"{t}\" (contact, id) WHERE run_id IS NULL"),
+        format!("CREATE INDEX ON \"{t}\" (run_id) WITH (fillfactor = 100)"),
+        format!(
+            "CREATE INDEX ON \"{t}\" (contact, id) WITH (fillfactor = 100) WHERE run_id IS NULL"
+        ),
     ]
 }
 

@@ -56,6 +56,23 @@ pub(crate) struct JournalSize {
     pub(crate) bytes: i64,
     /// `bytes` per step taken by the campaign (the steps before compaction).
     pub(crate) bytes_per_step: f64,
+    /// Postgres: where the bytes are.
+    pub(crate) parts: Option<PartitionBytes>,
+}
+
+/// Postgres: the journal's bytes by kind, and the share of its partitions without a row
+/// (this month's and the next ones created ahead, the default one: about 24 KiB each
+/// whatever the journal holds, so a cost per partition, not per step).
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+pub(crate) struct PartitionBytes {
+    /// Tables' own files (rows).
+    pub(crate) heap: i64,
+    pub(crate) indexes: i64,
+    /// TOAST tables with their indexes.
+    pub(crate) toast: i64,
+    /// Partitions without a row, and their bytes (all kinds).
+    pub(crate) empty_partitions: i64,
+    pub(crate) empty_bytes: i64,
 }
 
 /// The campaign (i) runs.
@@ -261,32 +278,28 @@ impl Sql {
     /// The journal's rows, lines, steps and bytes.
     async fn journal(&self) -> Result<JournalSize, EngineError> {
         let q = "SELECT kind, run_id IS NULL, data FROM ";
-        let (rows, bytes): (Vec<(String, bool, Vec<u8>)>, i64) = match self {
+        type Rows = Vec<(String, bool, Vec<u8>)>;
+        let (rows, bytes, parts): (Rows, i64, Option<PartitionBytes>) = match self {
             Sql::Sqlite(pool) => {
                 let rows = sqlx::query_as(&format!("{q}journal"))
                     .fetch_all(pool)
                     .await
                     .map_err(db)?;
-                (rows, sqlite_bytes(pool).await?)
+                (rows, sqlite_bytes(pool).await?, None)
             }
             Sql::Postgres(pool, schema) => {
                 let rows = sqlx::query_as(&format!("{q}\"{schema}\".journal"))
                     .fetch_all(pool)
                     .await
                     .map_err(db)?;
-                let bytes = sqlx::query_scalar(&format!(
-                    "SELECT sum(pg_total_relation_size(relid))::bigint \
-                     FROM pg_partition_tree('\"{schema}\".journal')"
-                ))
-                .fetch_one(pool)
-                .await
-                .map_err(db)?;
-                (rows, bytes)
+                let parts = partition_bytes(pool, schema).await?;
+                (rows, parts.heap + parts.indexes + parts.toast, Some(parts))
             }
         };
         let mut size = JournalSize {
             rows: rows.len() as i64,
             bytes,
+            parts,
             ..Default::default()
         };
         for (kind, alone, data) in &rows {
@@ -335,6 +348,24 @@ async fn sqlite_bytes(pool: &sqlx::SqlitePool) -> Result<i64, EngineError> {
         "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name = 'journal' OR name IN \
          (SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'journal')",
     )
+    .fetch_one(pool)
+    .await
+    .map_err(db)
+}
+
+/// Postgres: the bytes of the journal's partitions by kind (`pg_total_relation_size` is
+/// their sum).
+async fn partition_bytes(pool: &sqlx::PgPool, schema: &str) -> Result<PartitionBytes, EngineError> {
+    sqlx::query_as(&format!(
+        "SELECT coalesce(sum(pg_relation_size(c.oid)), 0)::bigint AS heap, \
+           coalesce(sum(pg_indexes_size(c.oid)), 0)::bigint AS indexes, \
+           coalesce(sum(pg_total_relation_size(c.reltoastrelid)), 0)::bigint AS toast, \
+           count(*) FILTER (WHERE pg_relation_size(c.oid) = 0) AS empty_partitions, \
+           coalesce(sum(pg_total_relation_size(c.oid)) \
+             FILTER (WHERE pg_relation_size(c.oid) = 0), 0)::bigint AS empty_bytes \
+         FROM pg_partition_tree('\"{schema}\".journal') p JOIN pg_class c ON c.oid = p.relid \
+         WHERE p.isleaf"
+    ))
     .fetch_one(pool)
     .await
     .map_err(db)
@@ -390,6 +421,15 @@ pub(crate) fn table(figures: &[StorageFigures]) -> String {
             f.after_contacts.bytes_per_step,
             f.after_contacts.contact_lines
         ));
+        if let Some(p) = &f.after_contacts.parts {
+            let steps = f.before.steps.max(1) as f64;
+            let held = f.after_contacts.bytes - p.empty_bytes;
+            out.push_str(&format!(
+                "  {}: of which rows {}, indexes {}, TOAST {}; {} partitions without a row {} bytes; the partitions holding rows {held} bytes, {:.0} bytes/step\n",
+                f.store, p.heap, p.indexes, p.toast, p.empty_partitions, p.empty_bytes,
+                held as f64 / steps
+            ));
+        }
         if let Some((b, a)) = f.file_bytes {
             out.push_str(&format!(
                 "  {}: whole file with its log {b} -> {a} bytes; campaign ran in {:.1} s\n",

@@ -408,6 +408,75 @@ fn postgres_a_missing_month_is_created_at_open_with_a_pool_of_one() {
     });
 }
 
+/// A line written into a month without a partition while compaction moves that month
+/// out of `journal_default` waits for the move, then meets the default partition's new
+/// constraint (Postgres 23514): the store answers contention, which its callers retry (it
+/// was a database error, failing the unit), and written again the line lands in the
+/// month's partition.
+#[test]
+fn postgres_a_line_routed_to_the_default_partition_during_a_move_is_retried() {
+    let Some((url, _tmp, _dir)) = postgres_project() else {
+        return;
+    };
+    rt().block_on(async {
+        let store = nurture_server::open_store(&url).await.unwrap();
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let mut mover = pool.begin().await.unwrap();
+        for sql in [
+            "LOCK TABLE nurture.journal_default IN SHARE MODE",
+            "CREATE TABLE nurture.journal_2020_01 (LIKE nurture.journal INCLUDING DEFAULTS)",
+        ] {
+            sqlx::query(sql).execute(&mut *mover).await.unwrap();
+        }
+        let uow = nurture_store::UnitOfWork {
+            journal: vec![nurture_store::JournalEntry {
+                run_id: None,
+                contact: "probe".into(),
+                at: "2020-01-15T10:00:00Z".parse().unwrap(),
+                kind: "segment".into(),
+                data: json!({"entered": "hot"}),
+            }],
+            ..Default::default()
+        };
+        let writer = store.clone();
+        let first = uow.clone();
+        let write = tokio::spawn(async move { writer.commit(&first).await });
+        while !waits_for_default(&pool).await {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        sqlx::query(
+            "ALTER TABLE nurture.journal ATTACH PARTITION nurture.journal_2020_01 \
+             FOR VALUES FROM ('2020-01-01 00:00:00+00') TO ('2020-02-01 00:00:00+00')",
+        )
+        .execute(&mut *mover)
+        .await
+        .unwrap();
+        mover.commit().await.unwrap();
+        let err = write
+            .await
+            .unwrap()
+            .expect_err("routed before the month existed");
+        assert!(err.is_retryable(), "{err:?}");
+        store.commit(&uow).await.expect("written again");
+        let moved: i64 = sqlx::query_scalar("SELECT count(*) FROM nurture.journal_2020_01")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(moved, 1);
+    });
+}
+
+/// Whether a session waits for a lock on the default partition.
+async fn waits_for_default(pool: &sqlx::PgPool) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted \
+         AND relation = 'nurture.journal_default'::regclass)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// Commits one line of now at a time for contact `probe` until `done` (and at least 20);
 /// how many. A failed commit fails the test.
 async fn write_until(store: &dyn Store, done: &std::sync::atomic::AtomicBool) -> i64 {

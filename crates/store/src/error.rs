@@ -89,7 +89,8 @@ pub enum Unavailability {
     /// 55P03 lock not available, 57014 statement cancelled).
     Busy,
     /// The transaction lost to a concurrent one (Postgres 40001 serialization failure,
-    /// 40P01 deadlock).
+    /// 40P01 deadlock, and 23514 for a journal row routed to `journal_default` while the
+    /// month's own partition was being attached: routed again, it lands there).
     Contention,
     /// Out of disk, memory or connections (Postgres class 53 and 58030; SQLITE_FULL,
     /// SQLITE_NOMEM, SQLITE_IOERR).
@@ -395,9 +396,22 @@ fn unavailable_reason(e: &sqlx::Error) -> Option<Unavailability> {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => Some(Unavailability::Unreachable),
+        sqlx::Error::Database(_) if lost_the_month(e) => Some(Unavailability::Contention),
         sqlx::Error::Database(_) => db_code(e).as_ref().and_then(unavailability),
         _ => None,
     }
+}
+
+/// Whether `e` is Postgres refusing a journal row in the default partition (23514 on
+/// `journal_default`): the row was routed there while compaction was moving its month
+/// into a partition of its own, and waited for that move; the constraint of the default
+/// partition changed meanwhile. The same write tried again is routed to the new
+/// partition.
+fn lost_the_month(e: &sqlx::Error) -> bool {
+    let Some(d) = e.as_database_error() else {
+        return false;
+    };
+    d.code().as_deref() == Some("23514") && d.table() == Some("journal_default")
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -363,6 +363,72 @@ fn erasure_on_postgres_takes_the_merged_visitor_along() {
     });
 }
 
+/// A provider's bounce that names no message (counted for the contact's last email) and
+/// an erasure find the contact's rows by index: neither reads the journal's partitions,
+/// the outbox, the segment members or the merges whole (tables that grow with every
+/// send and every contact; the journal's delete by contact alone read every partition).
+#[test]
+fn a_keyless_bounce_and_an_erasure_on_postgres_read_no_table_whole() {
+    let Some(url) = fresh_postgres() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    rt().block_on(async {
+        drop(mid_campaign(dir, &url).await);
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        let before = settled_seq_scans(&mut db).await;
+        let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
+        let store = nurture_server::open_store(&url).await.unwrap();
+        let engine = Arc::new(Engine::new(project, store));
+        let bounce = json!({"id": "b-1", "type": "email.bounced", "contact": "c-ana",
+                            "data": {"permanent": true}});
+        let bounce = nurture_engine::input::parse_event(0, &bounce).unwrap();
+        engine.ingest(&[bounce], Utc::now()).await.unwrap();
+        engine.tick(Utc::now()).await.unwrap();
+        nurture_server::privacy::erase_person(&engine, ADDRESS, "test")
+            .await
+            .unwrap()
+            .expect("erased");
+        drop(engine);
+        let after = settled_seq_scans(&mut db).await;
+        let read_whole: Vec<_> = after
+            .iter()
+            .filter(|(t, n)| before.iter().any(|(b, m)| b == t && m < n))
+            .collect();
+        assert_eq!(read_whole, Vec::<&(String, i64)>::new());
+    });
+}
+
+/// Sequential scans of the tables that hold a contact's rows by the thousand, once every
+/// other session of the database has ended (a session reports its counts as it ends;
+/// an idle one may keep them).
+async fn settled_seq_scans(db: &mut sqlx::PgConnection) -> Vec<(String, i64)> {
+    let mut others = -1_i64;
+    for _ in 0..100 {
+        others = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut *db)
+        .await
+        .unwrap();
+        if others == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(others, 0, "the store's sessions ended");
+    sqlx::query_as(
+        "SELECT relname::text, seq_scan FROM pg_stat_user_tables WHERE schemaname = 'nurture' \
+         AND (relname IN ('outbox', 'segment_members', 'contact_merges') \
+           OR relname LIKE 'journal\\_2%' OR relname = 'journal_default') ORDER BY 1",
+    )
+    .fetch_all(&mut *db)
+    .await
+    .unwrap()
+}
+
 #[test]
 fn erasure_on_sqlite_leaves_no_byte_of_the_person_and_no_mail() {
     let tmp = tempfile::tempdir().unwrap();

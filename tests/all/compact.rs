@@ -441,9 +441,16 @@ fn postgres_a_line_routed_to_the_default_partition_during_a_move_is_retried() {
         let writer = store.clone();
         let first = uow.clone();
         let write = tokio::spawn(async move { writer.commit(&first).await });
-        while !waits_for_default(&pool).await {
+        for _ in 0..500 {
+            if write.is_finished() || waits_for_default(&pool).await {
+                break;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        assert!(
+            waits_for_default(&pool).await,
+            "the write waits for the move"
+        );
         sqlx::query(
             "ALTER TABLE nurture.journal ATTACH PARTITION nurture.journal_2020_01 \
              FOR VALUES FROM ('2020-01-01 00:00:00+00') TO ('2020-02-01 00:00:00+00')",

@@ -392,16 +392,32 @@ fn a_keyless_bounce_and_an_erasure_on_postgres_read_no_table_whole() {
             .expect("erased");
         drop(engine);
         let after = settled_seq_scans(&mut db).await;
+        let grew = |(t, n): &&(String, i64)| before.iter().any(|(b, m)| b == t && m < n);
         let read_whole: Vec<_> = after
             .iter()
-            .filter(|(t, n)| before.iter().any(|(b, m)| b == t && m < n))
+            .filter(|c| c.0.starts_with("seq ") && grew(c))
             .collect();
         assert_eq!(read_whole, Vec::<&(String, i64)>::new());
+        // A whole primary key read instead (sequential scans are off in the store's
+        // sessions) would not count above: the contact's indexes were the ones read.
+        let used: Vec<_> = after
+            .iter()
+            .filter(|c| c.0.starts_with("index ") && grew(c))
+            .map(|c| c.0.as_str())
+            .collect();
+        assert_eq!(
+            used,
+            [
+                "index contact_merges_into",
+                "index outbox_contact",
+                "index segment_members_contact"
+            ]
+        );
     });
 }
 
-/// Sequential scans of the tables that hold a contact's rows by the thousand, once every
-/// other session of the database has ended (a session reports its counts as it ends;
+/// Sequential scans of the tables that hold a contact's rows by the thousand, and scans
+/// of the indexes by contact, once every other session of the database has ended (a session reports its counts as it ends;
 /// an idle one may keep them).
 async fn settled_seq_scans(db: &mut sqlx::PgConnection) -> Vec<(String, i64)> {
     let mut others = -1_i64;
@@ -420,9 +436,13 @@ async fn settled_seq_scans(db: &mut sqlx::PgConnection) -> Vec<(String, i64)> {
     }
     assert_eq!(others, 0, "the store's sessions ended");
     sqlx::query_as(
-        "SELECT relname::text, seq_scan FROM pg_stat_user_tables WHERE schemaname = 'nurture' \
-         AND (relname IN ('outbox', 'segment_members', 'contact_merges') \
-           OR relname LIKE 'journal\\_2%' OR relname = 'journal_default') ORDER BY 1",
+        "SELECT 'seq ' || relname, seq_scan FROM pg_stat_user_tables \
+         WHERE schemaname = 'nurture' \
+           AND (relname IN ('outbox', 'segment_members', 'contact_merges') \
+           OR relname LIKE 'journal\\_2%' OR relname = 'journal_default') \
+         UNION ALL SELECT 'index ' || indexrelname, idx_scan FROM pg_stat_user_indexes \
+         WHERE schemaname = 'nurture' AND indexrelname IN \
+           ('outbox_contact', 'segment_members_contact', 'contact_merges_into') ORDER BY 1",
     )
     .fetch_all(&mut *db)
     .await

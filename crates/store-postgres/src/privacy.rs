@@ -118,15 +118,25 @@ async fn delete_rows(
     del("DELETE FROM timers WHERE run_id IN (SELECT id FROM runs WHERE contact = $1)")
         .execute(&mut **tx)
         .await?;
-    // By the indexes: the lines of the contact's runs, then its own lines (a delete by
+    // The runs first, in a statement of their own: retention locks a run before it
+    // replaces the run's lines by a summary, so this waits for a compaction of them to
+    // commit, and the next statements see its summary (the same order as retention's:
+    // no deadlock).
+    let runs: Vec<String> = del("DELETE FROM runs WHERE contact = $1 RETURNING id")
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    out.runs = runs.len() as u64;
+    // By the indexes: the lines of those runs, then the contact's own (a delete by
     // `contact` alone would read every partition whole).
-    for sql in [
-        "DELETE FROM journal WHERE run_id = ANY(ARRAY(SELECT id FROM runs WHERE contact = $1))",
-        "DELETE FROM journal WHERE contact = $1 AND run_id IS NULL",
-    ] {
-        out.journal += del(sql).execute(&mut **tx).await?.rows_affected();
-    }
-    out.runs = del("DELETE FROM runs WHERE contact = $1")
+    out.journal = sqlx::query("DELETE FROM journal WHERE run_id = ANY($1)")
+        .bind(&runs)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    out.journal += del("DELETE FROM journal WHERE contact = $1 AND run_id IS NULL")
         .execute(&mut **tx)
         .await?
         .rows_affected();

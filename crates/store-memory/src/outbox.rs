@@ -150,35 +150,24 @@ impl Inner {
             let Some(reason) = self.suppressions.get(&to.to_lowercase()) else {
                 continue;
             };
-            let params = nurture_store::held::suppression_params(reason);
-            let reason = format!("suppressed: {reason}");
-            let e = o.entry.clone();
-            let template = match e.payload.get("template") {
-                Some(v @ serde_json::Value::String(_)) => v.clone(),
-                Some(serde_json::Value::Null) | None => serde_json::Value::Null,
-                Some(v) => v.to_string().into(),
-            };
-            let data = serde_json::json!({
-                "effect": "email_skipped",
-                "step": e.step,
-                "template": template,
-                "reason": reason,
-                "rule": "suppression",
-                "params": params,
-                "key": key,
-                "at_send": true,
-            });
-            self.set_state(key, State::Skipped);
-            if let Some(o) = self.outbox.get_mut(key) {
-                o.last_error = Some(reason);
-            }
-            self.append_journal(&[JournalEntry {
+            let e = &o.entry;
+            let send = nurture_store::held::SuppressedSend {
+                key: key.clone(),
                 run_id: e.run_id.clone(),
                 contact: e.contact.clone(),
-                at: ms(now),
-                kind: "effect".to_string().into(),
-                data,
-            }]);
+                step: e.step.clone(),
+                template: match e.payload.get("template") {
+                    Some(serde_json::Value::String(t)) => Some(t.clone()),
+                    Some(serde_json::Value::Null) | None => None,
+                    Some(v) => Some(v.to_string()),
+                },
+                reason: reason.clone(),
+            };
+            self.set_state(key, State::Skipped);
+            if let Some(o) = self.outbox.get_mut(key) {
+                o.last_error = Some(send.last_error());
+            }
+            self.append_journal(&[send.line(ms(now))]);
             self.tallies(&[message(key, "email.skipped.suppressed", now)]);
             out.push(key.clone());
         }

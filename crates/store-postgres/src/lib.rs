@@ -1772,30 +1772,40 @@ async fn skip_suppressed(
     keys: &[&str],
     now: Ts,
 ) -> Result<Vec<String>, StoreError> {
-    let skipped: Vec<String> = sqlx::query_scalar(
+    let rows = sqlx::query(
         "WITH sup AS (SELECT o.key, s.reason FROM outbox o \
            JOIN suppressions s ON s.address = lower(o.payload->>'to') WHERE o.key = ANY($1)), \
-         gone AS (DELETE FROM outbox_pending p USING sup WHERE p.key = sup.key), \
-         upd AS (UPDATE outbox o SET state = 'skipped', last_error = 'suppressed: ' || sup.reason \
+         gone AS (DELETE FROM outbox_pending p USING sup WHERE p.key = sup.key) \
+         UPDATE outbox o SET state = 'skipped', last_error = 'suppressed: ' || sup.reason \
            FROM sup WHERE o.key = sup.key \
-           RETURNING o.key, o.run_id, o.contact, o.step, o.payload->>'template' AS template, sup.reason), \
-         j AS (INSERT INTO journal (run_id, contact, at, kind, data) \
-           SELECT run_id, contact, $2, 'effect', convert_to(jsonb_build_object('effect', 'email_skipped', \
-           'step', step, 'template', template, 'reason', 'suppressed: ' || reason, 'rule', 'suppression', \
-           'params', jsonb_build_object('channel', 'email', 'reason', reason), 'key', key, 'at_send', true)::text, \
-           'UTF8') FROM upd) \
-         SELECT key FROM upd",
+           RETURNING o.key, o.run_id, o.contact, o.step, o.payload->>'template' AS template, \
+             sup.reason",
     )
     .bind(keys)
-    .bind(now)
     .fetch_all(&mut **tx)
     .await?;
+    let skipped = rows
+        .iter()
+        .map(|r| {
+            Ok(nurture_store::held::SuppressedSend {
+                key: r.try_get("key")?,
+                run_id: r.try_get("run_id")?,
+                contact: r.try_get("contact")?,
+                step: r.try_get("step")?,
+                template: r.try_get("template")?,
+                reason: r.try_get("reason")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // Through the journal's writer: encoded as every other line.
+    let lines: Vec<_> = skipped.iter().map(|s| s.line(now)).collect();
+    journal_in(tx, &lines).await?;
     let tallies: Vec<_> = skipped
         .iter()
-        .map(|k| nurture_store::counts::message(k, "email.skipped.suppressed", now))
+        .map(|s| nurture_store::counts::message(&s.key, "email.skipped.suppressed", now))
         .collect();
     counts::tallies_in(tx, &tallies).await?;
-    Ok(skipped)
+    Ok(skipped.into_iter().map(|s| s.key).collect())
 }
 
 /// The writes of [`Store::merge_contact`] inside `tx` (its merge row inserted); returns

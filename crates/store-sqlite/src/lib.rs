@@ -803,30 +803,21 @@ async fn skip_suppressed(
     };
     let mut out = Vec::with_capacity(skipped.len());
     for r in &skipped {
-        let key: String = r.try_get("key")?;
-        let reason: String = r.try_get("last_error")?;
-        let why = reason.strip_prefix("suppressed: ").unwrap_or(&reason);
-        let data = serde_json::json!({
-            "effect": "email_skipped",
-            "step": r.try_get::<Option<String>, _>("step")?,
-            "template": r.try_get::<Option<String>, _>("template")?,
-            "reason": reason,
-            "rule": "suppression",
-            "params": nurture_store::held::suppression_params(why),
-            "key": key,
-            "at_send": true,
-        });
-        sqlx::query(
-            "INSERT INTO journal (run_id, contact, at, kind, data) VALUES (?, ?, ?, 'effect', ?)",
-        )
-        .bind(r.try_get::<Option<String>, _>("run_id")?)
-        .bind(r.try_get::<String, _>("contact")?)
-        .bind(ts(now))
-        .bind(nurture_store::encoding::encode(&to_json(&data)))
-        .execute(&mut *tx)
-        .await?;
-        counts::tallies_in(tx, &[message(&key, "email.skipped.suppressed", now)]).await?;
-        out.push(key);
+        let error: String = r.try_get("last_error")?;
+        let send = nurture_store::held::SuppressedSend {
+            key: r.try_get("key")?,
+            run_id: r.try_get("run_id")?,
+            contact: r.try_get("contact")?,
+            step: r.try_get("step")?,
+            template: r.try_get("template")?,
+            reason: error
+                .strip_prefix("suppressed: ")
+                .unwrap_or(&error)
+                .to_string(),
+        };
+        journal_in(tx, &[send.line(now)]).await?;
+        counts::tallies_in(tx, &[message(&send.key, "email.skipped.suppressed", now)]).await?;
+        out.push(send.key);
     }
     Ok(out)
 }

@@ -73,6 +73,50 @@ pub fn suppression_params(reason: &str) -> Value {
     json!({"channel": "email", "reason": reason})
 }
 
+/// An email a store skips at the claim because its address is suppressed.
+#[derive(Debug, Clone)]
+pub struct SuppressedSend {
+    /// The outbox entry's key.
+    pub key: String,
+    /// The run that queued it, if a run did.
+    pub run_id: Option<String>,
+    /// Whom it was for.
+    pub contact: String,
+    /// The step that queued it.
+    pub step: Option<String>,
+    /// The email's template.
+    pub template: Option<String>,
+    /// The suppression's reason (`complaint`, `bounce`, ...).
+    pub reason: String,
+}
+
+impl SuppressedSend {
+    /// The outbox entry's `last_error`.
+    pub fn last_error(&self) -> String {
+        format!("suppressed: {}", self.reason)
+    }
+
+    /// Its `email_skipped` line at `at`: rule `suppression`, marked `at_send`.
+    pub fn line(&self, at: Ts) -> JournalEntry {
+        JournalEntry {
+            run_id: self.run_id.clone(),
+            contact: self.contact.clone(),
+            at,
+            kind: JournalKind::Effect,
+            data: json!({
+                "effect": "email_skipped",
+                "step": self.step,
+                "template": self.template,
+                "reason": self.last_error(),
+                "rule": "suppression",
+                "params": suppression_params(&self.reason),
+                "key": self.key,
+                "at_send": true,
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -481,6 +481,46 @@ fn forms_settings_are_checked_with_their_place() {
         text.contains("double_opt_in needs `confirm_template`"),
         "{text}"
     );
+    // An allowed origin that no browser sends (a path, a user, no scheme, a bad port)
+    // would refuse every post or visit: an error at its place, for forms and tracking.
+    let tmp = tempfile::tempdir().unwrap();
+    project(
+        tmp.path(),
+        "[forms.site]\nallowed_origins = [\"https://www.acme.test/contact\", \"https://ok.test:8443\", \"acme.test\"]\n\n[tracking]\nallowed_origins = [\"https://x.test/page\", \"https://ok.test/\", \"http://[::1]:99999\"]\n",
+    );
+    let loaded = nurture_core::project::load(tmp.path());
+    let text = crate::util::render_relative(&loaded);
+    assert_eq!(loaded.errors(), 4, "{text}");
+    for bad in [
+        "allowed origin `https://www.acme.test/contact`: an origin has no path",
+        "allowed origin `acme.test`: an origin starts with https://",
+        "[tracking] allowed origin `https://x.test/page`: an origin has no path",
+        "[tracking] allowed origin `http://[::1]:99999`: the port is 1 to 65535",
+    ] {
+        assert!(text.contains(bad), "{bad} in {text}");
+    }
+    assert!(
+        text.contains("nurture.toml:14:20"),
+        "the tracking origin's line: {text}"
+    );
+    for ok in [
+        "https://a.test",
+        "http://localhost:8025",
+        "https://[::1]:443",
+    ] {
+        assert_eq!(nurture_core::project::origin_problem(ok), None, "{ok}");
+    }
+    for bad in [
+        "https://user@a.test",
+        "https://a.test?x=1",
+        "https://",
+        "https://a.test:0",
+    ] {
+        assert!(
+            nurture_core::project::origin_problem(bad).is_some(),
+            "{bad}"
+        );
+    }
     // A misspelled key is refused with its line and column.
     let tmp = tempfile::tempdir().unwrap();
     project(tmp.path(), "[forms.typo]\nredirct = \"/thanks\"\n");

@@ -1066,9 +1066,9 @@ fn check_forms(
             }
         }
         for o in &form.allowed_origins {
-            if !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/') {
+            if let Some(why) = origin_problem(o) {
                 bad(format!(
-                    "allowed origin `{o}`: scheme and host, e.g. https://www.acme.test"
+                    "allowed origin `{o}`: {why}; scheme and host, e.g. https://www.acme.test"
                 ));
             }
         }
@@ -1080,6 +1080,74 @@ fn check_forms(
                 bad(format!("confirm_template `{t}` is not in templates/"))
             }
             _ => {}
+        }
+    }
+}
+
+/// What keeps `o` from being a web origin as a browser sends it in `Origin`
+/// (`http(s)://host[:port]`, nothing after): such an entry would never match a request.
+pub fn origin_problem(o: &str) -> Option<&'static str> {
+    let Some(rest) = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+    else {
+        return Some("an origin starts with https:// or http://");
+    };
+    let path = "an origin has no path, query, user or space after the host";
+    let (host, port) = match rest.strip_prefix('[') {
+        // An IPv6 address: `[::1]:8080`.
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, "")) => (addr, None),
+            Some((addr, after)) => match after.strip_prefix(':') {
+                Some(p) => (addr, Some(p)),
+                None => return Some(path),
+            },
+            None => return Some("an IPv6 host ends with ]"),
+        },
+        None => match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        },
+    };
+    if host.is_empty() {
+        return Some("the host is missing");
+    }
+    let v6 = rest.starts_with('[');
+    let host_ok = host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || (v6 && c == ':'));
+    if !host_ok {
+        return Some(path);
+    }
+    match port {
+        Some(p) if p.parse::<u16>().map_or(true, |n| n == 0) => Some("the port is 1 to 65535"),
+        _ => None,
+    }
+}
+
+/// `[tracking] allowed_origins`: each a web origin (a trailing `/` is tolerated, as the
+/// API does).
+fn check_tracking(root: &Path, settings: &Settings, loaded: &mut Loaded) {
+    let Some(origins) = settings
+        .tracking
+        .as_ref()
+        .and_then(|t| t.allowed_origins.as_ref())
+    else {
+        return;
+    };
+    let path = root.join("nurture.toml");
+    let text = loaded.sources.get(&path).cloned().unwrap_or_default();
+    for o in origins {
+        if let Some(why) = origin_problem(o.strip_suffix('/').unwrap_or(o)) {
+            let at = text
+                .find(&format!("\"{o}\""))
+                .or_else(|| text.find("[tracking]"));
+            loaded.diagnostics.push(Diagnostic::error(
+                Code::InvalidValue,
+                &path,
+                span_of_offset(&text, at.unwrap_or(0), o.len().max(1)),
+                format!("[tracking] allowed origin `{o}`: {why}; scheme and host, e.g. https://www.acme.test"),
+            ));
         }
     }
 }
@@ -1590,6 +1658,7 @@ pub fn load(root: &Path) -> Loaded {
     let templates = parse_templates(root, &root.join("templates"), &mut loaded);
     check_templates(&root.join("templates"), &templates, &mut loaded);
     check_forms(root, &settings, &templates, &mut loaded);
+    check_tracking(root, &settings, &mut loaded);
     let found = load_plugins(root, &settings, &mut loaded);
     let plugin_dirs: BTreeMap<String, PathBuf> = found
         .iter()

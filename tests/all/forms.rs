@@ -486,11 +486,11 @@ fn forms_settings_are_checked_with_their_place() {
     let tmp = tempfile::tempdir().unwrap();
     project(
         tmp.path(),
-        "[forms.site]\nallowed_origins = [\"https://www.acme.test/contact\", \"https://ok.test:8443\", \"acme.test\"]\n\n[tracking]\nallowed_origins = [\"https://x.test/page\", \"https://ok.test/\", \"http://[::1]:99999\"]\n",
+        "[forms.site]\nallowed_origins = [\"https://www.acme.test/contact\", \"https://ok.test:8443\", \"acme.test\", \"https://x.test/page\"]\n\n[tracking]\nallowed_origins = [\"https://x.test/page\", \"https://ok.test/\", \"http://[::1]:99999\"]\n",
     );
     let loaded = nurture_core::project::load(tmp.path());
     let text = crate::util::render_relative(&loaded);
-    assert_eq!(loaded.errors(), 4, "{text}");
+    assert_eq!(loaded.errors(), 5, "{text}");
     for bad in [
         "allowed origin `https://www.acme.test/contact`: an origin has no path",
         "allowed origin `acme.test`: an origin starts with https://",
@@ -499,6 +499,7 @@ fn forms_settings_are_checked_with_their_place() {
     ] {
         assert!(text.contains(bad), "{bad} in {text}");
     }
+    // Also in [forms.site] on line 11: the tracking one is found in its own section.
     assert!(
         text.contains("nurture.toml:14:20"),
         "the tracking origin's line: {text}"
@@ -506,7 +507,10 @@ fn forms_settings_are_checked_with_their_place() {
     for ok in [
         "https://a.test",
         "http://localhost:8025",
-        "https://[::1]:443",
+        "https://[::1]:8443",
+        "HTTPS://WWW.Acme.test",
+        "http://web_app:3000",
+        "https://a.test.",
     ] {
         assert_eq!(nurture_core::project::origin_problem(ok), None, "{ok}");
     }
@@ -515,6 +519,13 @@ fn forms_settings_are_checked_with_their_place() {
         "https://a.test?x=1",
         "https://",
         "https://a.test:0",
+        "https://a.test:443",
+        "http://a.test:080",
+        "http://a.test:+80",
+        "http://a..b",
+        "https://bücher.example",
+        "https://[::1",
+        "https://[::1]x",
     ] {
         assert!(
             nurture_core::project::origin_problem(bad).is_some(),

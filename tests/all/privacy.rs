@@ -290,6 +290,17 @@ fn eml_files(dir: &Path) -> usize {
 const VISITOR: &str = "anon:0badc0ffee0badc0ffee0badc0ffee";
 
 async fn visitor_merged_then_erased(dir: &Path, url: &str) {
+    let engine = visitor_merged(dir, url).await;
+    let store = engine.store.clone();
+    nurture_server::privacy::erase_person(&engine, ADDRESS, "test")
+        .await
+        .unwrap()
+        .expect("erased");
+    assert!(store.runs_of_contact(VISITOR).await.unwrap().is_empty());
+}
+
+/// An anonymous visitor who walked `visit`, merged into Ana (exported with her).
+async fn visitor_merged(dir: &Path, url: &str) -> Arc<Engine> {
     std::fs::write(
         dir.join("workflows/visit.yaml"),
         "workflow: visit\ntrigger: { event: page.visited }\nsteps:\n  - id: mark\n    tag: [visitor]\n",
@@ -328,11 +339,83 @@ async fn visitor_merged_then_erased(dir: &Path, url: &str) {
             .is_empty(),
         "{visitors}"
     );
-    nurture_server::privacy::erase_person(&engine, ADDRESS, "test")
-        .await
-        .unwrap()
-        .expect("erased");
-    assert!(store.runs_of_contact(VISITOR).await.unwrap().is_empty());
+    engine
+}
+
+/// An erasure of a contact with a merged visitor, while a compaction (retention) holds
+/// the run of lower id and then asks for the other, as it locks runs in id order: the
+/// erasure locks all the person's runs at once in that order, so they wait for each
+/// other and both complete. (Deleting the contact's runs, then the visitor's, took the
+/// two in the other order: a deadlock, 40P01, one of them failed.)
+#[test]
+fn an_erasure_and_a_compaction_wait_for_each_other_without_a_deadlock() {
+    let Some(url) = fresh_postgres() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    rt().block_on(async {
+        let engine = visitor_merged(dir, &url).await;
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        // The visitor's run gets the lower id.
+        for sql in [
+            "UPDATE nurture.runs SET id = 'run-0000' WHERE contact = $1",
+            "UPDATE nurture.journal SET run_id = 'run-0000' WHERE contact = $1 \
+             AND run_id IS NOT NULL",
+        ] {
+            sqlx::query(sql).bind(VISITOR).execute(&pool).await.unwrap();
+        }
+        let theirs: String =
+            sqlx::query_scalar("SELECT id FROM nurture.runs WHERE contact = 'c-ana'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(theirs.as_str() > "run-0000");
+        let mut compaction = pool.begin().await.unwrap();
+        let lock = "SELECT id FROM nurture.runs WHERE id = $1 FOR SHARE";
+        sqlx::query(lock)
+            .bind("run-0000")
+            .execute(&mut *compaction)
+            .await
+            .unwrap();
+        let eraser = engine.clone();
+        let erase = tokio::spawn(async move {
+            nurture_server::privacy::erase_person(&eraser, ADDRESS, "test").await
+        });
+        for _ in 0..500 {
+            if erase.is_finished() || waits_for_a_row(&pool).await {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            waits_for_a_row(&pool).await,
+            "the erasure waits for the compaction"
+        );
+        sqlx::query(lock)
+            .bind(&theirs)
+            .execute(&mut *compaction)
+            .await
+            .expect("the compaction takes its second run");
+        compaction.commit().await.unwrap();
+        let erased = erase.await.unwrap();
+        assert!(erased.is_ok(), "{erased:?}");
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM nurture.runs")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    });
+}
+
+/// Whether a session waits for a row lock.
+async fn waits_for_a_row(pool: &sqlx::PgPool) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted \
+         AND locktype IN ('transactionid', 'tuple'))",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 #[test]

@@ -1087,13 +1087,24 @@ fn check_forms(
 /// What keeps `o` from being a web origin as a browser sends it in `Origin`
 /// (`http(s)://host[:port]`, nothing after): such an entry would never match a request.
 pub fn origin_problem(o: &str) -> Option<&'static str> {
-    let Some(rest) = o
-        .strip_prefix("https://")
-        .or_else(|| o.strip_prefix("http://"))
-    else {
-        return Some("an origin starts with https:// or http://");
+    let lower = o.to_ascii_lowercase();
+    let (rest, default_port) = match (
+        lower.strip_prefix("https://"),
+        lower.strip_prefix("http://"),
+    ) {
+        (Some(r), _) => (r, "443"),
+        (_, Some(r)) => (r, "80"),
+        _ => return Some("an origin starts with https:// or http://"),
     };
-    let path = "an origin has no path, query, user or space after the host";
+    if !rest.is_ascii() {
+        return Some(
+            "an international host is written as the browser sends it, in punycode (xn--...)",
+        );
+    }
+    if rest.contains('@') {
+        return Some("an origin has no user or password");
+    }
+    let path = "an origin has no path, query or space after the host";
     let (host, port) = match rest.strip_prefix('[') {
         // An IPv6 address: `[::1]:8080`.
         Some(v6) => match v6.split_once(']') {
@@ -1109,18 +1120,24 @@ pub fn origin_problem(o: &str) -> Option<&'static str> {
             None => (rest, None),
         },
     };
-    if host.is_empty() {
-        return Some("the host is missing");
-    }
     let v6 = rest.starts_with('[');
+    if host.is_empty() || !v6 && host.trim_end_matches('.').split('.').any(str::is_empty) {
+        return Some("the host is missing or has an empty label");
+    }
     let host_ok = host
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || (v6 && c == ':'));
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' || (v6 && c == ':'));
     if !host_ok {
         return Some(path);
     }
     match port {
-        Some(p) if p.parse::<u16>().map_or(true, |n| n == 0) => Some("the port is 1 to 65535"),
+        Some(p) if p.bytes().any(|b| !b.is_ascii_digit()) => Some(path),
+        Some(p) if p.starts_with('0') || p.parse::<u16>().is_err() => {
+            Some("the port is 1 to 65535, without a leading 0")
+        }
+        Some(p) if p == default_port => {
+            Some("a browser leaves the scheme's default port out (443, 80)")
+        }
         _ => None,
     }
 }
@@ -1137,15 +1154,16 @@ fn check_tracking(root: &Path, settings: &Settings, loaded: &mut Loaded) {
     };
     let path = root.join("nurture.toml");
     let text = loaded.sources.get(&path).cloned().unwrap_or_default();
+    let section = text.find("[tracking]").unwrap_or(0);
     for o in origins {
-        if let Some(why) = origin_problem(o.strip_suffix('/').unwrap_or(o)) {
-            let at = text
+        if let Some(why) = origin_problem(o.trim_end_matches('/')) {
+            let at = text[section..]
                 .find(&format!("\"{o}\""))
-                .or_else(|| text.find("[tracking]"));
+                .map_or(section, |i| section + i);
             loaded.diagnostics.push(Diagnostic::error(
                 Code::InvalidValue,
                 &path,
-                span_of_offset(&text, at.unwrap_or(0), o.len().max(1)),
+                span_of_offset(&text, at, o.len().max(1)),
                 format!("[tracking] allowed origin `{o}`: {why}; scheme and host, e.g. https://www.acme.test"),
             ));
         }

@@ -64,6 +64,16 @@ impl nurture_store::PrivacyStore for PostgresStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(StoreError::from)?;
+        // Every run of the person locked at once, in id order as retention locks runs:
+        // an erasure and a compaction wait for each other, never in a cycle.
+        let subjects: Vec<&str> = std::iter::once(e.contact.as_str())
+            .chain(visitors.iter().map(String::as_str))
+            .collect();
+        sqlx::query("SELECT id FROM runs WHERE contact = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&subjects)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
         let mut out = delete_rows(&mut tx, &e.contact).await?;
         for visitor in &visitors {
             out.add(&delete_rows(&mut tx, visitor).await?);
@@ -101,58 +111,53 @@ impl nurture_store::PrivacyStore for PostgresStore {
     }
 }
 
-/// Deletes the contact's rows from every table that names it; rows per kind.
+/// Deletes the contact's rows from every table that names it; rows per kind. Rows other
+/// writers lock first go first, each in a statement of its own, so that what such a
+/// writer committed while the erasure waited for it is seen by the next statements: the
+/// pending sends (a claim skipping one, or an outcome, writes a journal line, an event
+/// and its inbox row after locking it), then the runs (retention locks them before it
+/// writes a summary line). A run that opened meanwhile refuses the erasure.
 async fn delete_rows(
     tx: &mut Transaction<'_, Postgres>,
     contact: &str,
-) -> Result<Erased, StoreError> {
-    let mut out = Erased::default();
-    let del = |sql: &'static str| sqlx::query(sql).bind(contact.to_string());
-    del("DELETE FROM inbox WHERE contact = $1")
-        .execute(&mut **tx)
-        .await?;
-    out.events = del("DELETE FROM events WHERE contact = $1")
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    del("DELETE FROM timers WHERE run_id IN (SELECT id FROM runs WHERE contact = $1)")
-        .execute(&mut **tx)
-        .await?;
-    // The runs first, in a statement of their own: retention locks a run before it
-    // replaces the run's lines by a summary, so this waits for a compaction of them to
-    // commit, and the next statements see its summary (the same order as retention's:
-    // no deadlock).
-    let runs: Vec<String> = del("DELETE FROM runs WHERE contact = $1 RETURNING id")
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get("id"))
-        .collect::<Result<_, _>>()?;
+) -> Result<Erased, EraseError> {
+    let queued_cancelled = delete(
+        tx,
+        "WITH gone AS (DELETE FROM outbox_pending p USING outbox o \
+         WHERE o.key = p.key AND o.contact = $1 RETURNING p.key) SELECT count(*) FROM gone",
+        contact,
+    )
+    .await?;
+    let mut out = Erased {
+        queued_cancelled,
+        ..Erased::default()
+    };
+    out.outbox = delete(tx, "DELETE FROM outbox WHERE contact = $1", contact).await?;
+    out.deliveries = delete(tx, "DELETE FROM deliveries WHERE contact = $1", contact).await?;
+    delete(tx, "DELETE FROM inbox WHERE contact = $1", contact).await?;
+    out.events = delete(tx, "DELETE FROM events WHERE contact = $1", contact).await?;
+    let runs: Vec<(String, bool)> =
+        sqlx::query_as("DELETE FROM runs WHERE contact = $1 RETURNING id, status = ANY($2)")
+            .bind(contact)
+            .bind(versions::open_statuses())
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(StoreError::from)?;
+    if runs.iter().any(|r| r.1) {
+        return Err(EraseError::OpenRuns(contact.to_string()));
+    }
     out.runs = runs.len() as u64;
-    // By the indexes: the lines of those runs, then the contact's own (a delete by
-    // `contact` alone would read every partition whole).
-    out.journal = sqlx::query("DELETE FROM journal WHERE run_id = ANY($1)")
-        .bind(&runs)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    out.journal += del("DELETE FROM journal WHERE contact = $1 AND run_id IS NULL")
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    out.queued_cancelled = del("WITH gone AS (DELETE FROM outbox_pending p USING outbox o \
-         WHERE o.key = p.key AND o.contact = $1 RETURNING p.key) SELECT count(*) FROM gone")
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get::<i64, _>(0)? as u64;
-    out.outbox = del("DELETE FROM outbox WHERE contact = $1")
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    out.deliveries = del("DELETE FROM deliveries WHERE contact = $1")
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+    let ids: Vec<String> = runs.into_iter().map(|r| r.0).collect();
+    // By the indexes: the timers and lines of those runs, then the contact's own lines (a
+    // delete by `contact` alone would read every partition whole).
+    delete_of_runs(tx, "DELETE FROM timers WHERE run_id = ANY($1)", &ids).await?;
+    out.journal = delete_of_runs(tx, "DELETE FROM journal WHERE run_id = ANY($1)", &ids).await?;
+    out.journal += delete(
+        tx,
+        "DELETE FROM journal WHERE contact = $1 AND run_id IS NULL",
+        contact,
+    )
+    .await?;
     for sql in [
         "DELETE FROM contact_sends WHERE contact = $1",
         "DELETE FROM segment_timers WHERE contact = $1",
@@ -160,9 +165,42 @@ async fn delete_rows(
         "DELETE FROM contact_merges WHERE into_id = $1",
         "DELETE FROM contacts WHERE id = $1",
     ] {
-        del(sql).execute(&mut **tx).await?;
+        delete(tx, sql, contact).await?;
     }
     Ok(out)
+}
+
+/// Runs `sql` with `$1` = `key`: the rows it deleted (or the count it selects).
+async fn delete(
+    tx: &mut Transaction<'_, Postgres>,
+    sql: &str,
+    key: &str,
+) -> Result<u64, StoreError> {
+    if sql.starts_with("WITH") {
+        let n: i64 = sqlx::query_scalar(sql)
+            .bind(key)
+            .fetch_one(&mut **tx)
+            .await?;
+        return Ok(n as u64);
+    }
+    Ok(sqlx::query(sql)
+        .bind(key)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}
+
+/// Runs `sql` with `$1` = the run ids `ids`: the rows it deleted.
+async fn delete_of_runs(
+    tx: &mut Transaction<'_, Postgres>,
+    sql: &str,
+    ids: &[String],
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(sql)
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
 }
 
 /// Replaces the plain suppression of `address` (if any) by its salted hash, and adds the

@@ -26,9 +26,11 @@ impl nurture_store::RetentionStore for PostgresStore {
 
     async fn replace_journals(&self, summaries: &[JournalEntry]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Locks the runs: a run stored as ended stays so until the commit.
+        // Locks the runs, in id order as an erasure does: a run stored as ended stays so
+        // until the commit.
         let ended: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE id = ANY($1) AND NOT (status = ANY($2)) FOR SHARE",
+            "SELECT id FROM runs WHERE id = ANY($1) AND NOT (status = ANY($2)) \
+             ORDER BY id FOR SHARE",
         )
         .bind(retention::runs_of(summaries))
         .bind(versions::open_statuses())

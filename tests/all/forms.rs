@@ -504,6 +504,14 @@ fn forms_settings_are_checked_with_their_place() {
         text.contains("nurture.toml:14:20"),
         "the tracking origin's line: {text}"
     );
+    assert_eq!(
+        nurture_core::project::origin_problem("http://a.test:+80"),
+        Some("the port is 1 to 65535, without a leading 0")
+    );
+    assert_eq!(
+        nurture_core::project::origin_problem("https://a.test/@x"),
+        Some("an origin has no path, query or space after the host")
+    );
     for ok in [
         "https://a.test",
         "http://localhost:8025",
@@ -523,6 +531,7 @@ fn forms_settings_are_checked_with_their_place() {
         "http://a.test:080",
         "http://a.test:+80",
         "http://a..b",
+        "https://a..",
         "https://bücher.example",
         "https://[::1",
         "https://[::1]x",

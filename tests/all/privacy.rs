@@ -418,6 +418,34 @@ async fn waits_for_a_row(pool: &sqlx::PgPool) -> bool {
     .unwrap()
 }
 
+/// A merged visitor's run left open (begun between the merge's ending of its runs and the
+/// merge itself) goes with the erasure, as before: only the contact's own open runs
+/// refuse it (the engine cancels those and tries again; it never cancels a visitor's).
+#[test]
+fn erasure_on_postgres_takes_a_visitors_run_left_open() {
+    let Some(url) = fresh_postgres() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    rt().block_on(async {
+        let engine = visitor_merged(dir, &url).await;
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query("UPDATE nurture.runs SET status = 'waiting' WHERE contact = $1")
+            .bind(VISITOR)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let erased = nurture_server::privacy::erase_person(&engine, ADDRESS, "test").await;
+        assert!(matches!(erased, Ok(Some(_))), "{erased:?}");
+        assert!(engine
+            .store
+            .runs_of_contact(VISITOR)
+            .await
+            .unwrap()
+            .is_empty());
+    });
+}
+
 #[test]
 fn erasure_on_sqlite_takes_the_merged_visitor_along() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1101,7 +1101,11 @@ pub fn origin_problem(o: &str) -> Option<&'static str> {
             "an international host is written as the browser sends it, in punycode (xn--...)",
         );
     }
-    if rest.contains('@') {
+    if rest
+        .split(['/', '?', '#'])
+        .next()
+        .is_some_and(|a| a.contains('@'))
+    {
         return Some("an origin has no user or password");
     }
     let path = "an origin has no path, query or space after the host";
@@ -1121,7 +1125,8 @@ pub fn origin_problem(o: &str) -> Option<&'static str> {
         },
     };
     let v6 = rest.starts_with('[');
-    if host.is_empty() || !v6 && host.trim_end_matches('.').split('.').any(str::is_empty) {
+    let labels = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || !v6 && labels.split('.').any(str::is_empty) {
         return Some("the host is missing or has an empty label");
     }
     let host_ok = host
@@ -1131,8 +1136,12 @@ pub fn origin_problem(o: &str) -> Option<&'static str> {
         return Some(path);
     }
     match port {
-        Some(p) if p.bytes().any(|b| !b.is_ascii_digit()) => Some(path),
-        Some(p) if p.starts_with('0') || p.parse::<u16>().is_err() => {
+        Some(p) if p.contains(['/', '?', '#', ' ']) => Some(path),
+        Some(p)
+            if p.bytes().any(|b| !b.is_ascii_digit())
+                || p.starts_with('0')
+                || p.parse::<u16>().is_err() =>
+        {
             Some("the port is 1 to 65535, without a leading 0")
         }
         Some(p) if p == default_port => {

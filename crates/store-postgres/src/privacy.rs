@@ -74,9 +74,11 @@ impl nurture_store::PrivacyStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;
-        let mut out = delete_rows(&mut tx, &e.contact).await?;
+        let mut out = delete_rows(&mut tx, &e.contact, true).await?;
         for visitor in &visitors {
-            out.add(&delete_rows(&mut tx, visitor).await?);
+            // A visitor's run left open (begun between ending its runs and the merge)
+            // goes with it: only the contact's own are cancelled by the engine first.
+            out.add(&delete_rows(&mut tx, visitor, false).await?);
         }
         if let Some(address) = email {
             suppress_hashed(&mut tx, &self.salt, &address, e).await?;
@@ -120,6 +122,7 @@ impl nurture_store::PrivacyStore for PostgresStore {
 async fn delete_rows(
     tx: &mut Transaction<'_, Postgres>,
     contact: &str,
+    refuse_open: bool,
 ) -> Result<Erased, EraseError> {
     let queued_cancelled = delete(
         tx,
@@ -132,7 +135,17 @@ async fn delete_rows(
         queued_cancelled,
         ..Erased::default()
     };
-    out.outbox = delete(tx, "DELETE FROM outbox WHERE contact = $1", contact).await?;
+    let sends: Vec<String> =
+        sqlx::query_scalar("DELETE FROM outbox WHERE contact = $1 RETURNING key")
+            .bind(contact)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(StoreError::from)?;
+    out.outbox = sends.len() as u64;
+    // A send requeued (its pending row deleted and written again) while the first delete
+    // waited for it: that statement no longer saw the new row; this one does.
+    out.queued_cancelled +=
+        delete_of_ids(tx, "DELETE FROM outbox_pending WHERE key = ANY($1)", &sends).await?;
     out.deliveries = delete(tx, "DELETE FROM deliveries WHERE contact = $1", contact).await?;
     delete(tx, "DELETE FROM inbox WHERE contact = $1", contact).await?;
     out.events = delete(tx, "DELETE FROM events WHERE contact = $1", contact).await?;
@@ -143,15 +156,15 @@ async fn delete_rows(
             .fetch_all(&mut **tx)
             .await
             .map_err(StoreError::from)?;
-    if runs.iter().any(|r| r.1) {
+    if refuse_open && runs.iter().any(|r| r.1) {
         return Err(EraseError::OpenRuns(contact.to_string()));
     }
     out.runs = runs.len() as u64;
     let ids: Vec<String> = runs.into_iter().map(|r| r.0).collect();
     // By the indexes: the timers and lines of those runs, then the contact's own lines (a
     // delete by `contact` alone would read every partition whole).
-    delete_of_runs(tx, "DELETE FROM timers WHERE run_id = ANY($1)", &ids).await?;
-    out.journal = delete_of_runs(tx, "DELETE FROM journal WHERE run_id = ANY($1)", &ids).await?;
+    delete_of_ids(tx, "DELETE FROM timers WHERE run_id = ANY($1)", &ids).await?;
+    out.journal = delete_of_ids(tx, "DELETE FROM journal WHERE run_id = ANY($1)", &ids).await?;
     out.journal += delete(
         tx,
         "DELETE FROM journal WHERE contact = $1 AND run_id IS NULL",
@@ -190,8 +203,8 @@ async fn delete(
         .rows_affected())
 }
 
-/// Runs `sql` with `$1` = the run ids `ids`: the rows it deleted.
-async fn delete_of_runs(
+/// Runs `sql` with `$1` = the ids `ids` (of runs, of sends): the rows it deleted.
+async fn delete_of_ids(
     tx: &mut Transaction<'_, Postgres>,
     sql: &str,
     ids: &[String],

@@ -441,14 +441,13 @@ fn postgres_a_line_routed_to_the_default_partition_during_a_move_is_retried() {
         let writer = store.clone();
         let first = uow.clone();
         let write = tokio::spawn(async move { writer.commit(&first).await });
-        for _ in 0..500 {
-            if write.is_finished() || waits_for_default(&pool).await {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
         assert!(
-            waits_for_default(&pool).await,
+            crate::util::until_a_lock_waits(
+                &pool,
+                "relation = 'nurture.journal_default'::regclass",
+                &write
+            )
+            .await,
             "the write waits for the move"
         );
         sqlx::query(
@@ -471,17 +470,6 @@ fn postgres_a_line_routed_to_the_default_partition_during_a_move_is_retried() {
             .unwrap();
         assert_eq!(moved, 1);
     });
-}
-
-/// Whether a session waits for a lock on the default partition.
-async fn waits_for_default(pool: &sqlx::PgPool) -> bool {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted \
-         AND relation = 'nurture.journal_default'::regclass)",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
 }
 
 /// Commits one line of now at a time for contact `probe` until `done` (and at least 20);

@@ -381,14 +381,13 @@ fn an_erasure_and_a_compaction_wait_for_each_other_without_a_deadlock() {
         let erase = tokio::spawn(async move {
             nurture_server::privacy::erase_person(&eraser, ADDRESS, "test").await
         });
-        for _ in 0..500 {
-            if erase.is_finished() || waits_for_a_row(&pool).await {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
         assert!(
-            waits_for_a_row(&pool).await,
+            crate::util::until_a_lock_waits(
+                &pool,
+                "locktype IN ('transactionid', 'tuple')",
+                &erase
+            )
+            .await,
             "the erasure waits for the compaction"
         );
         sqlx::query(lock)
@@ -405,17 +404,6 @@ fn an_erasure_and_a_compaction_wait_for_each_other_without_a_deadlock() {
             .unwrap();
         assert_eq!(left, 0);
     });
-}
-
-/// Whether a session waits for a row lock.
-async fn waits_for_a_row(pool: &sqlx::PgPool) -> bool {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted \
-         AND locktype IN ('transactionid', 'tuple'))",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
 }
 
 /// A merged visitor's run left open (begun between the merge's ending of its runs and the

@@ -428,3 +428,22 @@ pub(crate) async fn deliver_recorded(
         }
     }
 }
+
+/// Waits (10 s at most) until a session of `pool`'s database waits for a lock that
+/// `which` (a condition on `pg_locks`) describes, or `task` has ended without one;
+/// whether one waits.
+pub(crate) async fn until_a_lock_waits<T>(
+    pool: &sqlx::PgPool,
+    which: &str,
+    task: &tokio::task::JoinHandle<T>,
+) -> bool {
+    let sql = format!("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND {which})");
+    for _ in 0..500 {
+        let waits: bool = sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap();
+        if waits || task.is_finished() {
+            return waits;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}

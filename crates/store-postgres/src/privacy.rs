@@ -126,8 +126,7 @@ async fn delete_rows(
 ) -> Result<Erased, EraseError> {
     let queued_cancelled = delete(
         tx,
-        "WITH gone AS (DELETE FROM outbox_pending p USING outbox o \
-         WHERE o.key = p.key AND o.contact = $1 RETURNING p.key) SELECT count(*) FROM gone",
+        "DELETE FROM outbox_pending p USING outbox o WHERE o.key = p.key AND o.contact = $1",
         contact,
     )
     .await?;
@@ -145,7 +144,7 @@ async fn delete_rows(
     // A send requeued (its pending row deleted and written again) while the first delete
     // waited for it: that statement no longer saw the new row; this one does.
     out.queued_cancelled +=
-        delete_of_ids(tx, "DELETE FROM outbox_pending WHERE key = ANY($1)", &sends).await?;
+        delete(tx, "DELETE FROM outbox_pending WHERE key = ANY($1)", &sends).await?;
     out.deliveries = delete(tx, "DELETE FROM deliveries WHERE contact = $1", contact).await?;
     delete(tx, "DELETE FROM inbox WHERE contact = $1", contact).await?;
     out.events = delete(tx, "DELETE FROM events WHERE contact = $1", contact).await?;
@@ -163,8 +162,8 @@ async fn delete_rows(
     let ids: Vec<String> = runs.into_iter().map(|r| r.0).collect();
     // By the indexes: the timers and lines of those runs, then the contact's own lines (a
     // delete by `contact` alone would read every partition whole).
-    delete_of_ids(tx, "DELETE FROM timers WHERE run_id = ANY($1)", &ids).await?;
-    out.journal = delete_of_ids(tx, "DELETE FROM journal WHERE run_id = ANY($1)", &ids).await?;
+    delete(tx, "DELETE FROM timers WHERE run_id = ANY($1)", &ids).await?;
+    out.journal = delete(tx, "DELETE FROM journal WHERE run_id = ANY($1)", &ids).await?;
     out.journal += delete(
         tx,
         "DELETE FROM journal WHERE contact = $1 AND run_id IS NULL",
@@ -183,34 +182,18 @@ async fn delete_rows(
     Ok(out)
 }
 
-/// Runs `sql` with `$1` = `key`: the rows it deleted (or the count it selects).
-async fn delete(
+/// Runs the delete `sql` with `$1` = `arg` (a contact, or ids of runs or sends): the rows
+/// it deleted.
+async fn delete<'a, A>(
     tx: &mut Transaction<'_, Postgres>,
-    sql: &str,
-    key: &str,
-) -> Result<u64, StoreError> {
-    if sql.starts_with("WITH") {
-        let n: i64 = sqlx::query_scalar(sql)
-            .bind(key)
-            .fetch_one(&mut **tx)
-            .await?;
-        return Ok(n as u64);
-    }
+    sql: &'a str,
+    arg: A,
+) -> Result<u64, StoreError>
+where
+    A: 'a + Send + sqlx::Encode<'a, Postgres> + sqlx::Type<Postgres>,
+{
     Ok(sqlx::query(sql)
-        .bind(key)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected())
-}
-
-/// Runs `sql` with `$1` = the ids `ids` (of runs, of sends): the rows it deleted.
-async fn delete_of_ids(
-    tx: &mut Transaction<'_, Postgres>,
-    sql: &str,
-    ids: &[String],
-) -> Result<u64, StoreError> {
-    Ok(sqlx::query(sql)
-        .bind(ids)
+        .bind(arg)
         .execute(&mut **tx)
         .await?
         .rows_affected())

@@ -434,6 +434,65 @@ fn erasure_on_postgres_takes_a_visitors_run_left_open() {
     });
 }
 
+/// A merge into Ana while her erasure holds her row (its first statement locks it): the
+/// merge waits, then finds her gone and moves nothing. Before, it did not wait: the
+/// visitor's events, its alias and a `merged` line landed on the erased contact's id
+/// after the erasure had deleted her rows.
+#[test]
+fn a_merge_into_a_contact_being_erased_waits_and_moves_nothing() {
+    let Some(url) = fresh_postgres() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    rt().block_on(async {
+        let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
+        let store = nurture_server::open_store(&url).await.unwrap();
+        let engine = Engine::new(project, store.clone());
+        let now = Utc::now();
+        let visit = json!({"id": "v-1", "type": "page.visited", "contact": VISITOR});
+        let visit = nurture_engine::input::parse_event(0, &visit).unwrap();
+        engine.ingest(&[visit], now).await.unwrap();
+        engine.import_contacts(&[ana()], now).await.unwrap();
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let mut erasure = pool.begin().await.unwrap();
+        sqlx::query("SELECT email FROM nurture.contacts WHERE id = 'c-ana' FOR UPDATE")
+            .execute(&mut *erasure)
+            .await
+            .unwrap();
+        let merger = store.clone();
+        let merge =
+            tokio::spawn(async move { merger.merge_contact(VISITOR, "c-ana", now, "form").await });
+        assert!(
+            crate::util::until_a_lock_waits(
+                &pool,
+                "locktype IN ('transactionid', 'tuple')",
+                &merge
+            )
+            .await,
+            "the merge waits for the erasure"
+        );
+        sqlx::query("DELETE FROM nurture.contacts WHERE id = 'c-ana'")
+            .execute(&mut *erasure)
+            .await
+            .unwrap();
+        erasure.commit().await.unwrap();
+        assert_eq!(merge.await.unwrap().unwrap(), None);
+        for sql in [
+            "SELECT count(*) FROM nurture.events WHERE id = 'v-1' AND contact = 'c-ana'",
+            "SELECT count(*) FROM nurture.contact_merges",
+            "SELECT count(*) FROM nurture.journal WHERE kind = 'merged'",
+        ] {
+            let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+            assert_eq!(n, 0, "{sql}");
+        }
+        let err = engine
+            .merge_anonymous(VISITOR, "c-ana", "form", now)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no contact"), "{err}");
+    });
+}
+
 #[test]
 fn erasure_on_sqlite_takes_the_merged_visitor_along() {
     let tmp = tempfile::tempdir().unwrap();

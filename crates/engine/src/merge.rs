@@ -56,7 +56,9 @@ impl Engine {
             })
             .await?;
         }
-        let merged = self.store.merge_contact(from, into, now, source).await?;
+        let Some(merged) = self.store.merge_contact(from, into, now, source).await? else {
+            return Err(EngineError::Invalid(format!("no contact `{into}`")));
+        };
         if merged.moved > 0 {
             tracing::info!(
                 from,

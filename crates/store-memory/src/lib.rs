@@ -158,21 +158,24 @@ impl Store for MemoryStore {
         into: &str,
         at: Ts,
         source: &str,
-    ) -> Result<Merged, StoreError> {
+    ) -> Result<Option<Merged>, StoreError> {
         let mut inner = self.lock();
+        if !inner.contacts.contains_key(into) {
+            return Ok(None);
+        }
         if let Some(before) = inner.merges.get(from) {
-            return Ok(Merged {
+            return Ok(Some(Merged {
                 into: before.clone(),
                 moved: 0,
                 already: true,
-            });
+            }));
         }
         let moved = inner.merge(from, into, at, source);
-        Ok(Merged {
+        Ok(Some(Merged {
             into: into.to_string(),
             moved,
             already: false,
-        })
+        }))
     }
 
     async fn merged_into(&self, ids: &[String]) -> Result<Vec<(String, String)>, StoreError> {

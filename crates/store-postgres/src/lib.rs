@@ -1073,9 +1073,20 @@ impl Store for PostgresStore {
         into: &str,
         at: Ts,
         source: &str,
-    ) -> Result<Merged, StoreError> {
+    ) -> Result<Option<Merged>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // The merge row first: a concurrent merge of the same contact waits here, then
+        // `into` kept from being deleted until this commits: an erasure (which locks it
+        // first) goes before, and then it is gone, or waits, and then finds the visitor
+        // among its merges. Its key share lets the engine's updates of it go on.
+        let stored: Option<i64> =
+            sqlx::query_scalar("SELECT 1::bigint FROM contacts WHERE id = $1 FOR KEY SHARE")
+                .bind(into)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if stored.is_none() {
+            return Ok(None);
+        }
+        // The merge row next: a concurrent merge of the same contact waits here, then
         // finds it merged.
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO contact_merges (from_id, into_id, at, moved, source) \
@@ -1093,19 +1104,19 @@ impl Store for PostgresStore {
                     .bind(from)
                     .fetch_one(&mut *tx)
                     .await?;
-            return Ok(Merged {
+            return Ok(Some(Merged {
                 into,
                 moved: 0,
                 already: true,
-            });
+            }));
         }
         let moved = merge_in(&mut tx, from, into, at, source).await?;
         tx.commit().await?;
-        Ok(Merged {
+        Ok(Some(Merged {
             into: into.to_string(),
             moved,
             already: false,
-        })
+        }))
     }
 
     async fn merged_into(&self, ids: &[String]) -> Result<Vec<(String, String)>, StoreError> {

@@ -1507,27 +1507,35 @@ impl Store for SqliteStore {
         into: &str,
         at: Ts,
         source: &str,
-    ) -> Result<Merged, StoreError> {
+    ) -> Result<Option<Merged>, StoreError> {
         let mut tx = WriteTx::begin(&self.pool).await?;
+        // In the write transaction: an erasure of `into` is before or after it, whole.
+        let stored: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = ?")
+            .bind(into)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if stored.is_none() {
+            return Ok(None);
+        }
         let before: Option<String> =
             sqlx::query_scalar("SELECT into_id FROM contact_merges WHERE from_id = ?")
                 .bind(from)
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some(into) = before {
-            return Ok(Merged {
+            return Ok(Some(Merged {
                 into,
                 moved: 0,
                 already: true,
-            });
+            }));
         }
         let moved = merge_on(&mut tx, from, into, at, source).await?;
         tx.commit().await?;
-        Ok(Merged {
+        Ok(Some(Merged {
             into: into.to_string(),
             moved,
             already: false,
-        })
+        }))
     }
 
     async fn merged_into(&self, ids: &[String]) -> Result<Vec<(String, String)>, StoreError> {

@@ -34,6 +34,7 @@ pub const CHECKS: &[&str] = &[
     "open_runs_below_a_version_page_by_run_id",
     "queues_count_events_due_timers_and_open_sends_by_state",
     "compaction_sums_up_runs_ended_before_the_cutoff_and_nothing_else",
+    "a_merge_into_a_contact_not_stored_moves_nothing",
 ];
 
 /// 1 March 2026 at `h` o'clock, UTC.
@@ -1080,4 +1081,27 @@ pub async fn compaction_sums_up_runs_ended_before_the_cutoff_and_nothing_else(s:
     let again = retention::compact(s, t(4), false).await.unwrap();
     assert_eq!((again.runs, again.already, again.kept), (0, 1, 1));
     assert_eq!(s.journal("r1").await.unwrap(), summary);
+}
+
+/// A merge into a contact that is not stored (erased since the engine looked) is `None`
+/// and changes nothing: the visitor keeps its events and is no alias; a merge into a
+/// stored contact moves them.
+pub async fn a_merge_into_a_contact_not_stored_moves_nothing(s: &dyn Store) {
+    let visitor = "anon:v1";
+    s.insert_events(&[contact(visitor)], &[event("e1", visitor, 9)])
+        .await
+        .unwrap();
+    let merged = s
+        .merge_contact(visitor, "gone", t(10), "form")
+        .await
+        .unwrap();
+    assert_eq!(merged, None);
+    assert_eq!(s.contact_events(visitor, t(0)).await.unwrap().len(), 1);
+    assert!(s.contact(visitor).await.unwrap().is_some());
+    assert!(s.merged_into(&[visitor.into()]).await.unwrap().is_empty());
+    assert!(s.contact_lines("gone", 10).await.unwrap().is_empty());
+    s.insert_events(&[contact("c1")], &[]).await.unwrap();
+    let merged = s.merge_contact(visitor, "c1", t(10), "form").await.unwrap();
+    assert_eq!(merged.map(|m| (m.moved, m.already)), Some((1, false)));
+    assert_eq!(s.contact_events("c1", t(0)).await.unwrap().len(), 1);
 }

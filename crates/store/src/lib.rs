@@ -920,14 +920,17 @@ pub trait Store:
     /// engine applies them to `into`: scoring, segments), the contact `from` is deleted
     /// with its segment rows, `from` becomes an alias of `into` ([`Store::merged_into`])
     /// and `into`'s journal gets a `merged` line (`{from, moved, source}`). A contact
-    /// merged before changes nothing (`already`).
+    /// merged before changes nothing (`already`). `None` when `into` is not stored (erased
+    /// since the caller looked): nothing changes, nothing of the person is moved into a
+    /// contact that no longer exists. A store with concurrent writers keeps `into` from
+    /// being deleted until the merge commits.
     async fn merge_contact(
         &self,
         from: &str,
         into: &str,
         at: Ts,
         source: &str,
-    ) -> Result<Merged, StoreError>;
+    ) -> Result<Option<Merged>, StoreError>;
     /// The merged contacts among `ids`, each with the contact it was merged into.
     async fn merged_into(&self, ids: &[String]) -> Result<Vec<(String, String)>, StoreError>;
 

@@ -42,10 +42,16 @@ impl Drop for Run {
 }
 
 fn start(dir: &Path) -> Run {
+    spawn(dir, "run", "--listen")
+}
+
+/// `nurture COMMAND DIR LISTEN_FLAG 127.0.0.1:PORT --log-json`, logging to
+/// `DIR/COMMAND.log`.
+fn spawn(dir: &Path, command: &str, listen_flag: &str) -> Run {
     let port = free_port();
-    let log = dir.join("run.log");
+    let log = dir.join(format!("{command}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_nurture"))
-        .args(["run", dir.to_str().unwrap(), "--listen"])
+        .args([command, dir.to_str().unwrap(), listen_flag])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--log-json")
         .env("NURTURE_API_KEY", KEY)
@@ -53,7 +59,7 @@ fn start(dir: &Path) -> Run {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
-        .expect("start nurture run");
+        .unwrap_or_else(|e| panic!("start nurture {command}: {e}"));
     Run {
         child,
         base: format!("http://127.0.0.1:{port}"),
@@ -90,6 +96,54 @@ async fn scrape(http: &reqwest::Client, base: &str) -> String {
     r.text().await.unwrap()
 }
 
+/// Posts three signups (and `extra` events) to the API at `api`, waits for their three
+/// webhooks, and returns the metrics at `counted` once its three deliveries show (with
+/// the six steps and three units of their runs).
+async fn three_signups(
+    http: &reqwest::Client,
+    api: &str,
+    counted: &str,
+    seen: &crate::util::Seen,
+    extra: &[Value],
+) -> String {
+    let mut events: Vec<Value> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, who)| json!({"id": format!("e{}", i + 1), "type": "signup.done", "email": format!("{who}@example.com")}))
+        .collect();
+    events.extend_from_slice(extra);
+    let r = http
+        .post(format!("{api}/v1/events"))
+        .header("x-api-key", KEY)
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    eventually("three webhooks", || async {
+        (seen.lock().unwrap().len() == 3).then_some(())
+    })
+    .await;
+    let text = eventually("three delivered webhooks counted", || async {
+        let t = scrape(http, counted).await;
+        let d = sample(
+            &t,
+            "nurture_deliveries_total{channel=\"webhook\",outcome=\"delivered\"}",
+        );
+        (d == Some(3.0)).then_some(t)
+    })
+    .await;
+    assert!(
+        sample(&text, "nurture_steps_total").unwrap() >= 6.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "nurture_units_total").unwrap() >= 3.0,
+        "{text}"
+    );
+    text
+}
+
 /// The value of the sample `name` (with its labels as written), if present.
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -124,44 +178,11 @@ fn metrics_count_the_work_and_pass_promtool() {
             .unwrap();
         assert_eq!(r.status(), 401);
 
-        let events = json!([
-            {"id": "e1", "type": "signup.done", "email": "a@example.com"},
-            {"id": "e2", "type": "signup.done", "email": "b@example.com"},
-            {"id": "e3", "type": "signup.done", "email": "c@example.com"},
-            {"id": "bad", "type": "signup.done"},
-        ]);
-        let r = http
-            .post(format!("{base}/v1/events"))
-            .header("x-api-key", KEY)
-            .json(&events)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-        eventually("three webhooks", || async {
-            (seen.lock().unwrap().len() == 3).then_some(())
-        })
-        .await;
-        let text = eventually("three delivered webhooks counted", || async {
-            let t = scrape(&http, &base).await;
-            let d = sample(
-                &t,
-                "nurture_deliveries_total{channel=\"webhook\",outcome=\"delivered\"}",
-            );
-            (d == Some(3.0)).then_some(t)
-        })
-        .await;
+        let bad = json!({"id": "bad", "type": "signup.done"});
+        let text = three_signups(&http, &base, &base, &seen, &[bad]).await;
         assert_eq!(
             sample(&text, "nurture_events_ingested_total{status=\"accepted\"}"),
             Some(3.0),
-            "{text}"
-        );
-        assert!(
-            sample(&text, "nurture_steps_total").unwrap() >= 6.0,
-            "{text}"
-        );
-        assert!(
-            sample(&text, "nurture_units_total").unwrap() >= 3.0,
             "{text}"
         );
         assert!(sample(&text, "nurture_commit_duration_seconds_count").unwrap() > 0.0);
@@ -219,6 +240,76 @@ fn metrics_count_the_work_and_pass_promtool() {
     assert_eq!(f["step"], "tag-it", "{effect}");
     assert!(f["contact"].is_string(), "{effect}");
     assert!(f["data"].is_object(), "data is not a JSON object: {effect}");
+}
+
+/// A `nurture worker` beside a `nurture serve` on one store: the worker's metrics port
+/// (`--metrics-listen`) counts the units, steps and deliveries it did (the API's process
+/// did none: before, a fleet of workers had no metrics of its work at all), needs the
+/// key, and serves nothing of the API.
+#[test]
+fn a_worker_counts_its_own_work_on_its_metrics_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (hook_port, seen) = http_receiver(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+    project(dir, hook_port);
+    let api = spawn(dir, "serve", "--listen");
+    let worker = spawn(dir, "worker", "--metrics-listen");
+    let http = reqwest::Client::new();
+    rt().block_on(async {
+        for base in [&api.base, &worker.base] {
+            eventually("the health check", || async {
+                let r = http.get(format!("{base}/healthz")).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            })
+            .await;
+        }
+        let w = &worker.base;
+        let r = http.get(format!("{w}/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(!r.text().await.unwrap().contains("nurture_"));
+        let event = json!([{"id": "x", "type": "signup.done", "email": "x@example.com"}]);
+        for (method, path) in [
+            ("POST", "/v1/events"),
+            ("GET", "/v1/contacts"),
+            ("GET", "/ui"),
+        ] {
+            let r = http
+                .request(method.parse().unwrap(), format!("{w}{path}"))
+                .bearer_auth(KEY)
+                .json(&event)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{method} {path} on the metrics port");
+        }
+        let text = three_signups(&http, &api.base, w, &seen, &[]).await;
+        assert_eq!(
+            sample(&text, "nurture_scrape_store_errors_total"),
+            Some(0.0)
+        );
+        promtool(&text);
+        let served = scrape(&http, &api.base).await;
+        assert_eq!(
+            sample(&served, "nurture_steps_total"),
+            Some(0.0),
+            "{served}"
+        );
+        assert_eq!(
+            sample(
+                &served,
+                "nurture_events_ingested_total{status=\"accepted\"}"
+            ),
+            Some(3.0),
+            "{served}"
+        );
+    });
+    let log = std::fs::read_to_string(&worker.log).unwrap();
+    drop(worker);
+    let running = log
+        .lines()
+        .find(|l| l.contains("nurture is running"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(running.contains("/metrics"), "{running}");
 }
 
 /// `promtool check metrics` on `text`: exit 0 and no problem printed.

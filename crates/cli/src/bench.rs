@@ -976,6 +976,7 @@ pub(crate) async fn latency(
         listener,
         key: Arc::new("bench".into()),
         signer: Arc::new(nurture_channels::email::Signer::new(b"bench")),
+        metrics_only: false,
     };
     let scheduler = nurture_server::compose::Scheduler {
         deliverer: nurture_channels::deliver::Deliverer::new(store).with_egress(bench_egress()?),

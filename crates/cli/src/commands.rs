@@ -175,20 +175,35 @@ pub(crate) async fn run(
     let signer = Arc::new(
         Signer::for_project(dir, project.settings.tracking.as_ref()).context("the tracking key")?,
     );
+    // A worker's `listen` is its metrics port (`--metrics-listen`), not the API's.
+    let (metrics_listen, listen) = match role {
+        Role::Worker => (listen, None),
+        _ => (None, listen),
+    };
     let listen = listen
         .or_else(|| project.settings.api.as_ref().and_then(|a| a.listen.clone()))
         .unwrap_or_else(|| "127.0.0.1:8025".into());
-    let (api, api_url, key_note) = match role {
-        Role::Worker => (None, "-".to_string(), "-".to_string()),
+    let (api, api_url, key_note) = match (role, &metrics_listen) {
+        (Role::Worker, None) => (None, "-".to_string(), "-".to_string()),
+        (Role::Worker, Some(addr)) => {
+            let (mut api, url, key_from) = bind_api(dir, &project, addr, signer.clone()).await?;
+            api.metrics_only = true;
+            (Some(api), url, key_from)
+        }
         _ => {
             let (api, url, key_from) = bind_api(dir, &project, &listen, signer.clone()).await?;
             (Some(api), url, key_from)
         }
     };
-    let api_base = if api.is_some() {
-        api_url.clone()
-    } else {
-        format!("http://{listen}")
+    // Links in emails point at the API: a worker's own port serves metrics only.
+    let api_base = match role {
+        Role::Worker => format!("http://{listen}"),
+        _ => api_url.clone(),
+    };
+    let (api_url, metrics_url) = match role {
+        Role::Worker if api.is_some() => ("-".to_string(), format!("{api_url}/metrics")),
+        Role::Worker => ("-".to_string(), "-".to_string()),
+        _ => (api_url.clone(), format!("{api_url}/metrics")),
     };
     let scheduler = match role {
         Role::Api => None,
@@ -201,6 +216,7 @@ pub(crate) async fn run(
         workflows = project.plans.len(),
         store = %nurture_store::redact_url(&url),
         api = %api_url,
+        metrics = %metrics_url,
         api_key = %key_note,
         scheduler = role != Role::Api,
         "nurture is running"
@@ -298,6 +314,7 @@ async fn bind_api(
         listener,
         key: Arc::new(key),
         signer,
+        metrics_only: false,
     };
     Ok((api, url, key_from))
 }

@@ -299,7 +299,8 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
-    /// Execute steps only (no HTTP API): events, timers, schedules and the outbox.
+    /// Execute steps only (no HTTP API; metrics with --metrics-listen): events, timers,
+    /// schedules and the outbox.
     ///
     /// Run as many as you need against one Postgres store; a unit of work another worker
     /// committed first is skipped (fenced by row versions), never done twice.
@@ -309,6 +310,12 @@ enum Command {
         /// Store URL, e.g. postgres://nurture@db/nurture.
         #[arg(long, alias = "database-url")]
         store: Option<String>,
+        /// Serve this worker's Prometheus metrics on ADDR (e.g. 127.0.0.1:9025):
+        /// `GET /metrics` with the API key (as on the API; scope `reports:read`) and
+        /// `GET /healthz`, nothing else. Its units, steps, commits and deliveries are
+        /// counted here, not by `nurture serve`.
+        #[arg(long, value_name = "ADDR", conflicts_with = "workspaces")]
+        metrics_listen: Option<String>,
         /// Serve several workspaces (projects) from one process, as listed in this file
         /// (docs/operators.md, "Workspaces"); instead of DIR and --store.
         #[arg(long, value_name = "FILE", conflicts_with_all = ["dir", "store"])]
@@ -1204,12 +1211,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Worker {
             dir,
             store,
+            metrics_listen,
             workspaces,
             log_json,
             poll_ms,
         } => start(
             (dir, workspaces),
-            None,
+            metrics_listen,
             store,
             log_json,
             poll_ms,

@@ -126,6 +126,9 @@ pub struct Api {
     pub key: Arc<String>,
     /// Signs and checks tracking and unsubscribe tokens.
     pub signer: Arc<Signer>,
+    /// Serve `/metrics` and `/healthz` alone ([`crate::metrics_router`]): the metrics
+    /// port of a `nurture worker`, which has no API.
+    pub metrics_only: bool,
 }
 
 /// The scheduler half of a process: the deliverer and how often to look for due work
@@ -232,7 +235,10 @@ pub fn start(engine: Arc<Engine>, api: Option<Api>, scheduler: Option<Scheduler>
             .map(|a| format!("http://{a}"));
         state.forms = Arc::new(crate::forms::Forms::new(&engine.project, own));
         let limits = state.limits;
-        let app = crate::router(state);
+        let app = match api.metrics_only {
+            true => crate::metrics_router(state),
+            false => crate::router(state),
+        };
         tasks.push(tokio::spawn(crate::serve(
             api.listener,
             app,

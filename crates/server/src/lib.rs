@@ -330,6 +330,23 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
+/// The routes of a `nurture worker`'s metrics port (`--metrics-listen`): `GET /metrics`
+/// with the API key and its scope `reports:read`, as on the API, and `GET /healthz`;
+/// every other path is 404, so the port offers no way into the API.
+pub fn metrics_router(state: AppState) -> Router {
+    use axum::routing::get;
+    let limits = state.limits;
+    Router::new()
+        .route("/metrics", get(metrics::scrape))
+        .route("/healthz", get(health))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(limits, read_body))
+        .layer(axum::middleware::from_fn_with_state(state, key_first))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
 /// Answers 401 to a `/v1` request without the right API key, before its body is read.
 async fn key_first(
     State(state): State<AppState>,

@@ -445,32 +445,7 @@ fn a_merge_into_a_contact_being_erased_waits_and_moves_nothing() {
     let dir = tmp.path();
     project(dir);
     rt().block_on(async {
-        let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
-        let store = nurture_server::open_store(&url).await.unwrap();
-        let engine = Engine::new(project, store.clone());
-        let now = Utc::now();
-        let visit = json!({"id": "v-1", "type": "page.visited", "contact": VISITOR});
-        let visit = nurture_engine::input::parse_event(0, &visit).unwrap();
-        engine.ingest(&[visit], now).await.unwrap();
-        engine.import_contacts(&[ana()], now).await.unwrap();
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        let mut erasure = pool.begin().await.unwrap();
-        sqlx::query("SELECT email FROM nurture.contacts WHERE id = 'c-ana' FOR UPDATE")
-            .execute(&mut *erasure)
-            .await
-            .unwrap();
-        let merger = store.clone();
-        let merge =
-            tokio::spawn(async move { merger.merge_contact(VISITOR, "c-ana", now, "form").await });
-        assert!(
-            crate::util::until_a_lock_waits(
-                &pool,
-                "locktype IN ('transactionid', 'tuple')",
-                &merge
-            )
-            .await,
-            "the merge waits for the erasure"
-        );
+        let (engine, pool, mut erasure, merge) = merge_while_erasing(dir, &url, "c-ana").await;
         sqlx::query("DELETE FROM nurture.contacts WHERE id = 'c-ana'")
             .execute(&mut *erasure)
             .await
@@ -486,11 +461,89 @@ fn a_merge_into_a_contact_being_erased_waits_and_moves_nothing() {
             assert_eq!(n, 0, "{sql}");
         }
         let err = engine
-            .merge_anonymous(VISITOR, "c-ana", "form", now)
+            .merge_anonymous(VISITOR, "c-ana", "form", Utc::now())
             .await
             .unwrap_err();
         assert!(err.to_string().contains("no contact"), "{err}");
     });
+}
+
+/// The visitor's merge while an erasure of the visitor itself holds its row: the merge
+/// waits for it at its start, the erasure deletes the visitor's queue and events, and
+/// both complete. Before, the merge took the visitor's row last, after moving its events
+/// and queue: each waited for the other, a deadlock (40P01), one of them failed.
+#[test]
+fn a_merge_and_an_erasure_of_the_visitor_do_not_deadlock() {
+    let Some(url) = fresh_postgres() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    rt().block_on(async {
+        let (_engine, pool, mut erasure, merge) = merge_while_erasing(dir, &url, VISITOR).await;
+        for table in ["inbox", "events"] {
+            let sql = format!("DELETE FROM nurture.{table} WHERE contact = $1");
+            let deleted = sqlx::query(&sql).bind(VISITOR).execute(&mut *erasure).await;
+            assert!(deleted.is_ok(), "{table}: {deleted:?}");
+        }
+        sqlx::query("DELETE FROM nurture.contacts WHERE id = $1")
+            .bind(VISITOR)
+            .execute(&mut *erasure)
+            .await
+            .unwrap();
+        erasure.commit().await.unwrap();
+        let merged = merge.await.unwrap();
+        assert!(matches!(merged, Ok(Some(_))), "{merged:?}");
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM nurture.events WHERE id = 'v-1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    });
+}
+
+type Merging =
+    tokio::task::JoinHandle<Result<Option<nurture_store::Merged>, nurture_store::StoreError>>;
+
+/// A visitor (imported) and its page visit (queued, not applied), Ana imported, a transaction of the
+/// test's own holding `locked`'s contact row as an erasure's first statement does, and
+/// the visitor's merge into Ana started and waiting for a lock.
+async fn merge_while_erasing(
+    dir: &Path,
+    url: &str,
+    locked: &str,
+) -> (
+    Engine,
+    sqlx::PgPool,
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    Merging,
+) {
+    let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
+    let store = nurture_server::open_store(url).await.unwrap();
+    let engine = Engine::new(project, store.clone());
+    let now = Utc::now();
+    let visit = json!({"id": "v-1", "type": "page.visited", "contact": VISITOR});
+    let visit = nurture_engine::input::parse_event(0, &visit).unwrap();
+    let anonymous = nurture_engine::input::parse_contact(0, &json!({"id": VISITOR})).unwrap();
+    engine
+        .import_contacts(&[anonymous, ana()], now)
+        .await
+        .unwrap();
+    engine.ingest(&[visit], now).await.unwrap();
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let mut erasure = pool.begin().await.unwrap();
+    sqlx::query("SELECT email FROM nurture.contacts WHERE id = $1 FOR UPDATE")
+        .bind(locked)
+        .execute(&mut *erasure)
+        .await
+        .unwrap();
+    let merge =
+        tokio::spawn(async move { store.merge_contact(VISITOR, "c-ana", now, "form").await });
+    assert!(
+        crate::util::until_a_lock_waits(&pool, "locktype IN ('transactionid', 'tuple')", &merge)
+            .await,
+        "the merge waits for the erasure"
+    );
+    (engine, pool, erasure, merge)
 }
 
 #[test]

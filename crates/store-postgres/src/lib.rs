@@ -1086,6 +1086,13 @@ impl Store for PostgresStore {
         if stored.is_none() {
             return Ok(None);
         }
+        // Then the visitor's row, before its events and queue: an erasure of the visitor
+        // or a unit of work of it (each locks that row before those) goes whole before or
+        // after. Taking it last had them wait for each other: a deadlock (40P01).
+        sqlx::query("SELECT 1 FROM contacts WHERE id = $1 FOR UPDATE")
+            .bind(from)
+            .execute(&mut *tx)
+            .await?;
         // The merge row next: a concurrent merge of the same contact waits here, then
         // finds it merged.
         let inserted: Option<i64> = sqlx::query_scalar(

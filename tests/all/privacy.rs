@@ -501,6 +501,60 @@ fn a_merge_and_an_erasure_of_the_visitor_do_not_deadlock() {
     });
 }
 
+/// A double opt-in confirmation queued for Ana while her erasure holds her row: the
+/// unit read her before the erasure, so its commit waits for it, then finds her gone
+/// (a conflict), and its retry refuses: no email to her address outlives the erasure.
+/// Before, the unit (which does not change the contact) committed at once, and the
+/// send was stored after the erasure had deleted her outbox.
+#[test]
+fn a_send_queued_during_an_erasure_waits_and_is_not_stored() {
+    let Some(url) = fresh_postgres() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    rt().block_on(async {
+        let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
+        let store = nurture_server::open_store(&url).await.unwrap();
+        let engine = Arc::new(Engine::new(project, store.clone()));
+        let now = Utc::now();
+        engine.import_contacts(&[ana()], now).await.unwrap();
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let mut erasure = pool.begin().await.unwrap();
+        sqlx::query("SELECT email FROM nurture.contacts WHERE id = 'c-ana' FOR UPDATE")
+            .execute(&mut *erasure)
+            .await
+            .unwrap();
+        let queuer = engine.clone();
+        let queued = tokio::spawn(async move {
+            let payload = json!({"to": ADDRESS, "subject": "Confirm"});
+            queuer
+                .queue_transactional("c-ana", "confirm-1", payload, now)
+                .await
+        });
+        assert!(
+            crate::util::until_a_lock_waits(
+                &pool,
+                "locktype IN ('transactionid', 'tuple')",
+                &queued
+            )
+            .await,
+            "the send waits for the erasure"
+        );
+        sqlx::query("DELETE FROM nurture.contacts WHERE id = 'c-ana'")
+            .execute(&mut *erasure)
+            .await
+            .unwrap();
+        erasure.commit().await.unwrap();
+        let err = queued.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("no contact"), "{err}");
+        let sends: i64 = sqlx::query_scalar("SELECT count(*) FROM nurture.outbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(sends, 0);
+    });
+}
+
 type Merging =
     tokio::task::JoinHandle<Result<Option<nurture_store::Merged>, nurture_store::StoreError>>;
 

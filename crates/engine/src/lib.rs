@@ -1066,8 +1066,14 @@ impl<'e> Work<'e> {
     fn finish(mut self) -> (UnitOfWork, Vec<Effect>) {
         self.segment_bookkeeping();
         self.tally();
-        if self.contact_changed || !self.contact_exists {
+        // A contact not stored is created by a unit that writes something of it (an
+        // event applied, a change), not by one that found nothing to do: a unit retried
+        // after an erasure leaves no empty contact under the erased id.
+        let writes = !self.uow.is_empty();
+        if self.contact_changed || (!self.contact_exists && writes) {
             self.uow.contacts.push(self.contact.clone());
+        } else if self.contact_exists && writes {
+            self.uow.contacts_kept.push(self.contact.id.clone());
         }
         for i in &self.changed_runs {
             self.uow.runs.push(self.runs[*i].clone());
@@ -1806,6 +1812,32 @@ mod tests {
         };
         let out = engine.ingest(&[e], at).await.unwrap();
         out[0].contact.clone().unwrap()
+    }
+
+    /// A unit of a contact that is not stored (erased since something named it: a
+    /// schedule's audience, a retried send) that finds nothing to do writes nothing: no
+    /// empty contact comes back under the id. A unit that writes creates it.
+    #[tokio::test]
+    async fn a_unit_that_writes_nothing_creates_no_contact() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("workflows")).unwrap();
+        let project = Arc::new(nurture_core::project::load(dir.path()).project.unwrap());
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = nurture_store_sqlite::SqliteStore::open(&url, &Default::default())
+            .await
+            .unwrap();
+        let engine = Engine::new(project, Arc::new(store));
+        let now = chrono::Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
+        engine.with_retry("gone", now, |_| Ok(())).await.unwrap();
+        assert!(engine.store.contact("gone").await.unwrap().is_none());
+        engine
+            .with_retry("new", now, |w| {
+                w.journal(None, "note", json!({}));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert!(engine.store.contact("new").await.unwrap().is_some());
     }
 
     /// A lane that skips (as on Postgres; the mechanism is the same on this SQLite store)

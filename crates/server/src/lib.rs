@@ -334,11 +334,15 @@ pub fn router(state: AppState) -> Router {
 /// with the API key and its scope `reports:read`, as on the API, and `GET /healthz`;
 /// every other path is 404, so the port offers no way into the API.
 pub fn metrics_router(state: AppState) -> Router {
-    use axum::routing::get;
+    use utoipa_axum::routes;
     let limits = state.limits;
-    Router::new()
-        .route("/metrics", get(metrics::scrape))
-        .route("/healthz", get(health))
+    // Two of the documented operations, registered from their annotations as in
+    // [`api_routes`].
+    let (routes, _) = utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(metrics::scrape))
+        .routes(routes!(health))
+        .split_for_parts();
+    routes
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state.clone())

@@ -377,6 +377,13 @@ impl Inner {
     /// Checks every fence of `uow` before anything is written: a stale contact or run, an
     /// id or address taken, an event no longer queued, a counter moved.
     fn check(&self, uow: &UnitOfWork) -> Result<(), StoreError> {
+        if let Some(gone) = uow
+            .contacts_kept
+            .iter()
+            .find(|id| !self.contacts.contains_key(*id))
+        {
+            return Err(StoreError::conflict_on(ConflictKind::Contact, gone));
+        }
         let mut inserted = HashSet::new();
         let mut emails: HashMap<&str, &str> = HashMap::new();
         for c in &uow.contacts {

@@ -491,5 +491,7 @@ mod contract_tests {
         open_runs_below_a_version_page_by_run_id,
         queues_count_events_due_timers_and_open_sends_by_state,
         compaction_sums_up_runs_ended_before_the_cutoff_and_nothing_else,
+        a_merge_into_a_contact_not_stored_moves_nothing,
+        a_commit_keeping_a_contact_gone_since_conflicts_and_writes_nothing,
     );
 }

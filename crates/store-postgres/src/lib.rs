@@ -260,6 +260,7 @@ impl PostgresStore {
         claim: Option<(Ts, Ts)>,
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        kept_in(&mut tx, &uow.contacts_kept).await?;
         contacts_in(&mut tx, &uow.contacts).await?;
         runs_in(&mut tx, &uow.runs).await?;
         timers_in(&mut tx, uow).await?;
@@ -405,6 +406,27 @@ async fn contacts_in(tx: &mut sqlx::PgConnection, contacts: &[Contact]) -> Resul
         fenced(ConflictKind::Contact, old_c.len(), r.rows_affected())?;
     }
     Ok(())
+}
+
+/// The contacts a commit keeps ([`UnitOfWork::contacts_kept`]): each still stored, and
+/// locked against deletion until the commit, in id order (first in the commit: an
+/// erasure, which locks the contact's row before its runs and sends, waits for the
+/// commit or the commit for it, never both).
+async fn kept_in(tx: &mut sqlx::PgConnection, kept: &[String]) -> Result<(), StoreError> {
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<&str> = kept.iter().map(String::as_str).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let found: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM contacts WHERE id = ANY($1) \
+         ORDER BY id FOR KEY SHARE) k",
+    )
+    .bind(&ids)
+    .fetch_one(&mut *tx)
+    .await?;
+    fenced(ConflictKind::Contact, ids.len(), found as u64)
 }
 
 /// A commit's runs: inserts (rev 0) and fenced updates.

@@ -353,6 +353,7 @@ impl SqliteStore {
         claim: Option<(Ts, Ts)>,
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = WriteTx::begin(&self.pool).await?;
+        kept_in(&mut tx, &uow.contacts_kept).await?;
         contacts_in(&mut tx, &uow.contacts).await?;
         runs_in(&mut tx, &uow.runs).await?;
         timers_in(&mut tx, uow).await?;
@@ -468,6 +469,25 @@ async fn contact_updates_in(
     .execute(&mut *tx)
     .await;
     Ok(r.is_ok())
+}
+
+/// The contacts a commit keeps ([`UnitOfWork::contacts_kept`]): each still stored (in
+/// the write transaction: an erasure is wholly before or after it).
+async fn kept_in(tx: &mut SqliteConnection, kept: &[String]) -> Result<(), StoreError> {
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let gone: Option<String> = sqlx::query_scalar(
+        "SELECT j.value FROM json_each(?) j LEFT JOIN contacts c ON c.id = j.value \
+         WHERE c.id IS NULL LIMIT 1",
+    )
+    .bind(to_json(kept))
+    .fetch_optional(&mut *tx)
+    .await?;
+    match gone {
+        Some(id) => Err(StoreError::conflict_on(ConflictKind::Contact, &id)),
+        None => Ok(()),
+    }
 }
 
 /// A commit's runs: inserts (rev 0) and fenced updates; a group commit's in a few

@@ -35,6 +35,7 @@ pub const CHECKS: &[&str] = &[
     "queues_count_events_due_timers_and_open_sends_by_state",
     "compaction_sums_up_runs_ended_before_the_cutoff_and_nothing_else",
     "a_merge_into_a_contact_not_stored_moves_nothing",
+    "a_commit_keeping_a_contact_gone_since_conflicts_and_writes_nothing",
 ];
 
 /// 1 March 2026 at `h` o'clock, UTC.
@@ -1104,4 +1105,30 @@ pub async fn a_merge_into_a_contact_not_stored_moves_nothing(s: &dyn Store) {
     let merged = s.merge_contact(visitor, "c1", t(10), "form").await.unwrap();
     assert_eq!(merged.map(|m| (m.moved, m.already)), Some((1, false)));
     assert_eq!(s.contact_events("c1", t(0)).await.unwrap().len(), 1);
+}
+
+/// A unit that read a contact as stored and names it without writing it (a run it
+/// starts, a line) commits only while the contact is stored: gone (erased since it was
+/// read), the commit is a `Conflict` (`contact`) and writes nothing.
+pub async fn a_commit_keeping_a_contact_gone_since_conflicts_and_writes_nothing(s: &dyn Store) {
+    s.insert_events(&[contact("c1")], &[]).await.unwrap();
+    let kept = |contact: &str, run_id: &str| UnitOfWork {
+        runs: vec![run(run_id, contact)],
+        contacts_kept: vec![contact.to_string()],
+        ..Default::default()
+    };
+    s.commit(&kept("c1", "r1")).await.unwrap();
+    assert!(s.run("r1").await.unwrap().is_some());
+    let gone = s.commit(&kept("c-gone", "r2")).await;
+    assert!(
+        matches!(
+            gone,
+            Err(StoreError::Conflict {
+                what: ConflictKind::Contact,
+                ..
+            })
+        ),
+        "{gone:?}"
+    );
+    assert!(s.run("r2").await.unwrap().is_none());
 }

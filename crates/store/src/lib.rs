@@ -710,6 +710,12 @@ pub struct UnitOfWork {
     pub segment_members: Vec<(String, String, bool)>,
     /// Report counts to add ([`counts`]), in the same transaction as what they count.
     pub tallies: Vec<Tally>,
+    /// Contacts the unit read as stored and does not write, which its other writes name
+    /// (a run it starts, a line, a send): they must still be stored when it commits, else
+    /// the commit is a `Conflict` (`contact`) and writes nothing. An erasure between the
+    /// read and the commit would otherwise be outlived by what the unit writes about the
+    /// person. Postgres keeps them from being deleted until the commit (`FOR KEY SHARE`).
+    pub contacts_kept: Vec<String>,
 }
 
 impl UnitOfWork {
@@ -727,9 +733,10 @@ impl UnitOfWork {
         self.segment_timers.extend(other.segment_timers);
         self.segment_members.extend(other.segment_members);
         self.tallies.extend(other.tallies);
+        self.contacts_kept.extend(other.contacts_kept);
     }
 
-    /// Whether the unit writes nothing at all.
+    /// Whether the unit writes nothing at all (the contacts it keeps are not writes).
     pub fn is_empty(&self) -> bool {
         self.contacts.is_empty()
             && self.runs.is_empty()

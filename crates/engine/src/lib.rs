@@ -630,7 +630,9 @@ impl Engine {
             }
             match self.commit(&merged, now).await {
                 Ok(()) => return Ok(effects),
-                Err(e @ StoreError::Conflict { .. }) => {
+                // A deadlock (40P01) or serialization failure too: the database ended
+                // this commit to let another go; its halves are tried again.
+                Err(e) if e.conflict().is_some() || e.is_contention() => {
                     tracing::debug!(what = %e, units = batch.len(), "group commit conflicted; splitting");
                 }
                 Err(e) => return Err(e.into()),
@@ -946,6 +948,7 @@ impl Engine {
                 {
                     attempt += 1;
                 }
+                Err(e) if attempt < 3 && e.is_contention() => attempt += 1,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -997,6 +1000,21 @@ enum Flow {
     Goto(petgraph::graph::NodeIndex),
     /// The run now waits.
     Wait,
+}
+
+/// What a unit of a contact that is not stored still writes ([`Work::finish`]): the
+/// timers it fired cleared, its segment timer removed, the schedules' firings.
+fn housekeeping(uow: UnitOfWork) -> UnitOfWork {
+    UnitOfWork {
+        timers_clear: uow.timers_clear,
+        segment_timers: uow
+            .segment_timers
+            .into_iter()
+            .filter(|(_, due)| due.is_none())
+            .collect(),
+        schedules: uow.schedules,
+        ..UnitOfWork::default()
+    }
 }
 
 impl<'e> Work<'e> {
@@ -1066,20 +1084,23 @@ impl<'e> Work<'e> {
     fn finish(mut self) -> (UnitOfWork, Vec<Effect>) {
         self.segment_bookkeeping();
         self.tally();
-        // A contact not stored is created by a unit that writes something of it (an
-        // event applied, a change), not by one that found nothing to do: a unit retried
-        // after an erasure leaves no empty contact under the erased id.
-        let writes = !self.uow.is_empty();
-        if self.contact_changed || (!self.contact_exists && writes) {
-            self.uow.contacts.push(self.contact.clone());
-        } else if self.contact_exists && writes {
-            self.uow.contacts_kept.push(self.contact.id.clone());
-        }
         for i in &self.changed_runs {
             self.uow.runs.push(self.runs[*i].clone());
         }
         for (name, (expected, new)) in self.counters {
             self.uow.counters.push((name, expected, new));
+        }
+        if !self.contact_exists && self.uow.events_done.is_empty() {
+            // Not stored, and no event of it applied (an event is how a contact comes to
+            // be): erased, or merged away, since a timer, a schedule or a segment named
+            // it. Nothing is written about it but the queues' housekeeping: no empty
+            // contact, run or line comes back under the id.
+            return (housekeeping(std::mem::take(&mut self.uow)), Vec::new());
+        }
+        if self.contact_changed || !self.contact_exists {
+            self.uow.contacts.push(self.contact.clone());
+        } else if !self.uow.is_empty() {
+            self.uow.contacts_kept.push(self.contact.id.clone());
         }
         (self.uow, self.effects)
     }
@@ -1814,11 +1835,12 @@ mod tests {
         out[0].contact.clone().unwrap()
     }
 
-    /// A unit of a contact that is not stored (erased since something named it: a
-    /// schedule's audience, a retried send) that finds nothing to do writes nothing: no
-    /// empty contact comes back under the id. A unit that writes creates it.
+    /// A unit of a contact that is not stored (erased since a timer, a schedule's
+    /// audience or a segment named it) writes nothing about it, whatever it did: no empty
+    /// contact or line comes back under the id (contacts are created by ingestion and
+    /// imports, in the store).
     #[tokio::test]
-    async fn a_unit_that_writes_nothing_creates_no_contact() {
+    async fn a_unit_of_a_contact_not_stored_writes_nothing_of_it() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("workflows")).unwrap();
         let project = Arc::new(nurture_core::project::load(dir.path()).project.unwrap());
@@ -1828,16 +1850,20 @@ mod tests {
             .unwrap();
         let engine = Engine::new(project, Arc::new(store));
         let now = chrono::Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
-        engine.with_retry("gone", now, |_| Ok(())).await.unwrap();
-        assert!(engine.store.contact("gone").await.unwrap().is_none());
         engine
-            .with_retry("new", now, |w| {
+            .with_retry("gone", now, |w| {
                 w.journal(None, "note", json!({}));
                 Ok(())
             })
             .await
             .unwrap();
-        assert!(engine.store.contact("new").await.unwrap().is_some());
+        assert!(engine.store.contact("gone").await.unwrap().is_none());
+        assert!(engine
+            .store
+            .contact_lines("gone", 10)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     /// A lane that skips (as on Postgres; the mechanism is the same on this SQLite store)

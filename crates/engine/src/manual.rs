@@ -154,6 +154,13 @@ impl Work<'_> {
     /// Starts a run of `workflow` by hand, unless one is open (a concurrent start);
     /// whether it did.
     fn start_by_hand(&mut self, workflow: &str, by: &str, why: &str) -> Result<bool, EngineError> {
+        if !self.contact_exists {
+            // Erased since the caller looked.
+            return Err(EngineError::Invalid(format!(
+                "no contact `{}`",
+                self.contact.id
+            )));
+        }
         let current = self.current.clone();
         let Some(plan) = current.get(workflow) else {
             return Ok(false);

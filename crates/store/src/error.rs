@@ -254,6 +254,19 @@ impl StoreError {
         }
     }
 
+    /// Whether the database ended the transaction to let a concurrent one go (a deadlock,
+    /// a serialization failure): nothing was stored, and doing it again, or in smaller
+    /// parts, goes through.
+    pub fn is_contention(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable {
+                reason: Unavailability::Contention,
+                ..
+            }
+        )
+    }
+
     /// What conflicted, for a conflict.
     pub fn conflict(&self) -> Option<ConflictKind> {
         match self {

@@ -555,6 +555,59 @@ fn a_send_queued_during_an_erasure_waits_and_is_not_stored() {
     });
 }
 
+/// A visitor's run begun between the merge's ending of its runs and the merge itself
+/// (here the store's merge alone, as in that window): when its timer fires, the contact
+/// is gone, and the run ends (`merged`), its step does not run, and no empty contact
+/// comes back under the visitor's id. (Dropping the unit whole left the run waiting with
+/// no timer, for good; creating the contact brought the visitor back.)
+#[test]
+fn a_merged_visitors_run_left_open_ends_at_its_timer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    std::fs::write(
+        dir.join("workflows/linger.yaml"),
+        "workflow: linger\ntrigger: { event: page.visited }\nsteps:\n  - id: pause\n    wait: 1h\n  - id: mark\n    tag: [lingered]\n",
+    )
+    .unwrap();
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    rt().block_on(async {
+        let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
+        let store = nurture_server::open_store(&url).await.unwrap();
+        let engine = Arc::new(Engine::new(project, store.clone()));
+        let now = Utc::now();
+        let anonymous = nurture_engine::input::parse_contact(0, &json!({"id": VISITOR})).unwrap();
+        engine
+            .import_contacts(&[anonymous, ana()], now)
+            .await
+            .unwrap();
+        let visit = json!({"id": "v-1", "type": "page.visited", "contact": VISITOR});
+        let visit = nurture_engine::input::parse_event(0, &visit).unwrap();
+        engine.ingest(&[visit], now).await.unwrap();
+        engine.tick(now).await.unwrap();
+        let waiting = |runs: &[nurture_store::Run]| {
+            runs.iter()
+                .filter(|r| r.workflow == "linger" && r.status.is_open())
+                .count()
+        };
+        assert_eq!(waiting(&store.runs_of_contact(VISITOR).await.unwrap()), 1);
+        let merged = store.merge_contact(VISITOR, "c-ana", now, "form").await;
+        assert!(matches!(merged, Ok(Some(_))), "{merged:?}");
+        engine.tick(now + chrono::Duration::hours(2)).await.unwrap();
+        let runs = store.runs_of_contact(VISITOR).await.unwrap();
+        let linger = runs.iter().find(|r| r.workflow == "linger").unwrap();
+        assert_eq!(
+            linger.status,
+            nurture_store::RunStatus::Exited,
+            "{linger:?}"
+        );
+        assert_eq!(linger.exit_reason.as_deref(), Some("merged"));
+        assert!(store.contact(VISITOR).await.unwrap().is_none());
+        let ana = store.contact("c-ana").await.unwrap().unwrap();
+        assert!(!ana.tags.contains("lingered"), "{ana:?}");
+    });
+}
+
 type Merging =
     tokio::task::JoinHandle<Result<Option<nurture_store::Merged>, nurture_store::StoreError>>;
 

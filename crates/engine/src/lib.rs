@@ -1003,9 +1003,18 @@ enum Flow {
 }
 
 /// What a unit of a contact that is not stored still writes ([`Work::finish`]): the
-/// timers it fired cleared, its segment timer removed, the schedules' firings.
+/// timers it fired cleared, its segment timer removed, the schedules' firings, and its
+/// stored runs' changes with their lines (no contact is created by it, and it starts no
+/// run: see [`Work::enrol`]).
 fn housekeeping(uow: UnitOfWork) -> UnitOfWork {
     UnitOfWork {
+        runs: uow.runs,
+        journal: uow
+            .journal
+            .into_iter()
+            .filter(|j| j.run_id.is_some())
+            .collect(),
+        timers_set: uow.timers_set,
         timers_clear: uow.timers_clear,
         segment_timers: uow
             .segment_timers
@@ -1091,10 +1100,10 @@ impl<'e> Work<'e> {
             self.uow.counters.push((name, expected, new));
         }
         if !self.contact_exists && self.uow.events_done.is_empty() {
-            // Not stored, and no event of it applied (an event is how a contact comes to
-            // be): erased, or merged away, since a timer, a schedule or a segment named
-            // it. Nothing is written about it but the queues' housekeeping: no empty
-            // contact, run or line comes back under the id.
+            // Not stored, and no event of it applied: erased, or merged away, since a
+            // timer, a schedule or a segment named it. Nothing is written about it but the
+            // queues' housekeeping and what its runs left (a merged visitor's run ended):
+            // no empty contact, line or send comes back under the id.
             return (housekeeping(std::mem::take(&mut self.uow)), Vec::new());
         }
         if self.contact_changed || !self.contact_exists {
@@ -1535,6 +1544,12 @@ impl<'e> Work<'e> {
         if self.runs[i].status != RunStatus::Waiting {
             return Ok(());
         }
+        if !self.contact_exists {
+            // A merged visitor's run begun between the merge's ending of its runs and the
+            // merge: it ends now, nothing of it runs for a contact that is gone.
+            self.end_run(i, RunStatus::Exited, "merged");
+            return Ok(());
+        }
         let Some(plan) = self.run_plan(i) else {
             self.fail(i, None, &self.no_plan(i));
             return Ok(());
@@ -1696,6 +1711,10 @@ impl<'e> Work<'e> {
         trigger: Value,
         event: Option<Value>,
     ) -> Result<bool, EngineError> {
+        if !self.contact_exists && self.uow.events_done.is_empty() {
+            // Gone (erased or merged away) since a schedule or a segment named it.
+            return Ok(false);
+        }
         let mine: Vec<&Run> = self
             .runs
             .iter()

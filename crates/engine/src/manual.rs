@@ -130,6 +130,10 @@ impl Engine {
         };
         let effects = self.with_retry(contact, now, f).await?;
         if !started.into_inner() {
+            if self.store.contact(contact).await?.is_none() {
+                // Erased meanwhile.
+                return Err(ManualError::NoContact(contact.to_string()));
+            }
             // Another start (or an enrolment) opened a run meanwhile.
             return Err(ManualError::AlreadyIn(workflow.to_string()));
         }
@@ -155,11 +159,8 @@ impl Work<'_> {
     /// whether it did.
     fn start_by_hand(&mut self, workflow: &str, by: &str, why: &str) -> Result<bool, EngineError> {
         if !self.contact_exists {
-            // Erased since the caller looked.
-            return Err(EngineError::Invalid(format!(
-                "no contact `{}`",
-                self.contact.id
-            )));
+            // Erased since the caller looked (the caller tells it apart).
+            return Ok(false);
         }
         let current = self.current.clone();
         let Some(plan) = current.get(workflow) else {

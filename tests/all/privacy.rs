@@ -608,6 +608,37 @@ fn a_merged_visitors_run_left_open_ends_at_its_timer() {
     });
 }
 
+/// A visitor merged while its `contact.created` is still queued (imported, not applied
+/// yet): the merge takes that event out of the queue, so no pass applies it and creates
+/// the visitor again under its old id (its other events go to Ana as before).
+#[test]
+fn a_visitor_merged_before_its_creation_is_applied_stays_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    let mut urls = vec![format!("sqlite://{}", dir.join("t.db").display())];
+    urls.extend(fresh_postgres());
+    for url in urls {
+        rt().block_on(async {
+            let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
+            let store = nurture_server::open_store(&url).await.unwrap();
+            let engine = Arc::new(Engine::new(project, store.clone()));
+            let now = Utc::now();
+            let anonymous =
+                nurture_engine::input::parse_contact(0, &json!({"id": VISITOR})).unwrap();
+            engine
+                .import_contacts(&[anonymous, ana()], now)
+                .await
+                .unwrap();
+            let merged = store.merge_contact(VISITOR, "c-ana", now, "form").await;
+            assert!(matches!(merged, Ok(Some(_))), "{merged:?}");
+            engine.tick(now).await.unwrap();
+            assert!(store.contact(VISITOR).await.unwrap().is_none(), "{url}");
+            assert!(store.contact("c-ana").await.unwrap().is_some());
+        });
+    }
+}
+
 type Merging =
     tokio::task::JoinHandle<Result<Option<nurture_store::Merged>, nurture_store::StoreError>>;
 

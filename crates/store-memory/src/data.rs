@@ -250,6 +250,10 @@ impl Inner {
                 continue;
             };
             if e.kind == "contact.created" {
+                // Kept, and no longer queued: the visitor is gone, nothing applies it.
+                if let Some(at) = self.queued.remove(&seq) {
+                    self.inbox.remove(&(at, seq));
+                }
                 kept.insert((t, seq));
                 continue;
             }

@@ -1868,7 +1868,9 @@ async fn merge_in(
     .bind(into)
     .fetch_one(&mut **tx)
     .await?;
-    for table in ["segment_members", "segment_timers"] {
+    // Its `contact.created` (kept) leaves the queue: the visitor is gone, and applying it
+    // would create the visitor again.
+    for table in ["segment_members", "segment_timers", "inbox"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE contact = $1"))
             .bind(from)
             .execute(&mut **tx)

@@ -974,6 +974,12 @@ async fn merge_on(
             .execute(&mut *conn)
             .await?;
     }
+    // Its `contact.created`, kept, is no longer queued: the visitor is gone, and applying
+    // it would create the visitor again.
+    sqlx::query("DELETE FROM inbox WHERE seq IN (SELECT seq FROM events WHERE contact = ?)")
+        .bind(from)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM contacts WHERE id = ?")
         .bind(from)
         .execute(&mut *conn)

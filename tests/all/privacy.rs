@@ -513,17 +513,9 @@ fn a_send_queued_during_an_erasure_waits_and_is_not_stored() {
     let dir = tmp.path();
     project(dir);
     rt().block_on(async {
-        let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
-        let store = nurture_server::open_store(&url).await.unwrap();
-        let engine = Arc::new(Engine::new(project, store.clone()));
+        let engine = ana_and_visitor(dir, &url, false).await;
         let now = Utc::now();
-        engine.import_contacts(&[ana()], now).await.unwrap();
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        let mut erasure = pool.begin().await.unwrap();
-        sqlx::query("SELECT email FROM nurture.contacts WHERE id = 'c-ana' FOR UPDATE")
-            .execute(&mut *erasure)
-            .await
-            .unwrap();
+        let (pool, mut erasure) = erasure_holding(&url, "c-ana").await;
         let queuer = engine.clone();
         let queued = tokio::spawn(async move {
             let payload = json!({"to": ADDRESS, "subject": "Confirm"});
@@ -531,15 +523,7 @@ fn a_send_queued_during_an_erasure_waits_and_is_not_stored() {
                 .queue_transactional("c-ana", "confirm-1", payload, now)
                 .await
         });
-        assert!(
-            crate::util::until_a_lock_waits(
-                &pool,
-                "locktype IN ('transactionid', 'tuple')",
-                &queued
-            )
-            .await,
-            "the send waits for the erasure"
-        );
+        waits_for_the_erasure(&pool, &queued, "the send").await;
         sqlx::query("DELETE FROM nurture.contacts WHERE id = 'c-ana'")
             .execute(&mut *erasure)
             .await
@@ -572,18 +556,9 @@ fn a_merged_visitors_run_left_open_ends_at_its_timer() {
     .unwrap();
     let url = format!("sqlite://{}", dir.join("t.db").display());
     rt().block_on(async {
-        let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
-        let store = nurture_server::open_store(&url).await.unwrap();
-        let engine = Arc::new(Engine::new(project, store.clone()));
+        let engine = ana_and_visitor(dir, &url, true).await;
+        let store = engine.store.clone();
         let now = Utc::now();
-        let anonymous = nurture_engine::input::parse_contact(0, &json!({"id": VISITOR})).unwrap();
-        engine
-            .import_contacts(&[anonymous, ana()], now)
-            .await
-            .unwrap();
-        let visit = json!({"id": "v-1", "type": "page.visited", "contact": VISITOR});
-        let visit = nurture_engine::input::parse_event(0, &visit).unwrap();
-        engine.ingest(&[visit], now).await.unwrap();
         engine.tick(now).await.unwrap();
         let waiting = |runs: &[nurture_store::Run]| {
             runs.iter()
@@ -620,16 +595,9 @@ fn a_visitor_merged_before_its_creation_is_applied_stays_gone() {
     urls.extend(fresh_postgres());
     for url in urls {
         rt().block_on(async {
-            let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
-            let store = nurture_server::open_store(&url).await.unwrap();
-            let engine = Arc::new(Engine::new(project, store.clone()));
+            let engine = ana_and_visitor(dir, &url, false).await;
+            let store = engine.store.clone();
             let now = Utc::now();
-            let anonymous =
-                nurture_engine::input::parse_contact(0, &json!({"id": VISITOR})).unwrap();
-            engine
-                .import_contacts(&[anonymous, ana()], now)
-                .await
-                .unwrap();
             let merged = store.merge_contact(VISITOR, "c-ana", now, "form").await;
             assert!(matches!(merged, Ok(Some(_))), "{merged:?}");
             engine.tick(now).await.unwrap();
@@ -639,48 +607,75 @@ fn a_visitor_merged_before_its_creation_is_applied_stays_gone() {
     }
 }
 
-type Merging =
-    tokio::task::JoinHandle<Result<Option<nurture_store::Merged>, nurture_store::StoreError>>;
-
-/// A visitor (imported) and its page visit (queued, not applied), Ana imported, a transaction of the
-/// test's own holding `locked`'s contact row as an erasure's first statement does, and
-/// the visitor's merge into Ana started and waiting for a lock.
-async fn merge_while_erasing(
-    dir: &Path,
-    url: &str,
-    locked: &str,
-) -> (
-    Engine,
-    sqlx::PgPool,
-    sqlx::Transaction<'static, sqlx::Postgres>,
-    Merging,
-) {
+/// The visitor and Ana imported (the visitor's `contact.created` queued, not applied),
+/// and with `visit` the visitor's page visit `v-1` queued too.
+async fn ana_and_visitor(dir: &Path, url: &str, visit: bool) -> Arc<Engine> {
     let project = Arc::new(nurture_core::project::load(dir).project.unwrap());
     let store = nurture_server::open_store(url).await.unwrap();
-    let engine = Engine::new(project, store.clone());
+    let engine = Arc::new(Engine::new(project, store));
     let now = Utc::now();
-    let visit = json!({"id": "v-1", "type": "page.visited", "contact": VISITOR});
-    let visit = nurture_engine::input::parse_event(0, &visit).unwrap();
     let anonymous = nurture_engine::input::parse_contact(0, &json!({"id": VISITOR})).unwrap();
     engine
         .import_contacts(&[anonymous, ana()], now)
         .await
         .unwrap();
-    engine.ingest(&[visit], now).await.unwrap();
+    if visit {
+        let visit = json!({"id": "v-1", "type": "page.visited", "contact": VISITOR});
+        let visit = nurture_engine::input::parse_event(0, &visit).unwrap();
+        engine.ingest(&[visit], now).await.unwrap();
+    }
+    engine
+}
+
+/// A transaction of the test's own holding `contact`'s row as an erasure's first
+/// statement does, with a pool on the same database.
+async fn erasure_holding(
+    url: &str,
+    contact: &str,
+) -> (sqlx::PgPool, sqlx::Transaction<'static, sqlx::Postgres>) {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
     let mut erasure = pool.begin().await.unwrap();
     sqlx::query("SELECT email FROM nurture.contacts WHERE id = $1 FOR UPDATE")
-        .bind(locked)
+        .bind(contact)
         .execute(&mut *erasure)
         .await
         .unwrap();
+    (pool, erasure)
+}
+
+/// Asserts that `task` (`what`) waits for a row lock (the erasure's).
+async fn waits_for_the_erasure<T>(
+    pool: &sqlx::PgPool,
+    task: &tokio::task::JoinHandle<T>,
+    what: &str,
+) {
+    let waits =
+        crate::util::until_a_lock_waits(pool, "locktype IN ('transactionid', 'tuple')", task).await;
+    assert!(waits, "{what} waits for the erasure");
+}
+
+type Merging =
+    tokio::task::JoinHandle<Result<Option<nurture_store::Merged>, nurture_store::StoreError>>;
+
+/// [`ana_and_visitor`] with the visit, an erasure holding `locked`'s row
+/// ([`erasure_holding`]), and the visitor's merge into Ana started and waiting for it.
+async fn merge_while_erasing(
+    dir: &Path,
+    url: &str,
+    locked: &str,
+) -> (
+    Arc<Engine>,
+    sqlx::PgPool,
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    Merging,
+) {
+    let engine = ana_and_visitor(dir, url, true).await;
+    let (pool, erasure) = erasure_holding(url, locked).await;
+    let store = engine.store.clone();
+    let now = Utc::now();
     let merge =
         tokio::spawn(async move { store.merge_contact(VISITOR, "c-ana", now, "form").await });
-    assert!(
-        crate::util::until_a_lock_waits(&pool, "locktype IN ('transactionid', 'tuple')", &merge)
-            .await,
-        "the merge waits for the erasure"
-    );
+    waits_for_the_erasure(&pool, &merge, "the merge").await;
     (engine, pool, erasure, merge)
 }
 

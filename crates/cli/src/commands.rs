@@ -183,27 +183,24 @@ pub(crate) async fn run(
     let listen = listen
         .or_else(|| project.settings.api.as_ref().and_then(|a| a.listen.clone()))
         .unwrap_or_else(|| "127.0.0.1:8025".into());
-    let (api, api_url, key_note) = match (role, &metrics_listen) {
-        (Role::Worker, None) => (None, "-".to_string(), "-".to_string()),
+    let none = || "-".to_string();
+    let (api, api_url, metrics_url, key_note) = match (role, &metrics_listen) {
+        (Role::Worker, None) => (None, none(), none(), none()),
         (Role::Worker, Some(addr)) => {
             let (mut api, url, key_from) = bind_api(dir, &project, addr, signer.clone()).await?;
             api.metrics_only = true;
-            (Some(api), url, key_from)
+            (Some(api), none(), format!("{url}/metrics"), key_from)
         }
         _ => {
             let (api, url, key_from) = bind_api(dir, &project, &listen, signer.clone()).await?;
-            (Some(api), url, key_from)
+            let metrics = format!("{url}/metrics");
+            (Some(api), url, metrics, key_from)
         }
     };
     // Links in emails point at the API: a worker's own port serves metrics only.
     let api_base = match role {
         Role::Worker => format!("http://{listen}"),
         _ => api_url.clone(),
-    };
-    let (api_url, metrics_url) = match role {
-        Role::Worker if api.is_some() => ("-".to_string(), format!("{api_url}/metrics")),
-        Role::Worker => ("-".to_string(), "-".to_string()),
-        _ => (api_url.clone(), format!("{api_url}/metrics")),
     };
     let scheduler = match role {
         Role::Api => None,

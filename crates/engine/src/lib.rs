@@ -1090,20 +1090,27 @@ impl<'e> Work<'e> {
         }
     }
 
+    /// Whether the unit's contact is not stored and no event of it was applied (an event
+    /// is how a stored contact's unit meets it): erased, or merged away, since a timer, a
+    /// schedule or a segment named it.
+    fn contact_gone(&self) -> bool {
+        !self.contact_exists && self.uow.events_done.is_empty()
+    }
+
     fn finish(mut self) -> (UnitOfWork, Vec<Effect>) {
         self.segment_bookkeeping();
         self.tally();
+        let gone = self.contact_gone();
         for i in &self.changed_runs {
             self.uow.runs.push(self.runs[*i].clone());
         }
         for (name, (expected, new)) in self.counters {
             self.uow.counters.push((name, expected, new));
         }
-        if !self.contact_exists && self.uow.events_done.is_empty() {
-            // Not stored, and no event of it applied: erased, or merged away, since a
-            // timer, a schedule or a segment named it. Nothing is written about it but the
-            // queues' housekeeping and what its runs left (a merged visitor's run ended):
-            // no empty contact, line or send comes back under the id.
+        if gone {
+            // Nothing is written about it but the queues' housekeeping and what its runs
+            // left (a merged visitor's run ended): no empty contact, line or send comes
+            // back under the id.
             return (housekeeping(std::mem::take(&mut self.uow)), Vec::new());
         }
         if self.contact_changed || !self.contact_exists {
@@ -1544,7 +1551,7 @@ impl<'e> Work<'e> {
         if self.runs[i].status != RunStatus::Waiting {
             return Ok(());
         }
-        if !self.contact_exists {
+        if self.contact_gone() {
             // A merged visitor's run begun between the merge's ending of its runs and the
             // merge: it ends now, nothing of it runs for a contact that is gone.
             self.end_run(i, RunStatus::Exited, "merged");
@@ -1711,8 +1718,7 @@ impl<'e> Work<'e> {
         trigger: Value,
         event: Option<Value>,
     ) -> Result<bool, EngineError> {
-        if !self.contact_exists && self.uow.events_done.is_empty() {
-            // Gone (erased or merged away) since a schedule or a segment named it.
+        if self.contact_gone() {
             return Ok(false);
         }
         let mine: Vec<&Run> = self

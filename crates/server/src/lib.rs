@@ -313,17 +313,8 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
 /// The API's routes (the table in the crate docs) over `state`: the API key is checked
 /// before a `/v1` body is read, and bodies are limited in size and time (`[api]`).
 pub fn router(state: AppState) -> Router {
-    let limits = state.limits;
     let (api, _) = api_routes().split_for_parts();
-    api.merge(ui::routes())
-        // (After the routes: it applies to the routes registered before it.)
-        .method_not_allowed_fallback(method_not_allowed)
-        .fallback(not_found)
-        .with_state(state.clone())
-        .layer(axum::middleware::from_fn_with_state(limits, read_body))
-        // Outside `read_body`: a client without the key is turned away before its body
-        // is read, so only authenticated clients can make the server hold bodies.
-        .layer(axum::middleware::from_fn_with_state(state, key_first))
+    guarded(api.merge(ui::routes()), state)
         // Outermost: the dashboard's headers on every `/ui` answer, errors included.
         .layer(axum::middleware::from_fn(ui::headers))
         // `read_body` enforces `max_body` (axum's own default is 2 MB).
@@ -335,20 +326,29 @@ pub fn router(state: AppState) -> Router {
 /// every other path is 404, so the port offers no way into the API.
 pub fn metrics_router(state: AppState) -> Router {
     use utoipa_axum::routes;
-    let limits = state.limits;
     // Two of the documented operations, registered from their annotations as in
     // [`api_routes`].
     let (routes, _) = utoipa_axum::router::OpenApiRouter::new()
         .routes(routes!(metrics::scrape))
         .routes(routes!(health))
         .split_for_parts();
+    guarded(routes, state).layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// `routes` over `state` with what every port of the server answers with: 405 and 404
+/// as problem+json, the API key checked before a body is read, bodies bounded in size
+/// and time (`[api]`).
+fn guarded(routes: Router<AppState>, state: AppState) -> Router {
+    let limits = state.limits;
     routes
+        // (After the routes: it applies to the routes registered before it.)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(limits, read_body))
+        // Outside `read_body`: a client without the key is turned away before its body
+        // is read, so only authenticated clients can make the server hold bodies.
         .layer(axum::middleware::from_fn_with_state(state, key_first))
-        .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 /// Answers 401 to a `/v1` request without the right API key, before its body is read.
